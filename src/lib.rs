@@ -1,0 +1,18 @@
+//! bypass: a userspace kernel-bypass transport stack.
+//!
+//! The crate is one library whose modules are the layers of the stack. Arrows point down;
+//! nothing imports upward (see `docs/ARCHITECTURE.md`):
+//!
+//! ```text
+//! pmd        poll-mode drivers: trait Port; memif (pure Rust), dpdk (feature), sim;
+//!            wrappers over any Port: faults, pcap
+//! mem        hugepage regions, buffer pools, PktBuf, zero-copy hand-off, memory kinds
+//! ```
+//!
+//! Unsafe code is denied at the crate root and allowed only in `mem`, the `pmd` backends and
+//! (later) `capi`; every unsafe block carries a `// SAFETY:` comment.
+#![deny(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod mem;
+pub mod pmd;

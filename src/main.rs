@@ -1,0 +1,22 @@
+//! The `bypass` command line: bench, sim, stat, echo.
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("mem") => match bypass::mem::selftest::run() {
+            Ok(report) => {
+                println!("{report}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("bypass mem: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        _ => {
+            eprintln!("usage: bypass mem");
+            ExitCode::from(2)
+        }
+    }
+}

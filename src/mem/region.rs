@@ -1,0 +1,323 @@
+//! `Region`: one contiguous mapping of shareable memory, from 2 MiB hugepages when they can be
+//! had, else from 4 KiB pages with the fallback reported.
+
+use std::ffi::CString;
+use std::fmt;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::ptr::NonNull;
+
+use super::MemoryKind;
+
+/// Size of the hugepages this layer asks for.
+pub const HUGE_PAGE_SIZE: usize = 2 << 20;
+/// Size of a base page on the platforms bypass runs on.
+pub const BASE_PAGE_SIZE: usize = 4096;
+
+/// Whether a region must, may or must not come from hugepages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HugePages {
+    /// Use 2 MiB hugepages when the kernel can give them, else fall back to 4 KiB pages and
+    /// report it (a `tracing` warning and [`Region::fallback`]).
+    #[default]
+    Prefer,
+    /// Fail with [`RegionError::NoHugePages`] when hugepages cannot be had.
+    Require,
+    /// Use 4 KiB pages (tests, or memory that is not on the data path).
+    Never,
+}
+
+/// How the pages under a region were obtained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PageSize {
+    /// 2 MiB hugepages (memfd with `MFD_HUGETLB`).
+    Huge2M,
+    /// 4 KiB base pages.
+    Base4K,
+    /// Mapped from a file descriptor another process passed us; page size as the owner chose.
+    Foreign,
+}
+
+/// Why a region asked to prefer hugepages got base pages instead.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fallback {
+    /// The errno text of the call that failed (`memfd_create`, `ftruncate` or `mmap`).
+    pub reason: String,
+}
+
+/// Errors creating or mapping a region.
+#[derive(Debug, thiserror::Error)]
+pub enum RegionError {
+    /// A zero-sized region was asked for.
+    #[error("a region of 0 bytes was requested")]
+    Empty,
+    /// Hugepages were required but none (or not enough) are reserved.
+    #[error(
+        "{size} bytes of 2 MiB hugepages were required but could not be had ({reason}); reserve some: \
+         `echo 256 > /proc/sys/vm/nr_hugepages` (as root), or allow the 4 KiB fallback"
+    )]
+    NoHugePages {
+        /// Bytes requested (rounded to hugepages).
+        size: usize,
+        /// The failing call and its errno text.
+        reason: String,
+    },
+    /// A system call failed.
+    #[error("{call} failed: {source}")]
+    Os {
+        /// The call that failed.
+        call: &'static str,
+        /// Its errno.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// One mapping of shareable memory.
+///
+/// Backed by a memfd so the mapping can be handed to another process by its file descriptor
+/// (memif does this). The memory is host memory; [`Region::kind`] says whether a GPU has it
+/// pinned. A region never hands out `&[u8]` over its memory: the pool that carves it does,
+/// one owned slot at a time.
+pub struct Region {
+    ptr: NonNull<u8>,
+    len: usize,
+    fd: OwnedFd,
+    pages: PageSize,
+    locked: bool,
+    kind: MemoryKind,
+    fallback: Option<Fallback>,
+}
+
+// SAFETY: a Region is a plain mapping; the raw pointer is never dereferenced by the Region
+// itself, and whoever carves it (Pool) guarantees exclusive access per slot.
+unsafe impl Send for Region {}
+// SAFETY: as above; &Region only exposes the pointer value, length and fd.
+unsafe impl Sync for Region {}
+
+impl fmt::Debug for Region {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Region")
+            .field("ptr", &self.ptr)
+            .field("len", &self.len)
+            .field("fd", &self.fd.as_raw_fd())
+            .field("pages", &self.pages)
+            .field("locked", &self.locked)
+            .field("kind", &self.kind)
+            .field("fallback", &self.fallback)
+            .finish()
+    }
+}
+
+fn os_err(call: &'static str) -> RegionError {
+    RegionError::Os {
+        call,
+        source: std::io::Error::last_os_error(),
+    }
+}
+
+fn round_up(n: usize, to: usize) -> usize {
+    n.div_ceil(to) * to
+}
+
+fn memfd(name: &str, huge: bool) -> Result<OwnedFd, std::io::Error> {
+    let cname = CString::new(name.replace('\0', "_")).expect("NULs replaced");
+    let mut flags = libc::MFD_CLOEXEC;
+    if huge {
+        flags |= libc::MFD_HUGETLB | libc::MFD_HUGE_2MB;
+    } else {
+        flags |= libc::MFD_ALLOW_SEALING;
+    }
+    // SAFETY: cname is a valid NUL-terminated string for the duration of the call.
+    let fd = unsafe { libc::memfd_create(cname.as_ptr(), flags) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: memfd_create returned a fresh descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Map `len` bytes of `fd` shared, read-write, pre-faulted.
+fn map_shared(
+    fd: BorrowedFd<'_>,
+    len: usize,
+    populate: bool,
+) -> Result<NonNull<u8>, std::io::Error> {
+    let mut flags = libc::MAP_SHARED;
+    if populate {
+        flags |= libc::MAP_POPULATE;
+    }
+    // SAFETY: mapping a file we hold open; the kernel chooses the address; no existing memory
+    // is affected.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            flags,
+            fd.as_raw_fd(),
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(NonNull::new(p.cast()).expect("mmap never returns NULL on success"))
+}
+
+fn try_huge(name: &str, len: usize) -> Result<(OwnedFd, NonNull<u8>), String> {
+    let fd = memfd(name, true).map_err(|e| format!("memfd_create(MFD_HUGETLB): {e}"))?;
+    // SAFETY: plain syscall on a descriptor we own.
+    if unsafe { libc::ftruncate(fd.as_raw_fd(), len as libc::off_t) } != 0 {
+        return Err(format!("ftruncate: {}", std::io::Error::last_os_error()));
+    }
+    // Hugetlb reserves the pages at mmap time, so a shortage fails here rather than as a
+    // SIGBUS on first touch. MAP_POPULATE then faults them in so HugePages_Free reflects it.
+    let ptr = map_shared(fd.as_fd(), len, true).map_err(|e| format!("mmap(hugetlb): {e}"))?;
+    Ok((fd, ptr))
+}
+
+impl Region {
+    /// Map a new region of at least `size` bytes (rounded up to the page size used).
+    ///
+    /// `name` shows in `/proc/PID/maps` and helps an operator find the memory. With
+    /// [`HugePages::Prefer`], a shortage of hugepages gives 4 KiB pages, a `tracing` warning
+    /// and [`Region::fallback`] set; it is never silent.
+    pub fn new(name: &str, size: usize, huge: HugePages) -> Result<Region, RegionError> {
+        if size == 0 {
+            return Err(RegionError::Empty);
+        }
+        let mut fallback = None;
+        if huge != HugePages::Never {
+            let len = round_up(size, HUGE_PAGE_SIZE);
+            match try_huge(name, len) {
+                Ok((fd, ptr)) => return Ok(Self::finish(ptr, len, fd, PageSize::Huge2M, None)),
+                Err(reason) if huge == HugePages::Require => {
+                    return Err(RegionError::NoHugePages { size: len, reason })
+                }
+                Err(reason) => {
+                    tracing::warn!(
+                        region = name,
+                        bytes = len,
+                        %reason,
+                        "hugepages unavailable, falling back to 4 KiB pages \
+                         (reserve some: echo 256 > /proc/sys/vm/nr_hugepages)"
+                    );
+                    fallback = Some(Fallback { reason });
+                }
+            }
+        }
+        let len = round_up(size, BASE_PAGE_SIZE);
+        let fd = memfd(name, false).map_err(|source| RegionError::Os {
+            call: "memfd_create",
+            source,
+        })?;
+        // SAFETY: plain syscall on a descriptor we own.
+        if unsafe { libc::ftruncate(fd.as_raw_fd(), len as libc::off_t) } != 0 {
+            return Err(os_err("ftruncate"));
+        }
+        let ptr = map_shared(fd.as_fd(), len, true).map_err(|source| RegionError::Os {
+            call: "mmap",
+            source,
+        })?;
+        Ok(Self::finish(ptr, len, fd, PageSize::Base4K, fallback))
+    }
+
+    /// Map `len` bytes of a region another process shared with us by `fd` (for example a
+    /// memif peer's ADD_REGION). The region keeps the descriptor open.
+    pub fn from_fd(fd: OwnedFd, len: usize) -> Result<Region, RegionError> {
+        if len == 0 {
+            return Err(RegionError::Empty);
+        }
+        let ptr = map_shared(fd.as_fd(), len, false).map_err(|source| RegionError::Os {
+            call: "mmap",
+            source,
+        })?;
+        Ok(Self::finish(ptr, len, fd, PageSize::Foreign, None))
+    }
+
+    fn finish(
+        ptr: NonNull<u8>,
+        len: usize,
+        fd: OwnedFd,
+        pages: PageSize,
+        fallback: Option<Fallback>,
+    ) -> Region {
+        // Lock the pages where allowed (RLIMIT_MEMLOCK, CAP_IPC_LOCK): a packet buffer must
+        // never be swapped out. Hugetlb pages are never swapped anyway.
+        // SAFETY: ptr/len describe a live mapping we own.
+        let locked = unsafe { libc::mlock(ptr.as_ptr().cast(), len) } == 0;
+        if !locked && pages != PageSize::Huge2M {
+            tracing::debug!(bytes = len, "mlock refused; region may be swapped");
+        }
+        Region {
+            ptr,
+            len,
+            fd,
+            pages,
+            locked,
+            kind: MemoryKind::Host,
+            fallback,
+        }
+    }
+
+    /// Start of the mapping. Dereferencing it is the caller's business (see `Pool`).
+    pub fn as_ptr(&self) -> *mut u8 {
+        self.ptr.as_ptr()
+    }
+
+    /// Length of the mapping in bytes (a multiple of the page size).
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Always false: regions are never empty.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// The memfd behind the mapping, to share the region with another process.
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    /// Which pages back the region.
+    pub fn pages(&self) -> PageSize {
+        self.pages
+    }
+
+    /// True when the region is on 2 MiB hugepages.
+    pub fn is_hugepage(&self) -> bool {
+        self.pages == PageSize::Huge2M
+    }
+
+    /// True when `mlock` succeeded.
+    pub fn is_locked(&self) -> bool {
+        self.locked
+    }
+
+    /// Why hugepages were preferred but not used, if they were not.
+    pub fn fallback(&self) -> Option<&Fallback> {
+        self.fallback.as_ref()
+    }
+
+    /// The kind of memory.
+    pub fn kind(&self) -> MemoryKind {
+        self.kind
+    }
+
+    /// Mark the region as pinned for DMA by a GPU (done by the GPU target once it has
+    /// registered the memory with the driver).
+    pub fn set_kind(&mut self, kind: MemoryKind) {
+        self.kind = kind;
+    }
+}
+
+impl Drop for Region {
+    fn drop(&mut self) {
+        // SAFETY: ptr/len is our live mapping; nothing borrows it past the Region (Pool keeps
+        // the Region alive until its last buffer returns).
+        unsafe {
+            libc::munmap(self.ptr.as_ptr().cast(), self.len);
+        }
+    }
+}
