@@ -90,6 +90,8 @@ impl CoreSlot {
 
 impl Drop for CoreSlot {
     fn drop(&mut self) {
+        // Return this core's cached slots to every pool's shared list first.
+        super::pool::release_core(self.id as usize);
         CURRENT.with(|c| c.set(NONE));
         CLAIMED[self.id as usize].store(false, Ordering::Release);
     }

@@ -14,6 +14,7 @@ use std::cell::UnsafeCell;
 use std::fmt;
 use std::ptr::NonNull;
 use std::sync::atomic::{fence, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Mutex;
 
 use super::core::{self, MAX_CORES};
 use super::region::{HugePages, Region, RegionError};
@@ -186,8 +187,8 @@ impl FreeRing {
 
 /// A per-core stack of free slot indices. Touched only by the thread holding that core slot.
 struct CoreCache {
-    len: usize,
-    slots: Box<[u32]>,
+    len: AtomicUsize,
+    slots: UnsafeCell<Box<[u32]>>,
 }
 
 pub(crate) struct PoolInner {
@@ -196,7 +197,7 @@ pub(crate) struct PoolInner {
     nslots: u32,
     headroom: u16,
     ring: FreeRing,
-    caches: Box<[CachePadded<UnsafeCell<CoreCache>>]>,
+    caches: Box<[CachePadded<CoreCache>]>,
     cache_size: usize,
     /// Per-slot reference counts for `PktBytes` (shared views); 0 while a `PktBuf` owns it.
     pub(crate) refcnt: Box<[AtomicU32]>,
@@ -235,57 +236,84 @@ impl PoolInner {
         self.headroom
     }
 
+    /// The cache of the core slot this thread holds, if caches are on and it holds one.
+    // The &mut comes from an UnsafeCell whose exclusivity is guaranteed by the core slot,
+    // not by &self: that is the point of a per-core cache.
+    #[allow(clippy::mut_from_ref)]
+    #[inline]
+    fn my_cache(&self) -> Option<(&AtomicUsize, &mut [u32])> {
+        if self.cache_size == 0 {
+            return None;
+        }
+        let c = &self.caches[core::current()?].0;
+        // SAFETY: this thread holds that core slot, so it is the only one touching the
+        // cache's slot array (see CoreSlot); the borrow ends before the slot is released.
+        let slots = unsafe { &mut *c.slots.get() };
+        Some((&c.len, slots))
+    }
+
     #[inline]
     fn take(&self) -> Option<u32> {
-        if self.cache_size > 0 {
-            if let Some(core) = core::current() {
-                // SAFETY: this thread holds core slot `core`, so it is the only one touching
-                // cache `core` (see CoreSlot).
-                let cache = unsafe { &mut *self.caches[core].0.get() };
-                if cache.len == 0 {
-                    let want = self.cache_size.div_ceil(2);
-                    while cache.len < want {
-                        match self.ring.pop() {
-                            Some(s) => {
-                                cache.slots[cache.len] = s;
-                                cache.len += 1;
-                            }
-                            None => break,
-                        }
+        let Some((len, slots)) = self.my_cache() else {
+            return self.ring.pop();
+        };
+        // Only this thread stores `len`; others read it for diagnostics.
+        let mut n = len.load(Ordering::Relaxed);
+        if n == 0 {
+            let want = self.cache_size.div_ceil(2);
+            while n < want {
+                match self.ring.pop() {
+                    Some(s) => {
+                        slots[n] = s;
+                        n += 1;
                     }
-                    if cache.len == 0 {
-                        return None;
-                    }
+                    None => break,
                 }
-                cache.len -= 1;
-                return Some(cache.slots[cache.len]);
+            }
+            if n == 0 {
+                return None;
             }
         }
-        self.ring.pop()
+        n -= 1;
+        len.store(n, Ordering::Relaxed);
+        Some(slots[n])
     }
 
     #[inline]
     fn put(&self, slot: u32) {
-        if self.cache_size > 0 {
-            if let Some(core) = core::current() {
-                // SAFETY: as in take().
-                let cache = unsafe { &mut *self.caches[core].0.get() };
-                if cache.len == self.cache_size {
-                    // Spill half so alternating alloc/free at the boundary doesn't thrash.
-                    let keep = self.cache_size / 2;
-                    while cache.len > keep {
-                        cache.len -= 1;
-                        let ok = self.ring.push(cache.slots[cache.len]);
-                        debug_assert!(ok, "free ring overflow: double free");
-                    }
-                }
-                cache.slots[cache.len] = slot;
-                cache.len += 1;
-                return;
+        let Some((len, slots)) = self.my_cache() else {
+            let ok = self.ring.push(slot);
+            debug_assert!(ok, "free ring overflow: double free");
+            return;
+        };
+        let mut n = len.load(Ordering::Relaxed);
+        if n == self.cache_size {
+            // Spill half so alternating alloc/free at the boundary doesn't thrash.
+            while n > self.cache_size / 2 {
+                n -= 1;
+                let ok = self.ring.push(slots[n]);
+                debug_assert!(ok, "free ring overflow: double free");
             }
         }
-        let ok = self.ring.push(slot);
-        debug_assert!(ok, "free ring overflow: double free");
+        slots[n] = slot;
+        len.store(n + 1, Ordering::Relaxed);
+    }
+
+    /// Move every slot in core `id`'s cache back to the shared ring.
+    ///
+    /// # Safety
+    /// The caller is the thread holding core slot `id`.
+    unsafe fn flush_core(&self, id: usize) {
+        let Some(c) = self.caches.get(id) else { return };
+        // SAFETY: the caller holds core slot `id`, so no one else touches this cache.
+        let slots = unsafe { &*c.0.slots.get() };
+        let mut n = c.0.len.load(Ordering::Relaxed);
+        while n > 0 {
+            n -= 1;
+            let ok = self.ring.push(slots[n]);
+            debug_assert!(ok, "free ring overflow: double free");
+        }
+        c.0.len.store(0, Ordering::Relaxed);
     }
 
     /// Hand out one slot, counted.
@@ -335,6 +363,35 @@ impl PoolInner {
             // SAFETY: that was the last reference; the inner was created by Box::leak in
             // Pool::new and nothing can reach it any more.
             drop(unsafe { Box::from_raw(this.as_ptr()) });
+        }
+    }
+}
+
+/// Every live pool with per-core caches, so a thread giving up its core slot can return its
+/// cached slots (otherwise they would be stranded until another thread claimed that slot).
+/// Locked only when a pool is created or freed and when a core slot is released.
+static POOLS: Mutex<Vec<PoolPtr>> = Mutex::new(Vec::new());
+
+struct PoolPtr(NonNull<PoolInner>);
+// SAFETY: the pointer is only dereferenced under the POOLS lock while the pool is registered
+// (it deregisters itself under that lock before it is freed).
+unsafe impl Send for PoolPtr {}
+
+/// Called by `CoreSlot::drop` on the thread giving up core slot `id`, before it is released.
+pub(crate) fn release_core(id: usize) {
+    let pools = POOLS.lock().unwrap_or_else(|e| e.into_inner());
+    for p in pools.iter() {
+        // SAFETY: registered pools are live (see POOLS); this thread still holds slot `id`.
+        unsafe { p.0.as_ref().flush_core(id) };
+    }
+}
+
+impl Drop for PoolInner {
+    fn drop(&mut self) {
+        if self.cache_size > 0 {
+            let me = self as *const PoolInner;
+            let mut pools = POOLS.lock().unwrap_or_else(|e| e.into_inner());
+            pools.retain(|p| !std::ptr::eq(p.0.as_ptr(), me));
         }
     }
 }
@@ -410,10 +467,10 @@ impl Pool {
         }
         let caches = (0..if cache_size > 0 { MAX_CORES } else { 0 })
             .map(|_| {
-                CachePadded(UnsafeCell::new(CoreCache {
-                    len: 0,
-                    slots: vec![0; cache_size].into_boxed_slice(),
-                }))
+                CachePadded(CoreCache {
+                    len: AtomicUsize::new(0),
+                    slots: UnsafeCell::new(vec![0; cache_size].into_boxed_slice()),
+                })
             })
             .collect();
         let inner = Box::new(PoolInner {
@@ -432,9 +489,14 @@ impl Pool {
             name: cfg.name.clone(),
             region,
         });
-        Pool {
-            inner: NonNull::from(Box::leak(inner)),
+        let inner = NonNull::from(Box::leak(inner));
+        if cache_size > 0 {
+            POOLS
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(PoolPtr(inner));
         }
+        Pool { inner }
     }
 
     #[inline]
@@ -485,16 +547,14 @@ impl Pool {
         i.ring.len() + self.cached_slots()
     }
 
-    fn cached_slots(&self) -> usize {
-        // Reading other cores' cache lengths races with them; this is a diagnostic, read only
-        // when the caller knows the pool is quiescent (tests) or accepts an estimate. The
-        // read is a plain usize load through a raw pointer, never a reference to the cache.
+    /// Free slots sitting in per-core caches (exact when quiescent). A core's cache holds at
+    /// most `cache_size` slots that other threads cannot take while that core's thread lives;
+    /// size a pool with that slack.
+    pub fn cached_slots(&self) -> usize {
         self.inner()
             .caches
             .iter()
-            // SAFETY: reading a usize field; torn reads are impossible for aligned usize on
-            // the platforms we support, and no reference to the CoreCache is formed.
-            .map(|c| unsafe { std::ptr::read_volatile(std::ptr::addr_of!((*c.0.get()).len)) })
+            .map(|c| c.0.len.load(Ordering::Relaxed))
             .sum()
     }
 

@@ -1,0 +1,319 @@
+//! Property and concurrency tests for `mem::Pool`: a slot is never handed out twice, every
+//! slot comes back, and the counters are exact, with buffers freed on other threads too.
+
+use std::collections::HashSet;
+use std::sync::mpsc;
+use std::thread;
+
+use bypass::mem::{CoreSlot, HugePages, PktBuf, PktBytes, Pool, PoolConfig, PoolExhausted};
+use proptest::prelude::*;
+
+fn pool(slots: u32, cache: u32) -> Pool {
+    Pool::new(&PoolConfig {
+        hugepages: HugePages::Never,
+        cache_size: cache,
+        ..PoolConfig::new("test-pool", slots, 256)
+    })
+    .expect("pool")
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Alloc,
+    /// Drop the i-th live buffer (mod len) here.
+    Free(usize),
+    /// Send the i-th live buffer to another thread and drop it there.
+    FreeRemote(usize),
+    /// Freeze the i-th live buffer and keep two views of it.
+    Share(usize),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => Just(Op::Alloc),
+        2 => any::<usize>().prop_map(Op::Free),
+        1 => any::<usize>().prop_map(Op::FreeRemote),
+        1 => any::<usize>().prop_map(Op::Share),
+    ]
+}
+
+enum Live {
+    Owned(PktBuf),
+    Shared(PktBytes, PktBytes),
+}
+
+impl Live {
+    fn slot(&self) -> u32 {
+        match self {
+            Live::Owned(b) => b.slot(),
+            Live::Shared(a, _) => a.slot(),
+        }
+    }
+}
+
+/// A thread that drops whatever it is sent and acknowledges each drop.
+fn remote_dropper() -> (
+    mpsc::Sender<Live>,
+    mpsc::Receiver<()>,
+    thread::JoinHandle<()>,
+) {
+    let (tx, rx) = mpsc::channel::<Live>();
+    let (ack_tx, ack_rx) = mpsc::channel();
+    let h = thread::spawn(move || {
+        // The remote thread also holds a core slot half the time, so both free paths
+        // (per-core cache and shared ring) are exercised from another thread.
+        let _core = if rand_bit() {
+            CoreSlot::claim_any().ok()
+        } else {
+            None
+        };
+        for b in rx {
+            drop(b);
+            ack_tx.send(()).unwrap();
+        }
+    });
+    (tx, ack_rx, h)
+}
+
+fn rand_bit() -> bool {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos()
+        & 1
+        == 1
+}
+
+fn run_model(ops: &[Op], slots: u32, cache: u32, with_core: bool) -> Result<(), TestCaseError> {
+    let _core = if with_core {
+        Some(CoreSlot::claim_any().expect("core slot"))
+    } else {
+        None
+    };
+    let p = pool(slots, cache);
+    let (tx, ack, h) = remote_dropper();
+    let mut live: Vec<Live> = Vec::new();
+    let mut held: HashSet<u32> = HashSet::new();
+    let (mut failed, mut high) = (0u64, 0u64);
+    for op in ops {
+        match *op {
+            Op::Alloc => match p.alloc() {
+                Ok(mut b) => {
+                    prop_assert!(held.insert(b.slot()), "slot {} handed out twice", b.slot());
+                    prop_assert_eq!(b.len(), 0);
+                    prop_assert_eq!(b.headroom(), 128);
+                    b.extend_from_slice(&b.slot().to_le_bytes()).unwrap();
+                    live.push(Live::Owned(b));
+                    high = high.max(live.len() as u64);
+                }
+                Err(PoolExhausted) => {
+                    // Refused only when every free slot sits in another core's cache.
+                    prop_assert_eq!(
+                        live.len() + p.cached_slots(),
+                        slots as usize,
+                        "refused with free slots"
+                    );
+                    failed += 1;
+                }
+            },
+            Op::Free(i) | Op::FreeRemote(i) if !live.is_empty() => {
+                let b = live.swap_remove(i % live.len());
+                prop_assert!(held.remove(&b.slot()));
+                if let Op::FreeRemote(_) = op {
+                    tx.send(b).unwrap();
+                    ack.recv().unwrap();
+                } else {
+                    drop(b);
+                }
+            }
+            Op::Share(i) if !live.is_empty() => {
+                let k = i % live.len();
+                if let Live::Owned(_) = live[k] {
+                    let Live::Owned(b) = live.swap_remove(k) else {
+                        unreachable!()
+                    };
+                    let slot = b.slot();
+                    let v = b.freeze();
+                    prop_assert_eq!(&v[..], &slot.to_le_bytes()[..]);
+                    let w = v.slice(1..);
+                    live.push(Live::Shared(v, w));
+                }
+            }
+            _ => {}
+        }
+        let s = p.stats();
+        prop_assert_eq!(s.in_use, live.len() as u64);
+        prop_assert_eq!(s.failed, failed);
+        prop_assert_eq!(s.high_water, high);
+        prop_assert_eq!(p.free_slots(), slots as usize - live.len());
+    }
+    // Data written at alloc time is intact: nobody else was handed the slot.
+    for l in &live {
+        match l {
+            Live::Owned(b) => prop_assert_eq!(b.data(), &b.slot().to_le_bytes()[..]),
+            Live::Shared(a, b) => {
+                prop_assert_eq!(&a[..], &a.slot().to_le_bytes()[..]);
+                prop_assert_eq!(&b[..], &a.slot().to_le_bytes()[1..]);
+            }
+        }
+    }
+    drop(live);
+    drop(tx);
+    h.join().unwrap();
+    prop_assert_eq!(p.stats().in_use, 0);
+    prop_assert_eq!(p.free_slots(), slots as usize);
+    // Every slot can be had again, each exactly once.
+    let all: Vec<PktBuf> = (0..slots)
+        .map(|_| p.alloc().expect("slot came back"))
+        .collect();
+    let distinct: HashSet<u32> = all.iter().map(PktBuf::slot).collect();
+    prop_assert_eq!(distinct.len(), slots as usize);
+    prop_assert!(p.alloc().is_err());
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    #[test]
+    fn model_with_core_cache(ops in prop::collection::vec(op(), 1..400), slots in 1u32..48, cache in 0u32..16) {
+        run_model(&ops, slots, cache, true)?;
+    }
+
+    #[test]
+    fn model_without_core(ops in prop::collection::vec(op(), 1..400), slots in 1u32..48) {
+        run_model(&ops, slots, 8, false)?;
+    }
+}
+
+/// Four threads (two with core slots, two without) allocate, stamp, pass buffers to each
+/// other, verify the stamp and free them; at the end every slot is back, exactly once.
+#[test]
+fn concurrent_alloc_and_cross_thread_free() {
+    const SLOTS: u32 = 512;
+    const ROUNDS: u32 = 20_000;
+    let p = pool(SLOTS, 32);
+    let threads = 4;
+    let (txs, rxs): (Vec<_>, Vec<_>) = (0..threads)
+        .map(|_| mpsc::sync_channel::<PktBuf>(64))
+        .unzip();
+    let mut handles = Vec::new();
+    for (t, rx) in rxs.into_iter().enumerate() {
+        let p = p.clone();
+        let next = txs[(t + 1) % threads].clone();
+        handles.push(thread::spawn(move || {
+            let _core = if t % 2 == 0 {
+                Some(CoreSlot::claim_any().unwrap())
+            } else {
+                None
+            };
+            let mut sent = 0u32;
+            let mut exhausted = 0u64;
+            let mut received = 0u32;
+            while sent < ROUNDS || received < ROUNDS {
+                if sent < ROUNDS {
+                    match p.alloc() {
+                        Ok(mut b) => {
+                            let stamp = [t as u8, (sent & 0xff) as u8, (sent >> 8) as u8, 0x5a];
+                            b.extend_from_slice(&stamp).unwrap();
+                            b.extend_from_slice(&b.slot().to_le_bytes()).unwrap();
+                            if next.try_send(b).is_ok() {
+                                sent += 1;
+                            }
+                        }
+                        Err(PoolExhausted) => exhausted += 1,
+                    }
+                }
+                while let Ok(b) = rx.try_recv() {
+                    // Stamped by our neighbour, with its own slot index: never handed to two.
+                    assert_eq!(b.len(), 8);
+                    assert_eq!(b[3], 0x5a);
+                    assert_eq!(&b[4..8], &b.slot().to_le_bytes());
+                    received += 1;
+                }
+                thread::yield_now();
+            }
+            exhausted
+        }));
+    }
+    drop(txs);
+    let exhausted: u64 = handles.into_iter().map(|h| h.join().unwrap()).sum();
+    let s = p.stats();
+    assert_eq!(s.in_use, 0, "{s:?}");
+    assert_eq!(s.failed, exhausted);
+    assert!(s.high_water <= SLOTS as u64);
+    assert_eq!(p.free_slots(), SLOTS as usize);
+    let all: Vec<PktBuf> = (0..SLOTS).map(|_| p.alloc().unwrap()).collect();
+    assert_eq!(
+        all.iter().map(PktBuf::slot).collect::<HashSet<_>>().len(),
+        SLOTS as usize
+    );
+}
+
+#[test]
+fn buffers_outlive_pool_handle() {
+    let p = pool(4, 2);
+    let b = p.alloc().unwrap();
+    let v = p.alloc().unwrap().freeze();
+    drop(p);
+    // Memory stays mapped until the last buffer returns.
+    assert_eq!(b.len(), 0);
+    assert_eq!(v.len(), 0);
+    drop((b, v));
+}
+
+#[test]
+fn headroom_prepend_append() {
+    let p = pool(2, 0);
+    let mut b = p.alloc().unwrap();
+    b.extend_from_slice(b"payload").unwrap();
+    let ptr = b.data().as_ptr();
+    b.prepend(4).unwrap().copy_from_slice(b"HDR:");
+    assert_eq!(b.data(), b"HDR:payload");
+    // The payload did not move.
+    assert!(std::ptr::eq(ptr, b.data()[4..].as_ptr()));
+    assert!(b.prepend(125).is_err());
+    b.advance(4);
+    assert_eq!(b.data(), b"payload");
+    assert!(b.append(b.tailroom() + 1).is_err());
+    let t = b.tailroom();
+    b.append(t).unwrap();
+    assert_eq!(b.len(), 256 - 128);
+    b.truncate(3);
+    assert_eq!(b.data(), b"pay");
+    b.reset();
+    assert_eq!((b.len(), b.headroom()), (0, 128));
+}
+
+#[test]
+fn bytes_handoff_is_zero_copy_and_returns_slot() {
+    let p = pool(2, 0);
+    let mut b = p.alloc().unwrap();
+    b.extend_from_slice(b"hello world").unwrap();
+    let ptr = b.data().as_ptr();
+    let bytes = b.into_bytes();
+    assert!(
+        std::ptr::eq(bytes.as_ptr(), ptr),
+        "Bytes points into the slot"
+    );
+    let tail = bytes.slice(6..);
+    assert_eq!(&tail[..], b"world");
+    drop(bytes);
+    assert_eq!(p.stats().in_use, 1, "a clone still holds the slot");
+    drop(tail);
+    assert_eq!(p.stats().in_use, 0);
+}
+
+#[test]
+fn invalid_configs_are_refused() {
+    for cfg in [
+        PoolConfig::new("z", 0, 256),
+        PoolConfig {
+            headroom: 256,
+            ..PoolConfig::new("h", 4, 256)
+        },
+    ] {
+        assert!(Pool::new(&cfg).is_err(), "{cfg:?}");
+    }
+}
