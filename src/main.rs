@@ -1,22 +1,44 @@
-//! The `bypass` command line: bench, sim, stat, echo.
+//! The `bypass` command line.
 use std::process::ExitCode;
+
+const USAGE: &str = "usage: bypass <command>
+
+commands:
+  mem [--iterations N]   show the memory this machine gives the stack (hugepages or the
+                         fallback) and cycle buffers through a pool";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
-        Some("mem") => match bypass::mem::selftest::run() {
-            Ok(report) => {
-                println!("{report}");
-                ExitCode::SUCCESS
+        Some("mem") => {
+            let iterations = match args.get(1).map(String::as_str) {
+                Some("--iterations") => match args.get(2).and_then(|n| n.parse().ok()) {
+                    Some(n) => n,
+                    None => return usage("--iterations takes a number"),
+                },
+                None => 10_000_000,
+                Some(other) => return usage(&format!("unknown option {other}")),
+            };
+            match bypass::mem::selftest::run(iterations) {
+                Ok(report) => {
+                    print!("{report}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("bypass mem: {e}");
+                    ExitCode::FAILURE
+                }
             }
-            Err(e) => {
-                eprintln!("bypass mem: {e}");
-                ExitCode::FAILURE
-            }
-        },
-        _ => {
-            eprintln!("usage: bypass mem");
-            ExitCode::from(2)
         }
+        Some("-h" | "--help" | "help") => {
+            println!("{USAGE}");
+            ExitCode::SUCCESS
+        }
+        _ => usage("no command"),
     }
+}
+
+fn usage(why: &str) -> ExitCode {
+    eprintln!("bypass: {why}\n{USAGE}");
+    ExitCode::from(2)
 }

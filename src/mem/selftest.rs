@@ -7,7 +7,7 @@ use std::time::Instant;
 use super::{CoreSlot, HugePages, Pool, PoolConfig, PoolError};
 
 /// Build a pool the way the stack would, cycle every buffer through it, and report.
-pub fn run() -> Result<String, PoolError> {
+pub fn run(iterations: u64) -> Result<String, PoolError> {
     let mut out = String::new();
     let pool = Pool::new(&PoolConfig {
         hugepages: HugePages::Prefer,
@@ -26,7 +26,7 @@ pub fn run() -> Result<String, PoolError> {
         let _ = writeln!(out, "hugepage fallback: {}", f.reason);
     }
     let _core = CoreSlot::claim_any().ok();
-    let n = 10_000_000u64;
+    let n = iterations.max(1);
     let t = Instant::now();
     for _ in 0..n {
         let b = pool.alloc().expect("pool sized for one buffer at a time");
