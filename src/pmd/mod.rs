@@ -15,6 +15,10 @@
 //! (virtual-time link model). Wrappers over any port: [`faults`], [`pcap`]; [`pair`] joins two
 //! ports in one process for tests.
 
+pub mod faults;
+pub mod pair;
+pub mod pcap;
+
 use crate::mem::{PktBuf, PoolExhausted};
 
 /// Largest burst any port accepts in one call.
