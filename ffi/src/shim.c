@@ -49,6 +49,7 @@ struct shim_extpool {
 	struct rte_mbuf **mbufs; /* by slot */
 	uint32_t added;
 	int populating;
+	int freeing;
 };
 
 #define SHIM_OPS_NAME "bypass_slots"
@@ -109,6 +110,13 @@ static int ops_dequeue(struct rte_mempool *mp, void **objs, unsigned n)
 	uint32_t slots[CHUNK];
 	unsigned done = 0;
 
+	if (s->freeing) {
+		/* rte_mempool_free drains the pool one object per element before releasing the
+		 * memory; the objects are discarded, so take no slot for them. */
+		for (done = 0; done < n; done++)
+			objs[done] = s->mbufs[0];
+		return 0;
+	}
 	while (done < n) {
 		unsigned k = n - done < CHUNK ? n - done : CHUNK, i;
 		if (s->cfg.get(s->cfg.ctx, slots, k) != 0) {
@@ -247,6 +255,8 @@ void shim_extpool_free(struct rte_mempool *mp)
 	if (!mp)
 		return;
 	s = state_of(mp);
+	if (s)
+		s->freeing = 1;
 	rte_mempool_free(mp);
 	if (s) {
 		free(s->mbufs);

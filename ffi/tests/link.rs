@@ -10,5 +10,9 @@ fn version_and_shim_link() {
     assert!(v.starts_with("DPDK "), "unexpected version string {v:?}");
     // SAFETY: rte_lcore_id reads a thread-local; outside the EAL it is LCORE_ID_ANY.
     let lcore = unsafe { dpdk_sys::shim_lcore_id() };
-    assert_eq!(lcore, u32::MAX, "a non-EAL thread has lcore id LCORE_ID_ANY");
+    assert_eq!(
+        lcore,
+        u32::MAX,
+        "a non-EAL thread has lcore id LCORE_ID_ANY"
+    );
 }

@@ -15,6 +15,9 @@
 //! (virtual-time link model). Wrappers over any port: [`faults`], [`pcap`]; [`pair`] joins two
 //! ports in one process for tests.
 
+#[cfg(feature = "dpdk")]
+pub mod dpdk;
+
 use crate::mem::{PktBuf, PoolExhausted};
 
 /// Largest burst any port accepts in one call.
