@@ -15,6 +15,8 @@
 //! (virtual-time link model). Wrappers over any port: [`faults`], [`pcap`]; [`pair`] joins two
 //! ports in one process for tests.
 
+#[cfg(feature = "dpdk")]
+pub mod dpdk;
 pub mod faults;
 pub mod pair;
 pub mod pcap;
