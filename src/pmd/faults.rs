@@ -479,6 +479,11 @@ impl Lane {
     /// Frames that can be taken in now without the output queue overflowing, whatever the
     /// faults do with them (each may be duplicated, and each may release held frames).
     fn intake_room(&self) -> usize {
+        if self.ready.len() >= MAX_BURST {
+            // The output is backing up (the inner port or the caller is not taking frames):
+            // push back rather than let the delay and rate queues fill and drop.
+            return 0;
+        }
         let free = self
             .ready_cap
             .saturating_sub(self.ready.len() + self.held.len());
