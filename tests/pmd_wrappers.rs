@@ -759,3 +759,43 @@ fn faults_duplicate_without_buffers_is_counted() {
     }
     assert_eq!(counts.values().filter(|&&c| c == 2).count(), 8);
 }
+
+#[test]
+fn faults_delay_on_the_real_clock() {
+    // The default clock is the real monotonic one: a 2 ms delay holds frames at least that
+    // long in wall time.
+    let p = pool(64);
+    let (a, mut b) = pair(&p, 64, 1500).unwrap();
+    let cfg = FaultConfig {
+        seed: 1,
+        tx: FaultSpec {
+            delay: Some(Delay {
+                ns: 2_000_000,
+                jitter_ns: 0,
+            }),
+            ..FaultSpec::default()
+        },
+        rx: FaultSpec::default(),
+    };
+    let mut fa = Faults::new(a, cfg).unwrap();
+    let mut v = Vec::new();
+    for i in 0..10u32 {
+        let mut f = fa.alloc_tx().unwrap();
+        build_udp(&mut f, i, 9, 18);
+        v.push(f);
+    }
+    let t0 = std::time::Instant::now();
+    assert_eq!(fa.tx_burst(&mut v), 10);
+    let mut out = Vec::new();
+    assert_eq!(b.rx_burst(&mut out, 64), 0, "held, not sent yet");
+    while out.len() < 10 {
+        fa.poll();
+        b.rx_burst(&mut out, 64);
+        assert!(t0.elapsed().as_secs() < 10, "delayed frames never left");
+    }
+    let waited = t0.elapsed();
+    println!("real clock: 10 frames delayed 2 ms arrived after {waited:?}");
+    assert!(waited >= std::time::Duration::from_millis(2));
+    let seqs: Vec<u32> = out.iter().map(|f| parse_udp(f).unwrap()).collect();
+    assert_eq!(seqs, (0..10).collect::<Vec<_>>());
+}
