@@ -377,7 +377,8 @@ pub struct LaneStats {
     pub loss_bursts: u64,
     /// Duplicates made.
     pub duplicated: u64,
-    /// Duplicates skipped because the inner port had no free buffer.
+    /// Duplicates skipped because the inner port had no free buffer (or one too small for
+    /// the frame).
     pub duplicate_no_buffer: u64,
     /// Frames with a bit flipped.
     pub corrupted: u64,
@@ -521,7 +522,7 @@ impl Lane {
         lost
     }
 
-    /// A frame enters the direction. `alloc` gives buffers for duplicates.
+    /// A frame enters the direction. `inner` gives the buffers for duplicates.
     fn ingest<P: Port + ?Sized>(&mut self, pkt: PktBuf, now: u64, inner: &mut P) {
         self.stats.frames_in += 1;
         if self.lose() {
