@@ -377,7 +377,8 @@ pub struct LaneStats {
     pub loss_bursts: u64,
     /// Duplicates made.
     pub duplicated: u64,
-    /// Duplicates skipped because the inner port had no free buffer.
+    /// Duplicates skipped because the inner port had no free buffer (or one too small for
+    /// the frame).
     pub duplicate_no_buffer: u64,
     /// Frames with a bit flipped.
     pub corrupted: u64,
@@ -479,6 +480,11 @@ impl Lane {
     /// Frames that can be taken in now without the output queue overflowing, whatever the
     /// faults do with them (each may be duplicated, and each may release held frames).
     fn intake_room(&self) -> usize {
+        if self.ready.len() >= MAX_BURST {
+            // The output is backing up (the inner port or the caller is not taking frames):
+            // push back rather than let the delay and rate queues fill and drop.
+            return 0;
+        }
         let free = self
             .ready_cap
             .saturating_sub(self.ready.len() + self.held.len());
@@ -516,7 +522,7 @@ impl Lane {
         lost
     }
 
-    /// A frame enters the direction. `alloc` gives buffers for duplicates.
+    /// A frame enters the direction. `inner` gives the buffers for duplicates.
     fn ingest<P: Port + ?Sized>(&mut self, pkt: PktBuf, now: u64, inner: &mut P) {
         self.stats.frames_in += 1;
         if self.lose() {
