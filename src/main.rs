@@ -14,8 +14,21 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Some("memif-bench") => {
+            use bypass::pmd::memif::bench;
+            match bench::parse(&args[1..]).and_then(|o| bench::run(&o)) {
+                Ok(report) => {
+                    print!("{report}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("bypass memif-bench: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         _ => {
-            eprintln!("usage: bypass mem");
+            eprintln!("usage: bypass mem | bypass memif-bench --help");
             ExitCode::from(2)
         }
     }

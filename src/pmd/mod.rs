@@ -15,6 +15,8 @@
 //! (virtual-time link model). Wrappers over any port: [`faults`], [`pcap`]; [`pair`] joins two
 //! ports in one process for tests.
 
+pub mod memif;
+
 use crate::mem::{PktBuf, PoolExhausted};
 
 /// Largest burst any port accepts in one call.
