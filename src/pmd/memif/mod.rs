@@ -39,7 +39,8 @@ mod control;
 pub mod msg;
 mod port;
 pub mod ring;
-mod sys;
+#[doc(hidden)]
+pub mod sys;
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;

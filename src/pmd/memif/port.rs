@@ -158,6 +158,43 @@ impl MemifPort {
             pool: self.pool.clone(),
             conn,
         });
+        if client {
+            // Give the server buffers to fill before the first receive call.
+            if let Some(a) = self.active.as_mut() {
+                Self::refill(a, self.cap, &mut self.stats);
+            }
+        }
+    }
+
+    /// Client: post empty buffers on the receive ring up to a full ring.
+    fn refill(a: &mut Active, cap: u32, stats: &mut PortStats) {
+        let ring = a.rx;
+        let mask = ring.mask();
+        let size = ring.size();
+        let head0 = a.rx_head;
+        while a.rx_head.wrapping_sub(a.rx_tail) < size {
+            let Ok(b) = a.pool.alloc() else {
+                stats.rx_no_buffer += 1;
+                break;
+            };
+            let (slot, off, _) = b.into_raw();
+            let offset = (a.pool.slot_offset(slot) + off as usize) as u32;
+            ring.write_desc(
+                a.rx_head,
+                Desc {
+                    flags: 0,
+                    region: BUFFER_REGION,
+                    length: cap,
+                    offset,
+                    metadata: 0,
+                },
+            );
+            a.rx_slots[(a.rx_head & mask) as usize] = slot;
+            a.rx_head = a.rx_head.wrapping_add(1);
+        }
+        if a.rx_head != head0 {
+            ring.set_head(a.rx_head, Ordering::Release);
+        }
     }
 
     fn client_rx(&mut self, out: &mut Vec<PktBuf>, max: usize) -> usize {
@@ -197,32 +234,7 @@ impl MemifPort {
             }
         }
         self.stats.rx_packets += n as u64;
-        // Refill: post empty buffers up to a full ring.
-        let size = ring.size();
-        let head0 = a.rx_head;
-        while a.rx_head.wrapping_sub(a.rx_tail) < size {
-            let Ok(b) = a.pool.alloc() else {
-                self.stats.rx_no_buffer += 1;
-                break;
-            };
-            let (slot, off, _) = b.into_raw();
-            let offset = (a.pool.slot_offset(slot) + off as usize) as u32;
-            ring.write_desc(
-                a.rx_head,
-                Desc {
-                    flags: 0,
-                    region: BUFFER_REGION,
-                    length: self.cap,
-                    offset,
-                    metadata: 0,
-                },
-            );
-            a.rx_slots[(a.rx_head & mask) as usize] = slot;
-            a.rx_head = a.rx_head.wrapping_add(1);
-        }
-        if a.rx_head != head0 {
-            ring.set_head(a.rx_head, Ordering::Release);
-        }
+        Self::refill(a, self.cap, &mut self.stats);
         n
     }
 

@@ -1,6 +1,7 @@
 //! The few system calls memif's control plane needs: UNIX seqpacket sockets with descriptor
 //! passing (SCM_RIGHTS), eventfds and poll. Every raw call goes through [`cvt`]. None of this
-//! runs on the data path.
+//! runs on the data path. Public (hidden) only so integration tests can drive a control
+//! socket by hand.
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
@@ -52,7 +53,7 @@ fn seqpacket() -> io::Result<OwnedFd> {
 
 /// A listening seqpacket socket bound at `path` (non-blocking). A stale socket file left by a
 /// dead process is removed first.
-pub(crate) fn listen(path: &Path) -> io::Result<OwnedFd> {
+pub fn listen(path: &Path) -> io::Result<OwnedFd> {
     let fd = seqpacket()?;
     let (addr, len) = sockaddr(path)?;
     if path.exists() {
@@ -79,7 +80,7 @@ pub(crate) fn listen(path: &Path) -> io::Result<OwnedFd> {
 }
 
 /// Connect to the seqpacket socket at `path` (the returned socket is non-blocking).
-pub(crate) fn connect(path: &Path) -> io::Result<OwnedFd> {
+pub fn connect(path: &Path) -> io::Result<OwnedFd> {
     let fd = seqpacket()?;
     let (addr, len) = sockaddr(path)?;
     // SAFETY: addr is a valid sockaddr_un of `len` bytes; fd is ours. A UNIX-domain connect
@@ -96,7 +97,7 @@ pub(crate) fn connect(path: &Path) -> io::Result<OwnedFd> {
 }
 
 /// Accept one pending connection; `Ok(None)` when there is none.
-pub(crate) fn accept(listener: BorrowedFd<'_>) -> io::Result<Option<OwnedFd>> {
+pub fn accept(listener: BorrowedFd<'_>) -> io::Result<Option<OwnedFd>> {
     // SAFETY: null address pointers are allowed; the result is a fresh descriptor.
     let r = unsafe {
         libc::accept4(
@@ -115,7 +116,7 @@ pub(crate) fn accept(listener: BorrowedFd<'_>) -> io::Result<Option<OwnedFd>> {
 }
 
 /// Send one control message, with `fd` attached by SCM_RIGHTS when given.
-pub(crate) fn send_msg(
+pub fn send_msg(
     sock: BorrowedFd<'_>,
     msg: &[u8; MSG_SIZE],
     fd: Option<BorrowedFd<'_>>,
@@ -158,7 +159,7 @@ pub(crate) fn send_msg(
 }
 
 /// What one `recvmsg` brought.
-pub(crate) enum Recv {
+pub enum Recv {
     /// Nothing pending.
     WouldBlock,
     /// The peer closed the connection.
@@ -166,14 +167,17 @@ pub(crate) enum Recv {
     /// One datagram: its length (possibly not 128: the caller refuses it), whether it was
     /// truncated, and the first descriptor passed with it (extra descriptors are closed).
     Msg {
+        /// Bytes received.
         len: usize,
+        /// The datagram or its ancillary data did not fit.
         truncated: bool,
+        /// The first descriptor passed.
         fd: Option<OwnedFd>,
     },
 }
 
 /// Receive one control datagram into `buf`.
-pub(crate) fn recv_msg(sock: BorrowedFd<'_>, buf: &mut [u8; MSG_SIZE]) -> io::Result<Recv> {
+pub fn recv_msg(sock: BorrowedFd<'_>, buf: &mut [u8; MSG_SIZE]) -> io::Result<Recv> {
     let mut iov = libc::iovec {
         iov_base: buf.as_mut_ptr().cast(),
         iov_len: MSG_SIZE,
@@ -232,7 +236,7 @@ pub(crate) fn recv_msg(sock: BorrowedFd<'_>, buf: &mut [u8; MSG_SIZE]) -> io::Re
 
 /// A non-blocking eventfd (memif's per-ring interrupt line; we poll, but the protocol passes
 /// one per ring and a peer in interrupt mode waits on it).
-pub(crate) fn eventfd() -> io::Result<OwnedFd> {
+pub fn eventfd() -> io::Result<OwnedFd> {
     // SAFETY: plain syscall; the result is a fresh descriptor.
     let fd = cvt(unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) })?;
     // SAFETY: fresh descriptor nothing else owns.
@@ -240,14 +244,14 @@ pub(crate) fn eventfd() -> io::Result<OwnedFd> {
 }
 
 /// Signal an eventfd (best effort: a full counter or a closed peer is not our problem).
-pub(crate) fn eventfd_signal(fd: RawFd) {
+pub fn eventfd_signal(fd: RawFd) {
     let one: u64 = 1;
     // SAFETY: writes 8 bytes from a live u64 to a descriptor the caller keeps open.
     let _ = unsafe { libc::write(fd, (&one as *const u64).cast(), 8) };
 }
 
 /// Drain an eventfd.
-pub(crate) fn eventfd_drain(fd: BorrowedFd<'_>) {
+pub fn eventfd_drain(fd: BorrowedFd<'_>) {
     let mut v: u64 = 0;
     // SAFETY: reads 8 bytes into a live u64.
     let _ = unsafe { libc::read(fd.as_raw_fd(), (&mut v as *mut u64).cast(), 8) };
@@ -255,7 +259,7 @@ pub(crate) fn eventfd_drain(fd: BorrowedFd<'_>) {
 
 /// Size of the file behind `fd` (to check a peer's region before mapping it: mapping past
 /// the end of a file would fault on access).
-pub(crate) fn file_size(fd: BorrowedFd<'_>) -> io::Result<u64> {
+pub fn file_size(fd: BorrowedFd<'_>) -> io::Result<u64> {
     // SAFETY: stat is plain old data; fstat fills it.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
     // SAFETY: valid descriptor and out-pointer.
@@ -265,7 +269,7 @@ pub(crate) fn file_size(fd: BorrowedFd<'_>) -> io::Result<u64> {
 
 /// Wait until one of `fds` is readable (or hung up), or `timeout_ms` passes. Returns the
 /// `revents` of each, in order.
-pub(crate) fn poll(fds: &mut [libc::pollfd], timeout_ms: i32) -> io::Result<()> {
+pub fn poll(fds: &mut [libc::pollfd], timeout_ms: i32) -> io::Result<()> {
     // SAFETY: fds is a valid slice of pollfd for the duration of the call.
     let r = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
     if r < 0 {
