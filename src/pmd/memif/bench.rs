@@ -226,7 +226,7 @@ fn ping(port: &mut impl Port, o: &Options, out: &mut String) -> Result<(), Strin
                 }
             }
             spins += 1;
-            if !got && spins % 65536 == 0 && t0.elapsed() > Duration::from_millis(200) {
+            if !got && spins.is_multiple_of(65536) && t0.elapsed() > Duration::from_millis(200) {
                 // A frame sent while the peer was still starting may be dropped by it.
                 if seq < o.warmup {
                     lost_warmup += 1;
@@ -278,7 +278,7 @@ fn pong(port: &mut impl Port, o: &Options, out: &mut String) {
             }
         }
         iter += 1;
-        if iter % 4096 == 0 {
+        if iter.is_multiple_of(4096) {
             if o.count > 0 && n >= o.count {
                 break;
             }
@@ -305,7 +305,7 @@ fn tx(port: &mut impl Port, o: &Options, out: &mut String) {
         }
         sent += port.tx_burst(&mut v) as u64;
         iter += 1;
-        if iter % 1024 == 0 && start.elapsed().as_secs_f64() > o.secs {
+        if iter.is_multiple_of(1024) && start.elapsed().as_secs_f64() > o.secs {
             break;
         }
     }
@@ -337,7 +337,7 @@ fn rx(port: &mut impl Port, o: &Options, out: &mut String) {
             }
         }
         iter += 1;
-        if iter % 1024 == 0 {
+        if iter.is_multiple_of(1024) {
             if let Some(f) = first {
                 let now = Instant::now();
                 let el = (now - f).as_secs_f64();
@@ -351,7 +351,7 @@ fn rx(port: &mut impl Port, o: &Options, out: &mut String) {
                 if el > o.secs {
                     break;
                 }
-            } else if iter % (1 << 20) == 0 && !port.link().is_up() {
+            } else if iter.is_multiple_of(1 << 20) && !port.link().is_up() {
                 break;
             }
         }

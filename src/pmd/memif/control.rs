@@ -741,7 +741,7 @@ impl Control {
             },
             Some(f.pool.region().fd().as_raw_fd()),
         ));
-        for k in 0..2 * nqp as usize {
+        for (k, efd) in fds.iter().enumerate() {
             let c2s_ring = k < nqp as usize;
             let q = if c2s_ring { k } else { k - nqp as usize };
             pending.push_back((
@@ -753,7 +753,7 @@ impl Control {
                     log2_ring_size: log2,
                     private_hdr_size: 0,
                 },
-                Some(fds[k].as_raw_fd()),
+                Some(efd.as_raw_fd()),
             ));
         }
         pending.push_back((

@@ -25,7 +25,7 @@ pub const MSG_SIZE: usize = 128;
 /// The protocol version this implementation speaks (2.0).
 pub const VERSION: u16 = 2 << 8;
 /// Cookie every ring carries in its first word.
-pub const RING_COOKIE: u32 = 0x3E31_F20;
+pub const RING_COOKIE: u32 = 0x03E3_1F20;
 /// Length of the name fields.
 pub const NAME_LEN: usize = 32;
 /// Length of the secret field.
