@@ -18,6 +18,7 @@
 #[cfg(feature = "dpdk")]
 pub mod dpdk;
 pub mod faults;
+pub mod memif;
 pub mod pair;
 pub mod pcap;
 
