@@ -16,6 +16,7 @@
 //! ports in one process for tests.
 
 use crate::mem::{PktBuf, PoolExhausted};
+pub mod sim;
 
 /// Largest burst any port accepts in one call.
 pub const MAX_BURST: usize = 256;
