@@ -403,6 +403,14 @@ impl Connection {
     pub fn state(&self) -> State {
         self.state
     }
+    /// Our connection id (the peer's `dst_cid`).
+    pub fn local_cid(&self) -> u64 {
+        self.local_cid
+    }
+    /// The peer's connection id (0 until the handshake completes on a client).
+    pub fn remote_cid(&self) -> u64 {
+        self.remote_cid
+    }
     /// The peer's address.
     pub fn remote(&self) -> SocketAddr {
         self.remote
