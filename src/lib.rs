@@ -16,3 +16,5 @@
 
 pub mod mem;
 pub mod pmd;
+pub mod proto;
+pub mod wire;

@@ -23,6 +23,7 @@ pub mod pair;
 pub mod pcap;
 
 use crate::mem::{PktBuf, PoolExhausted};
+pub mod sim;
 
 /// Largest burst any port accepts in one call.
 pub const MAX_BURST: usize = 256;
