@@ -860,3 +860,473 @@ impl Net {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mem::{HugePages, Pool, PoolConfig};
+
+    const UDP_FRAME: [u8; 47] = [
+        0x02, 0x00, 0x00, 0x00, 0x00, 0x01, 0x02, 0x00, 0x00, 0x00, 0x00, 0x02, 0x08, 0x00, 0x45,
+        0x00, 0x00, 0x21, 0x12, 0x34, 0x40, 0x00, 0x40, 0x11, 0x14, 0x96, 0x0a, 0x00, 0x00, 0x02,
+        0x0a, 0x00, 0x00, 0x01, 0x13, 0x88, 0x1b, 0x58, 0x00, 0x0d, 0x79, 0x1f, 0x68, 0x65, 0x6c,
+        0x6c, 0x6f,
+    ];
+    const PING_FRAME: [u8; 50] = [
+        0x02, 0x00, 0x00, 0x00, 0x00, 0x01, 0x02, 0x00, 0x00, 0x00, 0x00, 0x02, 0x08, 0x00, 0x45,
+        0x00, 0x00, 0x24, 0x12, 0x34, 0x40, 0x00, 0x37, 0x01, 0x1d, 0xa3, 0x0a, 0x00, 0x00, 0x02,
+        0x0a, 0x00, 0x00, 0x01, 0x08, 0x00, 0x65, 0x61, 0x01, 0x02, 0x00, 0x07, 0x61, 0x62, 0x63,
+        0x64, 0x65, 0x66, 0x67, 0x68,
+    ];
+    const PONG_FRAME: [u8; 50] = [
+        0x02, 0x00, 0x00, 0x00, 0x00, 0x02, 0x02, 0x00, 0x00, 0x00, 0x00, 0x01, 0x08, 0x00, 0x45,
+        0x00, 0x00, 0x24, 0x12, 0x34, 0x40, 0x00, 0x40, 0x01, 0x14, 0xa3, 0x0a, 0x00, 0x00, 0x01,
+        0x0a, 0x00, 0x00, 0x02, 0x00, 0x00, 0x6d, 0x61, 0x01, 0x02, 0x00, 0x07, 0x61, 0x62, 0x63,
+        0x64, 0x65, 0x66, 0x67, 0x68,
+    ];
+    const SENT_FRAME: [u8; 47] = [
+        0x02, 0x00, 0x00, 0x00, 0x00, 0x02, 0x02, 0x00, 0x00, 0x00, 0x00, 0x01, 0x08, 0x00, 0x45,
+        0x00, 0x00, 0x21, 0x00, 0x01, 0x40, 0x00, 0x40, 0x11, 0x26, 0xc9, 0x0a, 0x00, 0x00, 0x01,
+        0x0a, 0x00, 0x00, 0x02, 0x1b, 0x58, 0x13, 0x88, 0x00, 0x0d, 0x79, 0x1f, 0x68, 0x65, 0x6c,
+        0x6c, 0x6f,
+    ];
+    const ARP_REQUEST: [u8; 42] = [
+        0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02, 0x00, 0x00, 0x00, 0x00, 0x02, 0x08, 0x06, 0x00,
+        0x01, 0x08, 0x00, 0x06, 0x04, 0x00, 0x01, 0x02, 0x00, 0x00, 0x00, 0x00, 0x02, 0x0a, 0x00,
+        0x00, 0x02, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x0a, 0x00, 0x00, 0x01,
+    ];
+    const ARP_REPLY: [u8; 42] = [
+        0x02, 0x00, 0x00, 0x00, 0x00, 0x02, 0x02, 0x00, 0x00, 0x00, 0x00, 0x01, 0x08, 0x06, 0x00,
+        0x01, 0x08, 0x00, 0x06, 0x04, 0x00, 0x02, 0x02, 0x00, 0x00, 0x00, 0x00, 0x01, 0x0a, 0x00,
+        0x00, 0x01, 0x02, 0x00, 0x00, 0x00, 0x00, 0x02, 0x0a, 0x00, 0x00, 0x02,
+    ];
+
+    const US: [u8; 6] = [2, 0, 0, 0, 0, 1];
+    const PEER: [u8; 6] = [2, 0, 0, 0, 0, 2];
+    const IP_US: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
+    const IP_PEER: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
+
+    fn pool() -> Pool {
+        Pool::new(&PoolConfig {
+            hugepages: HugePages::Never,
+            ..PoolConfig::new("net-test", 64, 2048)
+        })
+        .unwrap()
+    }
+
+    fn net() -> Net {
+        let mut n = Net::new(NetConfig::new(US, IP_US));
+        n.bind(7000);
+        n
+    }
+
+    fn frame(p: &Pool, bytes: &[u8]) -> PktBuf {
+        let mut b = p.alloc().unwrap();
+        b.extend_from_slice(bytes).unwrap();
+        b
+    }
+
+    /// Feed `bytes`; return the datagram if any.
+    fn feed(n: &mut Net, p: &Pool, bytes: &[u8]) -> Option<Datagram> {
+        n.handle_frame(1, frame(p, bytes))
+    }
+
+    fn sent(n: &mut Net) -> Vec<Vec<u8>> {
+        n.tx_queue().drain(..).map(|b| b.data().to_vec()).collect()
+    }
+
+    #[test]
+    fn udp_to_bound_port_is_delivered_zero_copy() {
+        let p = pool();
+        let mut n = net();
+        let b = frame(&p, &UDP_FRAME);
+        let slot = b.slot();
+        let d = n.handle_frame(1, b).expect("delivered");
+        assert_eq!(d.src, SocketAddrV4::new(IP_PEER, 5000));
+        assert_eq!(d.dst_port, 7000);
+        assert_eq!(d.payload.data(), b"hello");
+        assert_eq!(d.payload.slot(), slot, "same buffer");
+        assert_eq!(
+            d.payload.headroom(),
+            p.headroom() as usize + UDP_HEADERS_LEN
+        );
+        assert_eq!(n.counters().udp_delivered, 1);
+        assert_eq!(n.counters().rx_drops(), 0);
+    }
+
+    #[test]
+    fn ethernet_padding_is_stripped() {
+        let p = pool();
+        let mut n = net();
+        let mut padded = UDP_FRAME.to_vec();
+        padded.resize(60, 0xee);
+        let d = feed(&mut n, &p, &padded).unwrap();
+        assert_eq!(d.payload.data(), b"hello");
+    }
+
+    #[test]
+    fn arp_request_for_us_is_answered_in_place_and_learned() {
+        let p = pool();
+        let mut n = net();
+        assert!(feed(&mut n, &p, &ARP_REQUEST).is_none());
+        assert_eq!(sent(&mut n), vec![ARP_REPLY.to_vec()]);
+        assert_eq!(n.counters().arp_requests_in, 1);
+        assert_eq!(n.counters().arp_replies_out, 1);
+        assert_eq!(n.arp_lookup(2, IP_PEER), Some(PEER));
+    }
+
+    #[test]
+    fn arp_request_for_someone_else_is_ignored() {
+        let p = pool();
+        let mut n = net();
+        let mut req = ARP_REQUEST;
+        req[41] = 9; // target 10.0.0.9
+        assert!(feed(&mut n, &p, &req).is_none());
+        assert!(sent(&mut n).is_empty());
+        assert_eq!(n.counters().arp_ignored, 1);
+        assert_eq!(n.arp_lookup(2, IP_PEER), None, "not learned: not about us");
+    }
+
+    #[test]
+    fn echo_request_is_answered_in_place() {
+        let p = pool();
+        let mut n = net();
+        let mut padded = PING_FRAME.to_vec();
+        padded.resize(64, 0);
+        assert!(feed(&mut n, &p, &padded).is_none());
+        assert_eq!(sent(&mut n), vec![PONG_FRAME.to_vec()]);
+        assert_eq!(n.counters().icmp_echo_requests_in, 1);
+        assert_eq!(n.counters().icmp_echo_replies_out, 1);
+    }
+
+    #[test]
+    fn echo_reply_is_recorded() {
+        let p = pool();
+        // Seen from the peer's side, our PONG is a reply to it.
+        let mut n = Net::new(NetConfig::new(PEER, IP_PEER));
+        assert!(feed(&mut n, &p, &PONG_FRAME).is_none());
+        let r = n.last_echo_reply().unwrap();
+        assert_eq!((r.from, r.ident, r.seq, r.at), (IP_US, 0x0102, 7, 1));
+    }
+
+    #[test]
+    fn send_udp_builds_headers_in_headroom() {
+        let p = pool();
+        let mut n = net();
+        n.add_static_arp(IP_PEER, PEER);
+        let mut b = p.alloc().unwrap();
+        b.extend_from_slice(b"hello").unwrap();
+        let slot = b.slot();
+        n.send_udp(0, 7000, SocketAddrV4::new(IP_PEER, 5000), b, &mut || {
+            p.alloc()
+        })
+        .unwrap();
+        let q = n.tx_queue();
+        assert_eq!(q.len(), 1);
+        assert_eq!(q[0].slot(), slot, "payload not copied");
+        assert_eq!(q[0].data(), &SENT_FRAME[..]);
+    }
+
+    #[test]
+    fn send_udp_with_tx_offload_leaves_partial_checksums() {
+        let p = pool();
+        let mut cfg = NetConfig::new(US, IP_US);
+        cfg.offloads.tx_checksum = true;
+        cfg.static_arp.push((IP_PEER, PEER));
+        let mut n = Net::new(cfg);
+        let mut b = p.alloc().unwrap();
+        b.extend_from_slice(b"hello").unwrap();
+        n.send_udp(0, 7000, SocketAddrV4::new(IP_PEER, 5000), b, &mut || {
+            p.alloc()
+        })
+        .unwrap();
+        let f = sent(&mut n).pop().unwrap();
+        assert_eq!(&f[24..26], &[0, 0], "IPv4 checksum left to the device");
+        let ph = checksum::pseudo_header_v4(&IP_US, &IP_PEER, IpProtocol::Udp, 13);
+        assert_eq!(
+            &f[40..42],
+            &ph.to_be_bytes(),
+            "UDP field holds the pseudo-header sum"
+        );
+    }
+
+    #[test]
+    fn unresolved_next_hop_parks_frames_until_arp_reply() {
+        let p = pool();
+        let mut n = net();
+        for i in 0..3u8 {
+            let mut b = p.alloc().unwrap();
+            b.extend_from_slice(&[i]).unwrap();
+            n.send_udp(0, 7000, SocketAddrV4::new(IP_PEER, 5000), b, &mut || {
+                p.alloc()
+            })
+            .unwrap();
+        }
+        // One ARP request went out, the frames wait.
+        let out = sent(&mut n);
+        assert_eq!(out.len(), 1);
+        let req = EthernetFrame::new_checked(&out[0][..]).unwrap();
+        assert_eq!(req.ethertype(), EthernetProtocol::Arp);
+        assert!(req.dst_addr().is_broadcast());
+        assert_eq!(n.arp_waiting(), 3);
+        // The peer answers (its reply to us mirrors ARP_REPLY with roles swapped).
+        let mut reply = ARP_REPLY;
+        reply[0..6].copy_from_slice(&US);
+        reply[6..12].copy_from_slice(&PEER);
+        reply[22..28].copy_from_slice(&PEER);
+        reply[28..32].copy_from_slice(&IP_PEER.octets());
+        reply[32..38].copy_from_slice(&US);
+        reply[38..42].copy_from_slice(&IP_US.octets());
+        assert!(feed(&mut n, &p, &reply).is_none());
+        assert_eq!(n.counters().arp_replies_in, 1);
+        let out = sent(&mut n);
+        assert_eq!(out.len(), 3);
+        for (i, f) in out.iter().enumerate() {
+            assert_eq!(&f[0..6], &PEER, "destination MAC filled in");
+            assert_eq!(f[UDP_HEADERS_LEN], i as u8, "in order");
+        }
+        assert_eq!(n.arp_waiting(), 0);
+    }
+
+    #[test]
+    fn unresolved_next_hop_is_retried_then_given_up() {
+        let p = pool();
+        let mut cfg = NetConfig::new(US, IP_US);
+        cfg.arp.retry_ns = 100;
+        cfg.arp.max_tries = 3;
+        cfg.arp.queue_per_dest = 2;
+        let mut n = Net::new(cfg);
+        for _ in 0..3 {
+            let b = p.alloc().unwrap();
+            let _ = n.send_udp(0, 1, SocketAddrV4::new(IP_PEER, 2), b, &mut || p.alloc());
+        }
+        assert_eq!(
+            n.counters().arp_pending_full,
+            1,
+            "queue of 2 per destination"
+        );
+        let mut requests = sent(&mut n).len();
+        for t in (0..=1000).step_by(10) {
+            n.poll(t, &mut || p.alloc());
+            requests += sent(&mut n).len();
+        }
+        assert_eq!(requests, 3, "max_tries requests");
+        assert_eq!(n.counters().arp_requests_out, 3);
+        assert_eq!(n.counters().arp_unresolved_drops, 2);
+        assert_eq!(n.arp_waiting(), 0);
+        assert_eq!(p.stats().in_use, 0, "no buffer leaked");
+    }
+
+    #[test]
+    fn off_link_goes_to_gateway_or_fails() {
+        let p = pool();
+        let mut n = net();
+        let far = SocketAddrV4::new(Ipv4Addr::new(192, 168, 1, 1), 9);
+        let r = n.send_udp(0, 1, far, p.alloc().unwrap(), &mut || p.alloc());
+        assert!(matches!(r, Err(SendError::NoRoute(_))));
+        assert_eq!(n.counters().tx_no_route, 1);
+        let mut cfg = NetConfig::new(US, IP_US);
+        cfg.gateway = Some(Ipv4Addr::new(10, 0, 0, 254));
+        cfg.static_arp
+            .push((Ipv4Addr::new(10, 0, 0, 254), [2, 0, 0, 0, 0, 0xfe]));
+        let mut n = Net::new(cfg);
+        n.send_udp(0, 1, far, p.alloc().unwrap(), &mut || p.alloc())
+            .unwrap();
+        let f = sent(&mut n).pop().unwrap();
+        assert_eq!(&f[0..6], &[2, 0, 0, 0, 0, 0xfe]);
+        assert_eq!(&f[30..34], &[192, 168, 1, 1]);
+    }
+
+    #[test]
+    fn full_tx_queue_is_backpressure() {
+        let p = pool();
+        let mut cfg = NetConfig::new(US, IP_US);
+        cfg.tx_queue_limit = 2;
+        cfg.static_arp.push((IP_PEER, PEER));
+        let mut n = Net::new(cfg);
+        let dst = SocketAddrV4::new(IP_PEER, 5000);
+        for _ in 0..2 {
+            n.send_udp(0, 1, dst, p.alloc().unwrap(), &mut || p.alloc())
+                .unwrap();
+        }
+        let r = n.send_udp(0, 1, dst, p.alloc().unwrap(), &mut || p.alloc());
+        let Err(SendError::TxFull(b)) = r else {
+            panic!("expected TxFull, got {r:?}")
+        };
+        assert_eq!(b.len(), 0, "buffer returned untouched");
+        assert_eq!(n.counters().tx_full, 1);
+    }
+
+    #[test]
+    fn oversized_and_headroomless_sends_fail() {
+        let p = pool();
+        let mut n = net();
+        n.add_static_arp(IP_PEER, PEER);
+        let dst = SocketAddrV4::new(IP_PEER, 5000);
+        let mut b = p.alloc().unwrap();
+        b.append(1500 - 28 + 1).unwrap();
+        assert!(matches!(
+            n.send_udp(0, 1, dst, b, &mut || p.alloc()),
+            Err(SendError::NoRoom)
+        ));
+        let mut b = p.alloc().unwrap();
+        b.set_data(0, 4).unwrap();
+        assert!(matches!(
+            n.send_udp(0, 1, dst, b, &mut || p.alloc()),
+            Err(SendError::NoRoom)
+        ));
+        assert_eq!(n.counters().tx_no_room, 2);
+    }
+
+    /// Each malformed variant of a good frame is dropped and counted under its cause.
+    #[test]
+    fn malformed_frames_are_counted_by_cause() {
+        let p = pool();
+        let fix_ip_csum = |f: &mut [u8]| {
+            f[24] = 0;
+            f[25] = 0;
+            let c = !checksum::data(&f[14..34]);
+            f[24..26].copy_from_slice(&c.to_be_bytes());
+        };
+        type Mutate = Box<dyn Fn(&mut Vec<u8>)>;
+        let cases: Vec<(&str, Mutate, fn(&NetCounters) -> u64)> = vec![
+            ("truncated", Box::new(|f| f.truncate(10)), |c| {
+                c.rx_truncated
+            }),
+            ("other mac", Box::new(|f| f[0] = 0x04), |c| c.rx_not_for_us),
+            (
+                "ipv6 ethertype",
+                Box::new(|f| f[12..14].copy_from_slice(&[0x86, 0xdd])),
+                |c| c.rx_unknown_ethertype,
+            ),
+            ("ip truncated", Box::new(|f| f.truncate(30)), |c| {
+                c.ip_malformed
+            }),
+            (
+                "ip total_len too big",
+                Box::new(move |f| {
+                    f[17] = 0x40;
+                    fix_ip_csum(f);
+                }),
+                |c| c.ip_malformed,
+            ),
+            ("ip version 6", Box::new(|f| f[14] = 0x65), |c| {
+                c.ip_bad_version
+            }),
+            ("ip bad checksum", Box::new(|f| f[25] ^= 1), |c| {
+                c.ip_bad_checksum
+            }),
+            (
+                "ip options",
+                Box::new(move |f| {
+                    f[14] = 0x46;
+                    f[17] += 4;
+                    f.splice(34..34, [1, 1, 1, 0]);
+                    fix_ip_csum(f);
+                }),
+                |c| c.ip_options,
+            ),
+            (
+                "ip more fragments",
+                Box::new(move |f| {
+                    f[20] = 0x20;
+                    fix_ip_csum(f);
+                }),
+                |c| c.ip_fragments,
+            ),
+            (
+                "ip fragment offset",
+                Box::new(move |f| {
+                    f[21] = 0x08;
+                    fix_ip_csum(f);
+                }),
+                |c| c.ip_fragments,
+            ),
+            (
+                "ip not for us",
+                Box::new(move |f| {
+                    f[33] = 7;
+                    fix_ip_csum(f);
+                }),
+                |c| c.ip_not_for_us,
+            ),
+            (
+                "ip proto tcp",
+                Box::new(move |f| {
+                    f[23] = 6;
+                    fix_ip_csum(f);
+                }),
+                |c| c.ip_unknown_protocol,
+            ),
+            ("udp length too big", Box::new(|f| f[39] = 0x20), |c| {
+                c.udp_malformed
+            }),
+            ("udp length too small", Box::new(|f| f[39] = 4), |c| {
+                c.udp_malformed
+            }),
+            ("udp bad checksum", Box::new(|f| f[42] ^= 0x20), |c| {
+                c.udp_bad_checksum
+            }),
+            (
+                "udp unbound port",
+                Box::new(|f| {
+                    f[37] = 0x59;
+                    f[41] = f[41].wrapping_sub(1); // keep the checksum right
+                }),
+                |c| c.udp_no_port,
+            ),
+        ];
+        for (name, mutate, counter) in cases {
+            let mut n = net();
+            let mut f = UDP_FRAME.to_vec();
+            mutate(&mut f);
+            assert!(feed(&mut n, &p, &f).is_none(), "{name}: delivered");
+            assert_eq!(counter(n.counters()), 1, "{name}: counter");
+            assert_eq!(n.counters().rx_drops(), 1, "{name}: exactly one drop");
+        }
+        // ICMP and ARP.
+        let mut n = net();
+        let mut f = PING_FRAME.to_vec();
+        f[40] ^= 1;
+        assert!(feed(&mut n, &p, &f).is_none());
+        assert_eq!(n.counters().icmp_malformed, 1, "icmp bad checksum");
+        let mut f = ARP_REQUEST.to_vec();
+        f.truncate(30);
+        assert!(feed(&mut n, &p, &f).is_none());
+        let mut f = ARP_REQUEST.to_vec();
+        f[19] = 16; // protocol address length
+        assert!(feed(&mut n, &p, &f).is_none());
+        assert_eq!(n.counters().arp_malformed, 2);
+        assert!(sent(&mut n).is_empty());
+        assert_eq!(p.stats().in_use, 0);
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic() {
+        let p = pool();
+        let mut n = net();
+        let mut x: u64 = 0x1234_5678;
+        for len in 0..600usize {
+            let mut f: Vec<u8> = (0..len)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x as u8
+                })
+                .collect();
+            // Make many of them get past the Ethernet and IP checks.
+            if len > 14 && len % 2 == 0 {
+                f[0..6].copy_from_slice(&US);
+                f[12..14].copy_from_slice(&[0x08, (len % 3 == 0) as u8 * 6]);
+            }
+            if len > 34 && len % 4 == 0 {
+                f[14] = 0x45;
+                f[30..34].copy_from_slice(&IP_US.octets());
+            }
+            let _ = feed(&mut n, &p, &f);
+            n.tx_queue().clear();
+        }
+        assert_eq!(n.counters().rx_frames, 600);
+    }
+}
