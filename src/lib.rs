@@ -4,6 +4,7 @@
 //! nothing imports upward (see `docs/ARCHITECTURE.md`):
 //!
 //! ```text
+//! runtime    one poll loop per core: Port <-> transport, clock, timer wheel, ARP/ICMP/UDP
 //! pmd        poll-mode drivers: trait Port; memif (pure Rust), dpdk (feature), sim;
 //!            wrappers over any Port: faults, pcap
 //! mem        hugepage regions, buffer pools, PktBuf, zero-copy hand-off, memory kinds
@@ -17,4 +18,5 @@
 pub mod mem;
 pub mod pmd;
 pub mod proto;
+pub mod runtime;
 pub mod wire;

@@ -1,0 +1,427 @@
+//! The runtime: one poll loop per core, joining a [`Port`] to the transport.
+//!
+//! Contract:
+//! - A [`Runtime`] owns one port (one queue pair), the L2/L3 layer ([`net::Net`]: Ethernet,
+//!   ARP, IPv4, ICMP echo, UDP demux), a clock ([`clock::Clock`]) and a timer wheel
+//!   ([`timer::TimerWheel`]), and drives a [`UdpHandler`] (the transport endpoint, or a test
+//!   application). It is generic over all of them, so the data path has no dynamic dispatch
+//!   except [`Io::alloc_tx`] and ARP's buffer allocation.
+//! - [`Runtime::poll_once`] is one iteration, in this order:
+//!   1. read the clock once (clamped so `now` never goes backwards); every callback of the
+//!      iteration sees that `now`;
+//!   2. `rx_burst` up to the configured burst; stamp each frame's `meta.rx_timestamp`;
+//!   3. dispatch each frame: ARP and ICMP echo are answered by the net layer, UDP datagrams
+//!      to bound ports go to [`UdpHandler::on_datagram`] (payload zero copy), the rest is
+//!      dropped and counted;
+//!   4. expire timers due at `now` and call [`UdpHandler::on_timer`] for each;
+//!   5. net housekeeping (ARP retries and give-ups);
+//!   6. [`UdpHandler::on_poll`]: the transport emits what it has (its `poll_*` side);
+//!   7. flush the transmit queue with `tx_burst`; frames the port did not take stay queued,
+//!      in order, for the next iteration (never dropped silently; the queue is bounded and
+//!      a full queue is backpressure to senders).
+//! - Nothing in an iteration allocates on the heap, makes a system call (the TSC clock is
+//!   read in user space; see [`clock`]) or takes a lock, given a port that doesn't.
+//! - Threading: construct the runtime on the thread that will run it. With
+//!   [`RuntimeConfig::pin_core`] it pins that thread to a CPU (core_affinity); with
+//!   [`RuntimeConfig::core_slot`] it claims a [`CoreSlot`] so the pools give this thread a
+//!   per-core cache. Holding a core slot makes the runtime `!Send`.
+
+pub mod clock;
+pub mod net;
+pub mod timer;
+
+mod arp;
+
+use std::net::SocketAddrV4;
+
+use crate::mem::{CoreError, CoreSlot, PktBuf, PoolExhausted};
+use crate::pmd::{Port, MAX_BURST};
+
+use self::clock::Clock;
+use self::net::{Net, NetConfig, NetCounters, SendError};
+use self::timer::{Expired, StaleHandle, TimerHandle, TimerWheel, WheelFull};
+
+/// The transport side of a runtime: what it does with datagrams, timers and spare cycles.
+pub trait UdpHandler {
+    /// A UDP datagram arrived for `dst_port` (bound with [`Net::bind`]). `payload` is the
+    /// received buffer, advanced past the headers (zero copy).
+    fn on_datagram(&mut self, io: &mut Io<'_>, src: SocketAddrV4, dst_port: u16, payload: PktBuf);
+
+    /// A timer set with [`Io::set_timer`] expired.
+    fn on_timer(&mut self, io: &mut Io<'_>, timer: TimerHandle, token: u64) {
+        let _ = (io, timer, token);
+    }
+
+    /// Called once per iteration after receive and timers: send what is ready.
+    fn on_poll(&mut self, io: &mut Io<'_>) {
+        let _ = io;
+    }
+}
+
+/// What a handler can do during a callback: read `now`, get buffers, send, set timers.
+pub struct Io<'a> {
+    now: u64,
+    net: &'a mut Net,
+    timers: &'a mut TimerWheel<u64>,
+    port: &'a mut dyn Port,
+}
+
+impl std::fmt::Debug for Io<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Io").field("now", &self.now).finish()
+    }
+}
+
+impl Io<'_> {
+    /// The iteration's time, ns.
+    #[inline]
+    pub fn now(&self) -> u64 {
+        self.now
+    }
+
+    /// A transmit buffer from the port's pool (with the pool's headroom for headers).
+    #[inline]
+    pub fn alloc_tx(&mut self) -> Result<PktBuf, PoolExhausted> {
+        self.port.alloc_tx()
+    }
+
+    /// Send `payload` from our UDP `src_port` to `dst` (see [`Net::send_udp`]).
+    #[inline]
+    pub fn send_udp(
+        &mut self,
+        src_port: u16,
+        dst: SocketAddrV4,
+        payload: PktBuf,
+    ) -> Result<(), SendError> {
+        let port = &mut *self.port;
+        self.net
+            .send_udp(self.now, src_port, dst, payload, &mut || port.alloc_tx())
+    }
+
+    /// Send an ICMP echo request (see [`Net::send_ping`]).
+    pub fn send_ping(
+        &mut self,
+        dst: std::net::Ipv4Addr,
+        ident: u16,
+        seq: u16,
+        payload_len: usize,
+    ) -> Result<(), SendError> {
+        let port = &mut *self.port;
+        self.net
+            .send_ping(self.now, dst, ident, seq, payload_len, &mut || {
+                port.alloc_tx()
+            })
+    }
+
+    /// Call [`UdpHandler::on_timer`] with `token` at `deadline` ns.
+    #[inline]
+    pub fn set_timer(&mut self, deadline: u64, token: u64) -> Result<TimerHandle, WheelFull> {
+        self.timers.insert(deadline, token)
+    }
+
+    /// Cancel a timer; its token, or `None` if it already fired or was cancelled.
+    #[inline]
+    pub fn cancel_timer(&mut self, timer: TimerHandle) -> Option<u64> {
+        self.timers.cancel(timer)
+    }
+
+    /// Move a timer to a new deadline.
+    #[inline]
+    pub fn reset_timer(&mut self, timer: TimerHandle, deadline: u64) -> Result<(), StaleHandle> {
+        self.timers.reset(timer, deadline)
+    }
+
+    /// The L2/L3 layer (bindings, counters, ARP).
+    #[inline]
+    pub fn net(&mut self) -> &mut Net {
+        self.net
+    }
+}
+
+/// Settings of a [`Runtime`].
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// Addresses, ARP and queue limits.
+    pub net: NetConfig,
+    /// Most frames taken per `rx_burst` (at most [`MAX_BURST`]).
+    pub rx_burst: usize,
+    /// Timer slab capacity.
+    pub timers: usize,
+    /// Timer wheel tick, as a power of two of ns (10 = 1024 ns).
+    pub timer_tick_shift: u32,
+    /// Pin the constructing thread to this CPU.
+    pub pin_core: Option<usize>,
+    /// Claim this [`CoreSlot`] for per-core pool caches.
+    pub core_slot: Option<usize>,
+}
+
+impl RuntimeConfig {
+    /// Defaults around `net`: bursts of 32, 4096 timers of 1024 ns ticks, no pinning, no core
+    /// slot.
+    pub fn new(net: NetConfig) -> RuntimeConfig {
+        RuntimeConfig {
+            net,
+            rx_burst: 32,
+            timers: 4096,
+            timer_tick_shift: timer::DEFAULT_TICK_SHIFT,
+            pin_core: None,
+            core_slot: None,
+        }
+    }
+}
+
+/// Errors creating a [`Runtime`].
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// The thread could not be pinned to the CPU (no such CPU, or not allowed).
+    #[error("cannot pin the thread to CPU {0}")]
+    Pin(usize),
+    /// The core slot could not be claimed.
+    #[error(transparent)]
+    CoreSlot(#[from] CoreError),
+}
+
+/// What one iteration did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PollResult {
+    /// The iteration's `now`, ns.
+    pub now: u64,
+    /// Frames received.
+    pub rx: usize,
+    /// Frames the port took for transmission.
+    pub tx: usize,
+    /// Timers expired.
+    pub timers: usize,
+    /// Frames still queued for transmission after the flush.
+    pub tx_pending: usize,
+}
+
+impl PollResult {
+    /// Whether the iteration did anything.
+    pub fn busy(&self) -> bool {
+        self.rx + self.tx + self.timers > 0
+    }
+}
+
+/// Counters of a runtime's loop.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RuntimeCounters {
+    /// Iterations run.
+    pub iterations: u64,
+    /// Iterations that received, sent or expired something.
+    pub busy_iterations: u64,
+    /// Frames received.
+    pub rx_frames: u64,
+    /// Frames transmitted.
+    pub tx_frames: u64,
+    /// Flushes where the port took less than was queued.
+    pub tx_partial: u64,
+    /// Timers expired.
+    pub timers_fired: u64,
+    /// Times the clock read earlier than the previous iteration (clamped).
+    pub clock_clamped: u64,
+}
+
+/// One poll loop: a port, the L2/L3 layer, a clock, a timer wheel and a handler.
+pub struct Runtime<P: Port, H: UdpHandler, C: Clock> {
+    port: P,
+    net: Net,
+    clock: C,
+    timers: TimerWheel<u64>,
+    handler: H,
+    rx: Vec<PktBuf>,
+    expired: Vec<Expired<u64>>,
+    rx_burst: usize,
+    now: u64,
+    counters: RuntimeCounters,
+    _core: Option<CoreSlot>,
+}
+
+impl<P: Port, H: UdpHandler, C: Clock> std::fmt::Debug for Runtime<P, H, C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime")
+            .field("net", &self.net)
+            .field("now", &self.now)
+            .field("counters", &self.counters)
+            .finish()
+    }
+}
+
+impl<P: Port, H: UdpHandler, C: Clock> Runtime<P, H, C> {
+    /// A runtime over `port`, on the calling thread (pinned and holding a core slot if
+    /// configured).
+    pub fn new(cfg: RuntimeConfig, port: P, handler: H, clock: C) -> Result<Self, RuntimeError> {
+        if let Some(cpu) = cfg.pin_core {
+            if !core_affinity::set_for_current(core_affinity::CoreId { id: cpu }) {
+                return Err(RuntimeError::Pin(cpu));
+            }
+        }
+        let core = cfg.core_slot.map(CoreSlot::claim).transpose()?;
+        let now = clock.now_ns();
+        let rx_burst = cfg.rx_burst.clamp(1, MAX_BURST);
+        Ok(Runtime {
+            net: Net::new(cfg.net),
+            timers: TimerWheel::new(cfg.timers, cfg.timer_tick_shift, now),
+            rx: Vec::with_capacity(rx_burst),
+            expired: Vec::with_capacity(cfg.timers.min(4096)),
+            rx_burst,
+            now,
+            counters: RuntimeCounters::default(),
+            _core: core,
+            port,
+            handler,
+            clock,
+        })
+    }
+
+    /// One iteration of the loop (see the module contract).
+    pub fn poll_once(&mut self) -> PollResult {
+        let t = self.clock.now_ns();
+        if t < self.now {
+            self.counters.clock_clamped += 1;
+        } else {
+            self.now = t;
+        }
+        let now = self.now;
+        let mut res = PollResult {
+            now,
+            ..Default::default()
+        };
+
+        // Receive and dispatch.
+        let n = self.port.rx_burst(&mut self.rx, self.rx_burst);
+        res.rx = n;
+        for mut buf in self.rx.drain(..) {
+            if buf.meta.rx_timestamp == 0 {
+                buf.meta.rx_timestamp = now;
+            }
+            if let Some(d) = self.net.handle_frame(now, buf) {
+                let mut io = Io {
+                    now,
+                    net: &mut self.net,
+                    timers: &mut self.timers,
+                    port: &mut self.port,
+                };
+                self.handler
+                    .on_datagram(&mut io, d.src, d.dst_port, d.payload);
+            }
+        }
+
+        // Timers. A handler may set timers due now from on_timer; those run next iteration.
+        res.timers = self.timers.advance(now, &mut self.expired);
+        for e in self.expired.drain(..) {
+            let mut io = Io {
+                now,
+                net: &mut self.net,
+                timers: &mut self.timers,
+                port: &mut self.port,
+            };
+            self.handler.on_timer(&mut io, e.handle, e.value);
+        }
+
+        // Housekeeping and the handler's own output.
+        {
+            let port = &mut self.port;
+            self.net.poll(now, &mut || port.alloc_tx());
+        }
+        let mut io = Io {
+            now,
+            net: &mut self.net,
+            timers: &mut self.timers,
+            port: &mut self.port,
+        };
+        self.handler.on_poll(&mut io);
+
+        // Flush; what the port doesn't take stays queued, in order.
+        let q = self.net.tx_queue();
+        if !q.is_empty() {
+            let queued = q.len();
+            res.tx = self.port.tx_burst(q);
+            if res.tx < queued {
+                self.counters.tx_partial += 1;
+            }
+        }
+        res.tx_pending = self.net.tx_queue().len();
+
+        self.counters.iterations += 1;
+        self.counters.rx_frames += res.rx as u64;
+        self.counters.tx_frames += res.tx as u64;
+        self.counters.timers_fired += res.timers as u64;
+        if res.busy() {
+            self.counters.busy_iterations += 1;
+        }
+        res
+    }
+
+    /// Run `f` with an [`Io`] at the last iteration's `now` (to send or set timers from
+    /// outside a callback, e.g. an application on the loop thread).
+    pub fn with_io<R>(&mut self, f: impl FnOnce(&mut H, &mut Io<'_>) -> R) -> R {
+        let mut io = Io {
+            now: self.now,
+            net: &mut self.net,
+            timers: &mut self.timers,
+            port: &mut self.port,
+        };
+        f(&mut self.handler, &mut io)
+    }
+
+    /// The last iteration's `now`.
+    pub fn now(&self) -> u64 {
+        self.now
+    }
+
+    /// The handler.
+    pub fn handler(&self) -> &H {
+        &self.handler
+    }
+
+    /// The handler, mutable.
+    pub fn handler_mut(&mut self) -> &mut H {
+        &mut self.handler
+    }
+
+    /// The L2/L3 layer.
+    pub fn net(&self) -> &Net {
+        &self.net
+    }
+
+    /// The L2/L3 layer, mutable (bind ports, static ARP).
+    pub fn net_mut(&mut self) -> &mut Net {
+        &mut self.net
+    }
+
+    /// L2/L3 counters.
+    pub fn net_counters(&self) -> &NetCounters {
+        self.net.counters()
+    }
+
+    /// Loop counters.
+    pub fn counters(&self) -> &RuntimeCounters {
+        &self.counters
+    }
+
+    /// The port.
+    pub fn port(&self) -> &P {
+        &self.port
+    }
+
+    /// The port, mutable.
+    pub fn port_mut(&mut self) -> &mut P {
+        &mut self.port
+    }
+
+    /// The timer wheel.
+    pub fn timers(&self) -> &TimerWheel<u64> {
+        &self.timers
+    }
+
+    /// The clock.
+    pub fn clock(&self) -> &C {
+        &self.clock
+    }
+
+    /// Take the runtime apart: the port and the handler (the core slot is released).
+    pub fn into_parts(self) -> (P, H) {
+        (self.port, self.handler)
+    }
+}
