@@ -1065,6 +1065,7 @@ impl Connection {
 
     /// Process a packet the endpoint routed here. `buf` holds the DATA payload (the header
     /// already consumed), or nothing for other types.
+    #[allow(clippy::collapsible_match)] // `buf` moves into on_data; a guard cannot move it
     pub(crate) fn handle_packet(&mut self, now: Instant, r: &Repr, buf: PktBuf, ecn_ce: bool) {
         if self.state == State::Closed {
             return;
