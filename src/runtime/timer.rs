@@ -327,17 +327,36 @@ impl<T> TimerWheel<T> {
             let slot_ticks = 1u64 << shift;
             let level_ticks = slot_ticks << SLOT_BITS;
             let pos = ((self.elapsed >> shift) & (SLOTS as u64 - 1)) as u32;
-            let dist = occ.rotate_right(pos).trailing_zeros();
-            let slot = ((pos + dist) as usize) & (SLOTS - 1);
             let level_start = self.elapsed & !(level_ticks - 1);
-            let mut start = level_start + slot as u64 * slot_ticks;
-            if start < self.elapsed {
-                // Only the top level wraps: it holds deadlines in the next turn of the wheel
-                // (and parked far deadlines). Lower levels only hold slots after `elapsed`.
-                start += level_ticks;
+            // A slot's start in this turn of the level; a start before `elapsed` means the
+            // next turn. Only the top level wraps like that (it holds deadlines in the next
+            // turn of the wheel and parked far deadlines); lower levels only hold slots at or
+            // after `elapsed`.
+            let start_of = |slot: u32| {
+                let s = level_start + slot as u64 * slot_ticks;
+                if s < self.elapsed {
+                    s + level_ticks
+                } else {
+                    s
+                }
+            };
+            // The current slot is either due now (a tie with a slot just processed) or, at the
+            // top level, a whole turn out: rank it by its start like any other.
+            let pos_bit = 1u64 << pos;
+            if occ & pos_bit != 0 {
+                let start = start_of(pos);
+                if best.is_none_or(|b| start < b.2) {
+                    best = Some((level, pos as usize, start));
+                }
             }
-            if best.is_none_or(|b| start < b.2) {
-                best = Some((level, slot, start));
+            let rest = occ & !pos_bit;
+            if rest != 0 {
+                let dist = rest.rotate_right(pos).trailing_zeros();
+                let slot = (pos + dist) & (SLOTS as u32 - 1);
+                let start = start_of(slot);
+                if best.is_none_or(|b| start < b.2) {
+                    best = Some((level, slot as usize, start));
+                }
             }
         }
         best
@@ -476,6 +495,18 @@ mod tests {
         assert_eq!(fired(&mut w, (1 << 40) + (1 << 50)), vec![3]);
         assert_eq!(w.len(), 1);
         assert!(w.next_deadline().is_some());
+    }
+
+    /// Found by the oracle property test: a parked far deadline in the top level's current
+    /// slot (a whole turn out) hid an earlier next-turn slot behind it, which then fired late.
+    #[test]
+    fn top_level_next_turn_slots_fire_in_time_order() {
+        let mut w = TimerWheel::new(4, 0, 335_012_037_964);
+        w.insert(413_609_363_896, 0).unwrap(); // parked: beyond the wheel's range
+        w.insert(398_538_658_670, 3).unwrap(); // next turn of the top level
+        assert!(fired(&mut w, 398_538_658_669).is_empty());
+        assert_eq!(fired(&mut w, 398_538_658_670), vec![3]);
+        assert_eq!(fired(&mut w, 457_548_622_588), vec![0]);
     }
 
     #[test]
