@@ -156,6 +156,8 @@ pub fn run(o: &Options) -> Result<String, String> {
     let memif = Memif::new(cfg).map_err(|e| e.to_string())?;
     let mut port = memif.port(o.id, 0).map_err(|e| e.to_string())?;
     pin(o.core);
+    // This thread is the poll loop: per-core pool caches make alloc/free cheaper.
+    let _core = crate::mem::CoreSlot::claim_any().ok();
     let deadline = Instant::now() + Duration::from_secs_f64(o.link_timeout);
     while !port.link().is_up() {
         if Instant::now() > deadline {

@@ -27,7 +27,10 @@
 //!   descriptor is validated on the data path (region index, offset + length inside the
 //!   region, ring indices within what was posted) and bad ones are counted in
 //!   [`PortStats::rx_errors`](crate::pmd::PortStats::rx_errors). A peer that writes garbage into shared buffers can corrupt the
-//!   frames it shares with us, nothing else.
+//!   frames it shares with us, nothing else. One hazard is outside what validation can catch:
+//!   a peer that truncates a region file after we mapped it makes our next access to it
+//!   fault. DPDK seals its regions against shrinking (`F_SEAL_SHRINK`); the server logs a
+//!   warning when a region arrives unsealed.
 //! - Frames larger than one buffer: the server transmits and receives them as descriptor
 //!   chains (`MEMIF_DESC_FLAG_NEXT`); the client receives single-buffer frames only (chains
 //!   are dropped and counted as `rx_errors`) and sends frames of at most one buffer

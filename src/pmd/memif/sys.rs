@@ -267,6 +267,15 @@ pub fn file_size(fd: BorrowedFd<'_>) -> io::Result<u64> {
     Ok(st.st_size as u64)
 }
 
+/// True when the file behind `fd` is sealed against shrinking (`F_SEAL_SHRINK`), so the peer
+/// that passed it cannot truncate it under our mapping (which would fault on access).
+pub fn shrink_sealed(fd: BorrowedFd<'_>) -> bool {
+    // SAFETY: plain fcntl on a valid descriptor; F_GET_SEALS fails harmlessly on files that
+    // do not support seals.
+    let seals = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GET_SEALS) };
+    seals >= 0 && seals & libc::F_SEAL_SHRINK != 0
+}
+
 /// Wait until one of `fds` is readable (or hung up), or `timeout_ms` passes. Returns the
 /// `revents` of each, in order.
 pub fn poll(fds: &mut [libc::pollfd], timeout_ms: i32) -> io::Result<()> {
