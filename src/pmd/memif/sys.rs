@@ -1,5 +1,5 @@
 //! The few system calls memif's control plane needs: UNIX seqpacket sockets with descriptor
-//! passing (SCM_RIGHTS), eventfds and poll. Every raw call goes through [`cvt`]. None of this
+//! passing (SCM_RIGHTS), eventfds and poll. Every raw call goes through `cvt`. None of this
 //! runs on the data path. Public (hidden) only so integration tests can drive a control
 //! socket by hand.
 
