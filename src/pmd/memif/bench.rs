@@ -231,6 +231,8 @@ fn ping(port: &mut impl Port, o: &Options, out: &mut String) -> Result<(), Strin
             if !got && spins.is_multiple_of(65536) && t0.elapsed() > Duration::from_millis(200) {
                 // A frame sent while the peer was still starting may be dropped by it.
                 if seq < o.warmup {
+                    tracing::debug!(seq, "ping lost during warmup");
+                    eprintln!("memif-bench: frame {seq} not answered within 200 ms (warmup)");
                     lost_warmup += 1;
                 } else {
                     lost += 1;
