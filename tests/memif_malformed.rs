@@ -391,3 +391,148 @@ fn memif_server_validates_descriptors() {
     // SAFETY: unmapping our own mapping; the server has dropped its own.
     unsafe { libc::munmap(base.cast(), LEN) };
 }
+
+/// A hand-driven server that completes the handshake with our client, then returns bad
+/// descriptors: the client counts them in rx_errors, drops them, and keeps the good ones.
+#[test]
+fn memif_client_validates_descriptors() {
+    let sock = format!("/tmp/bpx-bad-rawsrv-{}.sock", std::process::id());
+    let l = sys::listen(std::path::Path::new(&sock)).unwrap();
+    let mut cfg = MemifConfig::new(&sock, Role::Client, 0);
+    cfg.interfaces[0].log2_ring_size = 4;
+    cfg.reconnect_interval = Duration::from_millis(20);
+    let client = Memif::new(cfg).unwrap();
+    let mut port = client.port(0, 0).unwrap();
+    let end = Instant::now() + Duration::from_secs(5);
+    let c = loop {
+        if let Some(c) = sys::accept(l.as_fd()).unwrap() {
+            break c;
+        }
+        assert!(Instant::now() < end, "client never connected");
+        std::thread::sleep(Duration::from_millis(1));
+    };
+    send(
+        &c,
+        &Msg::Hello {
+            name: Name::new("raw-server"),
+            min_version: VERSION,
+            max_version: VERSION,
+            max_region: 15,
+            max_s2c_ring: 0,
+            max_c2s_ring: 0,
+            max_log2_ring_size: 14,
+        },
+        None,
+    );
+    let mut regions: Vec<(*mut u8, usize)> = vec![];
+    let mut rings = vec![];
+    loop {
+        let (m, fd) = recv(&c).expect("client hung up during handshake");
+        match m {
+            Msg::Init { .. } => send(&c, &Msg::Ack, None),
+            Msg::AddRegion { size, .. } => {
+                let fd = fd.expect("region fd");
+                // SAFETY: mapping the client's region file of `size` bytes, shared.
+                let p = unsafe {
+                    libc::mmap(
+                        std::ptr::null_mut(),
+                        size as usize,
+                        libc::PROT_READ | libc::PROT_WRITE,
+                        libc::MAP_SHARED,
+                        fd.as_raw_fd(),
+                        0,
+                    )
+                };
+                assert_ne!(p, libc::MAP_FAILED);
+                regions.push((p.cast::<u8>(), size as usize));
+                send(&c, &Msg::Ack, None);
+            }
+            Msg::AddRing {
+                flags,
+                region,
+                offset,
+                log2_ring_size,
+                ..
+            } => {
+                assert!(fd.is_some(), "ring eventfd passed");
+                rings.push((flags, region, offset, log2_ring_size));
+                send(&c, &Msg::Ack, None);
+            }
+            Msg::Connect { .. } => {
+                send(
+                    &c,
+                    &Msg::Connected {
+                        if_name: Name::new("raw"),
+                    },
+                    None,
+                );
+                break;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(regions.len(), 2, "rings region and buffer region");
+    let ring = |c2s: bool| {
+        let &(_, region, offset, log2) = rings
+            .iter()
+            .find(|r| (r.0 & ADD_RING_FLAG_C2S != 0) == c2s)
+            .unwrap();
+        // SAFETY: the ring lies inside the mapped region (the client's own layout).
+        unsafe { Ring::new(regions[region as usize].0.add(offset as usize), log2) }
+    };
+    let (c2s, s2c) = (ring(true), ring(false));
+    let end = Instant::now() + Duration::from_secs(5);
+    while !port.link().is_up() && Instant::now() < end {}
+    assert!(port.link().is_up());
+    let mut got = vec![];
+    port.rx_burst(&mut got, 32);
+    assert_eq!(s2c.head(Ordering::Acquire), 16, "client posted a full ring");
+
+    // A length beyond the posted buffer, then a good frame.
+    let d1 = s2c.read_desc(1);
+    let (base, len) = regions[d1.region as usize];
+    assert!(d1.offset as usize + 60 <= len);
+    // SAFETY: inside the client's buffer region, in a buffer posted to us.
+    unsafe { std::ptr::write_bytes(base.add(d1.offset as usize), 0xcd, 60) };
+    s2c.write_len_flags(0, 100_000, 0);
+    s2c.write_len_flags(1, 60, 0);
+    s2c.set_tail(2, Ordering::Release);
+    assert_eq!(port.rx_burst(&mut got, 32), 1);
+    assert_eq!(got[0].len(), 60);
+    assert!(got[0].data().iter().all(|&b| b == 0xcd));
+    assert_eq!(port.stats().rx_errors, 1);
+
+    // A tail beyond what the client posted: ignored.
+    s2c.set_tail(2 + 40, Ordering::Release);
+    assert_eq!(port.rx_burst(&mut got, 32), 0);
+    assert_eq!(port.stats().rx_errors, 2);
+
+    // A chained frame (the client takes single-buffer frames only): dropped, counted.
+    s2c.write_len_flags(2, 64, 1);
+    s2c.write_len_flags(3, 64, 0);
+    s2c.set_tail(4, Ordering::Release);
+    assert_eq!(port.rx_burst(&mut got, 32), 0);
+    assert_eq!(port.stats().rx_errors, 4);
+
+    // Client -> server: a tail beyond the client's head is refused; nothing is reclaimed.
+    let mut out = vec![got.pop().unwrap()];
+    assert_eq!(port.tx_burst(&mut out), 1);
+    assert_eq!(c2s.head(Ordering::Acquire), 1);
+    c2s.set_tail(30, Ordering::Release);
+    assert_eq!(port.tx_burst(&mut out), 0);
+    assert_eq!(port.stats().rx_errors, 5);
+
+    drop(c);
+    let end = Instant::now() + Duration::from_secs(5);
+    while port.link().is_up() && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert!(!port.link().is_up());
+    drop(port);
+    drop(client);
+    for (p, n) in regions {
+        // SAFETY: unmapping our own mappings of the client's regions.
+        unsafe { libc::munmap(p.cast(), n) };
+    }
+    let _ = std::fs::remove_file(&sock);
+}

@@ -86,7 +86,7 @@ fn exchange(port: &mut MemifPort, n: u64) -> Result<(), String> {
     let (mut sent, mut got) = (0u64, 0u64);
     let mut txv = Vec::with_capacity(64);
     let mut rxv = Vec::with_capacity(256);
-    let end = Instant::now() + Duration::from_secs(20);
+    let end = Instant::now() + Duration::from_secs(60);
     while got < n {
         while sent < n && sent - got < 64 && txv.len() < 32 {
             let mut b = port.alloc_tx().map_err(|e| e.to_string())?;

@@ -156,6 +156,8 @@ pub fn run(o: &Options) -> Result<String, String> {
     let memif = Memif::new(cfg).map_err(|e| e.to_string())?;
     let mut port = memif.port(o.id, 0).map_err(|e| e.to_string())?;
     pin(o.core);
+    // This thread is the poll loop: per-core pool caches make alloc/free cheaper.
+    let _core = crate::mem::CoreSlot::claim_any().ok();
     let deadline = Instant::now() + Duration::from_secs_f64(o.link_timeout);
     while !port.link().is_up() {
         if Instant::now() > deadline {
@@ -229,6 +231,8 @@ fn ping(port: &mut impl Port, o: &Options, out: &mut String) -> Result<(), Strin
             if !got && spins.is_multiple_of(65536) && t0.elapsed() > Duration::from_millis(200) {
                 // A frame sent while the peer was still starting may be dropped by it.
                 if seq < o.warmup {
+                    tracing::debug!(seq, "ping lost during warmup");
+                    eprintln!("memif-bench: frame {seq} not answered within 200 ms (warmup)");
                     lost_warmup += 1;
                 } else {
                     lost += 1;

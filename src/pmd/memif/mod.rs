@@ -11,7 +11,10 @@
 //!   CONNECT, CONNECTED, DISCONNECT; region and interrupt fds by SCM_RIGHTS), notices a dead
 //!   peer (the socket hangs up) and reconnects: a client retries every
 //!   [`MemifConfig::reconnect_interval`]; a server accepts again. The data path never makes a
-//!   system call for the control channel.
+//!   system call for the control channel. (A thread rather than a `poll_control()` the
+//!   application must call: DPDK does the same with its interrupt thread, a handshake or a
+//!   reconnect never waits for a busy poll loop, and queue ports owned by different cores
+//!   need no shared owner of the socket.)
 //! - [`Memif::port`] gives one [`MemifPort`] per queue pair; each is a [`Port`](crate::pmd::Port) to be owned by
 //!   one thread. A port polls its rings (no syscall, no lock, no allocation per packet); it
 //!   picks up a new or lost connection by one relaxed-cost atomic load per burst, and reports
@@ -27,11 +30,34 @@
 //!   descriptor is validated on the data path (region index, offset + length inside the
 //!   region, ring indices within what was posted) and bad ones are counted in
 //!   [`PortStats::rx_errors`](crate::pmd::PortStats::rx_errors). A peer that writes garbage into shared buffers can corrupt the
-//!   frames it shares with us, nothing else.
+//!   frames it shares with us, nothing else. One hazard is outside what validation can catch:
+//!   a peer that truncates a region file after we mapped it makes our next access to it
+//!   fault. DPDK seals its regions against shrinking (`F_SEAL_SHRINK`); the server logs a
+//!   warning when a region arrives unsealed.
 //! - Frames larger than one buffer: the server transmits and receives them as descriptor
 //!   chains (`MEMIF_DESC_FLAG_NEXT`); the client receives single-buffer frames only (chains
 //!   are dropped and counted as `rx_errors`) and sends frames of at most one buffer
 //!   ([`InterfaceConfig::buffer_size`], 2048 by default).
+//!
+//! ```no_run
+//! use bypass::pmd::memif::{Memif, MemifConfig, Role};
+//! use bypass::pmd::Port;
+//!
+//! // Talk to e.g. `dpdk-testpmd --vdev=net_memif0,role=server,socket=/run/app.sock,socket-abstract=no`.
+//! let memif = Memif::new(MemifConfig::new("/run/app.sock", Role::Client, 0))?;
+//! let mut port = memif.port(0, 0)?;
+//! let mut frames = Vec::with_capacity(bypass::pmd::MAX_BURST);
+//! for _ in 0..1_000_000 {
+//!     if port.rx_burst(&mut frames, 32) > 0 {
+//!         port.tx_burst(&mut frames); // bounce them back, zero copy
+//!         frames.clear(); // frames the ring had no room for are dropped here
+//!     }
+//! }
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! Sockets are paths in the filesystem; DPDK 22.11 defaults to the abstract namespace, so
+//! give it `socket-abstract=no`.
 #![allow(unsafe_code)]
 
 pub mod bench;

@@ -425,6 +425,18 @@ mod tests {
         assert_eq!(Msg::decode(&b), Err(MsgError::UnknownType(42)));
     }
 
+    proptest::proptest! {
+        /// Any datagram decodes to a message or an error, never a panic; a decoded message
+        /// re-encodes to something that decodes to the same message.
+        #[test]
+        fn decode_is_total(v in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200)) {
+            if let Ok(m) = Msg::decode(&v) {
+                proptest::prop_assert_eq!(v.len(), MSG_SIZE);
+                proptest::prop_assert_eq!(Msg::decode(&m.encode()).unwrap(), m);
+            }
+        }
+    }
+
     #[test]
     fn names_truncate_and_stop_at_nul() {
         let n: Name<4> = Name::new("abcdef");

@@ -1,5 +1,5 @@
 //! The few system calls memif's control plane needs: UNIX seqpacket sockets with descriptor
-//! passing (SCM_RIGHTS), eventfds and poll. Every raw call goes through [`cvt`]. None of this
+//! passing (SCM_RIGHTS), eventfds and poll. Every raw call goes through `cvt`. None of this
 //! runs on the data path. Public (hidden) only so integration tests can drive a control
 //! socket by hand.
 
@@ -265,6 +265,15 @@ pub fn file_size(fd: BorrowedFd<'_>) -> io::Result<u64> {
     // SAFETY: valid descriptor and out-pointer.
     cvt(unsafe { libc::fstat(fd.as_raw_fd(), &mut st) })?;
     Ok(st.st_size as u64)
+}
+
+/// True when the file behind `fd` is sealed against shrinking (`F_SEAL_SHRINK`), so the peer
+/// that passed it cannot truncate it under our mapping (which would fault on access).
+pub fn shrink_sealed(fd: BorrowedFd<'_>) -> bool {
+    // SAFETY: plain fcntl on a valid descriptor; F_GET_SEALS fails harmlessly on files that
+    // do not support seals.
+    let seals = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GET_SEALS) };
+    seals >= 0 && seals & libc::F_SEAL_SHRINK != 0
 }
 
 /// Wait until one of `fds` is readable (or hung up), or `timeout_ms` passes. Returns the
