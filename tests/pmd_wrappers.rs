@@ -847,7 +847,13 @@ mod conservation {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(48))]
+        #![proptest_config(ProptestConfig {
+            cases: 48,
+            // Integration tests have no src/ of their own to persist failures beside;
+            // a failure prints its minimal input instead.
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        })]
 
         /// Every frame is accounted for, whatever the faults: in + duplicates = out + lost +
         /// dropped + still held, frames leave in-order unless reordered, and every buffer
