@@ -1,12 +1,14 @@
 //! Port wrappers: an in-process `pair` moving bursts of 32 x 64 B frames (allocate, fill
 //! the 64 bytes, `tx_burst` on one end, `rx_burst` on the other, free), bare and wrapped in
 //! `pcap` (writing to `io::sink()`) and `faults` (no fault, and 1 % random loss), so the
-//! wrappers' cost reads as a ratio against the bare pair measured in the same run.
+//! wrappers' cost reads as a ratio against the bare pair measured in the same run. The
+//! benchmark thread holds a core slot, as a poll loop does, so buffers come from its
+//! per-core pool cache.
 
 use std::hint::black_box;
 use std::io;
 
-use bypass::mem::{HugePages, PktBuf, Pool, PoolConfig};
+use bypass::mem::{CoreSlot, HugePages, PktBuf, Pool, PoolConfig};
 use bypass::pmd::faults::{FaultConfig, FaultSpec, Faults, Loss};
 use bypass::pmd::pair::{pair, PairPort};
 use bypass::pmd::pcap::{Pcap, PcapConfig};
@@ -42,6 +44,7 @@ fn burst(tx: &mut impl Port, rx: &mut impl Port, v: &mut Vec<PktBuf>, out: &mut 
 }
 
 fn bench(c: &mut Criterion) {
+    let _core = CoreSlot::claim_any().expect("a free core slot");
     let mut g = c.benchmark_group("pmd_pair_burst32x64B");
     g.throughput(Throughput::Elements(BURST as u64));
     let mut v = Vec::with_capacity(256);

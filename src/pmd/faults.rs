@@ -819,7 +819,10 @@ impl<P: Port, C: Clock> Port for Faults<P, C> {
             self.pump_tx(now);
         }
         if self.rx.noop {
-            return self.inner.rx_burst(out, max);
+            let n = self.inner.rx_burst(out, max);
+            self.rx.stats.frames_in += n as u64;
+            self.rx.stats.frames_out += n as u64;
+            return n;
         }
         let now = self.now_for(&self.rx);
         self.rx.pump(now);
@@ -847,7 +850,10 @@ impl<P: Port, C: Clock> Port for Faults<P, C> {
 
     fn tx_burst(&mut self, pkts: &mut Vec<PktBuf>) -> usize {
         if self.tx.noop {
-            return self.inner.tx_burst(pkts);
+            let n = self.inner.tx_burst(pkts);
+            self.tx.stats.frames_in += n as u64;
+            self.tx.stats.frames_out += n as u64;
+            return n;
         }
         let now = self.now_for(&self.tx);
         self.pump_tx(now);

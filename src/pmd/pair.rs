@@ -10,8 +10,8 @@
 //!   construction.
 //! - A full ring refuses: [`Port::tx_burst`] leaves the frames it could not send with the
 //!   caller, in order, and counts them in [`PortStats::tx_ring_full`] (each refused frame
-//!   once per refusing call, so a caller spinning on a full ring counts up fast). Frames are never
-//!   dropped because a ring is full.
+//!   once per refusing call, so a caller spinning on a full ring counts up fast). Frames are
+//!   never dropped because a ring is full.
 //! - Dropping an end takes the link down for the other end ([`Port::link`] reports
 //!   [`Link::Down`]); `tx_burst` then sends nothing. Frames already in flight to a live end
 //!   can still be received. Frames in flight to an end that is dropped are freed with it
