@@ -19,4 +19,5 @@ pub mod mem;
 pub mod pmd;
 pub mod proto;
 pub mod runtime;
+pub mod socket;
 pub mod wire;

@@ -510,6 +510,11 @@ impl Connection {
         self.events.pop_front()
     }
 
+    /// True when [`poll_recv`](Self::poll_recv) has a message to give.
+    pub fn has_recv(&self) -> bool {
+        !self.ready.is_empty()
+    }
+
     /// Next whole message.
     #[must_use]
     pub fn poll_recv(&mut self) -> Option<RecvMsg> {
@@ -862,7 +867,7 @@ impl Connection {
         }
         // Retransmissions (same packet number), within the window.
         while let Some(&pn) = self.retx.front() {
-            let i = (pn - self.sent_base) as usize;
+            let i = pn.wrapping_sub(self.sent_base) as usize;
             if pn < self.sent_base || self.sent.get(i).is_none_or(|s| s.state != PktState::Lost) {
                 self.retx.pop_front();
                 continue;
@@ -1117,6 +1122,10 @@ impl Connection {
             return;
         }
         if self.state == State::Draining && !matches!(r.kind, Kind::Close { .. }) {
+            // Acknowledge (without processing) what the peer sent before or after its
+            // CLOSE, so its own close can complete: an unacknowledged packet would keep
+            // the peer probing until it declared us dead.
+            self.rx.insert(pn);
             self.ack_now = true;
             return;
         }

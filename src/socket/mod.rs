@@ -1,0 +1,880 @@
+//! The socket-like API: [`Stack`], [`Listener`], [`Socket`]: connect / accept / send / recv of
+//! whole messages.
+//!
+//! Contract:
+//! - A [`Stack`] is one runtime (one poll loop, one port queue pair, one transport endpoint)
+//!   driven by the thread that owns it: run-to-completion, the application thread *is* the
+//!   poll loop, which gives the lowest latency. `Stack`, `Listener` and `Socket` are `!Send`;
+//!   give each core its own stack.
+//! - Every call that waits (`connect`, `accept`, `recv`, `send` under backpressure) busy-polls
+//!   the stack until it can proceed or its timeout passes; nothing sleeps in the kernel. The
+//!   `try_*` forms never wait: "nothing yet" is `Ok(None)`, not an error.
+//! - [`Stack::poll`] runs one iteration; [`Stack::poll_ready`] runs iterations until one of
+//!   many sockets has something to read, for one thread serving thousands of connections.
+//! - Messages are delivered whole and exactly once. Copies and allocations per message:
+//!   - `send_bytes(Bytes)`: no copy, no allocation in the stack (the payload is written once,
+//!     into the packet buffer, by the transport);
+//!   - `send(&[u8])`: one copy into a new `Bytes` (one allocation), then as above;
+//!   - `recv_msg()`: a single-packet message is a view of the receive buffer (no copy, no
+//!     allocation); a larger one was copied once into a reassembly buffer (one allocation per
+//!     message) or into a target posted with [`Socket::post_target`] (no allocation);
+//!   - `recv() -> Bytes`: as `recv_msg`, plus one small allocation for a single-packet message
+//!     (`Bytes::from_owner` boxes the buffer's owner; see `mem`).
+
+mod error;
+
+use std::cell::RefCell;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant as StdInstant};
+
+use bytes::Bytes;
+
+use crate::mem::{PktBuf, PoolExhausted};
+use crate::pmd::memif::{InterfaceConfig, Memif, MemifConfig, Role};
+use crate::pmd::{Port, PortStats};
+use crate::proto::cc::ControllerFactory;
+use crate::proto::{
+    CloseReason, ConnectionConfig, ConnectionHandle, ConnectionStats, Endpoint, EndpointConfig,
+    EndpointStats, Event, Instant, MsgData, RecvMsg, RecvTarget, SendError, State,
+};
+use crate::runtime::clock::SystemClock;
+use crate::runtime::net::{NetConfig, NetCounters};
+use crate::runtime::{Io, Runtime, RuntimeConfig, RuntimeCounters, UdpHandler};
+
+pub use error::Error;
+
+/// The UDP port the transport uses unless told otherwise.
+pub const DEFAULT_UDP_PORT: u16 = 7200;
+
+/// Where the stack's frames go.
+pub enum Backend {
+    /// memif over a UNIX socket (the embedded default: another process on this host).
+    Memif {
+        /// Control socket path.
+        socket: PathBuf,
+        /// Our role: one side serves the socket, the other connects.
+        role: Role,
+        /// Interface id (both sides use the same).
+        id: u32,
+    },
+    /// Any port (an in-process `pmd::pair` end in tests, a DPDK queue pair, a wrapped port).
+    Port(Box<dyn Port>),
+}
+
+impl std::fmt::Debug for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Backend::Memif { socket, role, id } => f
+                .debug_struct("Memif")
+                .field("socket", socket)
+                .field("role", role)
+                .field("id", id)
+                .finish(),
+            Backend::Port(p) => f.debug_tuple("Port").field(&p.info().name).finish(),
+        }
+    }
+}
+
+/// Builds a [`Stack`]. Start with [`Stack::builder`].
+#[derive(Debug)]
+pub struct StackBuilder {
+    backend: Backend,
+    ip: Ipv4Addr,
+    mac: Option<[u8; 6]>,
+    udp_port: u16,
+    mtu: u16,
+    static_arp: Vec<(Ipv4Addr, [u8; 6])>,
+    conn: ConnectionConfig,
+    cc: Option<Arc<dyn ControllerFactory>>,
+    max_connections: usize,
+    pin_core: Option<usize>,
+    core_slot: Option<usize>,
+    accept: bool,
+    link_timeout: Duration,
+    seed: Option<u64>,
+}
+
+impl StackBuilder {
+    /// Our IPv4 address.
+    pub fn ip(mut self, ip: Ipv4Addr) -> Self {
+        self.ip = ip;
+        self
+    }
+    /// Our Ethernet address (default: the port's).
+    pub fn mac(mut self, mac: [u8; 6]) -> Self {
+        self.mac = Some(mac);
+        self
+    }
+    /// The UDP port the transport listens on and sends from (default 7200).
+    pub fn udp_port(mut self, port: u16) -> Self {
+        self.udp_port = port;
+        self
+    }
+    /// IP MTU (default 9000 on memif: jumbo frames in 9216-byte buffers; the port's MTU
+    /// otherwise).
+    pub fn mtu(mut self, mtu: u16) -> Self {
+        self.mtu = mtu;
+        self
+    }
+    /// A static ARP entry (no resolution for that address).
+    pub fn static_arp(mut self, ip: Ipv4Addr, mac: [u8; 6]) -> Self {
+        self.static_arp.push((ip, mac));
+        self
+    }
+    /// Largest message sent or accepted (default 1 GiB).
+    pub fn max_message(mut self, bytes: u64) -> Self {
+        self.conn.max_message = bytes;
+        self
+    }
+    /// Per-connection transport settings.
+    pub fn connection_config(mut self, conn: ConnectionConfig) -> Self {
+        self.conn = conn;
+        self
+    }
+    /// Congestion controller for new connections.
+    pub fn controller(mut self, cc: Arc<dyn ControllerFactory>) -> Self {
+        self.cc = Some(cc);
+        self
+    }
+    /// Most live connections (default 4096).
+    pub fn max_connections(mut self, n: usize) -> Self {
+        self.max_connections = n;
+        self
+    }
+    /// Pin the building thread (the poll loop) to this CPU.
+    pub fn pin_core(mut self, cpu: usize) -> Self {
+        self.pin_core = Some(cpu);
+        self
+    }
+    /// Claim this `mem::CoreSlot` for per-core buffer caches (default: the first free one).
+    pub fn core_slot(mut self, slot: usize) -> Self {
+        self.core_slot = Some(slot);
+        self
+    }
+    /// Refuse incoming connections (a client-only stack).
+    pub fn no_accept(mut self) -> Self {
+        self.accept = false;
+        self
+    }
+    /// How long [`build`](Self::build) waits for the link to come up (default 10 s; the
+    /// memif peer must be there by then).
+    pub fn link_timeout(mut self, d: Duration) -> Self {
+        self.link_timeout = d;
+        self
+    }
+    /// Seed for connection ids (default: from the OS).
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = Some(seed);
+        self
+    }
+
+    /// Start the stack: open the backend, wait for its link, build the runtime on this thread.
+    pub fn build(self) -> Result<Stack, Error> {
+        let (port, memif): (Box<dyn Port>, Option<Memif>) = match self.backend {
+            Backend::Memif { socket, role, id } => {
+                let mut ic = InterfaceConfig::new(id);
+                let mtu = if self.mtu == 0 { 9000 } else { self.mtu };
+                ic.buffer_size = (u32::from(mtu) + 14).div_ceil(64) * 64;
+                let mut cfg = MemifConfig::new(&socket, role, id);
+                cfg.interfaces = vec![ic];
+                let m = Memif::new(cfg).map_err(|e| Error::Backend {
+                    what: format!("memif socket {}", socket.display()),
+                    why: e.to_string(),
+                    fix: "check the socket path's directory exists and is writable; one side \
+                          must be Role::Server and the other Role::Client with the same id",
+                })?;
+                let p = m.port(id, 0).map_err(|e| Error::Backend {
+                    what: "memif port".into(),
+                    why: e.to_string(),
+                    fix: "each interface queue can be opened once per process",
+                })?;
+                (Box::new(p), Some(m))
+            }
+            Backend::Port(p) => (p, None),
+        };
+        let mut port = port;
+        let info = port.info();
+        let deadline = StdInstant::now() + self.link_timeout;
+        while !port.link().is_up() {
+            if StdInstant::now() >= deadline {
+                return Err(Error::Backend {
+                    what: format!("port {}", info.name),
+                    why: format!("link still down after {:?}", self.link_timeout),
+                    fix: "start the peer (the other `bypass` process or memif application) \
+                          on the same socket with the opposite role, or raise link_timeout",
+                });
+            }
+            std::hint::spin_loop();
+            std::thread::yield_now();
+        }
+        let mtu = if self.mtu == 0 {
+            info.mtu.min(9000)
+        } else {
+            self.mtu.min(info.mtu)
+        };
+        let mut net = NetConfig::new(self.mac.unwrap_or(info.mac), self.ip);
+        net.mtu = mtu;
+        net.offloads = info.offloads;
+        net.static_arp = self.static_arp;
+        let mut rcfg = RuntimeConfig::new(net);
+        rcfg.pin_core = self.pin_core;
+        // The stack claims its core slot itself (claim_any is atomic; probing first and
+        // letting the runtime claim would race with other stacks starting).
+        let core = match self.core_slot {
+            Some(s) => crate::mem::CoreSlot::claim(s),
+            None => crate::mem::CoreSlot::claim_any(),
+        }
+        .map_err(|e| Error::Backend {
+            what: "core slot".into(),
+            why: e.to_string(),
+            fix: "give each stack its own core slot (StackBuilder::core_slot), one per thread",
+        })?;
+        let mut conn = self.conn;
+        conn.max_datagram = conn.max_datagram.min(u32::from(mtu) - 28);
+        let mut ecfg = EndpointConfig {
+            accept: self.accept,
+            max_connections: self.max_connections,
+            conn,
+            cookie_key: [os_random(), os_random()],
+            ..EndpointConfig::default()
+        };
+        if let Some(cc) = self.cc {
+            ecfg.cc = cc;
+        }
+        let max_message = ecfg.conn.max_message;
+        let seed = self.seed.unwrap_or_else(os_random);
+        let transport = Transport {
+            ep: Endpoint::new(ecfg, seed),
+            udp_port: self.udp_port,
+            spare: None,
+            tx_dropped: 0,
+        };
+        let mut rt = Runtime::new(rcfg, port, transport, SystemClock::new()).map_err(|e| {
+            Error::Backend {
+                what: "runtime".into(),
+                why: e.to_string(),
+                fix: "choose a CPU that exists (pin_core) and a free core slot",
+            }
+        })?;
+        rt.net_mut().bind(self.udp_port);
+        Ok(Stack {
+            inner: Rc::new(RefCell::new(Inner {
+                rt,
+                _memif: memif,
+                max_message,
+                _core: core,
+            })),
+        })
+    }
+}
+
+fn os_random() -> u64 {
+    let mut b = [0u8; 8];
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        use std::io::Read;
+        if f.read_exact(&mut b).is_ok() {
+            return u64::from_le_bytes(b);
+        }
+    }
+    // Fallback: time and address entropy (ids only need to be unpredictable to off-path
+    // attackers; the cookie key is what matters, and urandom exists on every Linux).
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    t ^ (&b as *const _ as u64).rotate_left(32)
+}
+
+/// The transport plugged into the runtime: a proto endpoint on one UDP port.
+struct Transport {
+    ep: Endpoint,
+    udp_port: u16,
+    spare: Option<PktBuf>,
+    tx_dropped: u64,
+}
+
+impl UdpHandler for Transport {
+    #[inline]
+    fn on_datagram(&mut self, io: &mut Io<'_>, src: SocketAddrV4, _dst: u16, payload: PktBuf) {
+        self.ep.handle(
+            Instant::from_nanos(io.now()),
+            SocketAddr::V4(src),
+            false,
+            payload,
+        );
+    }
+
+    #[inline]
+    fn on_poll(&mut self, io: &mut Io<'_>) {
+        let now = Instant::from_nanos(io.now());
+        if self.ep.poll_timeout().is_some_and(|t| t <= now) {
+            self.ep.handle_timeout(now);
+        }
+        loop {
+            // Leave room in the runtime's transmit queue: a datagram the endpoint produced
+            // and we could not queue would be a self-inflicted loss.
+            if io.net().tx_space() < 2 {
+                break;
+            }
+            let mut buf = match self.spare.take() {
+                Some(b) => b,
+                None => match io.alloc_tx() {
+                    Ok(b) => b,
+                    Err(PoolExhausted) => break,
+                },
+            };
+            match self.ep.poll_transmit(now, &mut buf) {
+                Some(SocketAddr::V4(dst)) => {
+                    if io.send_udp(self.udp_port, dst, buf).is_err() {
+                        self.tx_dropped += 1;
+                    }
+                }
+                Some(SocketAddr::V6(_)) => {
+                    self.tx_dropped += 1;
+                    buf.reset();
+                    self.spare = Some(buf);
+                }
+                None => {
+                    buf.reset();
+                    self.spare = Some(buf);
+                    break;
+                }
+            }
+        }
+    }
+}
+
+struct Inner {
+    rt: Runtime<Box<dyn Port>, Transport, SystemClock>,
+    _memif: Option<Memif>,
+    max_message: u64,
+    // Declared after `rt`: released only after the runtime (and its buffers) are gone.
+    _core: crate::mem::CoreSlot,
+}
+
+impl Inner {
+    #[inline]
+    fn poll(&mut self) -> bool {
+        let r = self.rt.poll_once();
+        r.busy()
+    }
+    fn ep(&mut self) -> &mut Endpoint {
+        &mut self.rt.handler_mut().ep
+    }
+}
+
+/// A transport stack on one core. See the [module docs](self).
+pub struct Stack {
+    inner: Rc<RefCell<Inner>>,
+}
+
+impl std::fmt::Debug for Stack {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stack").finish_non_exhaustive()
+    }
+}
+
+/// Counters of a whole stack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StackStats {
+    /// The port's counters.
+    pub port: PortStats,
+    /// Ethernet / ARP / IPv4 / UDP counters.
+    pub net: NetCounters,
+    /// Poll-loop counters.
+    pub runtime: RuntimeCounters,
+    /// Transport endpoint counters.
+    pub endpoint: EndpointStats,
+    /// Datagrams the transport produced that the runtime could not queue.
+    pub tx_dropped: u64,
+}
+
+impl Stack {
+    /// A builder for a stack over `backend`, with our address `ip`.
+    pub fn builder(backend: Backend, ip: Ipv4Addr) -> StackBuilder {
+        StackBuilder {
+            backend,
+            ip,
+            mac: None,
+            udp_port: DEFAULT_UDP_PORT,
+            mtu: 0,
+            static_arp: Vec::new(),
+            conn: ConnectionConfig {
+                max_message: 1 << 30,
+                ..ConnectionConfig::default()
+            },
+            cc: None,
+            max_connections: 4096,
+            pin_core: None,
+            core_slot: None,
+            accept: true,
+            link_timeout: Duration::from_secs(10),
+            seed: None,
+        }
+    }
+
+    /// One iteration of the poll loop. True if it did anything.
+    #[inline]
+    pub fn poll(&self) -> bool {
+        self.inner.borrow_mut().poll()
+    }
+
+    /// Poll for `d`.
+    pub fn poll_for(&self, d: Duration) {
+        let end = StdInstant::now() + d;
+        while StdInstant::now() < end {
+            self.poll();
+        }
+    }
+
+    /// Connect to the stack at `addr` (its IP and UDP port), waiting up to `timeout` for the
+    /// handshake.
+    pub fn connect(&self, addr: SocketAddrV4, timeout: Duration) -> Result<Socket, Error> {
+        let h = {
+            let mut i = self.inner.borrow_mut();
+            let now = Instant::from_nanos(i.rt.now());
+            i.ep()
+                .connect(now, SocketAddr::V4(addr))
+                .map_err(|_| Error::TooManyConnections)?
+        };
+        let sock = Socket::new(self.inner.clone(), h);
+        let deadline = StdInstant::now() + timeout;
+        loop {
+            self.poll();
+            match sock.pump_events() {
+                Some(SockState::Open) => return Ok(sock),
+                Some(SockState::Closed(r)) => return Err(Error::from_close(r, Some(addr))),
+                _ => {}
+            }
+            if StdInstant::now() >= deadline {
+                sock.abort();
+                return Err(Error::PeerUnreachable {
+                    addr,
+                    after: timeout,
+                });
+            }
+        }
+    }
+
+    /// Accept incoming connections.
+    pub fn listen(&self) -> Listener {
+        Listener {
+            inner: self.inner.clone(),
+        }
+    }
+
+    /// Run the loop until one of `socks` has a message or event to take, or `timeout`
+    /// passes; returns the indices of the ready sockets (into `ready`, cleared first).
+    pub fn poll_ready(&self, socks: &[&Socket], ready: &mut Vec<usize>, timeout: Duration) {
+        ready.clear();
+        let deadline = StdInstant::now() + timeout;
+        loop {
+            self.poll();
+            for (k, s) in socks.iter().enumerate() {
+                if s.readable() {
+                    ready.push(k);
+                }
+            }
+            if !ready.is_empty() || StdInstant::now() >= deadline {
+                return;
+            }
+        }
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> StackStats {
+        let mut i = self.inner.borrow_mut();
+        let tx_dropped = i.rt.handler().tx_dropped;
+        StackStats {
+            port: i.rt.port().stats(),
+            net: *i.rt.net_counters(),
+            runtime: *i.rt.counters(),
+            endpoint: i.ep().stats(),
+            tx_dropped,
+        }
+    }
+
+    /// Whether the port's link is up (memif: the peer process is there).
+    pub fn link_up(&self) -> bool {
+        self.inner.borrow_mut().rt.port_mut().link().is_up()
+    }
+
+    /// Live connections.
+    pub fn connections(&self) -> usize {
+        self.inner.borrow_mut().ep().connection_count()
+    }
+}
+
+/// Accepts connections; see [`Stack::listen`].
+pub struct Listener {
+    inner: Rc<RefCell<Inner>>,
+}
+
+impl std::fmt::Debug for Listener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Listener").finish_non_exhaustive()
+    }
+}
+
+impl Listener {
+    /// The next accepted connection, if one is ready (polls once).
+    pub fn try_accept(&self) -> Option<Socket> {
+        let mut i = self.inner.borrow_mut();
+        i.poll();
+        let h = i.ep().poll_incoming()?;
+        drop(i);
+        let s = Socket::new(self.inner.clone(), h);
+        s.pump_events();
+        Some(s)
+    }
+
+    /// Wait up to `timeout` for a connection.
+    pub fn accept(&self, timeout: Duration) -> Result<Socket, Error> {
+        let deadline = StdInstant::now() + timeout;
+        loop {
+            if let Some(s) = self.try_accept() {
+                return Ok(s);
+            }
+            if StdInstant::now() >= deadline {
+                return Err(Error::TimedOut { after: timeout });
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SockState {
+    Connecting,
+    Open,
+    Closed(CloseReason),
+}
+
+struct SockInner {
+    state: SockState,
+    acked: u64,
+    last_sent: Option<u64>,
+    timeout: Option<Duration>,
+}
+
+/// One connection: whole messages in both directions. See the [module docs](self).
+pub struct Socket {
+    inner: Rc<RefCell<Inner>>,
+    h: ConnectionHandle,
+    s: RefCell<SockInner>,
+    remote: SocketAddr,
+}
+
+impl std::fmt::Debug for Socket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Socket")
+            .field("remote", &self.remote)
+            .field("state", &self.s.borrow().state)
+            .finish()
+    }
+}
+
+impl Socket {
+    fn new(inner: Rc<RefCell<Inner>>, h: ConnectionHandle) -> Socket {
+        let remote = inner
+            .borrow_mut()
+            .ep()
+            .connection(h)
+            .map(|c| c.remote())
+            .unwrap_or(SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0)));
+        Socket {
+            inner,
+            h,
+            s: RefCell::new(SockInner {
+                state: SockState::Connecting,
+                acked: 0,
+                last_sent: None,
+                timeout: Some(Duration::from_secs(10)),
+            }),
+            remote,
+        }
+    }
+
+    /// Take the connection's events; returns the state if it changed.
+    fn pump_events(&self) -> Option<SockState> {
+        let mut i = self.inner.borrow_mut();
+        let mut s = self.s.borrow_mut();
+        let before = s.state;
+        let Some(c) = i.ep().connection(self.h) else {
+            if !matches!(s.state, SockState::Closed(_)) {
+                s.state = SockState::Closed(CloseReason::LocalReset(0));
+            }
+            return (s.state != before).then_some(s.state);
+        };
+        if s.state == SockState::Connecting && c.state() == State::Established {
+            s.state = SockState::Open;
+        }
+        while let Some(ev) = c.poll_event() {
+            match ev {
+                Event::Connected => s.state = SockState::Open,
+                Event::Acked { .. } => s.acked += 1,
+                Event::Closed(r) => s.state = SockState::Closed(r),
+            }
+        }
+        (s.state != before).then_some(s.state)
+    }
+
+    fn readable(&self) -> bool {
+        self.pump_events();
+        if matches!(self.s.borrow().state, SockState::Closed(_)) {
+            return true;
+        }
+        let mut i = self.inner.borrow_mut();
+        i.ep().connection(self.h).is_some_and(|c| c.has_recv())
+    }
+
+    fn abort(&self) {
+        let mut i = self.inner.borrow_mut();
+        let now = Instant::from_nanos(i.rt.now());
+        if let Some(c) = i.ep().connection(self.h) {
+            c.reset(now, 0);
+        }
+    }
+
+    fn closed_error(&self) -> Option<Error> {
+        match self.s.borrow().state {
+            SockState::Closed(r) => Some(Error::from_close(r, None)),
+            _ => None,
+        }
+    }
+
+    /// The peer's address.
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.remote
+    }
+
+    /// Timeout of blocking `send`/`recv` (None waits forever; default 10 s).
+    pub fn set_timeout(&self, t: Option<Duration>) {
+        self.s.borrow_mut().timeout = t;
+    }
+
+    /// Queue `msg` (a zero-copy hand-off), waiting while the send queue is full. Returns the
+    /// message id.
+    pub fn send_bytes(&self, msg: Bytes) -> Result<u64, Error> {
+        let len = msg.len() as u64;
+        let max = self.inner.borrow().max_message;
+        if len > max {
+            return Err(Error::MessageTooLarge { len, max });
+        }
+        let timeout = self.s.borrow().timeout;
+        let start = StdInstant::now();
+        let mut msg = Some(msg);
+        loop {
+            match self.try_send_inner(&mut msg) {
+                Ok(Some(id)) => return Ok(id),
+                Ok(None) => {}
+                Err(e) => return Err(e),
+            }
+            if timeout.is_some_and(|t| start.elapsed() >= t) {
+                return Err(Error::TimedOut {
+                    after: timeout.unwrap_or_default(),
+                });
+            }
+            self.inner.borrow_mut().poll();
+        }
+    }
+
+    /// Queue a copy of `msg`, waiting while the send queue is full.
+    pub fn send(&self, msg: &[u8]) -> Result<u64, Error> {
+        let max = self.inner.borrow().max_message;
+        if msg.len() as u64 > max {
+            return Err(Error::MessageTooLarge {
+                len: msg.len() as u64,
+                max,
+            });
+        }
+        self.send_bytes(Bytes::copy_from_slice(msg))
+    }
+
+    /// Queue `msg` if the send queue has room; `Ok(None)` (and `msg` untouched in its
+    /// `Option`) if not.
+    pub fn try_send(&self, msg: &mut Option<Bytes>) -> Result<Option<u64>, Error> {
+        self.try_send_inner(msg)
+    }
+
+    fn try_send_inner(&self, msg: &mut Option<Bytes>) -> Result<Option<u64>, Error> {
+        self.pump_events();
+        if let Some(e) = self.closed_error() {
+            return Err(e);
+        }
+        let Some(m) = msg.take() else { return Ok(None) };
+        let mut i = self.inner.borrow_mut();
+        let max = i.max_message;
+        let Some(c) = i.ep().connection(self.h) else {
+            return Err(Error::Closed);
+        };
+        // Keep a handle on the bytes: the transport takes them only on success.
+        match c.send(m.clone()) {
+            Ok(id) => {
+                self.s.borrow_mut().last_sent = Some(id);
+                Ok(Some(id))
+            }
+            Err(SendError::WouldBlock) => {
+                *msg = Some(m);
+                Ok(None)
+            }
+            Err(SendError::TooLarge) => Err(Error::MessageTooLarge {
+                len: m.len() as u64,
+                max,
+            }),
+            Err(SendError::Closed) => Err(Error::Closed),
+        }
+    }
+
+    /// The next whole message, if one is ready (polls once first). No copy for a
+    /// single-packet message.
+    pub fn try_recv_msg(&self) -> Result<Option<RecvMsg>, Error> {
+        let mut i = self.inner.borrow_mut();
+        i.poll();
+        if let Some(m) = i.ep().connection(self.h).and_then(|c| c.poll_recv()) {
+            return Ok(Some(m));
+        }
+        drop(i);
+        self.pump_events();
+        match self.closed_error() {
+            Some(e) => Err(e),
+            None => Ok(None),
+        }
+    }
+
+    /// Wait for the next whole message.
+    pub fn recv_msg(&self) -> Result<RecvMsg, Error> {
+        let timeout = self.s.borrow().timeout;
+        let start = StdInstant::now();
+        loop {
+            if let Some(m) = self.try_recv_msg()? {
+                return Ok(m);
+            }
+            if let Some(t) = timeout {
+                if start.elapsed() >= t {
+                    return Err(Error::TimedOut { after: t });
+                }
+            }
+        }
+    }
+
+    /// Wait for the next whole message, as `Bytes` (no copy; messages written into a
+    /// posted target are returned by [`recv_msg`](Self::recv_msg) only).
+    pub fn recv(&self) -> Result<Bytes, Error> {
+        let m = self.recv_msg()?;
+        match m.data {
+            MsgData::Packet(p) => Ok(p.into()),
+            MsgData::Buffer(b) => Ok(b),
+            MsgData::Target(_) => Err(Error::TargetMessage),
+        }
+    }
+
+    /// `try_recv_msg` as `Bytes`.
+    pub fn try_recv(&self) -> Result<Option<Bytes>, Error> {
+        Ok(match self.try_recv_msg()? {
+            None => None,
+            Some(m) => match m.data {
+                MsgData::Packet(p) => Some(p.into()),
+                MsgData::Buffer(b) => Some(b),
+                MsgData::Target(_) => return Err(Error::TargetMessage),
+            },
+        })
+    }
+
+    /// Post a destination for the next multi-packet message that fits it (host or device
+    /// memory); it comes back in [`RecvMsg::data`] as `MsgData::Target`.
+    pub fn post_target(&self, t: Box<dyn RecvTarget>) -> Result<(), Error> {
+        let mut i = self.inner.borrow_mut();
+        match i.ep().connection(self.h) {
+            Some(c) => c.post_target(t).map_err(|_| Error::TooManyTargets),
+            None => Err(Error::Closed),
+        }
+    }
+
+    /// Messages the peer acknowledged completely so far.
+    pub fn acked(&self) -> u64 {
+        self.pump_events();
+        self.s.borrow().acked
+    }
+
+    /// Wait until every message sent so far is acknowledged.
+    pub fn flush(&self) -> Result<(), Error> {
+        let timeout = self.s.borrow().timeout;
+        let start = StdInstant::now();
+        loop {
+            self.inner.borrow_mut().poll();
+            self.pump_events();
+            if let Some(e) = self.closed_error() {
+                return Err(e);
+            }
+            let done = {
+                let mut i = self.inner.borrow_mut();
+                i.ep()
+                    .connection(self.h)
+                    .is_none_or(|c| c.send_queue_len() == 0)
+            };
+            if done {
+                return Ok(());
+            }
+            if let Some(t) = timeout {
+                if start.elapsed() >= t {
+                    return Err(Error::TimedOut { after: t });
+                }
+            }
+        }
+    }
+
+    /// Transport statistics of this connection (TCP_INFO-like).
+    pub fn stats(&self) -> Option<ConnectionStats> {
+        let mut i = self.inner.borrow_mut();
+        i.ep().connection(self.h).map(|c| c.stats())
+    }
+
+    /// Close gracefully: queued messages are delivered first. Waits up to the socket's
+    /// timeout for the peer's confirmation.
+    pub fn close(self) -> Result<(), Error> {
+        {
+            let mut i = self.inner.borrow_mut();
+            let now = Instant::from_nanos(i.rt.now());
+            if let Some(c) = i.ep().connection(self.h) {
+                c.close(now, 0);
+            }
+        }
+        let timeout = self.s.borrow().timeout.unwrap_or(Duration::from_secs(10));
+        let start = StdInstant::now();
+        loop {
+            self.inner.borrow_mut().poll();
+            self.pump_events();
+            match self.s.borrow().state {
+                SockState::Closed(CloseReason::LocalClose(_) | CloseReason::PeerClose(_)) => {
+                    return Ok(())
+                }
+                SockState::Closed(r) => return Err(Error::from_close(r, None)),
+                _ => {}
+            }
+            if start.elapsed() >= timeout {
+                return Err(Error::TimedOut { after: timeout });
+            }
+        }
+    }
+}
+
+impl Drop for Socket {
+    fn drop(&mut self) {
+        // A socket dropped without close() is reset, so the peer learns at once and every
+        // resource is freed; the endpoint frees the connection once its events are drained.
+        let Ok(mut i) = self.inner.try_borrow_mut() else {
+            return;
+        };
+        let now = Instant::from_nanos(i.rt.now());
+        if let Some(c) = i.ep().connection(self.h) {
+            if c.state() != State::Closed {
+                c.reset(now, 0);
+            }
+            while c.poll_event().is_some() {}
+            while c.poll_recv().is_some() {}
+        }
+    }
+}
