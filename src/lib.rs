@@ -16,3 +16,4 @@
 
 pub mod mem;
 pub mod pmd;
+pub mod telemetry;
