@@ -59,12 +59,12 @@ impl Collector for RegistryCollector {
                         for k in LE_EXPONENTS {
                             let edge = (1u64 << k) - 1;
                             let at = h.count_at_or_below(edge);
-                            buckets.push(((1u64 << k) as f64 * 1e-9, at - below));
+                            buckets.push(((1u64 << k) as f64 / 1e9, at - below));
                             below = at;
                         }
                         // Bucket counts and the count come from one snapshot: consistent.
                         e.encode_histogram::<NoLabelSet>(
-                            h.sum() as f64 * 1e-9,
+                            h.sum() as f64 / 1e9,
                             h.count(),
                             &buckets,
                             None,
