@@ -123,7 +123,8 @@ pub enum ExporterError {
     Spawn(#[from] std::io::Error),
 }
 
-/// A running metrics endpoint; stops (and joins its thread) on drop.
+/// A running metrics endpoint. Dropping it stops serving and joins its thread; the listening
+/// socket is closed by `tiny_http`'s accept thread a moment later.
 pub struct Exporter {
     server: Arc<tiny_http::Server>,
     addr: SocketAddr,
