@@ -79,6 +79,29 @@ fn counters(c: &mut Criterion) {
     g.bench_function("histogram_record/value_lookup_only", |b| {
         b.iter(|| black_box(next()))
     });
+    let conns = r.conn_table(64);
+    let mut info = bypass::telemetry::ConnInfo {
+        conn_id: 1,
+        peer: "10.0.0.2:4791".parse().unwrap(),
+        srtt: std::time::Duration::from_micros(12),
+        min_rtt: std::time::Duration::from_micros(9),
+        rttvar: std::time::Duration::from_micros(2),
+        cwnd_bytes: 64_000,
+        pacing_rate_bytes_per_second: 1_250_000_000,
+        bytes_in_flight: 4096,
+        credit_bytes: 1 << 20,
+        retransmitted_packets: 0,
+        lost_packets: 0,
+        reorder_window: std::time::Duration::from_micros(3),
+        delivered_messages: 0,
+        delivered_bytes: 0,
+    };
+    g.bench_function("conn_publish", |b| {
+        b.iter(|| {
+            info.delivered_messages += 1;
+            conns.publish(black_box(5), &info).unwrap()
+        })
+    });
     g.finish();
 
     // One scrape of a stack-sized registry: 2 cores x 2 ports, a histogram per core, 2 pools.

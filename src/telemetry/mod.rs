@@ -8,7 +8,8 @@
 //!   [`Registry`] and sum blocks with equal labels; a read is not a consistent cut across
 //!   metrics, but each counter read is monotonic.
 //! - Pools ([`Registry::register_pool`]) and connections ([`Registry::register_conns`],
-//!   [`ConnInfo`]) are read at scrape time, on the reader's thread.
+//!   [`ConnInfo`]) are read at scrape time, on the reader's thread; a core publishes its
+//!   connections' snapshots lock-free through a [`ConnPublisher`] ([`Registry::conn_table`]).
 //! - [`Exporter`] serves the Prometheus text format over HTTP from its own thread (pin it off
 //!   the poll-loop cores with [`ExporterConfig::cpu`]). Names follow Prometheus conventions:
 //!   a `bypass_` prefix, units in the name, `_total` on counters, histograms in seconds.
@@ -24,7 +25,7 @@ mod histogram;
 mod ratelimit;
 mod registry;
 
-pub use conn::{ConnInfo, ConnSource};
+pub use conn::{ConnInfo, ConnPublisher, ConnSource, ConnTable, SlotOutOfRange};
 pub use counters::{CoreCounters, CounterSet, MetricDesc, MetricKind, PortMetric};
 pub use export::{encode_text, Exporter, ExporterConfig, ExporterError, CONTENT_TYPE};
 pub use histogram::{

@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use super::conn::{ConnInfo, ConnSource};
+use super::conn::{ConnInfo, ConnPublisher, ConnSource, ConnTable};
 use super::counters::{Block, CoreCounters, CounterSet, MetricKind, PortMetric};
 use super::histogram::{CoreHistogram, HistBlock, HistogramSnapshot};
 use crate::mem::Pool;
@@ -200,6 +200,14 @@ impl Registry {
     /// Export the connections a source yields at scrape time.
     pub fn register_conns(&self, source: impl ConnSource) {
         self.lock().push(Entry::Conns(Arc::new(source)));
+    }
+
+    /// A [`ConnTable`] of `capacity` slots, registered as a connection source; the returned
+    /// publisher goes to the core that owns the connections.
+    pub fn conn_table(&self, capacity: usize) -> ConnPublisher {
+        let (table, publisher) = ConnTable::new(capacity);
+        self.register_conns(table);
+        publisher
     }
 
     /// Read every registered metric, summing series with the same name and labels. Families
