@@ -45,7 +45,8 @@ pub struct MetricDesc {
 pub trait CounterSet: Copy + 'static {
     /// One description per metric, in index order.
     const DESCS: &'static [MetricDesc];
-    /// The metric's index into [`CounterSet::DESCS`].
+    /// The metric's index into [`CounterSet::DESCS`]; must be below `DESCS.len()` (recording
+    /// a metric whose index is out of range panics: a bug in the set, not a runtime event).
     fn index(self) -> usize;
 }
 
