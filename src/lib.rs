@@ -20,4 +20,5 @@ pub mod pmd;
 pub mod proto;
 pub mod runtime;
 pub mod socket;
+pub mod telemetry;
 pub mod wire;

@@ -1,0 +1,38 @@
+//! Observability: counters, gauges and latency histograms every layer records into, read by
+//! a Prometheus endpoint, the CLI and tests; plus rate-limited logging.
+//!
+//! Contract:
+//! - The data path records without a lock, an atomic read-modify-write, a syscall or an
+//!   allocation: each core owns its blocks ([`CoreCounters`], [`CoreHistogram`]; `Send`, not
+//!   `Sync`, not `Clone`) and updates them with relaxed loads and stores. Readers walk the
+//!   [`Registry`] and sum blocks with equal labels; a read is not a consistent cut across
+//!   metrics, but each counter read is monotonic.
+//! - Pools ([`Registry::register_pool`]) and connections ([`Registry::register_conns`],
+//!   [`ConnInfo`]) are read at scrape time, on the reader's thread; a core publishes its
+//!   connections' snapshots lock-free through a [`ConnPublisher`] ([`Registry::conn_table`]).
+//! - [`Exporter`] serves the Prometheus text format over HTTP from its own thread (pin it off
+//!   the poll-loop cores with [`ExporterConfig::cpu`]). Names follow Prometheus conventions:
+//!   a `bypass_` prefix, units in the name, `_total` on counters, histograms in seconds.
+//! - Nothing is logged per packet: log repeated conditions through [`RateLimited`] /
+//!   [`warn_rate_limited!`](crate::warn_rate_limited).
+//!
+//! This layer depends on nothing above `mem`.
+
+mod conn;
+mod counters;
+mod export;
+mod histogram;
+mod ratelimit;
+mod registry;
+
+pub use conn::{ConnInfo, ConnPublisher, ConnSource, ConnTable, SlotOutOfRange};
+pub use counters::{CoreCounters, CounterSet, MetricDesc, MetricKind, PortMetric};
+pub use export::{encode_text, Exporter, ExporterConfig, ExporterError, CONTENT_TYPE};
+pub use histogram::{
+    bucket_high, bucket_low, bucket_of, CoreHistogram, HistogramSnapshot, Percentiles, BUCKETS,
+    SUB_BITS,
+};
+pub use ratelimit::RateLimited;
+pub use registry::{
+    hist, Family, FamilyKind, HistogramDesc, Labels, Registry, Value, LE_EXPONENTS,
+};
