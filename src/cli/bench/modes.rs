@@ -1,0 +1,224 @@
+//! What each end of a benchmark cell does on its connections: the client drivers (ping-pong,
+//! stream sender, open-loop rpc) and the peer's server roles (echo, sink, rpc responder).
+//!
+//! The drivers only talk to [`MsgConn`], so every transport runs the same loops. Clocks are
+//! `std::time::Instant` (CLOCK_MONOTONIC); latencies go into an hdrhistogram with 1 ns
+//! resolution and 3 significant digits.
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use hdrhistogram::Histogram;
+
+use super::transport::{ConnError, MsgConn};
+
+/// The smallest rpc message: it carries the request's sequence number.
+pub const RPC_MIN_SIZE: usize = 8;
+
+/// A latency histogram in nanoseconds (1 ns to 1 hour, 3 significant digits).
+pub fn new_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 3_600_000_000_000, 3).expect("valid histogram bounds")
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX).max(1)
+}
+
+/// A message of `size` bytes with a recognisable pattern.
+pub fn payload(size: usize) -> Bytes {
+    Bytes::from((0..size).map(|i| (i % 251) as u8).collect::<Vec<u8>>())
+}
+
+/// What the peer does with each connection of a cell.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// Answers each message of the cell's size with a message of the same size (ping-pong).
+    Echo,
+    /// Counts messages and bytes, answers nothing (stream).
+    Sink,
+    /// Answers each request with a response of the cell's size that carries the request's
+    /// sequence number (its first 8 bytes).
+    Rpc,
+}
+
+/// Messages and bytes a server connection has received (read by the control thread).
+#[derive(Debug, Default)]
+pub struct Counter {
+    /// Messages received.
+    pub msgs: AtomicU64,
+    /// Payload bytes received.
+    pub bytes: AtomicU64,
+}
+
+/// Serves one connection in `role` until `stop` is set or the client closes it.
+pub fn serve(
+    role: Role,
+    conn: &mut dyn MsgConn,
+    size: usize,
+    stop: &AtomicBool,
+    count: &Counter,
+) -> Result<(), ConnError> {
+    let response = payload(size);
+    let mut out = BytesMut::new();
+    while !stop.load(Ordering::Relaxed) {
+        let msg = match conn.recv_msg() {
+            Ok(m) => m,
+            Err(ConnError::TimedOut) => continue,
+            Err(ConnError::Closed) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let len = msg.len();
+        count.msgs.fetch_add(1, Ordering::Relaxed);
+        count.bytes.fetch_add(len as u64, Ordering::Relaxed);
+        match role {
+            Role::Sink => {}
+            Role::Echo => {
+                if len != size {
+                    return Err(ConnError::Protocol("ping of the wrong size"));
+                }
+                conn.send_msg(&response)?;
+            }
+            Role::Rpc => {
+                if len < RPC_MIN_SIZE {
+                    return Err(ConnError::Protocol("rpc request shorter than its header"));
+                }
+                // One amortised allocation per many responses (BytesMut reuses its block
+                // once earlier responses are dropped).
+                out.reserve(size.max(RPC_MIN_SIZE));
+                out.extend_from_slice(&msg[..RPC_MIN_SIZE]);
+                out.extend_from_slice(&response[RPC_MIN_SIZE.min(size)..]);
+                let resp = out.split().freeze();
+                conn.send_msg(&resp)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Round trips of a `size`-byte message: warm up for `warmup`, then record each round trip
+/// (send to whole answer received) for `duration`.
+pub fn pingpong(
+    conn: &mut dyn MsgConn,
+    size: usize,
+    warmup: Duration,
+    duration: Duration,
+) -> Result<Histogram<u64>, ConnError> {
+    let msg = payload(size);
+    let mut hist = new_histogram();
+    let start = Instant::now();
+    let measure_from = start + warmup;
+    let end = measure_from + duration;
+    let mut t0 = Instant::now();
+    loop {
+        conn.send_msg(&msg)?;
+        let got = conn.recv_msg()?.len();
+        let t1 = Instant::now();
+        if got != size {
+            return Err(ConnError::Protocol("pong of the wrong size"));
+        }
+        if t0 >= measure_from {
+            hist.saturating_record(nanos(t1 - t0));
+        }
+        if t1 >= end {
+            return Ok(hist);
+        }
+        t0 = t1;
+    }
+}
+
+/// Sends `msg` on `conn` until `stop` is set; returns the number of messages sent.
+pub fn stream_send(
+    conn: &mut dyn MsgConn,
+    msg: &Bytes,
+    stop: &AtomicBool,
+) -> Result<u64, ConnError> {
+    let mut sent = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        conn.send_msg(msg)?;
+        sent += 1;
+    }
+    Ok(sent)
+}
+
+/// What an open-loop rpc run measured.
+#[derive(Debug)]
+pub struct RpcOutcome {
+    /// Latency from each request's scheduled send time to its response, for requests
+    /// scheduled in the measurement window.
+    pub hist: Histogram<u64>,
+    /// Requests scheduled (and sent) in the measurement window.
+    pub sent: u64,
+    /// Of those, responses received before the drain deadline.
+    pub received: u64,
+    /// How late the sender got behind its schedule at worst.
+    pub max_send_lag: Duration,
+}
+
+/// Open-loop requests at `rate` per second: request `k` is due at `start + k / rate` whatever
+/// happened to the earlier ones, and its latency is measured from that due time (so a stalled
+/// sender or server cannot hide its delay: no coordinated omission). Requests due during the
+/// warm-up are sent but not recorded. After the last request, responses are awaited up to
+/// `drain`; the rest count as lost.
+pub fn rpc(
+    conn: &mut dyn MsgConn,
+    size: usize,
+    rate: f64,
+    warmup: Duration,
+    duration: Duration,
+    drain: Duration,
+) -> Result<RpcOutcome, ConnError> {
+    let size = size.max(RPC_MIN_SIZE);
+    let interval_ns = 1e9 / rate;
+    let due = |k: u64| Duration::from_nanos((k as f64 * interval_ns) as u64);
+    let warm_n = (warmup.as_secs_f64() * rate).ceil() as u64;
+    let total_n = warm_n + (duration.as_secs_f64() * rate).ceil() as u64;
+    let pad = payload(size);
+    let mut out = BytesMut::new();
+    let mut hist = new_histogram();
+    let (mut next, mut received, mut max_lag) = (0u64, 0u64, Duration::ZERO);
+    let start = Instant::now();
+    let mut drain_deadline: Option<Instant> = None;
+    loop {
+        let now = Instant::now();
+        let elapsed = now - start;
+        // Send everything due by now (a burst if the loop fell behind).
+        while next < total_n && due(next) <= elapsed {
+            out.reserve(size);
+            out.extend_from_slice(&next.to_le_bytes());
+            out.extend_from_slice(&pad[RPC_MIN_SIZE..]);
+            let req = out.split().freeze();
+            conn.send_msg(&req)?;
+            max_lag = max_lag.max(elapsed - due(next));
+            next += 1;
+        }
+        if let Some(msg) = conn.try_recv_msg()? {
+            let t = Instant::now();
+            if msg.len() != size {
+                return Err(ConnError::Protocol("rpc response of the wrong size"));
+            }
+            let mut id = [0u8; 8];
+            id.copy_from_slice(&msg[..8]);
+            let id = u64::from_le_bytes(id);
+            if id >= next {
+                return Err(ConnError::Protocol("response to a request never sent"));
+            }
+            if id >= warm_n {
+                received += 1;
+                hist.saturating_record(nanos(t - (start + due(id))));
+            }
+            continue;
+        }
+        if next == total_n {
+            let d = *drain_deadline.get_or_insert_with(|| Instant::now() + drain);
+            if received == total_n - warm_n || Instant::now() >= d {
+                break;
+            }
+        }
+    }
+    Ok(RpcOutcome {
+        hist,
+        sent: total_n - warm_n,
+        received,
+        max_send_lag: max_lag,
+    })
+}
