@@ -252,7 +252,9 @@ impl MsgConn for UdpConn {
             }
         };
         if n > self.max {
-            return Err(ConnError::Protocol("datagram larger than the connection's limit"));
+            return Err(ConnError::Protocol(
+                "datagram larger than the connection's limit",
+            ));
         }
         Ok(&self.buf[..n])
     }
@@ -310,7 +312,10 @@ struct TcpMsgListener {
 
 impl Listener for TcpMsgListener {
     fn addr(&self) -> String {
-        self.l.local_addr().map(|a| a.to_string()).unwrap_or_default()
+        self.l
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default()
     }
 
     fn accept(&mut self, timeout: Duration) -> Result<Box<dyn MsgConn>, ConnError> {
@@ -556,7 +561,10 @@ mod tests {
             s.recv_msg(),
             Err(ConnError::TimedOut | ConnError::Closed)
         ));
-        assert!(matches!(s.try_recv_msg(), Ok(None) | Err(ConnError::Closed)));
+        assert!(matches!(
+            s.try_recv_msg(),
+            Ok(None) | Err(ConnError::Closed)
+        ));
     }
 
     #[test]
@@ -582,10 +590,7 @@ mod tests {
         let mut c = KernelUdp.connect(&addr, &o).unwrap();
         h.join().unwrap().unwrap();
         let big = Bytes::from(vec![0u8; UDP_MAX + 1]);
-        assert!(matches!(
-            c.send_msg(&big),
-            Err(ConnError::TooLarge { .. })
-        ));
+        assert!(matches!(c.send_msg(&big), Err(ConnError::TooLarge { .. })));
     }
 
     #[test]

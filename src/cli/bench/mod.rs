@@ -357,8 +357,7 @@ fn fmt_dur(d: Duration) -> String {
 fn selected(o: &Opts) -> Vec<(Box<dyn Transport>, Wait)> {
     let mut out = Vec::new();
     for t in transports() {
-        if o
-            .transports
+        if o.transports
             .as_ref()
             .is_some_and(|ts| !ts.iter().any(|n| n == t.name()))
         {
@@ -527,7 +526,12 @@ impl Session {
                 ratio_p50_to_best_kernel: None,
             };
         }
-        self.progress(format_args!("pingpong {} {} {} B", t.name(), w.name(), size));
+        self.progress(format_args!(
+            "pingpong {} {} {} B",
+            t.name(),
+            w.name(),
+            size
+        ));
         let spec = CellSpec {
             t,
             server_wait: w,
@@ -713,7 +717,8 @@ impl Session {
                 row.sent = out.sent;
                 row.received = out.received;
                 row.lost = out.sent - out.received;
-                row.max_send_lag_ns = u64::try_from(out.max_send_lag.as_nanos()).unwrap_or(u64::MAX);
+                row.max_send_lag_ns =
+                    u64::try_from(out.max_send_lag.as_nanos()).unwrap_or(u64::MAX);
                 row.latency = Some(Latency::from_hist(&out.hist));
             }
             Err(e) => {

@@ -169,7 +169,10 @@ impl Control {
                 "peer: {}",
                 reply.trim().trim_start_matches("ERR").trim()
             )),
-            _ => Err(format!("unexpected reply from the peer: {:?}", reply.trim())),
+            _ => Err(format!(
+                "unexpected reply from the peer: {:?}",
+                reply.trim()
+            )),
         }
     }
 
@@ -316,8 +319,9 @@ fn serve_session(stream: TcpStream, core: Option<usize>) -> Result<(), String> {
                 if let Some(c) = cell.take() {
                     let _ = c.stop();
                 }
-                match start_cell(&mut w, &host, core, transport, wait, role, size, conns, max_msg)
-                {
+                match start_cell(
+                    &mut w, &host, core, transport, wait, role, size, conns, max_msg,
+                ) {
                     Ok(c) => {
                         cell = Some(c);
                         send(&mut w, "READY".into())?;

@@ -226,8 +226,18 @@ impl Report {
                  ratio = p50 / best kernel p50 of the same size; jitter = p99 - p50\n"
             ));
             let head = [
-                "transport", "variant", "size", "samples", "p50", "p90", "p99", "p99.9",
-                "p99.99", "max", "jitter", "ratio",
+                "transport",
+                "variant",
+                "size",
+                "samples",
+                "p50",
+                "p90",
+                "p99",
+                "p99.9",
+                "p99.99",
+                "max",
+                "jitter",
+                "ratio",
             ];
             let rows = self.pingpong.iter().map(|r| {
                 let mut v = vec![
@@ -240,7 +250,12 @@ impl Report {
                         v.push(l.samples.to_string());
                         v.extend(
                             [
-                                l.p50_ns, l.p90_ns, l.p99_ns, l.p99_9_ns, l.p99_99_ns, l.max_ns,
+                                l.p50_ns,
+                                l.p90_ns,
+                                l.p99_ns,
+                                l.p99_9_ns,
+                                l.p99_99_ns,
+                                l.max_ns,
                                 l.jitter_ns,
                             ]
                             .map(us),
@@ -261,7 +276,14 @@ impl Report {
                  delivered = received / sent messages\n"
             ));
             let head = [
-                "transport", "variant", "size", "conns", "Gb/s", "msg/s", "delivered", "ratio",
+                "transport",
+                "variant",
+                "size",
+                "conns",
+                "Gb/s",
+                "msg/s",
+                "delivered",
+                "ratio",
             ];
             let rows = self.stream.iter().map(|r| {
                 let mut v = vec![
@@ -296,8 +318,20 @@ impl Report {
                  receive; ratio = p99 / best kernel p99 at the same rate\n"
             ));
             let head = [
-                "transport", "variant", "size", "offered/s", "achieved/s", "lost", "p50", "p90",
-                "p99", "p99.9", "p99.99", "max", "jitter", "ratio",
+                "transport",
+                "variant",
+                "size",
+                "offered/s",
+                "achieved/s",
+                "lost",
+                "p50",
+                "p90",
+                "p99",
+                "p99.9",
+                "p99.99",
+                "max",
+                "jitter",
+                "ratio",
             ];
             let rows = self.rpc.iter().map(|r| {
                 let mut v = vec![
@@ -312,7 +346,12 @@ impl Report {
                         v.push(r.lost.to_string());
                         v.extend(
                             [
-                                l.p50_ns, l.p90_ns, l.p99_ns, l.p99_9_ns, l.p99_99_ns, l.max_ns,
+                                l.p50_ns,
+                                l.p90_ns,
+                                l.p99_ns,
+                                l.p99_9_ns,
+                                l.p99_99_ns,
+                                l.max_ns,
                                 l.jitter_ns,
                             ]
                             .map(us),
@@ -348,9 +387,9 @@ fn ratio(r: Option<f64>) -> String {
 
 /// `64`, `1Ki`, `1Mi` style sizes (exact multiples only).
 pub fn size(n: usize) -> String {
-    if n >= 1 << 20 && n % (1 << 20) == 0 {
+    if n >= 1 << 20 && n.is_multiple_of(1 << 20) {
         format!("{}Mi", n >> 20)
-    } else if n >= 1 << 10 && n % (1 << 10) == 0 {
+    } else if n >= 1 << 10 && n.is_multiple_of(1 << 10) {
         format!("{}Ki", n >> 10)
     } else {
         n.to_string()
