@@ -15,6 +15,9 @@ use super::transport::{ConnError, MsgConn};
 /// The smallest rpc message: it carries the request's sequence number.
 pub const RPC_MIN_SIZE: usize = 8;
 
+/// The most requests the rpc client sends before polling for responses again.
+const RPC_MAX_BURST: u32 = 16;
+
 /// A latency histogram in nanoseconds (1 ns to 1 hour, 3 significant digits).
 pub fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 3_600_000_000_000, 3).expect("valid histogram bounds")
@@ -179,10 +182,11 @@ pub fn rpc(
     let start = Instant::now();
     let mut drain_deadline: Option<Instant> = None;
     loop {
-        let now = Instant::now();
-        let elapsed = now - start;
-        // Send everything due by now (a burst if the loop fell behind).
-        while next < total_n && due(next) <= elapsed {
+        let elapsed = start.elapsed();
+        // Send what is due by now, at most a burst before looking at responses again: a
+        // sender that fell behind keeps draining its responses (its lateness is measured).
+        let mut burst = 0;
+        while next < total_n && due(next) <= elapsed && burst < RPC_MAX_BURST {
             out.reserve(size);
             out.extend_from_slice(&next.to_le_bytes());
             out.extend_from_slice(&pad[RPC_MIN_SIZE..]);
@@ -190,8 +194,9 @@ pub fn rpc(
             conn.send_msg(&req)?;
             max_lag = max_lag.max(elapsed - due(next));
             next += 1;
+            burst += 1;
         }
-        if let Some(msg) = conn.try_recv_msg()? {
+        while let Some(msg) = conn.try_recv_msg()? {
             let t = Instant::now();
             if msg.len() != size {
                 return Err(ConnError::Protocol("rpc response of the wrong size"));
@@ -206,7 +211,6 @@ pub fn rpc(
                 received += 1;
                 hist.saturating_record(nanos(t - (start + due(id))));
             }
-            continue;
         }
         if next == total_n {
             let d = *drain_deadline.get_or_insert_with(|| Instant::now() + drain);

@@ -315,7 +315,8 @@ impl Report {
                 "rpc: open-loop request/response latency in us from each request's SCHEDULED \
                  send time (no coordinated omission), {context}\n\
                  the client polls (non-blocking) in every variant; the variant is the peer's \
-                 receive; ratio = p99 / best kernel p99 at the same rate\n"
+                 receive; late = the furthest the client's sends fell behind schedule (us); \
+                 ratio = p99 / best kernel p99 at the same rate\n"
             ));
             let head = [
                 "transport",
@@ -324,6 +325,7 @@ impl Report {
                 "offered/s",
                 "achieved/s",
                 "lost",
+                "late",
                 "p50",
                 "p90",
                 "p99",
@@ -344,6 +346,7 @@ impl Report {
                     (Some(l), Some(a)) => {
                         v.push(format!("{a:.0}"));
                         v.push(r.lost.to_string());
+                        v.push(us(r.max_send_lag_ns));
                         v.extend(
                             [
                                 l.p50_ns,
