@@ -263,7 +263,8 @@ pub fn main(args: &[String]) -> ExitCode {
         }
     };
     match run(&opts) {
-        Ok(report) => {
+        Ok(mut report) => {
+            report.context = context(&opts);
             if opts.json {
                 match serde_json::to_string_pretty(&report) {
                     Ok(s) => println!("{s}"),
@@ -273,7 +274,7 @@ pub fn main(args: &[String]) -> ExitCode {
                     }
                 }
             } else {
-                print!("{}", report.tables(&context(&opts)));
+                print!("{}", report.tables(&report.context));
             }
             if report.has_errors() {
                 eprintln!("bypass bench: some cells failed (see the rows marked error)");

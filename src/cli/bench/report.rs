@@ -117,7 +117,7 @@ pub struct RpcRow {
     pub key: Key,
     /// Requests per second offered (open loop).
     pub offered_per_s: f64,
-    /// Responses per second received in the measurement window.
+    /// Responses to the requests scheduled in the measurement window, per second of window.
     pub achieved_per_s: Option<f64>,
     /// Requests scheduled in the measurement window.
     pub sent: u64,
@@ -136,6 +136,8 @@ pub struct RpcRow {
 /// Everything one run measured.
 #[derive(Debug, Default, Serialize)]
 pub struct Report {
+    /// How the run was set up (pinning, time per cell), as the tables' headings say it.
+    pub context: String,
     /// Ping-pong rows.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub pingpong: Vec<PingpongRow>,
