@@ -10,10 +10,14 @@
 //! - Blocking: the socket blocks with `SO_RCVTIMEO`/`SO_SNDTIMEO` set to the connection's
 //!   timeouts. Busy-poll: the socket is non-blocking and the thread spins on `recv`/`send`
 //!   until it succeeds or the timeout passes (the clock is read every 64 tries).
+//! - Waiting until a deadline (`recv_msg_before`): blocking sockets sleep in
+//!   `ppoll(2)` (nanosecond timeout, unlike `SO_RCVTIMEO`, which counts in jiffies) and then
+//!   receive; busy-poll sockets spin on the non-blocking receive.
 //!
 //! Socket buffer sizes are the kernel's defaults (as a newcomer's application would see them).
 use std::io::{self, IoSlice, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs, UdpSocket};
+use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -52,6 +56,27 @@ fn is_timeout(e: &io::Error) -> bool {
         e.kind(),
         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
     )
+}
+
+/// Sleeps in `ppoll` until `fd` is readable (true) or `deadline` passes (false). Readable
+/// includes a pending error or hang-up: the receive that follows reports it.
+fn wait_readable(fd: &impl AsFd, deadline: Instant) -> Result<bool, ConnError> {
+    use rustix::event::{poll, PollFd, PollFlags, Timespec};
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let ts = Timespec {
+            tv_sec: i64::try_from(left.as_secs()).unwrap_or(i64::MAX),
+            tv_nsec: i64::from(left.subsec_nanos()),
+        };
+        let mut fds = [PollFd::new(fd, PollFlags::IN)];
+        match poll(&mut fds, Some(&ts)) {
+            Ok(0) => return Ok(false),
+            Ok(_) => return Ok(true),
+            Err(rustix::io::Errno::INTR) if !left.is_zero() => continue,
+            Err(rustix::io::Errno::INTR) => return Ok(false),
+            Err(e) => return Err(io::Error::from(e).into()),
+        }
+    }
 }
 
 /// Spins `op` until it yields `Some`, fails, or `timeout` passes.
@@ -259,22 +284,25 @@ impl MsgConn for UdpConn {
         Ok(&self.buf[..n])
     }
 
-    fn try_recv_msg(&mut self) -> Result<Option<&[u8]>, ConnError> {
-        if self.wait == Wait::Blocking {
-            // Rarely used (the rpc client opens busy-poll connections): two extra fcntl calls.
-            self.sock.set_nonblocking(true)?;
-        }
-        let r = udp_result(self.sock.recv(&mut self.buf));
-        if self.wait == Wait::Blocking {
-            self.sock.set_nonblocking(false)?;
-        }
-        match r? {
-            Some(n) if n > self.max => Err(ConnError::Protocol(
+    fn recv_msg_before(&mut self, deadline: Instant) -> Result<Option<&[u8]>, ConnError> {
+        let n = loop {
+            if self.wait == Wait::Blocking && !wait_readable(&self.sock, deadline)? {
+                return Ok(None);
+            }
+            // Busy-poll: a non-blocking try. Blocking: the socket is readable, so this
+            // returns at once (with the datagram or the pending error).
+            match udp_result(self.sock.recv(&mut self.buf))? {
+                Some(n) => break n,
+                None if Instant::now() >= deadline => return Ok(None),
+                None => {}
+            }
+        };
+        if n > self.max {
+            return Err(ConnError::Protocol(
                 "datagram larger than the connection's limit",
-            )),
-            Some(n) => Ok(Some(&self.buf[..n])),
-            None => Ok(None),
+            ));
         }
+        Ok(Some(&self.buf[..n]))
     }
 }
 
@@ -497,21 +525,22 @@ impl MsgConn for TcpConn {
         }
     }
 
-    fn try_recv_msg(&mut self) -> Result<Option<&[u8]>, ConnError> {
-        if self.buffered_msg()?.is_none() {
+    fn recv_msg_before(&mut self, deadline: Instant) -> Result<Option<&[u8]>, ConnError> {
+        loop {
+            if let Some(r) = self.buffered_msg()? {
+                return Ok(Some(self.take(r)));
+            }
             self.make_room();
-            if self.wait == Wait::Blocking {
-                self.s.set_nonblocking(true)?;
+            if self.wait == Wait::Blocking && !wait_readable(&self.s, deadline)? {
+                return Ok(None);
             }
-            let r = self.read_some();
-            if self.wait == Wait::Blocking {
-                self.s.set_nonblocking(false)?;
+            // Busy-poll: a non-blocking try. Blocking: the socket is readable, so this read
+            // returns at once with what is there (or the end of the stream).
+            match self.read_some()? {
+                Got::Bytes => {}
+                Got::Nothing if Instant::now() >= deadline => return Ok(None),
+                Got::Nothing => {}
             }
-            r?;
-        }
-        match self.buffered_msg()? {
-            Some(r) => Ok(Some(self.take(r))),
-            None => Ok(None),
         }
     }
 }
@@ -562,7 +591,7 @@ mod tests {
             Err(ConnError::TimedOut | ConnError::Closed)
         ));
         assert!(matches!(
-            s.try_recv_msg(),
+            s.recv_msg_before(Instant::now()),
             Ok(None) | Err(ConnError::Closed)
         ));
     }
@@ -591,6 +620,28 @@ mod tests {
         h.join().unwrap().unwrap();
         let big = Bytes::from(vec![0u8; UDP_MAX + 1]);
         assert!(matches!(c.send_msg(&big), Err(ConnError::TooLarge { .. })));
+    }
+
+    #[test]
+    fn recv_before_a_deadline_returns_none_then_the_message_both_ways_of_waiting() {
+        for t in [&KernelUdp as &dyn Transport, &KernelTcp] {
+            for &w in BOTH_WAYS {
+                let o = opts(w);
+                let mut l = t.listen("127.0.0.1", &o).unwrap();
+                let addr = l.addr();
+                let h = std::thread::spawn(move || l.accept(Duration::from_secs(2)).unwrap());
+                let mut c = t.connect(&addr, &o).unwrap();
+                let mut s = h.join().unwrap();
+                let t0 = Instant::now();
+                let wait = Duration::from_millis(20);
+                assert!(s.recv_msg_before(t0 + wait).unwrap().is_none());
+                assert!(t0.elapsed() >= wait, "{} {:?}", t.name(), w);
+                assert!(s.recv_msg_before(Instant::now()).unwrap().is_none());
+                c.send_msg(&Bytes::from_static(b"ping")).unwrap();
+                let later = Instant::now() + Duration::from_secs(2);
+                assert_eq!(s.recv_msg_before(later).unwrap(), Some(&b"ping"[..]));
+            }
+        }
     }
 
     #[test]

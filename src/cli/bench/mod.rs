@@ -687,11 +687,10 @@ impl Session {
             size,
             rate
         ));
-        // Open loop needs a client that never sleeps in a receive: it polls in every variant.
         let spec = CellSpec {
             t,
             server_wait: w,
-            client_wait: Wait::Busy,
+            client_wait: w,
             role: "rpc",
             size,
             conns: 1,

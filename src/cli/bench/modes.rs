@@ -159,7 +159,9 @@ pub struct RpcOutcome {
 
 /// Open-loop requests at `rate` per second: request `k` is due at `start + k / rate` whatever
 /// happened to the earlier ones, and its latency is measured from that due time (so a stalled
-/// sender or server cannot hide its delay: no coordinated omission). Requests due during the
+/// sender or server cannot hide its delay: no coordinated omission). Between sends the client
+/// waits for responses with [`MsgConn::recv_msg_before`] until the next request is due: it
+/// sleeps or spins as the connection's [`super::transport::Wait`] says. Requests due during the
 /// warm-up are sent but not recorded. After the last request, responses are awaited up to
 /// `drain`; the rest count as lost.
 pub fn rpc(
@@ -196,7 +198,15 @@ pub fn rpc(
             next += 1;
             burst += 1;
         }
-        while let Some(msg) = conn.try_recv_msg()? {
+        // Wait for a response until the next request is due (at once if already behind).
+        let wake = if burst == RPC_MAX_BURST {
+            Instant::now()
+        } else if next < total_n {
+            start + due(next)
+        } else {
+            *drain_deadline.get_or_insert_with(|| Instant::now() + drain)
+        };
+        if let Some(msg) = conn.recv_msg_before(wake)? {
             let t = Instant::now();
             if msg.len() != size {
                 return Err(ConnError::Protocol("rpc response of the wrong size"));
@@ -273,7 +283,13 @@ mod tests {
             self.last = self.queue.pop_front().expect("front exists").1;
             Ok(&self.last)
         }
-        fn try_recv_msg(&mut self) -> Result<Option<&[u8]>, ConnError> {
+        fn recv_msg_before(&mut self, deadline: Instant) -> Result<Option<&[u8]>, ConnError> {
+            loop {
+                let ready = self.queue.front().map(|(r, _)| *r <= Instant::now());
+                if ready == Some(true) || Instant::now() >= deadline {
+                    break;
+                }
+            }
             match self.queue.front() {
                 Some((ready, _)) if *ready <= Instant::now() => {
                     self.last = self.queue.pop_front().expect("front exists").1;

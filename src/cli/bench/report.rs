@@ -316,8 +316,9 @@ impl Report {
             out.push_str(&format!(
                 "rpc: open-loop request/response latency in us from each request's SCHEDULED \
                  send time (no coordinated omission), {context}\n\
-                 the client polls (non-blocking) in every variant; the variant is the peer's \
-                 receive; late = the furthest the client's sends fell behind schedule (us); \
+                 between sends the client waits for responses until the next send is due \
+                 (blocking: asleep in ppoll; busy-poll: spinning);\n\
+                 late = the furthest the client's sends fell behind schedule (us); \
                  ratio = p99 / best kernel p99 at the same rate\n"
             ));
             let head = [

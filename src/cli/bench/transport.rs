@@ -18,8 +18,10 @@
 //! - [`MsgConn::recv_msg`] waits as the connection's [`Wait`] says (sleeping in the kernel, or
 //!   spinning on a non-blocking receive) but never longer than [`ConnOpts::recv_timeout`], then
 //!   fails with [`ConnError::TimedOut`] (and may be called again); nothing ever hangs;
-//! - [`MsgConn::try_recv_msg`] never waits.
-use std::time::Duration;
+//! - [`MsgConn::recv_msg_before`] waits the same way but only until a deadline (the open-loop
+//!   rpc client waits for a response until its next request is due); with a deadline in the
+//!   past it never waits.
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
@@ -98,8 +100,11 @@ pub trait MsgConn: Send {
     fn send_msg(&mut self, msg: &Bytes) -> Result<(), ConnError>;
     /// Receives one whole message, waiting at most the connection's receive timeout.
     fn recv_msg(&mut self) -> Result<&[u8], ConnError>;
-    /// Receives one whole message if one is already there; never waits.
-    fn try_recv_msg(&mut self) -> Result<Option<&[u8]>, ConnError>;
+    /// Receives one whole message, waiting as the connection's [`Wait`] says (a blocking
+    /// connection sleeps in the kernel, a busy-poll one spins) but only until `deadline`;
+    /// `Ok(None)` then. A deadline already past makes it a try: a message already there is
+    /// returned, nothing is waited for.
+    fn recv_msg_before(&mut self, deadline: Instant) -> Result<Option<&[u8]>, ConnError>;
 }
 
 /// The peer side's endpoint that connections are accepted from.
