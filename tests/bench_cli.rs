@@ -345,6 +345,48 @@ fn bench_runs_against_a_peer_at_an_address_and_fails_cleanly_when_it_dies() {
 }
 
 #[test]
+fn bench_killed_outright_leaves_no_peer_behind() {
+    let tag = "sigkill";
+    let mut client = Command::new(EXE)
+        .args([
+            "bench",
+            "pingpong",
+            "--sizes",
+            "64",
+            "--duration",
+            "10s",
+            "-q",
+        ])
+        .env("BYPASS_BENCH_TEST_TAG", tag)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until the peer child is up (two tagged processes), then SIGKILL the client: no
+    // guard runs, the peer must notice its closed control channel and exit by itself.
+    let t0 = Instant::now();
+    while tagged_processes(tag).len() < 2 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "the peer never started"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    client.kill().unwrap();
+    client.wait().unwrap();
+    let t1 = Instant::now();
+    while !tagged_processes(tag).is_empty() {
+        assert!(
+            t1.elapsed() < Duration::from_secs(10),
+            "peer still running: {:?}",
+            tagged_processes(tag)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
 fn bench_reports_an_unreachable_peer_quickly() {
     // Port 1 on loopback: nothing listens there, the connect is refused.
     let t0 = Instant::now();

@@ -338,10 +338,25 @@ fn context(o: &Opts) -> String {
         (Some(c), false, None) => format!("client on core {c}, peer unpinned"),
     };
     format!(
-        "{pin}, {} per cell after {} warm-up",
+        "{pin}, {} per cell after {} warm-up, {}",
         fmt_dur(o.duration),
-        fmt_dur(o.warmup)
+        fmt_dur(o.warmup),
+        machine()
     )
+}
+
+/// `N CPUs (model)` of this machine, from the OS.
+fn machine() -> String {
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .map(|l| l.trim_start_matches([' ', '\t', ':']).trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    format!("{cpus} CPUs ({model})")
 }
 
 fn fmt_dur(d: Duration) -> String {
