@@ -20,7 +20,39 @@
 //!   fails with [`ConnError::TimedOut`] (and may be called again); nothing ever hangs;
 //! - [`MsgConn::recv_msg_before`] waits the same way but only until a deadline (the open-loop
 //!   rpc client waits for a response until its next request is due); with a deadline in the
-//!   past it never waits.
+//!   past it never waits;
+//! - a connection is used by one thread at a time and may move between threads (`Send`); the
+//!   connections of one cell run on separate threads (stream with `--conns N` runs N client
+//!   threads on the client core and N server threads on the peer's core), so a transport whose
+//!   stack is single-threaded opens one stack per connection.
+//!
+//! Plugging in a transport whose socket takes and hands out `Bytes` (a sketch for the bypass
+//! socket; names of its API are placeholders):
+//!
+//! ```text
+//! struct BypassConn { sock: Socket, last: Bytes }
+//! impl MsgConn for BypassConn {
+//!     fn send_msg(&mut self, msg: &Bytes) -> Result<(), ConnError> {
+//!         self.sock.send(msg.clone()).map_err(..)          // a reference count, no copy
+//!     }
+//!     fn recv_msg(&mut self) -> Result<&[u8], ConnError> {
+//!         self.last = self.sock.recv_timeout(self.timeout).map_err(..)?;  // no copy
+//!         Ok(&self.last)
+//!     }
+//!     fn recv_msg_before(&mut self, deadline: Instant) -> Result<Option<&[u8]>, ConnError> {
+//!         loop {
+//!             if let Some(b) = self.sock.try_recv().map_err(..)? {
+//!                 self.last = b;
+//!                 return Ok(Some(&self.last));
+//!             }
+//!             if Instant::now() >= deadline { return Ok(None); }
+//!         }
+//!     }
+//! }
+//! ```
+//!
+//! plus a [`Transport`] (name, variants, max message, listen, connect) added to
+//! [`super::transports`]. Both the client and the `bench-peer` process build it by name.
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
