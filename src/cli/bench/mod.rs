@@ -345,16 +345,14 @@ fn context(o: &Opts) -> String {
     )
 }
 
-/// `N CPUs (model)` of this machine, from the OS.
+/// `N CPUs (model)` of this machine, from /proc/cpuinfo (not from this thread's affinity).
 fn machine() -> String {
-    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let model = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("model name"))
-                .map(|l| l.trim_start_matches([' ', '\t', ':']).trim().to_owned())
-        })
+    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let cpus = info.lines().filter(|l| l.starts_with("processor")).count();
+    let model = info
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .map(|l| l.trim_start_matches([' ', '\t', ':']).trim().to_owned())
         .unwrap_or_else(|| "unknown CPU".into());
     format!("{cpus} CPUs ({model})")
 }
