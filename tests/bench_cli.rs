@@ -401,3 +401,51 @@ fn bench_reports_an_unreachable_peer_quickly() {
     assert!(!ok);
     assert!(err.contains("bad value"), "{err}");
 }
+
+#[test]
+fn bench_peer_answers_bad_requests_with_errors_and_exits_when_its_client_leaves() {
+    use std::io::Write;
+    let mut peer = Command::new(EXE)
+        .args(["bench-peer", "--listen", "127.0.0.1:0", "--once"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start bench-peer");
+    let mut line = String::new();
+    BufReader::new(peer.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line.trim().rsplit(' ').next().unwrap().to_owned();
+    let mut ctl = std::net::TcpStream::connect(&addr).unwrap();
+    ctl.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut replies = BufReader::new(ctl.try_clone().unwrap());
+    let mut ask = |req: &str| {
+        writeln!(ctl, "{req}").unwrap();
+        let mut reply = String::new();
+        replies.read_line(&mut reply).unwrap();
+        reply.trim().to_owned()
+    };
+    assert_eq!(
+        ask("CELL carrier-pigeon busy-poll echo 64 1 64"),
+        "ERR unknown transport carrier-pigeon"
+    );
+    assert!(ask("CELL kernel-udp sideways echo 64 1 64").starts_with("ERR unknown wait"));
+    assert!(ask("HELLO").starts_with("ERR unknown request"));
+    assert_eq!(ask("MARK"), "COUNT 0 0");
+    assert_eq!(ask("STOP"), "DONE 0 0");
+    drop(ask);
+    drop(ctl);
+    drop(replies);
+    // A --once peer exits by itself when its control channel closes.
+    let t0 = Instant::now();
+    loop {
+        if let Some(status) = peer.try_wait().unwrap() {
+            assert!(status.success(), "{status}");
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "the peer did not exit"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}

@@ -19,6 +19,7 @@ pub mod report;
 pub mod transport;
 
 use std::process::ExitCode;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,14 +27,30 @@ use std::time::{Duration, Instant};
 use report::{Key, Latency, PingpongRow, Report, RpcRow, Status, StreamRow};
 use transport::{ConnOpts, MsgConn, Transport, Wait};
 
-/// Every transport `bypass bench` knows, in table order. Add a transport here.
-pub fn transports() -> Vec<Box<dyn Transport>> {
-    vec![Box::new(kernel::KernelUdp), Box::new(kernel::KernelTcp)]
+/// How a process builds a transport: once per process (both the client and the peer), so it
+/// may set up per-process state, and may fail (the transport is then skipped with a note).
+pub type MakeTransport = fn() -> Result<Box<dyn Transport>, String>;
+
+/// Every transport `bypass bench` knows, by name, in table order. Add a transport here.
+pub const TRANSPORTS: &[(&str, MakeTransport)] = &[
+    ("kernel-udp", make_kernel_udp),
+    ("kernel-tcp", make_kernel_tcp),
+];
+
+fn make_kernel_udp() -> Result<Box<dyn Transport>, String> {
+    Ok(Box::new(kernel::KernelUdp))
 }
 
-/// The transport called `name`, as both ends build it.
-pub fn transport_by_name(name: &str) -> Option<Box<dyn Transport>> {
-    transports().into_iter().find(|t| t.name() == name)
+fn make_kernel_tcp() -> Result<Box<dyn Transport>, String> {
+    Ok(Box::new(kernel::KernelTcp))
+}
+
+/// Builds the transport called `name`; `None` if no transport has that name.
+pub fn make_transport(name: &str) -> Option<Result<Box<dyn Transport>, String>> {
+    TRANSPORTS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, make)| make())
 }
 
 /// Pins the calling thread to `core`; false if there is no such core.
@@ -215,7 +232,10 @@ fn parse_opts(args: &[String]) -> Result<Opts, String> {
             "--transports" => {
                 let v = val(a)?;
                 let names: Vec<String> = v.split(',').map(|s| s.trim().to_owned()).collect();
-                if let Some(n) = names.iter().find(|n| transport_by_name(n).is_none()) {
+                if let Some(n) = names
+                    .iter()
+                    .find(|n| !TRANSPORTS.iter().any(|(t, _)| t == n))
+                {
                     return Err(format!("unknown transport {n:?}"));
                 }
                 o.transports = Some(names);
@@ -367,21 +387,29 @@ fn fmt_dur(d: Duration) -> String {
     }
 }
 
-/// The transports and variants selected, in table order.
-fn selected(o: &Opts) -> Vec<(Box<dyn Transport>, Wait)> {
+/// The transports and variants selected, in table order. A transport that cannot be built
+/// here is skipped with a note on stderr.
+fn selected(o: &Opts) -> Vec<(Rc<dyn Transport>, Wait)> {
     let mut out = Vec::new();
-    for t in transports() {
+    for (name, make) in TRANSPORTS {
         if o.transports
             .as_ref()
-            .is_some_and(|ts| !ts.iter().any(|n| n == t.name()))
+            .is_some_and(|ts| !ts.iter().any(|n| n == name))
         {
             continue;
         }
+        let t: Rc<dyn Transport> = match make() {
+            Ok(t) => t.into(),
+            Err(e) => {
+                eprintln!("bypass bench: {name} is not available here ({e}); skipped");
+                continue;
+            }
+        };
         for &w in t.variants() {
             if o.variants.as_ref().is_some_and(|vs| !vs.contains(&w)) {
                 continue;
             }
-            out.push((transport_by_name(t.name()).expect("listed transport"), w));
+            out.push((t.clone(), w));
         }
     }
     out

@@ -28,8 +28,9 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::modes::{self, Counter, Role};
+use super::transport::Transport;
 use super::transport::{ConnError, ConnOpts, Wait};
-use super::{pin_to_core, transport_by_name};
+use super::{make_transport, pin_to_core};
 
 /// How long a peer may take to start and print its address.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
@@ -302,6 +303,8 @@ fn serve_session(stream: TcpStream, core: Option<usize>) -> Result<(), String> {
     let mut w = stream.try_clone().map_err(|e| e.to_string())?;
     let mut r = BufReader::new(stream);
     let mut cell: Option<Cell> = None;
+    // Transports are built once per session, on first use.
+    let mut built: Vec<(String, Box<dyn Transport>)> = Vec::new();
     let mut line = String::new();
     loop {
         line.clear();
@@ -319,9 +322,10 @@ fn serve_session(stream: TcpStream, core: Option<usize>) -> Result<(), String> {
                 if let Some(c) = cell.take() {
                     let _ = c.stop();
                 }
-                match start_cell(
-                    &mut w, &host, core, transport, wait, role, size, conns, max_msg,
-                ) {
+                let started = transport_named(&mut built, transport).and_then(|t| {
+                    start_cell(&mut w, &host, core, t, wait, role, size, conns, max_msg)
+                });
+                match started {
                     Ok(c) => {
                         cell = Some(c);
                         send(&mut w, "READY".into())?;
@@ -350,19 +354,35 @@ fn serve_session(stream: TcpStream, core: Option<usize>) -> Result<(), String> {
     }
 }
 
+fn transport_named<'a>(
+    built: &'a mut Vec<(String, Box<dyn Transport>)>,
+    name: &str,
+) -> Result<&'a dyn Transport, String> {
+    let i = match built.iter().position(|(n, _)| n == name) {
+        Some(i) => i,
+        None => {
+            let t = make_transport(name)
+                .ok_or_else(|| format!("unknown transport {name}"))?
+                .map_err(|e| format!("{name} is not available on the peer: {e}"))?;
+            built.push((name.to_owned(), t));
+            built.len() - 1
+        }
+    };
+    Ok(built[i].1.as_ref())
+}
+
 #[allow(clippy::too_many_arguments)]
 fn start_cell(
     w: &mut TcpStream,
     host: &str,
     core: Option<usize>,
-    transport: &str,
+    t: &dyn Transport,
     wait: &str,
     role: &str,
     size: &str,
     conns: &str,
     max_msg: &str,
 ) -> Result<Cell, String> {
-    let t = transport_by_name(transport).ok_or_else(|| format!("unknown transport {transport}"))?;
     let wait = Wait::parse(wait).ok_or_else(|| format!("unknown wait {wait}"))?;
     let role = match role {
         "echo" => Role::Echo,

@@ -52,7 +52,7 @@
 //! ```
 //!
 //! plus a [`Transport`] (name, variants, max message, listen, connect) added to
-//! [`super::transports`]. Both the client and the `bench-peer` process build it by name.
+//! [`super::TRANSPORTS`]. Both the client and the `bench-peer` process build it by name.
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -149,9 +149,9 @@ pub trait Listener: Send {
 
 /// A transport the benchmark can measure: a factory of listeners and connections.
 ///
-/// Both processes build the transport by name ([`super::transports`]), so `name` is also the
-/// key the client sends to the peer.
-pub trait Transport: Send + Sync {
+/// Both processes build the transport by name ([`super::TRANSPORTS`]), once per process, so
+/// `name` is also the key the client sends to the peer.
+pub trait Transport {
     /// Short stable name, e.g. `kernel-udp` (tables, JSON, `--transports`, control protocol).
     fn name(&self) -> &'static str;
     /// Whether this is a kernel baseline: ratios are taken to the best baseline of a size.
