@@ -432,7 +432,6 @@ fn bench_peer_answers_bad_requests_with_errors_and_exits_when_its_client_leaves(
     assert!(ask("HELLO").starts_with("ERR unknown request"));
     assert_eq!(ask("MARK"), "COUNT 0 0");
     assert_eq!(ask("STOP"), "DONE 0 0");
-    drop(ask);
     drop(ctl);
     drop(replies);
     // A --once peer exits by itself when its control channel closes.
