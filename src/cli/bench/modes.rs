@@ -198,15 +198,21 @@ pub fn rpc(
             next += 1;
             burst += 1;
         }
-        // Wait for a response until the next request is due (at once if already behind).
-        let wake = if burst == RPC_MAX_BURST {
+        // Wait for a response until the next request is due (not at all if already behind),
+        // then take the ones already there too (at most a few bursts' worth, so a steady
+        // stream of responses cannot hold up the sends).
+        let mut wake = if burst == RPC_MAX_BURST {
             Instant::now()
         } else if next < total_n {
             start + due(next)
         } else {
             *drain_deadline.get_or_insert_with(|| Instant::now() + drain)
         };
-        if let Some(msg) = conn.recv_msg_before(wake)? {
+        let mut taken = 0;
+        while taken < 4 * RPC_MAX_BURST {
+            let Some(msg) = conn.recv_msg_before(wake)? else {
+                break;
+            };
             let t = Instant::now();
             if msg.len() != size {
                 return Err(ConnError::Protocol("rpc response of the wrong size"));
@@ -221,6 +227,9 @@ pub fn rpc(
                 received += 1;
                 hist.saturating_record(nanos(t - (start + due(id))));
             }
+            taken += 1;
+            // The rest: only what is already there.
+            wake = start;
         }
         if next == total_n {
             let d = *drain_deadline.get_or_insert_with(|| Instant::now() + drain);
