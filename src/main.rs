@@ -1,12 +1,16 @@
 //! The `bypass` command line.
 use std::process::ExitCode;
 
+mod cli;
+
 const USAGE: &str = "usage: bypass <command>
 
 commands:
   mem [--iterations N]   show the memory this machine gives the stack (hugepages or the
                          fallback) and cycle buffers through a pool
-  memif-bench ...        64 B frame ping-pong and one-way rate over memif (--help)";
+  memif-bench ...        64 B frame ping-pong and one-way rate over memif (--help)
+  bench [MODE] [options] latency and throughput of the transports against the kernel's
+                         UDP and TCP (`bypass bench --help`)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -44,6 +48,8 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Some("bench") => cli::bench::main(&args[1..]),
+        Some("bench-peer") => cli::bench::peer_main(&args[1..]),
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
             ExitCode::SUCCESS

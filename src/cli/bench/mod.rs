@@ -1,0 +1,870 @@
+//! `bypass bench`: end-to-end latency and throughput of every transport, side by side with
+//! the kernel's UDP and TCP, in one run.
+//!
+//! Modes: `pingpong` (round-trip time per message size), `stream` (one-way Gb/s and msg/s,
+//! one connection and several), `rpc` (open-loop latency against offered load, measured from
+//! each request's scheduled send time). With no mode, all three run.
+//!
+//! Both ends run by default: this process is the client, pinned to core 0, and it starts its
+//! own executable as `bypass bench-peer` pinned to core 1 (see [`peer`]). `--peer ADDR` runs
+//! the client against a peer started elsewhere with `bypass bench-peer --listen ADDR`.
+//!
+//! A transport plugs in by implementing [`transport::Transport`] (a listener/connection
+//! factory) and [`transport::MsgConn`] (whole-message send and receive), and by being listed
+//! in [`transports`]; the drivers, the peer, the tables and the JSON are shared.
+pub mod kernel;
+pub mod modes;
+pub mod peer;
+pub mod report;
+pub mod transport;
+
+use std::process::ExitCode;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use report::{Key, Latency, PingpongRow, Report, RpcRow, Status, StreamRow};
+use transport::{ConnOpts, MsgConn, Transport, Wait};
+
+/// How a process builds a transport: once per process (both the client and the peer), so it
+/// may set up per-process state, and may fail (the transport is then skipped with a note).
+pub type MakeTransport = fn() -> Result<Box<dyn Transport>, String>;
+
+/// Every transport `bypass bench` knows, by name, in table order. Add a transport here.
+pub const TRANSPORTS: &[(&str, MakeTransport)] = &[
+    ("kernel-udp", make_kernel_udp),
+    ("kernel-tcp", make_kernel_tcp),
+];
+
+fn make_kernel_udp() -> Result<Box<dyn Transport>, String> {
+    Ok(Box::new(kernel::KernelUdp))
+}
+
+fn make_kernel_tcp() -> Result<Box<dyn Transport>, String> {
+    Ok(Box::new(kernel::KernelTcp))
+}
+
+/// Builds the transport called `name`; `None` if no transport has that name.
+pub fn make_transport(name: &str) -> Option<Result<Box<dyn Transport>, String>> {
+    TRANSPORTS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, make)| make())
+}
+
+/// Pins the calling thread to `core`; false if there is no such core.
+pub fn pin_to_core(core: usize) -> bool {
+    core_affinity::get_core_ids()
+        .unwrap_or_default()
+        .into_iter()
+        .find(|c| c.id == core)
+        .is_some_and(core_affinity::set_for_current)
+}
+
+/// Usage text of `bypass bench`.
+pub const USAGE: &str = "\
+bypass bench [pingpong|stream|rpc|all]... [options]
+  Measures every transport and the kernel's UDP and TCP (blocking and busy-polling) in one
+  run: client on core 0, a `bypass bench-peer` child process on core 1.
+  --sizes LIST        message sizes, e.g. 64,1k,64k,1m (pingpong default 64,1024,16384,65536,
+                      1048576; stream default 64,1048576)
+  --duration T        measured time per cell (default 1s; units ns/us/ms/s)
+  --warmup T          unmeasured time before each cell (default 200ms)
+  --conns N           stream: also run with N connections (default 4; 1 always runs)
+  --rates LIST        rpc: offered requests/s (default 10k,50k,100k,200k)
+  --rpc-size N        rpc: request and response size (default 64, at least 8)
+  --transports LIST   only these transports (default all: kernel-udp,kernel-tcp)
+  --variants LIST     only these ways of waiting (blocking,busy-poll)
+  --timeout T         the longest the client waits for an answer (default 5s)
+  --peer ADDR         use a peer already running at ADDR (`bypass bench-peer --listen ADDR`)
+  --client-core N     core of the client (default 0); --server-core N: core of the
+                      spawned peer (default 1); --no-pin: pin nothing
+  --json              print JSON instead of tables
+  -q, --quiet         no progress lines on stderr
+bypass bench-peer [--listen ADDR] [--core N] [--once]
+  The other end (default 127.0.0.1:0; prints `bypass-bench-peer listening on ADDR`).";
+
+/// Which benchmark.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    Pingpong,
+    Stream,
+    Rpc,
+}
+
+/// Parsed `bypass bench` options.
+#[derive(Debug)]
+struct Opts {
+    modes: Vec<Mode>,
+    sizes: Option<Vec<usize>>,
+    duration: Duration,
+    warmup: Duration,
+    conns: usize,
+    rates: Vec<f64>,
+    rpc_size: usize,
+    transports: Option<Vec<String>>,
+    variants: Option<Vec<Wait>>,
+    timeout: Duration,
+    peer: Option<String>,
+    client_core: Option<usize>,
+    server_core: Option<usize>,
+    json: bool,
+    quiet: bool,
+}
+
+const PINGPONG_SIZES: &[usize] = &[64, 1024, 16384, 65536, 1 << 20];
+const STREAM_SIZES: &[usize] = &[64, 1 << 20];
+const RATES: &[f64] = &[10e3, 50e3, 100e3, 200e3];
+/// How long the rpc client waits for the last responses.
+const RPC_DRAIN: Duration = Duration::from_secs(1);
+/// Pause between the stream senders stopping and the peer counting what arrived.
+const STREAM_DRAIN: Duration = Duration::from_millis(50);
+
+/// Parses `64`, `1k`/`1ki` (1024), `1m`/`1mi` (1048576).
+fn parse_size(s: &str) -> Option<usize> {
+    let l = s.to_ascii_lowercase();
+    let l = l.trim_end_matches('b').trim_end_matches('i');
+    let (num, mul) = match l.chars().last()? {
+        'k' => (&l[..l.len() - 1], 1 << 10),
+        'm' => (&l[..l.len() - 1], 1 << 20),
+        _ => (l, 1),
+    };
+    num.parse::<usize>().ok()?.checked_mul(mul)
+}
+
+/// Parses `10k`, `1.5m`, `200000`.
+fn parse_rate(s: &str) -> Option<f64> {
+    let l = s.to_ascii_lowercase();
+    let (num, mul) = match l.chars().last()? {
+        'k' => (&l[..l.len() - 1], 1e3),
+        'm' => (&l[..l.len() - 1], 1e6),
+        _ => (&l[..], 1.0),
+    };
+    let r = num.parse::<f64>().ok()? * mul;
+    (r.is_finite() && r > 0.0).then_some(r)
+}
+
+/// Parses `1s`, `200ms`, `500us`, `100ns`, `0.5` (seconds).
+fn parse_duration(s: &str) -> Option<Duration> {
+    let (num, unit) = match s.find(|c: char| c.is_ascii_alphabetic()) {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let v: f64 = num.parse().ok()?;
+    let secs = match unit {
+        "s" => v,
+        "ms" => v / 1e3,
+        "us" => v / 1e6,
+        "ns" => v / 1e9,
+        _ => return None,
+    };
+    (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs))
+}
+
+fn parse_list<T>(s: &str, f: impl Fn(&str) -> Option<T>) -> Option<Vec<T>> {
+    s.split(',').map(|x| f(x.trim())).collect()
+}
+
+fn parse_opts(args: &[String]) -> Result<Opts, String> {
+    let mut o = Opts {
+        modes: Vec::new(),
+        sizes: None,
+        duration: Duration::from_secs(1),
+        warmup: Duration::from_millis(200),
+        conns: 4,
+        rates: RATES.to_vec(),
+        rpc_size: 64,
+        transports: None,
+        variants: None,
+        timeout: Duration::from_secs(5),
+        peer: None,
+        client_core: Some(0),
+        server_core: Some(1),
+        json: false,
+        quiet: false,
+    };
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut val = |name: &str| {
+            it.next()
+                .map(String::as_str)
+                .ok_or_else(|| format!("{name} takes a value"))
+        };
+        let bad = |name: &str, v: &str| format!("bad value {v:?} for {name}");
+        match a.as_str() {
+            "pingpong" => o.modes.push(Mode::Pingpong),
+            "stream" => o.modes.push(Mode::Stream),
+            "rpc" => o.modes.push(Mode::Rpc),
+            "all" => o.modes.extend([Mode::Pingpong, Mode::Stream, Mode::Rpc]),
+            "--sizes" => {
+                let v = val(a)?;
+                o.sizes = Some(parse_list(v, parse_size).ok_or_else(|| bad(a, v))?);
+            }
+            "--duration" => {
+                let v = val(a)?;
+                o.duration = parse_duration(v).ok_or_else(|| bad(a, v))?;
+            }
+            "--warmup" => {
+                let v = val(a)?;
+                o.warmup = parse_duration(v).ok_or_else(|| bad(a, v))?;
+            }
+            "--timeout" => {
+                let v = val(a)?;
+                o.timeout = parse_duration(v).ok_or_else(|| bad(a, v))?;
+            }
+            "--conns" => {
+                let v = val(a)?;
+                o.conns = v.parse().ok().filter(|&n| n > 0).ok_or_else(|| bad(a, v))?;
+            }
+            "--rates" => {
+                let v = val(a)?;
+                o.rates = parse_list(v, parse_rate).ok_or_else(|| bad(a, v))?;
+            }
+            "--rpc-size" => {
+                let v = val(a)?;
+                o.rpc_size = v
+                    .parse()
+                    .ok()
+                    .filter(|&n| n >= modes::RPC_MIN_SIZE)
+                    .ok_or_else(|| bad(a, v))?;
+            }
+            "--transports" => {
+                let v = val(a)?;
+                let names: Vec<String> = v.split(',').map(|s| s.trim().to_owned()).collect();
+                if let Some(n) = names
+                    .iter()
+                    .find(|n| !TRANSPORTS.iter().any(|(t, _)| t == n))
+                {
+                    return Err(format!("unknown transport {n:?}"));
+                }
+                o.transports = Some(names);
+            }
+            "--variants" => {
+                let v = val(a)?;
+                o.variants = Some(parse_list(v, Wait::parse).ok_or_else(|| bad(a, v))?);
+            }
+            "--peer" => o.peer = Some(val(a)?.to_owned()),
+            "--client-core" => {
+                let v = val(a)?;
+                o.client_core = Some(v.parse().map_err(|_| bad(a, v))?);
+            }
+            "--server-core" => {
+                let v = val(a)?;
+                o.server_core = Some(v.parse().map_err(|_| bad(a, v))?);
+            }
+            "--no-pin" => {
+                o.client_core = None;
+                o.server_core = None;
+            }
+            "--json" => o.json = true,
+            "-q" | "--quiet" => o.quiet = true,
+            other => return Err(format!("unknown argument {other:?}")),
+        }
+    }
+    if o.modes.is_empty() {
+        o.modes = vec![Mode::Pingpong, Mode::Stream, Mode::Rpc];
+    }
+    o.modes.dedup();
+    Ok(o)
+}
+
+/// `bypass bench ARGS`.
+pub fn main(args: &[String]) -> ExitCode {
+    if args.iter().any(|a| a == "-h" || a == "--help") {
+        println!("{USAGE}");
+        return ExitCode::SUCCESS;
+    }
+    let opts = match parse_opts(args) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("bypass bench: {e}\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(&opts) {
+        Ok(mut report) => {
+            report.context = context(&opts);
+            if opts.json {
+                match serde_json::to_string_pretty(&report) {
+                    Ok(s) => println!("{s}"),
+                    Err(e) => {
+                        eprintln!("bypass bench: {e}");
+                        return ExitCode::FAILURE;
+                    }
+                }
+            } else {
+                print!("{}", report.tables(&report.context));
+            }
+            if report.has_errors() {
+                eprintln!("bypass bench: some cells failed (see the rows marked error)");
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Err(e) => {
+            eprintln!("bypass bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `bypass bench-peer ARGS`.
+pub fn peer_main(args: &[String]) -> ExitCode {
+    let mut o = peer::PeerOpts {
+        listen: "127.0.0.1:0".into(),
+        core: None,
+        once: false,
+    };
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match (a.as_str(), it.clone().next()) {
+            ("--listen", Some(v)) => {
+                o.listen = v.clone();
+                it.next();
+            }
+            ("--core", Some(v)) => match v.parse() {
+                Ok(c) => {
+                    o.core = Some(c);
+                    it.next();
+                }
+                Err(_) => {
+                    eprintln!("bypass bench-peer: bad core {v:?}");
+                    return ExitCode::from(2);
+                }
+            },
+            ("--once", _) => o.once = true,
+            _ => {
+                eprintln!("bypass bench-peer: unknown argument {a:?}\n{USAGE}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    match peer::run_peer(&o) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bypass bench-peer: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn context(o: &Opts) -> String {
+    let pin = match (o.client_core, o.peer.is_some(), o.server_core) {
+        (None, _, _) => "unpinned".to_owned(),
+        (Some(c), true, _) => format!("client on core {c}, remote peer"),
+        (Some(c), false, Some(s)) => format!("client on core {c}, peer process on core {s}"),
+        (Some(c), false, None) => format!("client on core {c}, peer unpinned"),
+    };
+    format!(
+        "{pin}, {} per cell after {} warm-up, {}",
+        fmt_dur(o.duration),
+        fmt_dur(o.warmup),
+        machine()
+    )
+}
+
+/// `N CPUs (model)` of this machine, from /proc/cpuinfo (not from this thread's affinity).
+fn machine() -> String {
+    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let cpus = info.lines().filter(|l| l.starts_with("processor")).count();
+    let model = info
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .map(|l| l.trim_start_matches([' ', '\t', ':']).trim().to_owned())
+        .unwrap_or_else(|| "unknown CPU".into());
+    format!("{cpus} CPUs ({model})")
+}
+
+fn fmt_dur(d: Duration) -> String {
+    if d.subsec_nanos() == 0 {
+        format!("{}s", d.as_secs())
+    } else if d >= Duration::from_secs(1) {
+        format!("{:.3}s", d.as_secs_f64())
+    } else {
+        format!("{}ms", d.as_millis())
+    }
+}
+
+/// The transports and variants selected, in table order. A transport that cannot be built
+/// here is skipped with a note on stderr.
+fn selected(o: &Opts) -> Vec<(Rc<dyn Transport>, Wait)> {
+    let mut out = Vec::new();
+    for (name, make) in TRANSPORTS {
+        if o.transports
+            .as_ref()
+            .is_some_and(|ts| !ts.iter().any(|n| n == name))
+        {
+            continue;
+        }
+        let t: Rc<dyn Transport> = match make() {
+            Ok(t) => t.into(),
+            Err(e) => {
+                eprintln!("bypass bench: {name} is not available here ({e}); skipped");
+                continue;
+            }
+        };
+        for &w in t.variants() {
+            if o.variants.as_ref().is_some_and(|vs| !vs.contains(&w)) {
+                continue;
+            }
+            out.push((t.clone(), w));
+        }
+    }
+    out
+}
+
+fn key(t: &dyn Transport, w: Wait, size: usize, status: Status, note: Option<String>) -> Key {
+    Key {
+        transport: t.name().to_owned(),
+        variant: w.name().to_owned(),
+        baseline: t.is_baseline(),
+        size,
+        status,
+        note,
+    }
+}
+
+fn too_large(t: &dyn Transport, w: Wait, size: usize) -> Option<Key> {
+    (size > t.max_msg()).then(|| {
+        key(
+            t,
+            w,
+            size,
+            Status::NotApplicable,
+            Some(format!("max {} B", t.max_msg())),
+        )
+    })
+}
+
+/// A running session with the peer; the spawned peer (if any) is killed when it drops.
+struct Session {
+    ctl: peer::Control,
+    host: String,
+    _child: Option<peer::PeerChild>,
+    client_core: Option<usize>,
+    timeout: Duration,
+    quiet: bool,
+}
+
+/// A cell's data connections, opened against the peer's listener.
+struct CellSpec<'a> {
+    t: &'a dyn Transport,
+    server_wait: Wait,
+    client_wait: Wait,
+    role: &'static str,
+    size: usize,
+    conns: usize,
+}
+
+impl Session {
+    fn open(o: &Opts) -> Result<Session, String> {
+        let child = match &o.peer {
+            Some(_) => None,
+            None => {
+                let exe = std::env::current_exe()
+                    .map_err(|e| format!("cannot find this executable: {e}"))?;
+                let server_core = o.server_core.filter(|c| {
+                    let ok = core_affinity::get_core_ids()
+                        .unwrap_or_default()
+                        .iter()
+                        .any(|id| id.id == *c);
+                    if !ok {
+                        eprintln!("bypass bench: no core {c} for the peer; it runs unpinned");
+                    }
+                    ok
+                });
+                Some(peer::PeerChild::spawn(&exe, server_core)?)
+            }
+        };
+        let addr = match (&o.peer, &child) {
+            (Some(a), _) => a.clone(),
+            (None, Some(c)) => c.addr.clone(),
+            (None, None) => unreachable!("a peer is given or spawned"),
+        };
+        let ctl = peer::Control::connect(&addr)?;
+        let host = ctl.peer_host();
+        if let Some(c) = o.client_core {
+            if !pin_to_core(c) {
+                eprintln!("bypass bench: no core {c}; the client runs unpinned");
+            }
+        }
+        Ok(Session {
+            ctl,
+            host,
+            _child: child,
+            client_core: o.client_core,
+            timeout: o.timeout,
+            quiet: o.quiet,
+        })
+    }
+
+    fn progress(&self, what: std::fmt::Arguments) {
+        if !self.quiet {
+            eprintln!("bench: {what}");
+        }
+    }
+
+    /// Asks the peer for a cell and connects to it. A connect failure is reported after the
+    /// peer has answered, so the control channel stays in step.
+    fn start_cell(&mut self, c: &CellSpec) -> Result<Vec<Box<dyn MsgConn>>, String> {
+        let max_msg = c.size.max(modes::RPC_MIN_SIZE);
+        let words = self.ctl.request(
+            &format!(
+                "CELL {} {} {} {} {} {}",
+                c.t.name(),
+                c.server_wait.name(),
+                c.role,
+                c.size,
+                c.conns,
+                max_msg
+            ),
+            "LISTEN",
+        )?;
+        let addr = words
+            .first()
+            .ok_or("the peer sent no data address")?
+            .replace("0.0.0.0", &self.host);
+        let opts = ConnOpts {
+            wait: c.client_wait,
+            max_msg,
+            recv_timeout: self.timeout,
+            io_timeout: self.timeout,
+        };
+        let mut conns = Vec::new();
+        let mut err = None;
+        for i in 0..c.conns {
+            match c.t.connect(&addr, &opts) {
+                Ok(conn) => conns.push(conn),
+                Err(e) => {
+                    err = Some(format!("connecting {i} to {addr}: {e}"));
+                    break;
+                }
+            }
+        }
+        let ready = self.ctl.reply("READY");
+        match (err, ready) {
+            (Some(e), _) => Err(e),
+            (None, Err(e)) => Err(e),
+            (None, Ok(_)) => Ok(conns),
+        }
+    }
+
+    fn stop_cell(&mut self) -> Result<(u64, u64), String> {
+        let words = self.ctl.request("STOP", "DONE")?;
+        peer::Control::counts(&words)
+    }
+
+    fn quit(&mut self) {
+        let _ = self.ctl.request("QUIT", "BYE");
+    }
+
+    fn pingpong(&mut self, t: &dyn Transport, w: Wait, size: usize, o: &Opts) -> PingpongRow {
+        if let Some(key) = too_large(t, w, size) {
+            return PingpongRow {
+                key,
+                rtt: None,
+                ratio_p50_to_best_kernel: None,
+            };
+        }
+        self.progress(format_args!(
+            "pingpong {} {} {} B",
+            t.name(),
+            w.name(),
+            size
+        ));
+        let spec = CellSpec {
+            t,
+            server_wait: w,
+            client_wait: w,
+            role: "echo",
+            size,
+            conns: 1,
+        };
+        let r = self.start_cell(&spec).and_then(|mut conns| {
+            let r = modes::pingpong(conns[0].as_mut(), size, o.warmup, o.duration)
+                .map_err(|e| format!("pingpong: {e}"));
+            drop(conns);
+            let stopped = self.stop_cell();
+            let h = r?;
+            stopped?;
+            Ok(h)
+        });
+        match r {
+            Ok(h) => PingpongRow {
+                key: key(t, w, size, Status::Ok, None),
+                rtt: Some(Latency::from_hist(&h)),
+                ratio_p50_to_best_kernel: None,
+            },
+            Err(e) => PingpongRow {
+                key: key(t, w, size, Status::Error, Some(e)),
+                rtt: None,
+                ratio_p50_to_best_kernel: None,
+            },
+        }
+    }
+
+    fn stream(
+        &mut self,
+        t: &dyn Transport,
+        w: Wait,
+        size: usize,
+        conns: usize,
+        o: &Opts,
+    ) -> StreamRow {
+        let mut row = StreamRow {
+            key: key(t, w, size, Status::Ok, None),
+            conns,
+            gbps: None,
+            msgs_per_s: None,
+            sent_msgs: 0,
+            recv_msgs: 0,
+            delivered: None,
+            ratio_gbps_to_best_kernel: None,
+        };
+        if let Some(key) = too_large(t, w, size) {
+            row.key = key;
+            return row;
+        }
+        self.progress(format_args!(
+            "stream {} {} {} B x {} conns",
+            t.name(),
+            w.name(),
+            size,
+            conns
+        ));
+        let spec = CellSpec {
+            t,
+            server_wait: w,
+            client_wait: w,
+            role: "sink",
+            size,
+            conns,
+        };
+        match self.stream_cell(&spec, o, &mut row) {
+            Ok(()) => {}
+            Err(e) => {
+                row.key.status = Status::Error;
+                row.key.note = Some(e);
+                row.gbps = None;
+                row.msgs_per_s = None;
+            }
+        }
+        row
+    }
+
+    fn stream_cell(&mut self, c: &CellSpec, o: &Opts, row: &mut StreamRow) -> Result<(), String> {
+        let conns = self.start_cell(c)?;
+        let msg = modes::payload(c.size);
+        let stop = Arc::new(AtomicBool::new(false));
+        let core = self.client_core;
+        let senders: Vec<_> = conns
+            .into_iter()
+            .map(|mut conn| {
+                let (msg, stop) = (msg.clone(), stop.clone());
+                std::thread::spawn(move || {
+                    if let Some(c) = core {
+                        pin_to_core(c);
+                    }
+                    modes::stream_send(conn.as_mut(), &msg, &stop)
+                })
+            })
+            .collect();
+        let measured = (|| {
+            std::thread::sleep(o.warmup);
+            let m0 = peer::Control::counts(&self.ctl.request("MARK", "COUNT")?)?;
+            let t0 = Instant::now();
+            std::thread::sleep(o.duration);
+            let m1 = peer::Control::counts(&self.ctl.request("MARK", "COUNT")?)?;
+            Ok::<_, String>((m1.0 - m0.0, m1.1 - m0.1, t0.elapsed()))
+        })();
+        stop.store(true, Ordering::Relaxed);
+        let mut sent = 0;
+        let mut err = None;
+        for s in senders {
+            match s.join() {
+                Ok(Ok(n)) => sent += n,
+                Ok(Err(e)) => err = Some(format!("sender: {e}")),
+                Err(_) => err = Some("a sender thread panicked".into()),
+            }
+        }
+        std::thread::sleep(STREAM_DRAIN);
+        let done = self.stop_cell();
+        let (msgs, bytes, dt) = measured?;
+        if let Some(e) = err {
+            return Err(e);
+        }
+        let (recv, _) = done?;
+        let secs = dt.as_secs_f64();
+        row.gbps = Some(bytes as f64 * 8.0 / secs / 1e9);
+        row.msgs_per_s = Some(msgs as f64 / secs);
+        row.sent_msgs = sent;
+        row.recv_msgs = recv;
+        row.delivered = (sent > 0).then(|| recv as f64 / sent as f64);
+        Ok(())
+    }
+
+    fn rpc(&mut self, t: &dyn Transport, w: Wait, size: usize, rate: f64, o: &Opts) -> RpcRow {
+        let mut row = RpcRow {
+            key: key(t, w, size, Status::Ok, None),
+            offered_per_s: rate,
+            achieved_per_s: None,
+            sent: 0,
+            received: 0,
+            lost: 0,
+            max_send_lag_ns: 0,
+            latency: None,
+            ratio_p99_to_best_kernel: None,
+        };
+        if let Some(key) = too_large(t, w, size) {
+            row.key = key;
+            return row;
+        }
+        self.progress(format_args!(
+            "rpc {} {} {} B at {:.0}/s",
+            t.name(),
+            w.name(),
+            size,
+            rate
+        ));
+        let spec = CellSpec {
+            t,
+            server_wait: w,
+            client_wait: w,
+            role: "rpc",
+            size,
+            conns: 1,
+        };
+        let r = self.start_cell(&spec).and_then(|mut conns| {
+            let r = modes::rpc(
+                conns[0].as_mut(),
+                size,
+                rate,
+                o.warmup,
+                o.duration,
+                RPC_DRAIN,
+            )
+            .map_err(|e| format!("rpc: {e}"));
+            drop(conns);
+            let stopped = self.stop_cell();
+            let out = r?;
+            stopped?;
+            Ok(out)
+        });
+        match r {
+            Ok(out) => {
+                row.achieved_per_s = Some(out.received as f64 / o.duration.as_secs_f64());
+                row.sent = out.sent;
+                row.received = out.received;
+                row.lost = out.sent - out.received;
+                row.max_send_lag_ns =
+                    u64::try_from(out.max_send_lag.as_nanos()).unwrap_or(u64::MAX);
+                row.latency = Some(Latency::from_hist(&out.hist));
+            }
+            Err(e) => {
+                row.key.status = Status::Error;
+                row.key.note = Some(e);
+            }
+        }
+        row
+    }
+}
+
+fn run(o: &Opts) -> Result<Report, String> {
+    let mut s = Session::open(o)?;
+    let sel = selected(o);
+    if sel.is_empty() {
+        return Err("no transport/variant selected".into());
+    }
+    let mut report = Report::default();
+    for mode in &o.modes {
+        match mode {
+            Mode::Pingpong => {
+                for &size in o.sizes.as_deref().unwrap_or(PINGPONG_SIZES) {
+                    for (t, w) in &sel {
+                        let row = s.pingpong(t.as_ref(), *w, size, o);
+                        report.pingpong.push(row);
+                    }
+                }
+            }
+            Mode::Stream => {
+                let mut conn_counts = vec![1];
+                if o.conns > 1 {
+                    conn_counts.push(o.conns);
+                }
+                for &size in o.sizes.as_deref().unwrap_or(STREAM_SIZES) {
+                    for &n in &conn_counts {
+                        for (t, w) in &sel {
+                            let row = s.stream(t.as_ref(), *w, size, n, o);
+                            report.stream.push(row);
+                        }
+                    }
+                }
+            }
+            Mode::Rpc => {
+                for &rate in &o.rates {
+                    for (t, w) in &sel {
+                        let row = s.rpc(t.as_ref(), *w, o.rpc_size, rate, o);
+                        report.rpc.push(row);
+                    }
+                }
+            }
+        }
+    }
+    s.quit();
+    report.compute_ratios();
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(s: &str) -> Vec<String> {
+        s.split_whitespace().map(str::to_owned).collect()
+    }
+
+    #[test]
+    fn parses_units() {
+        assert_eq!(parse_size("64"), Some(64));
+        assert_eq!(parse_size("1k"), Some(1024));
+        assert_eq!(parse_size("64KiB"), Some(65536));
+        assert_eq!(parse_size("1m"), Some(1 << 20));
+        assert_eq!(parse_size("x"), None);
+        assert_eq!(parse_rate("10k"), Some(10e3));
+        assert_eq!(parse_rate("1.5m"), Some(1.5e6));
+        assert_eq!(parse_rate("0"), None);
+        assert_eq!(parse_duration("1s"), Some(Duration::from_secs(1)));
+        assert_eq!(parse_duration("200ms"), Some(Duration::from_millis(200)));
+        assert_eq!(parse_duration("0.5"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_duration("5min"), None);
+    }
+
+    #[test]
+    fn default_options_run_everything() {
+        let o = parse_opts(&[]).unwrap();
+        assert_eq!(o.modes, vec![Mode::Pingpong, Mode::Stream, Mode::Rpc]);
+        assert_eq!(o.conns, 4);
+        assert_eq!(selected(&o).len(), 4);
+        let o = parse_opts(&args(
+            "rpc --rates 1k,2k --transports kernel-tcp --variants busy --json",
+        ))
+        .unwrap();
+        assert_eq!(o.modes, vec![Mode::Rpc]);
+        assert_eq!(o.rates, vec![1e3, 2e3]);
+        assert!(o.json);
+        let sel = selected(&o);
+        assert_eq!(sel.len(), 1);
+        assert_eq!((sel[0].0.name(), sel[0].1), ("kernel-tcp", Wait::Busy));
+    }
+
+    #[test]
+    fn rejects_bad_options() {
+        assert!(parse_opts(&args("--sizes 64,x")).is_err());
+        assert!(parse_opts(&args("--transports nope")).is_err());
+        assert!(parse_opts(&args("--rpc-size 4")).is_err());
+        assert!(parse_opts(&args("--duration")).is_err());
+        assert!(parse_opts(&args("bogus")).is_err());
+    }
+}
