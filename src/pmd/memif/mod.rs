@@ -34,10 +34,12 @@
 //!   a peer that truncates a region file after we mapped it makes our next access to it
 //!   fault. DPDK seals its regions against shrinking (`F_SEAL_SHRINK`); the server logs a
 //!   warning when a region arrives unsealed.
-//! - Frames larger than one buffer: the server transmits and receives them as descriptor
-//!   chains (`MEMIF_DESC_FLAG_NEXT`); the client receives single-buffer frames only (chains
-//!   are dropped and counted as `rx_errors`) and sends frames of at most one buffer
-//!   ([`InterfaceConfig::buffer_size`], 2048 by default).
+//! - Frames larger than one buffer ([`InterfaceConfig::buffer_size`], 2048 by default): the
+//!   server transmits them as descriptor chains (`MEMIF_DESC_FLAG_NEXT`) and receives chains
+//!   of up to `buffer_size + 128` bytes; the client sends its own buffers as chains when
+//!   their data spills into the slot's headroom, refuses (leaves in the `Vec`) a foreign
+//!   buffer longer than one buffer, and receives single-buffer frames only (a chain is
+//!   dropped and counted in `rx_errors`).
 //!
 //! ```no_run
 //! use bypass::pmd::memif::{Memif, MemifConfig, Role};
@@ -341,18 +343,16 @@ impl Memif {
         for ic in &cfg.interfaces {
             let ring = 1u32 << ic.log2_ring_size;
             let slots = ic.queue_pairs as u32 * 2 * ring + ic.extra_buffers;
+            // A server also takes frames a client sends from the headroom of its buffers
+            // (chains up to buffer_size + 128 bytes), so its local slots have that much more.
+            let (kind, extra) = match cfg.role {
+                Role::Client => ("shm", 0),
+                Role::Server => ("local", 128),
+            };
             let mut pc = PoolConfig::new(
-                &format!(
-                    "memif{}-{}",
-                    ic.id,
-                    if cfg.role == Role::Client {
-                        "shm"
-                    } else {
-                        "local"
-                    }
-                ),
+                &format!("memif{}-{kind}", ic.id),
                 slots,
-                ic.buffer_size + 128,
+                ic.buffer_size + 128 + extra,
             );
             pc.headroom = 128;
             pc.hugepages = ic.hugepages;
