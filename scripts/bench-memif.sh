@@ -32,6 +32,7 @@ cleanup() {
         [[ -n "$p" ]] && kill -KILL "$p" 2>/dev/null || true
     done
     rm -f "$SOCK"
+    rm -rf /var/run/dpdk/bpx_bench_*_$$
 }
 trap cleanup EXIT
 
