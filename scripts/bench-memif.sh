@@ -19,6 +19,7 @@ SECS=${SECS:-8}
 if [[ $QUICK == 1 ]]; then RTT_COUNT=100000; RTT_WARMUP=10000; SECS=4; fi
 
 cargo build --release -j2 -q --bin bypass
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 B=target/release/bypass
 TP=$(command -v dpdk-testpmd || true)
 SOCK=/run/bpx-bench-$$.sock
@@ -83,6 +84,8 @@ rtt_pair() { # name ping_role pong_role
     stop_all
     RTT[$name]=$(grep rtt_us "$OUT/$name.ping" || echo "failed: $(tail -1 "$OUT/$name.ping")")
 }
+"$B" memif-bench --mode cacheline --count "$RTT_COUNT" --warmup "$RTT_WARMUP" >"$OUT/cacheline.ping" 2>&1 || true
+RTT[cacheline-floor_two-threads]=$(grep rtt_us "$OUT/cacheline.ping" || echo failed)
 rtt_pair bypass-client-ping_bypass-server-pong client server
 rtt_pair bypass-server-ping_bypass-client-pong server client
 
@@ -155,13 +158,14 @@ echo "- command: \`scripts/bench-memif.sh$([[ $QUICK == 1 ]] && echo ' --quick')
 echo "- date: $(date -u)"
 echo "- machine: $(nproc) cores, $(lscpu | grep 'Model name' | sed 's/Model name: *//'); $(uname -r)"
 echo "- DPDK: $(dpkg-query -W -f '${Version}' dpdk-dev 2>/dev/null || echo absent); testpmd runs --no-huge; bypass pools on 2 MiB hugepages when free"
+echo "- load average (1/5/15 min) at start: $LOAD_START, at end: $(cut -d' ' -f1-3 /proc/loadavg) (other jobs share the 2 cores)"
 echo "- pinning: pinger / transmitter on core 0, bouncer / receiver on core 1 (testpmd: its forwarding lcore there, main lcore on the other core)"
 echo
 echo "Round trip (one frame in flight), microseconds:"
 echo
 echo "| pair | samples | p50 | p90 | p99 | p99.9 | p99.99 | max | jitter p99-p50 |"
 echo "|---|---|---|---|---|---|---|---|---|"
-for k in bypass-client-ping_bypass-server-pong bypass-server-ping_bypass-client-pong \
+for k in cacheline-floor_two-threads bypass-client-ping_bypass-server-pong bypass-server-ping_bypass-client-pong \
     bypass-client-ping_testpmd-server-macswap bypass-server-ping_testpmd-client-macswap; do
     [[ -z "${RTT[$k]:-}" ]] && continue
     l=${RTT[$k]}

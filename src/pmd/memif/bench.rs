@@ -7,6 +7,8 @@
 //! - `pong`: bounce every received frame back unchanged (like testpmd `io` forwarding).
 //! - `tx`: send frames of `--size` bytes as fast as the ring takes them, for `--secs`.
 //! - `rx`: count received frames; report the rate between the first and the last second.
+//! - `cacheline`: no memif; two threads on cores 0 and 1 bounce one cache line (the floor
+//!   any shared-memory ping-pong on this machine can reach).
 //!
 //! Output is `key=value` lines (machine-readable, used by scripts/bench-memif.sh and tests).
 
@@ -65,7 +67,7 @@ impl Default for Options {
 
 /// Usage text.
 pub const USAGE: &str = "usage: bypass memif-bench --role client|server --socket PATH \
-[--id N] [--mode ping|pong|tx|rx] [--size BYTES] [--count N] [--warmup N] [--secs S] \
+[--id N] [--mode ping|pong|tx|rx|cacheline] [--size BYTES] [--count N] [--warmup N] [--secs S] \
 [--core N] [--link-timeout S] [--ring LOG2]";
 
 /// Parse command-line arguments (after the subcommand).
@@ -146,8 +148,61 @@ fn check(d: &[u8], size: usize, seq: u64) -> bool {
         .all(|(i, &x)| x == (i as u8).wrapping_mul(7).wrapping_add(seq as u8))
 }
 
+/// The physical floor for a ping-pong: two threads pinned to cores 0 and 1 bouncing one
+/// cache line (no memif, no process boundary), `count` round trips in an hdrhistogram.
+pub fn cacheline(o: &Options) -> Result<String, String> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+    #[repr(align(128))]
+    struct Line(AtomicU64);
+    let line = Arc::new(Line(AtomicU64::new(0)));
+    let total = o.warmup + o.count;
+    let l2 = line.clone();
+    let echo = std::thread::spawn(move || {
+        pin(Some(1));
+        let mut want = 1u64;
+        while want < 2 * total {
+            if l2.0.load(Ordering::Acquire) == want {
+                l2.0.store(want + 1, Ordering::Release);
+                want += 2;
+            } else {
+                std::hint::spin_loop();
+            }
+        }
+    });
+    pin(Some(0));
+    let mut h = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3)
+        .map_err(|e| e.to_string())?;
+    for i in 0..total {
+        let t0 = Instant::now();
+        line.0.store(2 * i + 1, Ordering::Release);
+        while line.0.load(Ordering::Acquire) != 2 * i + 2 {
+            std::hint::spin_loop();
+        }
+        if i >= o.warmup {
+            let _ = h.record((t0.elapsed()).as_nanos() as u64);
+        }
+    }
+    let _ = echo.join();
+    let q = |p: f64| h.value_at_quantile(p) as f64 / 1000.0;
+    Ok(format!(
+        "rtt_us cacheline samples={} p50={:.3} p90={:.3} p99={:.3} p99.9={:.3} p99.99={:.3} max={:.3} jitter_p99-p50={:.3}\n",
+        h.len(),
+        q(0.5),
+        q(0.9),
+        q(0.99),
+        q(0.999),
+        q(0.9999),
+        h.max() as f64 / 1000.0,
+        q(0.99) - q(0.5)
+    ))
+}
+
 /// Run one benchmark; returns the report.
 pub fn run(o: &Options) -> Result<String, String> {
+    if o.mode == "cacheline" {
+        return cacheline(o);
+    }
     let mut cfg = MemifConfig::new(&o.socket, o.role, o.id);
     let mut ic = InterfaceConfig::new(o.id);
     ic.log2_ring_size = o.log2_ring;
