@@ -536,3 +536,35 @@ fn memif_client_validates_descriptors() {
     }
     let _ = std::fs::remove_file(&sock);
 }
+
+/// A client that claims the interface and then stalls is dropped after the handshake
+/// timeout, so it cannot hold the interface against good clients.
+#[test]
+fn memif_stalled_handshake_times_out() {
+    let (m, sock) = server("stall");
+    let c = connect(&sock);
+    send(&c, &init(0, VERSION), None);
+    expect_ack(&c);
+    // A good client is refused while the stalled one holds interface 0 ...
+    let good = Memif::new(MemifConfig::new(&sock, Role::Client, 0)).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(!good.link(0).is_up());
+    // ... until the stalled handshake times out (5 s); then it gets in.
+    let mut buf = [0u8; MSG_SIZE];
+    let end = Instant::now() + Duration::from_secs(10);
+    let reason = loop {
+        match sys::recv_msg(c.as_fd(), &mut buf).unwrap() {
+            Recv::Msg { len, .. } => match Msg::decode(&buf[..len]).unwrap() {
+                Msg::Disconnect { reason, .. } => break reason.to_string_lossy(),
+                other => panic!("unexpected {other:?}"),
+            },
+            Recv::Closed => panic!("closed without a reason"),
+            Recv::WouldBlock => std::thread::sleep(Duration::from_millis(5)),
+        }
+        assert!(Instant::now() < end, "stalled client never dropped");
+    };
+    println!("stalled client: {reason}");
+    assert!(reason.contains("handshake not finished"));
+    assert!(good.wait_up(0, Duration::from_secs(10)));
+    assert!(m.wait_up(0, Duration::from_secs(10)));
+}

@@ -136,6 +136,10 @@ pub enum ControlError {
     /// The peer closed the socket.
     #[error("peer closed the control socket")]
     Closed,
+    /// The handshake did not finish in time (a stuck or hostile peer would otherwise hold the
+    /// interface).
+    #[error("handshake not finished within {0:?}")]
+    Timeout(Duration),
     /// We could not build our side (memory, eventfd).
     #[error("local setup failed: {0}")]
     Setup(String),
@@ -225,8 +229,13 @@ impl State {
     }
 }
 
+/// Longest a handshake may take before the channel is dropped.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
 struct Chan {
     sock: OwnedFd,
+    /// When the channel was opened (for the handshake timeout).
+    since: Instant,
     /// Index of the interface in `Shared::ifaces`, once known.
     iface: Option<usize>,
     state: State,
@@ -311,6 +320,15 @@ impl Control {
                     self.service(i);
                 }
             }
+            let now = Instant::now();
+            for i in 0..self.chans.len() {
+                let c = &self.chans[i];
+                if !matches!(c.state, State::Connected | State::Dead)
+                    && now.duration_since(c.since) > HANDSHAKE_TIMEOUT
+                {
+                    self.fail(i, ControlError::Timeout(HANDSHAKE_TIMEOUT));
+                }
+            }
             self.reap();
         }
         // Shutting down: tell every peer, withdraw every connection.
@@ -340,6 +358,7 @@ impl Control {
                     self.busy[i] = true;
                     self.chans.push(Chan {
                         sock,
+                        since: now,
                         iface: Some(i),
                         state: State::AwaitHello,
                     });
@@ -369,6 +388,7 @@ impl Control {
                     if sys::send_msg(sock.as_fd(), &hello.encode(), None).is_ok() {
                         self.chans.push(Chan {
                             sock,
+                            since: Instant::now(),
                             iface: None,
                             state: State::AwaitInit,
                         });
