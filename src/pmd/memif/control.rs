@@ -236,6 +236,8 @@ struct Chan {
     sock: OwnedFd,
     /// When the channel was opened (for the handshake timeout).
     since: Instant,
+    /// The handshake completed at some point.
+    was_up: bool,
     /// Index of the interface in `Shared::ifaces`, once known.
     iface: Option<usize>,
     state: State,
@@ -250,6 +252,8 @@ pub(super) struct Control {
     busy: Vec<bool>,
     /// Client: when to try connecting each interface next.
     next_try: Vec<Instant>,
+    /// Client: handshakes refused in a row (for back-off).
+    refusals: Vec<u32>,
 }
 
 impl Control {
@@ -261,6 +265,7 @@ impl Control {
             chans: Vec::new(),
             busy: vec![false; n],
             next_try: vec![Instant::now(); n],
+            refusals: vec![0; n],
         }
     }
 
@@ -359,6 +364,7 @@ impl Control {
                     self.chans.push(Chan {
                         sock,
                         since: now,
+                        was_up: false,
                         iface: Some(i),
                         state: State::AwaitHello,
                     });
@@ -389,6 +395,7 @@ impl Control {
                         self.chans.push(Chan {
                             sock,
                             since: Instant::now(),
+                            was_up: false,
                             iface: None,
                             state: State::AwaitInit,
                         });
@@ -474,7 +481,11 @@ impl Control {
                 let c = self.chans.swap_remove(i);
                 if let Some(n) = c.iface {
                     self.busy[n] = false;
-                    self.next_try[n] = now + self.shared.cfg.reconnect_interval;
+                    // Reconnect quickly after a connection that worked (a restarted peer);
+                    // back off (up to 32x) while the peer keeps refusing the handshake.
+                    self.refusals[n] = if c.was_up { 0 } else { self.refusals[n] + 1 };
+                    let factor = 1u32 << self.refusals[n].saturating_sub(1).min(5);
+                    self.next_try[n] = now + self.shared.cfg.reconnect_interval * factor;
                     self.shared.ifaces[n].publish(None);
                 }
             } else {
@@ -676,6 +687,9 @@ impl Control {
             }
             (s, m) => return Err(unexpected(&m, &s)),
         };
+        if matches!(next, State::Connected) {
+            self.chans[i].was_up = true;
+        }
         self.chans[i].state = next;
         Ok(())
     }

@@ -10,7 +10,9 @@
 //!   thread, asleep in `poll(2)`, runs the handshake (HELLO, INIT, ADD_REGION, ADD_RING,
 //!   CONNECT, CONNECTED, DISCONNECT; region and interrupt fds by SCM_RIGHTS), notices a dead
 //!   peer (the socket hangs up) and reconnects: a client retries every
-//!   [`MemifConfig::reconnect_interval`]; a server accepts again. The data path never makes a
+//!   [`MemifConfig::reconnect_interval`] (backing off up to 32x while the server keeps
+//!   refusing the handshake); a server accepts again. A handshake that does not finish in
+//!   5 s is dropped, so a stuck peer cannot hold an interface. The data path never makes a
 //!   system call for the control channel. (A thread rather than a `poll_control()` the
 //!   application must call: DPDK does the same with its interrupt thread, a handshake or a
 //!   reconnect never waits for a busy poll loop, and queue ports owned by different cores
