@@ -334,3 +334,25 @@ fn memif_client_sends_chained_frame() {
     c.tx_burst(&mut Vec::new());
     assert_eq!(pool.stats().in_use, before - 1);
 }
+
+/// A server refuses a socket path held by a live listener or by a file that is not a socket
+/// (and never deletes that file); a stale socket left by a dead process is replaced.
+#[test]
+fn memif_server_socket_path_rules() {
+    let sock = sock_path("path");
+    let first = memif(&sock, Role::Server);
+    assert!(Memif::new(MemifConfig::new(&sock, Role::Server, 0)).is_err());
+    drop(first);
+    let file = sock_path("notasocket");
+    std::fs::write(&file, b"keep me").unwrap();
+    assert!(Memif::new(MemifConfig::new(&file, Role::Server, 0)).is_err());
+    assert_eq!(std::fs::read(&file).unwrap(), b"keep me");
+    std::fs::remove_file(&file).unwrap();
+    // A stale socket: bound by a listener that is gone.
+    let stale = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    drop(stale);
+    assert!(std::path::Path::new(&sock).exists());
+    let m = memif(&sock, Role::Server);
+    drop(m);
+    assert!(!std::path::Path::new(&sock).exists());
+}

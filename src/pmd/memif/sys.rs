@@ -51,13 +51,21 @@ fn seqpacket() -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-/// A listening seqpacket socket bound at `path` (non-blocking). A stale socket file left by a
-/// dead process is removed first.
+/// A listening seqpacket socket bound at `path` (non-blocking). A stale socket left by a dead
+/// process is removed first; anything else at `path` (a live listener, a file that is not a
+/// socket) is an error.
 pub fn listen(path: &Path) -> io::Result<OwnedFd> {
     let fd = seqpacket()?;
     let (addr, len) = sockaddr(path)?;
-    if path.exists() {
-        // A live listener answers connect(); a stale file refuses it. Only remove stale ones.
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        use std::os::unix::fs::FileTypeExt;
+        if !meta.file_type().is_socket() {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                "path exists and is not a socket",
+            ));
+        }
+        // A live listener answers connect(); a stale socket refuses it. Only remove stale ones.
         if connect(path).is_ok() {
             return Err(io::Error::new(
                 io::ErrorKind::AddrInUse,
