@@ -45,7 +45,11 @@ impl Guard {
 }
 
 fn spawn_testpmd(bin: &PathBuf, tag: &str, role: &str, sock: &str) -> Guard {
-    let vdev = format!("net_memif0,role={role},socket={sock},id=0,socket-abstract=no");
+    // `@name` is our spelling of an abstract-namespace socket: testpmd's default.
+    let vdev = match sock.strip_prefix('@') {
+        Some(name) => format!("net_memif0,role={role},socket={name},id=0"),
+        None => format!("net_memif0,role={role},socket={sock},id=0,socket-abstract=no"),
+    };
     let log = std::fs::File::create(format!("/tmp/{tag}.testpmd.log")).unwrap();
     let child = Command::new(bin)
         .args([
@@ -342,4 +346,68 @@ fn memif_server_survives_testpmd_client_restart() {
     assert!(bounce(&mut port, 200) >= 200);
     assert_eq!(m.connects(0), 2);
     println!("stats {:?}", port.stats());
+}
+
+/// DPDK 22.11 puts memif sockets in the abstract namespace by default: our `@name` spelling
+/// reaches testpmd with no `socket-abstract=no`, in both roles.
+#[test]
+fn memif_abstract_socket_against_testpmd_both_roles() {
+    let Some(bin) = testpmd() else {
+        println!("SKIPPED: dpdk-testpmd not installed");
+        return;
+    };
+    // Our client, testpmd server.
+    let tag = format!("bpx_ia{}", std::process::id());
+    let sock = format!("@/run/{tag}.sock");
+    let tp = spawn_testpmd(&bin, &tag, "server", &sock);
+    let (ok, text) = bypass(&[
+        "--role",
+        "client",
+        "--socket",
+        &sock,
+        "--mode",
+        "ping",
+        "--count",
+        "20000",
+        "--warmup",
+        "100",
+        "--link-timeout",
+        "30",
+    ]);
+    drop(tp);
+    check_ping(ok, &text);
+
+    // Our server, testpmd client.
+    let tag = format!("bpx_ib{}", std::process::id());
+    let sock = format!("@/run/{tag}.sock");
+    let server = Command::new(env!("CARGO_BIN_EXE_bypass"))
+        .args([
+            "memif-bench",
+            "--role",
+            "server",
+            "--socket",
+            &sock,
+            "--mode",
+            "ping",
+            "--count",
+            "20000",
+            "--warmup",
+            "100",
+            "--link-timeout",
+            "30",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn bypass");
+    std::thread::sleep(Duration::from_millis(300));
+    let tp = spawn_testpmd(&bin, &tag, "client", &sock);
+    let out = server.wait_with_output().unwrap();
+    drop(tp);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    check_ping(out.status.success(), &text);
 }

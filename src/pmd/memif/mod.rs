@@ -60,8 +60,9 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
-//! Sockets are paths in the filesystem; DPDK 22.11 defaults to the abstract namespace, so
-//! give it `socket-abstract=no`.
+//! A socket is a path in the filesystem, or, written `@name`, a name in Linux's abstract
+//! namespace: DPDK 22.11 uses the abstract namespace by default, so `socket=/run/x.sock`
+//! there is `@/run/x.sock` here (or give DPDK `socket-abstract=no` and use the path).
 #![allow(unsafe_code)]
 
 pub mod bench;
@@ -143,7 +144,7 @@ impl InterfaceConfig {
 /// A control socket and its interfaces.
 #[derive(Debug, Clone)]
 pub struct MemifConfig {
-    /// Path of the UNIX socket.
+    /// Path of the UNIX socket; `@name` for a name in the abstract namespace (DPDK's default).
     pub socket: PathBuf,
     /// Our role.
     pub role: Role,
@@ -506,7 +507,7 @@ impl Drop for Memif {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
-        if self.shared.cfg.role == Role::Server {
+        if self.shared.cfg.role == Role::Server && !sys::is_abstract(&self.shared.cfg.socket) {
             let _ = std::fs::remove_file(&self.shared.cfg.socket);
         }
     }
