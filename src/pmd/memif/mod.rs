@@ -40,8 +40,9 @@
 //!   server transmits them as descriptor chains (`MEMIF_DESC_FLAG_NEXT`) and receives chains
 //!   of up to `buffer_size + 128` bytes; the client sends its own buffers as chains when
 //!   their data spills into the slot's headroom, refuses (leaves in the `Vec`) a foreign
-//!   buffer longer than one buffer, and receives single-buffer frames only (a chain is
-//!   dropped and counted in `rx_errors`).
+//!   buffer longer than one buffer, and gathers a received chain (DPDK sends one descriptor
+//!   per mbuf segment) into its first buffer, for frames of up to one buffer; a longer
+//!   chain is dropped and counted in `rx_errors`.
 //!
 //! ```no_run
 //! use bypass::pmd::memif::{Memif, MemifConfig, Role};

@@ -44,8 +44,6 @@ struct Active {
     /// Server rx: descriptors consumed up to `rx_tail`.
     rx_head: u16,
     rx_tail: u16,
-    /// Client rx: the previous descriptor had NEXT; the current one continues a chain.
-    rx_in_chain: bool,
     client: bool,
     pool: Pool,
 }
@@ -156,7 +154,6 @@ impl MemifPort {
             tx_tail,
             rx_head: 0,
             rx_tail,
-            rx_in_chain: false,
             client,
             pool: self.pool.clone(),
             conn,
@@ -216,22 +213,45 @@ impl MemifPort {
         } else {
             while n < max && a.rx_tail != tail {
                 let idx = a.rx_tail;
-                a.rx_tail = idx.wrapping_add(1);
                 let d = ring.read_desc(idx);
-                let slot = a.rx_slots[(idx & mask) as usize];
-                let chained = a.rx_in_chain || d.flags & DESC_FLAG_NEXT != 0;
-                a.rx_in_chain = d.flags & DESC_FLAG_NEXT != 0;
-                if chained || d.length > self.cap {
+                // A chain (the server split the frame over several of our buffers): take it
+                // only once it is complete, and gather it into its first buffer.
+                let mut end = idx.wrapping_add(1);
+                let mut last = d;
+                while last.flags & DESC_FLAG_NEXT != 0 {
+                    if end == tail {
+                        break;
+                    }
+                    last = ring.read_desc(end);
+                    end = end.wrapping_add(1);
+                }
+                if last.flags & DESC_FLAG_NEXT != 0 {
+                    break; // the rest of the chain is not published yet
+                }
+                a.rx_tail = end;
+                let take = |i: u16| {
+                    let slot = a.rx_slots[(i & mask) as usize];
+                    let len = ring.read_desc(i).length;
+                    // SAFETY: the slot was posted at ring index i by into_raw and the peer
+                    // has returned it (i is below its tail); nothing else owns it. The length
+                    // is clamped to the posted capacity: headroom + len <= slot size.
+                    let b = unsafe { a.pool.from_raw(slot, self.headroom, len.min(self.cap)) };
+                    (b, len <= self.cap)
+                };
+                let (mut b, mut ok) = take(idx);
+                let mut i = idx.wrapping_add(1);
+                while i != end {
+                    let (seg, seg_ok) = take(i);
+                    ok = ok && seg_ok && b.extend_from_slice(seg.data()).is_ok();
+                    i = i.wrapping_add(1);
+                }
+                if !ok {
+                    // A length beyond the posted buffer, or a chain longer than one buffer.
                     self.stats.rx_errors += 1;
-                    // SAFETY: slot was posted at idx by into_raw and is now returned by the
-                    // peer; nothing else owns it.
-                    drop(unsafe { a.pool.from_raw(slot, 0, 0) });
                     continue;
                 }
-                // SAFETY: as above; headroom + length <= headroom + cap = slot size.
-                let mut b = unsafe { a.pool.from_raw(slot, self.headroom, d.length) };
                 b.meta.queue = self.queue;
-                self.stats.rx_bytes += d.length as u64;
+                self.stats.rx_bytes += b.len() as u64;
                 out.push(b);
                 n += 1;
             }
