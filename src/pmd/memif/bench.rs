@@ -306,8 +306,9 @@ pub fn run(o: &Options) -> Result<String, String> {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "link=up peer={:?}",
-        memif.peer_name(o.id).unwrap_or_default()
+        "link=up peer={:?} pool_on_hugepages={}",
+        memif.peer_name(o.id).unwrap_or_default(),
+        memif.pool(o.id).is_some_and(|p| p.region().is_hugepage())
     );
     match o.mode.as_str() {
         "ping" => ping(&mut port, o, &mut out)?,
