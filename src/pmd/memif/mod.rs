@@ -332,17 +332,6 @@ impl Memif {
     /// Open the control socket (listen or start connecting) and start the control thread.
     pub fn new(cfg: MemifConfig) -> Result<Memif, MemifError> {
         validate(&cfg)?;
-        let listener = match cfg.role {
-            Role::Server => {
-                Some(
-                    sys::listen(&cfg.socket).map_err(|source| MemifError::Socket {
-                        path: cfg.socket.clone(),
-                        source,
-                    })?,
-                )
-            }
-            Role::Client => None,
-        };
         let mut ifaces = Vec::with_capacity(cfg.interfaces.len());
         for ic in &cfg.interfaces {
             let ring = 1u32 << ic.log2_ring_size;
@@ -382,6 +371,18 @@ impl Memif {
             path: cfg.socket.clone(),
             source,
         })?;
+        // Listen last, so a failure above leaves no socket file behind.
+        let listener = match cfg.role {
+            Role::Server => {
+                Some(
+                    sys::listen(&cfg.socket).map_err(|source| MemifError::Socket {
+                        path: cfg.socket.clone(),
+                        source,
+                    })?,
+                )
+            }
+            Role::Client => None,
+        };
         let shared = Arc::new(Shared {
             cfg,
             ifaces,
@@ -393,7 +394,12 @@ impl Memif {
         let thread = std::thread::Builder::new()
             .name("memif-ctl".into())
             .spawn(move || ctl.run())
-            .map_err(MemifError::Thread)?;
+            .map_err(|e| {
+                if shared.cfg.role == Role::Server && !sys::is_abstract(&shared.cfg.socket) {
+                    let _ = std::fs::remove_file(&shared.cfg.socket);
+                }
+                MemifError::Thread(e)
+            })?;
         Ok(Memif {
             shared,
             thread: Some(thread),
