@@ -459,15 +459,29 @@ impl Control {
         match c.iface {
             Some(n) => {
                 if was_up {
-                    tracing::info!(socket = %self.shared.cfg.socket.display(), id = self.shared.ifaces[n].cfg.id, reason = %e, "memif link down");
+                    tracing::info!(
+                        socket = %self.shared.cfg.socket.display(),
+                        id = self.shared.ifaces[n].cfg.id,
+                        reason = %e,
+                        "memif link down"
+                    );
                 } else {
-                    tracing::warn!(socket = %self.shared.cfg.socket.display(), id = self.shared.ifaces[n].cfg.id, error = %e, "memif connection refused");
+                    tracing::warn!(
+                        socket = %self.shared.cfg.socket.display(),
+                        id = self.shared.ifaces[n].cfg.id,
+                        error = %e,
+                        "memif connection refused"
+                    );
                 }
                 self.shared.ifaces[n].set_error(e);
             }
             None => {
                 self.shared.refused.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(socket = %self.shared.cfg.socket.display(), error = %e, "memif connection refused");
+                tracing::warn!(
+                    socket = %self.shared.cfg.socket.display(),
+                    error = %e,
+                    "memif connection refused"
+                );
             }
         }
     }
@@ -635,7 +649,13 @@ impl Control {
                 let n = self.chans[i].iface.unwrap_or(0);
                 let name = Name::new(&self.iface(n).cfg.name);
                 self.iface(n).publish(Some(conn.clone()));
-                tracing::info!(socket = %self.shared.cfg.socket.display(), id = self.iface(n).cfg.id, peer = %conn.peer, queues = conn.queues.len(), "memif link up (server)");
+                tracing::info!(
+                    socket = %self.shared.cfg.socket.display(),
+                    id = self.iface(n).cfg.id,
+                    peer = %conn.peer,
+                    queues = conn.queues.len(),
+                    "memif link up (server)"
+                );
                 self.send(i, &Msg::Connected { if_name: name }, None)?;
                 State::Connected
             }
@@ -682,7 +702,13 @@ impl Control {
                 let n = self.chans[i].iface.unwrap_or(0);
                 let conn = client_conn(*setup, self.iface(n), if_name.to_string_lossy());
                 self.iface(n).publish(Some(conn.clone()));
-                tracing::info!(socket = %self.shared.cfg.socket.display(), id = self.iface(n).cfg.id, peer = %conn.peer, queues = conn.queues.len(), "memif link up (client)");
+                tracing::info!(
+                    socket = %self.shared.cfg.socket.display(),
+                    id = self.iface(n).cfg.id,
+                    peer = %conn.peer,
+                    queues = conn.queues.len(),
+                    "memif link up (client)"
+                );
                 State::Connected
             }
             (s, m) => return Err(unexpected(&m, &s)),

@@ -17,22 +17,24 @@
 //!   application must call: DPDK does the same with its interrupt thread, a handshake or a
 //!   reconnect never waits for a busy poll loop, and queue ports owned by different cores
 //!   need no shared owner of the socket.)
-//! - [`Memif::port`] gives one [`MemifPort`] per queue pair; each is a [`Port`](crate::pmd::Port) to be owned by
-//!   one thread. A port polls its rings (no syscall, no lock, no allocation per packet); it
-//!   picks up a new or lost connection by one relaxed-cost atomic load per burst, and reports
-//!   it through [`Port::link`](crate::pmd::Port::link).
+//! - [`Memif::port`] gives one [`MemifPort`] per queue pair; each is a
+//!   [`Port`](crate::pmd::Port) to be owned by one thread. A port polls its rings (no
+//!   syscall, no lock, no allocation per packet); it picks up a new or lost connection by one
+//!   atomic load per burst (Acquire: a plain load on x86), and reports it through
+//!   [`Port::link`](crate::pmd::Port::link).
 //! - Client: owns the memory. Its buffer pool ([`Pool`], hugepages preferred) is memif region
 //!   1, the rings are region 0. Received frames are [`PktBuf`]s over the shared region (zero
-//!   copy); buffers from [`Port::alloc_tx`](crate::pmd::Port::alloc_tx) are sent without a copy (a foreign buffer is
-//!   copied once). Server: maps the client's regions and copies frames in and out of its own
-//!   pool, as DPDK's server does.
+//!   copy); buffers from [`Port::alloc_tx`](crate::pmd::Port::alloc_tx) are sent without a
+//!   copy (a foreign buffer is copied once). Server: maps the client's regions and copies
+//!   frames in and out of its own pool, as DPDK's server does.
 //! - Nothing the peer sends can crash us or make us touch memory outside its regions:
 //!   control messages are validated and a violation is refused with a [`ControlError`] (sent
 //!   to the peer in a DISCONNECT, logged, readable from [`Memif::last_error`]); every
 //!   descriptor is validated on the data path (region index, offset + length inside the
 //!   region, ring indices within what was posted) and bad ones are counted in
-//!   [`PortStats::rx_errors`](crate::pmd::PortStats::rx_errors). A peer that writes garbage into shared buffers can corrupt the
-//!   frames it shares with us, nothing else. One hazard is outside what validation can catch:
+//!   [`PortStats::rx_errors`](crate::pmd::PortStats::rx_errors). A peer that writes garbage
+//!   into shared buffers can corrupt the frames it shares with us, nothing else. One hazard
+//!   is outside what validation can catch:
 //!   a peer that truncates a region file after we mapped it makes our next access to it
 //!   fault. DPDK seals its regions against shrinking (`F_SEAL_SHRINK`); the server logs a
 //!   warning when a region arrives unsealed.
@@ -48,8 +50,9 @@
 //! use bypass::pmd::memif::{Memif, MemifConfig, Role};
 //! use bypass::pmd::Port;
 //!
-//! // Talk to e.g. `dpdk-testpmd --vdev=net_memif0,role=server,socket=/run/app.sock,socket-abstract=no`.
-//! let memif = Memif::new(MemifConfig::new("/run/app.sock", Role::Client, 0))?;
+//! // Talk to e.g. dpdk-testpmd --vdev=net_memif0,role=server,socket=/run/app.sock
+//! // (DPDK's default abstract-namespace socket; a filesystem path needs socket-abstract=no).
+//! let memif = Memif::new(MemifConfig::new("@/run/app.sock", Role::Client, 0))?;
 //! let mut port = memif.port(0, 0)?;
 //! let mut frames = Vec::with_capacity(bypass::pmd::MAX_BURST);
 //! for _ in 0..1_000_000 {
