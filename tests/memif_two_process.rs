@@ -21,6 +21,14 @@ fn sock_path(tag: &str) -> String {
     format!("/tmp/bpx-{tag}-{}.sock", std::process::id())
 }
 
+/// Removes a socket path when the test ends (a killed child leaves its socket file behind).
+struct Cleanup(String);
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 /// A `bypass memif-bench --mode pong` child in `role`.
 fn pong_child(role: &str, sock: &str) -> Peer {
     let c = Command::new(env!("CARGO_BIN_EXE_bypass"))
@@ -130,6 +138,7 @@ fn memif(sock: &str, role: Role) -> Memif {
 #[test]
 fn memif_client_to_server_child_exchanges_frames() {
     let sock = sock_path("c2s");
+    let _cleanup = Cleanup(sock.clone());
     let _peer = pong_child("server", &sock);
     let m = memif(&sock, Role::Client);
     let mut port = m.port(0, 0).unwrap();
@@ -148,6 +157,7 @@ fn memif_client_to_server_child_exchanges_frames() {
 #[test]
 fn memif_server_to_client_child_exchanges_frames() {
     let sock = sock_path("s2c");
+    let _cleanup = Cleanup(sock.clone());
     let m = memif(&sock, Role::Server);
     let _peer = pong_child("client", &sock);
     let mut port = m.port(0, 0).unwrap();
@@ -172,6 +182,7 @@ fn memif_server_to_client_child_exchanges_frames() {
 fn memif_peer_death_and_reconnect() {
     for (ours, theirs) in [(Role::Client, "server"), (Role::Server, "client")] {
         let sock = sock_path(&format!("death-{theirs}"));
+        let _cleanup = Cleanup(sock.clone());
         let m = memif(&sock, ours);
         let pool = m.pool(0).unwrap();
         let mut port = m.port(0, 0).unwrap();
@@ -231,6 +242,7 @@ fn memif_peer_death_and_reconnect() {
 #[test]
 fn memif_queue_pairs_and_interfaces_by_id() {
     let sock = sock_path("multi");
+    let _cleanup = Cleanup(sock.clone());
     let mk = |role| {
         let mut cfg = MemifConfig::new(&sock, role, 1);
         let mut a = InterfaceConfig::new(1);
@@ -305,6 +317,7 @@ fn memif_queue_pairs_and_interfaces_by_id() {
 #[test]
 fn memif_client_sends_chained_frame() {
     let sock = sock_path("chain");
+    let _cleanup = Cleanup(sock.clone());
     let server = memif(&sock, Role::Server);
     let client = memif(&sock, Role::Client);
     let mut s = server.port(0, 0).unwrap();
@@ -340,6 +353,7 @@ fn memif_client_sends_chained_frame() {
 #[test]
 fn memif_server_socket_path_rules() {
     let sock = sock_path("path");
+    let _cleanup = Cleanup(sock.clone());
     let first = memif(&sock, Role::Server);
     assert!(Memif::new(MemifConfig::new(&sock, Role::Server, 0)).is_err());
     drop(first);
