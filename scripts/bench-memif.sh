@@ -19,6 +19,7 @@ SECS=${SECS:-8}
 if [[ $QUICK == 1 ]]; then RTT_COUNT=100000; RTT_WARMUP=10000; SECS=4; fi
 
 cargo build --release -j2 -q --bin bypass
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 B=target/release/bypass
 TP=$(command -v dpdk-testpmd || true)
 SOCK=/run/bpx-bench-$$.sock
@@ -32,6 +33,7 @@ cleanup() {
         [[ -n "$p" ]] && kill -KILL "$p" 2>/dev/null || true
     done
     rm -f "$SOCK"
+    rm -rf /var/run/dpdk/bpx_bench_*_$$
 }
 trap cleanup EXIT
 
@@ -82,6 +84,8 @@ rtt_pair() { # name ping_role pong_role
     stop_all
     RTT[$name]=$(grep rtt_us "$OUT/$name.ping" || echo "failed: $(tail -1 "$OUT/$name.ping")")
 }
+"$B" memif-bench --mode cacheline --count "$RTT_COUNT" --warmup "$RTT_WARMUP" >"$OUT/cacheline.ping" 2>&1 || true
+RTT[cacheline-floor_two-threads]=$(grep rtt_us "$OUT/cacheline.ping" || echo failed)
 rtt_pair bypass-client-ping_bypass-server-pong client server
 rtt_pair bypass-server-ping_bypass-client-pong server client
 
@@ -147,6 +151,39 @@ if [[ -n "$TP" ]]; then
     RATE[bypass-client-tx_testpmd-server-rxonly]=$(testpmd_rx_mpps "$OUT/tp-rxonly-server.log")
 fi
 
+# ---- driver cost per frame, independent of the scheduler's share of a core -------------
+# Both roles in one thread forwarding circulating frames (CPU time of that thread).
+"$B" memif-bench --mode loopback --count 20000000 --core 1 >"$OUT/loopback.bypass" 2>&1 || true
+LOOP_BYPASS=$(grep -o 'cpu_ns_per_hop=[^ ]*' "$OUT/loopback.bypass" | cut -d= -f2)
+LOOP_TESTPMD=""
+if [[ -n "$TP" ]]; then
+    # testpmd io forwarding between a net_memif server and client in one process: CPU time
+    # of its forwarding thread over a 5 s window, divided by the frames it forwarded.
+    "$TP" -l 0,1 --no-pci --no-huge -m 512 --file-prefix="bpx_bench_lo_$$" \
+        --vdev="net_memif0,role=server,socket=$SOCK,id=0,socket-abstract=no" \
+        --vdev="net_memif1,role=client,socket=$SOCK,id=0,socket-abstract=no" -- \
+        --forward-mode=io --tx-first --auto-start --no-mlockall --total-num-mbufs=16384 \
+        --stats-period 1 >"$OUT/tp-loop.log" 2>&1 &
+    TPL=$!
+    PIDS+=($TPL)
+    sleep 3
+    worker_ticks() {
+        for t in /proc/$TPL/task/*; do
+            case "$(cat "$t/comm")" in *worker*) awk '{print $14+$15}' "$t/stat" ;; esac
+        done | head -1
+    }
+    k1=$(worker_ticks); s1=$(date +%s.%N); n1=$(grep -c Rx-pps "$OUT/tp-loop.log")
+    sleep 5
+    k2=$(worker_ticks); s2=$(date +%s.%N)
+    stop_all
+    # Rx-pps lines printed during the window, both ports (the loop runs at the same rate on each).
+    pps=$(grep -o 'Rx-pps: *[0-9]*' "$OUT/tp-loop.log" | awk '{print $2}' | tail -n +"$((n1 + 1))" | head -10 |
+        awk '$1>0 {s+=$1; n++} END {if (n) printf "%.0f", 2*s/n; else print 0}')
+    LOOP_TESTPMD=$(awk -v k1="$k1" -v k2="$k2" -v s1="$s1" -v s2="$s2" -v pps="$pps" -v hz="$(getconf CLK_TCK)" \
+        'BEGIN { share=(k2-k1)/hz/(s2-s1); if (pps>0 && share>0) printf "%.1f", share*1e9/pps; else print "n/a" }')
+    echo "testpmd loop: ticks $k1 -> $k2, window $s1 -> $s2, forwarded $pps frames/s (both ports)" >>"$OUT/tp-loop.log"
+fi
+
 # ---- report ------------------------------------------------------------------------------
 echo "### memif ping-pong and one-way rate, 64 B frames"
 echo
@@ -154,19 +191,29 @@ echo "- command: \`scripts/bench-memif.sh$([[ $QUICK == 1 ]] && echo ' --quick')
 echo "- date: $(date -u)"
 echo "- machine: $(nproc) cores, $(lscpu | grep 'Model name' | sed 's/Model name: *//'); $(uname -r)"
 echo "- DPDK: $(dpkg-query -W -f '${Version}' dpdk-dev 2>/dev/null || echo absent); testpmd runs --no-huge; bypass pools on 2 MiB hugepages when free"
+echo "- load average (1/5/15 min) at start: $LOAD_START, at end: $(cut -d' ' -f1-3 /proc/loadavg) (other jobs share the 2 cores)"
 echo "- pinning: pinger / transmitter on core 0, bouncer / receiver on core 1 (testpmd: its forwarding lcore there, main lcore on the other core)"
 echo
 echo "Round trip (one frame in flight), microseconds:"
 echo
 echo "| pair | samples | p50 | p90 | p99 | p99.9 | p99.99 | max | jitter p99-p50 |"
 echo "|---|---|---|---|---|---|---|---|---|"
-for k in bypass-client-ping_bypass-server-pong bypass-server-ping_bypass-client-pong \
+for k in cacheline-floor_two-threads bypass-client-ping_bypass-server-pong bypass-server-ping_bypass-client-pong \
     bypass-client-ping_testpmd-server-macswap bypass-server-ping_testpmd-client-macswap; do
     [[ -z "${RTT[$k]:-}" ]] && continue
     l=${RTT[$k]}
     g() { echo " $l" | grep -o " $1=[^ ]*" | cut -d= -f2; }
     echo "| $k | $(g samples) | $(g p50) | $(g p90) | $(g p99) | $(g p99.9) | $(g p99.99) | $(g max) | $(g jitter_p99-p50) |"
 done
+echo
+echo "Driver cost, CPU nanoseconds per forwarded frame (one hop: rx_burst on one side and"
+echo "tx_burst of the same frame back out of it; server and client in one thread, frames"
+echo "circulating; CPU time of that thread, so independent of the share of a core it got):"
+echo
+echo "| forwarder | CPU ns per hop | Mpps per CPU-second |"
+echo "|---|---|---|"
+echo "| bypass memif server + client, one thread (server copies, client zero-copy) | ${LOOP_BYPASS:-failed} | $(awk -v n="${LOOP_BYPASS:-0}" 'BEGIN{ if (n>0) printf "%.1f", 1000/n; else print "n/a"}') |"
+[[ -n "$TP" ]] && echo "| testpmd io, net_memif server + client in one process (both copy) | ${LOOP_TESTPMD} | $(awk -v n="${LOOP_TESTPMD:-0}" 'BEGIN{ if (n>0) printf "%.1f", 1000/n; else print "n/a"}') |"
 echo
 echo "One-way rate at the receiver, Mpps (frames/s / 1e6):"
 echo

@@ -507,12 +507,28 @@ fn memif_client_validates_descriptors() {
     assert_eq!(port.rx_burst(&mut got, 32), 0);
     assert_eq!(port.stats().rx_errors, 2);
 
-    // A chained frame (the client takes single-buffer frames only): dropped, counted.
+    // A chain of two segments: gathered into one frame once complete.
+    for (i, byte) in [(2u16, 0x11u8), (3, 0x22)] {
+        let d = s2c.read_desc(i);
+        // SAFETY: inside the client's buffer region, in a buffer posted to us.
+        unsafe { std::ptr::write_bytes(base.add(d.offset as usize), byte, 64) };
+    }
     s2c.write_len_flags(2, 64, 1);
     s2c.write_len_flags(3, 64, 0);
+    s2c.set_tail(3, Ordering::Release); // only the first segment published yet
+    assert_eq!(port.rx_burst(&mut got, 32), 0, "incomplete chain waits");
     s2c.set_tail(4, Ordering::Release);
+    assert_eq!(port.rx_burst(&mut got, 32), 1);
+    let f = got.pop().unwrap();
+    assert_eq!(f.len(), 128);
+    assert!(f.data()[..64].iter().all(|&b| b == 0x11) && f.data()[64..].iter().all(|&b| b == 0x22));
+    // A chain longer than one buffer: dropped, counted once.
+    for i in 4..6u16 {
+        s2c.write_len_flags(i, 2000, if i == 4 { 1 } else { 0 });
+    }
+    s2c.set_tail(6, Ordering::Release);
     assert_eq!(port.rx_burst(&mut got, 32), 0);
-    assert_eq!(port.stats().rx_errors, 4);
+    assert_eq!(port.stats().rx_errors, 3);
 
     // Client -> server: a tail beyond the client's head is refused; nothing is reclaimed.
     let mut out = vec![got.pop().unwrap()];
@@ -520,7 +536,7 @@ fn memif_client_validates_descriptors() {
     assert_eq!(c2s.head(Ordering::Acquire), 1);
     c2s.set_tail(30, Ordering::Release);
     assert_eq!(port.tx_burst(&mut out), 0);
-    assert_eq!(port.stats().rx_errors, 5);
+    assert_eq!(port.stats().rx_errors, 4);
 
     drop(c);
     let end = Instant::now() + Duration::from_secs(5);
@@ -535,4 +551,36 @@ fn memif_client_validates_descriptors() {
         unsafe { libc::munmap(p.cast(), n) };
     }
     let _ = std::fs::remove_file(&sock);
+}
+
+/// A client that claims the interface and then stalls is dropped after the handshake
+/// timeout, so it cannot hold the interface against good clients.
+#[test]
+fn memif_stalled_handshake_times_out() {
+    let (m, sock) = server("stall");
+    let c = connect(&sock);
+    send(&c, &init(0, VERSION), None);
+    expect_ack(&c);
+    // A good client is refused while the stalled one holds interface 0 ...
+    let good = Memif::new(MemifConfig::new(&sock, Role::Client, 0)).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(!good.link(0).is_up());
+    // ... until the stalled handshake times out (5 s); then it gets in.
+    let mut buf = [0u8; MSG_SIZE];
+    let end = Instant::now() + Duration::from_secs(10);
+    let reason = loop {
+        match sys::recv_msg(c.as_fd(), &mut buf).unwrap() {
+            Recv::Msg { len, .. } => match Msg::decode(&buf[..len]).unwrap() {
+                Msg::Disconnect { reason, .. } => break reason.to_string_lossy(),
+                other => panic!("unexpected {other:?}"),
+            },
+            Recv::Closed => panic!("closed without a reason"),
+            Recv::WouldBlock => std::thread::sleep(Duration::from_millis(5)),
+        }
+        assert!(Instant::now() < end, "stalled client never dropped");
+    };
+    println!("stalled client: {reason}");
+    assert!(reason.contains("handshake not finished"));
+    assert!(good.wait_up(0, Duration::from_secs(10)));
+    assert!(m.wait_up(0, Duration::from_secs(10)));
 }

@@ -21,6 +21,14 @@ fn sock_path(tag: &str) -> String {
     format!("/tmp/bpx-{tag}-{}.sock", std::process::id())
 }
 
+/// Removes a socket path when the test ends (a killed child leaves its socket file behind).
+struct Cleanup(String);
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 /// A `bypass memif-bench --mode pong` child in `role`.
 fn pong_child(role: &str, sock: &str) -> Peer {
     let c = Command::new(env!("CARGO_BIN_EXE_bypass"))
@@ -130,6 +138,7 @@ fn memif(sock: &str, role: Role) -> Memif {
 #[test]
 fn memif_client_to_server_child_exchanges_frames() {
     let sock = sock_path("c2s");
+    let _cleanup = Cleanup(sock.clone());
     let _peer = pong_child("server", &sock);
     let m = memif(&sock, Role::Client);
     let mut port = m.port(0, 0).unwrap();
@@ -148,6 +157,7 @@ fn memif_client_to_server_child_exchanges_frames() {
 #[test]
 fn memif_server_to_client_child_exchanges_frames() {
     let sock = sock_path("s2c");
+    let _cleanup = Cleanup(sock.clone());
     let m = memif(&sock, Role::Server);
     let _peer = pong_child("client", &sock);
     let mut port = m.port(0, 0).unwrap();
@@ -172,6 +182,7 @@ fn memif_server_to_client_child_exchanges_frames() {
 fn memif_peer_death_and_reconnect() {
     for (ours, theirs) in [(Role::Client, "server"), (Role::Server, "client")] {
         let sock = sock_path(&format!("death-{theirs}"));
+        let _cleanup = Cleanup(sock.clone());
         let m = memif(&sock, ours);
         let pool = m.pool(0).unwrap();
         let mut port = m.port(0, 0).unwrap();
@@ -231,6 +242,7 @@ fn memif_peer_death_and_reconnect() {
 #[test]
 fn memif_queue_pairs_and_interfaces_by_id() {
     let sock = sock_path("multi");
+    let _cleanup = Cleanup(sock.clone());
     let mk = |role| {
         let mut cfg = MemifConfig::new(&sock, role, 1);
         let mut a = InterfaceConfig::new(1);
@@ -298,4 +310,63 @@ fn memif_queue_pairs_and_interfaces_by_id() {
         s.rx_burst(&mut stray, 32);
     }
     assert!(stray.is_empty());
+}
+
+/// A client buffer whose data spills into its headroom (longer than one memif buffer) goes
+/// out as a descriptor chain over the same slot, zero copy, and arrives whole at the server.
+#[test]
+fn memif_client_sends_chained_frame() {
+    let sock = sock_path("chain");
+    let _cleanup = Cleanup(sock.clone());
+    let server = memif(&sock, Role::Server);
+    let client = memif(&sock, Role::Client);
+    let mut s = server.port(0, 0).unwrap();
+    let mut c = client.port(0, 0).unwrap();
+    assert!(wait_link(&mut c, true, 10) && wait_link(&mut s, true, 10));
+    let pool = client.pool(0).unwrap();
+    let mut b = c.alloc_tx().unwrap();
+    let tail = b.tailroom();
+    b.append(tail).unwrap().fill(0x5a);
+    b.prepend(100).unwrap().fill(0xa5);
+    let len = b.len();
+    assert!(len > 2048, "longer than one memif buffer: {len}");
+    let mut v = vec![b];
+    assert_eq!(c.tx_burst(&mut v), 1);
+    let mut got = vec![];
+    let end = Instant::now() + Duration::from_secs(5);
+    while got.is_empty() && Instant::now() < end {
+        s.rx_burst(&mut got, 32);
+    }
+    assert_eq!(got.len(), 1);
+    let d = got[0].data();
+    assert_eq!(d.len(), len);
+    assert!(d[..100].iter().all(|&x| x == 0xa5) && d[100..].iter().all(|&x| x == 0x5a));
+    assert_eq!(s.stats().rx_errors, 0);
+    // The slot comes back once (not once per descriptor).
+    let before = pool.stats().in_use;
+    c.tx_burst(&mut Vec::new());
+    assert_eq!(pool.stats().in_use, before - 1);
+}
+
+/// A server refuses a socket path held by a live listener or by a file that is not a socket
+/// (and never deletes that file); a stale socket left by a dead process is replaced.
+#[test]
+fn memif_server_socket_path_rules() {
+    let sock = sock_path("path");
+    let _cleanup = Cleanup(sock.clone());
+    let first = memif(&sock, Role::Server);
+    assert!(Memif::new(MemifConfig::new(&sock, Role::Server, 0)).is_err());
+    drop(first);
+    let file = sock_path("notasocket");
+    std::fs::write(&file, b"keep me").unwrap();
+    assert!(Memif::new(MemifConfig::new(&file, Role::Server, 0)).is_err());
+    assert_eq!(std::fs::read(&file).unwrap(), b"keep me");
+    std::fs::remove_file(&file).unwrap();
+    // A stale socket: bound by a listener that is gone.
+    let stale = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    drop(stale);
+    assert!(std::path::Path::new(&sock).exists());
+    let m = memif(&sock, Role::Server);
+    drop(m);
+    assert!(!std::path::Path::new(&sock).exists());
 }

@@ -7,6 +7,12 @@
 //! - `pong`: bounce every received frame back unchanged (like testpmd `io` forwarding).
 //! - `tx`: send frames of `--size` bytes as fast as the ring takes them, for `--secs`.
 //! - `rx`: count received frames; report the rate between the first and the last second.
+//! - `loopback`: both roles in this one thread forwarding circulating frames; CPU
+//!   nanoseconds per hop (the driver's cost, independent of the scheduler's share of a core;
+//!   compare with testpmd `io` forwarding between net_memif server and client in one
+//!   process).
+//! - `cacheline`: no memif; two threads on cores 0 and 1 bounce one cache line (the floor
+//!   any shared-memory ping-pong on this machine can reach).
 //!
 //! Output is `key=value` lines (machine-readable, used by scripts/bench-memif.sh and tests).
 
@@ -65,7 +71,7 @@ impl Default for Options {
 
 /// Usage text.
 pub const USAGE: &str = "usage: bypass memif-bench --role client|server --socket PATH \
-[--id N] [--mode ping|pong|tx|rx] [--size BYTES] [--count N] [--warmup N] [--secs S] \
+[--id N] [--mode ping|pong|tx|rx|loopback|cacheline] [--size BYTES] [--count N] [--warmup N] [--secs S] \
 [--core N] [--link-timeout S] [--ring LOG2]";
 
 /// Parse command-line arguments (after the subcommand).
@@ -146,8 +152,136 @@ fn check(d: &[u8], size: usize, seq: u64) -> bool {
         .all(|(i, &x)| x == (i as u8).wrapping_mul(7).wrapping_add(seq as u8))
 }
 
+/// The physical floor for a ping-pong: two threads pinned to cores 0 and 1 bouncing one
+/// cache line (no memif, no process boundary), `count` round trips in an hdrhistogram.
+pub fn cacheline(o: &Options) -> Result<String, String> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+    #[repr(align(128))]
+    struct Line(AtomicU64);
+    let line = Arc::new(Line(AtomicU64::new(0)));
+    let total = o.warmup + o.count;
+    let l2 = line.clone();
+    let echo = std::thread::spawn(move || {
+        pin(Some(1));
+        let mut want = 1u64;
+        while want < 2 * total {
+            if l2.0.load(Ordering::Acquire) == want {
+                l2.0.store(want + 1, Ordering::Release);
+                want += 2;
+            } else {
+                std::hint::spin_loop();
+            }
+        }
+    });
+    pin(Some(0));
+    let mut h = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3)
+        .map_err(|e| e.to_string())?;
+    for i in 0..total {
+        let t0 = Instant::now();
+        line.0.store(2 * i + 1, Ordering::Release);
+        while line.0.load(Ordering::Acquire) != 2 * i + 2 {
+            std::hint::spin_loop();
+        }
+        if i >= o.warmup {
+            let _ = h.record((t0.elapsed()).as_nanos() as u64);
+        }
+    }
+    let _ = echo.join();
+    let q = |p: f64| h.value_at_quantile(p) as f64 / 1000.0;
+    Ok(format!(
+        "rtt_us cacheline samples={} p50={:.3} p90={:.3} p99={:.3} p99.9={:.3} p99.99={:.3} max={:.3} jitter_p99-p50={:.3}\n",
+        h.len(),
+        q(0.5),
+        q(0.9),
+        q(0.99),
+        q(0.999),
+        q(0.9999),
+        h.max() as f64 / 1000.0,
+        q(0.99) - q(0.5)
+    ))
+}
+
+/// The driver's own cost, independent of how much of a core the scheduler grants: a client
+/// and a server port in this one thread forward 256 circulating frames back and forth
+/// (each side sends back out what it receives), timed in CPU time of this thread. Reports
+/// CPU nanoseconds per hop (a frame received on one side and sent back out of it).
+pub fn loopback(o: &Options) -> Result<String, String> {
+    let sock = std::env::temp_dir().join(format!("bpx-memif-loop-{}.sock", std::process::id()));
+    let mk = |role| {
+        let mut cfg = MemifConfig::new(&sock, role, o.id);
+        cfg.interfaces[0].log2_ring_size = o.log2_ring;
+        Memif::new(cfg).map_err(|e| e.to_string())
+    };
+    let server = mk(Role::Server)?;
+    let client = mk(Role::Client)?;
+    pin(o.core);
+    let _core = crate::mem::CoreSlot::claim_any().ok();
+    let mut c = client.port(o.id, 0).map_err(|e| e.to_string())?;
+    let mut s = server.port(o.id, 0).map_err(|e| e.to_string())?;
+    let end = Instant::now() + Duration::from_secs(10);
+    while !(c.link().is_up() && s.link().is_up()) {
+        if Instant::now() > end {
+            return Err("loopback link did not come up".into());
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // Prime the loop with 256 frames from the client, then forward whatever arrives on
+    // each side back out of the same side (testpmd `io` forwarding between a memif server
+    // and client in one process does the same work).
+    let mut v: Vec<PktBuf> = Vec::with_capacity(crate::pmd::MAX_BURST);
+    for _ in 0..256 {
+        let mut b = c
+            .alloc_tx()
+            .map_err(|_| "client pool exhausted".to_string())?;
+        let Ok(d) = b.append(o.size) else { break };
+        d[..14].copy_from_slice(&[2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x88, 0xb5]);
+        v.push(b);
+    }
+    while !v.is_empty() {
+        c.tx_burst(&mut v);
+    }
+    let mut hops = 0u64;
+    let mut warm = true;
+    let (mut t0, mut h0) = (thread_cpu(), 0u64);
+    let wall = Instant::now();
+    while hops - h0 < o.count || warm {
+        for p in [&mut s, &mut c] {
+            p.rx_burst(&mut v, 32);
+            hops += v.len() as u64;
+            while !v.is_empty() {
+                p.tx_burst(&mut v);
+            }
+        }
+        if warm && hops >= o.count / 10 {
+            warm = false;
+            t0 = thread_cpu();
+            h0 = hops;
+        }
+        if wall.elapsed() > Duration::from_secs(120) {
+            return Err("loopback stalled".into());
+        }
+    }
+    let cpu = thread_cpu() - t0;
+    let f = (hops - h0) as f64;
+    Ok(format!(
+        "loopback size={} hops={} cpu_ns_per_hop={:.1} mpps_per_cpu={:.2} \
+         (one hop = rx_burst on one side + tx_burst of the same frame back out of it)\n",
+        o.size,
+        hops - h0,
+        cpu / f * 1e9,
+        f / cpu / 1e6
+    ))
+}
+
 /// Run one benchmark; returns the report.
 pub fn run(o: &Options) -> Result<String, String> {
+    if o.mode == "cacheline" {
+        return cacheline(o);
+    }
+    if o.mode == "loopback" {
+        return loopback(o);
+    }
     let mut cfg = MemifConfig::new(&o.socket, o.role, o.id);
     let mut ic = InterfaceConfig::new(o.id);
     ic.log2_ring_size = o.log2_ring;
@@ -172,8 +306,9 @@ pub fn run(o: &Options) -> Result<String, String> {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "link=up peer={:?}",
-        memif.peer_name(o.id).unwrap_or_default()
+        "link=up peer={:?} pool_on_hugepages={}",
+        memif.peer_name(o.id).unwrap_or_default(),
+        memif.pool(o.id).is_some_and(|p| p.region().is_hugepage())
     );
     match o.mode.as_str() {
         "ping" => ping(&mut port, o, &mut out)?,
@@ -297,6 +432,7 @@ fn pong(port: &mut impl Port, o: &Options, out: &mut String) {
 fn tx(port: &mut impl Port, o: &Options, out: &mut String) {
     let mut v: Vec<PktBuf> = Vec::with_capacity(64);
     let start = Instant::now();
+    let cpu0 = thread_cpu();
     let mut sent = 0u64;
     let mut seq = 0u64;
     let mut iter = 0u64;
@@ -314,22 +450,37 @@ fn tx(port: &mut impl Port, o: &Options, out: &mut String) {
         }
     }
     let secs = start.elapsed().as_secs_f64();
+    let cpu = (thread_cpu() - cpu0).max(1e-9);
     let _ = writeln!(
         out,
-        "tx size={} frames={} secs={:.3} mpps={:.3}",
+        "tx size={} frames={} secs={:.3} mpps={:.3} cpu_share={:.3} mpps_per_cpu={:.3}",
         o.size,
         sent,
         secs,
-        sent as f64 / secs / 1e6
+        sent as f64 / secs / 1e6,
+        cpu / secs,
+        sent as f64 / cpu / 1e6
     );
+}
+
+/// CPU seconds this thread has run (so rates can be normalised to a whole core when the
+/// machine is shared: frames per CPU-second).
+fn thread_cpu() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
 }
 
 fn rx(port: &mut impl Port, o: &Options, out: &mut String) {
     let mut v: Vec<PktBuf> = Vec::with_capacity(crate::pmd::MAX_BURST);
     let mut n = 0u64;
     let mut first: Option<Instant> = None;
-    let mut mark: Option<(Instant, u64)> = None;
-    let mut end_mark = (Instant::now(), 0u64);
+    let mut mark: Option<(Instant, u64, f64)> = None;
+    let mut end_mark = (Instant::now(), 0u64, 0.0f64);
     let mut iter = 0u64;
     loop {
         let k = port.rx_burst(&mut v, crate::pmd::MAX_BURST);
@@ -347,10 +498,10 @@ fn rx(port: &mut impl Port, o: &Options, out: &mut String) {
                 let el = (now - f).as_secs_f64();
                 // Measure from 1 s after the first frame to 1 s before the end.
                 if mark.is_none() && el >= 1.0 {
-                    mark = Some((now, n));
+                    mark = Some((now, n, thread_cpu()));
                 }
                 if el <= o.secs - 1.0 {
-                    end_mark = (now, n);
+                    end_mark = (now, n, thread_cpu());
                 }
                 if el > o.secs {
                     break;
@@ -360,15 +511,19 @@ fn rx(port: &mut impl Port, o: &Options, out: &mut String) {
             }
         }
     }
-    let (t0, n0) = mark.unwrap_or((first.unwrap_or(end_mark.0), 0));
+    let (t0, n0, c0) = mark.unwrap_or((first.unwrap_or(end_mark.0), 0, end_mark.2));
     let secs = (end_mark.0 - t0).as_secs_f64().max(1e-9);
+    let cpu = (end_mark.2 - c0).max(1e-9);
+    let frames = end_mark.1.saturating_sub(n0) as f64;
     let _ = writeln!(
         out,
-        "rx size={} frames={} window_secs={:.3} mpps={:.3}",
+        "rx size={} frames={} window_secs={:.3} mpps={:.3} cpu_share={:.3} mpps_per_cpu={:.3}",
         o.size,
         n,
         secs,
-        end_mark.1.saturating_sub(n0) as f64 / secs / 1e6
+        frames / secs / 1e6,
+        cpu / secs,
+        frames / cpu / 1e6
     );
 }
 

@@ -136,6 +136,10 @@ pub enum ControlError {
     /// The peer closed the socket.
     #[error("peer closed the control socket")]
     Closed,
+    /// The handshake did not finish in time (a stuck or hostile peer would otherwise hold the
+    /// interface).
+    #[error("handshake not finished within {0:?}")]
+    Timeout(Duration),
     /// We could not build our side (memory, eventfd).
     #[error("local setup failed: {0}")]
     Setup(String),
@@ -225,8 +229,15 @@ impl State {
     }
 }
 
+/// Longest a handshake may take before the channel is dropped.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
 struct Chan {
     sock: OwnedFd,
+    /// When the channel was opened (for the handshake timeout).
+    since: Instant,
+    /// The handshake completed at some point.
+    was_up: bool,
     /// Index of the interface in `Shared::ifaces`, once known.
     iface: Option<usize>,
     state: State,
@@ -241,6 +252,8 @@ pub(super) struct Control {
     busy: Vec<bool>,
     /// Client: when to try connecting each interface next.
     next_try: Vec<Instant>,
+    /// Client: handshakes refused in a row (for back-off).
+    refusals: Vec<u32>,
 }
 
 impl Control {
@@ -252,6 +265,7 @@ impl Control {
             chans: Vec::new(),
             busy: vec![false; n],
             next_try: vec![Instant::now(); n],
+            refusals: vec![0; n],
         }
     }
 
@@ -311,6 +325,15 @@ impl Control {
                     self.service(i);
                 }
             }
+            let now = Instant::now();
+            for i in 0..self.chans.len() {
+                let c = &self.chans[i];
+                if !matches!(c.state, State::Connected | State::Dead)
+                    && now.duration_since(c.since) > HANDSHAKE_TIMEOUT
+                {
+                    self.fail(i, ControlError::Timeout(HANDSHAKE_TIMEOUT));
+                }
+            }
             self.reap();
         }
         // Shutting down: tell every peer, withdraw every connection.
@@ -340,6 +363,8 @@ impl Control {
                     self.busy[i] = true;
                     self.chans.push(Chan {
                         sock,
+                        since: now,
+                        was_up: false,
                         iface: Some(i),
                         state: State::AwaitHello,
                     });
@@ -369,6 +394,8 @@ impl Control {
                     if sys::send_msg(sock.as_fd(), &hello.encode(), None).is_ok() {
                         self.chans.push(Chan {
                             sock,
+                            since: Instant::now(),
+                            was_up: false,
                             iface: None,
                             state: State::AwaitInit,
                         });
@@ -432,15 +459,29 @@ impl Control {
         match c.iface {
             Some(n) => {
                 if was_up {
-                    tracing::info!(socket = %self.shared.cfg.socket.display(), id = self.shared.ifaces[n].cfg.id, reason = %e, "memif link down");
+                    tracing::info!(
+                        socket = %self.shared.cfg.socket.display(),
+                        id = self.shared.ifaces[n].cfg.id,
+                        reason = %e,
+                        "memif link down"
+                    );
                 } else {
-                    tracing::warn!(socket = %self.shared.cfg.socket.display(), id = self.shared.ifaces[n].cfg.id, error = %e, "memif connection refused");
+                    tracing::warn!(
+                        socket = %self.shared.cfg.socket.display(),
+                        id = self.shared.ifaces[n].cfg.id,
+                        error = %e,
+                        "memif connection refused"
+                    );
                 }
                 self.shared.ifaces[n].set_error(e);
             }
             None => {
                 self.shared.refused.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(socket = %self.shared.cfg.socket.display(), error = %e, "memif connection refused");
+                tracing::warn!(
+                    socket = %self.shared.cfg.socket.display(),
+                    error = %e,
+                    "memif connection refused"
+                );
             }
         }
     }
@@ -454,7 +495,11 @@ impl Control {
                 let c = self.chans.swap_remove(i);
                 if let Some(n) = c.iface {
                     self.busy[n] = false;
-                    self.next_try[n] = now + self.shared.cfg.reconnect_interval;
+                    // Reconnect quickly after a connection that worked (a restarted peer);
+                    // back off (up to 32x) while the peer keeps refusing the handshake.
+                    self.refusals[n] = if c.was_up { 0 } else { self.refusals[n] + 1 };
+                    let factor = 1u32 << self.refusals[n].saturating_sub(1).min(5);
+                    self.next_try[n] = now + self.shared.cfg.reconnect_interval * factor;
                     self.shared.ifaces[n].publish(None);
                 }
             } else {
@@ -604,7 +649,13 @@ impl Control {
                 let n = self.chans[i].iface.unwrap_or(0);
                 let name = Name::new(&self.iface(n).cfg.name);
                 self.iface(n).publish(Some(conn.clone()));
-                tracing::info!(socket = %self.shared.cfg.socket.display(), id = self.iface(n).cfg.id, peer = %conn.peer, queues = conn.queues.len(), "memif link up (server)");
+                tracing::info!(
+                    socket = %self.shared.cfg.socket.display(),
+                    id = self.iface(n).cfg.id,
+                    peer = %conn.peer,
+                    queues = conn.queues.len(),
+                    "memif link up (server)"
+                );
                 self.send(i, &Msg::Connected { if_name: name }, None)?;
                 State::Connected
             }
@@ -651,11 +702,20 @@ impl Control {
                 let n = self.chans[i].iface.unwrap_or(0);
                 let conn = client_conn(*setup, self.iface(n), if_name.to_string_lossy());
                 self.iface(n).publish(Some(conn.clone()));
-                tracing::info!(socket = %self.shared.cfg.socket.display(), id = self.iface(n).cfg.id, peer = %conn.peer, queues = conn.queues.len(), "memif link up (client)");
+                tracing::info!(
+                    socket = %self.shared.cfg.socket.display(),
+                    id = self.iface(n).cfg.id,
+                    peer = %conn.peer,
+                    queues = conn.queues.len(),
+                    "memif link up (client)"
+                );
                 State::Connected
             }
             (s, m) => return Err(unexpected(&m, &s)),
         };
+        if matches!(next, State::Connected) {
+            self.chans[i].was_up = true;
+        }
         self.chans[i].state = next;
         Ok(())
     }

@@ -10,41 +10,49 @@
 //!   thread, asleep in `poll(2)`, runs the handshake (HELLO, INIT, ADD_REGION, ADD_RING,
 //!   CONNECT, CONNECTED, DISCONNECT; region and interrupt fds by SCM_RIGHTS), notices a dead
 //!   peer (the socket hangs up) and reconnects: a client retries every
-//!   [`MemifConfig::reconnect_interval`]; a server accepts again. The data path never makes a
+//!   [`MemifConfig::reconnect_interval`] (backing off up to 32x while the server keeps
+//!   refusing the handshake); a server accepts again. A handshake that does not finish in
+//!   5 s is dropped, so a stuck peer cannot hold an interface. The data path never makes a
 //!   system call for the control channel. (A thread rather than a `poll_control()` the
 //!   application must call: DPDK does the same with its interrupt thread, a handshake or a
 //!   reconnect never waits for a busy poll loop, and queue ports owned by different cores
 //!   need no shared owner of the socket.)
-//! - [`Memif::port`] gives one [`MemifPort`] per queue pair; each is a [`Port`](crate::pmd::Port) to be owned by
-//!   one thread. A port polls its rings (no syscall, no lock, no allocation per packet); it
-//!   picks up a new or lost connection by one relaxed-cost atomic load per burst, and reports
-//!   it through [`Port::link`](crate::pmd::Port::link).
+//! - [`Memif::port`] gives one [`MemifPort`] per queue pair; each is a
+//!   [`Port`](crate::pmd::Port) to be owned by one thread. A port polls its rings (no
+//!   syscall, no lock, no allocation per packet); it picks up a new or lost connection by one
+//!   atomic load per burst (Acquire: a plain load on x86), and reports it through
+//!   [`Port::link`](crate::pmd::Port::link).
 //! - Client: owns the memory. Its buffer pool ([`Pool`], hugepages preferred) is memif region
 //!   1, the rings are region 0. Received frames are [`PktBuf`]s over the shared region (zero
-//!   copy); buffers from [`Port::alloc_tx`](crate::pmd::Port::alloc_tx) are sent without a copy (a foreign buffer is
-//!   copied once). Server: maps the client's regions and copies frames in and out of its own
-//!   pool, as DPDK's server does.
+//!   copy); buffers from [`Port::alloc_tx`](crate::pmd::Port::alloc_tx) are sent without a
+//!   copy (a foreign buffer is copied once). Server: maps the client's regions and copies
+//!   frames in and out of its own pool, as DPDK's server does.
 //! - Nothing the peer sends can crash us or make us touch memory outside its regions:
 //!   control messages are validated and a violation is refused with a [`ControlError`] (sent
 //!   to the peer in a DISCONNECT, logged, readable from [`Memif::last_error`]); every
 //!   descriptor is validated on the data path (region index, offset + length inside the
 //!   region, ring indices within what was posted) and bad ones are counted in
-//!   [`PortStats::rx_errors`](crate::pmd::PortStats::rx_errors). A peer that writes garbage into shared buffers can corrupt the
-//!   frames it shares with us, nothing else. One hazard is outside what validation can catch:
+//!   [`PortStats::rx_errors`](crate::pmd::PortStats::rx_errors). A peer that writes garbage
+//!   into shared buffers can corrupt the frames it shares with us, nothing else. One hazard
+//!   is outside what validation can catch:
 //!   a peer that truncates a region file after we mapped it makes our next access to it
 //!   fault. DPDK seals its regions against shrinking (`F_SEAL_SHRINK`); the server logs a
 //!   warning when a region arrives unsealed.
-//! - Frames larger than one buffer: the server transmits and receives them as descriptor
-//!   chains (`MEMIF_DESC_FLAG_NEXT`); the client receives single-buffer frames only (chains
-//!   are dropped and counted as `rx_errors`) and sends frames of at most one buffer
-//!   ([`InterfaceConfig::buffer_size`], 2048 by default).
+//! - Frames larger than one buffer ([`InterfaceConfig::buffer_size`], 2048 by default): the
+//!   server transmits them as descriptor chains (`MEMIF_DESC_FLAG_NEXT`) and receives chains
+//!   of up to `buffer_size + 128` bytes; the client sends its own buffers as chains when
+//!   their data spills into the slot's headroom, refuses (leaves in the `Vec`) a foreign
+//!   buffer longer than one buffer, and gathers a received chain (DPDK sends one descriptor
+//!   per mbuf segment) into its first buffer, for frames of up to one buffer; a longer
+//!   chain is dropped and counted in `rx_errors`.
 //!
 //! ```no_run
 //! use bypass::pmd::memif::{Memif, MemifConfig, Role};
 //! use bypass::pmd::Port;
 //!
-//! // Talk to e.g. `dpdk-testpmd --vdev=net_memif0,role=server,socket=/run/app.sock,socket-abstract=no`.
-//! let memif = Memif::new(MemifConfig::new("/run/app.sock", Role::Client, 0))?;
+//! // Talk to e.g. dpdk-testpmd --vdev=net_memif0,role=server,socket=/run/app.sock
+//! // (DPDK's default abstract-namespace socket; a filesystem path needs socket-abstract=no).
+//! let memif = Memif::new(MemifConfig::new("@/run/app.sock", Role::Client, 0))?;
 //! let mut port = memif.port(0, 0)?;
 //! let mut frames = Vec::with_capacity(bypass::pmd::MAX_BURST);
 //! for _ in 0..1_000_000 {
@@ -56,8 +64,9 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
-//! Sockets are paths in the filesystem; DPDK 22.11 defaults to the abstract namespace, so
-//! give it `socket-abstract=no`.
+//! A socket is a path in the filesystem, or, written `@name`, a name in Linux's abstract
+//! namespace: DPDK 22.11 uses the abstract namespace by default, so `socket=/run/x.sock`
+//! there is `@/run/x.sock` here (or give DPDK `socket-abstract=no` and use the path).
 #![allow(unsafe_code)]
 
 pub mod bench;
@@ -139,7 +148,7 @@ impl InterfaceConfig {
 /// A control socket and its interfaces.
 #[derive(Debug, Clone)]
 pub struct MemifConfig {
-    /// Path of the UNIX socket.
+    /// Path of the UNIX socket; `@name` for a name in the abstract namespace (DPDK's default).
     pub socket: PathBuf,
     /// Our role.
     pub role: Role,
@@ -326,33 +335,20 @@ impl Memif {
     /// Open the control socket (listen or start connecting) and start the control thread.
     pub fn new(cfg: MemifConfig) -> Result<Memif, MemifError> {
         validate(&cfg)?;
-        let listener = match cfg.role {
-            Role::Server => {
-                Some(
-                    sys::listen(&cfg.socket).map_err(|source| MemifError::Socket {
-                        path: cfg.socket.clone(),
-                        source,
-                    })?,
-                )
-            }
-            Role::Client => None,
-        };
         let mut ifaces = Vec::with_capacity(cfg.interfaces.len());
         for ic in &cfg.interfaces {
             let ring = 1u32 << ic.log2_ring_size;
             let slots = ic.queue_pairs as u32 * 2 * ring + ic.extra_buffers;
+            // A server also takes frames a client sends from the headroom of its buffers
+            // (chains up to buffer_size + 128 bytes), so its local slots have that much more.
+            let (kind, extra) = match cfg.role {
+                Role::Client => ("shm", 0),
+                Role::Server => ("local", 128),
+            };
             let mut pc = PoolConfig::new(
-                &format!(
-                    "memif{}-{}",
-                    ic.id,
-                    if cfg.role == Role::Client {
-                        "shm"
-                    } else {
-                        "local"
-                    }
-                ),
+                &format!("memif{}-{kind}", ic.id),
                 slots,
-                ic.buffer_size + 128,
+                ic.buffer_size + 128 + extra,
             );
             pc.headroom = 128;
             pc.hugepages = ic.hugepages;
@@ -378,6 +374,18 @@ impl Memif {
             path: cfg.socket.clone(),
             source,
         })?;
+        // Listen last, so a failure above leaves no socket file behind.
+        let listener = match cfg.role {
+            Role::Server => {
+                Some(
+                    sys::listen(&cfg.socket).map_err(|source| MemifError::Socket {
+                        path: cfg.socket.clone(),
+                        source,
+                    })?,
+                )
+            }
+            Role::Client => None,
+        };
         let shared = Arc::new(Shared {
             cfg,
             ifaces,
@@ -389,7 +397,12 @@ impl Memif {
         let thread = std::thread::Builder::new()
             .name("memif-ctl".into())
             .spawn(move || ctl.run())
-            .map_err(MemifError::Thread)?;
+            .map_err(|e| {
+                if shared.cfg.role == Role::Server && !sys::is_abstract(&shared.cfg.socket) {
+                    let _ = std::fs::remove_file(&shared.cfg.socket);
+                }
+                MemifError::Thread(e)
+            })?;
         Ok(Memif {
             shared,
             thread: Some(thread),
@@ -504,7 +517,7 @@ impl Drop for Memif {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
-        if self.shared.cfg.role == Role::Server {
+        if self.shared.cfg.role == Role::Server && !sys::is_abstract(&self.shared.cfg.socket) {
             let _ = std::fs::remove_file(&self.shared.cfg.socket);
         }
     }

@@ -10,6 +10,8 @@ use crate::pmd::{Link, Port, PortInfo, PortStats, MAX_BURST};
 
 /// Region index of the client's buffer pool (region 0 holds the rings).
 const BUFFER_REGION: u16 = 1;
+/// Marks a transmit ring entry that continues a chain (its slot is owned by the first entry).
+const NO_SLOT: u32 = u32::MAX;
 
 /// One queue pair of a memif interface. Owned by one thread; see the module docs.
 pub struct MemifPort {
@@ -42,8 +44,6 @@ struct Active {
     /// Server rx: descriptors consumed up to `rx_tail`.
     rx_head: u16,
     rx_tail: u16,
-    /// Client rx: the previous descriptor had NEXT; the current one continues a chain.
-    rx_in_chain: bool,
     client: bool,
     pool: Pool,
 }
@@ -57,12 +57,13 @@ impl Drop for Active {
         // replaced) and its rings are no longer ours to read.
         let mut i = self.tx_tail;
         while i != self.tx_head {
-            // SAFETY: the slot was given up with into_raw when posted at ring index i and not
-            // re-owned since (tx_tail..tx_head are exactly the unreclaimed ones).
-            drop(unsafe {
-                self.pool
-                    .from_raw(self.tx_slots[(i & self.tx.mask()) as usize], 0, 0)
-            });
+            let slot = self.tx_slots[(i & self.tx.mask()) as usize];
+            if slot != NO_SLOT {
+                // SAFETY: the slot was given up with into_raw when posted at ring index i
+                // and not re-owned since (tx_tail..tx_head are exactly the unreclaimed ones;
+                // chain continuations are NO_SLOT).
+                drop(unsafe { self.pool.from_raw(slot, 0, 0) });
+            }
             i = i.wrapping_add(1);
         }
         let mut i = self.rx_tail;
@@ -153,7 +154,6 @@ impl MemifPort {
             tx_tail,
             rx_head: 0,
             rx_tail,
-            rx_in_chain: false,
             client,
             pool: self.pool.clone(),
             conn,
@@ -213,22 +213,45 @@ impl MemifPort {
         } else {
             while n < max && a.rx_tail != tail {
                 let idx = a.rx_tail;
-                a.rx_tail = idx.wrapping_add(1);
                 let d = ring.read_desc(idx);
-                let slot = a.rx_slots[(idx & mask) as usize];
-                let chained = a.rx_in_chain || d.flags & DESC_FLAG_NEXT != 0;
-                a.rx_in_chain = d.flags & DESC_FLAG_NEXT != 0;
-                if chained || d.length > self.cap {
+                // A chain (the server split the frame over several of our buffers): take it
+                // only once it is complete, and gather it into its first buffer.
+                let mut end = idx.wrapping_add(1);
+                let mut last = d;
+                while last.flags & DESC_FLAG_NEXT != 0 {
+                    if end == tail {
+                        break;
+                    }
+                    last = ring.read_desc(end);
+                    end = end.wrapping_add(1);
+                }
+                if last.flags & DESC_FLAG_NEXT != 0 {
+                    break; // the rest of the chain is not published yet
+                }
+                a.rx_tail = end;
+                let take = |i: u16| {
+                    let slot = a.rx_slots[(i & mask) as usize];
+                    let len = ring.read_desc(i).length;
+                    // SAFETY: the slot was posted at ring index i by into_raw and the peer
+                    // has returned it (i is below its tail); nothing else owns it. The length
+                    // is clamped to the posted capacity: headroom + len <= slot size.
+                    let b = unsafe { a.pool.from_raw(slot, self.headroom, len.min(self.cap)) };
+                    (b, len <= self.cap)
+                };
+                let (mut b, mut ok) = take(idx);
+                let mut i = idx.wrapping_add(1);
+                while i != end {
+                    let (seg, seg_ok) = take(i);
+                    ok = ok && seg_ok && b.extend_from_slice(seg.data()).is_ok();
+                    i = i.wrapping_add(1);
+                }
+                if !ok {
+                    // A length beyond the posted buffer, or a chain longer than one buffer.
                     self.stats.rx_errors += 1;
-                    // SAFETY: slot was posted at idx by into_raw and is now returned by the
-                    // peer; nothing else owns it.
-                    drop(unsafe { a.pool.from_raw(slot, 0, 0) });
                     continue;
                 }
-                // SAFETY: as above; headroom + length <= headroom + cap = slot size.
-                let mut b = unsafe { a.pool.from_raw(slot, self.headroom, d.length) };
                 b.meta.queue = self.queue;
-                self.stats.rx_bytes += d.length as u64;
+                self.stats.rx_bytes += b.len() as u64;
                 out.push(b);
                 n += 1;
             }
@@ -252,24 +275,46 @@ impl MemifPort {
         } else {
             while a.tx_tail != tail {
                 let slot = a.tx_slots[(a.tx_tail & mask) as usize];
-                // SAFETY: posted at this index by into_raw; the peer has returned it.
-                drop(unsafe { a.pool.from_raw(slot, 0, 0) });
+                if slot != NO_SLOT {
+                    // SAFETY: posted at this index by into_raw; the peer has returned it.
+                    drop(unsafe { a.pool.from_raw(slot, 0, 0) });
+                }
                 a.tx_tail = a.tx_tail.wrapping_add(1);
             }
         }
-        let free = ring.size() - a.tx_head.wrapping_sub(a.tx_tail);
-        let want = pkts.len().min(free as usize);
+        let mut free = ring.size() - a.tx_head.wrapping_sub(a.tx_tail);
         let mut n = 0;
         let mut bytes = 0u64;
-        while n < want {
+        while n < pkts.len() && free > 0 {
             let p = &pkts[n];
             let len = p.len() as u32;
-            let (slot, offset) = if owns(&a.pool, p) {
-                (
-                    p.slot(),
-                    (a.pool.slot_offset(p.slot()) + p.data_offset()) as u32,
-                )
+            if owns(&a.pool, p) {
+                // Zero copy. A frame longer than one buffer (data reaching into the slot's
+                // headroom or tailroom) goes out as a chain of descriptors over the same slot.
+                let ndesc = len.div_ceil(self.cap).max(1);
+                if ndesc > free as u32 {
+                    break;
+                }
+                let base = (a.pool.slot_offset(p.slot()) + p.data_offset()) as u32;
+                for k in 0..ndesc {
+                    let seg = (len - k * self.cap).min(self.cap);
+                    ring.write_desc(
+                        a.tx_head,
+                        Desc {
+                            flags: if k + 1 < ndesc { DESC_FLAG_NEXT } else { 0 },
+                            region: BUFFER_REGION,
+                            length: seg,
+                            offset: base + k * self.cap,
+                            metadata: 0,
+                        },
+                    );
+                    a.tx_slots[(a.tx_head & mask) as usize] =
+                        if k == 0 { p.slot() } else { NO_SLOT };
+                    a.tx_head = a.tx_head.wrapping_add(1);
+                }
+                free -= ndesc as u16;
             } else {
+                // A foreign buffer is copied once into one of ours (frames up to one buffer).
                 if len > self.cap {
                     break;
                 }
@@ -278,20 +323,20 @@ impl MemifPort {
                     break;
                 }
                 let (slot, off, _) = c.into_raw();
-                (slot, (a.pool.slot_offset(slot) + off as usize) as u32)
-            };
-            ring.write_desc(
-                a.tx_head,
-                Desc {
-                    flags: 0,
-                    region: BUFFER_REGION,
-                    length: len,
-                    offset,
-                    metadata: 0,
-                },
-            );
-            a.tx_slots[(a.tx_head & mask) as usize] = slot;
-            a.tx_head = a.tx_head.wrapping_add(1);
+                ring.write_desc(
+                    a.tx_head,
+                    Desc {
+                        flags: 0,
+                        region: BUFFER_REGION,
+                        length: len,
+                        offset: (a.pool.slot_offset(slot) + off as usize) as u32,
+                        metadata: 0,
+                    },
+                );
+                a.tx_slots[(a.tx_head & mask) as usize] = slot;
+                a.tx_head = a.tx_head.wrapping_add(1);
+                free -= 1;
+            }
             bytes += len as u64;
             n += 1;
         }

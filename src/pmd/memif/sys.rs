@@ -18,6 +18,9 @@ fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
     }
 }
 
+/// The socket address for `path`. A path starting with `@` names a socket in Linux's
+/// abstract namespace (DPDK 22.11's default, `socket-abstract=yes`): `@/run/x.sock` is the
+/// abstract name `"\0/run/x.sock"`, with the address length ending at the name as DPDK does.
 fn sockaddr(path: &Path) -> io::Result<(libc::sockaddr_un, libc::socklen_t)> {
     // SAFETY: sockaddr_un is plain old data; all-zero is a valid value.
     let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
@@ -32,10 +35,20 @@ fn sockaddr(path: &Path) -> io::Result<(libc::sockaddr_un, libc::socklen_t)> {
     for (d, s) in addr.sun_path.iter_mut().zip(bytes) {
         *d = *s as libc::c_char;
     }
+    if is_abstract(path) {
+        addr.sun_path[0] = 0;
+        let len = std::mem::offset_of!(libc::sockaddr_un, sun_path) + bytes.len();
+        return Ok((addr, len as libc::socklen_t));
+    }
     Ok((
         addr,
         std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t,
     ))
+}
+
+/// True when `path` names an abstract-namespace socket (`@name`): no file in the filesystem.
+pub fn is_abstract(path: &Path) -> bool {
+    path.as_os_str().as_encoded_bytes().first() == Some(&b'@')
 }
 
 fn seqpacket() -> io::Result<OwnedFd> {
@@ -51,13 +64,26 @@ fn seqpacket() -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-/// A listening seqpacket socket bound at `path` (non-blocking). A stale socket file left by a
-/// dead process is removed first.
+/// A listening seqpacket socket bound at `path` (non-blocking). A stale socket left by a dead
+/// process is removed first; anything else at `path` (a live listener, a file that is not a
+/// socket) is an error.
 pub fn listen(path: &Path) -> io::Result<OwnedFd> {
     let fd = seqpacket()?;
     let (addr, len) = sockaddr(path)?;
-    if path.exists() {
-        // A live listener answers connect(); a stale file refuses it. Only remove stale ones.
+    let file = if is_abstract(path) {
+        None
+    } else {
+        std::fs::symlink_metadata(path).ok()
+    };
+    if let Some(meta) = file {
+        use std::os::unix::fs::FileTypeExt;
+        if !meta.file_type().is_socket() {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                "path exists and is not a socket",
+            ));
+        }
+        // A live listener answers connect(); a stale socket refuses it. Only remove stale ones.
         if connect(path).is_ok() {
             return Err(io::Error::new(
                 io::ErrorKind::AddrInUse,
