@@ -12,6 +12,7 @@
 //! A transport plugs in by implementing [`transport::Transport`] (a listener/connection
 //! factory) and [`transport::MsgConn`] (whole-message send and receive), and by being listed
 //! in [`transports`]; the drivers, the peer, the tables and the JSON are shared.
+pub mod bypass;
 pub mod kernel;
 pub mod modes;
 pub mod peer;
@@ -33,9 +34,14 @@ pub type MakeTransport = fn() -> Result<Box<dyn Transport>, String>;
 
 /// Every transport `bypass bench` knows, by name, in table order. Add a transport here.
 pub const TRANSPORTS: &[(&str, MakeTransport)] = &[
+    ("bypass-memif", make_bypass_memif),
     ("kernel-udp", make_kernel_udp),
     ("kernel-tcp", make_kernel_tcp),
 ];
+
+fn make_bypass_memif() -> Result<Box<dyn Transport>, String> {
+    Ok(Box::new(bypass::BypassMemif::new()))
+}
 
 fn make_kernel_udp() -> Result<Box<dyn Transport>, String> {
     Ok(Box::new(kernel::KernelUdp))
@@ -74,7 +80,7 @@ bypass bench [pingpong|stream|rpc|all]... [options]
   --conns N           stream: also run with N connections (default 4; 1 always runs)
   --rates LIST        rpc: offered requests/s (default 10k,50k,100k,200k)
   --rpc-size N        rpc: request and response size (default 64, at least 8)
-  --transports LIST   only these transports (default all: kernel-udp,kernel-tcp)
+  --transports LIST   only these transports (default all: bypass-memif,kernel-udp,kernel-tcp)
   --variants LIST     only these ways of waiting (blocking,busy-poll)
   --timeout T         the longest the client waits for an answer (default 5s)
   --peer ADDR         use a peer already running at ADDR (`bypass bench-peer --listen ADDR`)

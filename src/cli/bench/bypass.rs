@@ -1,0 +1,263 @@
+//! The bypass transport in `bypass bench`: one stack per connection over memif (the embedded
+//! default), each run by the thread that uses the connection (run-to-completion).
+//!
+//! The benchmark moves a connection to its worker thread after `connect`/`accept`, but a
+//! bypass [`Stack`] lives on the thread that polls it (it is `!Send`). So a [`BypassConn`]
+//! starts as a plain description (socket path, role, addresses) and builds its stack, memif
+//! interface and transport connection on the first call, on the worker thread, keeping them
+//! in a thread-local table. A connection used from another thread after that fails with an
+//! error; nothing is shared between threads.
+//!
+//! Addresses: a listener's address is `memif:PATH`; connection `i` of a listener uses the
+//! memif socket `PATH-i.sock` (the peer serves it, the client connects), so the i-th
+//! `connect` to an address meets the i-th `accept`. Each connection is its own memif link
+//! between the two processes, with jumbo frames (IP MTU 9000).
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use bypass::pmd::memif::Role;
+use bypass::socket::{Backend, Error, Socket, Stack, DEFAULT_UDP_PORT};
+use bytes::Bytes;
+
+use super::transport::{ConnError, ConnOpts, Listener, MsgConn, Transport, Wait};
+
+const SERVER_IP: Ipv4Addr = Ipv4Addr::new(10, 200, 0, 1);
+const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(10, 200, 0, 2);
+const SERVER_MAC: [u8; 6] = [0x02, 0xb9, 0x70, 0xbe, 0x00, 0x01];
+const CLIENT_MAC: [u8; 6] = [0x02, 0xb9, 0x70, 0xbe, 0x00, 0x02];
+/// Largest message the bench sends over bypass.
+const MAX_MSG: usize = 1 << 30;
+
+static NEXT_KEY: AtomicU64 = AtomicU64::new(1);
+static NEXT_LISTENER: AtomicU64 = AtomicU64::new(0);
+
+struct Live {
+    key: u64,
+    // Field order: the socket goes before its stack.
+    sock: Socket,
+    _stack: Stack,
+}
+
+thread_local! {
+    static LIVE: RefCell<Vec<Live>> = const { RefCell::new(Vec::new()) };
+}
+
+/// `bypass bench`'s bypass-over-memif transport.
+pub struct BypassMemif {
+    connects: Mutex<HashMap<String, u32>>,
+}
+
+impl BypassMemif {
+    /// The transport (nothing is opened until a connection is used).
+    pub fn new() -> BypassMemif {
+        BypassMemif {
+            connects: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl Transport for BypassMemif {
+    fn name(&self) -> &'static str {
+        "bypass-memif"
+    }
+
+    fn variants(&self) -> &'static [Wait] {
+        // The stack busy-polls; there is no blocking variant.
+        &[Wait::Busy]
+    }
+
+    fn max_msg(&self) -> usize {
+        MAX_MSG
+    }
+
+    fn listen(&self, _host: &str, opts: &ConnOpts) -> Result<Box<dyn Listener>, ConnError> {
+        let n = NEXT_LISTENER.fetch_add(1, Ordering::Relaxed);
+        let base = std::env::temp_dir().join(format!("bypass-bench-{}-{n}", std::process::id()));
+        Ok(Box::new(BypassListener {
+            base,
+            next: 0,
+            opts: *opts,
+        }))
+    }
+
+    fn connect(&self, addr: &str, opts: &ConnOpts) -> Result<Box<dyn MsgConn>, ConnError> {
+        let base = addr
+            .strip_prefix("memif:")
+            .ok_or_else(|| ConnError::Address(addr.to_owned()))?;
+        let i = {
+            let mut c = self.connects.lock().unwrap_or_else(|e| e.into_inner());
+            let e = c.entry(addr.to_owned()).or_insert(0);
+            *e += 1;
+            *e - 1
+        };
+        Ok(Box::new(BypassConn::new(
+            socket_path(&PathBuf::from(base), i),
+            Role::Client,
+            opts,
+        )))
+    }
+}
+
+fn socket_path(base: &std::path::Path, i: u32) -> PathBuf {
+    let mut s = base.as_os_str().to_owned();
+    s.push(format!("-{i}.sock"));
+    PathBuf::from(s)
+}
+
+struct BypassListener {
+    base: PathBuf,
+    next: u32,
+    opts: ConnOpts,
+}
+
+impl Listener for BypassListener {
+    fn addr(&self) -> String {
+        format!("memif:{}", self.base.display())
+    }
+
+    fn accept(&mut self, _timeout: Duration) -> Result<Box<dyn MsgConn>, ConnError> {
+        // The stack is built by the thread that will use the connection (see module docs).
+        let path = socket_path(&self.base, self.next);
+        self.next += 1;
+        Ok(Box::new(BypassConn::new(path, Role::Server, &self.opts)))
+    }
+}
+
+/// One bypass connection: a description until first used, then a live stack on the using
+/// thread.
+pub struct BypassConn {
+    key: u64,
+    path: PathBuf,
+    role: Role,
+    opts: ConnOpts,
+    started: bool,
+    last: Bytes,
+}
+
+impl BypassConn {
+    fn new(path: PathBuf, role: Role, opts: &ConnOpts) -> BypassConn {
+        BypassConn {
+            key: NEXT_KEY.fetch_add(1, Ordering::Relaxed),
+            path,
+            role,
+            opts: *opts,
+            started: false,
+            last: Bytes::new(),
+        }
+    }
+
+    fn start(&mut self) -> Result<(), ConnError> {
+        let backend = Backend::Memif {
+            socket: self.path.clone(),
+            role: self.role,
+            id: 0,
+        };
+        let setup = self.opts.io_timeout.max(Duration::from_secs(10));
+        let (ip, mac, peer_ip, peer_mac) = match self.role {
+            Role::Server => (SERVER_IP, SERVER_MAC, CLIENT_IP, CLIENT_MAC),
+            Role::Client => (CLIENT_IP, CLIENT_MAC, SERVER_IP, SERVER_MAC),
+        };
+        let stack = Stack::builder(backend, ip)
+            .mac(mac)
+            .static_arp(peer_ip, peer_mac)
+            .max_message(MAX_MSG as u64)
+            .link_timeout(setup)
+            .build()
+            .map_err(to_conn_error)?;
+        let sock = match self.role {
+            Role::Server => stack.listen().accept(setup),
+            Role::Client => stack.connect(SocketAddrV4::new(SERVER_IP, DEFAULT_UDP_PORT), setup),
+        }
+        .map_err(to_conn_error)?;
+        sock.set_timeout(Some(self.opts.io_timeout));
+        LIVE.with(|l| {
+            l.borrow_mut().push(Live {
+                key: self.key,
+                sock,
+                _stack: stack,
+            })
+        });
+        self.started = true;
+        Ok(())
+    }
+
+    fn with<R>(&mut self, f: impl FnOnce(&Socket) -> Result<R, ConnError>) -> Result<R, ConnError> {
+        if !self.started {
+            self.start()?;
+        }
+        let key = self.key;
+        LIVE.with(|l| {
+            let l = l.borrow();
+            match l.iter().find(|c| c.key == key) {
+                Some(c) => f(&c.sock),
+                None => Err(ConnError::Protocol(
+                    "bypass connection used from a thread other than the one that started it",
+                )),
+            }
+        })
+    }
+}
+
+fn to_conn_error(e: Error) -> ConnError {
+    match e {
+        Error::TimedOut { .. } => ConnError::TimedOut,
+        Error::Closed | Error::ConnectionReset(_) => ConnError::Closed,
+        Error::MessageTooLarge { len, max } => ConnError::TooLarge {
+            len: len as usize,
+            max: max as usize,
+        },
+        other => ConnError::Io(std::io::Error::other(other.to_string())),
+    }
+}
+
+impl MsgConn for BypassConn {
+    fn send_msg(&mut self, msg: &Bytes) -> Result<(), ConnError> {
+        // A reference-count increment: the payload is written once, into packet buffers.
+        self.with(|s| s.send_bytes(msg.clone()).map(|_| ()).map_err(to_conn_error))
+    }
+
+    fn recv_msg(&mut self) -> Result<&[u8], ConnError> {
+        let timeout = self.opts.recv_timeout;
+        let b = self.with(|s| {
+            s.set_timeout(Some(timeout));
+            s.recv().map_err(to_conn_error)
+        })?;
+        self.last = b;
+        Ok(&self.last)
+    }
+
+    fn recv_msg_before(&mut self, deadline: Instant) -> Result<Option<&[u8]>, ConnError> {
+        loop {
+            if let Some(b) = self.with(|s| s.try_recv().map_err(to_conn_error))? {
+                self.last = b;
+                return Ok(Some(&self.last));
+            }
+            if Instant::now() >= deadline {
+                return Ok(None);
+            }
+        }
+    }
+}
+
+impl Drop for BypassConn {
+    fn drop(&mut self) {
+        let key = self.key;
+        // Only the thread that started it can reach it; elsewhere this finds nothing.
+        let _ = LIVE.try_with(|l| {
+            let mut l = l.borrow_mut();
+            if let Some(i) = l.iter().position(|c| c.key == key) {
+                let c = l.swap_remove(i);
+                let _ = c.sock.close();
+            }
+        });
+        if self.role == Role::Server {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
