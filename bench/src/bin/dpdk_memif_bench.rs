@@ -181,7 +181,10 @@ fn echo(port: &mut impl Port, secs: u64) {
     let mut q = Vec::with_capacity(MAX_BURST);
     let start = Instant::now();
     let mut n = 0u64;
-    while start.elapsed() < Duration::from_secs(secs) {
+    let mut spins = 0u32;
+    // The clock is read once per 4096 polls: a loop that echoes must not pay for it per frame.
+    while spins & 4095 != 0 || start.elapsed() < Duration::from_secs(secs) {
+        spins = spins.wrapping_add(1);
         port.rx_burst(&mut q, MAX_BURST);
         if !q.is_empty() {
             n += port.tx_burst(&mut q) as u64;
