@@ -86,6 +86,16 @@ fn cross_child() {
             }
         }
         println!("dpdk-server: {FRAMES} frames echoed intact");
+        // Tell the client it may close (it would take frames still in the ring with it).
+        let mut done = vec![port.alloc_tx().expect("alloc")];
+        done[0].extend_from_slice(&done_frame()).unwrap();
+        while !done.is_empty() {
+            assert!(
+                Instant::now() < deadline,
+                "dpdk-server: could not send done"
+            );
+            port.tx_burst(&mut done);
+        }
         println!("dpdk-server: {:?} copies {}", port.stats(), port.copies());
         std::thread::sleep(Duration::from_millis(300));
         drop(ports);
@@ -101,14 +111,23 @@ fn cross_child() {
         );
         let mut port = memif.port(0, 0).expect("port");
         let mut echoed = 0u32;
-        while echoed < FRAMES {
+        'run: loop {
             assert!(
                 Instant::now() < deadline,
                 "rust-client: timed out at {echoed}"
             );
             port.rx_burst(&mut rx, MAX_BURST);
+            if let Some(i) = rx.iter().position(|b| is_done(b)) {
+                assert_eq!(i, rx.len() - 1, "done comes last");
+                rx.pop();
+                while !rx.is_empty() {
+                    echoed += port.tx_burst(&mut rx) as u32;
+                }
+                break 'run;
+            }
             echoed += port.tx_burst(&mut rx) as u32;
         }
+        assert_eq!(echoed, FRAMES);
         println!("rust-client: echoed {echoed}; {:?}", port.stats());
     }
 }

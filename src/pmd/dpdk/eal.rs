@@ -153,7 +153,14 @@ pub enum EalError {
 static STARTED: AtomicBool = AtomicBool::new(false);
 
 /// Proof that the EAL is running in this process. Cheap to clone; pools and devices hold a
-/// clone, and `rte_eal_cleanup` runs when the last one drops.
+/// clone.
+///
+/// The EAL stays up until the process exits: dropping the last token does not call
+/// `rte_eal_cleanup`. In DPDK 22.11 that call releases DPDK's memory while the EAL's interrupt
+/// thread keeps running, and a device closed just before (net_memif with a connected peer)
+/// leaves an interrupt source for that thread to unregister: we saw `eal-intr-thread` fault in
+/// `rte_intr_fd_get` at exit that way. The EAL cannot be started again in the process anyway,
+/// and with `--in-memory` / `--no-shconf` it leaves no files behind.
 #[derive(Clone, Debug)]
 pub struct Eal {
     _inner: Arc<EalInner>,
@@ -161,17 +168,6 @@ pub struct Eal {
 
 #[derive(Debug)]
 struct EalInner;
-
-impl Drop for EalInner {
-    fn drop(&mut self) {
-        // SAFETY: every object that used the EAL (pools, devices) holds an Eal clone, so
-        // none is left when the last one drops.
-        let r = unsafe { sys::rte_eal_cleanup() };
-        if r < 0 {
-            tracing::warn!(errno = -r, "rte_eal_cleanup failed");
-        }
-    }
-}
 
 impl Eal {
     /// Start the EAL. Only the first call in a process can succeed; later calls return
