@@ -4,7 +4,7 @@
 //! slot free.
 //!
 //! Disabled until branch `memif` (pmd::memif) is merged: remove `any()` from the `cfg` below.
-//! Verified locally against `memif` at efc26b1 merged into a scratch tree.
+//! Verified locally (3 runs pass) against `memif` at c3d8107 merged into a scratch tree.
 #![cfg(all(feature = "dpdk", any()))]
 
 mod dpdk_common;
