@@ -16,7 +16,10 @@ command -v dpdk-testpmd >/dev/null || { echo "dpdk-testpmd not installed (apt-ge
 tmp=$PWD/target/dpdk-bench-logs
 rm -rf "$tmp"; mkdir -p "$tmp"
 SOCK=$tmp/memif.sock
-cleanup() { for p in $(jobs -p); do kill "$p" 2>/dev/null || true; done; rm -f "$SOCK"; }
+cleanup() {
+  for p in $(jobs -p); do kill "$p" 2>/dev/null || true; done
+  rm -f "$SOCK"; rm -rf /var/run/dpdk/bypass-tp-*-$$
+}
 trap cleanup EXIT
 
 # tp NAME ROLE FWD_CPU MODE: testpmd on net_memif in the background, output in $tmp/NAME, pid
