@@ -31,11 +31,13 @@
 //!
 //! Why this design rather than "attach extbufs at tx and copy at rx": receive lands in our
 //! slots directly (no copy on either side), there is a single allocator and a single set of
-//! counters (`Pool::stats` sees every buffer DPDK holds), and a `PktBuf` received from DPDK can
-//! be sent on a memif port (or the reverse) without a copy at this layer, because every backend
-//! uses the same `Pool`. The cost: the mempool has no per-lcore cache of its own (the bypass
-//! pool's per-core caches serve instead), and `Pool`'s slot size must fit an mbuf's 16-bit
-//! buffer length.
+//! counters (`Pool::stats` sees every buffer DPDK holds), and the buffer type is the one every
+//! backend uses: a `PktBuf` received from DPDK can go to a port of another backend built over
+//! the same `Pool` with no copy (`DpdkPool::new` takes any host `Pool`, e.g. the one a
+//! pmd::memif client shares with its peer; that combination is not tested yet). The cost: the
+//! mempool has no per-lcore cache of its own (the bypass pool's per-core caches serve instead,
+//! for threads holding a `CoreSlot`), every mbuf alloc/free is a call through the mempool ops
+//! into Rust, and `Pool`'s slot size must fit an mbuf's 16-bit buffer length.
 //!
 //! Copies, honestly:
 //! - `rx_burst`: none when the mbuf is from a [`DpdkPool`] and is one segment (the slot becomes
