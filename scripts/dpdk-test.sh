@@ -21,6 +21,6 @@ fi
 echo "DPDK $(pkg-config --modversion libdpdk)"
 cargo test -j2 -p dpdk-sys
 cargo test -j2 --features dpdk --lib pmd::dpdk
-for t in dpdk_ring dpdk_memif dpdk_veth dpdk_memif_cross; do
+for t in dpdk_ring dpdk_memif dpdk_veth dpdk_tap dpdk_memif_cross; do
   cargo test -j2 --features dpdk --test "$t" -- --nocapture
 done
