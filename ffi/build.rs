@@ -18,12 +18,12 @@ fn main() {
     println!("cargo:rerun-if-changed=src/shim.c");
     println!("cargo:rerun-if-changed=src/shim.h");
     println!("cargo:rerun-if-env-changed=PKG_CONFIG_PATH");
-    println!("cargo:rerun-if-env-changed=DPDK_SYS_STATIC");
 
-    let statik = env::var_os("DPDK_SYS_STATIC").is_some();
+    // Shared linking: the EAL loads its drivers (net_ring, net_memif, ...) from its plugin
+    // folder at start-up. Static linking (pkg-config --static, drivers whole-archived) is
+    // not offered yet.
     let lib = match pkg_config::Config::new()
         .atleast_version("21.11")
-        .statik(statik)
         .probe("libdpdk")
     {
         Ok(lib) => lib,

@@ -87,6 +87,14 @@ fn memif_child() {
             }
         }
         println!("server: {FRAMES} frames echoed intact");
+        // Tell the client it may close: a client that closes while its last frames are still
+        // in the ring takes them with it.
+        let mut done = vec![port.alloc_tx().expect("alloc")];
+        done[0].extend_from_slice(&done_frame()).unwrap();
+        while !done.is_empty() {
+            assert!(Instant::now() < deadline, "server: could not send done");
+            port.tx_burst(&mut done);
+        }
         println!("server: port {:?} copies {}", port.stats(), port.copies());
         println!("server: device {:?}", dev.stats().unwrap());
         // Let the client drain before we close.
@@ -94,12 +102,20 @@ fn memif_child() {
     } else {
         let mut echoed = 0u32;
         let mut txq = Vec::with_capacity(MAX_BURST);
-        while echoed < FRAMES {
+        'run: loop {
             assert!(Instant::now() < deadline, "client: timed out at {echoed}");
             port.rx_burst(&mut txq, MAX_BURST);
-            let n = port.tx_burst(&mut txq);
-            echoed += n as u32;
+            if let Some(i) = txq.iter().position(|b| is_done(b)) {
+                assert_eq!(i, txq.len() - 1, "done comes last");
+                txq.pop();
+                while !txq.is_empty() {
+                    echoed += port.tx_burst(&mut txq) as u32;
+                }
+                break 'run;
+            }
+            echoed += port.tx_burst(&mut txq) as u32;
         }
+        assert_eq!(echoed, FRAMES);
         println!("client: echoed {echoed} copies {}", port.copies());
         assert_eq!(
             port.copies(),

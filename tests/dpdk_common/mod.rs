@@ -97,3 +97,15 @@ pub fn frame(seq: u32, len: usize) -> Vec<u8> {
     }
     f
 }
+
+/// The frame a sender sends after its last test frame: ethertype 0x88b6.
+pub fn done_frame() -> Vec<u8> {
+    let mut f = frame(u32::MAX, 60);
+    f[12..14].copy_from_slice(&[0x88, 0xb6]);
+    f
+}
+
+/// Whether `b` is [`done_frame`].
+pub fn is_done(b: &[u8]) -> bool {
+    b.len() >= 14 && b[12..14] == [0x88, 0xb6]
+}

@@ -49,13 +49,17 @@ pub struct EalConfig {
     pub in_memory: bool,
     /// EAL log level (`--log-level`), e.g. `"notice"`.
     pub log_level: Option<String>,
+    /// Serve DPDK's telemetry socket (in the runtime folder, for `dpdk-telemetry.py`). Off by
+    /// default (`--no-telemetry`): with it off and `in_memory` on, the EAL's runtime folder is
+    /// empty and is removed right after start-up, so a process leaves nothing in /var/run.
+    pub telemetry: bool,
     /// Further EAL arguments, passed as they are.
     pub extra: Vec<String>,
 }
 
 impl EalConfig {
-    /// Core 0, 256 MB of ordinary pages, no PCI scan, `--in-memory`, a file prefix unique to
-    /// this process, log level `notice`.
+    /// Core 0, 256 MB of ordinary pages, no PCI scan, `--in-memory` (`--no-shconf` with
+    /// ordinary pages), a file prefix unique to this process, log level `notice`, no telemetry.
     pub fn new() -> EalConfig {
         EalConfig {
             cores: vec![0],
@@ -66,6 +70,7 @@ impl EalConfig {
             file_prefix: Some(format!("bypass-{}", std::process::id())),
             in_memory: true,
             log_level: Some("notice".into()),
+            telemetry: false,
             extra: Vec::new(),
         }
     }
@@ -120,6 +125,9 @@ impl EalConfig {
         if let Some(l) = &self.log_level {
             a.push(format!("--log-level={l}"));
         }
+        if !self.telemetry {
+            a.push("--no-telemetry".into());
+        }
         a.extend(self.extra.iter().cloned());
         Ok(a)
     }
@@ -153,7 +161,14 @@ pub enum EalError {
 static STARTED: AtomicBool = AtomicBool::new(false);
 
 /// Proof that the EAL is running in this process. Cheap to clone; pools and devices hold a
-/// clone, and `rte_eal_cleanup` runs when the last one drops.
+/// clone.
+///
+/// The EAL stays up until the process exits: dropping the last token does not call
+/// `rte_eal_cleanup`. In DPDK 22.11 that call releases DPDK's memory while the EAL's interrupt
+/// thread keeps running, and a device closed just before (net_memif with a connected peer)
+/// leaves an interrupt source for that thread to unregister: we saw `eal-intr-thread` fault in
+/// `rte_intr_fd_get` at exit that way. The EAL cannot be started again in the process anyway,
+/// and with `--in-memory` / `--no-shconf` it leaves no files behind.
 #[derive(Clone, Debug)]
 pub struct Eal {
     _inner: Arc<EalInner>,
@@ -161,17 +176,6 @@ pub struct Eal {
 
 #[derive(Debug)]
 struct EalInner;
-
-impl Drop for EalInner {
-    fn drop(&mut self) {
-        // SAFETY: every object that used the EAL (pools, devices) holds an Eal clone, so
-        // none is left when the last one drops.
-        let r = unsafe { sys::rte_eal_cleanup() };
-        if r < 0 {
-            tracing::warn!(errno = -r, "rte_eal_cleanup failed");
-        }
-    }
-}
 
 impl Eal {
     /// Start the EAL. Only the first call in a process can succeed; later calls return
@@ -201,6 +205,16 @@ impl Eal {
         // for the rest of the process; STARTED guarantees this runs once per process.
         let ret = unsafe { sys::rte_eal_init(cargs.len() as i32, argv.as_mut_ptr()) };
         check("rte_eal_init", ret)?;
+        if cfg.in_memory && !cfg.telemetry {
+            // SAFETY: the EAL is initialised; the string is static for the process.
+            let dir = unsafe { sys::rte_eal_get_runtime_dir() };
+            if !dir.is_null() {
+                // Nothing lives in the runtime folder in this mode; rmdir removes it only
+                // if it is indeed empty.
+                // SAFETY: dir is a NUL-terminated path.
+                unsafe { libc::rmdir(dir) };
+            }
+        }
         Ok(Eal {
             _inner: Arc::new(EalInner),
         })
@@ -246,7 +260,8 @@ mod tests {
                 "--no-pci",
                 "--file-prefix=t1",
                 "--no-shconf",
-                "--log-level=notice"
+                "--log-level=notice",
+                "--no-telemetry"
             ]
         );
         c.pci_allow.push("0000:00:04.0".into());

@@ -5,8 +5,8 @@
 //! - [`Eal::init`] starts DPDK's environment abstraction layer from a typed [`EalConfig`]
 //!   once per process; a second call returns [`EalError::AlreadyInitialized`]. The returned
 //!   [`Eal`] token is required to make pools and open devices, so nothing can touch DPDK
-//!   before the EAL is up. The EAL is cleaned up when the last clone of the token (pools and
-//!   devices hold one) is dropped; DPDK cannot start it again in the same process.
+//!   before the EAL is up. The EAL then runs until the process exits (see [`Eal`] for why
+//!   `rte_eal_cleanup` is not called); DPDK cannot start it again in the same process.
 //! - [`DpdkPool`] lends a bypass [`Pool`](crate::mem::Pool) to DPDK as an mbuf mempool (see
 //!   "Buffers" below): the same slots are `PktBuf`s for us and mbufs for DPDK, and one pool
 //!   can serve every device and every backend.
@@ -31,11 +31,13 @@
 //!
 //! Why this design rather than "attach extbufs at tx and copy at rx": receive lands in our
 //! slots directly (no copy on either side), there is a single allocator and a single set of
-//! counters (`Pool::stats` sees every buffer DPDK holds), and a `PktBuf` received from DPDK can
-//! be sent on a memif port (or the reverse) without a copy at this layer, because every backend
-//! uses the same `Pool`. The cost: the mempool has no per-lcore cache of its own (the bypass
-//! pool's per-core caches serve instead), and `Pool`'s slot size must fit an mbuf's 16-bit
-//! buffer length.
+//! counters (`Pool::stats` sees every buffer DPDK holds), and the buffer type is the one every
+//! backend uses: a `PktBuf` received from DPDK can go to a port of another backend built over
+//! the same `Pool` with no copy (`DpdkPool::new` takes any host `Pool`, e.g. the one a
+//! pmd::memif client shares with its peer; that combination is not tested yet). The cost: the
+//! mempool has no per-lcore cache of its own (the bypass pool's per-core caches serve instead,
+//! for threads holding a `CoreSlot`), every mbuf alloc/free is a call through the mempool ops
+//! into Rust, and `Pool`'s slot size must fit an mbuf's 16-bit buffer length.
 //!
 //! Copies, honestly:
 //! - `rx_burst`: none when the mbuf is from a [`DpdkPool`] and is one segment (the slot becomes
@@ -48,6 +50,13 @@
 //! - Drivers copy on their own side: net_memif (copy mode) copies between its shared rings and
 //!   mbufs, net_af_packet between the kernel's packet ring and mbufs; net_ring and NICs copy
 //!   nothing.
+//!
+//! Known DPDK 22.11 net_memif hazard (not ours, dpdk-testpmd shows it too): when the peer
+//! disconnects, the PMD unmaps the shared regions from the EAL's interrupt thread while the
+//! data path may be inside `rx_burst`/`tx_burst` on them; a process that keeps sending while
+//! its peer goes away can fault in `librte_net_memif`. We saw it in the benchmark when the
+//! receiver exits first, and in dpdk-testpmd's forwarding lcore the same way. Stop traffic
+//! before the peer closes (the tests do).
 //!
 //! IOVA: in IOVA-as-VA mode (vdevs, VFIO with an IOMMU) a slot's IOVA is its address. In
 //! IOVA-as-PA mode the pool's IOVA is unknown to DPDK (`RTE_BAD_IOVA`): virtual devices work,

@@ -220,3 +220,41 @@ impl DpdkPool {
         (&*self.shared.ctx as *const SlotCtx).cast()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mem::{HugePages, PoolConfig};
+
+    /// The callbacks DPDK's mempool ops call: all-or-nothing dequeue, enqueue returns slots,
+    /// count follows. No EAL needed.
+    #[test]
+    fn slot_callbacks_are_all_or_nothing_and_return_slots() {
+        let mut pc = PoolConfig::new("dpdk-cb", 8, 256);
+        pc.hugepages = HugePages::Never;
+        pc.cache_size = 0;
+        let pool = Pool::new(&pc).unwrap();
+        let ctx = SlotCtx { pool: pool.clone() };
+        let c = (&ctx as *const SlotCtx).cast_mut().cast::<c_void>();
+        let mut slots = [u32::MAX; 16];
+        // SAFETY: c is a live SlotCtx; slots has room for 16.
+        unsafe {
+            assert_eq!(slot_get(c, slots.as_mut_ptr(), 9), -libc::ENOBUFS);
+            assert_eq!(pool.stats().in_use, 0, "a failed dequeue takes nothing");
+            assert_eq!(slot_count(c), 8);
+            assert_eq!(slot_get(c, slots.as_mut_ptr(), 5), 0);
+            assert_eq!(pool.stats().in_use, 5);
+            assert_eq!(slot_count(c), 3);
+            let mut got: Vec<u32> = slots[..5].to_vec();
+            got.sort_unstable();
+            got.dedup();
+            assert_eq!(got.len(), 5, "distinct slots");
+            assert!(got.iter().all(|&s| s < 8));
+            assert_eq!(slot_get(c, slots[5..].as_mut_ptr(), 4), -libc::ENOBUFS);
+            assert_eq!(pool.stats().in_use, 5);
+            slot_put(c, slots.as_ptr(), 5);
+        }
+        assert_eq!(pool.stats().in_use, 0);
+        assert_eq!(pool.free_slots(), 8);
+    }
+}

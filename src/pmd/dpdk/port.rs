@@ -531,37 +531,45 @@ impl DpdkPort {
 
     /// Ask the device to fill IPv4 (and UDP) checksums of an IPv4 frame.
     fn tx_offload(m: *mut sys::rte_mbuf, b: &mut PktBuf) {
-        let d = b.data_mut();
-        if d.len() < ETH_HDR + 20 || d[12..14] != [0x08, 0x00] || d[ETH_HDR] >> 4 != 4 {
-            return;
+        if let Some((flags, l3_len)) = prepare_cksum_offload(b.data_mut()) {
+            // SAFETY: m is the mbuf about to carry b; setting offload fields is allowed.
+            unsafe { sys::shim_pktmbuf_tx_offload(m, flags, ETH_HDR as u16, l3_len) };
         }
-        let ihl = ((d[ETH_HDR] & 0x0f) as usize) * 4;
-        if ihl < 20 || d.len() < ETH_HDR + ihl {
-            return;
-        }
-        let mut flags = sys::RTE_MBUF_F_TX_IPV4 | sys::RTE_MBUF_F_TX_IP_CKSUM;
-        d[ETH_HDR + 10] = 0;
-        d[ETH_HDR + 11] = 0;
-        let ip = ETH_HDR;
-        if d[ip + 9] == 17 && d.len() >= ip + ihl + 8 {
-            // The device wants the pseudo-header sum in the UDP checksum field.
-            let total = u16::from_be_bytes([d[ip + 2], d[ip + 3]]) as u32;
-            let l4len = total.saturating_sub(ihl as u32);
-            let mut sum: u32 = 17 + l4len;
-            for i in (12..20).step_by(2) {
-                sum += u16::from_be_bytes([d[ip + i], d[ip + i + 1]]) as u32;
-            }
-            while sum > 0xffff {
-                sum = (sum & 0xffff) + (sum >> 16);
-            }
-            let c = (sum as u16).to_be_bytes();
-            d[ip + ihl + 6] = c[0];
-            d[ip + ihl + 7] = c[1];
-            flags |= sys::RTE_MBUF_F_TX_UDP_CKSUM;
-        }
-        // SAFETY: m is the mbuf about to carry b; setting offload fields is allowed.
-        unsafe { sys::shim_pktmbuf_tx_offload(m, flags, ETH_HDR as u16, ihl as u16) };
     }
+}
+
+/// Prepare an Ethernet/IPv4 frame for the device to fill its checksums: the IPv4 header
+/// checksum is zeroed and, for UDP, the UDP checksum field gets the pseudo-header sum (what
+/// DPDK's `RTE_MBUF_F_TX_UDP_CKSUM` expects). Returns the mbuf offload flags and the IPv4
+/// header length, or `None` for anything that is not IPv4 (left untouched).
+fn prepare_cksum_offload(d: &mut [u8]) -> Option<(u64, u16)> {
+    let ip = ETH_HDR;
+    if d.len() < ip + 20 || d[12..14] != [0x08, 0x00] || d[ip] >> 4 != 4 {
+        return None;
+    }
+    let ihl = ((d[ip] & 0x0f) as usize) * 4;
+    if ihl < 20 || d.len() < ip + ihl {
+        return None;
+    }
+    let mut flags = sys::RTE_MBUF_F_TX_IPV4 | sys::RTE_MBUF_F_TX_IP_CKSUM;
+    d[ip + 10] = 0;
+    d[ip + 11] = 0;
+    if d[ip + 9] == 17 && d.len() >= ip + ihl + 8 {
+        let total = u16::from_be_bytes([d[ip + 2], d[ip + 3]]) as u32;
+        let l4len = total.saturating_sub(ihl as u32);
+        let mut sum: u32 = 17 + l4len;
+        for i in (12..20).step_by(2) {
+            sum += u16::from_be_bytes([d[ip + i], d[ip + i + 1]]) as u32;
+        }
+        while sum > 0xffff {
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+        let c = (sum as u16).to_be_bytes();
+        d[ip + ihl + 6] = c[0];
+        d[ip + ihl + 7] = c[1];
+        flags |= sys::RTE_MBUF_F_TX_UDP_CKSUM;
+    }
+    Some((flags, ihl as u16))
 }
 
 impl Port for DpdkPort {
@@ -691,6 +699,70 @@ impl Port for DpdkPort {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// One's complement sum of 16-bit words, folded.
+    fn sum16(b: &[u8]) -> u32 {
+        let mut s: u32 = b
+            .chunks(2)
+            .map(|c| u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]) as u32)
+            .sum();
+        while s > 0xffff {
+            s = (s & 0xffff) + (s >> 16);
+        }
+        s
+    }
+
+    #[test]
+    fn checksum_offload_preparation_matches_software_checksums() {
+        use smoltcp::phy::ChecksumCapabilities;
+        use smoltcp::wire::*;
+        let payload = b"hello, offload!";
+        let udp = UdpRepr {
+            src_port: 4791,
+            dst_port: 9000,
+        };
+        let src = Ipv4Address::new(10, 77, 1, 1);
+        let dst = Ipv4Address::new(10, 77, 1, 2);
+        let ipr = Ipv4Repr {
+            src_addr: src,
+            dst_addr: dst,
+            next_header: IpProtocol::Udp,
+            payload_len: udp.header_len() + payload.len(),
+            hop_limit: 64,
+        };
+        let mut f = vec![0u8; 14 + ipr.buffer_len() + udp.header_len() + payload.len()];
+        f[12..14].copy_from_slice(&[0x08, 0x00]);
+        let caps = ChecksumCapabilities::default();
+        {
+            let mut ip = Ipv4Packet::new_unchecked(&mut f[14..]);
+            ipr.emit(&mut ip, &caps);
+            let mut u = UdpPacket::new_unchecked(ip.payload_mut());
+            udp.emit(
+                &mut u,
+                &src.into(),
+                &dst.into(),
+                payload.len(),
+                |b| b.copy_from_slice(payload),
+                &caps,
+            );
+        }
+        let want_ip = [f[24], f[25]];
+        let want_udp = [f[40], f[41]];
+        let (flags, l3) = prepare_cksum_offload(&mut f).expect("ipv4");
+        assert_eq!(l3, 20);
+        assert_ne!(flags & sys::RTE_MBUF_F_TX_UDP_CKSUM, 0);
+        assert_eq!([f[24], f[25]], [0, 0], "IPv4 checksum left to the device");
+        // What the device does: sum the IP header / the UDP segment (whose checksum field
+        // holds the pseudo-header sum) and write the complement.
+        assert_eq!((!sum16(&f[14..34]) as u16).to_be_bytes(), want_ip);
+        let seg = f[34..].to_vec();
+        assert_eq!((!sum16(&seg) as u16).to_be_bytes(), want_udp);
+        // Not IPv4: untouched.
+        let mut arp = vec![0u8; 60];
+        arp[12..14].copy_from_slice(&[0x08, 0x06]);
+        assert!(prepare_cksum_offload(&mut arp).is_none());
+        assert!(prepare_cksum_offload(&mut [0u8; 10]).is_none());
+    }
 
     #[test]
     fn default_config() {
