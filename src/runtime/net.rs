@@ -1189,7 +1189,8 @@ mod tests {
             f[24..26].copy_from_slice(&c.to_be_bytes());
         };
         type Mutate = Box<dyn Fn(&mut Vec<u8>)>;
-        let cases: Vec<(&str, Mutate, fn(&NetCounters) -> u64)> = vec![
+        type Counter = fn(&NetCounters) -> u64;
+        let cases: Vec<(&str, Mutate, Counter)> = vec![
             ("truncated", Box::new(|f| f.truncate(10)), |c| {
                 c.rx_truncated
             }),

@@ -247,7 +247,9 @@ impl<T> TimerWheel<T> {
         let now_tick = now >> self.tick_shift;
         // Timers filed at or before the current tick.
         self.drain_list(DUE, out);
-        if now_tick < self.elapsed {
+        // At rest every occupied slot starts after `elapsed` (see `next_slot`), so within the
+        // current tick there is nothing more to do: the common case for a poll loop.
+        if now_tick <= self.elapsed {
             return out.len() - before;
         }
         while let Some((level, slot, start)) = self.next_slot() {

@@ -1,0 +1,168 @@
+//! runtime micro-benchmarks: the timer wheel against a `BTreeMap` and a `BinaryHeap` run the
+//! same workload, and the net layer's UDP receive and transmit paths.
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
+use std::hint::black_box;
+use std::net::{Ipv4Addr, SocketAddrV4};
+
+use bypass::mem::{CoreSlot, HugePages, Pool, PoolConfig};
+use bypass::runtime::net::{Net, NetConfig};
+use bypass::runtime::timer::TimerWheel;
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+
+/// A cheap deterministic generator (xorshift64).
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+const LIVE: u64 = 10_000;
+
+fn timers(c: &mut Criterion) {
+    let mut g = c.benchmark_group("timer");
+    g.throughput(Throughput::Elements(1));
+
+    // insert + cancel with 10 000 other timers live (RTO timers re-armed on every ack).
+    g.bench_function("wheel_insert_cancel", |b| {
+        let mut w: TimerWheel<u64> = TimerWheel::new(LIVE as usize + 16, 10, 0);
+        let mut r = Rng(7);
+        for i in 0..LIVE {
+            w.insert(r.next() % 100_000_000, i).unwrap();
+        }
+        b.iter(|| {
+            let h = w.insert(black_box(r.next() % 10_000_000), 1).unwrap();
+            black_box(w.cancel(h));
+        })
+    });
+    g.bench_function("btreemap_insert_remove", |b| {
+        let mut m: BTreeMap<(u64, u64), u64> = BTreeMap::new();
+        let mut r = Rng(7);
+        for i in 0..LIVE {
+            m.insert((r.next() % 100_000_000, i), i);
+        }
+        let mut id = LIVE;
+        b.iter(|| {
+            id += 1;
+            let k = (black_box(r.next() % 10_000_000), id);
+            m.insert(k, 1);
+            black_box(m.remove(&k));
+        })
+    });
+
+    // insert + expire, steady state: each iteration arms one timer 0..1 ms out and moves time
+    // on by 100 ns, expiring what is due (about 5 000 timers live).
+    g.bench_function("wheel_insert_expire", |b| {
+        let mut w: TimerWheel<u64> = TimerWheel::new(16_384, 10, 0);
+        let mut out = Vec::with_capacity(1024);
+        let mut r = Rng(11);
+        let mut now = 0u64;
+        b.iter(|| {
+            now += 100;
+            w.insert(now + r.next() % 1_000_000, now).unwrap();
+            out.clear();
+            black_box(w.advance(now, &mut out));
+        })
+    });
+    g.bench_function("binaryheap_push_pop_expire", |b| {
+        let mut h: BinaryHeap<Reverse<(u64, u64)>> = BinaryHeap::with_capacity(16_384);
+        let mut r = Rng(11);
+        let mut now = 0u64;
+        b.iter(|| {
+            now += 100;
+            h.push(Reverse((now + r.next() % 1_000_000, now)));
+            while let Some(Reverse((d, _))) = h.peek() {
+                if *d > now {
+                    break;
+                }
+                black_box(h.pop());
+            }
+        })
+    });
+    g.finish();
+}
+
+const US: [u8; 6] = [2, 0, 0, 0, 0, 1];
+const PEER: [u8; 6] = [2, 0, 0, 0, 0, 2];
+const IP_US: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
+const IP_PEER: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
+
+fn net(c: &mut Criterion) {
+    let pool = Pool::new(&PoolConfig {
+        hugepages: HugePages::Prefer,
+        ..PoolConfig::new("bench-runtime", 4096, 2048)
+    })
+    .expect("pool");
+    let _core = CoreSlot::claim_any().unwrap();
+    let mut g = c.benchmark_group("net");
+    g.throughput(Throughput::Elements(1));
+
+    for size in [64usize, 1400] {
+        // Build the frame the way a peer would: with our own egress path.
+        let frame = {
+            let mut cfg = NetConfig::new(PEER, IP_PEER);
+            cfg.static_arp.push((IP_US, US));
+            let mut peer = Net::new(cfg);
+            let mut b = pool.alloc().unwrap();
+            b.append(size).unwrap().fill(0x5a);
+            peer.send_udp(0, 5000, SocketAddrV4::new(IP_US, 7000), b, &mut || {
+                pool.alloc()
+            })
+            .unwrap();
+            peer.tx_queue().pop().unwrap().data().to_vec()
+        };
+        let mut rx = Net::new(NetConfig::new(US, IP_US));
+        rx.bind(7000);
+        // Baseline: what the port's receive costs here (a slot and a copy of the frame).
+        g.bench_with_input(
+            BenchmarkId::new("rx_baseline_alloc_copy", size),
+            &frame,
+            |b, f| {
+                b.iter(|| {
+                    let mut buf = pool.alloc().unwrap();
+                    buf.extend_from_slice(f).unwrap();
+                    black_box(buf);
+                })
+            },
+        );
+        // That plus parse, checksum verification (IPv4 + UDP in software), demux, delivery.
+        g.bench_with_input(BenchmarkId::new("rx_udp_deliver", size), &frame, |b, f| {
+            b.iter(|| {
+                let mut buf = pool.alloc().unwrap();
+                buf.extend_from_slice(f).unwrap();
+                black_box(rx.handle_frame(0, buf).unwrap());
+            })
+        });
+
+        for offload in [false, true] {
+            let mut cfg = NetConfig::new(US, IP_US);
+            cfg.static_arp.push((IP_PEER, PEER));
+            cfg.offloads.tx_checksum = offload;
+            let mut tx = Net::new(cfg);
+            let dst = SocketAddrV4::new(IP_PEER, 5000);
+            let name = if offload {
+                "tx_udp_build_offload"
+            } else {
+                "tx_udp_build_sw_checksum"
+            };
+            // alloc, payload length set (not written), headers + checksums, queue, drop.
+            g.bench_with_input(BenchmarkId::new(name, size), &size, |b, &n| {
+                b.iter(|| {
+                    let mut buf = pool.alloc().unwrap();
+                    buf.append(n).unwrap();
+                    tx.send_udp(0, 7000, dst, buf, &mut || pool.alloc())
+                        .unwrap();
+                    black_box(tx.tx_queue().pop());
+                })
+            });
+        }
+    }
+    g.finish();
+}
+
+criterion_group!(benches, timers, net);
+criterion_main!(benches);
