@@ -173,7 +173,8 @@ impl RuntimeConfig {
 /// Errors creating a [`Runtime`].
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
-    /// The thread could not be pinned to the CPU (no such CPU, or not allowed).
+    /// The thread could not be pinned to the CPU (no such CPU, or not in this process's
+    /// allowed set).
     #[error("cannot pin the thread to CPU {0}")]
     Pin(usize),
     /// The core slot could not be claimed.
@@ -252,7 +253,12 @@ impl<P: Port, H: UdpHandler, C: Clock> Runtime<P, H, C> {
     /// configured).
     pub fn new(cfg: RuntimeConfig, port: P, handler: H, clock: C) -> Result<Self, RuntimeError> {
         if let Some(cpu) = cfg.pin_core {
-            if !core_affinity::set_for_current(core_affinity::CoreId { id: cpu }) {
+            // core_affinity panics (inside libc's CPU_SET) on an index past the CPU set, so
+            // only pass it CPUs this process may run on.
+            let allowed = core_affinity::get_core_ids().unwrap_or_default();
+            if !allowed.iter().any(|c| c.id == cpu)
+                || !core_affinity::set_for_current(core_affinity::CoreId { id: cpu })
+            {
                 return Err(RuntimeError::Pin(cpu));
             }
         }

@@ -639,7 +639,8 @@ impl Net {
         let (src_ip, dst_ip) = (self.cfg.ip, *dst.ip());
         {
             let Ok(h) = buf.prepend(UDP_LEN) else {
-                unreachable!("headroom checked above")
+                self.counters.tx_no_room += 1;
+                return Err(SendError::NoRoom);
             };
             h[0..2].copy_from_slice(&src_port.to_be_bytes());
             h[2..4].copy_from_slice(&dst.port().to_be_bytes());
@@ -693,7 +694,8 @@ impl Net {
             return Err(SendError::NoRoom);
         }
         let Ok(m) = buf.append(8 + payload_len) else {
-            unreachable!("tailroom checked above")
+            self.counters.tx_no_room += 1;
+            return Err(SendError::NoRoom);
         };
         for (i, b) in m[8..].iter_mut().enumerate() {
             *b = i as u8;
