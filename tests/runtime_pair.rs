@@ -71,8 +71,10 @@ fn arp_resolves_then_udp_flows_both_ways() {
     assert_eq!(a.handler().seen.len(), 1);
     assert_eq!(a.handler().seen[0].payload, b"world");
     assert_eq!(a.handler().seen[0].src, SocketAddrV4::new(IP_B, 8000));
-    assert_eq!(a.net_counters().rx_drops(), 0);
-    assert_eq!(b.net_counters().rx_drops(), 0);
+    for c in [a.net_counters(), b.net_counters()] {
+        assert_eq!(c.rx_drops(), 0);
+        assert_eq!(c.rx_handled(), c.rx_frames, "every frame accounted for");
+    }
 }
 
 #[test]
@@ -272,6 +274,7 @@ fn malformed_frames_are_dropped_and_counted() {
     assert_eq!(c.ip_fragments, 1);
     assert_eq!(c.udp_bad_checksum, 1);
     assert_eq!(c.rx_drops(), 6);
+    assert_eq!(c.rx_handled(), 1);
     assert_eq!(b.handler().seen.len(), 1);
     assert_eq!(b.handler().seen[0].payload, b"payload!");
     assert_eq!(b.port().pool().stats().in_use, 0, "dropped frames returned");

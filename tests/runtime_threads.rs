@@ -108,9 +108,7 @@ fn two_threads_exchange_datagrams() {
         )
         .unwrap();
         rt.net_mut().bind(8000);
-        while !b_done.load(Ordering::Relaxed) {
-            rt.poll_once();
-        }
+        rt.run(&b_done);
         (rt.handler().seen.len() as u64, *rt.net_counters())
     });
 

@@ -359,6 +359,18 @@ impl<P: Port, H: UdpHandler, C: Clock> Runtime<P, H, C> {
         res
     }
 
+    /// Run iterations until `stop` is set (checked every 64 iterations, a relaxed load).
+    pub fn run(&mut self, stop: &std::sync::atomic::AtomicBool) {
+        loop {
+            for _ in 0..64 {
+                self.poll_once();
+            }
+            if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                return;
+            }
+        }
+    }
+
     /// Run `f` with an [`Io`] at the last iteration's `now` (to send or set timers from
     /// outside a callback, e.g. an application on the loop thread).
     pub fn with_io<R>(&mut self, f: impl FnOnce(&mut H, &mut Io<'_>) -> R) -> R {
