@@ -17,4 +17,6 @@
 
 pub mod mem;
 pub mod pmd;
+pub mod proto;
 pub mod runtime;
+pub mod wire;

@@ -5,7 +5,8 @@ const USAGE: &str = "usage: bypass <command>
 
 commands:
   mem [--iterations N]   show the memory this machine gives the stack (hugepages or the
-                         fallback) and cycle buffers through a pool";
+                         fallback) and cycle buffers through a pool
+  memif-bench ...        64 B frame ping-pong and one-way rate over memif (--help)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -26,6 +27,19 @@ fn main() -> ExitCode {
                 }
                 Err(e) => {
                     eprintln!("bypass mem: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Some("memif-bench") => {
+            use bypass::pmd::memif::bench;
+            match bench::parse(&args[1..]).and_then(|o| bench::run(&o)) {
+                Ok(report) => {
+                    print!("{report}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("bypass memif-bench: {e}");
                     ExitCode::FAILURE
                 }
             }

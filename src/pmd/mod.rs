@@ -15,7 +15,15 @@
 //! (virtual-time link model). Wrappers over any port: [`faults`], [`pcap`]; [`pair`] joins two
 //! ports in one process for tests.
 
+#[cfg(feature = "dpdk")]
+pub mod dpdk;
+pub mod faults;
+pub mod memif;
+pub mod pair;
+pub mod pcap;
+
 use crate::mem::{PktBuf, PoolExhausted};
+pub mod sim;
 
 /// Largest burst any port accepts in one call.
 pub const MAX_BURST: usize = 256;

@@ -1,0 +1,180 @@
+#!/usr/bin/env bash
+# memif benchmark: bypass's pure-Rust memif against itself and against DPDK's net_memif
+# (dpdk-testpmd), two processes pinned to the two cores, 64-byte frames, in one run.
+#
+#   scripts/bench-memif.sh [--quick]
+#
+# Prints a markdown report (command, date, machine, tables) on stdout; raw outputs are kept
+# in $OUT (default /tmp/bench-memif). Needs root for testpmd; testpmd runs with --no-huge.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+QUICK=0
+[[ "${1:-}" == "--quick" ]] && QUICK=1
+OUT=${OUT:-/tmp/bench-memif}
+mkdir -p "$OUT"
+RTT_COUNT=${RTT_COUNT:-1000000}
+RTT_WARMUP=${RTT_WARMUP:-100000}
+SECS=${SECS:-8}
+if [[ $QUICK == 1 ]]; then RTT_COUNT=100000; RTT_WARMUP=10000; SECS=4; fi
+
+cargo build --release -j2 -q --bin bypass
+B=target/release/bypass
+TP=$(command -v dpdk-testpmd || true)
+SOCK=/run/bpx-bench-$$.sock
+PIDS=()
+cleanup() {
+    for p in "${PIDS[@]:-}"; do
+        [[ -n "$p" ]] && kill -TERM "$p" 2>/dev/null || true
+    done
+    sleep 1
+    for p in "${PIDS[@]:-}"; do
+        [[ -n "$p" ]] && kill -KILL "$p" 2>/dev/null || true
+    done
+    rm -f "$SOCK"
+}
+trap cleanup EXIT
+
+field() { # field KEY FILE -> value of KEY=value on the first line that has it
+    grep -o "$1=[^ ]*" "$2" | head -1 | cut -d= -f2
+}
+
+# testpmd with one forwarding lcore: main on $1, forwarding on $2.
+testpmd() {
+    local main=$1 fwd=$2 tag=$3 role=$4 mode=$5 log=$6
+    "$TP" -l "$main,$fwd" --main-lcore "$main" --no-pci --no-huge -m 512 \
+        --file-prefix="bpx_bench_${tag}_$$" \
+        --vdev="net_memif0,role=$role,socket=$SOCK,id=0,socket-abstract=no" -- \
+        --forward-mode="$mode" --txpkts=64 --auto-start --no-mlockall \
+        --total-num-mbufs=16384 --stats-period 1 >"$log" 2>&1 &
+    PIDS+=($!)
+}
+
+stop_all() {
+    for p in "${PIDS[@]:-}"; do
+        [[ -n "$p" ]] && kill -TERM "$p" 2>/dev/null || true
+    done
+    for p in "${PIDS[@]:-}"; do
+        [[ -n "$p" ]] && wait "$p" 2>/dev/null || true
+    done
+    PIDS=()
+    rm -f "$SOCK"
+    sleep 0.5
+}
+
+# Median of testpmd's per-second Rx-pps samples, skipping zeros (start-up, shutdown).
+testpmd_rx_mpps() {
+    grep -o 'Rx-pps: *[0-9]*' "$1" | awk '{print $2}' | awk '$1>0' | sort -n |
+        awk '{a[NR]=$1} END {if (NR==0) print "0"; else printf "%.3f", a[int((NR+1)/2)]/1e6}'
+}
+
+declare -A RTT RATE
+
+# ---- round trips -------------------------------------------------------------------------
+rtt_pair() { # name ping_role pong_role
+    local name=$1 pr=$2 qr=$3
+    "$B" memif-bench --role "$qr" --socket "$SOCK" --mode pong --secs 600 --core 1 \
+        >"$OUT/$name.pong" 2>&1 &
+    PIDS+=($!)
+    sleep 0.3
+    "$B" memif-bench --role "$pr" --socket "$SOCK" --mode ping --count "$RTT_COUNT" \
+        --warmup "$RTT_WARMUP" --core 0 >"$OUT/$name.ping" 2>&1 || true
+    stop_all
+    RTT[$name]=$(grep rtt_us "$OUT/$name.ping" || echo "failed: $(tail -1 "$OUT/$name.ping")")
+}
+rtt_pair bypass-client-ping_bypass-server-pong client server
+rtt_pair bypass-server-ping_bypass-client-pong server client
+
+if [[ -n "$TP" ]]; then
+    # Our pinger (core 0) against testpmd macswap (forwarding lcore 1, main lcore 0).
+    testpmd 0 1 rs server macswap "$OUT/tp-macswap-server.log"
+    sleep 2
+    "$B" memif-bench --role client --socket "$SOCK" --mode ping --count "$RTT_COUNT" \
+        --warmup "$RTT_WARMUP" --core 0 >"$OUT/bypass-client-ping_testpmd-server-macswap.ping" 2>&1 || true
+    stop_all
+    RTT[bypass-client-ping_testpmd-server-macswap]=$(grep rtt_us "$OUT/bypass-client-ping_testpmd-server-macswap.ping" || echo failed)
+
+    "$B" memif-bench --role server --socket "$SOCK" --mode ping --count "$RTT_COUNT" \
+        --warmup "$RTT_WARMUP" --core 0 >"$OUT/bypass-server-ping_testpmd-client-macswap.ping" 2>&1 &
+    PING=$!
+    sleep 0.3
+    testpmd 0 1 rc client macswap "$OUT/tp-macswap-client.log"
+    wait $PING || true
+    stop_all
+    RTT[bypass-server-ping_testpmd-client-macswap]=$(grep rtt_us "$OUT/bypass-server-ping_testpmd-client-macswap.ping" || echo failed)
+fi
+
+# ---- one-way rate ------------------------------------------------------------------------
+oneway() { # name tx_role rx_role
+    local name=$1 tr=$2 rr=$3
+    "$B" memif-bench --role "$rr" --socket "$SOCK" --mode rx --secs "$SECS" --core 1 \
+        >"$OUT/$name.rx" 2>&1 &
+    local rxp=$!
+    PIDS+=($rxp)
+    sleep 0.3
+    "$B" memif-bench --role "$tr" --socket "$SOCK" --mode tx --secs "$((SECS + 1))" --core 0 \
+        >"$OUT/$name.tx" 2>&1 || true
+    wait $rxp || true
+    stop_all
+    RATE[$name]=$(field mpps "$OUT/$name.rx")
+}
+oneway bypass-client-tx_bypass-server-rx client server
+oneway bypass-server-tx_bypass-client-rx server client
+
+if [[ -n "$TP" ]]; then
+    # testpmd txonly (server, fwd lcore 0) -> testpmd rxonly (client, fwd lcore 1).
+    testpmd 0 1 rx client rxonly "$OUT/tp-rxonly-client.log"
+    testpmd 1 0 tx server txonly "$OUT/tp-txonly-server.log"
+    sleep "$((SECS + 3))"
+    stop_all
+    RATE[testpmd-server-txonly_testpmd-client-rxonly]=$(testpmd_rx_mpps "$OUT/tp-rxonly-client.log")
+
+    # testpmd txonly (server, fwd lcore 0) -> bypass client rx (core 1).
+    testpmd 1 0 tx2 server txonly "$OUT/tp-txonly-server2.log"
+    sleep 2
+    "$B" memif-bench --role client --socket "$SOCK" --mode rx --secs "$SECS" --core 1 \
+        >"$OUT/testpmd-server-txonly_bypass-client-rx.rx" 2>&1 || true
+    stop_all
+    RATE[testpmd-server-txonly_bypass-client-rx]=$(field mpps "$OUT/testpmd-server-txonly_bypass-client-rx.rx")
+
+    # bypass client tx (core 0) -> testpmd rxonly (server, fwd lcore 1).
+    testpmd 0 1 rx2 server rxonly "$OUT/tp-rxonly-server.log"
+    sleep 2
+    "$B" memif-bench --role client --socket "$SOCK" --mode tx --secs "$SECS" --core 0 \
+        >"$OUT/bypass-client-tx_testpmd-server-rxonly.tx" 2>&1 || true
+    sleep 1
+    stop_all
+    RATE[bypass-client-tx_testpmd-server-rxonly]=$(testpmd_rx_mpps "$OUT/tp-rxonly-server.log")
+fi
+
+# ---- report ------------------------------------------------------------------------------
+echo "### memif ping-pong and one-way rate, 64 B frames"
+echo
+echo "- command: \`scripts/bench-memif.sh$([[ $QUICK == 1 ]] && echo ' --quick')\` (RTT_COUNT=$RTT_COUNT, RTT_WARMUP=$RTT_WARMUP, SECS=$SECS)"
+echo "- date: $(date -u)"
+echo "- machine: $(nproc) cores, $(lscpu | grep 'Model name' | sed 's/Model name: *//'); $(uname -r)"
+echo "- DPDK: $(dpkg-query -W -f '${Version}' dpdk-dev 2>/dev/null || echo absent); testpmd runs --no-huge; bypass pools on 2 MiB hugepages when free"
+echo "- pinning: pinger / transmitter on core 0, bouncer / receiver on core 1 (testpmd: its forwarding lcore there, main lcore on the other core)"
+echo
+echo "Round trip (one frame in flight), microseconds:"
+echo
+echo "| pair | samples | p50 | p90 | p99 | p99.9 | p99.99 | max | jitter p99-p50 |"
+echo "|---|---|---|---|---|---|---|---|---|"
+for k in bypass-client-ping_bypass-server-pong bypass-server-ping_bypass-client-pong \
+    bypass-client-ping_testpmd-server-macswap bypass-server-ping_testpmd-client-macswap; do
+    [[ -z "${RTT[$k]:-}" ]] && continue
+    l=${RTT[$k]}
+    g() { echo " $l" | grep -o " $1=[^ ]*" | cut -d= -f2; }
+    echo "| $k | $(g samples) | $(g p50) | $(g p90) | $(g p99) | $(g p99.9) | $(g p99.99) | $(g max) | $(g jitter_p99-p50) |"
+done
+echo
+echo "One-way rate at the receiver, Mpps (frames/s / 1e6):"
+echo
+echo "| transmitter -> receiver | Mpps |"
+echo "|---|---|"
+for k in bypass-client-tx_bypass-server-rx bypass-server-tx_bypass-client-rx \
+    testpmd-server-txonly_testpmd-client-rxonly testpmd-server-txonly_bypass-client-rx \
+    bypass-client-tx_testpmd-server-rxonly; do
+    [[ -z "${RATE[$k]:-}" ]] && continue
+    echo "| $k | ${RATE[$k]} |"
+done

@@ -1,0 +1,701 @@
+//! [`Device`]: a configured, started DPDK ethdev; [`DpdkPort`]: one of its queue pairs as a
+//! [`Port`].
+
+use std::ffi::{c_void, CStr, CString};
+use std::sync::Arc;
+
+use super::eal::Eal;
+use super::error::{dpdk, DpdkError};
+use super::pool::{DpdkPool, SlotCtx};
+use crate::mem::{PktBuf, Pool, PoolExhausted};
+use crate::pmd::{Link, Offloads, Port, PortInfo, PortStats, MAX_BURST};
+use dpdk_sys as sys;
+
+/// How to configure a device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceConfig {
+    /// Queue pairs (one [`DpdkPort`] each). RSS spreads receive over them when > 1 and the
+    /// device can hash.
+    pub queues: u16,
+    /// Receive descriptors per queue (adjusted to the device's limits).
+    pub rx_desc: u16,
+    /// Transmit descriptors per queue (adjusted to the device's limits).
+    pub tx_desc: u16,
+    /// Receive every frame, not only those to the device's address (ignored where the device
+    /// cannot).
+    pub promiscuous: bool,
+    /// Use IPv4/UDP checksum offloads where the device reports them.
+    pub checksum_offload: bool,
+}
+
+impl Default for DeviceConfig {
+    fn default() -> Self {
+        DeviceConfig {
+            queues: 1,
+            rx_desc: 1024,
+            tx_desc: 1024,
+            promiscuous: true,
+            checksum_offload: true,
+        }
+    }
+}
+
+/// Errors opening or querying a device.
+#[derive(Debug, thiserror::Error)]
+pub enum DeviceError {
+    /// No ethdev has this name (for vdevs, the name before the first comma).
+    #[error("no DPDK device named {0:?}")]
+    NotFound(String),
+    /// The request does not fit the device.
+    #[error("device {name}: {what}")]
+    Unsupported {
+        /// The device.
+        name: String,
+        /// What it cannot do.
+        what: &'static str,
+    },
+    /// A name or devargs string held a NUL byte.
+    #[error("string contains a NUL byte")]
+    Nul,
+    /// A DPDK call failed.
+    #[error(transparent)]
+    Dpdk(#[from] DpdkError),
+}
+
+/// Device-wide counters (`rte_eth_stats`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DeviceStats {
+    /// Frames received.
+    pub ipackets: u64,
+    /// Frames sent.
+    pub opackets: u64,
+    /// Bytes received.
+    pub ibytes: u64,
+    /// Bytes sent.
+    pub obytes: u64,
+    /// Frames the device dropped because its receive queues were full.
+    pub imissed: u64,
+    /// Receive errors.
+    pub ierrors: u64,
+    /// Transmit errors.
+    pub oerrors: u64,
+    /// Receive buffer allocation failures.
+    pub rx_nombuf: u64,
+}
+
+struct DevShared {
+    id: u16,
+    name: String,
+    pool: DpdkPool,
+    dma_mapped: Option<*mut sys::rte_device>,
+    _eal: Eal,
+}
+
+// SAFETY: the port id and device pointer are process-wide DPDK handles; ethdev control calls
+// made through them are thread-safe for distinct ports, and DevShared is only dropped once.
+unsafe impl Send for DevShared {}
+// SAFETY: as above.
+unsafe impl Sync for DevShared {}
+
+impl Drop for DevShared {
+    fn drop(&mut self) {
+        // SAFETY: every DpdkPort of this device holds this Arc, so no queue is polled now.
+        if let Err(e) = dpdk!(rte_eth_dev_stop(self.id)) {
+            tracing::warn!(device = %self.name, "{e}");
+        }
+        // SAFETY: as above; the port id is not used after close.
+        if let Err(e) = dpdk!(rte_eth_dev_close(self.id)) {
+            tracing::warn!(device = %self.name, "{e}");
+        }
+        if let Some(dev) = self.dma_mapped {
+            let (base, len) = self.pool.memory();
+            let iova = self.pool.iova().unwrap_or(super::pool::BAD_IOVA);
+            // SAFETY: mapped in Device::open with the same arguments; the device is closed
+            // (unmapping after close is what the API expects for a device no longer in use).
+            unsafe { sys::rte_dev_dma_unmap(dev, base.cast(), iova, len) };
+        }
+    }
+}
+
+/// A configured and started DPDK ethdev. Stopped and closed when this and all of its ports
+/// are dropped.
+pub struct Device {
+    shared: Arc<DevShared>,
+    info: sys::rte_eth_dev_info,
+    queues: u16,
+    rss: bool,
+}
+
+impl std::fmt::Debug for Device {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Device")
+            .field("id", &self.shared.id)
+            .field("name", &self.shared.name)
+            .field("queues", &self.queues)
+            .field("rss", &self.rss)
+            .finish()
+    }
+}
+
+fn cstr(s: &str) -> Result<CString, DeviceError> {
+    CString::new(s).map_err(|_| DeviceError::Nul)
+}
+
+impl Device {
+    /// Hot-plug a device after the EAL started: a vdev (`net_memif0,role=client,...`) or a
+    /// PCI address. Returns the name to pass to [`Device::open`].
+    pub fn probe(_eal: &Eal, devargs: &str) -> Result<String, DeviceError> {
+        let c = cstr(devargs)?;
+        // SAFETY: c is a valid NUL-terminated string for the call; the EAL runs (_eal).
+        dpdk!(rte_dev_probe(c.as_ptr()))?;
+        Ok(devargs.split(',').next().unwrap_or(devargs).to_owned())
+    }
+
+    /// Configure and start the device named `name` with `cfg.queues` queue pairs receiving
+    /// into `pool`; returns the device and one port per queue pair (index = queue).
+    pub fn open(
+        eal: &Eal,
+        name: &str,
+        pool: &DpdkPool,
+        cfg: &DeviceConfig,
+    ) -> Result<(Device, Vec<DpdkPort>), DeviceError> {
+        let cname = cstr(name)?;
+        let mut id = 0u16;
+        // SAFETY: valid string and out-pointer for the call.
+        let r = unsafe { sys::rte_eth_dev_get_port_by_name(cname.as_ptr(), &mut id) };
+        if r < 0 {
+            return Err(DeviceError::NotFound(name.to_owned()));
+        }
+        let unsupported = |what| DeviceError::Unsupported {
+            name: name.to_owned(),
+            what,
+        };
+        let mut info = sys::rte_eth_dev_info::default();
+        // SAFETY: valid port id and out-pointer.
+        dpdk!(rte_eth_dev_info_get(id, &mut info))?;
+        let q = cfg.queues;
+        if q == 0 || q > info.max_rx_queues || q > info.max_tx_queues {
+            return Err(unsupported("queue count outside the device's limits"));
+        }
+        let room = pool.pool().slot_size() - pool.pool().headroom() as usize;
+        if (info.min_rx_bufsize as usize) > room {
+            return Err(unsupported(
+                "pool slots smaller than the device's receive buffers",
+            ));
+        }
+
+        let mut conf = sys::rte_eth_conf::default();
+        let rss_want = (sys::RTE_ETH_RSS_IP | sys::RTE_ETH_RSS_UDP) as u64;
+        let rss_hf = rss_want & info.flow_type_rss_offloads;
+        let rss = q > 1 && rss_hf != 0;
+        if rss {
+            conf.rxmode.mq_mode = sys::RTE_ETH_MQ_RX_RSS;
+            conf.rx_adv_conf.rss_conf.rss_hf = rss_hf;
+        }
+        let rx_ck = (sys::RTE_ETH_RX_OFFLOAD_IPV4_CKSUM | sys::RTE_ETH_RX_OFFLOAD_UDP_CKSUM) as u64;
+        let tx_ck = (sys::RTE_ETH_TX_OFFLOAD_IPV4_CKSUM | sys::RTE_ETH_TX_OFFLOAD_UDP_CKSUM) as u64;
+        let offloads = Offloads {
+            rx_checksum: cfg.checksum_offload && info.rx_offload_capa & rx_ck == rx_ck,
+            tx_checksum: cfg.checksum_offload && info.tx_offload_capa & tx_ck == tx_ck,
+        };
+        if offloads.rx_checksum {
+            conf.rxmode.offloads |= rx_ck;
+        }
+        if offloads.tx_checksum {
+            conf.txmode.offloads |= tx_ck;
+        }
+        // SAFETY: valid port id and configuration.
+        dpdk!(rte_eth_dev_configure(id, q, q, &conf))?;
+        let (mut nrx, mut ntx) = (cfg.rx_desc, cfg.tx_desc);
+        // SAFETY: valid port id and in/out pointers.
+        dpdk!(rte_eth_dev_adjust_nb_rx_tx_desc(id, &mut nrx, &mut ntx))?;
+        // SAFETY: valid port id.
+        let socket = unsafe { sys::rte_eth_dev_socket_id(id) };
+        // SOCKET_ID_ANY is -1.
+        let socket = if socket < 0 { -1i32 } else { socket } as u32;
+        for qi in 0..q {
+            // SAFETY: valid port, queue, descriptor count; default rxconf (NULL); the mempool
+            // outlives the device (DevShared holds the DpdkPool).
+            dpdk!(rte_eth_rx_queue_setup(
+                id,
+                qi,
+                nrx,
+                socket,
+                std::ptr::null(),
+                pool.as_mempool()
+            ))?;
+            // SAFETY: as above, default txconf.
+            dpdk!(rte_eth_tx_queue_setup(
+                id,
+                qi,
+                ntx,
+                socket,
+                std::ptr::null()
+            ))?;
+        }
+
+        // Map the pool's memory for the device's DMA where the bus can (PCI with VFIO);
+        // virtual devices answer ENOTSUP, which is fine: they use virtual addresses.
+        let mut dma_mapped = None;
+        if let Some(iova) = pool.iova() {
+            let (base, len) = pool.memory();
+            // SAFETY: info.device is this port's device; the memory is registered with
+            // rte_extmem_register and lives as long as the pool, which outlives the device.
+            let r = unsafe { sys::rte_dev_dma_map(info.device, base.cast(), iova, len) };
+            if r == 0 {
+                dma_mapped = Some(info.device);
+            } else {
+                tracing::debug!(
+                    device = name,
+                    errno = super::error::rte_errno(),
+                    "no DMA map"
+                );
+            }
+        }
+        let shared = Arc::new(DevShared {
+            id,
+            name: name.to_owned(),
+            pool: pool.clone(),
+            dma_mapped,
+            _eal: eal.clone(),
+        });
+
+        // SAFETY: configured with queues set up.
+        dpdk!(rte_eth_dev_start(id))?;
+        if cfg.promiscuous {
+            // SAFETY: valid port id. Not every device can; that is not an error here.
+            let r = unsafe { sys::rte_eth_promiscuous_enable(id) };
+            if r < 0 {
+                tracing::debug!(device = name, errno = -r, "promiscuous mode unavailable");
+            }
+        }
+        let mut mac = sys::rte_ether_addr::default();
+        // SAFETY: valid port id and out-pointer.
+        dpdk!(rte_eth_macaddr_get(id, &mut mac))?;
+        let mut mtu = 1500u16;
+        // SAFETY: valid port id and out-pointer; on failure mtu keeps 1500.
+        if unsafe { sys::rte_eth_dev_get_mtu(id, &mut mtu) } < 0 {
+            mtu = 1500;
+        }
+        let ports = (0..q)
+            .map(|qi| DpdkPort {
+                dev: shared.clone(),
+                id,
+                queue: qi,
+                mp: pool.as_mempool(),
+                ctx: pool.ctx_ptr(),
+                pool: pool.pool().clone(),
+                base: pool.memory().0 as usize,
+                end: pool.memory().0 as usize
+                    + pool.pool().capacity() as usize * pool.pool().slot_size(),
+                info: PortInfo {
+                    name: name.to_owned(),
+                    mtu,
+                    max_burst: MAX_BURST as u16,
+                    mac: mac.addr_bytes,
+                    queues: q,
+                    queue: qi,
+                    offloads,
+                },
+                stats: PortStats::default(),
+                copies: 0,
+                mbufs: vec![std::ptr::null_mut(); MAX_BURST].into_boxed_slice(),
+                scratch: Vec::with_capacity(MAX_BURST),
+                copied: vec![false; MAX_BURST].into_boxed_slice(),
+            })
+            .collect();
+        Ok((
+            Device {
+                shared,
+                info,
+                queues: q,
+                rss,
+            },
+            ports,
+        ))
+    }
+
+    /// DPDK's port id.
+    pub fn id(&self) -> u16 {
+        self.shared.id
+    }
+
+    /// The device's name.
+    pub fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    /// The driver's name (e.g. `net_ring`).
+    pub fn driver(&self) -> String {
+        if self.info.driver_name.is_null() {
+            return String::new();
+        }
+        // SAFETY: driver_name is a static NUL-terminated string owned by the driver.
+        unsafe { CStr::from_ptr(self.info.driver_name) }
+            .to_string_lossy()
+            .into_owned()
+    }
+
+    /// Queue pairs.
+    pub fn queues(&self) -> u16 {
+        self.queues
+    }
+
+    /// Whether receive is spread over the queues by RSS.
+    pub fn rss(&self) -> bool {
+        self.rss
+    }
+
+    /// Link state (does not wait).
+    pub fn link(&self) -> Link {
+        link_of(self.shared.id)
+    }
+
+    /// Device-wide counters.
+    pub fn stats(&self) -> Result<DeviceStats, DeviceError> {
+        let mut s = sys::rte_eth_stats::default();
+        // SAFETY: valid port id and out-pointer.
+        dpdk!(rte_eth_stats_get(self.shared.id, &mut s))?;
+        Ok(DeviceStats {
+            ipackets: s.ipackets,
+            opackets: s.opackets,
+            ibytes: s.ibytes,
+            obytes: s.obytes,
+            imissed: s.imissed,
+            ierrors: s.ierrors,
+            oerrors: s.oerrors,
+            rx_nombuf: s.rx_nombuf,
+        })
+    }
+
+    /// The driver's extended counters, by name.
+    pub fn xstats(&self) -> Result<Vec<(String, u64)>, DeviceError> {
+        let id = self.shared.id;
+        // SAFETY: NULL/0 asks for the count.
+        let n = dpdk!(rte_eth_xstats_get_names(id, std::ptr::null_mut(), 0))? as usize;
+        let mut names = vec![sys::rte_eth_xstat_name::default(); n];
+        let mut vals = vec![sys::rte_eth_xstat::default(); n];
+        // SAFETY: arrays of n entries.
+        let got = dpdk!(rte_eth_xstats_get_names(id, names.as_mut_ptr(), n as u32))? as usize;
+        // SAFETY: arrays of n entries.
+        let gotv = dpdk!(rte_eth_xstats_get(id, vals.as_mut_ptr(), n as u32))? as usize;
+        let k = got.min(gotv).min(n);
+        Ok(vals[..k]
+            .iter()
+            .filter_map(|v| {
+                let nm = names.get(v.id as usize)?;
+                // SAFETY: the name is a NUL-terminated array filled by the driver.
+                let s = unsafe { CStr::from_ptr(nm.name.as_ptr()) };
+                Some((s.to_string_lossy().into_owned(), v.value))
+            })
+            .collect())
+    }
+}
+
+fn link_of(id: u16) -> Link {
+    let mut l = sys::rte_eth_link::default();
+    // SAFETY: valid port id and out-pointer.
+    if unsafe { sys::rte_eth_link_get_nowait(id, &mut l) } < 0 {
+        return Link::Down;
+    }
+    if l.link_status() as u32 == sys::RTE_ETH_LINK_UP {
+        Link::Up {
+            speed_mbps: if l.link_speed == sys::RTE_ETH_SPEED_NUM_UNKNOWN {
+                0
+            } else {
+                l.link_speed
+            },
+        }
+    } else {
+        Link::Down
+    }
+}
+
+/// One queue pair of a [`Device`], as a [`Port`]. Receives into the device's [`DpdkPool`];
+/// `alloc_tx` gives slots of the same pool, which transmit without a copy.
+pub struct DpdkPort {
+    dev: Arc<DevShared>,
+    id: u16,
+    queue: u16,
+    mp: *mut sys::rte_mempool,
+    ctx: *const c_void,
+    pool: Pool,
+    base: usize,
+    end: usize,
+    info: PortInfo,
+    stats: PortStats,
+    copies: u64,
+    mbufs: Box<[*mut sys::rte_mbuf]>,
+    scratch: Vec<PktBuf>,
+    copied: Box<[bool]>,
+}
+
+// SAFETY: a DpdkPort is the only user of its queue pair; the mempool and device it points to
+// are kept alive by the Arcs it holds and are thread-safe to use from any one thread.
+unsafe impl Send for DpdkPort {}
+
+impl std::fmt::Debug for DpdkPort {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DpdkPort")
+            .field("device", &self.dev.name)
+            .field("queue", &self.queue)
+            .field("stats", &self.stats)
+            .finish()
+    }
+}
+
+const ETH_HDR: usize = 14;
+
+impl DpdkPort {
+    /// Frames copied at this layer (a foreign buffer on transmit, a chained or foreign mbuf on
+    /// receive). Zero when every buffer comes from the port's pool.
+    pub fn copies(&self) -> u64 {
+        self.copies
+    }
+
+    /// The pool this port receives into and `alloc_tx` takes from.
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    /// DPDK's port id.
+    pub fn port_id(&self) -> u16 {
+        self.id
+    }
+
+    fn owns(&self, b: &PktBuf) -> bool {
+        let p = b.data().as_ptr() as usize - b.data_offset();
+        p >= self.base && p < self.end
+    }
+
+    /// Turn a received mbuf into a PktBuf: the slot itself when the mbuf is one segment of a
+    /// DpdkPool, else a copy.
+    #[inline]
+    fn take_mbuf(&mut self, m: *mut sys::rte_mbuf) -> Option<PktBuf> {
+        // SAFETY: m is a valid mbuf the driver just gave us.
+        let flags = unsafe { sys::shim_pktmbuf_ol_flags(m) };
+        let bad = (sys::RTE_MBUF_F_RX_IP_CKSUM_BAD | sys::RTE_MBUF_F_RX_L4_CKSUM_BAD) as u64;
+        if self.info.offloads.rx_checksum && flags & bad != 0 {
+            self.stats.rx_errors += 1;
+            // SAFETY: we own m and free it once.
+            unsafe { sys::shim_pktmbuf_free(m) };
+            return None;
+        }
+        let (mut ctx, mut slot, mut off, mut len) = (std::ptr::null_mut(), 0u32, 0u32, 0u32);
+        // SAFETY: m is valid; out-pointers are valid.
+        let r = unsafe { sys::shim_extpool_take(m, &mut ctx, &mut slot, &mut off, &mut len) };
+        if r == 0 {
+            if std::ptr::eq(ctx as *const c_void, self.ctx) {
+                // SAFETY: take released the mbuf's slot of our pool to us; off + len lies in
+                // the slot (the mbuf's buffer is the slot).
+                return Some(unsafe { self.pool.from_raw(slot, off, len) });
+            }
+            // Another DpdkPool's mbuf (a ring between two devices with different pools).
+            // SAFETY: ctx is the SlotCtx of a live DpdkPool (its mempool made this mbuf).
+            let other = unsafe { &*(ctx as *const SlotCtx) };
+            // SAFETY: as above, for that pool.
+            return Some(unsafe { other.pool.from_raw(slot, off, len) });
+        }
+        // Chained, shared or foreign: copy once.
+        // SAFETY: m is valid.
+        let plen = unsafe { sys::shim_pktmbuf_pkt_len(m) } as usize;
+        let out = match self.pool.alloc() {
+            Ok(mut b) => match b.append(plen) {
+                Ok(dst) => {
+                    // SAFETY: dst has plen bytes; m holds plen bytes.
+                    let r = unsafe {
+                        sys::shim_pktmbuf_copy_out(m, 0, plen as u32, dst.as_mut_ptr().cast())
+                    };
+                    if r == 0 {
+                        self.copies += 1;
+                        Some(b)
+                    } else {
+                        self.stats.rx_errors += 1;
+                        None
+                    }
+                }
+                Err(_) => {
+                    self.stats.rx_errors += 1;
+                    None
+                }
+            },
+            Err(PoolExhausted) => {
+                self.stats.rx_no_buffer += 1;
+                None
+            }
+        };
+        // SAFETY: we own m; freed once.
+        unsafe { sys::shim_pktmbuf_free(m) };
+        out
+    }
+
+    /// Ask the device to fill IPv4 (and UDP) checksums of an IPv4 frame.
+    fn tx_offload(m: *mut sys::rte_mbuf, b: &mut PktBuf) {
+        let d = b.data_mut();
+        if d.len() < ETH_HDR + 20 || d[12..14] != [0x08, 0x00] || d[ETH_HDR] >> 4 != 4 {
+            return;
+        }
+        let ihl = ((d[ETH_HDR] & 0x0f) as usize) * 4;
+        if ihl < 20 || d.len() < ETH_HDR + ihl {
+            return;
+        }
+        let mut flags = sys::RTE_MBUF_F_TX_IPV4 | sys::RTE_MBUF_F_TX_IP_CKSUM;
+        d[ETH_HDR + 10] = 0;
+        d[ETH_HDR + 11] = 0;
+        let ip = ETH_HDR;
+        if d[ip + 9] == 17 && d.len() >= ip + ihl + 8 {
+            // The device wants the pseudo-header sum in the UDP checksum field.
+            let total = u16::from_be_bytes([d[ip + 2], d[ip + 3]]) as u32;
+            let l4len = total.saturating_sub(ihl as u32);
+            let mut sum: u32 = 17 + l4len;
+            for i in (12..20).step_by(2) {
+                sum += u16::from_be_bytes([d[ip + i], d[ip + i + 1]]) as u32;
+            }
+            while sum > 0xffff {
+                sum = (sum & 0xffff) + (sum >> 16);
+            }
+            let c = (sum as u16).to_be_bytes();
+            d[ip + ihl + 6] = c[0];
+            d[ip + ihl + 7] = c[1];
+            flags |= sys::RTE_MBUF_F_TX_UDP_CKSUM;
+        }
+        // SAFETY: m is the mbuf about to carry b; setting offload fields is allowed.
+        unsafe { sys::shim_pktmbuf_tx_offload(m, flags, ETH_HDR as u16, ihl as u16) };
+    }
+}
+
+impl Port for DpdkPort {
+    fn info(&self) -> PortInfo {
+        self.info.clone()
+    }
+
+    fn link(&mut self) -> Link {
+        link_of(self.id)
+    }
+
+    fn rx_burst(&mut self, out: &mut Vec<PktBuf>, max: usize) -> usize {
+        let max = max.min(MAX_BURST);
+        if max == 0 {
+            return 0;
+        }
+        // SAFETY: mbufs has room for MAX_BURST >= max pointers; this port owns the queue.
+        let n =
+            unsafe { sys::shim_rx_burst(self.id, self.queue, self.mbufs.as_mut_ptr(), max as u16) }
+                as usize;
+        let mut got = 0;
+        for i in 0..n {
+            let m = self.mbufs[i];
+            if let Some(mut b) = self.take_mbuf(m) {
+                b.meta.port = self.id;
+                b.meta.queue = self.queue;
+                self.stats.rx_packets += 1;
+                self.stats.rx_bytes += b.len() as u64;
+                out.push(b);
+                got += 1;
+            }
+        }
+        got
+    }
+
+    fn tx_burst(&mut self, pkts: &mut Vec<PktBuf>) -> usize {
+        let n = pkts.len().min(MAX_BURST);
+        let mut ready = 0;
+        self.scratch.clear();
+        for (i, b) in pkts.iter_mut().enumerate().take(n) {
+            let own = self.owns(b);
+            let m = if own {
+                // SAFETY: b's slot belongs to this mempool's pool; the mbuf of that slot is
+                // only touched by whoever owns the slot, and we hold b.
+                unsafe {
+                    sys::shim_extpool_give(
+                        self.mp,
+                        b.slot(),
+                        b.data_offset() as u32,
+                        b.len() as u32,
+                    )
+                }
+            } else {
+                let Ok(mut c) = self.pool.alloc() else {
+                    break;
+                };
+                if c.extend_from_slice(b.data()).is_err() {
+                    break;
+                }
+                // SAFETY: as above, for the copy's slot.
+                let m = unsafe {
+                    sys::shim_extpool_give(
+                        self.mp,
+                        c.slot(),
+                        c.data_offset() as u32,
+                        c.len() as u32,
+                    )
+                };
+                self.scratch.push(c);
+                m
+            };
+            if m.is_null() {
+                break;
+            }
+            if self.info.offloads.tx_checksum {
+                let b = if own {
+                    b
+                } else {
+                    self.scratch.last_mut().expect("pushed")
+                };
+                Self::tx_offload(m, b);
+            }
+            self.copied[i] = !own;
+            self.mbufs[i] = m;
+            ready += 1;
+        }
+        if ready == 0 {
+            return 0;
+        }
+        // SAFETY: mbufs[..ready] are valid mbufs of our mempool; the driver takes those it
+        // sends.
+        let sent = unsafe {
+            sys::shim_tx_burst(self.id, self.queue, self.mbufs.as_mut_ptr(), ready as u16)
+        } as usize;
+        let mut copies = self.scratch.drain(..);
+        for (i, b) in pkts.drain(..sent).enumerate() {
+            self.stats.tx_bytes += b.len() as u64;
+            if self.copied[i] {
+                // The copy went; the original returns to its pool.
+                if let Some(c) = copies.next() {
+                    let _ = c.into_raw();
+                    self.copies += 1;
+                }
+                drop(b);
+            } else {
+                // The slot now belongs to the driver, which frees the mbuf into our pool.
+                let _ = b.into_raw();
+            }
+        }
+        drop(copies); // unsent copies return to the pool
+        self.stats.tx_packets += sent as u64;
+        if sent < ready {
+            self.stats.tx_ring_full += (ready - sent) as u64;
+        }
+        sent
+    }
+
+    fn alloc_tx(&mut self) -> Result<PktBuf, PoolExhausted> {
+        self.pool.alloc()
+    }
+
+    fn stats(&self) -> PortStats {
+        self.stats
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_config() {
+        let c = DeviceConfig::default();
+        assert_eq!(c.queues, 1);
+        assert!(c.checksum_offload);
+    }
+}

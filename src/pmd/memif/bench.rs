@@ -1,0 +1,396 @@
+//! `bypass memif-bench`: a driver that measures one memif side against any memif peer (our
+//! own, or dpdk-testpmd), and the child role the integration tests spawn.
+//!
+//! Modes:
+//! - `ping`: send one frame, spin until it comes back, record the round trip (hdrhistogram,
+//!   ns); checks every reply carries the payload that was sent (MACs may be swapped).
+//! - `pong`: bounce every received frame back unchanged (like testpmd `io` forwarding).
+//! - `tx`: send frames of `--size` bytes as fast as the ring takes them, for `--secs`.
+//! - `rx`: count received frames; report the rate between the first and the last second.
+//!
+//! Output is `key=value` lines (machine-readable, used by scripts/bench-memif.sh and tests).
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use super::{InterfaceConfig, Memif, MemifConfig, Role};
+use crate::mem::PktBuf;
+use crate::pmd::Port;
+
+/// Options of one run.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Role on the socket.
+    pub role: Role,
+    /// Socket path.
+    pub socket: PathBuf,
+    /// Interface id.
+    pub id: u32,
+    /// What to do.
+    pub mode: String,
+    /// Frame size in bytes.
+    pub size: usize,
+    /// Round trips to measure (ping) or frames to bounce before exiting (pong; 0 = forever).
+    pub count: u64,
+    /// Round trips to discard first (ping).
+    pub warmup: u64,
+    /// Seconds to run (tx, rx; pong also exits after this many seconds when non-zero).
+    pub secs: f64,
+    /// Core to pin to.
+    pub core: Option<usize>,
+    /// Seconds to wait for the link.
+    pub link_timeout: f64,
+    /// Ring size, log2.
+    pub log2_ring: u8,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            role: Role::Client,
+            socket: PathBuf::from("/run/bypass-memif.sock"),
+            id: 0,
+            mode: "ping".into(),
+            size: 64,
+            count: 100_000,
+            warmup: 10_000,
+            secs: 5.0,
+            core: None,
+            link_timeout: 30.0,
+            log2_ring: 10,
+        }
+    }
+}
+
+/// Usage text.
+pub const USAGE: &str = "usage: bypass memif-bench --role client|server --socket PATH \
+[--id N] [--mode ping|pong|tx|rx] [--size BYTES] [--count N] [--warmup N] [--secs S] \
+[--core N] [--link-timeout S] [--ring LOG2]";
+
+/// Parse command-line arguments (after the subcommand).
+pub fn parse(args: &[String]) -> Result<Options, String> {
+    let mut o = Options::default();
+    let mut count_given = false;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut val = || {
+            it.next()
+                .cloned()
+                .ok_or_else(|| format!("{a} needs a value"))
+        };
+        let num = |v: String| v.parse::<f64>().map_err(|e| format!("{a}: {e}"));
+        match a.as_str() {
+            "--role" => {
+                o.role = match val()?.as_str() {
+                    "client" | "slave" => Role::Client,
+                    "server" | "master" => Role::Server,
+                    r => return Err(format!("unknown role {r}")),
+                }
+            }
+            "--socket" => o.socket = PathBuf::from(val()?),
+            "--id" => o.id = num(val()?)? as u32,
+            "--mode" => o.mode = val()?,
+            "--size" => o.size = num(val()?)? as usize,
+            "--count" => {
+                o.count = num(val()?)? as u64;
+                count_given = true;
+            }
+            "--warmup" => o.warmup = num(val()?)? as u64,
+            "--secs" => o.secs = num(val()?)?,
+            "--core" => o.core = Some(num(val()?)? as usize),
+            "--link-timeout" => o.link_timeout = num(val()?)?,
+            "--ring" => o.log2_ring = num(val()?)? as u8,
+            _ => return Err(format!("unknown argument {a}\n{USAGE}")),
+        }
+    }
+    if o.mode == "pong" && !count_given {
+        o.count = 0;
+    }
+    if !(60..=2048).contains(&o.size) {
+        return Err("--size must be 60..=2048".into());
+    }
+    Ok(o)
+}
+
+fn pin(core: Option<usize>) {
+    if let Some(c) = core {
+        let ok = core_affinity::set_for_current(core_affinity::CoreId { id: c });
+        if !ok {
+            eprintln!("memif-bench: could not pin to core {c}");
+        }
+    }
+}
+
+/// Fill `b` with a test frame: broadcast-free unicast MACs, ethertype 0x88b5 (local
+/// experimental), then the sequence number, then a byte pattern.
+fn fill(b: &mut PktBuf, size: usize, seq: u64) {
+    let Ok(d) = b.append(size) else { return };
+    d[0..6].copy_from_slice(&[0x02, 0, 0, 0, 0, 2]);
+    d[6..12].copy_from_slice(&[0x02, 0, 0, 0, 0, 1]);
+    d[12..14].copy_from_slice(&[0x88, 0xb5]);
+    d[14..22].copy_from_slice(&seq.to_le_bytes());
+    for (i, x) in d[22..].iter_mut().enumerate() {
+        *x = (i as u8).wrapping_mul(7).wrapping_add(seq as u8);
+    }
+}
+
+/// True when `d` is the frame `fill` made for `seq` (MAC addresses may be swapped).
+fn check(d: &[u8], size: usize, seq: u64) -> bool {
+    if d.len() != size || d[12..14] != [0x88, 0xb5] || d[14..22] != seq.to_le_bytes() {
+        return false;
+    }
+    d[22..]
+        .iter()
+        .enumerate()
+        .all(|(i, &x)| x == (i as u8).wrapping_mul(7).wrapping_add(seq as u8))
+}
+
+/// Run one benchmark; returns the report.
+pub fn run(o: &Options) -> Result<String, String> {
+    let mut cfg = MemifConfig::new(&o.socket, o.role, o.id);
+    let mut ic = InterfaceConfig::new(o.id);
+    ic.log2_ring_size = o.log2_ring;
+    cfg.interfaces = vec![ic];
+    cfg.reconnect_interval = Duration::from_millis(20);
+    let memif = Memif::new(cfg).map_err(|e| e.to_string())?;
+    let mut port = memif.port(o.id, 0).map_err(|e| e.to_string())?;
+    pin(o.core);
+    // This thread is the poll loop: per-core pool caches make alloc/free cheaper.
+    let _core = crate::mem::CoreSlot::claim_any().ok();
+    let deadline = Instant::now() + Duration::from_secs_f64(o.link_timeout);
+    while !port.link().is_up() {
+        if Instant::now() > deadline {
+            return Err(format!(
+                "link did not come up in {}s (last error: {:?})",
+                o.link_timeout,
+                memif.last_error(o.id)
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "link=up peer={:?}",
+        memif.peer_name(o.id).unwrap_or_default()
+    );
+    match o.mode.as_str() {
+        "ping" => ping(&mut port, o, &mut out)?,
+        "pong" => pong(&mut port, o, &mut out),
+        "tx" => tx(&mut port, o, &mut out),
+        "rx" => rx(&mut port, o, &mut out),
+        m => return Err(format!("unknown mode {m}")),
+    }
+    let s = port.stats();
+    let _ = writeln!(
+        out,
+        "stats rx_packets={} tx_packets={} rx_errors={} rx_no_buffer={} tx_ring_full={}",
+        s.rx_packets, s.tx_packets, s.rx_errors, s.rx_no_buffer, s.tx_ring_full
+    );
+    Ok(out)
+}
+
+fn ping(port: &mut impl Port, o: &Options, out: &mut String) -> Result<(), String> {
+    let mut h = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3)
+        .map_err(|e| e.to_string())?;
+    let mut txv: Vec<PktBuf> = Vec::with_capacity(crate::pmd::MAX_BURST);
+    let mut rxv: Vec<PktBuf> = Vec::with_capacity(crate::pmd::MAX_BURST);
+    let mut bad = 0u64;
+    let mut lost = 0u64;
+    let mut lost_warmup = 0u64;
+    let total = o.warmup + o.count;
+    let mut seq = 0u64;
+    while seq < total {
+        let mut b = port.alloc_tx().map_err(|_| "pool exhausted".to_string())?;
+        fill(&mut b, o.size, seq);
+        txv.push(b);
+        let t0 = Instant::now();
+        while port.tx_burst(&mut txv) == 0 {
+            if !port.link().is_up() {
+                return Err(format!("link went down at seq {seq}: {:?}", port.stats()));
+            }
+        }
+        let mut spins = 0u64;
+        let mut got = false;
+        while !got {
+            if port.rx_burst(&mut rxv, crate::pmd::MAX_BURST) > 0 {
+                let t1 = Instant::now();
+                for f in rxv.drain(..) {
+                    if check(f.data(), o.size, seq) {
+                        got = true;
+                    } else {
+                        bad += 1;
+                    }
+                }
+                if got && seq >= o.warmup {
+                    let _ = h.record((t1 - t0).as_nanos() as u64);
+                }
+            }
+            spins += 1;
+            if !got && spins.is_multiple_of(65536) && t0.elapsed() > Duration::from_millis(200) {
+                // A frame sent while the peer was still starting may be dropped by it.
+                if seq < o.warmup {
+                    tracing::debug!(seq, "ping lost during warmup");
+                    eprintln!("memif-bench: frame {seq} not answered within 200 ms (warmup)");
+                    lost_warmup += 1;
+                } else {
+                    lost += 1;
+                }
+                break;
+            }
+        }
+        seq += 1;
+    }
+    let q = |p: f64| h.value_at_quantile(p) as f64 / 1000.0;
+    let _ = writeln!(
+        out,
+        "rtt_us size={} samples={} p50={:.3} p90={:.3} p99={:.3} p99.9={:.3} p99.99={:.3} max={:.3} jitter_p99-p50={:.3}",
+        o.size,
+        h.len(),
+        q(0.5),
+        q(0.9),
+        q(0.99),
+        q(0.999),
+        q(0.9999),
+        h.max() as f64 / 1000.0,
+        q(0.99) - q(0.5)
+    );
+    let _ = writeln!(
+        out,
+        "ping bad_frames={bad} lost={lost} lost_in_warmup={lost_warmup}"
+    );
+    if bad > 0 || lost > 0 {
+        return Err(format!("{out}ping: {bad} bad frames, {lost} lost"));
+    }
+    Ok(())
+}
+
+fn pong(port: &mut impl Port, o: &Options, out: &mut String) {
+    let mut v: Vec<PktBuf> = Vec::with_capacity(crate::pmd::MAX_BURST);
+    let start = Instant::now();
+    let mut n = 0u64;
+    let mut iter = 0u64;
+    loop {
+        if port.rx_burst(&mut v, crate::pmd::MAX_BURST) > 0 {
+            while !v.is_empty() {
+                let k = port.tx_burst(&mut v);
+                n += k as u64;
+                if k == 0 && !port.link().is_up() {
+                    v.clear();
+                }
+            }
+        }
+        iter += 1;
+        if iter.is_multiple_of(4096) {
+            if o.count > 0 && n >= o.count {
+                break;
+            }
+            if o.secs > 0.0 && start.elapsed().as_secs_f64() > o.secs {
+                break;
+            }
+        }
+    }
+    let _ = writeln!(out, "pong bounced={n}");
+}
+
+fn tx(port: &mut impl Port, o: &Options, out: &mut String) {
+    let mut v: Vec<PktBuf> = Vec::with_capacity(64);
+    let start = Instant::now();
+    let mut sent = 0u64;
+    let mut seq = 0u64;
+    let mut iter = 0u64;
+    loop {
+        while v.len() < 32 {
+            let Ok(mut b) = port.alloc_tx() else { break };
+            fill(&mut b, o.size, seq);
+            seq += 1;
+            v.push(b);
+        }
+        sent += port.tx_burst(&mut v) as u64;
+        iter += 1;
+        if iter.is_multiple_of(1024) && start.elapsed().as_secs_f64() > o.secs {
+            break;
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let _ = writeln!(
+        out,
+        "tx size={} frames={} secs={:.3} mpps={:.3}",
+        o.size,
+        sent,
+        secs,
+        sent as f64 / secs / 1e6
+    );
+}
+
+fn rx(port: &mut impl Port, o: &Options, out: &mut String) {
+    let mut v: Vec<PktBuf> = Vec::with_capacity(crate::pmd::MAX_BURST);
+    let mut n = 0u64;
+    let mut first: Option<Instant> = None;
+    let mut mark: Option<(Instant, u64)> = None;
+    let mut end_mark = (Instant::now(), 0u64);
+    let mut iter = 0u64;
+    loop {
+        let k = port.rx_burst(&mut v, crate::pmd::MAX_BURST);
+        if k > 0 {
+            n += k as u64;
+            v.clear();
+            if first.is_none() {
+                first = Some(Instant::now());
+            }
+        }
+        iter += 1;
+        if iter.is_multiple_of(1024) {
+            if let Some(f) = first {
+                let now = Instant::now();
+                let el = (now - f).as_secs_f64();
+                // Measure from 1 s after the first frame to 1 s before the end.
+                if mark.is_none() && el >= 1.0 {
+                    mark = Some((now, n));
+                }
+                if el <= o.secs - 1.0 {
+                    end_mark = (now, n);
+                }
+                if el > o.secs {
+                    break;
+                }
+            } else if iter.is_multiple_of(1 << 20) && !port.link().is_up() {
+                break;
+            }
+        }
+    }
+    let (t0, n0) = mark.unwrap_or((first.unwrap_or(end_mark.0), 0));
+    let secs = (end_mark.0 - t0).as_secs_f64().max(1e-9);
+    let _ = writeln!(
+        out,
+        "rx size={} frames={} window_secs={:.3} mpps={:.3}",
+        o.size,
+        n,
+        secs,
+        end_mark.1.saturating_sub(n0) as f64 / secs / 1e6
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_and_pattern() {
+        let a: Vec<String> = "--role server --socket /tmp/x --mode pong --size 128 --core 1"
+            .split(' ')
+            .map(String::from)
+            .collect();
+        let o = parse(&a).unwrap();
+        assert_eq!(o.role, Role::Server);
+        assert_eq!(o.size, 128);
+        assert_eq!(o.core, Some(1));
+        assert!(parse(&["--bogus".to_string()]).is_err());
+        let pool = crate::mem::Pool::new(&crate::mem::PoolConfig::new("t", 2, 2304)).unwrap();
+        let mut b = pool.alloc().unwrap();
+        fill(&mut b, 100, 42);
+        assert!(check(b.data(), 100, 42));
+        assert!(!check(b.data(), 100, 43));
+    }
+}

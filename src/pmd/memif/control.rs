@@ -1,0 +1,878 @@
+//! The memif control channel: one thread per socket, asleep in `poll(2)`, that accepts or
+//! connects, runs the handshake of each interface, validates everything the peer says, and
+//! publishes (or withdraws) the connection the ports poll.
+//!
+//! Handshake (client C, server S), one message at a time:
+//!
+//! ```text
+//! S: HELLO            C: INIT        -> S: ACK
+//! C: ADD_REGION (fd) -> S: ACK   (region 0: rings, region 1: buffers)
+//! C: ADD_RING (fd)   -> S: ACK   (client->server rings, then server->client rings)
+//! C: CONNECT         -> S: CONNECTED        link up on both sides
+//! either: DISCONNECT(reason) or a hang-up  link down; the client reconnects
+//! ```
+
+use std::collections::VecDeque;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::msg::{self, Msg, MsgError, Name, MSG_SIZE, VERSION};
+use super::ring::{ring_bytes, Ring, RING_FLAG_MASK_INT};
+use super::sys::{self, Recv};
+use super::{Conn, IfShared, QueueRings, RegionMap, Role, Shared, MAX_LOG2_RING_SIZE, MAX_REGIONS};
+use crate::mem::{HugePages, Region};
+
+/// Why a control connection was refused or dropped.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ControlError {
+    /// A datagram that is not a control message (wrong size, unknown type).
+    #[error("malformed control message: {0}")]
+    Malformed(#[from] MsgError),
+    /// A datagram longer than a control message, or with more ancillary data than fits.
+    #[error("truncated control message")]
+    Truncated,
+    /// The peer speaks no protocol version we do.
+    #[error("incompatible memif version (peer {min:#06x}..={max:#06x}, we speak {VERSION:#06x})")]
+    Version {
+        /// Lowest version the peer offers.
+        min: u16,
+        /// Highest version the peer offers.
+        max: u16,
+    },
+    /// No interface with this id on the socket.
+    #[error("ID {0} not found")]
+    UnknownId(u32),
+    /// The interface already has a peer.
+    #[error("interface {0} already connected")]
+    AlreadyConnected(u32),
+    /// Interface mode other than Ethernet.
+    #[error("only ethernet mode supported (got mode {0})")]
+    Mode(u8),
+    /// The secret was missing or wrong.
+    #[error("incorrect secret")]
+    Secret,
+    /// A message that is not valid in the current state of the handshake.
+    #[error("unexpected {got} message while {state}")]
+    Unexpected {
+        /// The message type.
+        got: &'static str,
+        /// What we were waiting for.
+        state: &'static str,
+    },
+    /// ADD_REGION / ADD_RING without its file descriptor.
+    #[error("{0} without a file descriptor")]
+    MissingFd(&'static str),
+    /// Regions must be added in order, 0 first, at most [`MAX_REGIONS`].
+    #[error("invalid region index {index} (expected {expected}, at most {MAX_REGIONS} regions)")]
+    RegionIndex {
+        /// Index received.
+        index: u16,
+        /// Index expected.
+        expected: u16,
+    },
+    /// A region of size 0, larger than its file, or larger than we can map.
+    #[error("invalid region {index} size {size} (file holds {file})")]
+    RegionSize {
+        /// Region index.
+        index: u16,
+        /// Size claimed.
+        size: u64,
+        /// Size of the file passed.
+        file: u64,
+    },
+    /// Mapping a region failed.
+    #[error("cannot map region {index}: {reason}")]
+    RegionMap {
+        /// Region index.
+        index: u16,
+        /// The failure.
+        reason: String,
+    },
+    /// A ring index beyond the interface's queue pairs, or given twice.
+    #[error("invalid ring index {index} (queue pairs: {max})")]
+    RingIndex {
+        /// Index received.
+        index: u16,
+        /// Queue pairs configured.
+        max: u16,
+    },
+    /// A ring in a region that was not added.
+    #[error("ring in unknown region {0}")]
+    RingRegion(u16),
+    /// A ring that does not fit inside its region, or is misaligned.
+    #[error(
+        "ring at offset {offset} ({size} bytes) outside region of {region_len} bytes or misaligned"
+    )]
+    RingBounds {
+        /// Offset of the ring.
+        offset: u32,
+        /// Bytes the ring needs.
+        size: usize,
+        /// Length of the region.
+        region_len: usize,
+    },
+    /// A ring size outside 1..=14 (log2).
+    #[error("invalid ring size 2^{0}")]
+    RingSize(u8),
+    /// A ring without the memif cookie.
+    #[error("ring {index} has cookie {cookie:#x}, not memif's")]
+    RingCookie {
+        /// Ring index.
+        index: u16,
+        /// Cookie found.
+        cookie: u32,
+    },
+    /// CONNECT before at least one ring in each direction.
+    #[error("no complete queue pair (rings 0.. in both directions) at CONNECT")]
+    NoRings,
+    /// HELLO offers nothing usable (no rings, no regions or ring size 0).
+    #[error("server offers no usable resources: {0}")]
+    Hello(&'static str),
+    /// The peer sent DISCONNECT.
+    #[error("peer disconnected: {0}")]
+    PeerDisconnect(String),
+    /// The peer closed the socket.
+    #[error("peer closed the control socket")]
+    Closed,
+    /// We could not build our side (memory, eventfd).
+    #[error("local setup failed: {0}")]
+    Setup(String),
+    /// A socket call failed.
+    #[error("control socket {op}: errno {errno}")]
+    Socket {
+        /// The call.
+        op: &'static str,
+        /// Its errno.
+        errno: i32,
+    },
+}
+
+fn sock_err(op: &'static str, e: std::io::Error) -> ControlError {
+    ControlError::Socket {
+        op,
+        errno: e.raw_os_error().unwrap_or(0),
+    }
+}
+
+fn type_name(m: &Msg) -> &'static str {
+    match m {
+        Msg::None => "NONE",
+        Msg::Ack => "ACK",
+        Msg::Hello { .. } => "HELLO",
+        Msg::Init { .. } => "INIT",
+        Msg::AddRegion { .. } => "ADD_REGION",
+        Msg::AddRing { .. } => "ADD_RING",
+        Msg::Connect { .. } => "CONNECT",
+        Msg::Connected { .. } => "CONNECTED",
+        Msg::Disconnect { .. } => "DISCONNECT",
+    }
+}
+
+/// A ring the client announced.
+struct RingSpec {
+    region: u16,
+    offset: u32,
+    log2: u8,
+    fd: Option<OwnedFd>,
+}
+
+/// What the client builds for one connection.
+struct ClientSetup {
+    ring_region: Region,
+    nqp: u16,
+    c2s: Vec<Ring>,
+    s2c: Vec<Ring>,
+    /// Eventfds: c2s rings then s2c rings.
+    fds: Vec<OwnedFd>,
+    /// Messages still to send, one per ACK, with the descriptor to pass.
+    pending: VecDeque<(Msg, Option<RawFd>)>,
+}
+
+enum State {
+    /// Server: waiting for INIT.
+    AwaitInit,
+    /// Server: collecting regions and rings until CONNECT.
+    Configuring {
+        regions: Vec<Region>,
+        c2s: Vec<Option<RingSpec>>,
+        s2c: Vec<Option<RingSpec>>,
+    },
+    /// Client: waiting for HELLO.
+    AwaitHello,
+    /// Client: sending the configuration, one message per ACK.
+    Sending(Box<ClientSetup>),
+    /// Client: CONNECT sent.
+    AwaitConnected(Box<ClientSetup>),
+    /// Up.
+    Connected,
+    /// Finished (refused or disconnected); dropped after this turn.
+    Dead,
+}
+
+impl State {
+    fn name(&self) -> &'static str {
+        match self {
+            State::AwaitInit => "waiting for INIT",
+            State::Configuring { .. } => "waiting for ADD_REGION/ADD_RING/CONNECT",
+            State::AwaitHello => "waiting for HELLO",
+            State::Sending(_) => "waiting for ACK",
+            State::AwaitConnected(_) => "waiting for CONNECTED",
+            State::Connected => "connected",
+            State::Dead => "closed",
+        }
+    }
+}
+
+struct Chan {
+    sock: OwnedFd,
+    /// Index of the interface in `Shared::ifaces`, once known.
+    iface: Option<usize>,
+    state: State,
+}
+
+/// The control thread's state.
+pub(super) struct Control {
+    shared: Arc<Shared>,
+    listener: Option<OwnedFd>,
+    chans: Vec<Chan>,
+    /// Server: interface has a channel. Client: interface has a channel (connecting or up).
+    busy: Vec<bool>,
+    /// Client: when to try connecting each interface next.
+    next_try: Vec<Instant>,
+}
+
+impl Control {
+    pub(super) fn new(shared: Arc<Shared>, listener: Option<OwnedFd>) -> Control {
+        let n = shared.ifaces.len();
+        Control {
+            shared,
+            listener,
+            chans: Vec::new(),
+            busy: vec![false; n],
+            next_try: vec![Instant::now(); n],
+        }
+    }
+
+    pub(super) fn run(mut self) {
+        let mut pfds: Vec<libc::pollfd> = Vec::new();
+        loop {
+            if self.shared.stop.load(Ordering::Acquire) {
+                break;
+            }
+            let now = Instant::now();
+            if self.shared.cfg.role == Role::Client {
+                self.connect_clients(now);
+            }
+            pfds.clear();
+            let ev = libc::POLLIN;
+            pfds.push(libc::pollfd {
+                fd: self.shared.wake.as_raw_fd(),
+                events: ev,
+                revents: 0,
+            });
+            if let Some(l) = &self.listener {
+                pfds.push(libc::pollfd {
+                    fd: l.as_raw_fd(),
+                    events: ev,
+                    revents: 0,
+                });
+            }
+            let first_chan = pfds.len();
+            for c in &self.chans {
+                pfds.push(libc::pollfd {
+                    fd: c.sock.as_raw_fd(),
+                    events: ev,
+                    revents: 0,
+                });
+            }
+            let timeout = self
+                .shared
+                .cfg
+                .reconnect_interval
+                .min(Duration::from_millis(200))
+                .as_millis()
+                .max(1) as i32;
+            if let Err(e) = sys::poll(&mut pfds, timeout) {
+                tracing::error!(error = %e, "memif control poll failed");
+                std::thread::sleep(Duration::from_millis(10));
+                continue;
+            }
+            if pfds[0].revents != 0 {
+                sys::eventfd_drain(self.shared.wake.as_fd());
+            }
+            if self.listener.is_some() && pfds[1].revents != 0 {
+                self.accept_all();
+            }
+            let nchans = pfds.len() - first_chan;
+            for i in 0..nchans {
+                if pfds[first_chan + i].revents != 0 {
+                    self.service(i);
+                }
+            }
+            self.reap();
+        }
+        // Shutting down: tell every peer, withdraw every connection.
+        for i in 0..self.chans.len() {
+            let c = &self.chans[i];
+            let _ = sys::send_msg(
+                c.sock.as_fd(),
+                &Msg::disconnect("interface closed").encode(),
+                None,
+            );
+            self.chans[i].state = State::Dead;
+        }
+        self.reap();
+    }
+
+    fn iface(&self, i: usize) -> &Arc<IfShared> {
+        &self.shared.ifaces[i]
+    }
+
+    fn connect_clients(&mut self, now: Instant) {
+        for i in 0..self.busy.len() {
+            if self.busy[i] || now < self.next_try[i] {
+                continue;
+            }
+            match sys::connect(&self.shared.cfg.socket) {
+                Ok(sock) => {
+                    self.busy[i] = true;
+                    self.chans.push(Chan {
+                        sock,
+                        iface: Some(i),
+                        state: State::AwaitHello,
+                    });
+                }
+                Err(e) => {
+                    tracing::trace!(error = %e, "memif connect failed; retrying");
+                    self.next_try[i] = now + self.shared.cfg.reconnect_interval;
+                }
+            }
+        }
+    }
+
+    fn accept_all(&mut self) {
+        let Some(l) = &self.listener else { return };
+        loop {
+            match sys::accept(l.as_fd()) {
+                Ok(Some(sock)) => {
+                    let hello = Msg::Hello {
+                        name: Name::new(&self.shared.cfg.app_name),
+                        min_version: VERSION,
+                        max_version: VERSION,
+                        max_region: (MAX_REGIONS - 1) as u16,
+                        max_s2c_ring: super::MAX_QUEUE_PAIRS - 1,
+                        max_c2s_ring: super::MAX_QUEUE_PAIRS - 1,
+                        max_log2_ring_size: MAX_LOG2_RING_SIZE,
+                    };
+                    if sys::send_msg(sock.as_fd(), &hello.encode(), None).is_ok() {
+                        self.chans.push(Chan {
+                            sock,
+                            iface: None,
+                            state: State::AwaitInit,
+                        });
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "memif accept failed");
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Read and handle every pending message on channel `i`.
+    fn service(&mut self, i: usize) {
+        let mut buf = [0u8; MSG_SIZE];
+        loop {
+            if matches!(self.chans[i].state, State::Dead) {
+                return;
+            }
+            let r = sys::recv_msg(self.chans[i].sock.as_fd(), &mut buf);
+            let res = match r {
+                Ok(Recv::WouldBlock) => return,
+                Ok(Recv::Closed) => Err(ControlError::Closed),
+                Err(e) => Err(sock_err("recvmsg", e)),
+                Ok(Recv::Msg { len, truncated, fd }) => {
+                    if truncated {
+                        Err(ControlError::Truncated)
+                    } else {
+                        match Msg::decode(&buf[..len]) {
+                            Ok(m) => self.handle(i, m, fd),
+                            Err(e) => Err(ControlError::Malformed(e)),
+                        }
+                    }
+                }
+            };
+            if let Err(e) = res {
+                self.fail(i, e);
+                return;
+            }
+        }
+    }
+
+    /// Refuse or drop channel `i` with `e`: tell the peer (unless it is gone), record, log.
+    fn fail(&mut self, i: usize, e: ControlError) {
+        let c = &mut self.chans[i];
+        let quiet = matches!(
+            e,
+            ControlError::Closed | ControlError::PeerDisconnect(_) | ControlError::Socket { .. }
+        );
+        if !quiet {
+            let _ = sys::send_msg(
+                c.sock.as_fd(),
+                &Msg::disconnect(&e.to_string()).encode(),
+                None,
+            );
+        }
+        let was_up = matches!(c.state, State::Connected);
+        c.state = State::Dead;
+        match c.iface {
+            Some(n) => {
+                if was_up {
+                    tracing::info!(socket = %self.shared.cfg.socket.display(), id = self.shared.ifaces[n].cfg.id, reason = %e, "memif link down");
+                } else {
+                    tracing::warn!(socket = %self.shared.cfg.socket.display(), id = self.shared.ifaces[n].cfg.id, error = %e, "memif connection refused");
+                }
+                self.shared.ifaces[n].set_error(e);
+            }
+            None => {
+                self.shared.refused.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(socket = %self.shared.cfg.socket.display(), error = %e, "memif connection refused");
+            }
+        }
+    }
+
+    /// Drop dead channels; withdraw their connections.
+    fn reap(&mut self) {
+        let now = Instant::now();
+        let mut i = 0;
+        while i < self.chans.len() {
+            if matches!(self.chans[i].state, State::Dead) {
+                let c = self.chans.swap_remove(i);
+                if let Some(n) = c.iface {
+                    self.busy[n] = false;
+                    self.next_try[n] = now + self.shared.cfg.reconnect_interval;
+                    self.shared.ifaces[n].publish(None);
+                }
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    fn send(&self, i: usize, m: &Msg, fd: Option<BorrowedFd<'_>>) -> Result<(), ControlError> {
+        sys::send_msg(self.chans[i].sock.as_fd(), &m.encode(), fd)
+            .map_err(|e| sock_err("sendmsg", e))
+    }
+
+    fn handle(&mut self, i: usize, m: Msg, fd: Option<OwnedFd>) -> Result<(), ControlError> {
+        if let Msg::Disconnect { reason, .. } = &m {
+            return Err(ControlError::PeerDisconnect(reason.to_string_lossy()));
+        }
+        let state = std::mem::replace(&mut self.chans[i].state, State::Dead);
+        let unexpected = |m: &Msg, s: &State| ControlError::Unexpected {
+            got: type_name(m),
+            state: s.name(),
+        };
+        let next = match (state, m) {
+            // ---- server ----
+            (
+                State::AwaitInit,
+                Msg::Init {
+                    version,
+                    id,
+                    mode,
+                    secret,
+                    ..
+                },
+            ) => {
+                if version != VERSION {
+                    return Err(ControlError::Version {
+                        min: version,
+                        max: version,
+                    });
+                }
+                let n = self
+                    .shared
+                    .ifaces
+                    .iter()
+                    .position(|f| f.cfg.id == id)
+                    .ok_or(ControlError::UnknownId(id))?;
+                if self.busy[n] {
+                    return Err(ControlError::AlreadyConnected(id));
+                }
+                if mode != msg::MODE_ETHERNET {
+                    return Err(ControlError::Mode(mode));
+                }
+                let want = self.iface(n).cfg.secret.clone().unwrap_or_default();
+                if secret.as_bytes() != want.as_bytes() {
+                    return Err(ControlError::Secret);
+                }
+                self.busy[n] = true;
+                self.chans[i].iface = Some(n);
+                self.send(i, &Msg::Ack, None)?;
+                State::Configuring {
+                    regions: Vec::new(),
+                    c2s: Vec::new(),
+                    s2c: Vec::new(),
+                }
+            }
+            (
+                State::Configuring {
+                    mut regions,
+                    c2s,
+                    s2c,
+                },
+                Msg::AddRegion { index, size },
+            ) => {
+                let fd = fd.ok_or(ControlError::MissingFd("ADD_REGION"))?;
+                if index as usize != regions.len() || regions.len() >= MAX_REGIONS {
+                    return Err(ControlError::RegionIndex {
+                        index,
+                        expected: regions.len() as u16,
+                    });
+                }
+                let file = sys::file_size(fd.as_fd()).map_err(|e| sock_err("fstat", e))?;
+                if size == 0 || size > file || size > isize::MAX as u64 {
+                    return Err(ControlError::RegionSize { index, size, file });
+                }
+                let r =
+                    Region::from_fd(fd, size as usize).map_err(|e| ControlError::RegionMap {
+                        index,
+                        reason: e.to_string(),
+                    })?;
+                regions.push(r);
+                self.send(i, &Msg::Ack, None)?;
+                State::Configuring { regions, c2s, s2c }
+            }
+            (
+                State::Configuring {
+                    regions,
+                    mut c2s,
+                    mut s2c,
+                },
+                Msg::AddRing {
+                    flags,
+                    index,
+                    region,
+                    offset,
+                    log2_ring_size,
+                    ..
+                },
+            ) => {
+                let n = self.chans[i].iface.unwrap_or(0);
+                let max = self.iface(n).cfg.queue_pairs;
+                if !(1..=MAX_LOG2_RING_SIZE).contains(&log2_ring_size) {
+                    return Err(ControlError::RingSize(log2_ring_size));
+                }
+                let list = if flags & msg::ADD_RING_FLAG_C2S != 0 {
+                    &mut c2s
+                } else {
+                    &mut s2c
+                };
+                if index >= max || list.get(index as usize).is_some_and(|r| r.is_some()) {
+                    return Err(ControlError::RingIndex { index, max });
+                }
+                let r = regions
+                    .get(region as usize)
+                    .ok_or(ControlError::RingRegion(region))?;
+                let size = ring_bytes(log2_ring_size);
+                if offset % 8 != 0 || offset as usize + size > r.len() {
+                    return Err(ControlError::RingBounds {
+                        offset,
+                        size,
+                        region_len: r.len(),
+                    });
+                }
+                if list.len() <= index as usize {
+                    list.resize_with(index as usize + 1, || None);
+                }
+                list[index as usize] = Some(RingSpec {
+                    region,
+                    offset,
+                    log2: log2_ring_size,
+                    fd,
+                });
+                self.send(i, &Msg::Ack, None)?;
+                State::Configuring { regions, c2s, s2c }
+            }
+            (State::Configuring { regions, c2s, s2c }, Msg::Connect { if_name }) => {
+                let conn = server_conn(regions, c2s, s2c, if_name.to_string_lossy())?;
+                let n = self.chans[i].iface.unwrap_or(0);
+                let name = Name::new(&self.iface(n).cfg.name);
+                self.iface(n).publish(Some(conn.clone()));
+                tracing::info!(socket = %self.shared.cfg.socket.display(), id = self.iface(n).cfg.id, peer = %conn.peer, queues = conn.queues.len(), "memif link up (server)");
+                self.send(i, &Msg::Connected { if_name: name }, None)?;
+                State::Connected
+            }
+            // ---- client ----
+            (
+                State::AwaitHello,
+                Msg::Hello {
+                    min_version,
+                    max_version,
+                    max_region,
+                    max_s2c_ring,
+                    max_c2s_ring,
+                    max_log2_ring_size,
+                    ..
+                },
+            ) => {
+                if min_version > VERSION || max_version < VERSION {
+                    return Err(ControlError::Version {
+                        min: min_version,
+                        max: max_version,
+                    });
+                }
+                if max_region < 1 {
+                    return Err(ControlError::Hello("fewer than 2 regions"));
+                }
+                if max_log2_ring_size == 0 {
+                    return Err(ControlError::Hello("ring size 0"));
+                }
+                let n = self.chans[i].iface.unwrap_or(0);
+                let setup = self.client_setup(n, max_c2s_ring, max_s2c_ring, max_log2_ring_size)?;
+                let mut setup = Box::new(setup);
+                self.send_next(i, &mut setup)?;
+                State::Sending(setup)
+            }
+            (State::Sending(mut setup), Msg::Ack) => {
+                let connect = self.send_next(i, &mut setup)?;
+                if connect {
+                    State::AwaitConnected(setup)
+                } else {
+                    State::Sending(setup)
+                }
+            }
+            (State::AwaitConnected(setup), Msg::Connected { if_name }) => {
+                let n = self.chans[i].iface.unwrap_or(0);
+                let conn = client_conn(*setup, self.iface(n), if_name.to_string_lossy());
+                self.iface(n).publish(Some(conn.clone()));
+                tracing::info!(socket = %self.shared.cfg.socket.display(), id = self.iface(n).cfg.id, peer = %conn.peer, queues = conn.queues.len(), "memif link up (client)");
+                State::Connected
+            }
+            (s, m) => return Err(unexpected(&m, &s)),
+        };
+        self.chans[i].state = next;
+        Ok(())
+    }
+
+    /// Send the next queued configuration message; true when it was CONNECT.
+    fn send_next(&self, i: usize, setup: &mut ClientSetup) -> Result<bool, ControlError> {
+        let Some((m, fd)) = setup.pending.pop_front() else {
+            return Err(ControlError::Unexpected {
+                got: "ACK",
+                state: "configuration already sent",
+            });
+        };
+        // SAFETY: every fd queued is owned by `setup` (its ring region, the pool region held
+        // by the interface, or its eventfds), all alive for the duration of this call.
+        let bfd = fd.map(|f| unsafe { BorrowedFd::borrow_raw(f) });
+        self.send(i, &m, bfd)?;
+        Ok(matches!(m, Msg::Connect { .. }))
+    }
+
+    fn client_setup(
+        &self,
+        n: usize,
+        max_c2s: u16,
+        max_s2c: u16,
+        max_log2: u8,
+    ) -> Result<ClientSetup, ControlError> {
+        let f = self.iface(n);
+        let cfg = &f.cfg;
+        let nqp = cfg
+            .queue_pairs
+            .min(max_c2s.saturating_add(1))
+            .min(max_s2c.saturating_add(1));
+        let log2 = cfg.log2_ring_size.min(max_log2);
+        let rb = ring_bytes(log2);
+        let huge = match cfg.hugepages {
+            HugePages::Require => HugePages::Require,
+            _ => HugePages::Prefer,
+        };
+        let ring_region = Region::new(
+            &format!("memif{}-rings", cfg.id),
+            2 * nqp as usize * rb,
+            huge,
+        )
+        .map_err(|e| ControlError::Setup(e.to_string()))?;
+        let mut c2s = Vec::new();
+        let mut s2c = Vec::new();
+        let mut fds = Vec::new();
+        for k in 0..2 * nqp as usize {
+            // SAFETY: k * rb + rb <= region length; the region is page-aligned and rb is a
+            // multiple of 16, so the ring is 8-aligned; the region outlives the rings (both
+            // end up in the same Conn, or are dropped together on failure).
+            let r = unsafe { Ring::new(ring_region.as_ptr().add(k * rb), log2) };
+            r.init(0);
+            if k < nqp as usize {
+                c2s.push(r);
+            } else {
+                s2c.push(r);
+            }
+            fds.push(sys::eventfd().map_err(|e| ControlError::Setup(e.to_string()))?);
+        }
+        let mut pending = VecDeque::new();
+        pending.push_back((
+            Msg::Init {
+                version: VERSION,
+                id: cfg.id,
+                mode: msg::MODE_ETHERNET,
+                secret: Name::new(cfg.secret.as_deref().unwrap_or("")),
+                name: Name::new(&self.shared.cfg.app_name),
+            },
+            None,
+        ));
+        pending.push_back((
+            Msg::AddRegion {
+                index: 0,
+                size: ring_region.len() as u64,
+            },
+            Some(ring_region.fd().as_raw_fd()),
+        ));
+        pending.push_back((
+            Msg::AddRegion {
+                index: 1,
+                size: f.pool.region().len() as u64,
+            },
+            Some(f.pool.region().fd().as_raw_fd()),
+        ));
+        for (k, efd) in fds.iter().enumerate() {
+            let c2s_ring = k < nqp as usize;
+            let q = if c2s_ring { k } else { k - nqp as usize };
+            pending.push_back((
+                Msg::AddRing {
+                    flags: if c2s_ring { msg::ADD_RING_FLAG_C2S } else { 0 },
+                    index: q as u16,
+                    region: 0,
+                    offset: (k * rb) as u32,
+                    log2_ring_size: log2,
+                    private_hdr_size: 0,
+                },
+                Some(efd.as_raw_fd()),
+            ));
+        }
+        pending.push_back((
+            Msg::Connect {
+                if_name: Name::new(&cfg.name),
+            },
+            None,
+        ));
+        Ok(ClientSetup {
+            ring_region,
+            nqp,
+            c2s,
+            s2c,
+            fds,
+            pending,
+        })
+    }
+}
+
+/// Server side of CONNECT: check the rings and build the connection.
+fn server_conn(
+    regions: Vec<Region>,
+    c2s: Vec<Option<RingSpec>>,
+    s2c: Vec<Option<RingSpec>>,
+    peer: String,
+) -> Result<Arc<Conn>, ControlError> {
+    let count = |v: &Vec<Option<RingSpec>>| v.iter().take_while(|r| r.is_some()).count();
+    let nqp = count(&c2s).min(count(&s2c));
+    if nqp == 0 {
+        return Err(ControlError::NoRings);
+    }
+    let maps: Vec<RegionMap> = regions
+        .iter()
+        .map(|r| RegionMap {
+            base: r.as_ptr(),
+            len: r.len(),
+        })
+        .collect();
+    let mut fds = Vec::new();
+    let mut queues = Vec::new();
+    let mut c2s = c2s.into_iter();
+    let mut s2c = s2c.into_iter();
+    for q in 0..nqp {
+        let (Some(Some(rx)), Some(Some(tx))) = (c2s.next(), s2c.next()) else {
+            return Err(ControlError::NoRings);
+        };
+        let mk = |s: &RingSpec| -> Ring {
+            let m = maps[s.region as usize];
+            // SAFETY: ADD_RING checked region index, 8-byte alignment of the offset (regions
+            // are page-aligned) and that offset + ring_bytes(log2) fits in the region; the
+            // mapping lives in this Conn.
+            unsafe { Ring::new(m.base.add(s.offset as usize), s.log2) }
+        };
+        let (rxr, txr) = (mk(&rx), mk(&tx));
+        for r in [&rxr, &txr] {
+            if r.cookie() != msg::RING_COOKIE {
+                return Err(ControlError::RingCookie {
+                    index: q as u16,
+                    cookie: r.cookie(),
+                });
+            }
+            r.set_head(0, Ordering::Relaxed);
+            r.set_tail(0, Ordering::Relaxed);
+        }
+        // We poll our receive ring: ask the client not to signal it.
+        rxr.set_flags(RING_FLAG_MASK_INT);
+        let tx_int = tx.fd.as_ref().map(|f| f.as_raw_fd());
+        queues.push(QueueRings {
+            tx: txr,
+            rx: rxr,
+            tx_int,
+        });
+        fds.extend(rx.fd);
+        fds.extend(tx.fd);
+    }
+    Ok(Arc::new(Conn {
+        alive: AtomicBool::new(true),
+        regions: maps,
+        queues,
+        peer,
+        _regions: regions,
+        _pool: None,
+        _fds: fds,
+    }))
+}
+
+/// Client side of CONNECTED: the connection over our own memory.
+fn client_conn(setup: ClientSetup, f: &IfShared, peer: String) -> Arc<Conn> {
+    let pool = f.pool.clone();
+    let maps = vec![
+        RegionMap {
+            base: setup.ring_region.as_ptr(),
+            len: setup.ring_region.len(),
+        },
+        RegionMap {
+            base: pool.region().as_ptr(),
+            len: pool.region().len(),
+        },
+    ];
+    let nqp = setup.nqp as usize;
+    let queues = (0..nqp)
+        .map(|q| {
+            let rx = setup.s2c[q];
+            // We poll our receive rings: ask the server not to signal them.
+            rx.set_flags(RING_FLAG_MASK_INT);
+            QueueRings {
+                tx: setup.c2s[q],
+                rx,
+                tx_int: Some(setup.fds[q].as_raw_fd()),
+            }
+        })
+        .collect();
+    Arc::new(Conn {
+        alive: AtomicBool::new(true),
+        regions: maps,
+        queues,
+        peer,
+        _regions: vec![setup.ring_region],
+        _pool: Some(pool),
+        _fds: setup.fds,
+    })
+}

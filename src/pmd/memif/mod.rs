@@ -1,0 +1,548 @@
+//! memif: the shared-memory packet interface (protocol version 2), in pure Rust, both roles.
+//!
+//! Speaks to DPDK's `net_memif`, libmemif and VPP. Two processes on one host exchange frames
+//! through descriptor rings and packet buffers in memory the client shares by file descriptor;
+//! no kernel on the data path.
+//!
+//! Contract:
+//! - [`Memif::new`] opens one control socket (a UNIX seqpacket socket: the server listens, the
+//!   client connects) carrying one or more interfaces, told apart by id. A background control
+//!   thread, asleep in `poll(2)`, runs the handshake (HELLO, INIT, ADD_REGION, ADD_RING,
+//!   CONNECT, CONNECTED, DISCONNECT; region and interrupt fds by SCM_RIGHTS), notices a dead
+//!   peer (the socket hangs up) and reconnects: a client retries every
+//!   [`MemifConfig::reconnect_interval`]; a server accepts again. The data path never makes a
+//!   system call for the control channel. (A thread rather than a `poll_control()` the
+//!   application must call: DPDK does the same with its interrupt thread, a handshake or a
+//!   reconnect never waits for a busy poll loop, and queue ports owned by different cores
+//!   need no shared owner of the socket.)
+//! - [`Memif::port`] gives one [`MemifPort`] per queue pair; each is a [`Port`](crate::pmd::Port) to be owned by
+//!   one thread. A port polls its rings (no syscall, no lock, no allocation per packet); it
+//!   picks up a new or lost connection by one relaxed-cost atomic load per burst, and reports
+//!   it through [`Port::link`](crate::pmd::Port::link).
+//! - Client: owns the memory. Its buffer pool ([`Pool`], hugepages preferred) is memif region
+//!   1, the rings are region 0. Received frames are [`PktBuf`]s over the shared region (zero
+//!   copy); buffers from [`Port::alloc_tx`](crate::pmd::Port::alloc_tx) are sent without a copy (a foreign buffer is
+//!   copied once). Server: maps the client's regions and copies frames in and out of its own
+//!   pool, as DPDK's server does.
+//! - Nothing the peer sends can crash us or make us touch memory outside its regions:
+//!   control messages are validated and a violation is refused with a [`ControlError`] (sent
+//!   to the peer in a DISCONNECT, logged, readable from [`Memif::last_error`]); every
+//!   descriptor is validated on the data path (region index, offset + length inside the
+//!   region, ring indices within what was posted) and bad ones are counted in
+//!   [`PortStats::rx_errors`](crate::pmd::PortStats::rx_errors). A peer that writes garbage into shared buffers can corrupt the
+//!   frames it shares with us, nothing else. One hazard is outside what validation can catch:
+//!   a peer that truncates a region file after we mapped it makes our next access to it
+//!   fault. DPDK seals its regions against shrinking (`F_SEAL_SHRINK`); the server logs a
+//!   warning when a region arrives unsealed.
+//! - Frames larger than one buffer: the server transmits and receives them as descriptor
+//!   chains (`MEMIF_DESC_FLAG_NEXT`); the client receives single-buffer frames only (chains
+//!   are dropped and counted as `rx_errors`) and sends frames of at most one buffer
+//!   ([`InterfaceConfig::buffer_size`], 2048 by default).
+//!
+//! ```no_run
+//! use bypass::pmd::memif::{Memif, MemifConfig, Role};
+//! use bypass::pmd::Port;
+//!
+//! // Talk to e.g. `dpdk-testpmd --vdev=net_memif0,role=server,socket=/run/app.sock,socket-abstract=no`.
+//! let memif = Memif::new(MemifConfig::new("/run/app.sock", Role::Client, 0))?;
+//! let mut port = memif.port(0, 0)?;
+//! let mut frames = Vec::with_capacity(bypass::pmd::MAX_BURST);
+//! for _ in 0..1_000_000 {
+//!     if port.rx_burst(&mut frames, 32) > 0 {
+//!         port.tx_burst(&mut frames); // bounce them back, zero copy
+//!         frames.clear(); // frames the ring had no room for are dropped here
+//!     }
+//! }
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! Sockets are paths in the filesystem; DPDK 22.11 defaults to the abstract namespace, so
+//! give it `socket-abstract=no`.
+#![allow(unsafe_code)]
+
+pub mod bench;
+mod control;
+pub mod msg;
+mod port;
+pub mod ring;
+#[doc(hidden)]
+pub mod sys;
+
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::mem::{HugePages, Pool, PoolConfig, PoolError, Region};
+use crate::pmd::Link;
+
+pub use control::ControlError;
+pub use port::MemifPort;
+
+use crate::mem::PktBuf;
+use ring::Ring;
+
+/// Which side of the protocol this socket takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Listens on the socket and maps the client's memory (DPDK `role=server`, formerly
+    /// "master").
+    Server,
+    /// Connects to the socket and owns the shared memory (DPDK `role=client`, formerly
+    /// "slave").
+    Client,
+}
+
+/// One interface on a control socket.
+#[derive(Debug, Clone)]
+pub struct InterfaceConfig {
+    /// Interface id (both peers must use the same).
+    pub id: u32,
+    /// Queue pairs wanted; the connection uses the smaller of both peers' numbers.
+    pub queue_pairs: u16,
+    /// Descriptors per ring, log2 (1..=14; 10 by default). The client may lower it to the
+    /// server's maximum.
+    pub log2_ring_size: u8,
+    /// Data bytes per packet buffer (2048 by default; DPDK's `bsize`).
+    pub buffer_size: u32,
+    /// Pool buffers beyond those the rings hold, for frames held by the application.
+    pub extra_buffers: u32,
+    /// Shared secret (at most 23 bytes), or none.
+    pub secret: Option<String>,
+    /// Interface name sent in CONNECT / CONNECTED.
+    pub name: String,
+    /// Ethernet address reported by [`Port::info`](crate::pmd::Port::info).
+    pub mac: [u8; 6],
+    /// Hugepage policy for the buffer pool (and, on the client, the rings).
+    pub hugepages: HugePages,
+}
+
+impl InterfaceConfig {
+    /// Interface `id` with one queue pair and the defaults above.
+    pub fn new(id: u32) -> InterfaceConfig {
+        InterfaceConfig {
+            id,
+            queue_pairs: 1,
+            log2_ring_size: 10,
+            buffer_size: 2048,
+            extra_buffers: 1024,
+            secret: None,
+            name: format!("bypass-memif{id}"),
+            mac: [0x02, 0xb9, 0x70, 0, (id >> 8) as u8, id as u8],
+            hugepages: HugePages::Prefer,
+        }
+    }
+}
+
+/// A control socket and its interfaces.
+#[derive(Debug, Clone)]
+pub struct MemifConfig {
+    /// Path of the UNIX socket.
+    pub socket: PathBuf,
+    /// Our role.
+    pub role: Role,
+    /// Interfaces on this socket (distinct ids).
+    pub interfaces: Vec<InterfaceConfig>,
+    /// How often a client retries connecting while the server is absent.
+    pub reconnect_interval: Duration,
+    /// Our software name sent in HELLO / INIT.
+    pub app_name: String,
+}
+
+impl MemifConfig {
+    /// One interface with id `id` on `socket` in `role`, with defaults.
+    pub fn new(socket: impl Into<PathBuf>, role: Role, id: u32) -> MemifConfig {
+        MemifConfig {
+            socket: socket.into(),
+            role,
+            interfaces: vec![InterfaceConfig::new(id)],
+            reconnect_interval: Duration::from_millis(100),
+            app_name: "bypass".into(),
+        }
+    }
+}
+
+/// Errors setting up a memif socket or taking a port.
+#[derive(Debug, thiserror::Error)]
+pub enum MemifError {
+    /// The configuration is not usable.
+    #[error("invalid memif configuration: {0}")]
+    Config(String),
+    /// The control socket could not be opened.
+    #[error("memif socket {path}: {source}")]
+    Socket {
+        /// Socket path.
+        path: PathBuf,
+        /// The failure.
+        source: std::io::Error,
+    },
+    /// A buffer pool could not be built.
+    #[error("memif buffer pool: {0}")]
+    Pool(#[from] PoolError),
+    /// The control thread could not be started.
+    #[error("memif control thread: {0}")]
+    Thread(std::io::Error),
+    /// No interface with this id / queue on this socket.
+    #[error("memif interface {id} has no queue {queue}")]
+    NoSuchQueue {
+        /// Interface id.
+        id: u32,
+        /// Queue index.
+        queue: u16,
+    },
+    /// The port for this queue was already taken.
+    #[error("memif interface {id} queue {queue} is already taken")]
+    QueueTaken {
+        /// Interface id.
+        id: u32,
+        /// Queue index.
+        queue: u16,
+    },
+}
+
+/// Largest ring size we accept or offer (log2), as DPDK.
+pub const MAX_LOG2_RING_SIZE: u8 = 14;
+/// Most regions a peer may add.
+pub const MAX_REGIONS: usize = 16;
+/// Most queue pairs per interface.
+pub const MAX_QUEUE_PAIRS: u16 = 255;
+
+/// A mapped memif region as the data path sees it: base and length. The mapping's owner is
+/// kept in the same [`Conn`].
+#[derive(Debug, Clone, Copy)]
+struct RegionMap {
+    base: *mut u8,
+    len: usize,
+}
+
+/// The rings of one queue pair on a live connection.
+#[derive(Debug, Clone, Copy)]
+struct QueueRings {
+    tx: Ring,
+    rx: Ring,
+    /// The eventfd to signal after transmitting, when the peer asks for interrupts.
+    tx_int: Option<i32>,
+}
+
+/// One live connection: the mappings and rings. Shared (Arc) by the control thread and the
+/// ports; the mappings stay valid while any port still holds it, so a port never touches
+/// unmapped memory even while the control thread tears the connection down.
+struct Conn {
+    alive: AtomicBool,
+    regions: Vec<RegionMap>,
+    queues: Vec<QueueRings>,
+    peer: String,
+    /// Owners of the mappings and descriptors the pointers above refer to.
+    _regions: Vec<Region>,
+    _pool: Option<Pool>,
+    _fds: Vec<OwnedFd>,
+}
+
+// SAFETY: the raw pointers in `regions`/`queues` point into mappings owned by this same
+// struct (`_regions`, `_pool`), which live as long as it does; all access through them is
+// atomic or volatile (rings) or into buffers handed over by the ring protocol.
+unsafe impl Send for Conn {}
+// SAFETY: see Send; shared access only reads the pointers.
+unsafe impl Sync for Conn {}
+
+impl Conn {
+    /// The address of `len` bytes at `offset` of region `region`, if all of it lies inside
+    /// the region.
+    #[inline]
+    fn buffer(&self, region: u16, offset: u32, len: u32) -> Option<*mut u8> {
+        let r = self.regions.get(region as usize)?;
+        if offset as u64 + len as u64 > r.len as u64 {
+            return None;
+        }
+        // SAFETY: offset + len <= r.len, so the pointer stays inside the mapping.
+        Some(unsafe { r.base.add(offset as usize) })
+    }
+}
+
+/// State of one interface shared by the control thread and its ports.
+struct IfShared {
+    cfg: InterfaceConfig,
+    role: Role,
+    socket: PathBuf,
+    /// Bumped (Release) after `conn` changes; ports compare it once per burst.
+    gen: AtomicU64,
+    conn: Mutex<Option<Arc<Conn>>>,
+    /// Client: the shared buffer pool (memif region 1). Server: the local pool frames are
+    /// copied into.
+    pool: Pool,
+    taken: Mutex<Vec<bool>>,
+    last_error: Mutex<Option<ControlError>>,
+    connects: AtomicU64,
+}
+
+impl IfShared {
+    fn publish(&self, conn: Option<Arc<Conn>>) {
+        let mut g = self.conn.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(old) = g.take() {
+            old.alive.store(false, Ordering::Release);
+        }
+        if conn.is_some() {
+            self.connects.fetch_add(1, Ordering::Relaxed);
+        }
+        *g = conn;
+        drop(g);
+        self.gen.fetch_add(1, Ordering::Release);
+    }
+
+    fn set_error(&self, e: ControlError) {
+        *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(e);
+    }
+}
+
+/// State shared by the [`Memif`] handle and its control thread.
+struct Shared {
+    cfg: MemifConfig,
+    ifaces: Vec<Arc<IfShared>>,
+    stop: AtomicBool,
+    wake: OwnedFd,
+    refused: AtomicU64,
+}
+
+/// A memif control socket with its interfaces and control thread. Dropping it disconnects
+/// every interface (ports still held see the link go down) and, for a server, removes the
+/// socket file.
+pub struct Memif {
+    shared: Arc<Shared>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Memif {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Memif")
+            .field("socket", &self.shared.cfg.socket)
+            .field("role", &self.shared.cfg.role)
+            .finish()
+    }
+}
+
+impl Memif {
+    /// Open the control socket (listen or start connecting) and start the control thread.
+    pub fn new(cfg: MemifConfig) -> Result<Memif, MemifError> {
+        validate(&cfg)?;
+        let listener = match cfg.role {
+            Role::Server => {
+                Some(
+                    sys::listen(&cfg.socket).map_err(|source| MemifError::Socket {
+                        path: cfg.socket.clone(),
+                        source,
+                    })?,
+                )
+            }
+            Role::Client => None,
+        };
+        let mut ifaces = Vec::with_capacity(cfg.interfaces.len());
+        for ic in &cfg.interfaces {
+            let ring = 1u32 << ic.log2_ring_size;
+            let slots = ic.queue_pairs as u32 * 2 * ring + ic.extra_buffers;
+            let mut pc = PoolConfig::new(
+                &format!(
+                    "memif{}-{}",
+                    ic.id,
+                    if cfg.role == Role::Client {
+                        "shm"
+                    } else {
+                        "local"
+                    }
+                ),
+                slots,
+                ic.buffer_size + 128,
+            );
+            pc.headroom = 128;
+            pc.hugepages = ic.hugepages;
+            let pool = Pool::new(&pc)?;
+            if pool.region().len() > u32::MAX as usize {
+                return Err(MemifError::Config(
+                    "buffer pool over 4 GiB: memif offsets are 32-bit".into(),
+                ));
+            }
+            ifaces.push(Arc::new(IfShared {
+                cfg: ic.clone(),
+                role: cfg.role,
+                socket: cfg.socket.clone(),
+                gen: AtomicU64::new(0),
+                conn: Mutex::new(None),
+                pool,
+                taken: Mutex::new(vec![false; ic.queue_pairs as usize]),
+                last_error: Mutex::new(None),
+                connects: AtomicU64::new(0),
+            }));
+        }
+        let wake = sys::eventfd().map_err(|source| MemifError::Socket {
+            path: cfg.socket.clone(),
+            source,
+        })?;
+        let shared = Arc::new(Shared {
+            cfg,
+            ifaces,
+            stop: AtomicBool::new(false),
+            wake,
+            refused: AtomicU64::new(0),
+        });
+        let ctl = control::Control::new(shared.clone(), listener);
+        let thread = std::thread::Builder::new()
+            .name("memif-ctl".into())
+            .spawn(move || ctl.run())
+            .map_err(MemifError::Thread)?;
+        Ok(Memif {
+            shared,
+            thread: Some(thread),
+        })
+    }
+
+    fn iface(&self, id: u32) -> Option<&Arc<IfShared>> {
+        self.shared.ifaces.iter().find(|i| i.cfg.id == id)
+    }
+
+    /// The port for queue pair `queue` of interface `id` (each can be taken once).
+    pub fn port(&self, id: u32, queue: u16) -> Result<MemifPort, MemifError> {
+        let i = self
+            .iface(id)
+            .ok_or(MemifError::NoSuchQueue { id, queue })?;
+        let mut taken = i.taken.lock().unwrap_or_else(|e| e.into_inner());
+        match taken.get_mut(queue as usize) {
+            None => Err(MemifError::NoSuchQueue { id, queue }),
+            Some(true) => Err(MemifError::QueueTaken { id, queue }),
+            Some(t) => {
+                *t = true;
+                Ok(MemifPort::new(i.clone(), queue))
+            }
+        }
+    }
+
+    /// Link state of interface `id` (Down for an unknown id).
+    pub fn link(&self, id: u32) -> Link {
+        match self.iface(id) {
+            Some(i) if i.gen.load(Ordering::Acquire) > 0 => {
+                let g = i.conn.lock().unwrap_or_else(|e| e.into_inner());
+                match &*g {
+                    Some(c) if c.alive.load(Ordering::Acquire) => Link::Up { speed_mbps: 0 },
+                    _ => Link::Down,
+                }
+            }
+            _ => Link::Down,
+        }
+    }
+
+    /// Wait up to `timeout` for interface `id` to come up; true when it did.
+    pub fn wait_up(&self, id: u32, timeout: Duration) -> bool {
+        let end = Instant::now() + timeout;
+        loop {
+            if self.link(id).is_up() {
+                return true;
+            }
+            if Instant::now() >= end {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    /// Number of queue pairs the live connection of interface `id` uses (0 when down).
+    pub fn active_queues(&self, id: u32) -> u16 {
+        self.iface(id)
+            .and_then(|i| {
+                i.conn
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .as_ref()
+                    .map(|c| c.queues.len() as u16)
+            })
+            .unwrap_or(0)
+    }
+
+    /// The peer's software / interface name on the live connection of interface `id`.
+    pub fn peer_name(&self, id: u32) -> Option<String> {
+        self.iface(id).and_then(|i| {
+            i.conn
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .as_ref()
+                .map(|c| c.peer.clone())
+        })
+    }
+
+    /// How many times interface `id` has connected.
+    pub fn connects(&self, id: u32) -> u64 {
+        self.iface(id)
+            .map(|i| i.connects.load(Ordering::Relaxed))
+            .unwrap_or(0)
+    }
+
+    /// The last protocol error seen on interface `id` (a refused peer, a dropped connection).
+    pub fn last_error(&self, id: u32) -> Option<ControlError> {
+        self.iface(id).and_then(|i| {
+            i.last_error
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone()
+        })
+    }
+
+    /// Control connections refused before they named an interface (server: bad INIT, unknown
+    /// id, malformed first message).
+    pub fn refused(&self) -> u64 {
+        self.shared.refused.load(Ordering::Relaxed)
+    }
+
+    /// The buffer pool of interface `id` (client: the shared region; server: local).
+    pub fn pool(&self, id: u32) -> Option<Pool> {
+        self.iface(id).map(|i| i.pool.clone())
+    }
+}
+
+impl Drop for Memif {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::Release);
+        sys::eventfd_signal(self.shared.wake.as_raw_fd());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        if self.shared.cfg.role == Role::Server {
+            let _ = std::fs::remove_file(&self.shared.cfg.socket);
+        }
+    }
+}
+
+fn validate(cfg: &MemifConfig) -> Result<(), MemifError> {
+    let bad = |s: &str| Err(MemifError::Config(s.into()));
+    if cfg.interfaces.is_empty() {
+        return bad("no interface");
+    }
+    for (n, i) in cfg.interfaces.iter().enumerate() {
+        if cfg.interfaces[..n].iter().any(|j| j.id == i.id) {
+            return bad("two interfaces with the same id");
+        }
+        if i.queue_pairs == 0 || i.queue_pairs > MAX_QUEUE_PAIRS {
+            return bad("queue_pairs must be 1..=255");
+        }
+        if !(1..=MAX_LOG2_RING_SIZE).contains(&i.log2_ring_size) {
+            return bad("log2_ring_size must be 1..=14");
+        }
+        if i.buffer_size < 64 || i.buffer_size > 65535 {
+            return bad("buffer_size must be 64..=65535");
+        }
+        if i.secret
+            .as_ref()
+            .is_some_and(|s| s.len() >= msg::SECRET_LEN)
+        {
+            return bad("secret longer than 23 bytes");
+        }
+    }
+    Ok(())
+}
+
+/// Port-independent helpers used by the data path.
+#[inline]
+fn owns(pool: &Pool, p: &PktBuf) -> bool {
+    let base = pool.region().as_ptr() as usize;
+    let len = pool.region().len();
+    let slot_start = (p.data().as_ptr() as usize).wrapping_sub(p.data_offset());
+    slot_start >= base && slot_start < base + len && slot_start - base == pool.slot_offset(p.slot())
+}

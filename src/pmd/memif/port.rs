@@ -1,0 +1,510 @@
+//! One memif queue pair as a [`Port`]: the data path.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use super::ring::{Desc, Ring, DESC_FLAG_NEXT, RING_FLAG_MASK_INT};
+use super::{owns, sys, Conn, IfShared, Role};
+use crate::mem::{PktBuf, Pool, PoolExhausted};
+use crate::pmd::{Link, Port, PortInfo, PortStats, MAX_BURST};
+
+/// Region index of the client's buffer pool (region 0 holds the rings).
+const BUFFER_REGION: u16 = 1;
+
+/// One queue pair of a memif interface. Owned by one thread; see the module docs.
+pub struct MemifPort {
+    iface: Arc<IfShared>,
+    queue: u16,
+    seen_gen: u64,
+    active: Option<Active>,
+    stats: PortStats,
+    info: PortInfo,
+    pool: Pool,
+    headroom: u32,
+    /// Data bytes of one buffer (what a client posts as a descriptor's length).
+    cap: u32,
+}
+
+/// Per-connection state of the queue pair.
+struct Active {
+    conn: Arc<Conn>,
+    tx: Ring,
+    rx: Ring,
+    tx_int: Option<i32>,
+    /// Client: pool slot posted at each ring index.
+    tx_slots: Box<[u32]>,
+    rx_slots: Box<[u32]>,
+    /// Client tx: descriptors produced up to `tx_head`, reclaimed up to `tx_tail`.
+    /// Server tx: descriptors filled up to `tx_tail`.
+    tx_head: u16,
+    tx_tail: u16,
+    /// Client rx: buffers posted up to `rx_head`, consumed up to `rx_tail`.
+    /// Server rx: descriptors consumed up to `rx_tail`.
+    rx_head: u16,
+    rx_tail: u16,
+    /// Client rx: the previous descriptor had NEXT; the current one continues a chain.
+    rx_in_chain: bool,
+    client: bool,
+    pool: Pool,
+}
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        if !self.client {
+            return;
+        }
+        // Take back every buffer still posted to the peer: the connection is gone (or being
+        // replaced) and its rings are no longer ours to read.
+        let mut i = self.tx_tail;
+        while i != self.tx_head {
+            // SAFETY: the slot was given up with into_raw when posted at ring index i and not
+            // re-owned since (tx_tail..tx_head are exactly the unreclaimed ones).
+            drop(unsafe {
+                self.pool
+                    .from_raw(self.tx_slots[(i & self.tx.mask()) as usize], 0, 0)
+            });
+            i = i.wrapping_add(1);
+        }
+        let mut i = self.rx_tail;
+        while i != self.rx_head {
+            // SAFETY: as above for the receive ring's posted-but-unconsumed range.
+            drop(unsafe {
+                self.pool
+                    .from_raw(self.rx_slots[(i & self.rx.mask()) as usize], 0, 0)
+            });
+            i = i.wrapping_add(1);
+        }
+    }
+}
+
+impl MemifPort {
+    pub(super) fn new(iface: Arc<IfShared>, queue: u16) -> MemifPort {
+        let pool = iface.pool.clone();
+        let headroom = pool.headroom() as u32;
+        let cap = (pool.slot_size() as u32 - headroom).min(iface.cfg.buffer_size.max(1));
+        let info = PortInfo {
+            name: format!("memif:{}#{}", iface.socket.display(), iface.cfg.id),
+            mtu: cap.saturating_sub(14).min(u16::MAX as u32) as u16,
+            max_burst: MAX_BURST as u16,
+            mac: iface.cfg.mac,
+            queues: iface.cfg.queue_pairs,
+            queue,
+            offloads: Default::default(),
+        };
+        MemifPort {
+            iface,
+            queue,
+            seen_gen: u64::MAX,
+            active: None,
+            stats: PortStats::default(),
+            info,
+            pool,
+            headroom,
+            cap,
+        }
+    }
+
+    /// Follow the interface's connection: one atomic load when nothing changed.
+    #[inline]
+    fn sync(&mut self) {
+        let g = self.iface.gen.load(Ordering::Acquire);
+        if g != self.seen_gen {
+            self.resync(g);
+        }
+    }
+
+    #[cold]
+    fn resync(&mut self, g: u64) {
+        self.active = None;
+        self.seen_gen = g;
+        let conn = self
+            .iface
+            .conn
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let Some(conn) = conn else { return };
+        let Some(q) = conn.queues.get(self.queue as usize).copied() else {
+            return;
+        };
+        let size = q.rx.size().max(q.tx.size()) as usize;
+        let client = self.iface.role == Role::Client;
+        // Server: start from the indices the rings hold now (reset to 0 at CONNECT).
+        let (tx_tail, rx_tail) = if client {
+            (0, 0)
+        } else {
+            (q.tx.tail(Ordering::Relaxed), q.rx.tail(Ordering::Relaxed))
+        };
+        self.active = Some(Active {
+            tx: q.tx,
+            rx: q.rx,
+            tx_int: q.tx_int,
+            tx_slots: if client {
+                vec![0; size].into_boxed_slice()
+            } else {
+                Box::new([])
+            },
+            rx_slots: if client {
+                vec![0; size].into_boxed_slice()
+            } else {
+                Box::new([])
+            },
+            tx_head: 0,
+            tx_tail,
+            rx_head: 0,
+            rx_tail,
+            rx_in_chain: false,
+            client,
+            pool: self.pool.clone(),
+            conn,
+        });
+        if client {
+            // Give the server buffers to fill before the first receive call.
+            if let Some(a) = self.active.as_mut() {
+                Self::refill(a, self.cap, &mut self.stats);
+            }
+        }
+    }
+
+    /// Client: post empty buffers on the receive ring up to a full ring.
+    fn refill(a: &mut Active, cap: u32, stats: &mut PortStats) {
+        let ring = a.rx;
+        let mask = ring.mask();
+        let size = ring.size();
+        let head0 = a.rx_head;
+        while a.rx_head.wrapping_sub(a.rx_tail) < size {
+            let Ok(b) = a.pool.alloc() else {
+                stats.rx_no_buffer += 1;
+                break;
+            };
+            let (slot, off, _) = b.into_raw();
+            let offset = (a.pool.slot_offset(slot) + off as usize) as u32;
+            ring.write_desc(
+                a.rx_head,
+                Desc {
+                    flags: 0,
+                    region: BUFFER_REGION,
+                    length: cap,
+                    offset,
+                    metadata: 0,
+                },
+            );
+            a.rx_slots[(a.rx_head & mask) as usize] = slot;
+            a.rx_head = a.rx_head.wrapping_add(1);
+        }
+        if a.rx_head != head0 {
+            ring.set_head(a.rx_head, Ordering::Release);
+        }
+    }
+
+    fn client_rx(&mut self, out: &mut Vec<PktBuf>, max: usize) -> usize {
+        let Some(a) = self.active.as_mut() else {
+            return 0;
+        };
+        let ring = a.rx;
+        let mask = ring.mask();
+        let tail = ring.tail(Ordering::Acquire);
+        let avail = tail.wrapping_sub(a.rx_tail);
+        let posted = a.rx_head.wrapping_sub(a.rx_tail);
+        let mut n = 0;
+        if avail > posted {
+            // The peer claims to have filled buffers we never posted: ignore the claim.
+            self.stats.rx_errors += 1;
+        } else {
+            while n < max && a.rx_tail != tail {
+                let idx = a.rx_tail;
+                a.rx_tail = idx.wrapping_add(1);
+                let d = ring.read_desc(idx);
+                let slot = a.rx_slots[(idx & mask) as usize];
+                let chained = a.rx_in_chain || d.flags & DESC_FLAG_NEXT != 0;
+                a.rx_in_chain = d.flags & DESC_FLAG_NEXT != 0;
+                if chained || d.length > self.cap {
+                    self.stats.rx_errors += 1;
+                    // SAFETY: slot was posted at idx by into_raw and is now returned by the
+                    // peer; nothing else owns it.
+                    drop(unsafe { a.pool.from_raw(slot, 0, 0) });
+                    continue;
+                }
+                // SAFETY: as above; headroom + length <= headroom + cap = slot size.
+                let mut b = unsafe { a.pool.from_raw(slot, self.headroom, d.length) };
+                b.meta.queue = self.queue;
+                self.stats.rx_bytes += d.length as u64;
+                out.push(b);
+                n += 1;
+            }
+        }
+        self.stats.rx_packets += n as u64;
+        Self::refill(a, self.cap, &mut self.stats);
+        n
+    }
+
+    fn client_tx(&mut self, pkts: &mut Vec<PktBuf>) -> usize {
+        let Some(a) = self.active.as_mut() else {
+            return 0;
+        };
+        let ring = a.tx;
+        let mask = ring.mask();
+        // Reclaim what the server has consumed.
+        let tail = ring.tail(Ordering::Acquire);
+        let done = tail.wrapping_sub(a.tx_tail);
+        if done > a.tx_head.wrapping_sub(a.tx_tail) {
+            self.stats.rx_errors += 1;
+        } else {
+            while a.tx_tail != tail {
+                let slot = a.tx_slots[(a.tx_tail & mask) as usize];
+                // SAFETY: posted at this index by into_raw; the peer has returned it.
+                drop(unsafe { a.pool.from_raw(slot, 0, 0) });
+                a.tx_tail = a.tx_tail.wrapping_add(1);
+            }
+        }
+        let free = ring.size() - a.tx_head.wrapping_sub(a.tx_tail);
+        let want = pkts.len().min(free as usize);
+        let mut n = 0;
+        let mut bytes = 0u64;
+        while n < want {
+            let p = &pkts[n];
+            let len = p.len() as u32;
+            let (slot, offset) = if owns(&a.pool, p) {
+                (
+                    p.slot(),
+                    (a.pool.slot_offset(p.slot()) + p.data_offset()) as u32,
+                )
+            } else {
+                if len > self.cap {
+                    break;
+                }
+                let Ok(mut c) = a.pool.alloc() else { break };
+                if c.extend_from_slice(p.data()).is_err() {
+                    break;
+                }
+                let (slot, off, _) = c.into_raw();
+                (slot, (a.pool.slot_offset(slot) + off as usize) as u32)
+            };
+            ring.write_desc(
+                a.tx_head,
+                Desc {
+                    flags: 0,
+                    region: BUFFER_REGION,
+                    length: len,
+                    offset,
+                    metadata: 0,
+                },
+            );
+            a.tx_slots[(a.tx_head & mask) as usize] = slot;
+            a.tx_head = a.tx_head.wrapping_add(1);
+            bytes += len as u64;
+            n += 1;
+        }
+        if n > 0 {
+            ring.set_head(a.tx_head, Ordering::Release);
+            if let Some(fd) = a.tx_int {
+                if ring.flags() & RING_FLAG_MASK_INT == 0 {
+                    sys::eventfd_signal(fd);
+                }
+            }
+            for p in pkts.drain(..n) {
+                if owns(&a.pool, &p) {
+                    // Now posted on the ring; reclaimed when the server returns it.
+                    let _ = p.into_raw();
+                }
+            }
+        }
+        self.stats.tx_packets += n as u64;
+        self.stats.tx_bytes += bytes;
+        self.stats.tx_ring_full += pkts.len() as u64;
+        n
+    }
+
+    fn server_rx(&mut self, out: &mut Vec<PktBuf>, max: usize) -> usize {
+        let Some(a) = self.active.as_mut() else {
+            return 0;
+        };
+        let ring = a.rx;
+        let head = ring.head(Ordering::Acquire);
+        let avail = head.wrapping_sub(a.rx_tail);
+        if avail > ring.size() {
+            self.stats.rx_errors += 1;
+            return 0;
+        }
+        let mut n = 0;
+        while n < max && a.rx_tail != head {
+            let start = a.rx_tail;
+            let mut buf = match a.pool.alloc() {
+                Ok(b) => Some(b),
+                Err(PoolExhausted) => {
+                    self.stats.rx_no_buffer += 1;
+                    None
+                }
+            };
+            let mut ok = true;
+            let mut complete = false;
+            while a.rx_tail != head {
+                let d = ring.read_desc(a.rx_tail);
+                a.rx_tail = a.rx_tail.wrapping_add(1);
+                if ok {
+                    if let Some(b) = buf.as_mut() {
+                        ok = copy_in(&a.conn, &d, b);
+                    }
+                }
+                if d.flags & DESC_FLAG_NEXT == 0 {
+                    complete = true;
+                    break;
+                }
+            }
+            if !complete {
+                // A chain the client has not finished publishing: take it next time.
+                a.rx_tail = start;
+                break;
+            }
+            match buf {
+                Some(mut b) if ok => {
+                    b.meta.queue = self.queue;
+                    self.stats.rx_bytes += b.len() as u64;
+                    out.push(b);
+                    n += 1;
+                }
+                Some(_) => self.stats.rx_errors += 1,
+                None => {}
+            }
+        }
+        ring.set_tail(a.rx_tail, Ordering::Release);
+        self.stats.rx_packets += n as u64;
+        n
+    }
+
+    fn server_tx(&mut self, pkts: &mut Vec<PktBuf>) -> usize {
+        let Some(a) = self.active.as_mut() else {
+            return 0;
+        };
+        let ring = a.tx;
+        let head = ring.head(Ordering::Acquire);
+        if head.wrapping_sub(a.tx_tail) > ring.size() {
+            self.stats.rx_errors += 1;
+            return 0;
+        }
+        let mut slot = a.tx_tail;
+        let mut n = 0;
+        let mut bytes = 0u64;
+        'frames: for p in pkts.iter() {
+            let start = slot;
+            let mut src = p.data();
+            loop {
+                if slot == head {
+                    slot = start;
+                    break 'frames;
+                }
+                let d = ring.read_desc(slot);
+                let Some(dst) = a.conn.buffer(d.region, d.offset, d.length) else {
+                    // A buffer outside the client's regions: refuse to write there.
+                    self.stats.rx_errors += 1;
+                    slot = start;
+                    break 'frames;
+                };
+                if d.length == 0 && !src.is_empty() {
+                    self.stats.rx_errors += 1;
+                    slot = start;
+                    break 'frames;
+                }
+                let c = src.len().min(d.length as usize);
+                // SAFETY: dst..dst+d.length lies inside a mapped region (checked above) and
+                // the client handed this buffer to us by posting it; src is our own buffer.
+                unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), dst, c) };
+                src = &src[c..];
+                let flags = if src.is_empty() { 0 } else { DESC_FLAG_NEXT };
+                ring.write_len_flags(slot, c as u32, flags);
+                slot = slot.wrapping_add(1);
+                if src.is_empty() {
+                    break;
+                }
+            }
+            bytes += p.len() as u64;
+            n += 1;
+        }
+        if n > 0 {
+            a.tx_tail = slot;
+            ring.set_tail(slot, Ordering::Release);
+            if let Some(fd) = a.tx_int {
+                if ring.flags() & RING_FLAG_MASK_INT == 0 {
+                    sys::eventfd_signal(fd);
+                }
+            }
+            pkts.drain(..n);
+        }
+        self.stats.tx_packets += n as u64;
+        self.stats.tx_bytes += bytes;
+        self.stats.tx_ring_full += pkts.len() as u64;
+        n
+    }
+}
+
+/// Append the buffer `d` describes to `b`; false when the descriptor points outside the
+/// regions or the frame outgrows the buffer.
+#[inline]
+fn copy_in(conn: &Conn, d: &Desc, b: &mut PktBuf) -> bool {
+    let Some(src) = conn.buffer(d.region, d.offset, d.length) else {
+        return false;
+    };
+    let Ok(dst) = b.append(d.length as usize) else {
+        return false;
+    };
+    // SAFETY: src..src+length lies inside a mapped region (checked by `buffer`); dst is our
+    // own buffer of that length; the two never overlap (different mappings).
+    unsafe { std::ptr::copy_nonoverlapping(src, dst.as_mut_ptr(), d.length as usize) };
+    true
+}
+
+impl Port for MemifPort {
+    fn info(&self) -> PortInfo {
+        self.info.clone()
+    }
+
+    fn link(&mut self) -> Link {
+        self.sync();
+        match &self.active {
+            Some(a) if a.conn.alive.load(Ordering::Relaxed) => Link::Up { speed_mbps: 0 },
+            _ => Link::Down,
+        }
+    }
+
+    #[inline]
+    fn rx_burst(&mut self, out: &mut Vec<PktBuf>, max: usize) -> usize {
+        self.sync();
+        let max = max.min(MAX_BURST);
+        if self.iface.role == Role::Client {
+            self.client_rx(out, max)
+        } else {
+            self.server_rx(out, max)
+        }
+    }
+
+    #[inline]
+    fn tx_burst(&mut self, pkts: &mut Vec<PktBuf>) -> usize {
+        self.sync();
+        if self.active.is_none() {
+            return 0;
+        }
+        if self.iface.role == Role::Client {
+            self.client_tx(pkts)
+        } else {
+            self.server_tx(pkts)
+        }
+    }
+
+    fn alloc_tx(&mut self) -> Result<PktBuf, PoolExhausted> {
+        self.pool.alloc()
+    }
+
+    fn stats(&self) -> PortStats {
+        self.stats
+    }
+}
+
+impl std::fmt::Debug for MemifPort {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemifPort")
+            .field("name", &self.info.name)
+            .field("queue", &self.queue)
+            .field("connected", &self.active.is_some())
+            .finish()
+    }
+}

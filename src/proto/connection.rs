@@ -1,0 +1,1499 @@
+//! One connection: handshake state, sending (segmentation, retransmission, pacing, credit),
+//! loss recovery (selective acks, RACK, tail-loss probe, RTO) and receiving (duplicate
+//! suppression, placement, delivery, credit).
+//!
+//! Packet numbers: every ack-eliciting packet (DATA, the client's confirming CONNECT, CLOSE,
+//! PROBE, NACK) takes the next packet number, and a lost one is retransmitted under the
+//! *same* number (like TCP's sequence numbers), so the receiver's cumulative ack always
+//! advances and a duplicate is recognised by its number alone. Retransmission ambiguity is
+//! resolved by the echoed transmit timestamp, which names the transmission that arrived.
+//! ACK, RESET, and the stateless hello/ACCEPT take no number.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::cc::{AckEvent, Controller, LossEvent, SendEvent};
+use super::{
+    CloseReason, ConnectionConfig, Event, Instant, MsgData, RecvMsg, RecvTarget, MSG_WINDOW,
+    PN_WINDOW,
+};
+use crate::mem::PktBuf;
+use crate::wire::transport::{AckRepr, Kind, Repr, DATA_HEADER_LEN, FLAG_ACK_NOW, SACK_BITS};
+
+/// Which end of the handshake this is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// Sent the hello.
+    Client,
+    /// Accepted with a cookie.
+    Server,
+}
+
+/// Connection state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// Client waiting for ACCEPT.
+    Handshake,
+    /// Data flows.
+    Established,
+    /// Closing gracefully: sending what is queued, then CLOSE, waiting for its ack.
+    Closing,
+    /// The peer closed; acknowledging its retransmitted CLOSE for a while.
+    Draining,
+    /// Over; the endpoint frees it once its events are drained.
+    Closed,
+}
+
+/// Why [`Connection::send`] refused a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    /// The send queue is full; retry after `Event::Acked` events.
+    #[error("send queue full")]
+    WouldBlock,
+    /// Larger than `ConnectionConfig::max_message`.
+    #[error("message too large")]
+    TooLarge,
+    /// The connection is closing or closed.
+    #[error("connection closed")]
+    Closed,
+}
+
+/// Why [`Connection::post_target`] refused a target.
+#[derive(Debug, thiserror::Error)]
+#[error("too many posted targets")]
+pub struct TargetsFull(pub Box<dyn RecvTarget>);
+
+/// Per-connection counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ConnectionStats {
+    /// Datagrams written by `poll_transmit`.
+    pub tx_packets: u64,
+    /// DATA packets sent for the first time.
+    pub tx_data: u64,
+    /// Packets retransmitted.
+    pub retransmits: u64,
+    /// Packets declared lost (RACK, NACK or RTO).
+    pub lost: u64,
+    /// Lost packets later found to have arrived (spurious retransmissions).
+    pub spurious: u64,
+    /// Probe timeouts that fired.
+    pub ptos: u64,
+    /// ACKs sent.
+    pub tx_acks: u64,
+    /// Packets received for this connection.
+    pub rx_packets: u64,
+    /// Duplicate packets dropped.
+    pub rx_duplicates: u64,
+    /// Packets dropped for exceeding our credit, budgets or windows.
+    pub rx_refused: u64,
+    /// Messages delivered.
+    pub rx_messages: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PktState {
+    InFlight,
+    Lost,
+    Acked,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum What {
+    Data { msg_id: u64, offset: u64, len: u32 },
+    Confirm,
+    Close,
+    Probe,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Sent {
+    time: Instant,
+    bytes: u32,
+    retx: u16,
+    state: PktState,
+    what: What,
+}
+
+#[derive(Debug)]
+struct TxMsg {
+    data: Bytes,
+    sent_off: u64,
+    acked: u64,
+    started: bool,
+    done: bool,
+}
+
+enum Dest {
+    Vec(Vec<u8>),
+    Target(Box<dyn RecvTarget>),
+}
+
+enum RxSlot {
+    Empty,
+    Partial { len: u64, got: u64, dest: Dest },
+    Ready(RecvMsg),
+    Delivered,
+    Done,
+}
+
+const PN_WORDS: usize = (PN_WINDOW / 64) as usize;
+
+/// Received packet numbers: all below `cum`, plus a bitmap of the window above it.
+struct RxPns {
+    cum: u64,
+    largest: Option<u64>,
+    bits: [u64; PN_WORDS],
+}
+
+impl RxPns {
+    #[inline]
+    fn bit(pn: u64) -> (usize, u64) {
+        (((pn % PN_WINDOW) / 64) as usize, 1u64 << (pn % 64))
+    }
+    #[inline]
+    fn contains(&self, pn: u64) -> bool {
+        if pn < self.cum {
+            return true;
+        }
+        if pn >= self.cum + PN_WINDOW {
+            return false;
+        }
+        let (w, b) = Self::bit(pn);
+        self.bits[w] & b != 0
+    }
+    /// Record `pn` (must be new and in the window).
+    #[inline]
+    fn insert(&mut self, pn: u64) {
+        let (w, b) = Self::bit(pn);
+        self.bits[w] |= b;
+        self.largest = Some(self.largest.map_or(pn, |l| l.max(pn)));
+        loop {
+            let (w, b) = Self::bit(self.cum);
+            if self.bits[w] & b == 0 {
+                break;
+            }
+            self.bits[w] &= !b;
+            self.cum += 1;
+        }
+    }
+    #[inline]
+    fn sack(&self) -> (u64, u64) {
+        let Some(largest) = self.largest.filter(|&l| l >= self.cum) else {
+            return (self.cum, 0);
+        };
+        let base = self.cum.max(largest.saturating_sub(SACK_BITS - 1));
+        let mut bits = 0u64;
+        for i in 0..=(largest - base) {
+            let (w, b) = Self::bit(base + i);
+            if self.bits[w] & b != 0 {
+                bits |= 1 << i;
+            }
+        }
+        (base, bits)
+    }
+}
+
+/// Shared reassembly budget of an endpoint.
+#[derive(Debug, Clone)]
+pub(crate) struct Budget {
+    pub(crate) used: Arc<AtomicU64>,
+    pub(crate) limit: u64,
+}
+
+/// One reliable, message-oriented connection. Created by the [`Endpoint`](super::Endpoint).
+///
+/// Call order: the endpoint feeds it packets and timeouts; the application calls
+/// [`send`](Connection::send), [`close`](Connection::close), [`reset`](Connection::reset),
+/// [`post_target`](Connection::post_target), then drains [`poll_event`](Connection::poll_event)
+/// and [`poll_recv`](Connection::poll_recv); the endpoint drains transmits and timers.
+pub struct Connection {
+    side: Side,
+    state: State,
+    cfg: ConnectionConfig,
+    pub(crate) local_cid: u64,
+    pub(crate) remote_cid: u64,
+    pub(crate) remote: SocketAddr,
+    peer_max_datagram: u32,
+    cc: Box<dyn Controller>,
+    budget: Budget,
+
+    // Handshake (client).
+    hs_next: Instant,
+    hs_attempts: u32,
+    confirm_pending: bool,
+
+    // Sending.
+    next_pn: u64,
+    sent_base: u64,
+    sent: VecDeque<Sent>,
+    retx: VecDeque<u64>,
+    retx_in_flight: u32,
+    in_flight: u64,
+    in_flight_pkts: u32,
+    send_base: u64,
+    send_msgs: VecDeque<TxMsg>,
+    tx_cursor: u64,
+    peer_credit: u64,
+    tx_new_bytes: u64,
+    last_departure: Instant,
+    last_eliciting_sent: Instant,
+    probe_pending: bool,
+    close_code: u32,
+    close_sent: bool,
+    reset_pending: Option<u32>,
+
+    // Recovery.
+    srtt: Duration,
+    rttvar: Duration,
+    min_rtt: Duration,
+    has_rtt: bool,
+    rack_time: Option<Instant>,
+    rack_pn: u64,
+    rack_rtt: Duration,
+    reo_mult: u32,
+    loss_time: Option<Instant>,
+    pto_count: u32,
+    peer_ecn_ce: u32,
+
+    // Receiving.
+    rx: RxPns,
+    ack_count: u32,
+    ack_now: bool,
+    ack_deadline: Option<Instant>,
+    echo_ts: u64,
+    echo_rx: Instant,
+    ecn_ce: u32,
+    rx_base: u64,
+    next_deliver: u64,
+    rx_msgs: VecDeque<RxSlot>,
+    ready: VecDeque<RecvMsg>,
+    targets: VecDeque<Box<dyn RecvTarget>>,
+    rx_distinct: u64,
+    rx_released: u64,
+    rx_advertised: u64,
+    rx_reasm: u64,
+
+    last_rx: Instant,
+    drain_until: Option<Instant>,
+    events: VecDeque<Event>,
+    closed_reported: bool,
+    stats: ConnectionStats,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("side", &self.side)
+            .field("state", &self.state)
+            .field("local_cid", &self.local_cid)
+            .field("remote_cid", &self.remote_cid)
+            .field("stats", &self.stats)
+            .finish()
+    }
+}
+
+const EVENT_CAP: usize = 2 * MSG_WINDOW as usize;
+
+impl Connection {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        side: Side,
+        now: Instant,
+        cfg: ConnectionConfig,
+        local_cid: u64,
+        remote_cid: u64,
+        remote: SocketAddr,
+        cc: Box<dyn Controller>,
+        budget: Budget,
+    ) -> Connection {
+        let max_send = cfg.max_send_msgs.clamp(1, MSG_WINDOW as usize);
+        let mut c = Connection {
+            side,
+            state: match side {
+                Side::Client => State::Handshake,
+                Side::Server => State::Established,
+            },
+            local_cid,
+            remote_cid,
+            remote,
+            peer_max_datagram: cfg.max_datagram,
+            cc,
+            budget,
+            hs_next: now,
+            hs_attempts: 0,
+            confirm_pending: false,
+            next_pn: 0,
+            sent_base: 0,
+            sent: VecDeque::with_capacity(PN_WINDOW as usize),
+            retx: VecDeque::with_capacity(PN_WINDOW as usize),
+            retx_in_flight: 0,
+            in_flight: 0,
+            in_flight_pkts: 0,
+            send_base: 0,
+            send_msgs: VecDeque::with_capacity(max_send),
+            tx_cursor: 0,
+            peer_credit: 0,
+            tx_new_bytes: 0,
+            last_departure: now,
+            last_eliciting_sent: now,
+            probe_pending: false,
+            close_code: 0,
+            close_sent: false,
+            reset_pending: None,
+            srtt: cfg.initial_rtt,
+            rttvar: cfg.initial_rtt / 2,
+            min_rtt: cfg.initial_rtt,
+            has_rtt: false,
+            rack_time: None,
+            rack_pn: 0,
+            rack_rtt: Duration::ZERO,
+            reo_mult: 1,
+            loss_time: None,
+            pto_count: 0,
+            peer_ecn_ce: 0,
+            rx: RxPns {
+                cum: 0,
+                largest: None,
+                bits: [0; PN_WORDS],
+            },
+            ack_count: 0,
+            ack_now: false,
+            ack_deadline: None,
+            echo_ts: 0,
+            echo_rx: now,
+            ecn_ce: 0,
+            rx_base: 0,
+            next_deliver: 0,
+            rx_msgs: VecDeque::with_capacity(MSG_WINDOW as usize),
+            ready: VecDeque::with_capacity(MSG_WINDOW as usize),
+            targets: VecDeque::with_capacity(cfg.max_targets),
+            rx_distinct: 0,
+            rx_released: 0,
+            rx_advertised: cfg.rx_window,
+            rx_reasm: 0,
+            last_rx: now,
+            drain_until: None,
+            events: VecDeque::with_capacity(EVENT_CAP),
+            closed_reported: false,
+            stats: ConnectionStats::default(),
+            cfg,
+        };
+        c.cfg.max_send_msgs = max_send;
+        if side == Side::Server {
+            c.events.push_back(Event::Connected);
+        }
+        c
+    }
+
+    pub(crate) fn set_peer_params(&mut self, credit: u64, max_datagram: u32) {
+        self.peer_credit = credit;
+        self.peer_max_datagram = max_datagram.max(DATA_HEADER_LEN as u32 + 1);
+    }
+
+    /// Client or server.
+    pub fn side(&self) -> Side {
+        self.side
+    }
+    /// Current state.
+    pub fn state(&self) -> State {
+        self.state
+    }
+    /// Our connection id (the peer's `dst_cid`).
+    pub fn local_cid(&self) -> u64 {
+        self.local_cid
+    }
+    /// The peer's connection id (0 until the handshake completes on a client).
+    pub fn remote_cid(&self) -> u64 {
+        self.remote_cid
+    }
+    /// The peer's address.
+    pub fn remote(&self) -> SocketAddr {
+        self.remote
+    }
+    /// Counters.
+    pub fn stats(&self) -> ConnectionStats {
+        self.stats
+    }
+    /// Smoothed round-trip time.
+    pub fn rtt(&self) -> Duration {
+        self.srtt
+    }
+    /// Bytes sent and not yet acknowledged or declared lost.
+    pub fn bytes_in_flight(&self) -> u64 {
+        self.in_flight
+    }
+    /// The congestion controller.
+    pub fn controller(&self) -> &dyn Controller {
+        &*self.cc
+    }
+    /// Messages queued and not yet fully acknowledged.
+    pub fn send_queue_len(&self) -> usize {
+        self.send_msgs.len()
+    }
+    /// Bytes of reassembly buffers this connection holds.
+    pub fn rx_buffered(&self) -> u64 {
+        self.rx_reasm
+    }
+    /// True once the connection is over and its last event was taken.
+    pub fn is_drained(&self) -> bool {
+        self.state == State::Closed && self.events.is_empty() && self.reset_pending.is_none()
+    }
+
+    fn max_payload(&self) -> usize {
+        (self.cfg.max_datagram.min(self.peer_max_datagram) as usize).saturating_sub(DATA_HEADER_LEN)
+    }
+
+    /// Queue a message for sending. Returns its id; `Event::Acked` with that id follows
+    /// when the peer has all of it. Zero-length messages are allowed.
+    pub fn send(&mut self, data: Bytes) -> Result<u64, SendError> {
+        match self.state {
+            State::Handshake | State::Established => {}
+            _ => return Err(SendError::Closed),
+        }
+        if data.len() as u64 > self.cfg.max_message {
+            return Err(SendError::TooLarge);
+        }
+        if self.send_msgs.len() >= self.cfg.max_send_msgs || self.events.len() >= EVENT_CAP - 1 {
+            return Err(SendError::WouldBlock);
+        }
+        let id = self.send_base + self.send_msgs.len() as u64;
+        self.send_msgs.push_back(TxMsg {
+            data,
+            sent_off: 0,
+            acked: 0,
+            started: false,
+            done: false,
+        });
+        Ok(id)
+    }
+
+    /// Post a destination for the next multi-packet message (in order of first arrival)
+    /// whose length fits it.
+    pub fn post_target(&mut self, t: Box<dyn RecvTarget>) -> Result<(), TargetsFull> {
+        if self.targets.len() >= self.cfg.max_targets {
+            return Err(TargetsFull(t));
+        }
+        self.targets.push_back(t);
+        Ok(())
+    }
+
+    /// Close gracefully: queued messages are sent and acknowledged first, then CLOSE.
+    pub fn close(&mut self, now: Instant, code: u32) {
+        match self.state {
+            State::Handshake => self.finish(now, CloseReason::LocalClose(code)),
+            State::Established => {
+                self.state = State::Closing;
+                self.close_code = code;
+            }
+            _ => {}
+        }
+    }
+
+    /// Abort: send RESET once and end now.
+    pub fn reset(&mut self, now: Instant, code: u32) {
+        if self.state != State::Closed {
+            if self.state != State::Handshake {
+                self.reset_pending = Some(code);
+            }
+            self.finish(now, CloseReason::LocalReset(code));
+        }
+    }
+
+    /// Next event.
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// Next whole message.
+    #[must_use]
+    pub fn poll_recv(&mut self) -> Option<RecvMsg> {
+        let m = self.ready.pop_front()?;
+        if let Some(slot) =
+            m.id.checked_sub(self.rx_base)
+                .and_then(|i| self.rx_msgs.get_mut(i as usize))
+        {
+            *slot = RxSlot::Done;
+        }
+        while matches!(self.rx_msgs.front(), Some(RxSlot::Done)) {
+            self.rx_msgs.pop_front();
+            self.rx_base += 1;
+        }
+        match &m.data {
+            MsgData::Packet(_) => self.rx_released += m.len,
+            MsgData::Buffer(_) => {
+                self.rx_reasm -= m.len;
+                self.budget.used.fetch_sub(m.len, Ordering::Relaxed);
+            }
+            MsgData::Target(_) => {}
+        }
+        self.stats.rx_messages += 1;
+        // Window update when a quarter of the window opened since the last advertisement.
+        if self.rx_released + self.cfg.rx_window >= self.rx_advertised + self.cfg.rx_window / 4
+            && self.state == State::Established
+        {
+            self.ack_now = true;
+        }
+        Some(m)
+    }
+
+    fn finish(&mut self, _now: Instant, reason: CloseReason) {
+        if self.state == State::Closed {
+            return;
+        }
+        self.state = State::Closed;
+        if !self.closed_reported {
+            self.closed_reported = true;
+            self.events.push_back(Event::Closed(reason));
+        }
+        self.release_send_state();
+    }
+
+    fn release_send_state(&mut self) {
+        self.send_msgs.clear();
+        self.retx.clear();
+        self.sent.clear();
+        self.in_flight = 0;
+        self.in_flight_pkts = 0;
+        self.probe_pending = false;
+        self.confirm_pending = false;
+        self.ack_now = false;
+        self.ack_deadline = None;
+        self.loss_time = None;
+        // Partial reassemblies and posted targets are released now; delivered messages stay
+        // readable until the endpoint frees the connection.
+        for slot in self.rx_msgs.iter_mut() {
+            if let RxSlot::Partial { len, dest, .. } = slot {
+                if matches!(dest, Dest::Vec(_)) {
+                    self.rx_reasm -= *len;
+                    self.budget.used.fetch_sub(*len, Ordering::Relaxed);
+                }
+                *slot = RxSlot::Empty;
+            }
+        }
+        self.targets.clear();
+    }
+
+    fn pto_base(&self) -> Duration {
+        let v =
+            self.srtt + (4 * self.rttvar).max(Duration::from_micros(1)) + self.cfg.max_ack_delay;
+        v.max(self.cfg.min_rto)
+    }
+
+    fn pto_deadline(&self) -> Option<Instant> {
+        let armed = self.in_flight_pkts > 0 || self.blocked_on_credit();
+        if !armed || !matches!(self.state, State::Established | State::Closing) {
+            return None;
+        }
+        let shift = self.pto_count.min(16);
+        let d = (self.pto_base() * (1u32 << shift)).min(self.cfg.max_rto.max(self.cfg.min_rto));
+        Some(self.last_eliciting_sent + d)
+    }
+
+    fn blocked_on_credit(&self) -> bool {
+        self.in_flight_pkts == 0 && self.has_new_data() && !self.credit_allows()
+    }
+
+    fn keepalive_deadline(&self) -> Option<Instant> {
+        if self.state != State::Established || self.in_flight_pkts > 0 {
+            return None;
+        }
+        Some(self.last_rx.max(self.last_eliciting_sent) + self.cfg.idle_timeout / 3)
+    }
+
+    /// When [`handle_timeout`](Connection::handle_timeout) is next due (`None`: no timer).
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let mut t: Option<Instant> = None;
+        let mut add = |x: Option<Instant>| {
+            if let Some(x) = x {
+                t = Some(t.map_or(x, |t| t.min(x)));
+            }
+        };
+        match self.state {
+            State::Closed => return None,
+            State::Handshake => {
+                add(Some(self.hs_next));
+                return t;
+            }
+            State::Draining => {
+                add(self.drain_until);
+                add(self.ack_deadline);
+                return t;
+            }
+            _ => {}
+        }
+        add(self.ack_deadline);
+        add(self.loss_time);
+        add(self.pto_deadline());
+        add(Some(self.last_rx + self.cfg.idle_timeout));
+        add(self.keepalive_deadline());
+        if self.cc.pacing_rate().is_some()
+            && self.has_sendable_data()
+            && self.window_allows(self.cfg.max_datagram as u64)
+        {
+            add(Some(self.next_departure(self.cfg.max_datagram as u64)));
+        }
+        t
+    }
+
+    fn next_departure(&self, bytes: u64) -> Instant {
+        self.cc
+            .earliest_departure(self.last_departure, self.last_departure, bytes)
+    }
+
+    /// Run the timers due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        match self.state {
+            State::Closed => return,
+            State::Handshake => {
+                if now >= self.hs_next && self.hs_attempts >= self.cfg.handshake_attempts {
+                    self.finish(now, CloseReason::HandshakeTimeout);
+                }
+                return;
+            }
+            State::Draining => {
+                if self.drain_until.is_some_and(|d| now >= d) {
+                    self.state = State::Closed;
+                    self.release_send_state();
+                }
+                if self.ack_deadline.is_some_and(|d| now >= d) {
+                    self.ack_now = true;
+                }
+                return;
+            }
+            _ => {}
+        }
+        if now >= self.last_rx + self.cfg.idle_timeout {
+            self.finish(now, CloseReason::IdleTimeout);
+            return;
+        }
+        if self.ack_deadline.is_some_and(|d| now >= d) {
+            self.ack_now = true;
+        }
+        if self.loss_time.is_some_and(|d| now >= d) {
+            self.detect_loss(now);
+        }
+        if self.pto_deadline().is_some_and(|d| now >= d) {
+            self.on_pto(now);
+        }
+        if self.keepalive_deadline().is_some_and(|d| now >= d) {
+            self.probe_pending = true;
+        }
+    }
+
+    fn on_pto(&mut self, now: Instant) {
+        self.stats.ptos += 1;
+        self.pto_count += 1;
+        if self.pto_count > self.cfg.max_probes {
+            self.finish(now, CloseReason::PeerUnresponsive);
+            return;
+        }
+        if self.pto_count >= 2 {
+            // RTO: everything in flight is lost.
+            let mut lost = 0u64;
+            let mut n = 0u64;
+            for i in 0..self.sent.len() {
+                if self.sent[i].state == PktState::InFlight {
+                    lost += self.sent[i].bytes as u64;
+                    n += 1;
+                    self.mark_lost(i);
+                }
+            }
+            let _ = (lost, n);
+            self.cc.on_timeout(now);
+        }
+        // Tail-loss probe (first) / probe after the RTO: an ack-eliciting packet that makes
+        // the peer report what it has.
+        self.probe_pending = true;
+        // Back off from now, even if nothing can be sent.
+        self.last_eliciting_sent = now;
+    }
+
+    fn mark_lost(&mut self, i: usize) {
+        let s = &mut self.sent[i];
+        debug_assert_eq!(s.state, PktState::InFlight);
+        s.state = PktState::Lost;
+        self.in_flight -= s.bytes as u64;
+        self.in_flight_pkts -= 1;
+        if s.retx > 0 {
+            self.retx_in_flight -= 1;
+        }
+        self.stats.lost += 1;
+        self.retx.push_back(self.sent_base + i as u64);
+    }
+
+    fn reo_wnd(&self) -> Duration {
+        ((self.min_rtt / 4) * self.reo_mult).min(self.srtt)
+    }
+
+    fn detect_loss(&mut self, now: Instant) {
+        self.loss_time = None;
+        let Some(rack_time) = self.rack_time else {
+            return;
+        };
+        let thresh = self.rack_rtt + self.reo_wnd();
+        let end = if self.retx_in_flight > 0 {
+            self.sent.len()
+        } else {
+            (self.rack_pn.saturating_sub(self.sent_base) as usize).min(self.sent.len())
+        };
+        let (mut bytes, mut pkts, mut newest) = (0u64, 0u64, Instant::ZERO);
+        for i in 0..end {
+            let s = self.sent[i];
+            if s.state != PktState::InFlight || s.time > rack_time {
+                continue;
+            }
+            if s.time == rack_time && self.sent_base + i as u64 >= self.rack_pn {
+                continue;
+            }
+            let deadline = s.time + thresh;
+            if now >= deadline {
+                bytes += s.bytes as u64;
+                pkts += 1;
+                newest = newest.max(s.time);
+                self.mark_lost(i);
+            } else {
+                self.loss_time = Some(self.loss_time.map_or(deadline, |t| t.min(deadline)));
+            }
+        }
+        if pkts > 0 {
+            self.cc.on_loss(
+                now,
+                &LossEvent {
+                    bytes_lost: bytes,
+                    packets_lost: pkts,
+                    newest_lost_sent: newest,
+                    in_flight: self.in_flight,
+                },
+            );
+        }
+    }
+
+    fn has_new_data(&self) -> bool {
+        match self
+            .tx_cursor
+            .checked_sub(self.send_base)
+            .and_then(|i| self.send_msgs.get(i as usize))
+        {
+            Some(m) => !m.started || m.sent_off < m.data.len() as u64,
+            None => false,
+        }
+    }
+
+    fn credit_allows(&self) -> bool {
+        let Some(m) = self
+            .tx_cursor
+            .checked_sub(self.send_base)
+            .and_then(|i| self.send_msgs.get(i as usize))
+        else {
+            return false;
+        };
+        let rem = m.data.len() as u64 - m.sent_off;
+        let seg = rem.min(self.max_payload() as u64);
+        self.tx_new_bytes + seg <= self.peer_credit
+    }
+
+    fn has_sendable_data(&self) -> bool {
+        matches!(self.state, State::Established | State::Closing)
+            && (!self.retx.is_empty()
+                || (self.has_new_data()
+                    && self.credit_allows()
+                    && self.next_pn < self.sent_base + PN_WINDOW))
+    }
+
+    fn window_allows(&self, bytes: u64) -> bool {
+        self.in_flight_pkts == 0 || self.in_flight + bytes <= self.cc.window()
+    }
+
+    fn ack_due(&self) -> bool {
+        self.ack_now
+    }
+
+    /// Write the next datagram into `buf` (empty, with at least
+    /// [`MAX_HEADER_LEN`](crate::wire::transport::MAX_HEADER_LEN) of headroom and room for
+    /// a payload). Returns false when nothing is due now.
+    #[must_use]
+    pub fn poll_transmit(&mut self, now: Instant, buf: &mut PktBuf) -> bool {
+        debug_assert!(buf.is_empty());
+        if let Some(code) = self.reset_pending.take() {
+            self.emit_untracked(now, buf, Kind::Reset { code }, 0);
+            return true;
+        }
+        if self.state == State::Closed {
+            return false;
+        }
+        if self.ack_due() {
+            self.emit_ack(now, buf);
+            return true;
+        }
+        match self.state {
+            State::Handshake => {
+                if now >= self.hs_next && self.hs_attempts < self.cfg.handshake_attempts {
+                    self.hs_attempts += 1;
+                    let backoff = self.cfg.initial_rtt.max(self.cfg.min_rto) * 3;
+                    self.hs_next = now + backoff * (1u32 << (self.hs_attempts - 1).min(10));
+                    let k = Kind::Connect {
+                        credit: self.cfg.rx_window,
+                        max_datagram: self.cfg.max_datagram,
+                    };
+                    let r = Repr {
+                        flags: FLAG_ACK_NOW,
+                        dst_cid: 0,
+                        src_cid: self.local_cid,
+                        pn: 0,
+                        tx_timestamp: now.as_nanos(),
+                        kind: k,
+                    };
+                    if r.prepend_to(buf).is_ok() {
+                        self.stats.tx_packets += 1;
+                        return true;
+                    }
+                }
+                return false;
+            }
+            State::Draining => return false,
+            _ => {}
+        }
+        // Retransmissions (same packet number), within the window.
+        while let Some(&pn) = self.retx.front() {
+            let i = (pn - self.sent_base) as usize;
+            if pn < self.sent_base || self.sent.get(i).is_none_or(|s| s.state != PktState::Lost) {
+                self.retx.pop_front();
+                continue;
+            }
+            let s = self.sent[i];
+            let size = self.wire_size(&s.what);
+            if !self.window_allows(size as u64) {
+                return false;
+            }
+            self.retx.pop_front();
+            self.stats.retransmits += 1;
+            return self.emit_tracked(now, buf, pn, s.what, true);
+        }
+        if self.next_pn >= self.sent_base + PN_WINDOW {
+            return false;
+        }
+        if self.confirm_pending {
+            self.confirm_pending = false;
+            let pn = self.next_pn;
+            return self.emit_tracked(now, buf, pn, What::Confirm, false);
+        }
+        if self.probe_pending {
+            self.probe_pending = false;
+            let pn = self.next_pn;
+            return self.emit_tracked(now, buf, pn, What::Probe, false);
+        }
+        if self.state == State::Closing && self.send_msgs.is_empty() && !self.close_sent {
+            self.close_sent = true;
+            let pn = self.next_pn;
+            return self.emit_tracked(now, buf, pn, What::Close, false);
+        }
+        // New data.
+        if !self.has_new_data() || !self.credit_allows() {
+            return false;
+        }
+        let mp = self.max_payload().min(buf.tailroom()) as u64;
+        if mp == 0 {
+            return false;
+        }
+        let i = (self.tx_cursor - self.send_base) as usize;
+        let m = &self.send_msgs[i];
+        let len = (m.data.len() as u64 - m.sent_off).min(mp);
+        let size = DATA_HEADER_LEN as u64 + len;
+        if !self.window_allows(size)
+            || self.cc.earliest_departure(now, self.last_departure, size) > now
+        {
+            return false;
+        }
+        let what = What::Data {
+            msg_id: self.tx_cursor,
+            offset: m.sent_off,
+            len: len as u32,
+        };
+        let m = &mut self.send_msgs[i];
+        m.started = true;
+        m.sent_off += len;
+        if m.sent_off == m.data.len() as u64 {
+            self.tx_cursor += 1;
+        }
+        self.tx_new_bytes += len;
+        self.stats.tx_data += 1;
+        let pn = self.next_pn;
+        self.emit_tracked(now, buf, pn, what, false)
+    }
+
+    fn wire_size(&self, w: &What) -> usize {
+        match *w {
+            What::Data { len, .. } => DATA_HEADER_LEN + len as usize,
+            _ => crate::wire::transport::CONTROL_HEADER_LEN,
+        }
+    }
+
+    fn emit_untracked(&mut self, now: Instant, buf: &mut PktBuf, kind: Kind, flags: u16) {
+        let r = Repr {
+            flags,
+            dst_cid: self.remote_cid,
+            src_cid: self.local_cid,
+            pn: self.next_pn,
+            tx_timestamp: now.as_nanos(),
+            kind,
+        };
+        // Headroom is the caller's contract; a short buffer sends nothing.
+        let _ = r.prepend_to(buf);
+        self.stats.tx_packets += 1;
+    }
+
+    fn emit_ack(&mut self, now: Instant, buf: &mut PktBuf) {
+        let (sack_base, sack_bits) = self.rx.sack();
+        let hold = now.saturating_duration_since(self.echo_rx).as_nanos();
+        let credit = self.rx_released + self.cfg.rx_window;
+        self.rx_advertised = credit;
+        let a = AckRepr {
+            cumulative: self.rx.cum,
+            sack_base,
+            sack_bits,
+            echo_timestamp: self.echo_ts,
+            hold_ns: hold.min(u32::MAX as u128) as u32,
+            ecn_ce: self.ecn_ce,
+            credit,
+        };
+        self.ack_now = false;
+        self.ack_count = 0;
+        self.ack_deadline = None;
+        self.stats.tx_acks += 1;
+        self.emit_untracked(now, buf, Kind::Ack(a), 0);
+    }
+
+    fn emit_tracked(
+        &mut self,
+        now: Instant,
+        buf: &mut PktBuf,
+        pn: u64,
+        what: What,
+        retransmit: bool,
+    ) -> bool {
+        let (kind, flags) = match what {
+            What::Data {
+                msg_id,
+                offset,
+                len,
+            } => {
+                let m = &self.send_msgs[(msg_id - self.send_base) as usize];
+                let o = offset as usize;
+                if buf.extend_from_slice(&m.data[o..o + len as usize]).is_err() {
+                    return false;
+                }
+                (
+                    Kind::Data {
+                        msg_id,
+                        msg_len: m.data.len() as u64,
+                        offset,
+                    },
+                    0,
+                )
+            }
+            What::Confirm => (
+                Kind::Connect {
+                    credit: self.cfg.rx_window,
+                    max_datagram: self.cfg.max_datagram,
+                },
+                FLAG_ACK_NOW,
+            ),
+            What::Close => (
+                Kind::Close {
+                    code: self.close_code,
+                },
+                FLAG_ACK_NOW,
+            ),
+            What::Probe => (Kind::Probe, FLAG_ACK_NOW),
+        };
+        let r = Repr {
+            flags,
+            dst_cid: self.remote_cid,
+            src_cid: self.local_cid,
+            pn,
+            tx_timestamp: now.as_nanos(),
+            kind,
+        };
+        if r.prepend_to(buf).is_err() {
+            buf.truncate(0);
+            return false;
+        }
+        let bytes = buf.len() as u32;
+        if retransmit {
+            let s = &mut self.sent[(pn - self.sent_base) as usize];
+            s.time = now;
+            s.state = PktState::InFlight;
+            s.retx = s.retx.saturating_add(1);
+            self.retx_in_flight += 1;
+        } else {
+            debug_assert_eq!(pn, self.next_pn);
+            self.sent.push_back(Sent {
+                time: now,
+                bytes,
+                retx: 0,
+                state: PktState::InFlight,
+                what,
+            });
+            self.next_pn += 1;
+        }
+        self.in_flight += bytes as u64;
+        self.in_flight_pkts += 1;
+        self.last_eliciting_sent = now;
+        self.last_departure = now;
+        self.stats.tx_packets += 1;
+        self.cc.on_send(
+            now,
+            &SendEvent {
+                pn,
+                bytes: bytes as u64,
+                in_flight: self.in_flight,
+                retransmit,
+                app_limited: !self.has_new_data(),
+            },
+        );
+        true
+    }
+
+    // ---------------------------------------------------------------- receive
+
+    /// Process a packet the endpoint routed here. `buf` holds the DATA payload (the header
+    /// already consumed), or nothing for other types.
+    #[allow(clippy::collapsible_match)] // `buf` moves into on_data; a guard cannot move it
+    pub(crate) fn handle_packet(&mut self, now: Instant, r: &Repr, buf: PktBuf, ecn_ce: bool) {
+        if self.state == State::Closed {
+            return;
+        }
+        match r.kind {
+            Kind::Accept {
+                credit,
+                max_datagram,
+            } => {
+                if self.state == State::Handshake {
+                    self.remote_cid = r.src_cid;
+                    self.peer_credit = credit;
+                    self.peer_max_datagram = max_datagram.max(DATA_HEADER_LEN as u32 + 1);
+                    self.state = State::Established;
+                    self.confirm_pending = true;
+                    self.last_rx = now;
+                    self.events.push_back(Event::Connected);
+                }
+                return;
+            }
+            _ if self.state == State::Handshake || r.src_cid != self.remote_cid => return,
+            _ => {}
+        }
+        self.stats.rx_packets += 1;
+        self.last_rx = now;
+        match r.kind {
+            Kind::Ack(a) => {
+                if matches!(self.state, State::Established | State::Closing) {
+                    self.on_ack(now, &a);
+                }
+                return;
+            }
+            Kind::Reset { code } => {
+                self.finish(now, CloseReason::PeerReset(code));
+                return;
+            }
+            Kind::Accept { .. } => return,
+            _ => {}
+        }
+        // Ack-eliciting: DATA, CONNECT (confirm), CLOSE, PROBE, NACK.
+        let pn = r.pn;
+        if self.rx.contains(pn) {
+            self.stats.rx_duplicates += 1;
+            self.ack_now = true;
+            return;
+        }
+        if pn >= self.rx.cum + PN_WINDOW {
+            self.stats.rx_refused += 1;
+            return;
+        }
+        if self.state == State::Draining && !matches!(r.kind, Kind::Close { .. }) {
+            self.ack_now = true;
+            return;
+        }
+        match r.kind {
+            Kind::Data {
+                msg_id,
+                msg_len,
+                offset,
+            } => {
+                if !self.on_data(msg_id, msg_len, offset, buf) {
+                    self.stats.rx_refused += 1;
+                    return;
+                }
+            }
+            Kind::Close { code } => {
+                if self.state != State::Draining {
+                    self.state = State::Draining;
+                    self.drain_until = Some(now + self.pto_base() * 3);
+                    self.closed_reported = true;
+                    self.events
+                        .push_back(Event::Closed(CloseReason::PeerClose(code)));
+                    self.send_msgs.clear();
+                    self.retx.clear();
+                }
+                self.ack_now = true;
+            }
+            Kind::Nack { first, count } => self.on_nack(now, first, count),
+            _ => {}
+        }
+        let prev_largest = self.rx.largest;
+        self.rx.insert(pn);
+        if ecn_ce {
+            self.ecn_ce = self.ecn_ce.wrapping_add(1);
+        }
+        self.echo_ts = r.tx_timestamp;
+        self.echo_rx = now;
+        self.ack_count += 1;
+        let in_order = prev_largest.map_or(pn == 0, |l| pn == l + 1) && self.rx.cum == pn + 1;
+        if !in_order || r.flags & FLAG_ACK_NOW != 0 || self.ack_count >= 2 {
+            self.ack_now = true;
+        } else if self.ack_deadline.is_none() {
+            self.ack_deadline = Some(now + self.cfg.max_ack_delay);
+        }
+    }
+
+    fn on_nack(&mut self, now: Instant, first: u64, count: u32) {
+        let guard = self.min_rtt / 2;
+        let end = first.saturating_add(count.min(SACK_BITS as u32) as u64);
+        for pn in first.max(self.sent_base)..end.min(self.next_pn) {
+            let i = (pn - self.sent_base) as usize;
+            if self.sent[i].state == PktState::InFlight && now >= self.sent[i].time + guard {
+                self.mark_lost(i);
+            }
+        }
+    }
+
+    /// Place a DATA payload. False: refused (not recorded; the peer will retransmit).
+    fn on_data(&mut self, msg_id: u64, msg_len: u64, offset: u64, buf: PktBuf) -> bool {
+        if msg_id < self.rx_base {
+            return true; // message already delivered: a stale copy under a new number
+        }
+        let idx = msg_id - self.rx_base;
+        if idx >= MSG_WINDOW || msg_len > self.cfg.max_message {
+            return false;
+        }
+        let plen = buf.len() as u64;
+        if self.rx_distinct + plen > self.rx_released + self.cfg.rx_window {
+            return false;
+        }
+        let idx = idx as usize;
+        while self.rx_msgs.len() <= idx {
+            self.rx_msgs.push_back(RxSlot::Empty);
+        }
+        match &mut self.rx_msgs[idx] {
+            RxSlot::Empty => {
+                if offset == 0 && plen == msg_len {
+                    self.rx_distinct += plen;
+                    let msg = RecvMsg {
+                        id: msg_id,
+                        len: msg_len,
+                        data: MsgData::Packet(buf.freeze()),
+                    };
+                    self.complete(idx, msg);
+                    return true;
+                }
+                let dest = match self.targets.front() {
+                    Some(t) if t.capacity() >= msg_len => match self.targets.pop_front() {
+                        Some(t) => Dest::Target(t),
+                        None => return false,
+                    },
+                    _ => {
+                        if self.rx_reasm + msg_len > self.cfg.max_rx_buffer {
+                            return false;
+                        }
+                        let used = self.budget.used.fetch_add(msg_len, Ordering::Relaxed);
+                        if used + msg_len > self.budget.limit {
+                            self.budget.used.fetch_sub(msg_len, Ordering::Relaxed);
+                            return false;
+                        }
+                        self.rx_reasm += msg_len;
+                        Dest::Vec(vec![0u8; msg_len as usize])
+                    }
+                };
+                self.rx_msgs[idx] = RxSlot::Partial {
+                    len: msg_len,
+                    got: 0,
+                    dest,
+                };
+            }
+            RxSlot::Partial { len, .. } => {
+                if *len != msg_len {
+                    return false;
+                }
+            }
+            _ => return true, // complete already: duplicate content under a new number
+        }
+        let RxSlot::Partial { len, got, dest } = &mut self.rx_msgs[idx] else {
+            return false;
+        };
+        match dest {
+            Dest::Vec(v) => v[offset as usize..(offset + plen) as usize].copy_from_slice(&buf),
+            Dest::Target(t) => t.write_at(offset, &buf),
+        }
+        drop(buf);
+        *got += plen;
+        self.rx_distinct += plen;
+        self.rx_released += plen;
+        if *got >= *len {
+            let len = *len;
+            let RxSlot::Partial { dest, .. } =
+                std::mem::replace(&mut self.rx_msgs[idx], RxSlot::Empty)
+            else {
+                return false;
+            };
+            let data = match dest {
+                Dest::Vec(v) => MsgData::Buffer(Bytes::from(v)),
+                Dest::Target(t) => MsgData::Target(t),
+            };
+            self.complete(
+                idx,
+                RecvMsg {
+                    id: msg_id,
+                    len,
+                    data,
+                },
+            );
+        }
+        true
+    }
+
+    fn complete(&mut self, idx: usize, msg: RecvMsg) {
+        if !self.cfg.ordered {
+            self.rx_msgs[idx] = RxSlot::Delivered;
+            self.ready.push_back(msg);
+            return;
+        }
+        self.rx_msgs[idx] = RxSlot::Ready(msg);
+        while let Some(i) = self
+            .next_deliver
+            .checked_sub(self.rx_base)
+            .map(|i| i as usize)
+            .filter(|&i| matches!(self.rx_msgs.get(i), Some(RxSlot::Ready(_))))
+        {
+            if let RxSlot::Ready(m) = std::mem::replace(&mut self.rx_msgs[i], RxSlot::Delivered) {
+                self.ready.push_back(m);
+            }
+            self.next_deliver += 1;
+        }
+    }
+
+    fn on_ack(&mut self, now: Instant, a: &AckRepr) {
+        if a.cumulative > self.next_pn {
+            return; // acks what we never sent: ignore
+        }
+        self.peer_credit = self.peer_credit.max(a.credit);
+        let (mut bytes, mut pkts) = (0u64, 0u64);
+        let mut newest: Option<(Instant, u64)> = None;
+        let cum_end = a.cumulative.min(self.next_pn);
+        let mut pn = self.sent_base;
+        while pn < cum_end {
+            self.ack_pn(now, pn, &mut bytes, &mut pkts, &mut newest);
+            pn += 1;
+        }
+        let mut bits = a.sack_bits;
+        while bits != 0 {
+            let i = bits.trailing_zeros() as u64;
+            bits &= bits - 1;
+            let Some(pn) = a.sack_base.checked_add(i) else {
+                break;
+            };
+            if pn >= self.sent_base && pn < self.next_pn {
+                self.ack_pn(now, pn, &mut bytes, &mut pkts, &mut newest);
+            }
+        }
+        while self
+            .sent
+            .front()
+            .is_some_and(|s| s.state == PktState::Acked)
+        {
+            self.sent.pop_front();
+            self.sent_base += 1;
+        }
+        let ce_delta = a.ecn_ce.wrapping_sub(self.peer_ecn_ce) as u64;
+        if ce_delta > 0 && ce_delta < (1 << 31) {
+            self.peer_ecn_ce = a.ecn_ce;
+            self.cc.on_ecn(now, ce_delta, self.in_flight);
+        }
+        if pkts == 0 {
+            return;
+        }
+        self.pto_count = 0;
+        let hold = Duration::from_nanos(a.hold_ns as u64);
+        let mut rtt = None;
+        let mut fabric = None;
+        if a.echo_timestamp != 0 && a.echo_timestamp <= now.as_nanos() {
+            let r = now.saturating_duration_since(Instant::from_nanos(a.echo_timestamp));
+            rtt = Some(r);
+            let f = r.saturating_sub(hold);
+            fabric = Some(f);
+            let sample = if f >= self.min_rtt.min(r) && self.has_rtt {
+                f
+            } else {
+                r
+            };
+            self.rtt_sample(sample.max(Duration::from_nanos(1)));
+        }
+        if let Some((t, pn)) = newest {
+            if self.rack_time.is_none_or(|rt| t >= rt) {
+                self.rack_time = Some(t);
+                self.rack_pn = pn;
+                self.rack_rtt = now.saturating_duration_since(t);
+            }
+        }
+        self.cc.on_ack(
+            now,
+            &AckEvent {
+                bytes_acked: bytes,
+                packets_acked: pkts,
+                rtt,
+                hold,
+                fabric_rtt: fabric,
+                srtt: self.srtt,
+                min_rtt: self.min_rtt,
+                in_flight: self.in_flight,
+                ecn_ce_delta: 0,
+                newest_sent: newest.map_or(now, |n| n.0),
+            },
+        );
+        self.detect_loss(now);
+        if self.state == State::Closing && self.close_sent && self.sent.is_empty() {
+            self.finish(now, CloseReason::LocalClose(self.close_code));
+        }
+    }
+
+    fn rtt_sample(&mut self, r: Duration) {
+        if !self.has_rtt {
+            self.has_rtt = true;
+            self.srtt = r;
+            self.rttvar = r / 2;
+            self.min_rtt = r;
+            return;
+        }
+        self.min_rtt = self.min_rtt.min(r);
+        let diff = self.srtt.abs_diff(r);
+        self.rttvar = (self.rttvar * 3 + diff) / 4;
+        self.srtt = (self.srtt * 7 + r) / 8;
+    }
+
+    #[inline]
+    fn ack_pn(
+        &mut self,
+        now: Instant,
+        pn: u64,
+        bytes: &mut u64,
+        pkts: &mut u64,
+        newest: &mut Option<(Instant, u64)>,
+    ) {
+        let i = (pn - self.sent_base) as usize;
+        let s = &mut self.sent[i];
+        match s.state {
+            PktState::Acked => return,
+            PktState::InFlight => {
+                self.in_flight -= s.bytes as u64;
+                self.in_flight_pkts -= 1;
+                if s.retx > 0 {
+                    self.retx_in_flight -= 1;
+                    // Acked sooner after the retransmission than a round trip allows: the
+                    // original arrived, the loss was spurious; widen the reorder window.
+                    if now.saturating_duration_since(s.time) < self.min_rtt / 2 {
+                        self.stats.spurious += 1;
+                        self.reo_mult = (self.reo_mult + 1).min(16);
+                    }
+                }
+            }
+            PktState::Lost => {
+                self.stats.spurious += 1;
+                self.reo_mult = (self.reo_mult + 1).min(16);
+            }
+        }
+        s.state = PktState::Acked;
+        let s = *s;
+        *bytes += s.bytes as u64;
+        *pkts += 1;
+        if newest.is_none_or(|(t, _)| s.time >= t) {
+            *newest = Some((s.time, pn));
+        }
+        if let What::Data { msg_id, len, .. } = s.what {
+            self.ack_segment(msg_id, len as u64);
+        }
+    }
+
+    fn ack_segment(&mut self, msg_id: u64, len: u64) {
+        let Some(i) = msg_id.checked_sub(self.send_base) else {
+            return;
+        };
+        let Some(m) = self.send_msgs.get_mut(i as usize) else {
+            return;
+        };
+        if m.done {
+            return;
+        }
+        m.acked += len;
+        if m.acked >= m.data.len() as u64 && m.sent_off == m.data.len() as u64 {
+            m.done = true;
+            m.data = Bytes::new();
+            self.events.push_back(Event::Acked { msg_id });
+        }
+        while self.send_msgs.front().is_some_and(|m| m.done) {
+            self.send_msgs.pop_front();
+            self.send_base += 1;
+        }
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        if self.rx_reasm > 0 {
+            self.budget.used.fetch_sub(self.rx_reasm, Ordering::Relaxed);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rx_pns_cumulative_and_sack() {
+        let mut r = RxPns {
+            cum: 0,
+            largest: None,
+            bits: [0; PN_WORDS],
+        };
+        assert_eq!(r.sack(), (0, 0));
+        r.insert(0);
+        r.insert(1);
+        assert_eq!(r.cum, 2);
+        r.insert(3);
+        r.insert(5);
+        assert_eq!(r.cum, 2);
+        assert!(r.contains(3) && !r.contains(4) && r.contains(1));
+        assert_eq!(r.sack(), (2, 0b1010));
+        r.insert(2);
+        assert_eq!(r.cum, 4);
+        r.insert(4);
+        assert_eq!(r.cum, 6);
+        // Far ahead: the bitmap is anchored at largest - 63.
+        r.insert(200);
+        let (base, bits) = r.sack();
+        assert_eq!(base, 137);
+        assert_eq!(bits, 1 << 63);
+        // Wrap the ring.
+        for pn in 6..PN_WINDOW * 2 {
+            if !r.contains(pn) {
+                r.insert(pn);
+            }
+        }
+        assert_eq!(r.cum, PN_WINDOW * 2);
+    }
+}

@@ -1,0 +1,422 @@
+//! The endpoint: demultiplexes datagrams to connections by destination connection id,
+//! answers handshakes statelessly, and owns the connections.
+//!
+//! Handshake (see docs/WIRE.md):
+//! 1. client -> server `CONNECT` with dst cid 0 and its random cid as src (the hello);
+//! 2. server -> client `ACCEPT` whose src cid is a cookie: a keyed hash (SipHash-2-4 under
+//!    the caller's secret) of the client's address, the client's cid and a time bucket. The
+//!    server keeps no state;
+//! 3. client -> server `CONNECT` with dst = the cookie (the confirm, ack-eliciting and
+//!    retransmitted until acked). Only a confirm whose cookie verifies for the current or the
+//!    previous bucket creates server state.
+//!
+//! A spoofed hello costs one stateless ACCEPT (queue bounded, counted); a forged confirm fails
+//! verification; packets for unknown ids are counted and dropped. No reply is sent to
+//! unknown ids, so a reordered packet can never kill a connection that is being set up.
+
+use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::cc::{ControllerFactory, FixedWindowFactory};
+use super::connection::{Budget, Connection, Side};
+use super::cookie::siphash24;
+use super::{ConnectionConfig, Instant, SplitMix64};
+use crate::mem::PktBuf;
+use crate::wire::transport::{Kind, Packet, Repr, FLAG_ACK_NOW};
+
+/// Endpoint settings.
+#[derive(Debug, Clone)]
+pub struct EndpointConfig {
+    /// Secret for handshake cookies. Use a random key per process.
+    pub cookie_key: [u64; 2],
+    /// Cookie time bucket; a cookie is valid for one to two periods.
+    pub cookie_period: Duration,
+    /// Accept incoming connections (server role).
+    pub accept: bool,
+    /// Most live connections.
+    pub max_connections: usize,
+    /// Bytes of reassembly buffers all connections together may hold.
+    pub rx_budget: u64,
+    /// Most stateless answers queued (more are dropped and counted).
+    pub stateless_queue: usize,
+    /// Settings for each connection.
+    pub conn: ConnectionConfig,
+    /// Congestion controller factory.
+    pub cc: Arc<dyn ControllerFactory>,
+}
+
+impl Default for EndpointConfig {
+    fn default() -> EndpointConfig {
+        EndpointConfig {
+            cookie_key: [0x0123_4567_89ab_cdef, 0xfedc_ba98_7654_3210],
+            cookie_period: Duration::from_secs(10),
+            accept: true,
+            max_connections: 1024,
+            rx_budget: 4 << 30,
+            stateless_queue: 64,
+            conn: ConnectionConfig::default(),
+            cc: Arc::new(FixedWindowFactory { packets: 64 }),
+        }
+    }
+}
+
+/// Endpoint counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EndpointStats {
+    /// Datagrams handed to `handle`.
+    pub rx_datagrams: u64,
+    /// Datagrams whose transport header did not parse.
+    pub rx_malformed: u64,
+    /// Datagrams for connection ids we do not have (dropped, no state, no reply).
+    pub rx_unknown_cid: u64,
+    /// Datagrams for a known id from another address (dropped).
+    pub rx_wrong_addr: u64,
+    /// Hellos answered with a stateless ACCEPT.
+    pub hellos: u64,
+    /// Confirms whose cookie did not verify (dropped, no state).
+    pub bad_cookies: u64,
+    /// Connections created by a verified confirm.
+    pub accepted: u64,
+    /// Verified confirms refused for lack of room.
+    pub refused: u64,
+    /// Stateless answers dropped because the queue was full.
+    pub stateless_dropped: u64,
+    /// Connections freed.
+    pub freed: u64,
+}
+
+/// Names a connection of an endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ConnectionHandle(pub u32);
+
+/// Why [`Endpoint::connect`] failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ConnectError {
+    /// `max_connections` reached.
+    #[error("too many connections")]
+    TooManyConnections,
+}
+
+#[derive(Default)]
+struct CidHasher(u64);
+
+impl Hasher for CidHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ b as u64;
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        // Ids are random (client) or keyed hashes (server): spread, don't re-hash.
+        self.0 = v.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// Demultiplexer and owner of connections. See the [module docs](super) for the call order.
+pub struct Endpoint {
+    cfg: EndpointConfig,
+    rng: SplitMix64,
+    budget: Budget,
+    conns: Vec<Option<Connection>>,
+    free: Vec<u32>,
+    by_cid: HashMap<u64, u32, BuildHasherDefault<CidHasher>>,
+    stateless: VecDeque<(SocketAddr, Repr)>,
+    incoming: VecDeque<ConnectionHandle>,
+    rr: usize,
+    live: usize,
+    stats: EndpointStats,
+}
+
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("live", &self.live)
+            .field("stats", &self.stats)
+            .finish()
+    }
+}
+
+impl Endpoint {
+    /// An endpoint; `seed` drives connection-id generation (give it real randomness in
+    /// production, a fixed value in tests).
+    pub fn new(cfg: EndpointConfig, seed: u64) -> Endpoint {
+        let cap = cfg.max_connections.min(1 << 16);
+        Endpoint {
+            budget: Budget {
+                used: Arc::new(AtomicU64::new(0)),
+                limit: cfg.rx_budget,
+            },
+            rng: SplitMix64::new(seed),
+            conns: Vec::with_capacity(cap),
+            free: Vec::with_capacity(cap),
+            by_cid: HashMap::with_capacity_and_hasher(cap, Default::default()),
+            stateless: VecDeque::with_capacity(cfg.stateless_queue),
+            incoming: VecDeque::with_capacity(cap),
+            rr: 0,
+            live: 0,
+            stats: EndpointStats::default(),
+            cfg,
+        }
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> EndpointStats {
+        self.stats
+    }
+
+    /// Live connections (including closed ones whose last event was not taken yet).
+    pub fn connection_count(&self) -> usize {
+        self.live
+    }
+
+    /// Bytes of reassembly buffers held by all connections.
+    pub fn rx_buffered(&self) -> u64 {
+        self.budget.used.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The connection behind a handle (`None` once freed).
+    pub fn connection(&mut self, h: ConnectionHandle) -> Option<&mut Connection> {
+        self.conns.get_mut(h.0 as usize).and_then(|c| c.as_mut())
+    }
+
+    /// Handles of all live connections.
+    pub fn handles(&self) -> impl Iterator<Item = ConnectionHandle> + '_ {
+        self.conns
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.is_some())
+            .map(|(i, _)| ConnectionHandle(i as u32))
+    }
+
+    fn insert(&mut self, c: Connection) -> ConnectionHandle {
+        let cid = c.local_cid;
+        let i = match self.free.pop() {
+            Some(i) => {
+                self.conns[i as usize] = Some(c);
+                i
+            }
+            None => {
+                self.conns.push(Some(c));
+                (self.conns.len() - 1) as u32
+            }
+        };
+        self.by_cid.insert(cid, i);
+        self.live += 1;
+        ConnectionHandle(i)
+    }
+
+    fn fresh_cid(&mut self) -> u64 {
+        loop {
+            let c = self.rng.next();
+            if c != 0 && !self.by_cid.contains_key(&c) {
+                return c;
+            }
+        }
+    }
+
+    /// Start a connection to `remote` (client role).
+    pub fn connect(
+        &mut self,
+        now: Instant,
+        remote: SocketAddr,
+    ) -> Result<ConnectionHandle, ConnectError> {
+        if self.live >= self.cfg.max_connections {
+            return Err(ConnectError::TooManyConnections);
+        }
+        let cid = self.fresh_cid();
+        let cc = self.cfg.cc.build(now, self.cfg.conn.max_datagram as u64);
+        let c = Connection::new(
+            Side::Client,
+            now,
+            self.cfg.conn.clone(),
+            cid,
+            0,
+            remote,
+            cc,
+            self.budget.clone(),
+        );
+        Ok(self.insert(c))
+    }
+
+    /// A connection the endpoint accepted since the last call.
+    #[must_use]
+    pub fn poll_incoming(&mut self) -> Option<ConnectionHandle> {
+        self.incoming.pop_front()
+    }
+
+    fn bucket(&self, now: Instant) -> u64 {
+        now.as_nanos() / (self.cfg.cookie_period.as_nanos().max(1) as u64)
+    }
+
+    fn cookie(&self, bucket: u64, client_cid: u64, remote: SocketAddr) -> u64 {
+        let (a, b) = match remote {
+            SocketAddr::V4(v) => (u32::from(*v.ip()) as u64, 0),
+            SocketAddr::V6(v) => {
+                let o = u128::from(*v.ip());
+                (o as u64, (o >> 64) as u64)
+            }
+        };
+        let h = siphash24(
+            self.cfg.cookie_key[0],
+            self.cfg.cookie_key[1],
+            &[bucket, client_cid, a, b ^ ((remote.port() as u64) << 48)],
+        );
+        let hi = h & !0xf;
+        (if hi == 0 { 0x10 } else { hi }) | (bucket & 0xf)
+    }
+
+    fn verify_cookie(&self, now: Instant, cid: u64, client_cid: u64, remote: SocketAddr) -> bool {
+        let cur = self.bucket(now);
+        let cand = cur.wrapping_sub(cur.wrapping_sub(cid & 0xf) & 0xf);
+        cand <= cur && cur - cand <= 1 && self.cookie(cand, client_cid, remote) == cid
+    }
+
+    /// Process one received datagram (the UDP payload) from `remote`. `ecn_ce`: the IP header
+    /// carried ECN Congestion Experienced. Never panics; malformed input is counted.
+    pub fn handle(&mut self, now: Instant, remote: SocketAddr, ecn_ce: bool, mut buf: PktBuf) {
+        self.stats.rx_datagrams += 1;
+        let repr = match Packet::new_checked(buf.data()).and_then(|p| Repr::parse(&p)) {
+            Ok(r) => r,
+            Err(_) => {
+                self.stats.rx_malformed += 1;
+                return;
+            }
+        };
+        buf.advance(repr.buffer_len());
+        if repr.dst_cid == 0 {
+            match repr.kind {
+                Kind::Connect { .. } if self.cfg.accept && repr.src_cid != 0 => {
+                    if self.stateless.len() >= self.cfg.stateless_queue {
+                        self.stats.stateless_dropped += 1;
+                        return;
+                    }
+                    self.stats.hellos += 1;
+                    let s = self.cookie(self.bucket(now), repr.src_cid, remote);
+                    let ans = Repr {
+                        flags: 0,
+                        dst_cid: repr.src_cid,
+                        src_cid: s,
+                        pn: 0,
+                        tx_timestamp: now.as_nanos(),
+                        kind: Kind::Accept {
+                            credit: self.cfg.conn.rx_window,
+                            max_datagram: self.cfg.conn.max_datagram,
+                        },
+                    };
+                    self.stateless.push_back((remote, ans));
+                }
+                _ => self.stats.rx_unknown_cid += 1,
+            }
+            return;
+        }
+        if let Some(&i) = self.by_cid.get(&repr.dst_cid) {
+            let Some(c) = self.conns[i as usize].as_mut() else {
+                self.stats.rx_unknown_cid += 1;
+                return;
+            };
+            if c.remote != remote {
+                self.stats.rx_wrong_addr += 1;
+                return;
+            }
+            c.handle_packet(now, &repr, buf, ecn_ce);
+            return;
+        }
+        let Kind::Connect {
+            credit,
+            max_datagram,
+        } = repr.kind
+        else {
+            self.stats.rx_unknown_cid += 1;
+            return;
+        };
+        if !self.cfg.accept
+            || repr.flags & FLAG_ACK_NOW == 0
+            || !self.verify_cookie(now, repr.dst_cid, repr.src_cid, remote)
+        {
+            self.stats.bad_cookies += 1;
+            return;
+        }
+        if self.live >= self.cfg.max_connections {
+            self.stats.refused += 1;
+            return;
+        }
+        let cc = self.cfg.cc.build(now, self.cfg.conn.max_datagram as u64);
+        let mut c = Connection::new(
+            Side::Server,
+            now,
+            self.cfg.conn.clone(),
+            repr.dst_cid,
+            repr.src_cid,
+            remote,
+            cc,
+            self.budget.clone(),
+        );
+        c.set_peer_params(credit, max_datagram);
+        c.handle_packet(now, &repr, buf, ecn_ce);
+        let h = self.insert(c);
+        self.stats.accepted += 1;
+        self.incoming.push_back(h);
+    }
+
+    /// Run every connection's timers due at `now` and free connections that are over and
+    /// whose last event was taken.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        for i in 0..self.conns.len() {
+            let Some(c) = self.conns[i].as_mut() else {
+                continue;
+            };
+            if c.poll_timeout().is_some_and(|t| now >= t) {
+                c.handle_timeout(now);
+            }
+            if c.is_drained() {
+                let cid = c.local_cid;
+                self.by_cid.remove(&cid);
+                self.conns[i] = None;
+                self.free.push(i as u32);
+                self.live -= 1;
+                self.stats.freed += 1;
+            }
+        }
+    }
+
+    /// The earliest time `handle_timeout` is due.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.conns
+            .iter()
+            .flatten()
+            .filter_map(|c| c.poll_timeout())
+            .min()
+    }
+
+    /// Write the next datagram into `buf` (empty, with headroom for
+    /// [`MAX_HEADER_LEN`](crate::wire::transport::MAX_HEADER_LEN) plus whatever the caller
+    /// prepends after). Returns its destination, or `None` when nothing is due.
+    #[must_use]
+    pub fn poll_transmit(&mut self, now: Instant, buf: &mut PktBuf) -> Option<SocketAddr> {
+        if let Some((addr, r)) = self.stateless.pop_front() {
+            if r.prepend_to(buf).is_ok() {
+                return Some(addr);
+            }
+            return None;
+        }
+        let n = self.conns.len();
+        for k in 0..n {
+            let i = (self.rr + k) % n;
+            if let Some(c) = self.conns[i].as_mut() {
+                if c.poll_transmit(now, buf) {
+                    self.rr = (i + 1) % n;
+                    return Some(c.remote);
+                }
+            }
+        }
+        None
+    }
+}

@@ -1,0 +1,270 @@
+//! The sans-IO transport: [`Endpoint`] demultiplexes datagrams to [`Connection`]s, which turn
+//! messages into DATA packets and back, reliably and under flow and congestion control.
+//!
+//! Contract:
+//! - No clock, no socket, no global, no thread: every input carries `now` ([`Instant`], ns on
+//!   the caller's clock), every output is polled. Randomness (connection ids) comes from a
+//!   seed the caller supplies; the handshake cookie key is the caller's.
+//! - Inputs: [`Endpoint::handle`] (a received datagram, in a [`PktBuf`](crate::mem::PktBuf)),
+//!   [`Endpoint::handle_timeout`], and application calls on a connection
+//!   ([`Connection::send`], [`Connection::close`], [`Connection::post_target`]).
+//!   Outputs: [`Endpoint::poll_transmit`] (datagrams to send), [`Endpoint::poll_incoming`]
+//!   (new server connections), [`Connection::poll_event`], [`Connection::poll_recv`] (whole
+//!   messages), [`Endpoint::poll_timeout`] (the next time `handle_timeout` is due).
+//! - Call order, each loop iteration: feed every received datagram to `handle`; call
+//!   `handle_timeout(now)`; make application calls; drain `poll_transmit` until `None`;
+//!   drain `poll_incoming`, `poll_event` and `poll_recv`; sleep/poll until `poll_timeout()`
+//!   or the next datagram. Outputs are only valid after the inputs of the same `now`.
+//! - Messages are delivered whole and exactly once, in completion order (or in send order
+//!   with [`ConnectionConfig::ordered`]). A message that fits one packet reaches the
+//!   application as [`MsgData::Packet`], a view of the receive buffer: zero copies. A larger
+//!   message is copied once from each packet into a contiguous buffer ([`MsgData::Buffer`])
+//!   or into a [`RecvTarget`] the application posted ([`MsgData::Target`]). The sender copies
+//!   each payload byte once, from the application's `Bytes` into the transmit buffer (and
+//!   again only for a retransmission).
+//! - Memory a peer can make us hold is bounded: packet buffers by the credit we grant,
+//!   reassembly buffers by per-connection and per-endpoint budgets, queues by fixed
+//!   capacities. Exhaustion is a `WouldBlock` for the application and a counted drop for the
+//!   peer (it retransmits), never growth.
+//! - Nothing a peer sends makes this code panic.
+//!
+//! Allocation: none per packet. Per connection: its queues (allocated once, at creation) and
+//! the controller box. Per multi-packet message received: the reassembly buffer (unless a
+//! [`RecvTarget`] was posted). `PktBytes -> bytes::Bytes` costs one small allocation in
+//! `bytes` if the application converts.
+
+pub mod cc;
+mod connection;
+pub mod cookie;
+mod endpoint;
+pub mod testing;
+
+use core::fmt;
+use core::ops::{Add, AddAssign, Sub};
+use std::time::Duration;
+
+pub use connection::{Connection, ConnectionStats, SendError, Side, State};
+pub use endpoint::{ConnectError, ConnectionHandle, Endpoint, EndpointConfig, EndpointStats};
+
+use crate::mem::PktBytes;
+
+/// A point in time: nanoseconds on the caller's monotonic clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Instant(u64);
+
+impl Instant {
+    /// Time zero.
+    pub const ZERO: Instant = Instant(0);
+    /// From nanoseconds.
+    #[inline]
+    pub const fn from_nanos(ns: u64) -> Instant {
+        Instant(ns)
+    }
+    /// As nanoseconds.
+    #[inline]
+    pub const fn as_nanos(self) -> u64 {
+        self.0
+    }
+    /// `self - earlier`, or zero if `earlier` is later.
+    #[inline]
+    pub fn saturating_duration_since(self, earlier: Instant) -> Duration {
+        Duration::from_nanos(self.0.saturating_sub(earlier.0))
+    }
+}
+
+impl Add<Duration> for Instant {
+    type Output = Instant;
+    #[inline]
+    fn add(self, d: Duration) -> Instant {
+        Instant(
+            self.0
+                .saturating_add(d.as_nanos().min(u64::MAX as u128) as u64),
+        )
+    }
+}
+
+impl AddAssign<Duration> for Instant {
+    #[inline]
+    fn add_assign(&mut self, d: Duration) {
+        *self = *self + d;
+    }
+}
+
+impl Sub<Instant> for Instant {
+    type Output = Duration;
+    #[inline]
+    fn sub(self, e: Instant) -> Duration {
+        self.saturating_duration_since(e)
+    }
+}
+
+/// Most messages a sender may have started but not completed, and the window of message
+/// ids a receiver tracks (a wire-level constant, see docs/WIRE.md).
+pub const MSG_WINDOW: u64 = 1024;
+/// Packet numbers a receiver tracks beyond its cumulative ack, and the most packets a sender
+/// has outstanding (a wire-level constant, see docs/WIRE.md).
+pub const PN_WINDOW: u64 = 4096;
+
+/// Per-connection settings.
+#[derive(Debug, Clone)]
+pub struct ConnectionConfig {
+    /// Largest datagram (transport header + payload) this side sends and accepts.
+    pub max_datagram: u32,
+    /// Credit granted to the peer: bytes of payload it may have outstanding with us.
+    pub rx_window: u64,
+    /// Bytes of reassembly buffers this connection may hold.
+    pub max_rx_buffer: u64,
+    /// Largest message accepted (and sent).
+    pub max_message: u64,
+    /// Most messages queued for sending and not yet acknowledged (<= [`MSG_WINDOW`]).
+    pub max_send_msgs: usize,
+    /// Deliver messages in send order instead of completion order.
+    pub ordered: bool,
+    /// RTT assumed before the first sample.
+    pub initial_rtt: Duration,
+    /// Floor of the retransmission timeout.
+    pub min_rto: Duration,
+    /// Ceiling of the backed-off retransmission timeout.
+    pub max_rto: Duration,
+    /// Longest an ACK is delayed.
+    pub max_ack_delay: Duration,
+    /// Close the connection after this long without hearing from the peer.
+    pub idle_timeout: Duration,
+    /// Consecutive probe timeouts without an answer after which the peer is declared dead.
+    pub max_probes: u32,
+    /// Handshake attempts before giving up.
+    pub handshake_attempts: u32,
+    /// Most posted receive targets.
+    pub max_targets: usize,
+}
+
+impl Default for ConnectionConfig {
+    fn default() -> ConnectionConfig {
+        ConnectionConfig {
+            max_datagram: 1472,
+            rx_window: 8 << 20,
+            max_rx_buffer: 2 << 30,
+            max_message: 2 << 30,
+            max_send_msgs: 512,
+            ordered: false,
+            initial_rtt: Duration::from_micros(100),
+            min_rto: Duration::from_micros(500),
+            max_rto: Duration::from_millis(200),
+            max_ack_delay: Duration::from_micros(20),
+            idle_timeout: Duration::from_secs(5),
+            max_probes: 12,
+            handshake_attempts: 8,
+            max_targets: 64,
+        }
+    }
+}
+
+/// Connection events.
+#[derive(Debug)]
+pub enum Event {
+    /// The handshake completed.
+    Connected,
+    /// The peer acknowledged every byte of this message (the sender's completion).
+    Acked {
+        /// Message id returned by [`Connection::send`].
+        msg_id: u64,
+    },
+    /// The connection ended; it is the last event. Its resources are freed once drained.
+    Closed(CloseReason),
+}
+
+/// Why a connection ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum CloseReason {
+    /// We closed it gracefully and the peer confirmed.
+    #[error("closed locally (code {0})")]
+    LocalClose(u32),
+    /// The peer closed it gracefully.
+    #[error("closed by peer (code {0})")]
+    PeerClose(u32),
+    /// We reset it.
+    #[error("reset locally (code {0})")]
+    LocalReset(u32),
+    /// The peer reset it.
+    #[error("reset by peer (code {0})")]
+    PeerReset(u32),
+    /// Nothing heard from the peer for the idle timeout.
+    #[error("idle timeout")]
+    IdleTimeout,
+    /// The peer stopped answering probes (dead peer).
+    #[error("peer unresponsive")]
+    PeerUnresponsive,
+    /// The handshake did not complete.
+    #[error("handshake timed out")]
+    HandshakeTimeout,
+}
+
+/// A destination the application posts in advance for a multi-packet message: each
+/// packet's payload is written once at its final offset (the hook GPU memory uses).
+pub trait RecvTarget: Send + fmt::Debug {
+    /// Bytes the target can hold; it receives a message only if the message fits.
+    fn capacity(&self) -> u64;
+    /// Write `data` at `offset` (`offset + data.len() <= capacity()` is guaranteed).
+    fn write_at(&mut self, offset: u64, data: &[u8]);
+}
+
+/// A message's bytes as delivered.
+#[derive(Debug)]
+pub enum MsgData {
+    /// Single-packet message: a view of the receive buffer (0 copies).
+    Packet(PktBytes),
+    /// Multi-packet message reassembled into one buffer (1 copy per byte).
+    Buffer(bytes::Bytes),
+    /// Multi-packet message written into a posted target (1 copy per byte, no allocation).
+    Target(Box<dyn RecvTarget>),
+}
+
+/// A received message.
+#[derive(Debug)]
+pub struct RecvMsg {
+    /// The sender's message id.
+    pub id: u64,
+    /// Length in bytes.
+    pub len: u64,
+    /// The bytes.
+    pub data: MsgData,
+}
+
+impl RecvMsg {
+    /// The bytes as `bytes::Bytes` (no copy for `Packet`/`Buffer`; `None` for a target).
+    pub fn into_bytes(self) -> Option<bytes::Bytes> {
+        match self.data {
+            MsgData::Packet(p) => Some(p.into()),
+            MsgData::Buffer(b) => Some(b),
+            MsgData::Target(_) => None,
+        }
+    }
+    /// The bytes, if they are in host memory this message owns.
+    pub fn as_slice(&self) -> Option<&[u8]> {
+        match &self.data {
+            MsgData::Packet(p) => Some(p),
+            MsgData::Buffer(b) => Some(b),
+            MsgData::Target(_) => None,
+        }
+    }
+}
+
+/// splitmix64: the in-crate generator behind connection ids (seeded by the caller).
+#[derive(Debug, Clone)]
+pub struct SplitMix64(u64);
+
+impl SplitMix64 {
+    /// A generator from a seed.
+    pub fn new(seed: u64) -> SplitMix64 {
+        SplitMix64(seed)
+    }
+    /// Next value.
+    #[allow(clippy::should_implement_trait)]
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+}

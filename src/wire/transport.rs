@@ -1,0 +1,769 @@
+//! The bypass transport header (version 1): a zero-copy view over untrusted bytes and a
+//! high-level [`Repr`].
+//!
+//! Layout and byte order are specified in `docs/WIRE.md`; every field is fixed-size and
+//! little-endian. A header is a 36-byte common part followed by a part whose size depends on
+//! the packet type (see [`header_len`]). `DATA` packets carry their payload after the header;
+//! no other type carries a payload.
+//!
+//! [`Packet::new_checked`] validates the version, the type and the lengths, so every accessor
+//! afterwards is in bounds; [`Repr::parse`] additionally checks the DATA invariants
+//! (`offset + payload <= msg_len`). Nothing here panics on any input.
+
+use core::fmt;
+
+/// The header version this module reads and writes.
+pub const VERSION: u8 = 1;
+
+/// Length of the common part of every header.
+pub const COMMON_LEN: usize = 36;
+/// Length of a DATA header (payload follows).
+pub const DATA_HEADER_LEN: usize = COMMON_LEN + 24;
+/// Length of an ACK header.
+pub const ACK_HEADER_LEN: usize = COMMON_LEN + 48;
+/// Length of every other header (CONNECT, ACCEPT, NACK, CLOSE, RESET, PROBE).
+pub const CONTROL_HEADER_LEN: usize = COMMON_LEN + 12;
+/// The longest header of any type.
+pub const MAX_HEADER_LEN: usize = ACK_HEADER_LEN;
+/// Number of packet numbers a selective-ack bitmap covers.
+pub const SACK_BITS: u64 = 64;
+
+/// Flag: the receiver should acknowledge this packet at once (probes, handshake, close).
+pub const FLAG_ACK_NOW: u16 = 1 << 0;
+
+/// Parse errors. All of them mean "drop the datagram".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    /// Shorter than the header its type needs.
+    #[error("truncated header")]
+    Truncated,
+    /// A version this code does not speak.
+    #[error("unknown version")]
+    Version,
+    /// A packet type this code does not know.
+    #[error("unknown packet type")]
+    Type,
+    /// Field values that contradict each other (e.g. DATA beyond its message).
+    #[error("malformed header")]
+    Malformed,
+}
+
+/// Packet types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum PacketType {
+    /// A segment of a message.
+    Data = 1,
+    /// Cumulative and selective acknowledgement, timestamps, ECN and credit.
+    Ack = 2,
+    /// Explicit report of missing packet numbers.
+    Nack = 3,
+    /// Handshake: client hello (dst cid 0) and client confirm (dst cid = server's).
+    Connect = 4,
+    /// Handshake: the server's stateless answer carrying its cookie connection id.
+    Accept = 5,
+    /// Graceful close.
+    Close = 6,
+    /// Abortive close.
+    Reset = 7,
+    /// Ack-eliciting probe (tail-loss probe, keep-alive).
+    Probe = 8,
+}
+
+impl PacketType {
+    /// Decode a type byte.
+    #[inline]
+    pub fn from_u8(v: u8) -> Option<PacketType> {
+        Some(match v {
+            1 => PacketType::Data,
+            2 => PacketType::Ack,
+            3 => PacketType::Nack,
+            4 => PacketType::Connect,
+            5 => PacketType::Accept,
+            6 => PacketType::Close,
+            7 => PacketType::Reset,
+            8 => PacketType::Probe,
+            _ => return None,
+        })
+    }
+}
+
+/// Header length for a packet type.
+#[inline]
+pub const fn header_len(ty: PacketType) -> usize {
+    match ty {
+        PacketType::Data => DATA_HEADER_LEN,
+        PacketType::Ack => ACK_HEADER_LEN,
+        _ => CONTROL_HEADER_LEN,
+    }
+}
+
+mod field {
+    pub type Field = core::ops::Range<usize>;
+    pub const VERSION: usize = 0;
+    pub const TYPE: usize = 1;
+    pub const FLAGS: Field = 2..4;
+    pub const DST_CID: Field = 4..12;
+    pub const SRC_CID: Field = 12..20;
+    pub const PN: Field = 20..28;
+    pub const TX_TS: Field = 28..36;
+    // DATA
+    pub const MSG_ID: Field = 36..44;
+    pub const MSG_LEN: Field = 44..52;
+    pub const OFFSET: Field = 52..60;
+    // ACK
+    pub const CUM: Field = 36..44;
+    pub const SACK_BASE: Field = 44..52;
+    pub const SACK_BITS: Field = 52..60;
+    pub const ECHO_TS: Field = 60..68;
+    pub const HOLD_NS: Field = 68..72;
+    pub const ECN_CE: Field = 72..76;
+    pub const CREDIT: Field = 76..84;
+    // CONNECT, ACCEPT, NACK, CLOSE, RESET, PROBE
+    pub const CTL_U64: Field = 36..44;
+    pub const CTL_U32: Field = 44..48;
+}
+
+/// A read/write view of a transport header (and, for DATA, its payload) over a buffer.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Packet<T: AsRef<[u8]>> {
+    buffer: T,
+}
+
+#[inline]
+fn rd64(b: &[u8], f: field::Field) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[f]);
+    u64::from_le_bytes(a)
+}
+#[inline]
+fn rd32(b: &[u8], f: field::Field) -> u32 {
+    let mut a = [0u8; 4];
+    a.copy_from_slice(&b[f]);
+    u32::from_le_bytes(a)
+}
+
+impl<T: AsRef<[u8]>> Packet<T> {
+    /// Wrap a buffer without checking it. Accessors may panic if the buffer is too short;
+    /// use this only for buffers you sized yourself (emitting).
+    #[inline]
+    pub const fn new_unchecked(buffer: T) -> Packet<T> {
+        Packet { buffer }
+    }
+
+    /// Wrap a buffer from the wire: checks version, type and length.
+    #[inline]
+    pub fn new_checked(buffer: T) -> Result<Packet<T>, Error> {
+        let p = Packet::new_unchecked(buffer);
+        p.check_len()?;
+        Ok(p)
+    }
+
+    /// Check that the buffer holds a whole header of a known type and version.
+    #[inline]
+    pub fn check_len(&self) -> Result<(), Error> {
+        let b = self.buffer.as_ref();
+        if b.len() < COMMON_LEN {
+            return Err(Error::Truncated);
+        }
+        if b[field::VERSION] != VERSION {
+            return Err(Error::Version);
+        }
+        let ty = PacketType::from_u8(b[field::TYPE]).ok_or(Error::Type)?;
+        if b.len() < header_len(ty) {
+            return Err(Error::Truncated);
+        }
+        Ok(())
+    }
+
+    /// The underlying buffer.
+    pub fn into_inner(self) -> T {
+        self.buffer
+    }
+
+    /// Version byte.
+    #[inline]
+    pub fn version(&self) -> u8 {
+        self.buffer.as_ref()[field::VERSION]
+    }
+    /// Raw type byte.
+    #[inline]
+    pub fn type_byte(&self) -> u8 {
+        self.buffer.as_ref()[field::TYPE]
+    }
+    /// Packet type (`None` for an unknown byte; `new_checked` rejects those).
+    #[inline]
+    pub fn packet_type(&self) -> Option<PacketType> {
+        PacketType::from_u8(self.type_byte())
+    }
+    /// Header length for this packet's type.
+    #[inline]
+    pub fn header_len(&self) -> usize {
+        self.packet_type().map_or(COMMON_LEN, header_len)
+    }
+    /// Flags.
+    #[inline]
+    pub fn flags(&self) -> u16 {
+        let b = self.buffer.as_ref();
+        u16::from_le_bytes([b[field::FLAGS.start], b[field::FLAGS.start + 1]])
+    }
+    /// Destination connection id (0 in a client hello).
+    #[inline]
+    pub fn dst_cid(&self) -> u64 {
+        rd64(self.buffer.as_ref(), field::DST_CID)
+    }
+    /// Source connection id.
+    #[inline]
+    pub fn src_cid(&self) -> u64 {
+        rd64(self.buffer.as_ref(), field::SRC_CID)
+    }
+    /// Packet sequence number.
+    #[inline]
+    pub fn pn(&self) -> u64 {
+        rd64(self.buffer.as_ref(), field::PN)
+    }
+    /// Sender's transmit timestamp (ns on the sender's clock).
+    #[inline]
+    pub fn tx_timestamp(&self) -> u64 {
+        rd64(self.buffer.as_ref(), field::TX_TS)
+    }
+    /// DATA: message id.
+    #[inline]
+    pub fn msg_id(&self) -> u64 {
+        rd64(self.buffer.as_ref(), field::MSG_ID)
+    }
+    /// DATA: total message length.
+    #[inline]
+    pub fn msg_len(&self) -> u64 {
+        rd64(self.buffer.as_ref(), field::MSG_LEN)
+    }
+    /// DATA: offset of this payload in its message.
+    #[inline]
+    pub fn offset(&self) -> u64 {
+        rd64(self.buffer.as_ref(), field::OFFSET)
+    }
+    /// ACK: every packet number below this has been received.
+    #[inline]
+    pub fn cumulative(&self) -> u64 {
+        rd64(self.buffer.as_ref(), field::CUM)
+    }
+    /// ACK: packet number of bit 0 of the selective-ack bitmap.
+    #[inline]
+    pub fn sack_base(&self) -> u64 {
+        rd64(self.buffer.as_ref(), field::SACK_BASE)
+    }
+    /// ACK: selective-ack bitmap; bit i set = `sack_base + i` received.
+    #[inline]
+    pub fn sack_bits(&self) -> u64 {
+        rd64(self.buffer.as_ref(), field::SACK_BITS)
+    }
+    /// ACK: transmit timestamp echoed from the packet that triggered this ack.
+    #[inline]
+    pub fn echo_timestamp(&self) -> u64 {
+        rd64(self.buffer.as_ref(), field::ECHO_TS)
+    }
+    /// ACK: ns the receiver held that packet before acking it (host delay).
+    #[inline]
+    pub fn hold_ns(&self) -> u32 {
+        rd32(self.buffer.as_ref(), field::HOLD_NS)
+    }
+    /// ACK: count of ECN-CE marked packets received so far (wrapping).
+    #[inline]
+    pub fn ecn_ce(&self) -> u32 {
+        rd32(self.buffer.as_ref(), field::ECN_CE)
+    }
+    /// ACK: credit granted, an absolute count of payload bytes the peer may have sent.
+    #[inline]
+    pub fn credit(&self) -> u64 {
+        rd64(self.buffer.as_ref(), field::CREDIT)
+    }
+    /// Control types: the 64-bit value (initial credit, NACK first pn).
+    #[inline]
+    pub fn ctl_u64(&self) -> u64 {
+        rd64(self.buffer.as_ref(), field::CTL_U64)
+    }
+    /// Control types: the 32-bit value (max payload, NACK count, close/reset code).
+    #[inline]
+    pub fn ctl_u32(&self) -> u32 {
+        rd32(self.buffer.as_ref(), field::CTL_U32)
+    }
+    /// Bytes after the header (DATA payload).
+    #[inline]
+    pub fn payload(&self) -> &[u8] {
+        let b = self.buffer.as_ref();
+        &b[self.header_len().min(b.len())..]
+    }
+}
+
+impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
+    #[inline]
+    fn wr64(&mut self, f: field::Field, v: u64) {
+        self.buffer.as_mut()[f].copy_from_slice(&v.to_le_bytes());
+    }
+    #[inline]
+    fn wr32(&mut self, f: field::Field, v: u32) {
+        self.buffer.as_mut()[f].copy_from_slice(&v.to_le_bytes());
+    }
+    /// Set the version byte.
+    #[inline]
+    pub fn set_version(&mut self, v: u8) {
+        self.buffer.as_mut()[field::VERSION] = v;
+    }
+    /// Set the packet type.
+    #[inline]
+    pub fn set_packet_type(&mut self, t: PacketType) {
+        self.buffer.as_mut()[field::TYPE] = t as u8;
+    }
+    /// Set the flags.
+    #[inline]
+    pub fn set_flags(&mut self, v: u16) {
+        self.buffer.as_mut()[field::FLAGS].copy_from_slice(&v.to_le_bytes());
+    }
+    /// Set the destination connection id.
+    #[inline]
+    pub fn set_dst_cid(&mut self, v: u64) {
+        self.wr64(field::DST_CID, v)
+    }
+    /// Set the source connection id.
+    #[inline]
+    pub fn set_src_cid(&mut self, v: u64) {
+        self.wr64(field::SRC_CID, v)
+    }
+    /// Set the packet number.
+    #[inline]
+    pub fn set_pn(&mut self, v: u64) {
+        self.wr64(field::PN, v)
+    }
+    /// Set the transmit timestamp.
+    #[inline]
+    pub fn set_tx_timestamp(&mut self, v: u64) {
+        self.wr64(field::TX_TS, v)
+    }
+    /// DATA: set the message id.
+    #[inline]
+    pub fn set_msg_id(&mut self, v: u64) {
+        self.wr64(field::MSG_ID, v)
+    }
+    /// DATA: set the message length.
+    #[inline]
+    pub fn set_msg_len(&mut self, v: u64) {
+        self.wr64(field::MSG_LEN, v)
+    }
+    /// DATA: set the offset.
+    #[inline]
+    pub fn set_offset(&mut self, v: u64) {
+        self.wr64(field::OFFSET, v)
+    }
+    /// ACK: set the cumulative number.
+    #[inline]
+    pub fn set_cumulative(&mut self, v: u64) {
+        self.wr64(field::CUM, v)
+    }
+    /// ACK: set the bitmap base.
+    #[inline]
+    pub fn set_sack_base(&mut self, v: u64) {
+        self.wr64(field::SACK_BASE, v)
+    }
+    /// ACK: set the bitmap.
+    #[inline]
+    pub fn set_sack_bits(&mut self, v: u64) {
+        self.wr64(field::SACK_BITS, v)
+    }
+    /// ACK: set the echoed timestamp.
+    #[inline]
+    pub fn set_echo_timestamp(&mut self, v: u64) {
+        self.wr64(field::ECHO_TS, v)
+    }
+    /// ACK: set the hold time.
+    #[inline]
+    pub fn set_hold_ns(&mut self, v: u32) {
+        self.wr32(field::HOLD_NS, v)
+    }
+    /// ACK: set the ECN-CE count.
+    #[inline]
+    pub fn set_ecn_ce(&mut self, v: u32) {
+        self.wr32(field::ECN_CE, v)
+    }
+    /// ACK: set the credit.
+    #[inline]
+    pub fn set_credit(&mut self, v: u64) {
+        self.wr64(field::CREDIT, v)
+    }
+    /// Control types: set the 64-bit value.
+    #[inline]
+    pub fn set_ctl_u64(&mut self, v: u64) {
+        self.wr64(field::CTL_U64, v)
+    }
+    /// Control types: set the 32-bit value.
+    #[inline]
+    pub fn set_ctl_u32(&mut self, v: u32) {
+        self.wr32(field::CTL_U32, v)
+    }
+}
+
+impl<T: AsRef<[u8]>> fmt::Debug for Packet<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match Repr::parse(&Packet::new_unchecked(self.buffer.as_ref())) {
+            Ok(r) => write!(f, "{r:?}"),
+            Err(e) => write!(f, "Packet({e})"),
+        }
+    }
+}
+
+/// Acknowledgement contents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct AckRepr {
+    /// Every packet number below this was received.
+    pub cumulative: u64,
+    /// Packet number of bit 0 of `sack_bits`.
+    pub sack_base: u64,
+    /// Bit i set: packet `sack_base + i` received.
+    pub sack_bits: u64,
+    /// Transmit timestamp of the packet that triggered this ack.
+    pub echo_timestamp: u64,
+    /// ns between receiving that packet and sending this ack.
+    pub hold_ns: u32,
+    /// ECN-CE marked packets received so far (wrapping).
+    pub ecn_ce: u32,
+    /// Absolute credit: payload bytes the peer may have sent in total.
+    pub credit: u64,
+}
+
+/// What a packet says, by type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A message segment; the payload follows the header.
+    Data {
+        /// Message id.
+        msg_id: u64,
+        /// Total message length.
+        msg_len: u64,
+        /// Offset of the payload in the message.
+        offset: u64,
+    },
+    /// An acknowledgement.
+    Ack(AckRepr),
+    /// Missing packet numbers `[first, first + count)`.
+    Nack {
+        /// First missing packet number.
+        first: u64,
+        /// How many.
+        count: u32,
+    },
+    /// Handshake from the client.
+    Connect {
+        /// Initial credit granted to the peer (bytes).
+        credit: u64,
+        /// Largest datagram (transport header + payload) the sender accepts.
+        max_datagram: u32,
+    },
+    /// Handshake answer from the server.
+    Accept {
+        /// Initial credit granted to the peer (bytes).
+        credit: u64,
+        /// Largest datagram the sender accepts.
+        max_datagram: u32,
+    },
+    /// Graceful close with an application code.
+    Close {
+        /// Application close code.
+        code: u32,
+    },
+    /// Abort with an error code.
+    Reset {
+        /// Error code.
+        code: u32,
+    },
+    /// Ack-eliciting probe.
+    Probe,
+}
+
+impl Kind {
+    /// The packet type.
+    #[inline]
+    pub fn packet_type(&self) -> PacketType {
+        match self {
+            Kind::Data { .. } => PacketType::Data,
+            Kind::Ack(_) => PacketType::Ack,
+            Kind::Nack { .. } => PacketType::Nack,
+            Kind::Connect { .. } => PacketType::Connect,
+            Kind::Accept { .. } => PacketType::Accept,
+            Kind::Close { .. } => PacketType::Close,
+            Kind::Reset { .. } => PacketType::Reset,
+            Kind::Probe => PacketType::Probe,
+        }
+    }
+}
+
+/// A parsed transport header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Repr {
+    /// Flags ([`FLAG_ACK_NOW`]).
+    pub flags: u16,
+    /// Destination connection id.
+    pub dst_cid: u64,
+    /// Source connection id.
+    pub src_cid: u64,
+    /// Packet number.
+    pub pn: u64,
+    /// Sender's transmit timestamp (ns).
+    pub tx_timestamp: u64,
+    /// Type and type-specific fields.
+    pub kind: Kind,
+}
+
+impl Repr {
+    /// Parse a checked packet. For DATA, `payload_len` is the bytes after the header and
+    /// `offset + payload_len <= msg_len` is enforced.
+    pub fn parse<T: AsRef<[u8]> + ?Sized>(p: &Packet<&T>) -> Result<Repr, Error> {
+        p.check_len()?;
+        let ty = p.packet_type().ok_or(Error::Type)?;
+        let kind = match ty {
+            PacketType::Data => {
+                let (msg_len, offset) = (p.msg_len(), p.offset());
+                let plen = (p.buffer.as_ref().len() - DATA_HEADER_LEN) as u64;
+                if offset.checked_add(plen).is_none_or(|end| end > msg_len) {
+                    return Err(Error::Malformed);
+                }
+                Kind::Data {
+                    msg_id: p.msg_id(),
+                    msg_len,
+                    offset,
+                }
+            }
+            PacketType::Ack => {
+                if p.sack_base() < p.cumulative() {
+                    return Err(Error::Malformed);
+                }
+                Kind::Ack(AckRepr {
+                    cumulative: p.cumulative(),
+                    sack_base: p.sack_base(),
+                    sack_bits: p.sack_bits(),
+                    echo_timestamp: p.echo_timestamp(),
+                    hold_ns: p.hold_ns(),
+                    ecn_ce: p.ecn_ce(),
+                    credit: p.credit(),
+                })
+            }
+            PacketType::Nack => Kind::Nack {
+                first: p.ctl_u64(),
+                count: p.ctl_u32(),
+            },
+            PacketType::Connect => Kind::Connect {
+                credit: p.ctl_u64(),
+                max_datagram: p.ctl_u32(),
+            },
+            PacketType::Accept => Kind::Accept {
+                credit: p.ctl_u64(),
+                max_datagram: p.ctl_u32(),
+            },
+            PacketType::Close => Kind::Close { code: p.ctl_u32() },
+            PacketType::Reset => Kind::Reset { code: p.ctl_u32() },
+            PacketType::Probe => Kind::Probe,
+        };
+        if ty != PacketType::Data && p.buffer.as_ref().len() != header_len(ty) {
+            // Only DATA carries a payload.
+            return Err(Error::Malformed);
+        }
+        Ok(Repr {
+            flags: p.flags(),
+            dst_cid: p.dst_cid(),
+            src_cid: p.src_cid(),
+            pn: p.pn(),
+            tx_timestamp: p.tx_timestamp(),
+            kind,
+        })
+    }
+
+    /// Length of the header this repr emits (not counting a DATA payload).
+    #[inline]
+    pub fn buffer_len(&self) -> usize {
+        header_len(self.kind.packet_type())
+    }
+
+    /// Write the header into the first [`buffer_len`](Repr::buffer_len) bytes of `p`.
+    ///
+    /// # Panics
+    /// If the buffer is shorter than `buffer_len()` (a programming error when emitting).
+    #[inline]
+    pub fn emit<T: AsRef<[u8]> + AsMut<[u8]>>(&self, p: &mut Packet<T>) {
+        p.set_version(VERSION);
+        p.set_packet_type(self.kind.packet_type());
+        p.set_flags(self.flags);
+        p.set_dst_cid(self.dst_cid);
+        p.set_src_cid(self.src_cid);
+        p.set_pn(self.pn);
+        p.set_tx_timestamp(self.tx_timestamp);
+        match self.kind {
+            Kind::Data {
+                msg_id,
+                msg_len,
+                offset,
+            } => {
+                p.set_msg_id(msg_id);
+                p.set_msg_len(msg_len);
+                p.set_offset(offset);
+            }
+            Kind::Ack(a) => {
+                p.set_cumulative(a.cumulative);
+                p.set_sack_base(a.sack_base);
+                p.set_sack_bits(a.sack_bits);
+                p.set_echo_timestamp(a.echo_timestamp);
+                p.set_hold_ns(a.hold_ns);
+                p.set_ecn_ce(a.ecn_ce);
+                p.set_credit(a.credit);
+            }
+            Kind::Nack { first, count } => {
+                p.set_ctl_u64(first);
+                p.set_ctl_u32(count);
+            }
+            Kind::Connect {
+                credit,
+                max_datagram,
+            }
+            | Kind::Accept {
+                credit,
+                max_datagram,
+            } => {
+                p.set_ctl_u64(credit);
+                p.set_ctl_u32(max_datagram);
+            }
+            Kind::Close { code } | Kind::Reset { code } => {
+                p.set_ctl_u64(0);
+                p.set_ctl_u32(code);
+            }
+            Kind::Probe => {
+                p.set_ctl_u64(0);
+                p.set_ctl_u32(0);
+            }
+        }
+    }
+
+    /// Prepend this header to `buf` (whose data is the payload, empty for non-DATA types)
+    /// using its headroom: the payload is not moved.
+    #[inline]
+    pub fn prepend_to(&self, buf: &mut crate::mem::PktBuf) -> Result<(), crate::mem::NoRoom> {
+        let n = self.buffer_len();
+        let h = buf.prepend(n)?;
+        self.emit(&mut Packet::new_unchecked(h));
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // A DATA packet: msg 7, len 10, offset 4, 3 bytes of payload.
+    static DATA_BYTES: [u8; 63] = [
+        0x01, 0x01, 0x00, 0x00, // version, type, flags
+        0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11, // dst cid
+        0x22, 0x22, 0x22, 0x22, 0x22, 0x22, 0x22, 0x22, // src cid
+        0x05, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // pn
+        0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // tx ts
+        0x07, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // msg id
+        0x0a, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // msg len
+        0x04, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // offset
+        0xaa, 0xbb, 0xcc, // payload
+    ];
+
+    fn data_repr() -> Repr {
+        Repr {
+            flags: 0,
+            dst_cid: 0x1111_1111_1111_1111,
+            src_cid: 0x2222_2222_2222_2222,
+            pn: 5,
+            tx_timestamp: 256,
+            kind: Kind::Data {
+                msg_id: 7,
+                msg_len: 10,
+                offset: 4,
+            },
+        }
+    }
+
+    #[test]
+    fn parse_data_fixture() {
+        let p = Packet::new_checked(&DATA_BYTES[..]).unwrap();
+        assert_eq!(Repr::parse(&p).unwrap(), data_repr());
+        assert_eq!(p.payload(), &[0xaa, 0xbb, 0xcc]);
+    }
+
+    #[test]
+    fn emit_data_fixture() {
+        let mut b = [0u8; 63];
+        data_repr().emit(&mut Packet::new_unchecked(&mut b[..]));
+        b[60..].copy_from_slice(&[0xaa, 0xbb, 0xcc]);
+        assert_eq!(b, DATA_BYTES);
+    }
+
+    #[test]
+    fn data_beyond_message_is_malformed() {
+        let mut b = DATA_BYTES;
+        b[52] = 8; // offset 8 + 3 > 10
+        let p = Packet::new_checked(&b[..]).unwrap();
+        assert_eq!(Repr::parse(&p), Err(Error::Malformed));
+    }
+
+    #[test]
+    fn rejects_bad_version_type_and_length() {
+        let mut b = DATA_BYTES;
+        b[0] = 2;
+        assert_eq!(Packet::new_checked(&b[..]).err(), Some(Error::Version));
+        b[0] = 1;
+        b[1] = 99;
+        assert_eq!(Packet::new_checked(&b[..]).err(), Some(Error::Type));
+        assert_eq!(
+            Packet::new_checked(&DATA_BYTES[..59]).err(),
+            Some(Error::Truncated)
+        );
+        assert_eq!(
+            Packet::new_checked(&DATA_BYTES[..3]).err(),
+            Some(Error::Truncated)
+        );
+    }
+
+    #[test]
+    fn roundtrip_every_kind() {
+        let kinds = [
+            Kind::Ack(AckRepr {
+                cumulative: 9,
+                sack_base: 12,
+                sack_bits: 0xdead_beef,
+                echo_timestamp: 77,
+                hold_ns: 5,
+                ecn_ce: 3,
+                credit: 1 << 40,
+            }),
+            Kind::Nack { first: 4, count: 2 },
+            Kind::Connect {
+                credit: 1 << 20,
+                max_datagram: 1400,
+            },
+            Kind::Accept {
+                credit: 1 << 21,
+                max_datagram: 9000,
+            },
+            Kind::Close { code: 42 },
+            Kind::Reset { code: 43 },
+            Kind::Probe,
+        ];
+        for kind in kinds {
+            let r = Repr {
+                kind,
+                flags: FLAG_ACK_NOW,
+                ..data_repr()
+            };
+            let mut b = vec![0u8; r.buffer_len()];
+            r.emit(&mut Packet::new_unchecked(&mut b[..]));
+            let p = Packet::new_checked(&b[..]).unwrap();
+            assert_eq!(Repr::parse(&p).unwrap(), r);
+            // A control packet with trailing bytes is malformed.
+            b.push(0);
+            assert_eq!(
+                Repr::parse(&Packet::new_checked(&b[..]).unwrap()),
+                Err(Error::Malformed)
+            );
+        }
+    }
+}
