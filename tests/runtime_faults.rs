@@ -40,7 +40,8 @@ impl UdpHandler for Sink {
             p[..] == payload(seq)[..] && seq < N
         };
         if ok {
-            self.seqs.push(u64::from_le_bytes(p[..8].try_into().unwrap()));
+            self.seqs
+                .push(u64::from_le_bytes(p[..8].try_into().unwrap()));
         } else {
             self.damaged += 1;
         }
@@ -104,16 +105,40 @@ fn corrupted_frames_are_dropped_and_every_frame_is_accounted_for() {
     let f = a.port().fault_stats().tx;
     let c = *b.net_counters();
     println!("faults: {f:?}");
-    println!("B: rx {} delivered {} drops {}", c.rx_frames, c.udp_delivered, c.rx_drops());
-    assert_eq!(a.counters().tx_frames, N, "A's loop handed every frame to the port");
-    assert!(f.lost > 0 && f.duplicated > 0 && f.corrupted > 0, "faults happened");
-    assert_eq!(c.rx_frames, N - f.lost + f.duplicated, "B saw what survived the link");
-    assert_eq!(c.rx_handled() + c.rx_drops(), c.rx_frames, "every frame accounted once");
+    println!(
+        "B: rx {} delivered {} drops {}",
+        c.rx_frames,
+        c.udp_delivered,
+        c.rx_drops()
+    );
+    assert_eq!(
+        a.counters().tx_frames,
+        N,
+        "A's loop handed every frame to the port"
+    );
+    assert!(
+        f.lost > 0 && f.duplicated > 0 && f.corrupted > 0,
+        "faults happened"
+    );
+    assert_eq!(
+        c.rx_frames,
+        N - f.lost + f.duplicated,
+        "B saw what survived the link"
+    );
+    assert_eq!(
+        c.rx_handled() + c.rx_drops(),
+        c.rx_frames,
+        "every frame accounted once"
+    );
     // A single flipped bit after the Ethernet header is always caught: the IPv4 header
     // checksum covers the header, the UDP checksum the rest. (The one blind spot, a flip that
     // turns a UDP checksum with a single bit set into 0 = "none", did not occur with this
     // seed; it would show up here as a drop missing and `damaged` still 0.)
-    assert_eq!(c.rx_drops(), f.corrupted, "each corrupted frame dropped, once");
+    assert_eq!(
+        c.rx_drops(),
+        f.corrupted,
+        "each corrupted frame dropped, once"
+    );
     assert_eq!(b.handler().damaged, 0, "no damaged payload delivered");
     let seqs = &b.handler().seqs;
     assert_eq!(seqs.len() as u64, c.udp_delivered);

@@ -5,11 +5,9 @@ use std::collections::{BTreeMap, BinaryHeap};
 use std::hint::black_box;
 use std::net::{Ipv4Addr, SocketAddrV4};
 
-use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
-
-use bypass::mem::{CoreSlot, HugePages, PktBuf, Pool, PoolConfig, PoolExhausted};
-use bypass::pmd::{Link, Offloads, Port, PortInfo, PortStats, MAX_BURST};
+use bypass::mem::{CoreSlot, HugePages, PktBuf, Pool, PoolConfig};
+use bypass::pmd::pair::pair;
+use bypass::pmd::Port;
 use bypass::runtime::clock::SystemClock;
 use bypass::runtime::net::{Net, NetConfig};
 use bypass::runtime::timer::TimerWheel;
@@ -178,71 +176,6 @@ fn net(c: &mut Criterion) {
     g.finish();
 }
 
-type Ring = Arc<Mutex<VecDeque<PktBuf>>>;
-
-/// One end of an in-process back-to-back pair (a mutex-guarded ring each way; uncontended
-/// here, both loops run on the bench thread).
-struct BenchPort {
-    mac: [u8; 6],
-    pool: Pool,
-    rx: Ring,
-    peer_rx: Ring,
-}
-
-impl Port for BenchPort {
-    fn info(&self) -> PortInfo {
-        PortInfo {
-            name: "bench-pair".into(),
-            mtu: 1500,
-            max_burst: MAX_BURST as u16,
-            mac: self.mac,
-            queues: 1,
-            queue: 0,
-            offloads: Offloads::default(),
-        }
-    }
-    fn link(&mut self) -> Link {
-        Link::Up { speed_mbps: 0 }
-    }
-    fn rx_burst(&mut self, out: &mut Vec<PktBuf>, max: usize) -> usize {
-        let mut q = self.rx.lock().unwrap();
-        let n = max.min(q.len());
-        out.extend(q.drain(..n));
-        n
-    }
-    fn tx_burst(&mut self, pkts: &mut Vec<PktBuf>) -> usize {
-        let mut q = self.peer_rx.lock().unwrap();
-        let n = pkts.len().min(1024 - q.len());
-        q.extend(pkts.drain(..n));
-        n
-    }
-    fn alloc_tx(&mut self) -> Result<PktBuf, PoolExhausted> {
-        self.pool.alloc()
-    }
-    fn stats(&self) -> PortStats {
-        PortStats::default()
-    }
-}
-
-fn bench_pair(pool: &Pool) -> (BenchPort, BenchPort) {
-    let a: Ring = Arc::new(Mutex::new(VecDeque::with_capacity(1024)));
-    let b: Ring = Arc::new(Mutex::new(VecDeque::with_capacity(1024)));
-    (
-        BenchPort {
-            mac: US,
-            pool: pool.clone(),
-            rx: a.clone(),
-            peer_rx: b.clone(),
-        },
-        BenchPort {
-            mac: PEER,
-            pool: pool.clone(),
-            rx: b,
-            peer_rx: a,
-        },
-    )
-}
-
 /// Counts datagrams; echoes them back in the same buffer when `echo`.
 struct Echo {
     echo: bool,
@@ -267,12 +200,13 @@ fn poll(c: &mut Criterion) {
     let clock = SystemClock::new();
     let mut g = c.benchmark_group("poll");
 
-    // One iteration with nothing to do: clock read, empty rx burst, timer check, flush check.
+    // One iteration with nothing to do: clock read, empty rx burst (`pmd::pair`), timer check,
+    // flush check.
     g.throughput(Throughput::Elements(1));
     {
-        let (pa, _pb) = bench_pair(&pool);
+        let (pa, _pb) = pair(&pool, 1024, 1500).unwrap();
         let mut a = Runtime::new(
-            RuntimeConfig::new(NetConfig::new(US, IP_US)),
+            RuntimeConfig::new(NetConfig::new(pa.info().mac, IP_US)),
             pa,
             Echo {
                 echo: false,
@@ -285,15 +219,17 @@ fn poll(c: &mut Criterion) {
     }
 
     // 32 datagrams of 64 B A -> B, echoed back in place by B (zero copy), received by A:
-    // three loop iterations, each end's headers built and checksums computed in software.
+    // three loop iterations, each end's headers built and checksums computed in software,
+    // over `pmd::pair` (lock-free rings, both loops on the bench thread).
     const BURST: u64 = 32;
     g.throughput(Throughput::Elements(BURST));
     {
-        let (pa, pb) = bench_pair(&pool);
-        let mut cfg_a = RuntimeConfig::new(NetConfig::new(US, IP_US));
-        cfg_a.net.static_arp.push((IP_PEER, PEER));
-        let mut cfg_b = RuntimeConfig::new(NetConfig::new(PEER, IP_PEER));
-        cfg_b.net.static_arp.push((IP_US, US));
+        let (pa, pb) = pair(&pool, 1024, 1500).unwrap();
+        let (mac_a, mac_b) = (pa.info().mac, pb.info().mac);
+        let mut cfg_a = RuntimeConfig::new(NetConfig::new(mac_a, IP_US));
+        cfg_a.net.static_arp.push((IP_PEER, mac_b));
+        let mut cfg_b = RuntimeConfig::new(NetConfig::new(mac_b, IP_PEER));
+        cfg_b.net.static_arp.push((IP_US, mac_a));
         let mut a = Runtime::new(
             cfg_a,
             pa,
