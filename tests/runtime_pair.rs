@@ -64,6 +64,7 @@ fn arp_resolves_then_udp_flows_both_ways() {
     assert_eq!(seen[0].src, SocketAddrV4::new(IP_A, 7000));
     assert_eq!(seen[0].dst_port, 8000);
     assert_eq!(seen[0].payload, b"hello");
+    assert_eq!(seen[0].ecn, 0, "Not-ECT by default");
 
     // B learned A from A's request: its answer needs no ARP round.
     send(&mut b, 8000, SocketAddrV4::new(IP_A, 7000), b"world").unwrap();
@@ -76,6 +77,19 @@ fn arp_resolves_then_udp_flows_both_ways() {
         assert_eq!(c.rx_drops(), 0);
         assert_eq!(c.rx_handled(), c.rx_frames, "every frame accounted for");
     }
+}
+
+#[test]
+fn ecn_codepoint_reaches_the_handler() {
+    let (mut a, mut b, _clock) = runtimes(64);
+    b.net_mut().bind(8000);
+    let mut cfg = a.net().config().clone();
+    cfg.tx_ecn = 2; // ECT(0)
+    *a.net_mut() = Net::new(cfg);
+    send(&mut a, 7000, SocketAddrV4::new(IP_B, 8000), b"ect").unwrap();
+    settle(&mut a, &mut b);
+    assert_eq!(b.handler().seen.len(), 1);
+    assert_eq!(b.handler().seen[0].ecn, 2);
 }
 
 #[test]

@@ -44,7 +44,8 @@ use self::timer::{Expired, StaleHandle, TimerHandle, TimerWheel, WheelFull};
 /// The transport side of a runtime: what it does with datagrams, timers and spare cycles.
 pub trait UdpHandler {
     /// A UDP datagram arrived for `dst_port` (bound with [`Net::bind`]). `payload` is the
-    /// received buffer, advanced past the headers (zero copy).
+    /// received buffer, advanced past the headers (zero copy); its IPv4 ECN field is
+    /// [`Io::rx_ecn`].
     fn on_datagram(&mut self, io: &mut Io<'_>, src: SocketAddrV4, dst_port: u16, payload: PktBuf);
 
     /// A timer set with [`Io::set_timer`] expired.
@@ -61,6 +62,7 @@ pub trait UdpHandler {
 /// What a handler can do during a callback: read `now`, get buffers, send, set timers.
 pub struct Io<'a> {
     now: u64,
+    ecn: u8,
     net: &'a mut Net,
     timers: &'a mut TimerWheel<u64>,
     port: &'a mut dyn Port,
@@ -77,6 +79,20 @@ impl Io<'_> {
     #[inline]
     pub fn now(&self) -> u64 {
         self.now
+    }
+
+    /// In [`UdpHandler::on_datagram`]: the ECN field of the datagram's IPv4 header (0
+    /// elsewhere).
+    #[inline]
+    pub fn rx_ecn(&self) -> u8 {
+        self.ecn
+    }
+
+    /// In [`UdpHandler::on_datagram`]: whether the datagram carried ECN Congestion
+    /// Experienced.
+    #[inline]
+    pub fn rx_ecn_ce(&self) -> bool {
+        self.ecn == 3
     }
 
     /// A transmit buffer from the port's pool (with the pool's headroom for headers).
@@ -304,6 +320,7 @@ impl<P: Port, H: UdpHandler, C: Clock> Runtime<P, H, C> {
             if let Some(d) = self.net.handle_frame(now, buf) {
                 let mut io = Io {
                     now,
+                    ecn: d.ecn,
                     net: &mut self.net,
                     timers: &mut self.timers,
                     port: &mut self.port,
@@ -318,6 +335,7 @@ impl<P: Port, H: UdpHandler, C: Clock> Runtime<P, H, C> {
         for e in self.expired.drain(..) {
             let mut io = Io {
                 now,
+                ecn: 0,
                 net: &mut self.net,
                 timers: &mut self.timers,
                 port: &mut self.port,
@@ -332,6 +350,7 @@ impl<P: Port, H: UdpHandler, C: Clock> Runtime<P, H, C> {
         }
         let mut io = Io {
             now,
+            ecn: 0,
             net: &mut self.net,
             timers: &mut self.timers,
             port: &mut self.port,
@@ -376,6 +395,7 @@ impl<P: Port, H: UdpHandler, C: Clock> Runtime<P, H, C> {
     pub fn with_io<R>(&mut self, f: impl FnOnce(&mut H, &mut Io<'_>) -> R) -> R {
         let mut io = Io {
             now: self.now,
+            ecn: 0,
             net: &mut self.net,
             timers: &mut self.timers,
             port: &mut self.port,

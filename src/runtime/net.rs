@@ -65,6 +65,9 @@ pub struct NetConfig {
     pub offloads: Offloads,
     /// Fill the UDP checksum on transmit (IPv4 allows 0 = none). On by default.
     pub udp_tx_checksum: bool,
+    /// ECN codepoint set on every UDP datagram sent: 0 Not-ECT (the default), 2 ECT(0) for a
+    /// transport that reacts to congestion marks (read them with [`Datagram::ecn`]).
+    pub tx_ecn: u8,
     /// Most frames queued for the port.
     pub tx_queue_limit: usize,
     /// ARP settings.
@@ -84,6 +87,7 @@ impl NetConfig {
             mtu: 1500,
             offloads: Offloads::default(),
             udp_tx_checksum: true,
+            tx_ecn: 0,
             tx_queue_limit: 1024,
             arp: ArpConfig::default(),
             static_arp: Vec::new(),
@@ -210,6 +214,8 @@ pub struct Datagram {
     pub dst_port: u16,
     /// The payload: the received buffer advanced past the headers (zero copy).
     pub payload: PktBuf,
+    /// The ECN field of its IPv4 header (3 = Congestion Experienced).
+    pub ecn: u8,
 }
 
 /// Why a send failed. Only [`SendError::TxFull`] gives the buffer back (retry later); the
@@ -403,6 +409,7 @@ impl Net {
                 }
                 let mut buf = self.handle_ipv4(now, buf)?;
                 let (src, dst_port, len) = self.check_udp(&buf)?;
+                let ecn = buf.data()[ETH_LEN + 1] & 3;
                 buf.advance(UDP_HEADERS_LEN);
                 buf.truncate(len);
                 self.counters.udp_delivered += 1;
@@ -410,6 +417,7 @@ impl Net {
                     src,
                     dst_port,
                     payload: buf,
+                    ecn,
                 })
             }
             _ => {
@@ -750,7 +758,11 @@ impl Net {
         ip.set_version(4);
         ip.set_header_len(IPV4_LEN as u8);
         ip.set_dscp(0);
-        ip.set_ecn(0);
+        ip.set_ecn(if proto == IpProtocol::Udp {
+            self.cfg.tx_ecn & 3
+        } else {
+            0
+        });
         ip.set_total_len((IPV4_LEN + payload_len) as u16);
         // DF is set, so the identification only has to be unique for atomic datagrams
         // (RFC 6864); a counter costs nothing.
@@ -967,6 +979,34 @@ mod tests {
         );
         assert_eq!(n.counters().udp_delivered, 1);
         assert_eq!(n.counters().rx_drops(), 0);
+    }
+
+    #[test]
+    fn ecn_is_delivered_and_set_on_transmit() {
+        let p = pool();
+        let mut n = net();
+        let mut f = UDP_FRAME.to_vec();
+        f[15] = 0x03; // ECN CE
+        f[24] = 0;
+        f[25] = 0;
+        let c = !checksum::data(&f[14..34]);
+        f[24..26].copy_from_slice(&c.to_be_bytes());
+        assert_eq!(feed(&mut n, &p, &f).unwrap().ecn, 3);
+        assert_eq!(feed(&mut n, &p, &UDP_FRAME).unwrap().ecn, 0);
+
+        let mut cfg = NetConfig::new(US, IP_US);
+        cfg.tx_ecn = 2;
+        cfg.static_arp.push((IP_PEER, PEER));
+        let mut n = Net::new(cfg);
+        let b = p.alloc().unwrap();
+        n.send_udp(0, 1, SocketAddrV4::new(IP_PEER, 2), b, &mut || p.alloc())
+            .unwrap();
+        let f = sent(&mut n).pop().unwrap();
+        assert_eq!(f[15] & 3, 2, "ECT(0)");
+        assert!(Ipv4Packet::new_checked(&f[14..]).unwrap().verify_checksum());
+        n.send_ping(0, IP_PEER, 1, 1, 0, &mut || p.alloc()).unwrap();
+        let f = sent(&mut n).pop().unwrap();
+        assert_eq!(f[15] & 3, 0, "ICMP is not ECN-capable");
     }
 
     #[test]

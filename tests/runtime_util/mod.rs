@@ -27,6 +27,7 @@ pub struct Seen {
     pub src: SocketAddrV4,
     pub dst_port: u16,
     pub payload: Vec<u8>,
+    pub ecn: u8,
 }
 
 /// Records datagrams and timers; optionally echoes datagrams back (zero copy) and arms a
@@ -46,6 +47,7 @@ impl UdpHandler for Recorder {
             src,
             dst_port,
             payload: payload.data().to_vec(),
+            ecn: io.rx_ecn(),
         });
         if let Some(d) = self.timer_after {
             io.set_timer(io.now() + d, dst_port as u64).unwrap();
