@@ -129,6 +129,12 @@ impl Io<'_> {
             })
     }
 
+    /// Send a gratuitous ARP (see [`Net::announce`]).
+    pub fn announce(&mut self) {
+        let port = &mut *self.port;
+        self.net.announce(&mut || port.alloc_tx());
+    }
+
     /// Call [`UdpHandler::on_timer`] with `token` at `deadline` ns.
     #[inline]
     pub fn set_timer(&mut self, deadline: u64, token: u64) -> Result<TimerHandle, WheelFull> {

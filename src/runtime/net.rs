@@ -114,6 +114,8 @@ pub struct NetCounters {
     pub arp_replies_in: u64,
     /// ARP packets not about us (ignored after learning what they tell).
     pub arp_ignored: u64,
+    /// ARP packets whose sender claimed our own address (ignored).
+    pub arp_conflicts: u64,
     /// ARP replies sent.
     pub arp_replies_out: u64,
     /// ARP requests sent.
@@ -180,6 +182,7 @@ impl NetCounters {
             + self.arp_requests_in
             + self.arp_replies_in
             + self.arp_ignored
+            + self.arp_conflicts
             + self.icmp_echo_requests_in
             + self.icmp_echo_replies_in
             + self.icmp_other
@@ -452,6 +455,12 @@ impl Net {
         };
         if !sha.is_unicast() || spa.is_unspecified() || spa.is_broadcast() {
             self.counters.arp_malformed += 1;
+            return;
+        }
+        if spa == self.cfg.ip {
+            // Someone else claims our address (or our own announcement came back): never
+            // learn or answer it.
+            self.counters.arp_conflicts += 1;
             return;
         }
         let for_us = tpa == self.cfg.ip;
@@ -829,6 +838,12 @@ impl Net {
         Ok(())
     }
 
+    /// Send a gratuitous ARP request (sender and target our address) so that peers which
+    /// already know our address refresh their entry (after a restart, a MAC change).
+    pub fn announce(&mut self, alloc: &mut dyn FnMut() -> Result<PktBuf, PoolExhausted>) {
+        self.send_arp_request(self.cfg.ip, alloc);
+    }
+
     fn send_arp_request(
         &mut self,
         target: Ipv4Addr,
@@ -1028,6 +1043,34 @@ mod tests {
         assert_eq!(n.counters().arp_requests_in, 1);
         assert_eq!(n.counters().arp_replies_out, 1);
         assert_eq!(n.arp_lookup(2, IP_PEER), Some(PEER));
+    }
+
+    #[test]
+    fn gratuitous_arp_refreshes_known_entries_only() {
+        let p = pool();
+        // The peer announces itself.
+        let mut peer = Net::new(NetConfig::new(PEER, IP_PEER));
+        peer.announce(&mut || p.alloc());
+        let ann = sent(&mut peer).pop().unwrap();
+        assert_eq!(&ann[0..6], &[0xff; 6]);
+        assert_eq!(&ann[28..32], &IP_PEER.octets(), "sender address");
+        assert_eq!(&ann[38..42], &IP_PEER.octets(), "target address = sender");
+        // A node that doesn't know the peer doesn't add it.
+        let mut n = net();
+        assert!(feed(&mut n, &p, &ann).is_none());
+        assert_eq!(n.arp_lookup(2, IP_PEER), None);
+        assert_eq!(n.counters().arp_ignored, 1);
+        assert!(sent(&mut n).is_empty(), "no reply to a gratuitous request");
+        // One that knows it under an old MAC updates.
+        let mut n = net();
+        n.arp.learn(0, IP_PEER, [2, 0, 0, 0, 0, 0x99]);
+        assert!(feed(&mut n, &p, &ann).is_none());
+        assert_eq!(n.arp_lookup(2, IP_PEER), Some(PEER));
+        // Our own address claimed by someone else: ignored, counted.
+        let mut me = Net::new(NetConfig::new(US, IP_PEER));
+        assert!(feed(&mut me, &p, &ann).is_none());
+        assert_eq!(me.counters().arp_conflicts, 1);
+        assert_eq!(me.arp_entries(), 0);
     }
 
     #[test]
