@@ -19,6 +19,8 @@
 //!   7. flush the transmit queue with `tx_burst`; frames the port did not take stay queued,
 //!      in order, for the next iteration (never dropped silently; the queue is bounded and
 //!      a full queue is backpressure to senders).
+//! - The handler sees the received datagram's IPv4 ECN field ([`Io::rx_ecn`]);
+//!   [`net::NetConfig::tx_ecn`] marks what it sends.
 //! - Nothing in an iteration allocates on the heap, makes a system call (the TSC clock is
 //!   read in user space; see [`clock`]) or takes a lock, given a port that doesn't.
 //! - Threading: construct the runtime on the thread that will run it. With

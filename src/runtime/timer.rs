@@ -36,7 +36,8 @@ const DUE: u16 = (LEVELS * SLOTS) as u16;
 const FREE: u16 = u16::MAX;
 
 /// A handle to a scheduled timer. Stale handles (the timer fired or was cancelled) are
-/// detected by generation and ignored.
+/// detected by generation and ignored. (The generation is 32 bits: a handle kept across 2^32
+/// reuses of the same slab entry could alias; nothing in the stack keeps handles that long.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct TimerHandle {
     index: u32,
