@@ -1,0 +1,133 @@
+//! Harsh link scenarios swept over seeds, and every seed the simulator ever failed on,
+//! pinned. `PROTO_SWEEP_SEEDS=N` widens the sweep (scripts/test-proto.sh runs it in release).
+
+use std::time::Duration;
+
+use bypass::pmd::sim::{GilbertElliott, LinkConfig};
+use bypass::proto::cc::FixedWindowFactory;
+use bypass::proto::testing::{run_transfer, Pair};
+use bypass::proto::{ConnectionConfig, EndpointConfig};
+
+#[derive(Debug, Clone, Copy)]
+enum Scenario {
+    /// 20 % loss, reordering, duplication, corruption.
+    Chaos,
+    /// Gilbert-Elliott bursts losing 90 % while bad.
+    Bursts,
+    /// A rate-limited bottleneck with a small queue and a window far larger than it.
+    Bottleneck,
+    /// Small MTU (and datagrams sized to it).
+    SmallMtu,
+    /// Clean data path, 30 % loss on the ack path.
+    LossyAcks,
+}
+
+fn setup(s: Scenario, seed: u64) -> (Pair, Vec<usize>, Vec<usize>) {
+    let mut conn = ConnectionConfig {
+        idle_timeout: Duration::from_secs(60),
+        max_probes: 40,
+        ..ConnectionConfig::default()
+    };
+    let mut c2s = LinkConfig::default();
+    let mut s2c = LinkConfig::default();
+    let mut packets = 64;
+    match s {
+        Scenario::Chaos => {
+            for l in [&mut c2s, &mut s2c] {
+                l.loss = 0.2;
+                l.jitter_ns = 15_000;
+                l.reorder = 0.1;
+                l.reorder_delay_ns = 40_000;
+                l.duplicate = 0.05;
+                l.corrupt = 0.03;
+            }
+        }
+        Scenario::Bursts => {
+            for l in [&mut c2s, &mut s2c] {
+                l.burst = Some(GilbertElliott {
+                    p_good_to_bad: 0.02,
+                    p_bad_to_good: 0.2,
+                    loss_good: 0.001,
+                    loss_bad: 0.9,
+                });
+            }
+        }
+        Scenario::Bottleneck => {
+            packets = 400;
+            for l in [&mut c2s, &mut s2c] {
+                l.rate_bps = 10_000_000_000;
+                l.queue_bytes = 30_000;
+            }
+        }
+        Scenario::SmallMtu => {
+            conn.max_datagram = 500;
+            for l in [&mut c2s, &mut s2c] {
+                l.mtu = 542;
+                l.loss = 0.05;
+            }
+        }
+        Scenario::LossyAcks => {
+            s2c.loss = 0.3;
+            c2s.jitter_ns = 5_000;
+        }
+    }
+    let cfg = EndpointConfig {
+        conn,
+        cc: std::sync::Arc::new(FixedWindowFactory { packets }),
+        ..EndpointConfig::default()
+    };
+    let p = Pair::with_links(cfg.clone(), cfg, c2s, s2c, seed);
+    let mut rng = bypass::pmd::sim::Rng::new(seed);
+    let mut sizes = || -> Vec<usize> {
+        (0..60)
+            .map(|_| match rng.below(10) {
+                0..=5 => rng.below(1500) as usize,
+                6..=8 => rng.below(60_000) as usize,
+                _ => rng.below(600_000) as usize,
+            })
+            .collect()
+    };
+    let (a, b) = (sizes(), sizes());
+    (p, a, b)
+}
+
+fn run(s: Scenario, seed: u64) {
+    let (mut p, a, b) = setup(s, seed);
+    let hs = p
+        .connect()
+        .unwrap_or_else(|| panic!("{s:?} seed {seed:#x}: handshake failed"));
+    if let Err(e) = run_transfer(&mut p, hs, [&a, &b], seed, 600_000_000_000, 20_000_000) {
+        panic!("{s:?} seed {seed:#x}: {e}");
+    }
+    assert_eq!(p.client.stats().rx_malformed, 0);
+}
+
+const ALL: [Scenario; 5] = [
+    Scenario::Chaos,
+    Scenario::Bursts,
+    Scenario::Bottleneck,
+    Scenario::SmallMtu,
+    Scenario::LossyAcks,
+];
+
+#[test]
+fn sweep() {
+    let n: u64 = std::env::var("PROTO_SWEEP_SEEDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2);
+    for s in ALL {
+        for seed in 0..n {
+            run(s, 0xbad_5eed + seed);
+        }
+    }
+}
+
+/// Seeds the simulator failed on, with the bug each found (kept failing-first reproducible).
+#[test]
+fn pinned_seeds() {
+    let pinned: &[(Scenario, u64, &str)] = &[];
+    for &(s, seed, _bug) in pinned {
+        run(s, seed);
+    }
+}
