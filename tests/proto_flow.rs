@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use bypass::pmd::sim::LinkConfig;
 use bypass::proto::testing::{check_pattern, pattern, Pair, Peer};
-use bypass::proto::{ConnectionConfig, EndpointConfig, Event, MsgData, RecvTarget, SendError, State};
+use bypass::proto::{
+    ConnectionConfig, EndpointConfig, Event, MsgData, RecvTarget, SendError, State,
+};
 
 fn cfg(conn: ConnectionConfig) -> EndpointConfig {
     EndpointConfig {
@@ -51,11 +53,16 @@ fn credit_bounds_receiver_memory_and_backpressures_sender() {
     // sender's buffer to the receiver), so the server's held messages show in that pool.
     let held = p.client_pool.stats().in_use;
     let queued = p.client.connection(ch).unwrap().send_queue_len();
-    println!("sent {sent}, server holds {held} buffers, {queued} queued at the sender, window {window}");
+    println!(
+        "sent {sent}, server holds {held} buffers, {queued} queued at the sender, window {window}"
+    );
     assert!(held > 0);
     // Each held message is one buffer of <= 1000 payload bytes: at most window/1000 (+ a
     // handful in flight).
-    assert!(held as u64 <= window / 1000 + 8, "server holds {held} buffers");
+    assert!(
+        held as u64 <= window / 1000 + 8,
+        "server holds {held} buffers"
+    );
     // Read everything; the rest flows.
     let mut got = 0u64;
     for _ in 0..200_000 {
@@ -93,7 +100,12 @@ fn posted_target_receives_multi_packet_message() {
         jitter_ns: 3000,
         ..LinkConfig::default()
     };
-    let mut p = Pair::new(EndpointConfig::default(), EndpointConfig::default(), link, 22);
+    let mut p = Pair::new(
+        EndpointConfig::default(),
+        EndpointConfig::default(),
+        link,
+        22,
+    );
     let (ch, sh) = p.connect().expect("connect");
     let mem = Arc::new(Mutex::new(vec![0u8; 300_000]));
     p.server
@@ -141,8 +153,18 @@ fn idle_connection_stays_up_with_keepalives() {
     let end = p.now + Duration::from_millis(200);
     while p.now < end {
         assert!(p.step());
-        p.drain(Peer::Client, ch, |e| assert!(!matches!(e, Event::Closed(_)), "{e:?}"), drop);
-        p.drain(Peer::Server, sh, |e| assert!(!matches!(e, Event::Closed(_)), "{e:?}"), drop);
+        p.drain(
+            Peer::Client,
+            ch,
+            |e| assert!(!matches!(e, Event::Closed(_)), "{e:?}"),
+            drop,
+        );
+        p.drain(
+            Peer::Server,
+            sh,
+            |e| assert!(!matches!(e, Event::Closed(_)), "{e:?}"),
+            drop,
+        );
     }
     assert_eq!(p.client.connection(ch).unwrap().state(), State::Established);
     assert_eq!(p.server.connection(sh).unwrap().state(), State::Established);

@@ -1,0 +1,83 @@
+//! ECN-CE marks reach the sender's controller through the ACK's count, and the controller
+//! sees RTT, hold time and acked bytes (what Swift needs).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use bypass::pmd::sim::LinkConfig;
+use bypass::proto::cc::{
+    AckEvent, Controller, ControllerFactory, FixedWindow, LossEvent, SendEvent,
+};
+use bypass::proto::testing::{run_transfer, Pair};
+use bypass::proto::{EndpointConfig, Instant};
+
+#[derive(Debug, Default)]
+struct Seen {
+    ce: AtomicU64,
+    acked: AtomicU64,
+    rtt_samples: AtomicU64,
+    sends: AtomicU64,
+}
+
+#[derive(Debug)]
+struct Spy(FixedWindow, Arc<Seen>);
+
+impl Controller for Spy {
+    fn on_send(&mut self, _: Instant, _: &SendEvent) {
+        self.1.sends.fetch_add(1, Ordering::Relaxed);
+    }
+    fn on_ack(&mut self, _: Instant, ev: &AckEvent) {
+        self.1.acked.fetch_add(ev.bytes_acked, Ordering::Relaxed);
+        if let (Some(rtt), Some(f)) = (ev.rtt, ev.fabric_rtt) {
+            assert!(f <= rtt && ev.hold <= rtt);
+            self.1.rtt_samples.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    fn on_loss(&mut self, _: Instant, _: &LossEvent) {}
+    fn on_timeout(&mut self, _: Instant) {}
+    fn on_ecn(&mut self, _: Instant, d: u64, _: u64) {
+        self.1.ce.fetch_add(d, Ordering::Relaxed);
+    }
+    fn window(&self) -> u64 {
+        self.0.window()
+    }
+    fn name(&self) -> &'static str {
+        "spy"
+    }
+}
+
+#[derive(Debug)]
+struct SpyFactory(Arc<Seen>);
+
+impl ControllerFactory for SpyFactory {
+    fn build(&self, _: Instant, mtu: u64) -> Box<dyn Controller> {
+        Box::new(Spy(FixedWindow::new(32 * mtu), self.0.clone()))
+    }
+}
+
+#[test]
+fn ecn_marks_and_samples_reach_the_controller() {
+    let seen = Arc::new(Seen::default());
+    let cfg = EndpointConfig {
+        cc: Arc::new(SpyFactory(seen.clone())),
+        ..EndpointConfig::default()
+    };
+    let mut p = Pair::new(
+        cfg.clone(),
+        EndpointConfig::default(),
+        LinkConfig::default(),
+        31,
+    );
+    p.ce_every = 10;
+    let hs = p.connect().expect("connect");
+    let sizes = [2_000_000usize];
+    run_transfer(&mut p, hs, [&sizes, &[]], 31, 10_000_000_000, 1_000_000).unwrap();
+    let s = &*seen;
+    println!("{s:?}");
+    // About a tenth of the ~1400 data packets arrived marked.
+    let ce = s.ce.load(Ordering::Relaxed);
+    assert!((50..=300).contains(&ce), "ce {ce}");
+    assert!(s.acked.load(Ordering::Relaxed) >= 2_000_000);
+    assert!(s.rtt_samples.load(Ordering::Relaxed) > 10);
+    assert!(s.sends.load(Ordering::Relaxed) >= 1400);
+}
