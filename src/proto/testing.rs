@@ -204,7 +204,7 @@ impl Pair {
         while let Some(mut f) = link.recv(self.now.as_nanos()) {
             n += 1;
             self.delivered += 1;
-            let ce = self.ce_every > 0 && self.delivered % self.ce_every == 0;
+            let ce = self.ce_every > 0 && self.delivered.is_multiple_of(self.ce_every);
             match decap(&mut f) {
                 Ok(d) => ep.handle(self.now, SocketAddr::V4(d.src), d.ecn_ce || ce, f),
                 Err(_) => self.bad_frames += 1,
