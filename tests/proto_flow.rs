@@ -60,7 +60,7 @@ fn credit_bounds_receiver_memory_and_backpressures_sender() {
     // Each held message is one buffer of <= 1000 payload bytes: at most window/1000 (+ a
     // handful in flight).
     assert!(
-        held as u64 <= window / 1000 + 8,
+        held <= window / 1000 + 8,
         "server holds {held} buffers"
     );
     // Read everything; the rest flows.
