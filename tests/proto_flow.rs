@@ -59,10 +59,7 @@ fn credit_bounds_receiver_memory_and_backpressures_sender() {
     assert!(held > 0);
     // Each held message is one buffer of <= 1000 payload bytes: at most window/1000 (+ a
     // handful in flight).
-    assert!(
-        held <= window / 1000 + 8,
-        "server holds {held} buffers"
-    );
+    assert!(held <= window / 1000 + 8, "server holds {held} buffers");
     // Read everything; the rest flows.
     let mut got = 0u64;
     for _ in 0..200_000 {

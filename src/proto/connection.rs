@@ -862,8 +862,12 @@ impl Connection {
         }
         // Retransmissions (same packet number), within the window.
         while let Some(&pn) = self.retx.front() {
-            let i = (pn - self.sent_base) as usize;
-            if pn < self.sent_base || self.sent.get(i).is_none_or(|s| s.state != PktState::Lost) {
+            // Acked after it was declared lost (possibly popped off the ring): skip it.
+            let Some(i) = pn.checked_sub(self.sent_base).map(|i| i as usize) else {
+                self.retx.pop_front();
+                continue;
+            };
+            if self.sent.get(i).is_none_or(|s| s.state != PktState::Lost) {
                 self.retx.pop_front();
                 continue;
             }
@@ -984,7 +988,12 @@ impl Connection {
                 offset,
                 len,
             } => {
-                let m = &self.send_msgs[(msg_id - self.send_base) as usize];
+                let Some(m) = msg_id
+                    .checked_sub(self.send_base)
+                    .and_then(|i| self.send_msgs.get(i as usize))
+                else {
+                    return false; // the message completed; nothing left to send
+                };
                 let o = offset as usize;
                 if buf.extend_from_slice(&m.data[o..o + len as usize]).is_err() {
                     return false;
