@@ -4,6 +4,9 @@
 //! nothing imports upward (see `docs/ARCHITECTURE.md`):
 //!
 //! ```text
+//! proto      sans-IO transport: Endpoint (demux, stateless handshake), Connection (loss
+//!            recovery, credits, messages); proto::cc congestion-controller trait
+//! wire       zero-copy header views: our transport header; Ethernet/IPv4/UDP/ARP/ICMP via smoltcp
 //! pmd        poll-mode drivers: trait Port; memif (pure Rust), dpdk (feature), sim;
 //!            wrappers over any Port: faults, pcap
 //! mem        hugepage regions, buffer pools, PktBuf, zero-copy hand-off, memory kinds
