@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 cases="${1:-256}"
 seeds="${2:-30}"
-cargo test -j2 --lib -- wire proto pmd::sim
+cargo test -j2 --lib -- wire:: proto:: pmd::sim::
 cargo test -j2 --test 'proto_*'
 cargo test -j2 --release --test proto_large -- --nocapture
 PROTO_SWEEP_SEEDS="$seeds" cargo test -j2 --release --test proto_regressions

@@ -1222,7 +1222,17 @@ impl Connection {
                         None => return false,
                     },
                     _ => {
-                        if self.rx_reasm + msg_len > self.cfg.max_rx_buffer {
+                        // In ordered mode the message at the head of the line may exceed the
+                        // per-connection budget (by at most one message): the completed
+                        // messages behind it hold the budget until it is delivered, so
+                        // refusing it would deadlock.
+                        let hol = self.cfg.ordered && msg_id == self.next_deliver;
+                        let limit = if hol {
+                            self.cfg.max_rx_buffer.saturating_add(self.cfg.max_message)
+                        } else {
+                            self.cfg.max_rx_buffer
+                        };
+                        if self.rx_reasm + msg_len > limit {
                             return false;
                         }
                         let used = self.budget.used.fetch_add(msg_len, Ordering::Relaxed);
