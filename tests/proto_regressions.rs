@@ -104,7 +104,7 @@ fn setup(s: Scenario, seed: u64) -> (Pair, Vec<usize>, Vec<usize>) {
 }
 
 fn run(s: Scenario, seed: u64) {
-    if let Some(only) = std::env::var("PROTO_SCENARIO").ok() {
+    if let Ok(only) = std::env::var("PROTO_SCENARIO") {
         if format!("{s:?}") != only {
             return;
         }
