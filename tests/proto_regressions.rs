@@ -22,6 +22,8 @@ enum Scenario {
     LossyAcks,
     /// Ordered delivery with a reassembly budget of a few messages, under loss.
     OrderedTightBudget,
+    /// A credit window smaller than one packet.
+    TinyCredit,
 }
 
 fn setup(s: Scenario, seed: u64) -> (Pair, Vec<usize>, Vec<usize>) {
@@ -72,6 +74,12 @@ fn setup(s: Scenario, seed: u64) -> (Pair, Vec<usize>, Vec<usize>) {
             s2c.loss = 0.3;
             c2s.jitter_ns = 5_000;
         }
+        Scenario::TinyCredit => {
+            conn.rx_window = 1000;
+            for l in [&mut c2s, &mut s2c] {
+                l.loss = 0.05;
+            }
+        }
         Scenario::OrderedTightBudget => {
             conn.ordered = true;
             conn.max_rx_buffer = 12_000;
@@ -119,7 +127,8 @@ fn run(s: Scenario, seed: u64) {
     assert_eq!(p.client.stats().rx_malformed, 0);
 }
 
-const ALL: [Scenario; 6] = [
+const ALL: [Scenario; 7] = [
+    Scenario::TinyCredit,
     Scenario::Chaos,
     Scenario::Bursts,
     Scenario::Bottleneck,
@@ -144,14 +153,23 @@ fn sweep() {
 /// Seeds the simulator failed on, with the bug each found (kept failing-first reproducible).
 #[test]
 fn pinned_seeds() {
-    let pinned: &[(Scenario, u64, &str)] = &[(
-        Scenario::OrderedTightBudget,
-        0xbad_5eed,
-        "ordered delivery: completed messages behind a missing one held the whole reassembly \
+    let pinned: &[(Scenario, u64, &str)] = &[
+        (
+            Scenario::OrderedTightBudget,
+            0xbad_5eed,
+            "ordered delivery: completed messages behind a missing one held the whole reassembly \
          budget, so the missing message's retransmissions were refused forever (deadlock, \
          then 'peer unresponsive' once the packet-number window filled). Fixed: the \
          head-of-line message may exceed the per-connection budget by one message.",
-    )];
+        ),
+        (
+            Scenario::TinyCredit,
+            0xbad_5eed,
+            "a credit window smaller than one full segment stalled the sender forever (it \
+         waited for credit for a whole segment; probes kept the connection alive, no data \
+         moved). Fixed: with nothing in flight, send a segment as large as the credit left.",
+        ),
+    ];
     for &(s, seed, _bug) in pinned {
         run(s, seed);
     }

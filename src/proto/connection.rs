@@ -792,16 +792,27 @@ impl Connection {
     }
 
     fn credit_allows(&self) -> bool {
-        let Some(m) = self
+        self.credit_segment().is_some()
+    }
+
+    /// Length of the next new-data segment the peer's credit allows now: a full segment, or
+    /// (only with nothing in flight, so no credit update is on its way) whatever credit is
+    /// left. `None`: blocked.
+    fn credit_segment(&self) -> Option<u64> {
+        let m = self
             .tx_cursor
             .checked_sub(self.send_base)
-            .and_then(|i| self.send_msgs.get(i as usize))
-        else {
-            return false;
-        };
+            .and_then(|i| self.send_msgs.get(i as usize))?;
         let rem = m.data.len() as u64 - m.sent_off;
         let seg = rem.min(self.max_payload() as u64);
-        self.tx_new_bytes + seg <= self.peer_credit
+        let avail = self.peer_credit.saturating_sub(self.tx_new_bytes);
+        if seg <= avail {
+            Some(seg)
+        } else if avail > 0 && self.in_flight_pkts == 0 {
+            Some(avail)
+        } else {
+            None
+        }
     }
 
     fn has_sendable_data(&self) -> bool {
@@ -904,16 +915,19 @@ impl Connection {
             return self.emit_tracked(now, buf, pn, What::Close, false);
         }
         // New data.
-        if !self.has_new_data() || !self.credit_allows() {
+        if !self.has_new_data() {
             return false;
         }
+        let Some(seg) = self.credit_segment() else {
+            return false;
+        };
         let mp = self.max_payload().min(buf.tailroom()) as u64;
         if mp == 0 {
             return false;
         }
         let i = (self.tx_cursor - self.send_base) as usize;
         let m = &self.send_msgs[i];
-        let len = (m.data.len() as u64 - m.sent_off).min(mp);
+        let len = seg.min(mp);
         let size = DATA_HEADER_LEN as u64 + len;
         if !self.window_allows(size)
             || self.cc.earliest_departure(now, self.last_departure, size) > now
