@@ -142,7 +142,7 @@ fn sweep() {
     let n: u64 = std::env::var("PROTO_SWEEP_SEEDS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(2);
+        .unwrap_or(1);
     for s in ALL {
         for seed in 0..n {
             run(s, 0xbad_5eed + seed);
