@@ -58,8 +58,8 @@ fn eight_connections_demultiplex() {
     }
     // Tag = (connection index, direction, id): a message on the wrong connection fails.
     let tag = |k: usize, dir: u64, id: u64| msg_tag(k as u64, dir, id);
-    let mut sent = vec![[0u64; 2]; N];
-    let mut got = vec![[0u64; 2]; N];
+    let mut sent = [[0u64; 2]; N];
+    let mut got = [[0u64; 2]; N];
     for _ in 0..2_000_000 {
         for (k, &(c, s)) in pairs.iter().enumerate() {
             for (dir, peer, h) in [(0u64, Peer::Client, c), (1, Peer::Server, s)] {
