@@ -24,6 +24,14 @@ enum Scenario {
     OrderedTightBudget,
     /// A credit window smaller than one packet.
     TinyCredit,
+    /// Hundreds of empty and one-byte messages.
+    TinyMessages,
+    /// Half the packets held back far longer than a round trip.
+    HeavyReorder,
+    /// A 20 ms blackhole (shorter than the idle timeout) in the middle of the transfer.
+    BriefBlackhole,
+    /// One message in flight at a time, 30 % duplication.
+    OneAtATime,
 }
 
 fn setup(s: Scenario, seed: u64) -> (Pair, Vec<usize>, Vec<usize>) {
@@ -74,6 +82,32 @@ fn setup(s: Scenario, seed: u64) -> (Pair, Vec<usize>, Vec<usize>) {
             s2c.loss = 0.3;
             c2s.jitter_ns = 5_000;
         }
+        Scenario::TinyMessages => {
+            for l in [&mut c2s, &mut s2c] {
+                l.loss = 0.1;
+                l.jitter_ns = 8_000;
+            }
+        }
+        Scenario::HeavyReorder => {
+            for l in [&mut c2s, &mut s2c] {
+                l.reorder = 0.5;
+                l.reorder_delay_ns = 1_000_000;
+                l.loss = 0.02;
+            }
+        }
+        Scenario::BriefBlackhole => {
+            let hole = Some((3_000_000, 23_000_000));
+            c2s.blackhole = hole;
+            s2c.blackhole = hole;
+            c2s.loss = 0.02;
+        }
+        Scenario::OneAtATime => {
+            conn.max_send_msgs = 1;
+            for l in [&mut c2s, &mut s2c] {
+                l.duplicate = 0.3;
+                l.loss = 0.05;
+            }
+        }
         Scenario::TinyCredit => {
             conn.rx_window = 1000;
             for l in [&mut c2s, &mut s2c] {
@@ -97,10 +131,12 @@ fn setup(s: Scenario, seed: u64) -> (Pair, Vec<usize>, Vec<usize>) {
     let p = Pair::with_links(cfg.clone(), cfg, c2s, s2c, seed);
     let mut rng = bypass::pmd::sim::Rng::new(seed);
     let big = matches!(s, Scenario::OrderedTightBudget);
+    let tiny = matches!(s, Scenario::TinyMessages);
     let mut sizes = || -> Vec<usize> {
-        (0..if big { 300 } else { 60 })
+        (0..if big || tiny { 300 } else { 60 })
             .map(|_| match rng.below(10) {
                 _ if big => 1_500 + rng.below(3_000) as usize,
+                _ if tiny => rng.below(2) as usize,
                 0..=5 => rng.below(1500) as usize,
                 6..=8 => rng.below(60_000) as usize,
                 _ => rng.below(600_000) as usize,
@@ -127,7 +163,11 @@ fn run(s: Scenario, seed: u64) {
     assert_eq!(p.client.stats().rx_malformed, 0);
 }
 
-const ALL: [Scenario; 7] = [
+const ALL: [Scenario; 11] = [
+    Scenario::TinyMessages,
+    Scenario::HeavyReorder,
+    Scenario::BriefBlackhole,
+    Scenario::OneAtATime,
     Scenario::TinyCredit,
     Scenario::Chaos,
     Scenario::Bursts,
