@@ -14,6 +14,7 @@ use bypass::proto::{EndpointConfig, Instant};
 #[derive(Debug, Default)]
 struct Seen {
     ce: AtomicU64,
+    ack_ce: AtomicU64,
     acked: AtomicU64,
     rtt_samples: AtomicU64,
     sends: AtomicU64,
@@ -28,6 +29,7 @@ impl Controller for Spy {
     }
     fn on_ack(&mut self, _: Instant, ev: &AckEvent) {
         self.1.acked.fetch_add(ev.bytes_acked, Ordering::Relaxed);
+        self.1.ack_ce.fetch_add(ev.ecn_ce_delta, Ordering::Relaxed);
         if let (Some(rtt), Some(f)) = (ev.rtt, ev.fabric_rtt) {
             assert!(f <= rtt && ev.hold <= rtt);
             self.1.rtt_samples.fetch_add(1, Ordering::Relaxed);
@@ -77,6 +79,9 @@ fn ecn_marks_and_samples_reach_the_controller() {
     // About a tenth of the ~1400 data packets arrived marked.
     let ce = s.ce.load(Ordering::Relaxed);
     assert!((50..=300).contains(&ce), "ce {ce}");
+    // The same marks ride on the AckEvents (all but those on ACKs that acked nothing new).
+    let ack_ce = s.ack_ce.load(Ordering::Relaxed);
+    assert!(ack_ce > 0 && ack_ce <= ce, "ack_ce {ack_ce} ce {ce}");
     assert!(s.acked.load(Ordering::Relaxed) >= 2_000_000);
     assert!(s.rtt_samples.load(Ordering::Relaxed) > 10);
     assert!(s.sends.load(Ordering::Relaxed) >= 1400);

@@ -1357,10 +1357,12 @@ impl Connection {
             self.sent.pop_front();
             self.sent_base += 1;
         }
-        let ce_delta = a.ecn_ce.wrapping_sub(self.peer_ecn_ce) as u64;
+        let mut ce_delta = a.ecn_ce.wrapping_sub(self.peer_ecn_ce) as u64;
         if ce_delta > 0 && ce_delta < (1 << 31) {
             self.peer_ecn_ce = a.ecn_ce;
             self.cc.on_ecn(now, ce_delta, self.in_flight);
+        } else {
+            ce_delta = 0; // unchanged, or an old (reordered) count
         }
         if pkts == 0 {
             return;
@@ -1399,7 +1401,7 @@ impl Connection {
                 srtt: self.srtt,
                 min_rtt: self.min_rtt,
                 in_flight: self.in_flight,
-                ecn_ce_delta: 0,
+                ecn_ce_delta: ce_delta,
                 newest_sent: newest.map_or(now, |n| n.0),
             },
         );
