@@ -4,10 +4,15 @@
 //! nothing imports upward (see `docs/ARCHITECTURE.md`):
 //!
 //! ```text
+//! socket     Stack, Listener, Socket: connect/accept/send/recv of whole messages
 //! runtime    one poll loop per core: Port <-> transport, clock, timer wheel, ARP/ICMP/UDP
+//! proto      sans-IO transport: Endpoint (demux, stateless handshake), Connection (loss
+//!            recovery, credits, messages); proto::cc congestion-controller trait
+//! wire       zero-copy header views: our transport header; Ethernet/IPv4/UDP/ARP/ICMP via smoltcp
 //! pmd        poll-mode drivers: trait Port; memif (pure Rust), dpdk (feature), sim;
 //!            wrappers over any Port: faults, pcap
 //! mem        hugepage regions, buffer pools, PktBuf, zero-copy hand-off, memory kinds
+//! telemetry  per-core counters, histograms, Prometheus exposition (read by every layer)
 //! ```
 //!
 //! Unsafe code is denied at the crate root and allowed only in `mem`, the `pmd` backends and
