@@ -11,6 +11,7 @@
 //! wire       zero-copy header views: our transport header; Ethernet/IPv4/UDP/ARP/ICMP via smoltcp
 //! pmd        poll-mode drivers: trait Port; memif (pure Rust), dpdk (feature), sim;
 //!            wrappers over any Port: faults, pcap
+//! ccsim      congestion-control experiments: the proto::cc controllers in a simulator
 //! mem        hugepage regions, buffer pools, PktBuf, zero-copy hand-off, memory kinds
 //! telemetry  per-core counters, histograms, Prometheus exposition (read by every layer)
 //! ```
@@ -20,6 +21,7 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod ccsim;
 pub mod mem;
 pub mod pmd;
 pub mod proto;

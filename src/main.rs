@@ -10,7 +10,8 @@ commands:
                          fallback) and cycle buffers through a pool
   memif-bench ...        64 B frame ping-pong and one-way rate over memif (--help)
   bench [MODE] [options] latency and throughput of the transports against the kernel's
-                         UDP and TCP (`bypass bench --help`)";
+                         UDP and TCP (`bypass bench --help`)
+  sim cc [--quick] ...   congestion-control experiments in virtual time (table, CSV, PNGs)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -50,6 +51,9 @@ fn main() -> ExitCode {
         }
         Some("bench") => cli::bench::main(&args[1..]),
         Some("bench-peer") => cli::bench::peer_main(&args[1..]),
+        Some("sim") if args.get(1).map(String::as_str) == Some("cc") => {
+            bypass::ccsim::cli(&args[2..])
+        }
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
             ExitCode::SUCCESS
