@@ -304,6 +304,26 @@ impl<P: Port, H: UdpHandler, C: Clock> Runtime<P, H, C> {
         })
     }
 
+    /// Hand every received frame to the net layer and the handler.
+    fn dispatch(&mut self, now: u64) {
+        for mut buf in self.rx.drain(..) {
+            if buf.meta.rx_timestamp == 0 {
+                buf.meta.rx_timestamp = now;
+            }
+            if let Some(d) = self.net.handle_frame(now, buf) {
+                let mut io = Io {
+                    now,
+                    ecn: d.ecn,
+                    net: &mut self.net,
+                    timers: &mut self.timers,
+                    port: &mut self.port,
+                };
+                self.handler
+                    .on_datagram(&mut io, d.src, d.dst_port, d.payload);
+            }
+        }
+    }
+
     /// One iteration of the loop (see the module contract).
     pub fn poll_once(&mut self) -> PollResult {
         let t = self.clock.now_ns();
@@ -321,21 +341,8 @@ impl<P: Port, H: UdpHandler, C: Clock> Runtime<P, H, C> {
         // Receive and dispatch.
         let n = self.port.rx_burst(&mut self.rx, self.rx_burst);
         res.rx = n;
-        for mut buf in self.rx.drain(..) {
-            if buf.meta.rx_timestamp == 0 {
-                buf.meta.rx_timestamp = now;
-            }
-            if let Some(d) = self.net.handle_frame(now, buf) {
-                let mut io = Io {
-                    now,
-                    ecn: d.ecn,
-                    net: &mut self.net,
-                    timers: &mut self.timers,
-                    port: &mut self.port,
-                };
-                self.handler
-                    .on_datagram(&mut io, d.src, d.dst_port, d.payload);
-            }
+        if !self.rx.is_empty() {
+            self.dispatch(now);
         }
 
         // Timers. A handler may set timers due now from on_timer; those run next iteration.

@@ -877,10 +877,14 @@ impl Net {
 
     /// Housekeeping, once per loop iteration: retry ARP requests, give up on destinations
     /// that stay unresolved (their frames are dropped and counted). Cheap when nothing waits.
+    #[inline]
     pub fn poll(&mut self, now: u64, alloc: &mut dyn FnMut() -> Result<PktBuf, PoolExhausted>) {
-        if self.arp.pending_count == 0 {
-            return;
+        if self.arp.pending_count != 0 {
+            self.retry_arp(now, alloc);
         }
+    }
+
+    fn retry_arp(&mut self, now: u64, alloc: &mut dyn FnMut() -> Result<PktBuf, PoolExhausted>) {
         for i in 0..self.arp.pending.len() {
             let Some(ip) = self.arp.pending[i].ip else {
                 continue;

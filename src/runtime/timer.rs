@@ -246,6 +246,10 @@ impl<T> TimerWheel<T> {
     pub fn advance(&mut self, now: u64, out: &mut Vec<Expired<T>>) -> usize {
         let before = out.len();
         let now_tick = now >> self.tick_shift;
+        if self.len == 0 {
+            self.elapsed = self.elapsed.max(now_tick);
+            return 0;
+        }
         // Timers filed at or before the current tick.
         self.drain_list(DUE, out);
         // At rest every occupied slot starts after `elapsed` (see `next_slot`), so within the
