@@ -223,7 +223,11 @@ fn controller_from_env() -> Result<Option<Arc<dyn ControllerFactory>>, ConnError
         "cubic" => Arc::new(cc::cubic::CubicFactory::default()),
         "dctcp" => Arc::new(cc::dctcp::DctcpFactory::default()),
         "timely" => Arc::new(cc::timely::TimelyFactory::default()),
-        _ => return Err(ConnError::Protocol("BYPASS_CC: fixed, swift, cubic, dctcp or timely")),
+        _ => {
+            return Err(ConnError::Protocol(
+                "BYPASS_CC: fixed, swift, cubic, dctcp or timely",
+            ))
+        }
     };
     Ok(Some(f))
 }
