@@ -14,6 +14,7 @@
 //! ccsim      congestion-control experiments: the proto::cc controllers in a simulator
 //! mem        hugepage regions, buffer pools, PktBuf, zero-copy hand-off, memory kinds
 //! telemetry  per-core counters, histograms, Prometheus exposition (read by every layer)
+//! time       the Clock trait, ManualClock (virtual time), MonotonicClock
 //! ```
 //!
 //! Unsafe code is denied at the crate root and allowed only in `mem`, the `pmd` backends and
@@ -28,4 +29,5 @@ pub mod proto;
 pub mod runtime;
 pub mod socket;
 pub mod telemetry;
+pub mod time;
 pub mod wire;
