@@ -233,6 +233,10 @@ impl StackBuilder {
             fix: "give each stack its own core slot (StackBuilder::core_slot), one per thread",
         })?;
         let mut conn = self.conn;
+        // Datagrams fill the MTU (jumbo frames on memif) unless the caller chose a size.
+        if conn.max_datagram == ConnectionConfig::default().max_datagram {
+            conn.max_datagram = u32::from(mtu) - 28;
+        }
         conn.max_datagram = conn.max_datagram.min(u32::from(mtu) - 28);
         let mut ecfg = EndpointConfig {
             accept: self.accept,
@@ -393,6 +397,17 @@ pub struct StackStats {
 }
 
 impl Stack {
+    /// The poll loop's time (ns, read once per iteration from the runtime's clock: no
+    /// system call), for timeouts of blocking calls.
+    #[inline]
+    fn now_ns(&self) -> u64 {
+        self.inner.borrow().rt.now()
+    }
+
+    #[inline]
+    fn since(&self, start: u64) -> Duration {
+        Duration::from_nanos(self.now_ns().saturating_sub(start))
+    }
     /// A builder for a stack over `backend`, with our address `ip`.
     pub fn builder(backend: Backend, ip: Ipv4Addr) -> StackBuilder {
         StackBuilder {
@@ -424,8 +439,8 @@ impl Stack {
 
     /// Poll for `d`.
     pub fn poll_for(&self, d: Duration) {
-        let end = StdInstant::now() + d;
-        while StdInstant::now() < end {
+        let start = self.now_ns();
+        while self.since(start) < d {
             self.poll();
         }
     }
@@ -441,7 +456,7 @@ impl Stack {
                 .map_err(|_| Error::TooManyConnections)?
         };
         let sock = Socket::new(self.inner.clone(), h);
-        let deadline = StdInstant::now() + timeout;
+        let start = self.now_ns();
         loop {
             self.poll();
             match sock.pump_events() {
@@ -449,7 +464,7 @@ impl Stack {
                 Some(SockState::Closed(r)) => return Err(Error::from_close(r, Some(addr))),
                 _ => {}
             }
-            if StdInstant::now() >= deadline {
+            if self.since(start) >= timeout {
                 sock.abort();
                 return Err(Error::PeerUnreachable {
                     addr,
@@ -470,7 +485,7 @@ impl Stack {
     /// passes; returns the indices of the ready sockets (into `ready`, cleared first).
     pub fn poll_ready(&self, socks: &[&Socket], ready: &mut Vec<usize>, timeout: Duration) {
         ready.clear();
-        let deadline = StdInstant::now() + timeout;
+        let start = self.now_ns();
         loop {
             self.poll();
             for (k, s) in socks.iter().enumerate() {
@@ -478,7 +493,7 @@ impl Stack {
                     ready.push(k);
                 }
             }
-            if !ready.is_empty() || StdInstant::now() >= deadline {
+            if !ready.is_empty() || self.since(start) >= timeout {
                 return;
             }
         }
@@ -520,6 +535,17 @@ impl std::fmt::Debug for Listener {
 }
 
 impl Listener {
+    /// The poll loop's time (ns, read once per iteration from the runtime's clock: no
+    /// system call), for timeouts of blocking calls.
+    #[inline]
+    fn now_ns(&self) -> u64 {
+        self.inner.borrow().rt.now()
+    }
+
+    #[inline]
+    fn since(&self, start: u64) -> Duration {
+        Duration::from_nanos(self.now_ns().saturating_sub(start))
+    }
     /// The next accepted connection, if one is ready (polls once).
     pub fn try_accept(&self) -> Option<Socket> {
         let mut i = self.inner.borrow_mut();
@@ -533,12 +559,12 @@ impl Listener {
 
     /// Wait up to `timeout` for a connection.
     pub fn accept(&self, timeout: Duration) -> Result<Socket, Error> {
-        let deadline = StdInstant::now() + timeout;
+        let start = self.now_ns();
         loop {
             if let Some(s) = self.try_accept() {
                 return Ok(s);
             }
-            if StdInstant::now() >= deadline {
+            if self.since(start) >= timeout {
                 return Err(Error::TimedOut { after: timeout });
             }
         }
@@ -577,6 +603,17 @@ impl std::fmt::Debug for Socket {
 }
 
 impl Socket {
+    /// The poll loop's time (ns, read once per iteration from the runtime's clock: no
+    /// system call), for timeouts of blocking calls.
+    #[inline]
+    fn now_ns(&self) -> u64 {
+        self.inner.borrow().rt.now()
+    }
+
+    #[inline]
+    fn since(&self, start: u64) -> Duration {
+        Duration::from_nanos(self.now_ns().saturating_sub(start))
+    }
     fn new(inner: Rc<RefCell<Inner>>, h: ConnectionHandle) -> Socket {
         let remote = inner
             .borrow_mut()
@@ -664,7 +701,7 @@ impl Socket {
             return Err(Error::MessageTooLarge { len, max });
         }
         let timeout = self.s.borrow().timeout;
-        let start = StdInstant::now();
+        let start = self.now_ns();
         let mut msg = Some(msg);
         loop {
             match self.try_send_inner(&mut msg) {
@@ -672,7 +709,7 @@ impl Socket {
                 Ok(None) => {}
                 Err(e) => return Err(e),
             }
-            if timeout.is_some_and(|t| start.elapsed() >= t) {
+            if timeout.is_some_and(|t| self.since(start) >= t) {
                 return Err(Error::TimedOut {
                     after: timeout.unwrap_or_default(),
                 });
@@ -753,13 +790,13 @@ impl Socket {
     /// Wait for the next whole message.
     pub fn recv_msg(&self) -> Result<RecvMsg, Error> {
         let timeout = self.s.borrow().timeout;
-        let start = StdInstant::now();
+        let start = self.now_ns();
         loop {
             if let Some(m) = self.try_recv_msg()? {
                 return Ok(m);
             }
             if let Some(t) = timeout {
-                if start.elapsed() >= t {
+                if self.since(start) >= t {
                     return Err(Error::TimedOut { after: t });
                 }
             }
@@ -808,7 +845,7 @@ impl Socket {
     /// Wait until every message sent so far is acknowledged.
     pub fn flush(&self) -> Result<(), Error> {
         let timeout = self.s.borrow().timeout;
-        let start = StdInstant::now();
+        let start = self.now_ns();
         loop {
             self.inner.borrow_mut().poll();
             self.pump_events();
@@ -825,7 +862,7 @@ impl Socket {
                 return Ok(());
             }
             if let Some(t) = timeout {
-                if start.elapsed() >= t {
+                if self.since(start) >= t {
                     return Err(Error::TimedOut { after: t });
                 }
             }
@@ -849,7 +886,7 @@ impl Socket {
             }
         }
         let timeout = self.s.borrow().timeout.unwrap_or(Duration::from_secs(10));
-        let start = StdInstant::now();
+        let start = self.now_ns();
         loop {
             self.inner.borrow_mut().poll();
             self.pump_events();
@@ -860,7 +897,7 @@ impl Socket {
                 SockState::Closed(r) => return Err(Error::from_close(r, None)),
                 _ => {}
             }
-            if start.elapsed() >= timeout {
+            if self.since(start) >= timeout {
                 return Err(Error::TimedOut { after: timeout });
             }
         }
