@@ -366,6 +366,26 @@ impl Inner {
     }
 }
 
+/// How long a dropped stack keeps polling to let its last packets out (see `Drop for Inner`).
+const LINGER: Duration = Duration::from_millis(100);
+
+impl Drop for Inner {
+    /// Lingers: polls until no connection is left (closes confirmed, drains over, resets
+    /// sent) or [`LINGER`] passes, so the last acknowledgement or reset leaves before the
+    /// port goes. Without it a process that exits right after `recv` reported the peer's
+    /// close would take the acknowledgement of that close with it, and the peer's `close`
+    /// would end in `ConnectionLost` instead of `Ok`.
+    fn drop(&mut self) {
+        let end = StdInstant::now() + LINGER;
+        loop {
+            let busy = self.poll();
+            if (!busy && self.ep().connection_count() == 0) || StdInstant::now() >= end {
+                return;
+            }
+        }
+    }
+}
+
 /// A transport stack on one core. See the [module docs](self).
 pub struct Stack {
     inner: Rc<RefCell<Inner>>,
