@@ -245,6 +245,7 @@ impl StackBuilder {
             ecfg.cc = cc;
         }
         let max_message = ecfg.conn.max_message;
+        let max_send_msgs = ecfg.conn.max_send_msgs;
         let seed = self.seed.unwrap_or_else(os_random);
         let transport = Transport {
             ep: Endpoint::new(ecfg, seed),
@@ -265,6 +266,7 @@ impl StackBuilder {
                 rt,
                 _memif: memif,
                 max_message,
+                max_send_msgs,
                 _core: core,
             })),
         })
@@ -351,6 +353,8 @@ struct Inner {
     rt: Runtime<Box<dyn Port>, Transport, SystemClock>,
     _memif: Option<Memif>,
     max_message: u64,
+    /// `ConnectionConfig::max_send_msgs`: a connection's send queue holds this many messages.
+    max_send_msgs: usize,
     // Declared after `rt`: released only after the runtime (and its buffers) are gone.
     _core: crate::mem::CoreSlot,
 }
@@ -710,7 +714,51 @@ impl Socket {
                 max,
             });
         }
-        self.send_bytes(Bytes::copy_from_slice(msg))
+        let timeout = self.s.borrow().timeout;
+        let start = StdInstant::now();
+        loop {
+            if let Some(id) = self.try_send_copy(msg)? {
+                return Ok(id);
+            }
+            if timeout.is_some_and(|t| start.elapsed() >= t) {
+                return Err(Error::TimedOut {
+                    after: timeout.unwrap_or_default(),
+                });
+            }
+            self.inner.borrow_mut().poll();
+        }
+    }
+
+    /// One attempt of [`send`](Self::send). The copy is made only when the send queue has
+    /// room (waiting under backpressure allocates nothing), and it is moved into the
+    /// transport: no `clone` to keep in case of `WouldBlock`, because a clone of a fresh
+    /// `Bytes` allocates a second time (its shared header). If the transport refuses anyway,
+    /// the copy is dropped and the next attempt copies again from `msg`.
+    fn try_send_copy(&self, msg: &[u8]) -> Result<Option<u64>, Error> {
+        self.pump_events();
+        if let Some(e) = self.closed_error() {
+            return Err(e);
+        }
+        let mut i = self.inner.borrow_mut();
+        let (max, limit) = (i.max_message, i.max_send_msgs);
+        let Some(c) = i.ep().connection(self.h) else {
+            return Err(Error::Closed);
+        };
+        if c.send_queue_len() >= limit {
+            return Ok(None);
+        }
+        match c.send(Bytes::copy_from_slice(msg)) {
+            Ok(id) => {
+                self.s.borrow_mut().last_sent = Some(id);
+                Ok(Some(id))
+            }
+            Err(SendError::WouldBlock) => Ok(None),
+            Err(SendError::TooLarge) => Err(Error::MessageTooLarge {
+                len: msg.len() as u64,
+                max,
+            }),
+            Err(SendError::Closed) => Err(Error::Closed),
+        }
     }
 
     /// Queue `msg` if the send queue has room; `Ok(None)` (and `msg` untouched in its
