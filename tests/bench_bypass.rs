@@ -121,7 +121,7 @@ fn pingpong_over_bypass_memif_has_samples_for_each_size() {
             "--duration",
             "300ms",
             "--warmup",
-            "50ms",
+            "300ms",
         ],
     );
     let rows = rows(&v, "pingpong");
@@ -146,7 +146,7 @@ fn stream_over_bypass_memif_delivers_messages_on_one_and_two_connections() {
             "--duration",
             "200ms",
             "--warmup",
-            "50ms",
+            "300ms",
         ],
     );
     let rows = rows(&v, "stream");
@@ -177,7 +177,7 @@ fn rpc_over_bypass_memif_answers_requests() {
             "--duration",
             "200ms",
             "--warmup",
-            "50ms",
+            "300ms",
         ],
     );
     let rows = rows(&v, "rpc");

@@ -95,9 +95,11 @@ fn check_latency(l: &Value) -> u64 {
     samples
 }
 
-/// Every transport and variant of a default run: bypass (busy-polling only) and the kernel's.
-const ALL: [(&str, &str); 5] = [
-    ("bypass-memif", "busy-poll"),
+/// The kernel's transports and variants. These tests check the CLI's structure against the
+/// kernel baselines only (`--transports kernel-udp,kernel-tcp`): under the parallel test
+/// harness on a small machine a busy-polling bypass cell of 100 ms can end with no sample;
+/// `tests/bench_bypass.rs` covers the bypass rows, one run at a time.
+const KERNEL: [(&str, &str); 4] = [
     ("kernel-udp", "blocking"),
     ("kernel-udp", "busy-poll"),
     ("kernel-tcp", "blocking"),
@@ -119,6 +121,8 @@ fn bench_pingpong_json_has_a_row_per_transport_variant_and_size() {
         &[
             "bench",
             "pingpong",
+            "--transports",
+            "kernel-udp,kernel-tcp",
             "--sizes",
             "64,70000",
             "--duration",
@@ -134,7 +138,8 @@ fn bench_pingpong_json_has_a_row_per_transport_variant_and_size() {
     let want: Vec<_> = [64u64, 70000]
         .iter()
         .flat_map(|&s| {
-            ALL.iter()
+            KERNEL
+                .iter()
                 .map(move |(t, w)| (t.to_string(), w.to_string(), s))
         })
         .collect();
@@ -150,11 +155,6 @@ fn bench_pingpong_json_has_a_row_per_transport_variant_and_size() {
         assert_eq!(r["status"], "ok", "{r}");
         check_latency(&r["rtt"]);
         let ratio = f(r, "ratio_p50_to_best_kernel");
-        if r["baseline"] != true {
-            // bypass is compared with the best kernel row; it may beat it.
-            assert!(ratio > 0.0, "{r}");
-            continue;
-        }
         assert!(
             ratio >= 1.0 - 1e-9,
             "a kernel row beats the best kernel row: {r}"
@@ -173,6 +173,8 @@ fn bench_pingpong_table_names_round_trip_and_marks_udp_beyond_a_datagram() {
         &[
             "bench",
             "pingpong",
+            "--transports",
+            "kernel-udp,kernel-tcp",
             "--sizes",
             "64,1m",
             "--duration",
@@ -183,7 +185,7 @@ fn bench_pingpong_table_names_round_trip_and_marks_udp_beyond_a_datagram() {
     );
     assert!(ok, "{err}\n{out}");
     assert!(out.contains("ROUND-TRIP"), "{out}");
-    for (t, w) in ALL {
+    for (t, w) in KERNEL {
         let lines: Vec<&str> = out
             .lines()
             .filter(|l| l.split_whitespace().take(2).eq([t, w]))
@@ -205,7 +207,7 @@ fn bench_pingpong_table_names_round_trip_and_marks_udp_beyond_a_datagram() {
         err.lines()
             .filter(|l| l.starts_with("bench: pingpong"))
             .count(),
-        8,
+        6,
         "{err}"
     );
 }
@@ -217,6 +219,8 @@ fn bench_stream_counts_messages_for_one_and_several_connections() {
         &[
             "bench",
             "stream",
+            "--transports",
+            "kernel-udp,kernel-tcp",
             "--sizes",
             "64,4k",
             "--conns",
@@ -230,7 +234,7 @@ fn bench_stream_counts_messages_for_one_and_several_connections() {
         ],
     );
     let rows = rows(&v, "stream");
-    assert_eq!(rows.len(), 2 * 2 * ALL.len(), "{v}");
+    assert_eq!(rows.len(), 2 * 2 * 4, "{v}");
     for r in rows {
         assert_eq!(r["status"], "ok", "{r}");
         let (size, conns) = (u(r, "size"), u(r, "conns"));
@@ -242,9 +246,7 @@ fn bench_stream_counts_messages_for_one_and_several_connections() {
         // Gb/s is payload: msg/s x size x 8.
         let implied = mps * size as f64 * 8.0 / 1e9;
         assert!((gbps - implied).abs() <= 1e-6 * gbps.max(implied), "{r}");
-        if r["baseline"] == true {
-            assert!(f(r, "ratio_gbps_to_best_kernel") <= 1.0 + 1e-9, "{r}");
-        }
+        assert!(f(r, "ratio_gbps_to_best_kernel") <= 1.0 + 1e-9, "{r}");
     }
 }
 
@@ -255,6 +257,8 @@ fn bench_rpc_is_open_loop_at_the_offered_rate() {
         &[
             "bench",
             "rpc",
+            "--transports",
+            "kernel-udp,kernel-tcp",
             "--rates",
             "2k,5k",
             "--rpc-size",
@@ -268,7 +272,7 @@ fn bench_rpc_is_open_loop_at_the_offered_rate() {
         ],
     );
     let rows = rows(&v, "rpc");
-    assert_eq!(rows.len(), 2 * ALL.len(), "{v}");
+    assert_eq!(rows.len(), 2 * 4, "{v}");
     for r in rows {
         assert_eq!(r["status"], "ok", "{r}");
         assert_eq!(u(r, "size"), 32);
