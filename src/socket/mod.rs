@@ -11,6 +11,10 @@
 //!   `try_*` forms never wait: "nothing yet" is `Ok(None)`, not an error.
 //! - [`Stack::poll`] runs one iteration; [`Stack::poll_ready`] runs iterations until one of
 //!   many sockets has something to read, for one thread serving thousands of connections.
+//! - A stack is freed when its `Stack` and all its sockets are dropped; it first keeps polling
+//!   for up to 100 ms, until no connection is left, so that its last packets (the
+//!   acknowledgement of the peer's close, the reset of a dropped socket) leave before the port
+//!   goes. A process may exit right after `recv` reported the peer's close.
 //! - Messages are delivered whole and exactly once. Copies and heap allocations per message
 //!   (measured by `tests/socket_no_alloc.rs` with a counting allocator, once warmed up):
 //!   - `send_bytes(Bytes)`: no copy, no allocation in the stack (the payload is written once,
