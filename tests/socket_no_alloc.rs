@@ -237,9 +237,9 @@ fn round_trip(
 
 #[test]
 fn zero_copy_paths_allocate_nothing_per_message() {
-    // Single-packet messages: the default datagram is 1472 bytes (ConnectionConfig::
-    // max_datagram), so up to about 1.4 KiB.
-    for len in [1usize, 64, 1400] {
+    // Single-packet messages: datagrams fill the pair's 9000-byte MTU, so up to about
+    // 8.9 KiB.
+    for len in [1usize, 64, 1400, 8000] {
         let (client, server) = run(len, Mode::ZeroCopy);
         println!("{len} B: allocations per message: client {client}, server {server}");
         assert_eq!(client, 0.0, "client allocations per {len}-byte message");
@@ -265,10 +265,10 @@ fn recv_as_bytes_allocates_one_owner_box_per_single_packet_message() {
 
 #[test]
 fn multi_packet_messages_allocate_their_reassembly_buffer_unless_a_target_is_posted() {
-    // 4000 bytes: three datagrams. The client receives into a posted target (re-posted each
-    // time), the server (recv_msg without a target) into a reassembly buffer.
-    let (client, server) = run(4000, Mode::Target);
-    println!("4000 B: allocations per message: client (posted target) {client}, server (reassembly) {server}");
+    // 20000 bytes: three datagrams of up to 8.9 KiB. The client receives into a posted target
+    // (re-posted each time), the server (recv_msg without a target) into a reassembly buffer.
+    let (client, server) = run(20000, Mode::Target);
+    println!("20000 B: allocations per message: client (posted target) {client}, server (reassembly) {server}");
     assert_eq!(client, 0.0, "a posted target needs no allocation");
     assert_eq!(
         server, 1.0,
