@@ -27,7 +27,10 @@ fn two_cores_two_queues_in_parallel() {
     let server = memif(&path, Role::Server);
     let client = memif(&path, Role::Client);
     assert!(server.wait_up(0, Duration::from_secs(10)), "memif link up");
-    let cores = core_affinity::get_core_ids().unwrap_or_default().len().max(1);
+    let cores = core_affinity::get_core_ids()
+        .unwrap_or_default()
+        .len()
+        .max(1);
     // Both sides of a queue start together; all four threads overlap in time.
     let start = Arc::new(Barrier::new(2 * QUEUES as usize));
     let mut handles = Vec::new();
@@ -53,7 +56,13 @@ fn two_cores_two_queues_in_parallel() {
             }
             sock.flush().unwrap();
             let st = stack.stats();
-            (q, "server", st.port.rx_packets, st.port.tx_packets, thread_cpu())
+            (
+                q,
+                "server",
+                st.port.rx_packets,
+                st.port.tx_packets,
+                thread_cpu(),
+            )
         }));
         let b = start.clone();
         handles.push(thread::spawn(move || {
@@ -67,7 +76,10 @@ fn two_cores_two_queues_in_parallel() {
                 .unwrap();
             b.wait();
             let sock = stack
-                .connect(SocketAddrV4::new(Ipv4Addr::new(10, 77, 0, 1), port), Duration::from_secs(10))
+                .connect(
+                    SocketAddrV4::new(Ipv4Addr::new(10, 77, 0, 1), port),
+                    Duration::from_secs(10),
+                )
                 .unwrap();
             for i in 0..MSGS {
                 let msg = format!("queue {q} message {i}");
@@ -75,13 +87,22 @@ fn two_cores_two_queues_in_parallel() {
                 assert_eq!(&sock.recv().unwrap()[..], msg.as_bytes());
             }
             let st = stack.stats();
-            (q, "client", st.port.rx_packets, st.port.tx_packets, thread_cpu())
+            (
+                q,
+                "client",
+                st.port.rx_packets,
+                st.port.tx_packets,
+                thread_cpu(),
+            )
         }));
     }
     let results: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
     for (q, side, rx, tx, cpu) in &results {
         println!("queue {q} {side}: rx {rx} frames, tx {tx} frames, on CPU {cpu}");
-        assert!(*rx >= MSGS as u64 && *tx >= MSGS as u64, "queue {q} {side} carried traffic");
+        assert!(
+            *rx >= MSGS as u64 && *tx >= MSGS as u64,
+            "queue {q} {side} carried traffic"
+        );
     }
     // Each queue's stacks ran on the core they were pinned to.
     if cores >= 2 {
@@ -95,7 +116,5 @@ fn two_cores_two_queues_in_parallel() {
 
 fn thread_cpu() -> i32 {
     // SAFETY: sched_getcpu takes no arguments and only reads the calling thread's CPU.
-    unsafe {
-        libc::sched_getcpu()
-    }
+    unsafe { libc::sched_getcpu() }
 }
