@@ -155,8 +155,7 @@ fn parse(args: &[String]) -> Result<Opts, String> {
             "--role" => {
                 o.role = match val(a)?.as_str() {
                     "server" => Some(Role::Server),
-                    "client" => Some(Role::Client),
-                    other => return Err(format!("--role: server or client, not {other}")),
+                    other => return Err(format!("--role: only `server`, not {other}")),
                 }
             }
             "--socket" => o.socket = Some(PathBuf::from(val(a)?)),
