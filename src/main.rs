@@ -11,7 +11,9 @@ commands:
   memif-bench ...        64 B frame ping-pong and one-way rate over memif (--help)
   bench [MODE] [options] latency and throughput of the transports against the kernel's
                          UDP and TCP (`bypass bench --help`)
-  sim cc [--quick] ...   congestion-control experiments in virtual time (table, CSV, PNGs)";
+  sim cc [--quick] ...   congestion-control experiments in virtual time (table, CSV, PNGs)
+  sim path ...           congestion control on an emulated path between two processes:
+                         ping-pong RTT idle and beside a bulk transfer (`bypass sim path --help`)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -53,6 +55,9 @@ fn main() -> ExitCode {
         Some("bench-peer") => cli::bench::peer_main(&args[1..]),
         Some("sim") if args.get(1).map(String::as_str) == Some("cc") => {
             bypass::ccsim::cli(&args[2..])
+        }
+        Some("sim") if args.get(1).map(String::as_str) == Some("path") => {
+            cli::path::main(&args[2..])
         }
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
