@@ -50,9 +50,10 @@ fn hugepages_back_a_region_when_reserved() {
 
 #[test]
 fn fallback_is_taken_and_reported() {
-    // Ask for more hugepages than are free, so the kernel must refuse them.
-    let free = meminfo("HugePages_Free") as usize;
-    let size = (free + 1) * HUGE_PAGE_SIZE;
+    // Ask for more hugepages than the system has in total (not just free: other tests may
+    // take and return some meanwhile), so the kernel must refuse them.
+    let total = meminfo("HugePages_Total") as usize;
+    let size = (total + 1) * HUGE_PAGE_SIZE;
     let r = Region::new("fallback-test", size, HugePages::Prefer).expect("4 KiB fallback");
     assert_eq!(r.pages(), PageSize::Base4K);
     let f = r.fallback().expect("fallback reported");
