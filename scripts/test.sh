@@ -28,7 +28,7 @@ step() {
 note() { echo "    $*"; }
 
 # ---- 1. system packages ------------------------------------------------------------------
-PKGS=(libdpdk-dev dpdk-dev pkg-config clang libclang-dev tshark valgrind iproute2 iputils-ping socat)
+PKGS=(libdpdk-dev dpdk-dev pkg-config clang libclang-dev tshark valgrind iproute2 iputils-ping socat prometheus tmux)
 install_packages() {
   local missing=()
   for p in "${PKGS[@]}"; do

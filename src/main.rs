@@ -10,7 +10,10 @@ commands:
                          fallback) and cycle buffers through a pool
   memif-bench ...        64 B frame ping-pong and one-way rate over memif (--help)
   bench [MODE] [options] latency and throughput of the transports against the kernel's
-                         UDP and TCP (`bypass bench --help`)";
+                         UDP and TCP (`bypass bench --help`)
+  stat ADDR [--once --json]
+                         live view of a running stack's metrics endpoint (rates, drops,
+                         pools, connections; `bypass stat --help`)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -50,6 +53,7 @@ fn main() -> ExitCode {
         }
         Some("bench") => cli::bench::main(&args[1..]),
         Some("bench-peer") => cli::bench::peer_main(&args[1..]),
+        Some("stat") => cli::stat::main(&args[1..]),
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
             ExitCode::SUCCESS
