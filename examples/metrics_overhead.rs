@@ -3,7 +3,7 @@
 //! into a registry served over HTTP and scraped every second), alternated in one run.
 //!
 //! `cargo run --release --example metrics_overhead -- [--rounds N] [--pings N] [--stream-secs S]
-//! [--size B] [--no-scrape]`
+//! [--size B] [--no-scrape] [--idle-only]`
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddrV4, TcpStream};
@@ -166,6 +166,80 @@ fn run_once(o: &Opts, with_metrics: bool, tag: usize) -> Result1 {
     }
 }
 
+/// The per-iteration cost alone: two idle stacks (over in-process port pairs, link up, no
+/// traffic), one with metrics, one without, each on its own thread (one stack per thread),
+/// polled in alternating batches: only one thread runs at a time, the other waits on a
+/// channel.
+fn idle_loop(batches: usize, per_batch: u32) {
+    use bypass::mem::{HugePages, Pool, PoolConfig};
+    use std::sync::mpsc;
+    let pool = Pool::new(&PoolConfig {
+        hugepages: HugePages::Never,
+        ..PoolConfig::new("mo-idle", 4096, 2048 + 256)
+    })
+    .expect("pool");
+    let metrics = Metrics::new();
+    let _exp = metrics
+        .serve(&ExporterConfig::new("127.0.0.1:0".parse().unwrap()))
+        .expect("exporter");
+    let worker = |m: Option<Metrics>| {
+        let (go_tx, go_rx) = mpsc::channel::<bool>();
+        let (ns_tx, ns_rx) = mpsc::channel::<f64>();
+        let pool = pool.clone();
+        let h = std::thread::spawn(move || {
+            let (a, _peer) = bypass::pmd::pair::pair(&pool, 256, 1500).expect("pair");
+            let mut b = Stack::builder(Backend::Port(Box::new(a)), CLIENT_IP);
+            if let Some(m) = &m {
+                b = b.metrics(m).metrics_name("idle");
+            }
+            let s = b.build().expect("stack");
+            while let Ok(true) = go_rx.recv() {
+                let t = Instant::now();
+                for _ in 0..per_batch {
+                    s.poll();
+                }
+                let _ = ns_tx.send(t.elapsed().as_nanos() as f64 / f64::from(per_batch));
+            }
+        });
+        (go_tx, ns_rx, h)
+    };
+    let off = worker(None);
+    let on = worker(Some(metrics.clone()));
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for i in 0..batches {
+        for with in if i % 2 == 0 {
+            [false, true]
+        } else {
+            [true, false]
+        } {
+            let w = if with { &on } else { &off };
+            w.0.send(true).expect("worker");
+            let ns = w.1.recv().expect("worker");
+            if with {
+                b.push(ns)
+            } else {
+                a.push(ns)
+            }
+        }
+    }
+    for w in [off, on] {
+        let _ = w.0.send(false);
+        let _ = w.2.join();
+    }
+    a.sort_by(f64::total_cmp);
+    b.sort_by(f64::total_cmp);
+    println!(
+        "idle poll iteration, {batches} alternating batches of {per_batch}: \
+         off min {:.2} ns median {:.2} ns; metrics min {:.2} ns median {:.2} ns; \
+         difference of medians {:+.2} ns",
+        a[0],
+        a[a.len() / 2],
+        b[0],
+        b[b.len() / 2],
+        b[b.len() / 2] - a[a.len() / 2]
+    );
+}
+
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -189,6 +263,10 @@ fn main() {
             "--stream-secs" => o.stream = Duration::from_secs_f64(num()),
             "--size" => o.size = num() as usize,
             "--no-scrape" => o.scrape = false,
+            "--idle-only" => {
+                idle_loop(40, 1_000_000);
+                return;
+            }
             other => panic!("unknown argument {other}"),
         }
     }
