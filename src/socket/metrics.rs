@@ -1,9 +1,12 @@
-//! A stack's telemetry: the counters, histogram and connection snapshots a [`Stack`] publishes
+//! A stack's telemetry: the counters, histogram and connection snapshots a
+//! [`Stack`](super::Stack) publishes
 //! into a [`Registry`], and the run-time packet capture of its port.
 //!
 //! Contract:
-//! - Turned on per stack with [`StackBuilder::metrics`] (a shared [`Metrics`], served by
-//!   [`Metrics::serve`]) or [`StackBuilder::metrics_addr`] (the stack starts its own exporter).
+//! - Turned on per stack with [`StackBuilder::metrics`](super::StackBuilder::metrics) (a
+//!   shared [`Metrics`], served by [`Metrics::serve`]) or
+//!   [`StackBuilder::metrics_addr`](super::StackBuilder::metrics_addr) (the stack starts its
+//!   own exporter).
 //!   A stack built without either records nothing and pays one branch per poll iteration.
 //! - The poll loop records the gap between its iterations into
 //!   `bypass_poll_loop_gap_seconds` every iteration (two relaxed stores). Every
@@ -13,7 +16,7 @@
 //!   snapshot into the [`ConnTable`](crate::telemetry::ConnTable): relaxed stores, no lock,
 //!   no allocation. A scrape therefore lags the data path by at most about 1 ms while the
 //!   loop runs; when the application stops polling, the numbers stop moving.
-//! - Capture: the stack's port sits inside a [`CapturePort`]. [`Metrics::capture_start`]
+//! - Capture: the stack's port sits inside a `CapturePort` (a forwarding wrapper). [`Metrics::capture_start`]
 //!   (or `POST /capture?on=1&file=PATH` on the exporter) opens the file and builds the
 //!   [`PcapWriter`] on the caller's thread, then hands it to the poll loop, which wraps its
 //!   port in a [`Pcap`] at its next publish tick; [`Metrics::capture_stop`] (`on=0`) unwraps
@@ -45,8 +48,6 @@ use crate::telemetry::{
 };
 
 use super::Transport;
-#[allow(unused_imports)] // doc links
-use super::{Stack, StackBuilder};
 
 /// How often (runtime clock, ns) a polling stack copies its counters into the registry.
 pub const PUBLISH_INTERVAL_NS: u64 = 1_000_000;
@@ -1040,7 +1041,7 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// The address a stack's own exporter ([`StackBuilder::metrics_addr`]) listens on.
+/// Start the exporter a stack built with `StackBuilder::metrics_addr` owns.
 pub(super) fn start_own(metrics: &Metrics, addr: SocketAddr) -> Result<Exporter, ExporterError> {
     metrics.serve(&ExporterConfig::new(addr))
 }
