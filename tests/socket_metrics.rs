@@ -187,14 +187,26 @@ fn counters_move_by_the_traffic_sent_and_promtool_accepts_the_exposition() {
         sock.send(&msg).unwrap();
     }
     sock.flush().unwrap();
-    // Let both loops publish the quiet state (ticks every 1 ms of polling).
-    stack.poll_for(Duration::from_millis(50));
-    let (body, b) = scrape(exp.local_addr());
-    let d = |name: &str, want: &[(&str, &str)]| sum(&b, name, want) - sum(&a, name, want);
-
     let client = [("port", "client"), ("queue", "0")];
     let server_l = [("port", "server"), ("queue", "0")];
     let peer = format!("{CLIENT_IP}:{DEFAULT_UDP_PORT}");
+    // Let both loops publish the quiet state (ticks every 1 ms of polling); on a loaded
+    // machine the server's thread may need a moment longer.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (body, b) = loop {
+        stack.poll_for(Duration::from_millis(50));
+        let (body, b) = scrape(exp.local_addr());
+        let d = |name: &str, want: &[(&str, &str)]| sum(&b, name, want) - sum(&a, name, want);
+        let settled = d("bypass_conn_delivered_messages_total", &[("peer", &peer)]) == N as f64
+            && d("bypass_port_tx_packets_total", &client)
+                == d("bypass_port_rx_packets_total", &server_l)
+            && d("bypass_port_tx_packets_total", &server_l)
+                == d("bypass_port_rx_packets_total", &client);
+        if settled || Instant::now() > deadline {
+            break (body, b);
+        }
+    };
+    let d = |name: &str, want: &[(&str, &str)]| sum(&b, name, want) - sum(&a, name, want);
     let delivered = d("bypass_conn_delivered_messages_total", &[("peer", &peer)]);
     println!("server connection delivered {delivered} messages (sent {N})");
     assert_eq!(delivered, N as f64);
