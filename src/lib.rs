@@ -4,10 +4,17 @@
 //! nothing imports upward (see `docs/ARCHITECTURE.md`):
 //!
 //! ```text
+//! socket     Stack, Listener, Socket: connect/accept/send/recv of whole messages
 //! runtime    one poll loop per core: Port <-> transport, clock, timer wheel, ARP/ICMP/UDP
+//! proto      sans-IO transport: Endpoint (demux, stateless handshake), Connection (loss
+//!            recovery, credits, messages); proto::cc congestion-controller trait
+//! wire       zero-copy header views: our transport header; Ethernet/IPv4/UDP/ARP/ICMP via smoltcp
 //! pmd        poll-mode drivers: trait Port; memif (pure Rust), dpdk (feature), sim;
 //!            wrappers over any Port: faults, pcap
+//! ccsim      congestion-control experiments: the proto::cc controllers in a simulator
 //! mem        hugepage regions, buffer pools, PktBuf, zero-copy hand-off, memory kinds
+//! telemetry  per-core counters, histograms, Prometheus exposition (read by every layer)
+//! time       the Clock trait, ManualClock (virtual time), MonotonicClock
 //! ```
 //!
 //! Unsafe code is denied at the crate root and allowed only in `mem`, the `pmd` backends and
@@ -15,10 +22,12 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod ccsim;
 pub mod mem;
 pub mod pmd;
 pub mod proto;
 pub mod runtime;
 pub mod socket;
 pub mod telemetry;
+pub mod time;
 pub mod wire;

@@ -11,6 +11,7 @@ commands:
   memif-bench ...        64 B frame ping-pong and one-way rate over memif (--help)
   bench [MODE] [options] latency and throughput of the transports against the kernel's
                          UDP and TCP (`bypass bench --help`)
+  sim cc [--quick] ...   congestion-control experiments in virtual time (table, CSV, PNGs)
   stat ADDR [--once --json]
                          live view of a running stack's metrics endpoint (rates, drops,
                          pools, connections; `bypass stat --help`)";
@@ -54,6 +55,9 @@ fn main() -> ExitCode {
         Some("bench") => cli::bench::main(&args[1..]),
         Some("bench-peer") => cli::bench::peer_main(&args[1..]),
         Some("stat") => cli::stat::main(&args[1..]),
+        Some("sim") if args.get(1).map(String::as_str) == Some("cc") => {
+            bypass::ccsim::cli(&args[2..])
+        }
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
             ExitCode::SUCCESS

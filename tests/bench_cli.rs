@@ -116,6 +116,9 @@ fn bench_pingpong_json_has_a_row_per_transport_variant_and_size() {
         "pingpong-json",
         &[
             "bench",
+            // The kernel rows this test counts; tests/bench_bypass.rs covers bypass-memif.
+            "--transports",
+            "kernel-udp,kernel-tcp",
             "pingpong",
             "--sizes",
             "64,70000",
@@ -166,6 +169,9 @@ fn bench_pingpong_table_names_round_trip_and_marks_udp_beyond_a_datagram() {
         "pingpong-table",
         &[
             "bench",
+            // The kernel rows this test counts; tests/bench_bypass.rs covers bypass-memif.
+            "--transports",
+            "kernel-udp,kernel-tcp",
             "pingpong",
             "--sizes",
             "64,1m",
@@ -210,6 +216,9 @@ fn bench_stream_counts_messages_for_one_and_several_connections() {
         "stream",
         &[
             "bench",
+            // The kernel rows this test counts; tests/bench_bypass.rs covers bypass-memif.
+            "--transports",
+            "kernel-udp,kernel-tcp",
             "stream",
             "--sizes",
             "64,4k",
@@ -246,6 +255,9 @@ fn bench_rpc_is_open_loop_at_the_offered_rate() {
         "rpc",
         &[
             "bench",
+            // The kernel rows this test counts; tests/bench_bypass.rs covers bypass-memif.
+            "--transports",
+            "kernel-udp,kernel-tcp",
             "rpc",
             "--rates",
             "2k,5k",
@@ -350,6 +362,9 @@ fn bench_killed_outright_leaves_no_peer_behind() {
     let mut client = Command::new(EXE)
         .args([
             "bench",
+            // The kernel rows this test counts; tests/bench_bypass.rs covers bypass-memif.
+            "--transports",
+            "kernel-udp,kernel-tcp",
             "pingpong",
             "--sizes",
             "64",

@@ -324,3 +324,49 @@ fn reset_ends_both_sides() {
         ]
     );
 }
+
+/// With a long idle timeout, a dead peer is detected by unanswered probes.
+#[test]
+fn dead_peer_detected_by_unanswered_probes() {
+    let conn = ConnectionConfig {
+        idle_timeout: Duration::from_secs(3600),
+        max_probes: 5,
+        ..ConnectionConfig::default()
+    };
+    let cfg = EndpointConfig {
+        conn,
+        ..EndpointConfig::default()
+    };
+    let mut p = Pair::new(cfg.clone(), cfg, LinkConfig::default(), 14);
+    let (ch, _sh) = p.connect().expect("connect");
+    p.c2s.config_mut().loss = 1.0;
+    p.s2c.config_mut().loss = 1.0;
+    p.client
+        .connection(ch)
+        .unwrap()
+        .send(pattern(3, 5000))
+        .unwrap();
+    let mut end = None;
+    let mut at = 0;
+    for _ in 0..100_000 {
+        // The step that fires the timer may also advance time when it finds nothing to do.
+        at = p.now.as_nanos();
+        let more = p.step();
+        p.drain(
+            Peer::Client,
+            ch,
+            |e| {
+                if let Event::Closed(r) = e {
+                    end = Some(r)
+                }
+            },
+            drop,
+        );
+        if end.is_some() || !more {
+            break;
+        }
+    }
+    println!("ended {end:?} at {at} ns");
+    assert!(at < 1_000_000_000, "dead peer detected only at {at} ns");
+    assert_eq!(end, Some(CloseReason::PeerUnresponsive));
+}

@@ -109,7 +109,7 @@ fn steady_state_rx_dispatch_tx_allocates_nothing() {
                 buf.extend_from_slice(&[i as u8; 256]).unwrap();
                 io.send_udp(7000, dst, buf).unwrap();
             }
-            if i % 16 == 0 {
+            if i.is_multiple_of(16) {
                 io.send_ping(IP_B, 1, i as u16, 32).unwrap();
             }
         });

@@ -5,9 +5,10 @@ mod runtime_util;
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 
+use bypass::mem::PktBuf;
 use bypass::pmd::Port;
 use bypass::runtime::clock::ManualClock;
-use bypass::runtime::net::{NetConfig, SendError};
+use bypass::runtime::net::{Net, NetConfig, SendError};
 use bypass::runtime::{Runtime, RuntimeConfig};
 use runtime_util::{pair, PairPort, Recorder, IP_A, IP_B};
 
@@ -63,6 +64,7 @@ fn arp_resolves_then_udp_flows_both_ways() {
     assert_eq!(seen[0].src, SocketAddrV4::new(IP_A, 7000));
     assert_eq!(seen[0].dst_port, 8000);
     assert_eq!(seen[0].payload, b"hello");
+    assert_eq!(seen[0].ecn, 0, "Not-ECT by default");
 
     // B learned A from A's request: its answer needs no ARP round.
     send(&mut b, 8000, SocketAddrV4::new(IP_A, 7000), b"world").unwrap();
@@ -71,8 +73,23 @@ fn arp_resolves_then_udp_flows_both_ways() {
     assert_eq!(a.handler().seen.len(), 1);
     assert_eq!(a.handler().seen[0].payload, b"world");
     assert_eq!(a.handler().seen[0].src, SocketAddrV4::new(IP_B, 8000));
-    assert_eq!(a.net_counters().rx_drops(), 0);
-    assert_eq!(b.net_counters().rx_drops(), 0);
+    for c in [a.net_counters(), b.net_counters()] {
+        assert_eq!(c.rx_drops(), 0);
+        assert_eq!(c.rx_handled(), c.rx_frames, "every frame accounted for");
+    }
+}
+
+#[test]
+fn ecn_codepoint_reaches_the_handler() {
+    let (mut a, mut b, _clock) = runtimes(64);
+    b.net_mut().bind(8000);
+    let mut cfg = a.net().config().clone();
+    cfg.tx_ecn = 2; // ECT(0)
+    *a.net_mut() = Net::new(cfg);
+    send(&mut a, 7000, SocketAddrV4::new(IP_B, 8000), b"ect").unwrap();
+    settle(&mut a, &mut b);
+    assert_eq!(b.handler().seen.len(), 1);
+    assert_eq!(b.handler().seen[0].ecn, 2);
 }
 
 #[test]
@@ -220,16 +237,24 @@ fn arp_gives_up_on_a_silent_destination() {
 
 #[test]
 fn malformed_frames_are_dropped_and_counted() {
-    let (mut a, mut b, _clock) = runtimes(64);
+    // B runs a runtime; the other end of the pair is driven raw, as a hostile peer.
+    let (mut raw, pb) = pair(64, 512);
+    let clock = ManualClock::new(1);
+    let cfg = RuntimeConfig::new(NetConfig::new(pb.info().mac, IP_B));
+    let mut b = Runtime::new(cfg, pb, Recorder::default(), clock).unwrap();
     b.net_mut().bind(8000);
-    // A good frame from A, captured off the wire, is the template.
-    a.net_mut().add_static_arp(IP_B, b.port().info().mac);
-    send(&mut a, 7000, SocketAddrV4::new(IP_B, 8000), b"payload!").unwrap();
-    a.poll_once();
+    // A good frame, built by a net layer configured as A, is the template.
     let good = {
-        let mut v = a.port().take_sent();
-        assert_eq!(v.len(), 1);
-        v.pop().unwrap()
+        let mut cfg = NetConfig::new(raw.info().mac, IP_A);
+        cfg.static_arp.push((IP_B, b.port().info().mac));
+        let mut net = Net::new(cfg);
+        let mut buf = raw.alloc_tx().unwrap();
+        buf.extend_from_slice(b"payload!").unwrap();
+        net.send_udp(0, 7000, SocketAddrV4::new(IP_B, 8000), buf, &mut || {
+            raw.alloc_tx()
+        })
+        .unwrap();
+        net.tx_queue().pop().unwrap().data().to_vec()
     };
     let refill_ip_csum = |f: &mut Vec<u8>| {
         f[24] = 0;
@@ -243,25 +268,34 @@ fn malformed_frames_are_dropped_and_counted() {
         }
         f[24..26].copy_from_slice(&(!(s as u16)).to_be_bytes());
     };
-    let port = b.port();
-    port.inject(&good[..9]); // truncated Ethernet
+    let mut frames: Vec<Vec<u8>> = Vec::new();
+    frames.push(good[..9].to_vec()); // truncated Ethernet
     let mut f = good.clone();
     f.truncate(40); // truncated IPv4 packet
-    port.inject(&f);
+    frames.push(f);
     let mut f = good.clone();
     f[25] ^= 0xff; // bad IPv4 checksum
-    port.inject(&f);
+    frames.push(f);
     let mut f = good.clone();
     f[12..14].copy_from_slice(&[0x88, 0xcc]); // LLDP ethertype
-    port.inject(&f);
+    frames.push(f);
     let mut f = good.clone();
     f[20] |= 0x20; // more fragments
     refill_ip_csum(&mut f);
-    port.inject(&f);
+    frames.push(f);
     let mut f = good.clone();
     f[49] ^= 1; // payload byte: bad UDP checksum
-    port.inject(&f);
-    port.inject(&good); // and one good frame
+    frames.push(f);
+    frames.push(good.clone()); // and one good frame
+    let mut out: Vec<PktBuf> = frames
+        .iter()
+        .map(|f| {
+            let mut buf = raw.alloc_tx().unwrap();
+            buf.extend_from_slice(f).unwrap();
+            buf
+        })
+        .collect();
+    assert_eq!(raw.tx_burst(&mut out), 7);
     b.poll_once();
     let c = *b.net_counters();
     assert_eq!(c.rx_frames, 7);
@@ -272,6 +306,7 @@ fn malformed_frames_are_dropped_and_counted() {
     assert_eq!(c.ip_fragments, 1);
     assert_eq!(c.udp_bad_checksum, 1);
     assert_eq!(c.rx_drops(), 6);
+    assert_eq!(c.rx_handled(), 1);
     assert_eq!(b.handler().seen.len(), 1);
     assert_eq!(b.handler().seen[0].payload, b"payload!");
     assert_eq!(b.port().pool().stats().in_use, 0, "dropped frames returned");

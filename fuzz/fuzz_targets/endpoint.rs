@@ -1,6 +1,7 @@
-//! A whole endpoint (server role, plus one client connection it opened) fed arbitrary
-//! datagrams, some patched to carry its real connection ids so they reach connection logic,
-//! interleaved with time steps and application sends. No panic; memory stays bounded
+//! A whole endpoint fed arbitrary datagrams: raw bytes, and well-formed packets of every
+//! type with arbitrary field values aimed at a live connection (right ids and address), so
+//! they get past demultiplexing into connection logic (placement, acks, close, reset, nack);
+//! interleaved with time steps, application sends and reads. No panic; memory stays bounded
 //! (connections, reassembly bytes, pool slots).
 #![no_main]
 
@@ -9,6 +10,7 @@ use std::sync::OnceLock;
 
 use bypass::mem::{HugePages, Pool, PoolConfig};
 use bypass::proto::{ConnectionConfig, Endpoint, EndpointConfig, Instant};
+use bypass::wire::transport::{AckRepr, Kind, Repr};
 use libfuzzer_sys::fuzz_target;
 
 const SLOTS: u32 = 512;
@@ -25,40 +27,103 @@ fn pool() -> &'static Pool {
     })
 }
 
+struct Bytes<'a>(&'a [u8]);
+
+impl Bytes<'_> {
+    fn u64(&mut self) -> u64 {
+        let n = self.0.len().min(8);
+        let mut b = [0u8; 8];
+        b[..n].copy_from_slice(&self.0[..n]);
+        self.0 = &self.0[n..];
+        u64::from_le_bytes(b)
+    }
+    /// Small values most of the time, anything sometimes.
+    fn num(&mut self) -> u64 {
+        let v = self.u64();
+        match v & 3 {
+            0 => v,
+            _ => (v >> 2) % 5000,
+        }
+    }
+}
+
 fuzz_target!(|data: &[u8]| {
     let pool = pool();
     let peer = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 2), 7000));
     let cfg = EndpointConfig {
         max_connections: 4,
         rx_budget: 1 << 20,
-        conn: ConnectionConfig { max_rx_buffer: 1 << 19, rx_window: 1 << 16, ..ConnectionConfig::default() },
+        conn: ConnectionConfig {
+            max_rx_buffer: 1 << 19,
+            max_message: 1 << 20,
+            rx_window: 1 << 16,
+            ..ConnectionConfig::default()
+        },
         ..EndpointConfig::default()
     };
     let mut ep = Endpoint::new(cfg, 7);
     let mut now = Instant::from_nanos(1_000_000_000);
     let h = ep.connect(now, peer).unwrap();
     let cid = ep.connection(h).unwrap().local_cid();
+    let scid = 0xabcdu64;
     let mut held = Vec::new();
     let mut rest = data;
     while let Some((&op, tail)) = rest.split_first() {
-        let n = (op as usize >> 2).min(tail.len());
+        let n = (op as usize >> 3).min(tail.len());
         let (chunk, tail) = tail.split_at(n);
         rest = tail;
-        match op & 3 {
-            0 => now += std::time::Duration::from_micros(chunk.first().copied().unwrap_or(1) as u64 * 97),
+        let mut f = Bytes(chunk);
+        match op & 7 {
+            0 => now += std::time::Duration::from_micros(f.u64() % 100_000),
             1 => {
                 if let Some(c) = ep.connection(h) {
-                    let _ = c.send(bytes::Bytes::copy_from_slice(chunk));
+                    let len = (f.u64() % 20_000) as usize;
+                    let _ = c.send(bytes::Bytes::from(vec![op; len]));
                 }
             }
-            _ => {
+            2 => {
+                // Raw bytes.
                 let Ok(mut b) = pool.alloc() else { break };
                 let _ = b.extend_from_slice(chunk);
-                // op & 1: aim it at our connection (dst cid) and the real peer address.
-                if op & 1 == 1 && b.len() >= 12 {
-                    b.data_mut()[4..12].copy_from_slice(&cid.to_le_bytes());
-                }
                 ep.handle(now, peer, op & 0x80 != 0, b);
+            }
+            _ => {
+                let kind = match f.u64() % 8 {
+                    0 => Kind::Data {
+                        msg_id: f.num(),
+                        msg_len: f.num(),
+                        offset: f.num(),
+                    },
+                    1 => Kind::Ack(AckRepr {
+                        cumulative: f.num(),
+                        sack_base: 0,
+                        sack_bits: f.u64(),
+                        echo_timestamp: f.u64(),
+                        hold_ns: f.u64() as u32,
+                        ecn_ce: f.u64() as u32,
+                        credit: f.u64(),
+                    }),
+                    2 => Kind::Nack { first: f.num(), count: f.u64() as u32 },
+                    3 => Kind::Connect { credit: f.u64(), max_datagram: f.u64() as u32 },
+                    4 => Kind::Accept { credit: f.u64(), max_datagram: f.u64() as u32 },
+                    5 => Kind::Close { code: f.u64() as u32 },
+                    6 => Kind::Reset { code: f.u64() as u32 },
+                    _ => Kind::Probe,
+                };
+                let kind = match kind {
+                    Kind::Ack(a) => Kind::Ack(AckRepr { sack_base: a.cumulative + (f.u64() % 100), ..a }),
+                    k => k,
+                };
+                let r = Repr { flags: f.u64() as u16, dst_cid: cid, src_cid: scid, pn: f.num(), tx_timestamp: f.u64(), kind };
+                let Ok(mut b) = pool.alloc() else { break };
+                // DATA: payload bytes so that offset + len <= msg_len (else it is malformed).
+                if let Kind::Data { msg_len, offset, .. } = kind {
+                    let room = msg_len.saturating_sub(offset).min(1400) as usize;
+                    let _ = b.extend_from_slice(&f.0[..f.0.len().min(room)]);
+                }
+                if r.prepend_to(&mut b).is_ok() {
+                    ep.handle(now, peer, op & 0x80 != 0, b);
+                }
             }
         }
         ep.handle_timeout(now);

@@ -27,77 +27,11 @@
 //!   never earlier than the previous frame's); reordering is its own fault.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::Instant;
 
 use super::{Link, Port, PortInfo, PortStats, MAX_BURST};
 use crate::mem::{PktBuf, PoolExhausted};
 
-/// A source of monotonic time in nanoseconds.
-pub trait Clock: Send {
-    /// Nanoseconds since an arbitrary, fixed origin; never decreases.
-    fn now_ns(&self) -> u64;
-}
-
-/// The real monotonic clock (`std::time::Instant`), counted from its construction.
-#[derive(Debug, Clone, Copy)]
-pub struct MonotonicClock {
-    origin: Instant,
-}
-
-impl MonotonicClock {
-    /// A clock reading 0 now.
-    pub fn new() -> MonotonicClock {
-        MonotonicClock {
-            origin: Instant::now(),
-        }
-    }
-}
-
-impl Default for MonotonicClock {
-    fn default() -> MonotonicClock {
-        MonotonicClock::new()
-    }
-}
-
-impl Clock for MonotonicClock {
-    fn now_ns(&self) -> u64 {
-        self.origin.elapsed().as_nanos() as u64
-    }
-}
-
-/// A clock that moves only when told to; clones share the same time. For tests in virtual
-/// time.
-#[derive(Debug, Clone, Default)]
-pub struct ManualClock {
-    now: Arc<AtomicU64>,
-}
-
-impl ManualClock {
-    /// A clock reading `start_ns`.
-    pub fn new(start_ns: u64) -> ManualClock {
-        ManualClock {
-            now: Arc::new(AtomicU64::new(start_ns)),
-        }
-    }
-
-    /// Move the clock forward by `ns`.
-    pub fn advance(&self, ns: u64) {
-        self.now.fetch_add(ns, Ordering::Relaxed);
-    }
-
-    /// Set the clock to `ns` (ignored if that would move it backwards).
-    pub fn set(&self, ns: u64) {
-        self.now.fetch_max(ns, Ordering::Relaxed);
-    }
-}
-
-impl Clock for ManualClock {
-    fn now_ns(&self) -> u64 {
-        self.now.load(Ordering::Relaxed)
-    }
-}
+pub use crate::time::{Clock, ManualClock, MonotonicClock};
 
 /// SplitMix64 step: used to expand a 64-bit seed into xoshiro's state.
 fn splitmix64(state: &mut u64) -> u64 {
@@ -803,7 +737,7 @@ impl<P: Port, C: Clock> Faults<P, C> {
     }
 }
 
-impl<P: Port, C: Clock> Port for Faults<P, C> {
+impl<P: Port, C: Clock + Send> Port for Faults<P, C> {
     fn info(&self) -> PortInfo {
         self.inner.info()
     }

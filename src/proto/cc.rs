@@ -19,6 +19,13 @@ use std::time::Duration;
 
 use super::Instant;
 
+pub mod credit;
+pub mod cubic;
+pub mod dctcp;
+pub mod pacing;
+pub mod swift;
+pub mod timely;
+
 /// A packet was sent.
 #[derive(Debug, Clone, Copy)]
 pub struct SendEvent {

@@ -298,6 +298,11 @@ impl std::fmt::Debug for Connection {
 }
 
 const EVENT_CAP: usize = 2 * MSG_WINDOW as usize;
+/// Initial capacity of a connection's queues. Each grows (doubling) up to the bound its
+/// window sets (`PN_WINDOW`, `MSG_WINDOW`, `max_send_msgs`, `EVENT_CAP`) while a connection
+/// warms up, then stays: no allocation in steady state, and an idle connection costs a few
+/// KiB instead of its worst case (~0.5 MiB).
+const INITIAL_QUEUE: usize = 64;
 
 impl Connection {
     #[allow(clippy::too_many_arguments)]
@@ -329,13 +334,13 @@ impl Connection {
             confirm_pending: false,
             next_pn: 0,
             sent_base: 0,
-            sent: VecDeque::with_capacity(PN_WINDOW as usize),
-            retx: VecDeque::with_capacity(PN_WINDOW as usize),
+            sent: VecDeque::with_capacity(INITIAL_QUEUE),
+            retx: VecDeque::with_capacity(INITIAL_QUEUE),
             retx_in_flight: 0,
             in_flight: 0,
             in_flight_pkts: 0,
             send_base: 0,
-            send_msgs: VecDeque::with_capacity(max_send),
+            send_msgs: VecDeque::with_capacity(max_send.min(INITIAL_QUEUE)),
             tx_cursor: 0,
             peer_credit: 0,
             tx_new_bytes: 0,
@@ -369,16 +374,16 @@ impl Connection {
             ecn_ce: 0,
             rx_base: 0,
             next_deliver: 0,
-            rx_msgs: VecDeque::with_capacity(MSG_WINDOW as usize),
-            ready: VecDeque::with_capacity(MSG_WINDOW as usize),
-            targets: VecDeque::with_capacity(cfg.max_targets),
+            rx_msgs: VecDeque::with_capacity(INITIAL_QUEUE),
+            ready: VecDeque::with_capacity(INITIAL_QUEUE),
+            targets: VecDeque::with_capacity(cfg.max_targets.min(8)),
             rx_distinct: 0,
             rx_released: 0,
             rx_advertised: cfg.rx_window,
             rx_reasm: 0,
             last_rx: now,
             drain_until: None,
-            events: VecDeque::with_capacity(EVENT_CAP),
+            events: VecDeque::with_capacity(INITIAL_QUEUE),
             closed_reported: false,
             stats: ConnectionStats::default(),
             cfg,
@@ -792,16 +797,27 @@ impl Connection {
     }
 
     fn credit_allows(&self) -> bool {
-        let Some(m) = self
+        self.credit_segment().is_some()
+    }
+
+    /// Length of the next new-data segment the peer's credit allows now: a full segment, or
+    /// (only with nothing in flight, so no credit update is on its way) whatever credit is
+    /// left. `None`: blocked.
+    fn credit_segment(&self) -> Option<u64> {
+        let m = self
             .tx_cursor
             .checked_sub(self.send_base)
-            .and_then(|i| self.send_msgs.get(i as usize))
-        else {
-            return false;
-        };
+            .and_then(|i| self.send_msgs.get(i as usize))?;
         let rem = m.data.len() as u64 - m.sent_off;
         let seg = rem.min(self.max_payload() as u64);
-        self.tx_new_bytes + seg <= self.peer_credit
+        let avail = self.peer_credit.saturating_sub(self.tx_new_bytes);
+        if seg <= avail {
+            Some(seg)
+        } else if avail > 0 && self.in_flight_pkts == 0 {
+            Some(avail)
+        } else {
+            None
+        }
     }
 
     fn has_sendable_data(&self) -> bool {
@@ -867,8 +883,12 @@ impl Connection {
         }
         // Retransmissions (same packet number), within the window.
         while let Some(&pn) = self.retx.front() {
-            let i = pn.wrapping_sub(self.sent_base) as usize;
-            if pn < self.sent_base || self.sent.get(i).is_none_or(|s| s.state != PktState::Lost) {
+            // Acked after it was declared lost (possibly popped off the ring): skip it.
+            let Some(i) = pn.checked_sub(self.sent_base).map(|i| i as usize) else {
+                self.retx.pop_front();
+                continue;
+            };
+            if self.sent.get(i).is_none_or(|s| s.state != PktState::Lost) {
                 self.retx.pop_front();
                 continue;
             }
@@ -900,16 +920,19 @@ impl Connection {
             return self.emit_tracked(now, buf, pn, What::Close, false);
         }
         // New data.
-        if !self.has_new_data() || !self.credit_allows() {
+        if !self.has_new_data() {
             return false;
         }
+        let Some(seg) = self.credit_segment() else {
+            return false;
+        };
         let mp = self.max_payload().min(buf.tailroom()) as u64;
         if mp == 0 {
             return false;
         }
         let i = (self.tx_cursor - self.send_base) as usize;
         let m = &self.send_msgs[i];
-        let len = (m.data.len() as u64 - m.sent_off).min(mp);
+        let len = seg.min(mp);
         let size = DATA_HEADER_LEN as u64 + len;
         if !self.window_allows(size)
             || self.cc.earliest_departure(now, self.last_departure, size) > now
@@ -989,7 +1012,12 @@ impl Connection {
                 offset,
                 len,
             } => {
-                let m = &self.send_msgs[(msg_id - self.send_base) as usize];
+                let Some(m) = msg_id
+                    .checked_sub(self.send_base)
+                    .and_then(|i| self.send_msgs.get(i as usize))
+                else {
+                    return false; // the message completed; nothing left to send
+                };
                 let o = offset as usize;
                 if buf.extend_from_slice(&m.data[o..o + len as usize]).is_err() {
                     return false;
@@ -1217,7 +1245,17 @@ impl Connection {
                         None => return false,
                     },
                     _ => {
-                        if self.rx_reasm + msg_len > self.cfg.max_rx_buffer {
+                        // In ordered mode the message at the head of the line may exceed the
+                        // per-connection budget (by at most one message): the completed
+                        // messages behind it hold the budget until it is delivered, so
+                        // refusing it would deadlock.
+                        let hol = self.cfg.ordered && msg_id == self.next_deliver;
+                        let limit = if hol {
+                            self.cfg.max_rx_buffer.saturating_add(self.cfg.max_message)
+                        } else {
+                            self.cfg.max_rx_buffer
+                        };
+                        if self.rx_reasm + msg_len > limit {
                             return false;
                         }
                         let used = self.budget.used.fetch_add(msg_len, Ordering::Relaxed);
@@ -1328,10 +1366,12 @@ impl Connection {
             self.sent.pop_front();
             self.sent_base += 1;
         }
-        let ce_delta = a.ecn_ce.wrapping_sub(self.peer_ecn_ce) as u64;
+        let mut ce_delta = a.ecn_ce.wrapping_sub(self.peer_ecn_ce) as u64;
         if ce_delta > 0 && ce_delta < (1 << 31) {
             self.peer_ecn_ce = a.ecn_ce;
             self.cc.on_ecn(now, ce_delta, self.in_flight);
+        } else {
+            ce_delta = 0; // unchanged, or an old (reordered) count
         }
         if pkts == 0 {
             return;
@@ -1370,7 +1410,7 @@ impl Connection {
                 srtt: self.srtt,
                 min_rtt: self.min_rtt,
                 in_flight: self.in_flight,
-                ecn_ce_delta: 0,
+                ecn_ce_delta: ce_delta,
                 newest_sent: newest.map_or(now, |n| n.0),
             },
         );

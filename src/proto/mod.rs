@@ -28,8 +28,9 @@
 //!   peer (it retransmits), never growth.
 //! - Nothing a peer sends makes this code panic.
 //!
-//! Allocation: none per packet. Per connection: its queues (allocated once, at creation) and
-//! the controller box. Per multi-packet message received: the reassembly buffer (unless a
+//! Allocation: none per packet in steady state. Per connection: its queues (small at
+//! creation, grown to the bounds their windows set while the connection warms up, then kept)
+//! and the controller box. Per multi-packet message received: the reassembly buffer (unless a
 //! [`RecvTarget`] was posted). `PktBytes -> bytes::Bytes` costs one small allocation in
 //! `bytes` if the application converts.
 

@@ -47,6 +47,9 @@ pub struct Pair {
     pub bad_frames: u64,
     /// Transmits skipped because a pool was empty.
     pub pool_empty: u64,
+    /// Mark every n-th delivered datagram ECN-CE, as a congested switch would (0: never).
+    pub ce_every: u64,
+    delivered: u64,
     caddr: FrameAddrs,
     saddr: FrameAddrs,
 }
@@ -100,6 +103,8 @@ impl Pair {
             server_pool,
             bad_frames: 0,
             pool_empty: 0,
+            ce_every: 0,
+            delivered: 0,
             caddr: FrameAddrs {
                 src_mac: cmac,
                 dst_mac: smac,
@@ -198,8 +203,10 @@ impl Pair {
         let mut n = 0;
         while let Some(mut f) = link.recv(self.now.as_nanos()) {
             n += 1;
+            self.delivered += 1;
+            let ce = self.ce_every > 0 && self.delivered.is_multiple_of(self.ce_every);
             match decap(&mut f) {
-                Ok(d) => ep.handle(self.now, SocketAddr::V4(d.src), d.ecn_ce, f),
+                Ok(d) => ep.handle(self.now, SocketAddr::V4(d.src), d.ecn_ce || ce, f),
                 Err(_) => self.bad_frames += 1,
             }
         }

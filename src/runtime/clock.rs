@@ -19,21 +19,7 @@
 //! `clock_gettime` call, each fenced by a `// SAFETY:` comment.
 #![allow(unsafe_code)]
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-
-/// A source of monotonic nanoseconds.
-pub trait Clock {
-    /// Nanoseconds since the clock's (arbitrary, fixed) origin.
-    fn now_ns(&self) -> u64;
-}
-
-impl<C: Clock + ?Sized> Clock for &C {
-    #[inline]
-    fn now_ns(&self) -> u64 {
-        (**self).now_ns()
-    }
-}
+pub use crate::time::{Clock, ManualClock};
 
 /// Reads `CLOCK_MONOTONIC_RAW` in nanoseconds (the reference clock; a vDSO call).
 #[inline]
@@ -226,38 +212,6 @@ impl Clock for SystemClock {
             }
             _ => monotonic_raw_ns(),
         }
-    }
-}
-
-/// A clock advanced by hand, for deterministic tests. Clones share the same time.
-#[derive(Debug, Clone, Default)]
-pub struct ManualClock {
-    now: Arc<AtomicU64>,
-}
-
-impl ManualClock {
-    /// A clock at `start_ns`.
-    pub fn new(start_ns: u64) -> ManualClock {
-        ManualClock {
-            now: Arc::new(AtomicU64::new(start_ns)),
-        }
-    }
-
-    /// Move the clock forward by `d_ns`.
-    pub fn advance(&self, d_ns: u64) {
-        self.now.fetch_add(d_ns, Ordering::Relaxed);
-    }
-
-    /// Set the time; it may not go backwards (a smaller value is ignored).
-    pub fn set(&self, now_ns: u64) {
-        self.now.fetch_max(now_ns, Ordering::Relaxed);
-    }
-}
-
-impl Clock for ManualClock {
-    #[inline]
-    fn now_ns(&self) -> u64 {
-        self.now.load(Ordering::Relaxed)
     }
 }
 

@@ -19,6 +19,8 @@
 //!   7. flush the transmit queue with `tx_burst`; frames the port did not take stay queued,
 //!      in order, for the next iteration (never dropped silently; the queue is bounded and
 //!      a full queue is backpressure to senders).
+//! - The handler sees the received datagram's IPv4 ECN field ([`Io::rx_ecn`]);
+//!   [`net::NetConfig::tx_ecn`] marks what it sends.
 //! - Nothing in an iteration allocates on the heap, makes a system call (the TSC clock is
 //!   read in user space; see [`clock`]) or takes a lock, given a port that doesn't.
 //! - Threading: construct the runtime on the thread that will run it. With
@@ -44,7 +46,8 @@ use self::timer::{Expired, StaleHandle, TimerHandle, TimerWheel, WheelFull};
 /// The transport side of a runtime: what it does with datagrams, timers and spare cycles.
 pub trait UdpHandler {
     /// A UDP datagram arrived for `dst_port` (bound with [`Net::bind`]). `payload` is the
-    /// received buffer, advanced past the headers (zero copy).
+    /// received buffer, advanced past the headers (zero copy); its IPv4 ECN field is
+    /// [`Io::rx_ecn`].
     fn on_datagram(&mut self, io: &mut Io<'_>, src: SocketAddrV4, dst_port: u16, payload: PktBuf);
 
     /// A timer set with [`Io::set_timer`] expired.
@@ -61,6 +64,7 @@ pub trait UdpHandler {
 /// What a handler can do during a callback: read `now`, get buffers, send, set timers.
 pub struct Io<'a> {
     now: u64,
+    ecn: u8,
     net: &'a mut Net,
     timers: &'a mut TimerWheel<u64>,
     port: &'a mut dyn Port,
@@ -77,6 +81,20 @@ impl Io<'_> {
     #[inline]
     pub fn now(&self) -> u64 {
         self.now
+    }
+
+    /// In [`UdpHandler::on_datagram`]: the ECN field of the datagram's IPv4 header (0
+    /// elsewhere).
+    #[inline]
+    pub fn rx_ecn(&self) -> u8 {
+        self.ecn
+    }
+
+    /// In [`UdpHandler::on_datagram`]: whether the datagram carried ECN Congestion
+    /// Experienced.
+    #[inline]
+    pub fn rx_ecn_ce(&self) -> bool {
+        self.ecn == 3
     }
 
     /// A transmit buffer from the port's pool (with the pool's headroom for headers).
@@ -111,6 +129,12 @@ impl Io<'_> {
             .send_ping(self.now, dst, ident, seq, payload_len, &mut || {
                 port.alloc_tx()
             })
+    }
+
+    /// Send a gratuitous ARP (see [`Net::announce`]).
+    pub fn announce(&mut self) {
+        let port = &mut *self.port;
+        self.net.announce(&mut || port.alloc_tx());
     }
 
     /// Call [`UdpHandler::on_timer`] with `token` at `deadline` ns.
@@ -173,7 +197,8 @@ impl RuntimeConfig {
 /// Errors creating a [`Runtime`].
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
-    /// The thread could not be pinned to the CPU (no such CPU, or not allowed).
+    /// The thread could not be pinned to the CPU (no such CPU, or not in this process's
+    /// allowed set).
     #[error("cannot pin the thread to CPU {0}")]
     Pin(usize),
     /// The core slot could not be claimed.
@@ -252,7 +277,12 @@ impl<P: Port, H: UdpHandler, C: Clock> Runtime<P, H, C> {
     /// configured).
     pub fn new(cfg: RuntimeConfig, port: P, handler: H, clock: C) -> Result<Self, RuntimeError> {
         if let Some(cpu) = cfg.pin_core {
-            if !core_affinity::set_for_current(core_affinity::CoreId { id: cpu }) {
+            // core_affinity panics (inside libc's CPU_SET) on an index past the CPU set, so
+            // only pass it CPUs this process may run on.
+            let allowed = core_affinity::get_core_ids().unwrap_or_default();
+            if !allowed.iter().any(|c| c.id == cpu)
+                || !core_affinity::set_for_current(core_affinity::CoreId { id: cpu })
+            {
                 return Err(RuntimeError::Pin(cpu));
             }
         }
@@ -274,6 +304,26 @@ impl<P: Port, H: UdpHandler, C: Clock> Runtime<P, H, C> {
         })
     }
 
+    /// Hand every received frame to the net layer and the handler.
+    fn dispatch(&mut self, now: u64) {
+        for mut buf in self.rx.drain(..) {
+            if buf.meta.rx_timestamp == 0 {
+                buf.meta.rx_timestamp = now;
+            }
+            if let Some(d) = self.net.handle_frame(now, buf) {
+                let mut io = Io {
+                    now,
+                    ecn: d.ecn,
+                    net: &mut self.net,
+                    timers: &mut self.timers,
+                    port: &mut self.port,
+                };
+                self.handler
+                    .on_datagram(&mut io, d.src, d.dst_port, d.payload);
+            }
+        }
+    }
+
     /// One iteration of the loop (see the module contract).
     pub fn poll_once(&mut self) -> PollResult {
         let t = self.clock.now_ns();
@@ -291,20 +341,8 @@ impl<P: Port, H: UdpHandler, C: Clock> Runtime<P, H, C> {
         // Receive and dispatch.
         let n = self.port.rx_burst(&mut self.rx, self.rx_burst);
         res.rx = n;
-        for mut buf in self.rx.drain(..) {
-            if buf.meta.rx_timestamp == 0 {
-                buf.meta.rx_timestamp = now;
-            }
-            if let Some(d) = self.net.handle_frame(now, buf) {
-                let mut io = Io {
-                    now,
-                    net: &mut self.net,
-                    timers: &mut self.timers,
-                    port: &mut self.port,
-                };
-                self.handler
-                    .on_datagram(&mut io, d.src, d.dst_port, d.payload);
-            }
+        if !self.rx.is_empty() {
+            self.dispatch(now);
         }
 
         // Timers. A handler may set timers due now from on_timer; those run next iteration.
@@ -312,6 +350,7 @@ impl<P: Port, H: UdpHandler, C: Clock> Runtime<P, H, C> {
         for e in self.expired.drain(..) {
             let mut io = Io {
                 now,
+                ecn: 0,
                 net: &mut self.net,
                 timers: &mut self.timers,
                 port: &mut self.port,
@@ -326,6 +365,7 @@ impl<P: Port, H: UdpHandler, C: Clock> Runtime<P, H, C> {
         }
         let mut io = Io {
             now,
+            ecn: 0,
             net: &mut self.net,
             timers: &mut self.timers,
             port: &mut self.port,
@@ -353,11 +393,24 @@ impl<P: Port, H: UdpHandler, C: Clock> Runtime<P, H, C> {
         res
     }
 
+    /// Run iterations until `stop` is set (checked every 64 iterations, a relaxed load).
+    pub fn run(&mut self, stop: &std::sync::atomic::AtomicBool) {
+        loop {
+            for _ in 0..64 {
+                self.poll_once();
+            }
+            if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                return;
+            }
+        }
+    }
+
     /// Run `f` with an [`Io`] at the last iteration's `now` (to send or set timers from
     /// outside a callback, e.g. an application on the loop thread).
     pub fn with_io<R>(&mut self, f: impl FnOnce(&mut H, &mut Io<'_>) -> R) -> R {
         let mut io = Io {
             now: self.now,
+            ecn: 0,
             net: &mut self.net,
             timers: &mut self.timers,
             port: &mut self.port,

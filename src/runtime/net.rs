@@ -65,6 +65,9 @@ pub struct NetConfig {
     pub offloads: Offloads,
     /// Fill the UDP checksum on transmit (IPv4 allows 0 = none). On by default.
     pub udp_tx_checksum: bool,
+    /// ECN codepoint set on every UDP datagram sent: 0 Not-ECT (the default), 2 ECT(0) for a
+    /// transport that reacts to congestion marks (read them with [`Datagram::ecn`]).
+    pub tx_ecn: u8,
     /// Most frames queued for the port.
     pub tx_queue_limit: usize,
     /// ARP settings.
@@ -84,6 +87,7 @@ impl NetConfig {
             mtu: 1500,
             offloads: Offloads::default(),
             udp_tx_checksum: true,
+            tx_ecn: 0,
             tx_queue_limit: 1024,
             arp: ArpConfig::default(),
             static_arp: Vec::new(),
@@ -110,6 +114,8 @@ pub struct NetCounters {
     pub arp_replies_in: u64,
     /// ARP packets not about us (ignored after learning what they tell).
     pub arp_ignored: u64,
+    /// ARP packets whose sender claimed our own address (ignored).
+    pub arp_conflicts: u64,
     /// ARP replies sent.
     pub arp_replies_out: u64,
     /// ARP requests sent.
@@ -168,6 +174,20 @@ pub struct NetCounters {
 }
 
 impl NetCounters {
+    /// Received frames that were consumed without a drop: delivered datagrams, ARP and ICMP
+    /// messages handled or ignored. Every frame handed to [`Net::handle_frame`] lands in
+    /// exactly one counter of this sum or of [`NetCounters::rx_drops`].
+    pub fn rx_handled(&self) -> u64 {
+        self.udp_delivered
+            + self.arp_requests_in
+            + self.arp_replies_in
+            + self.arp_ignored
+            + self.arp_conflicts
+            + self.icmp_echo_requests_in
+            + self.icmp_echo_replies_in
+            + self.icmp_other
+    }
+
     /// Sum of all receive-side drop counters.
     pub fn rx_drops(&self) -> u64 {
         self.rx_truncated
@@ -197,6 +217,8 @@ pub struct Datagram {
     pub dst_port: u16,
     /// The payload: the received buffer advanced past the headers (zero copy).
     pub payload: PktBuf,
+    /// The ECN field of its IPv4 header (3 = Congestion Experienced).
+    pub ecn: u8,
 }
 
 /// Why a send failed. Only [`SendError::TxFull`] gives the buffer back (retry later); the
@@ -390,6 +412,7 @@ impl Net {
                 }
                 let mut buf = self.handle_ipv4(now, buf)?;
                 let (src, dst_port, len) = self.check_udp(&buf)?;
+                let ecn = buf.data()[ETH_LEN + 1] & 3;
                 buf.advance(UDP_HEADERS_LEN);
                 buf.truncate(len);
                 self.counters.udp_delivered += 1;
@@ -397,6 +420,7 @@ impl Net {
                     src,
                     dst_port,
                     payload: buf,
+                    ecn,
                 })
             }
             _ => {
@@ -431,6 +455,12 @@ impl Net {
         };
         if !sha.is_unicast() || spa.is_unspecified() || spa.is_broadcast() {
             self.counters.arp_malformed += 1;
+            return;
+        }
+        if spa == self.cfg.ip {
+            // Someone else claims our address (or our own announcement came back): never
+            // learn or answer it.
+            self.counters.arp_conflicts += 1;
             return;
         }
         let for_us = tpa == self.cfg.ip;
@@ -544,7 +574,6 @@ impl Net {
         };
         match (icmp.msg_type(), icmp.msg_code()) {
             (Icmpv4Message::EchoRequest, 0) => {
-                self.counters.icmp_echo_requests_in += 1;
                 // Answer in place.
                 let f = buf.data_mut();
                 let (eth, rest) = f.split_at_mut(ETH_LEN);
@@ -554,6 +583,7 @@ impl Net {
                     self.counters.icmp_malformed += 1;
                     return;
                 }
+                self.counters.icmp_echo_requests_in += 1;
                 e.set_dst_addr(src_mac);
                 e.set_src_addr(EthernetAddress(self.cfg.mac));
                 let (iph, icmp) = rest.split_at_mut(IPV4_LEN);
@@ -639,7 +669,8 @@ impl Net {
         let (src_ip, dst_ip) = (self.cfg.ip, *dst.ip());
         {
             let Ok(h) = buf.prepend(UDP_LEN) else {
-                unreachable!("headroom checked above")
+                self.counters.tx_no_room += 1;
+                return Err(SendError::NoRoom);
             };
             h[0..2].copy_from_slice(&src_port.to_be_bytes());
             h[2..4].copy_from_slice(&dst.port().to_be_bytes());
@@ -693,7 +724,8 @@ impl Net {
             return Err(SendError::NoRoom);
         }
         let Ok(m) = buf.append(8 + payload_len) else {
-            unreachable!("tailroom checked above")
+            self.counters.tx_no_room += 1;
+            return Err(SendError::NoRoom);
         };
         for (i, b) in m[8..].iter_mut().enumerate() {
             *b = i as u8;
@@ -735,7 +767,11 @@ impl Net {
         ip.set_version(4);
         ip.set_header_len(IPV4_LEN as u8);
         ip.set_dscp(0);
-        ip.set_ecn(0);
+        ip.set_ecn(if proto == IpProtocol::Udp {
+            self.cfg.tx_ecn & 3
+        } else {
+            0
+        });
         ip.set_total_len((IPV4_LEN + payload_len) as u16);
         // DF is set, so the identification only has to be unique for atomic datagrams
         // (RFC 6864); a counter costs nothing.
@@ -802,6 +838,12 @@ impl Net {
         Ok(())
     }
 
+    /// Send a gratuitous ARP request (sender and target our address) so that peers which
+    /// already know our address refresh their entry (after a restart, a MAC change).
+    pub fn announce(&mut self, alloc: &mut dyn FnMut() -> Result<PktBuf, PoolExhausted>) {
+        self.send_arp_request(self.cfg.ip, alloc);
+    }
+
     fn send_arp_request(
         &mut self,
         target: Ipv4Addr,
@@ -835,10 +877,14 @@ impl Net {
 
     /// Housekeeping, once per loop iteration: retry ARP requests, give up on destinations
     /// that stay unresolved (their frames are dropped and counted). Cheap when nothing waits.
+    #[inline]
     pub fn poll(&mut self, now: u64, alloc: &mut dyn FnMut() -> Result<PktBuf, PoolExhausted>) {
-        if self.arp.pending_count == 0 {
-            return;
+        if self.arp.pending_count != 0 {
+            self.retry_arp(now, alloc);
         }
+    }
+
+    fn retry_arp(&mut self, now: u64, alloc: &mut dyn FnMut() -> Result<PktBuf, PoolExhausted>) {
         for i in 0..self.arp.pending.len() {
             let Some(ip) = self.arp.pending[i].ip else {
                 continue;
@@ -955,6 +1001,34 @@ mod tests {
     }
 
     #[test]
+    fn ecn_is_delivered_and_set_on_transmit() {
+        let p = pool();
+        let mut n = net();
+        let mut f = UDP_FRAME.to_vec();
+        f[15] = 0x03; // ECN CE
+        f[24] = 0;
+        f[25] = 0;
+        let c = !checksum::data(&f[14..34]);
+        f[24..26].copy_from_slice(&c.to_be_bytes());
+        assert_eq!(feed(&mut n, &p, &f).unwrap().ecn, 3);
+        assert_eq!(feed(&mut n, &p, &UDP_FRAME).unwrap().ecn, 0);
+
+        let mut cfg = NetConfig::new(US, IP_US);
+        cfg.tx_ecn = 2;
+        cfg.static_arp.push((IP_PEER, PEER));
+        let mut n = Net::new(cfg);
+        let b = p.alloc().unwrap();
+        n.send_udp(0, 1, SocketAddrV4::new(IP_PEER, 2), b, &mut || p.alloc())
+            .unwrap();
+        let f = sent(&mut n).pop().unwrap();
+        assert_eq!(f[15] & 3, 2, "ECT(0)");
+        assert!(Ipv4Packet::new_checked(&f[14..]).unwrap().verify_checksum());
+        n.send_ping(0, IP_PEER, 1, 1, 0, &mut || p.alloc()).unwrap();
+        let f = sent(&mut n).pop().unwrap();
+        assert_eq!(f[15] & 3, 0, "ICMP is not ECN-capable");
+    }
+
+    #[test]
     fn ethernet_padding_is_stripped() {
         let p = pool();
         let mut n = net();
@@ -973,6 +1047,34 @@ mod tests {
         assert_eq!(n.counters().arp_requests_in, 1);
         assert_eq!(n.counters().arp_replies_out, 1);
         assert_eq!(n.arp_lookup(2, IP_PEER), Some(PEER));
+    }
+
+    #[test]
+    fn gratuitous_arp_refreshes_known_entries_only() {
+        let p = pool();
+        // The peer announces itself.
+        let mut peer = Net::new(NetConfig::new(PEER, IP_PEER));
+        peer.announce(&mut || p.alloc());
+        let ann = sent(&mut peer).pop().unwrap();
+        assert_eq!(&ann[0..6], &[0xff; 6]);
+        assert_eq!(&ann[28..32], &IP_PEER.octets(), "sender address");
+        assert_eq!(&ann[38..42], &IP_PEER.octets(), "target address = sender");
+        // A node that doesn't know the peer doesn't add it.
+        let mut n = net();
+        assert!(feed(&mut n, &p, &ann).is_none());
+        assert_eq!(n.arp_lookup(2, IP_PEER), None);
+        assert_eq!(n.counters().arp_ignored, 1);
+        assert!(sent(&mut n).is_empty(), "no reply to a gratuitous request");
+        // One that knows it under an old MAC updates.
+        let mut n = net();
+        n.arp.learn(0, IP_PEER, [2, 0, 0, 0, 0, 0x99]);
+        assert!(feed(&mut n, &p, &ann).is_none());
+        assert_eq!(n.arp_lookup(2, IP_PEER), Some(PEER));
+        // Our own address claimed by someone else: ignored, counted.
+        let mut me = Net::new(NetConfig::new(US, IP_PEER));
+        assert!(feed(&mut me, &p, &ann).is_none());
+        assert_eq!(me.counters().arp_conflicts, 1);
+        assert_eq!(me.arp_entries(), 0);
     }
 
     #[test]
@@ -1189,7 +1291,8 @@ mod tests {
             f[24..26].copy_from_slice(&c.to_be_bytes());
         };
         type Mutate = Box<dyn Fn(&mut Vec<u8>)>;
-        let cases: Vec<(&str, Mutate, fn(&NetCounters) -> u64)> = vec![
+        type Counter = fn(&NetCounters) -> u64;
+        let cases: Vec<(&str, Mutate, Counter)> = vec![
             ("truncated", Box::new(|f| f.truncate(10)), |c| {
                 c.rx_truncated
             }),
@@ -1328,5 +1431,52 @@ mod tests {
             n.tx_queue().clear();
         }
         assert_eq!(n.counters().rx_frames, 600);
+    }
+
+    /// Mutations of valid frames (bit flips, byte sets, truncation, extension): never a
+    /// panic, and every frame is accounted for exactly once, handled or dropped by cause.
+    #[derive(Debug, Clone)]
+    enum Mutation {
+        Flip(usize, u8),
+        Set(usize, u8),
+        Truncate(usize),
+        Extend(Vec<u8>),
+    }
+
+    fn mutation() -> impl proptest::strategy::Strategy<Value = Mutation> {
+        use proptest::prelude::*;
+        prop_oneof![
+            4 => (0usize..64, 0u8..8).prop_map(|(i, b)| Mutation::Flip(i, b)),
+            2 => (0usize..64, any::<u8>()).prop_map(|(i, v)| Mutation::Set(i, v)),
+            1 => (0usize..64).prop_map(Mutation::Truncate),
+            1 => proptest::collection::vec(any::<u8>(), 0..32).prop_map(Mutation::Extend),
+        ]
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn mutated_frames_are_accounted_exactly_once(
+            base in 0usize..4,
+            muts in proptest::collection::vec(mutation(), 0..6),
+        ) {
+            let p = pool();
+            let mut n = net();
+            let mut f = [&UDP_FRAME[..], &PING_FRAME[..], &ARP_REQUEST[..], &PONG_FRAME[..]][base].to_vec();
+            for m in muts {
+                match m {
+                    Mutation::Flip(i, b) if !f.is_empty() => { let l = f.len(); f[i % l] ^= 1 << b }
+                    Mutation::Set(i, v) if !f.is_empty() => { let l = f.len(); f[i % l] = v }
+                    Mutation::Truncate(l) => f.truncate(l),
+                    Mutation::Extend(x) => f.extend_from_slice(&x),
+                    _ => {}
+                }
+            }
+            let _ = feed(&mut n, &p, &f);
+            let c = *n.counters();
+            proptest::prop_assert_eq!(c.rx_frames, 1);
+            proptest::prop_assert_eq!(c.rx_handled() + c.rx_drops(), 1, "{:?}", c);
+            drop(n);
+            proptest::prop_assert_eq!(p.stats().in_use, 0);
+        }
     }
 }

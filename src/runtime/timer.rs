@@ -36,7 +36,8 @@ const DUE: u16 = (LEVELS * SLOTS) as u16;
 const FREE: u16 = u16::MAX;
 
 /// A handle to a scheduled timer. Stale handles (the timer fired or was cancelled) are
-/// detected by generation and ignored.
+/// detected by generation and ignored. (The generation is 32 bits: a handle kept across 2^32
+/// reuses of the same slab entry could alias; nothing in the stack keeps handles that long.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct TimerHandle {
     index: u32,
@@ -245,9 +246,15 @@ impl<T> TimerWheel<T> {
     pub fn advance(&mut self, now: u64, out: &mut Vec<Expired<T>>) -> usize {
         let before = out.len();
         let now_tick = now >> self.tick_shift;
+        if self.len == 0 {
+            self.elapsed = self.elapsed.max(now_tick);
+            return 0;
+        }
         // Timers filed at or before the current tick.
         self.drain_list(DUE, out);
-        if now_tick < self.elapsed {
+        // At rest every occupied slot starts after `elapsed` (see `next_slot`), so within the
+        // current tick there is nothing more to do: the common case for a poll loop.
+        if now_tick <= self.elapsed {
             return out.len() - before;
         }
         while let Some((level, slot, start)) = self.next_slot() {

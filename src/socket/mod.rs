@@ -807,10 +807,16 @@ impl Socket {
         }
     }
 
-    /// The next whole message, if one is ready (polls once first). No copy for a
-    /// single-packet message.
+    /// The next whole message, if one is ready (polls once when none is waiting). No copy
+    /// for a single-packet message.
     pub fn try_recv_msg(&self) -> Result<Option<RecvMsg>, Error> {
         let mut i = self.inner.borrow_mut();
+        // Deliver what is already here before polling for more: polling first would take in
+        // a burst per message handed out, and the backlog would grow until the receive
+        // window refused packets (which the peer then has to retransmit).
+        if let Some(m) = i.ep().connection(self.h).and_then(|c| c.poll_recv()) {
+            return Ok(Some(m));
+        }
         i.poll();
         if let Some(m) = i.ep().connection(self.h).and_then(|c| c.poll_recv()) {
             return Ok(Some(m));

@@ -517,60 +517,73 @@ impl Repr {
     /// `offset + payload_len <= msg_len` is enforced.
     pub fn parse<T: AsRef<[u8]> + ?Sized>(p: &Packet<&T>) -> Result<Repr, Error> {
         p.check_len()?;
-        let ty = p.packet_type().ok_or(Error::Type)?;
+        let all = p.buffer.as_ref();
+        let ty = PacketType::from_u8(all[field::TYPE]).ok_or(Error::Type)?;
+        let hl = header_len(ty);
+        if ty != PacketType::Data && all.len() != hl {
+            // Only DATA carries a payload.
+            return Err(Error::Malformed);
+        }
         let kind = match ty {
             PacketType::Data => {
-                let (msg_len, offset) = (p.msg_len(), p.offset());
-                let plen = (p.buffer.as_ref().len() - DATA_HEADER_LEN) as u64;
+                // A slice of constant length: the reads below need no bounds checks.
+                let b = &all[..DATA_HEADER_LEN];
+                let (msg_len, offset) = (rd64(b, field::MSG_LEN), rd64(b, field::OFFSET));
+                let plen = (all.len() - DATA_HEADER_LEN) as u64;
                 if offset.checked_add(plen).is_none_or(|end| end > msg_len) {
                     return Err(Error::Malformed);
                 }
                 Kind::Data {
-                    msg_id: p.msg_id(),
+                    msg_id: rd64(b, field::MSG_ID),
                     msg_len,
                     offset,
                 }
             }
             PacketType::Ack => {
-                if p.sack_base() < p.cumulative() {
+                let b = &all[..ACK_HEADER_LEN];
+                let a = AckRepr {
+                    cumulative: rd64(b, field::CUM),
+                    sack_base: rd64(b, field::SACK_BASE),
+                    sack_bits: rd64(b, field::SACK_BITS),
+                    echo_timestamp: rd64(b, field::ECHO_TS),
+                    hold_ns: rd32(b, field::HOLD_NS),
+                    ecn_ce: rd32(b, field::ECN_CE),
+                    credit: rd64(b, field::CREDIT),
+                };
+                if a.sack_base < a.cumulative {
                     return Err(Error::Malformed);
                 }
-                Kind::Ack(AckRepr {
-                    cumulative: p.cumulative(),
-                    sack_base: p.sack_base(),
-                    sack_bits: p.sack_bits(),
-                    echo_timestamp: p.echo_timestamp(),
-                    hold_ns: p.hold_ns(),
-                    ecn_ce: p.ecn_ce(),
-                    credit: p.credit(),
-                })
+                Kind::Ack(a)
             }
-            PacketType::Nack => Kind::Nack {
-                first: p.ctl_u64(),
-                count: p.ctl_u32(),
-            },
-            PacketType::Connect => Kind::Connect {
-                credit: p.ctl_u64(),
-                max_datagram: p.ctl_u32(),
-            },
-            PacketType::Accept => Kind::Accept {
-                credit: p.ctl_u64(),
-                max_datagram: p.ctl_u32(),
-            },
-            PacketType::Close => Kind::Close { code: p.ctl_u32() },
-            PacketType::Reset => Kind::Reset { code: p.ctl_u32() },
-            PacketType::Probe => Kind::Probe,
+            _ => {
+                let b = &all[..CONTROL_HEADER_LEN];
+                let (v64, v32) = (rd64(b, field::CTL_U64), rd32(b, field::CTL_U32));
+                match ty {
+                    PacketType::Nack => Kind::Nack {
+                        first: v64,
+                        count: v32,
+                    },
+                    PacketType::Connect => Kind::Connect {
+                        credit: v64,
+                        max_datagram: v32,
+                    },
+                    PacketType::Accept => Kind::Accept {
+                        credit: v64,
+                        max_datagram: v32,
+                    },
+                    PacketType::Close => Kind::Close { code: v32 },
+                    PacketType::Reset => Kind::Reset { code: v32 },
+                    _ => Kind::Probe,
+                }
+            }
         };
-        if ty != PacketType::Data && p.buffer.as_ref().len() != header_len(ty) {
-            // Only DATA carries a payload.
-            return Err(Error::Malformed);
-        }
+        let b = &all[..COMMON_LEN];
         Ok(Repr {
-            flags: p.flags(),
-            dst_cid: p.dst_cid(),
-            src_cid: p.src_cid(),
-            pn: p.pn(),
-            tx_timestamp: p.tx_timestamp(),
+            flags: u16::from_le_bytes([b[field::FLAGS.start], b[field::FLAGS.start + 1]]),
+            dst_cid: rd64(b, field::DST_CID),
+            src_cid: rd64(b, field::SRC_CID),
+            pn: rd64(b, field::PN),
+            tx_timestamp: rd64(b, field::TX_TS),
             kind,
         })
     }
@@ -587,54 +600,69 @@ impl Repr {
     /// If the buffer is shorter than `buffer_len()` (a programming error when emitting).
     #[inline]
     pub fn emit<T: AsRef<[u8]> + AsMut<[u8]>>(&self, p: &mut Packet<T>) {
-        p.set_version(VERSION);
-        p.set_packet_type(self.kind.packet_type());
-        p.set_flags(self.flags);
-        p.set_dst_cid(self.dst_cid);
-        p.set_src_cid(self.src_cid);
-        p.set_pn(self.pn);
-        p.set_tx_timestamp(self.tx_timestamp);
+        let n = self.buffer_len();
+        // One bounds check: every write below is at a constant offset inside `n`.
+        let b = &mut p.buffer.as_mut()[..n];
+        #[inline(always)]
+        fn put64(b: &mut [u8], at: usize, v: u64) {
+            b[at..at + 8].copy_from_slice(&v.to_le_bytes());
+        }
+        #[inline(always)]
+        fn put32(b: &mut [u8], at: usize, v: u32) {
+            b[at..at + 4].copy_from_slice(&v.to_le_bytes());
+        }
+        let mut h = [0u8; COMMON_LEN];
+        h[field::VERSION] = VERSION;
+        h[field::TYPE] = self.kind.packet_type() as u8;
+        h[field::FLAGS].copy_from_slice(&self.flags.to_le_bytes());
+        put64(&mut h, field::DST_CID.start, self.dst_cid);
+        put64(&mut h, field::SRC_CID.start, self.src_cid);
+        put64(&mut h, field::PN.start, self.pn);
+        put64(&mut h, field::TX_TS.start, self.tx_timestamp);
         match self.kind {
             Kind::Data {
                 msg_id,
                 msg_len,
                 offset,
             } => {
-                p.set_msg_id(msg_id);
-                p.set_msg_len(msg_len);
-                p.set_offset(offset);
+                let mut t = [0u8; DATA_HEADER_LEN];
+                t[..COMMON_LEN].copy_from_slice(&h);
+                put64(&mut t, field::MSG_ID.start, msg_id);
+                put64(&mut t, field::MSG_LEN.start, msg_len);
+                put64(&mut t, field::OFFSET.start, offset);
+                b.copy_from_slice(&t[..n]);
             }
             Kind::Ack(a) => {
-                p.set_cumulative(a.cumulative);
-                p.set_sack_base(a.sack_base);
-                p.set_sack_bits(a.sack_bits);
-                p.set_echo_timestamp(a.echo_timestamp);
-                p.set_hold_ns(a.hold_ns);
-                p.set_ecn_ce(a.ecn_ce);
-                p.set_credit(a.credit);
+                let mut t = [0u8; ACK_HEADER_LEN];
+                t[..COMMON_LEN].copy_from_slice(&h);
+                put64(&mut t, field::CUM.start, a.cumulative);
+                put64(&mut t, field::SACK_BASE.start, a.sack_base);
+                put64(&mut t, field::SACK_BITS.start, a.sack_bits);
+                put64(&mut t, field::ECHO_TS.start, a.echo_timestamp);
+                put32(&mut t, field::HOLD_NS.start, a.hold_ns);
+                put32(&mut t, field::ECN_CE.start, a.ecn_ce);
+                put64(&mut t, field::CREDIT.start, a.credit);
+                b.copy_from_slice(&t[..n]);
             }
-            Kind::Nack { first, count } => {
-                p.set_ctl_u64(first);
-                p.set_ctl_u32(count);
-            }
-            Kind::Connect {
-                credit,
-                max_datagram,
-            }
-            | Kind::Accept {
-                credit,
-                max_datagram,
-            } => {
-                p.set_ctl_u64(credit);
-                p.set_ctl_u32(max_datagram);
-            }
-            Kind::Close { code } | Kind::Reset { code } => {
-                p.set_ctl_u64(0);
-                p.set_ctl_u32(code);
-            }
-            Kind::Probe => {
-                p.set_ctl_u64(0);
-                p.set_ctl_u32(0);
+            k => {
+                let (v64, v32) = match k {
+                    Kind::Nack { first, count } => (first, count),
+                    Kind::Connect {
+                        credit,
+                        max_datagram,
+                    }
+                    | Kind::Accept {
+                        credit,
+                        max_datagram,
+                    } => (credit, max_datagram),
+                    Kind::Close { code } | Kind::Reset { code } => (0, code),
+                    _ => (0, 0),
+                };
+                let mut t = [0u8; CONTROL_HEADER_LEN];
+                t[..COMMON_LEN].copy_from_slice(&h);
+                put64(&mut t, field::CTL_U64.start, v64);
+                put32(&mut t, field::CTL_U32.start, v32);
+                b.copy_from_slice(&t[..n]);
             }
         }
     }

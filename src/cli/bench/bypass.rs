@@ -18,10 +18,11 @@ use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bypass::pmd::memif::Role;
+use bypass::proto::cc::ControllerFactory;
 use bypass::socket::{Backend, Error, Socket, Stack, DEFAULT_UDP_PORT};
 use bytes::Bytes;
 
@@ -163,7 +164,11 @@ impl BypassConn {
             Role::Server => (SERVER_IP, SERVER_MAC, CLIENT_IP, CLIENT_MAC),
             Role::Client => (CLIENT_IP, CLIENT_MAC, SERVER_IP, SERVER_MAC),
         };
-        let stack = Stack::builder(backend, ip)
+        let mut builder = Stack::builder(backend, ip);
+        if let Some(cc) = controller_from_env()? {
+            builder = builder.controller(cc);
+        }
+        let stack = builder
             .mac(mac)
             .static_arp(peer_ip, peer_mac)
             .max_message(MAX_MSG as u64)
@@ -202,6 +207,29 @@ impl BypassConn {
             }
         })
     }
+}
+
+/// `BYPASS_CC=fixed|swift|cubic|dctcp|timely` picks the congestion controller of the bench's
+/// bypass stacks (default: the stack's default). Both processes read it (the peer inherits
+/// the environment).
+fn controller_from_env() -> Result<Option<Arc<dyn ControllerFactory>>, ConnError> {
+    use bypass::proto::cc;
+    let Ok(name) = std::env::var("BYPASS_CC") else {
+        return Ok(None);
+    };
+    let f: Arc<dyn ControllerFactory> = match name.as_str() {
+        "fixed" => Arc::new(cc::FixedWindowFactory { packets: 64 }),
+        "swift" => Arc::new(cc::swift::SwiftFactory::default()),
+        "cubic" => Arc::new(cc::cubic::CubicFactory::default()),
+        "dctcp" => Arc::new(cc::dctcp::DctcpFactory::default()),
+        "timely" => Arc::new(cc::timely::TimelyFactory::default()),
+        _ => {
+            return Err(ConnError::Protocol(
+                "BYPASS_CC: fixed, swift, cubic, dctcp or timely",
+            ))
+        }
+    };
+    Ok(Some(f))
 }
 
 fn to_conn_error(e: Error) -> ConnError {

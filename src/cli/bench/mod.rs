@@ -852,7 +852,8 @@ mod tests {
         let o = parse_opts(&[]).unwrap();
         assert_eq!(o.modes, vec![Mode::Pingpong, Mode::Stream, Mode::Rpc]);
         assert_eq!(o.conns, 4);
-        assert_eq!(selected(&o).len(), 4);
+        // bypass-memif (busy-poll only) and both kernel transports, both ways of waiting.
+        assert_eq!(selected(&o).len(), 5);
         let o = parse_opts(&args(
             "rpc --rates 1k,2k --transports kernel-tcp --variants busy --json",
         ))

@@ -1,0 +1,549 @@
+//! Swift-style delay-based congestion control, the default controller.
+//!
+//! After Kumar et al., "Swift: Delay is Simple and Effective for Congestion Control in the
+//! Datacenter" (SIGCOMM 2020), and the congestion-control model of Google's open Falcon
+//! specification. Contract and behaviour:
+//! - Two windows, in packets (fractional): a *fabric* window driven by the fabric delay
+//!   (`rtt - hold`, the round trip less the receiver's echoed hold time) and an *endpoint*
+//!   window driven by the hold time (host delay). The effective window is their minimum, so a
+//!   slow receiver host throttles the sender without being mistaken for fabric congestion.
+//! - Fabric target delay = base + `hops * per_hop` + flow-scaling term. The base is
+//!   [`SwiftConfig::base_target`], or the smallest fabric delay seen plus
+//!   [`SwiftConfig::base_queue`]. The flow-scaling term is `alpha / sqrt(cwnd) + beta`, clamped
+//!   to `[0, fs_range]`: flows with small windows (many flows share the bottleneck) tolerate a
+//!   little more queue, which lets small windows grow and gives fairness.
+//! - Below target: additive increase of `ai` packets per RTT (`ai / cwnd` per acked packet,
+//!   or `ai` per acked packet while the window is below one packet).
+//! - Above target: multiplicative decrease by `beta * (delay - target) / delay`, capped at
+//!   `max_mdf`, at most once per RTT.
+//! - Loss (fast recovery): decrease by `max_mdf`, at most once per RTT. Timeout: decrease by
+//!   `max_mdf`; after `retx_reset_threshold` consecutive timeouts the window drops to
+//!   `min_cwnd`.
+//! - Windows below one packet: [`window`](Controller::window) is one packet and the
+//!   controller paces at `cwnd * packet / srtt`, one packet every `srtt / cwnd`.
+//! - Pacing at all window sizes: rate `gain * cwnd * packet / srtt`, bursts of at most
+//!   `max(2 packets, 1 us at line rate)` (see [`pacing`](super::pacing)).
+//! - ECN (optional, [`SwiftConfig::ecn_confirm`]): a delay above target decreases the window
+//!   only if CE marks arrived within the last RTT; a delay spike without marks is treated as
+//!   noise (as a sample below target).
+//!
+//! Published defaults: `ai` 1, `beta` 0.8, `max_mdf` 0.5, `min_cwnd` 0.01 packets.
+
+use std::time::Duration;
+
+use super::pacing::{default_burst, Pacer};
+use super::{AckEvent, Controller, ControllerFactory, LossEvent, SendEvent};
+use crate::proto::Instant;
+
+/// Swift parameters.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SwiftConfig {
+    /// Additive increment, packets per RTT.
+    pub ai: f64,
+    /// Multiplicative-decrease factor applied to the relative excess delay.
+    pub beta: f64,
+    /// Largest multiplicative decrease (fraction of the window) in one step.
+    pub max_mdf: f64,
+    /// Smallest window, packets (below one packet the controller paces).
+    pub min_cwnd: f64,
+    /// Largest window, packets.
+    pub max_cwnd: f64,
+    /// Initial window, packets.
+    pub init_cwnd: f64,
+    /// Fixed base of the fabric target; `None`: the smallest fabric delay seen plus
+    /// `base_queue`.
+    pub base_target: Option<Duration>,
+    /// Queue allowed above the measured base when `base_target` is `None`.
+    pub base_queue: Duration,
+    /// Switch hops on the path (the per-hop term is `hops * per_hop`).
+    pub hops: u32,
+    /// Target delay added per hop.
+    pub per_hop: Duration,
+    /// Range of the flow-scaling term.
+    pub fs_range: Duration,
+    /// Window (packets) at which the flow-scaling term reaches `fs_range`.
+    pub fs_min_cwnd: f64,
+    /// Window (packets) at which the flow-scaling term reaches zero.
+    pub fs_max_cwnd: f64,
+    /// Target for the endpoint (host) delay, the echoed hold time.
+    pub host_target: Duration,
+    /// Consecutive timeouts after which the window drops to `min_cwnd`.
+    pub retx_reset_threshold: u32,
+    /// Require ECN-CE marks to confirm a delay-based decrease.
+    pub ecn_confirm: bool,
+    /// Line rate of the sender's link, bits per second (sets the burst size and caps the
+    /// pacing rate).
+    pub line_rate_bps: u64,
+    /// Pacing gain applied above one packet of window.
+    pub pacing_gain: f64,
+}
+
+impl Default for SwiftConfig {
+    fn default() -> SwiftConfig {
+        SwiftConfig {
+            ai: 1.0,
+            beta: 0.8,
+            max_mdf: 0.5,
+            min_cwnd: 0.01,
+            max_cwnd: 1024.0,
+            init_cwnd: 10.0,
+            base_target: None,
+            base_queue: Duration::from_nanos(500),
+            hops: 1,
+            per_hop: Duration::from_micros(1),
+            fs_range: Duration::from_micros(5),
+            fs_min_cwnd: 0.1,
+            fs_max_cwnd: 100.0,
+            host_target: Duration::from_micros(10),
+            retx_reset_threshold: 5,
+            ecn_confirm: false,
+            line_rate_bps: 100_000_000_000,
+            pacing_gain: 1.25,
+        }
+    }
+}
+
+/// One delay sample applied to a window.
+#[derive(Debug, Clone, Copy)]
+struct Sample {
+    delay: Duration,
+    target: Duration,
+    rtt: Duration,
+    /// Packets this ACK acknowledged.
+    acked: f64,
+    /// Treat the sample as below target (an unconfirmed spike under `ecn_confirm`).
+    treat_as_below: bool,
+}
+
+/// One AIMD window reacting to one delay signal.
+#[derive(Debug, Clone, Copy)]
+struct DelayWindow {
+    cwnd: f64,
+    last_decrease: Option<Instant>,
+}
+
+impl DelayWindow {
+    fn can_decrease(&self, now: Instant, rtt: Duration) -> bool {
+        match self.last_decrease {
+            None => true,
+            Some(t) => now.saturating_duration_since(t) >= rtt,
+        }
+    }
+
+    /// One ACK (see [`Sample`]).
+    fn update(&mut self, cfg: &SwiftConfig, now: Instant, s: Sample) {
+        let Sample {
+            delay,
+            target,
+            rtt,
+            acked,
+            treat_as_below,
+        } = s;
+        if delay < target || treat_as_below {
+            if self.cwnd >= 1.0 {
+                self.cwnd += cfg.ai / self.cwnd * acked;
+            } else {
+                self.cwnd += cfg.ai * acked;
+            }
+        } else if self.can_decrease(now, rtt) {
+            let d = delay.as_secs_f64();
+            let excess = (d - target.as_secs_f64()) / d;
+            let factor = (1.0 - cfg.beta * excess).max(1.0 - cfg.max_mdf);
+            self.cwnd *= factor;
+            self.last_decrease = Some(now);
+        }
+        self.cwnd = self.cwnd.clamp(cfg.min_cwnd, cfg.max_cwnd);
+    }
+
+    fn cut(&mut self, cfg: &SwiftConfig, now: Instant, to_min: bool) {
+        self.cwnd = if to_min {
+            cfg.min_cwnd
+        } else {
+            (self.cwnd * (1.0 - cfg.max_mdf)).max(cfg.min_cwnd)
+        };
+        self.last_decrease = Some(now);
+    }
+}
+
+/// The Swift controller (see the module docs).
+#[derive(Debug, Clone)]
+pub struct Swift {
+    cfg: SwiftConfig,
+    packet: u64,
+    fabric: DelayWindow,
+    endpoint: DelayWindow,
+    /// Smallest fabric delay seen (the measured base).
+    min_fabric: Option<Duration>,
+    srtt: Option<Duration>,
+    retx_count: u32,
+    last_ce: Option<Instant>,
+    pacer: Pacer,
+    /// Burst allowance at full window.
+    burst: u64,
+    /// fs = fs_alpha / sqrt(cwnd) + fs_beta, seconds.
+    fs_alpha: f64,
+    fs_beta: f64,
+}
+
+impl Swift {
+    /// A controller for packets of `packet` bytes.
+    pub fn new(cfg: SwiftConfig, packet: u64) -> Swift {
+        let packet = packet.max(1);
+        let range = cfg.fs_range.as_secs_f64();
+        let denom = 1.0 / cfg.fs_min_cwnd.sqrt() - 1.0 / cfg.fs_max_cwnd.sqrt();
+        let fs_alpha = if denom > 0.0 { range / denom } else { 0.0 };
+        let fs_beta = -fs_alpha / cfg.fs_max_cwnd.sqrt();
+        let init = cfg.init_cwnd.clamp(cfg.min_cwnd, cfg.max_cwnd);
+        Swift {
+            cfg,
+            packet,
+            fabric: DelayWindow {
+                cwnd: init,
+                last_decrease: None,
+            },
+            endpoint: DelayWindow {
+                cwnd: cfg.max_cwnd,
+                last_decrease: None,
+            },
+            min_fabric: None,
+            srtt: None,
+            retx_count: 0,
+            last_ce: None,
+            pacer: Pacer::new(default_burst(packet, cfg.line_rate_bps)),
+            burst: default_burst(packet, cfg.line_rate_bps),
+            fs_alpha,
+            fs_beta,
+        }
+    }
+
+    /// The effective window in packets (fractional): min(fabric, endpoint).
+    pub fn cwnd_packets(&self) -> f64 {
+        self.fabric.cwnd.min(self.endpoint.cwnd)
+    }
+
+    /// The fabric window in packets.
+    pub fn fabric_cwnd(&self) -> f64 {
+        self.fabric.cwnd
+    }
+
+    /// The endpoint (host) window in packets.
+    pub fn endpoint_cwnd(&self) -> f64 {
+        self.endpoint.cwnd
+    }
+
+    /// The flow-scaling term for the current fabric window.
+    pub fn flow_scaling(&self) -> Duration {
+        let fs = self.fs_alpha / self.fabric.cwnd.max(1e-9).sqrt() + self.fs_beta;
+        Duration::from_secs_f64(fs.clamp(0.0, self.cfg.fs_range.as_secs_f64()))
+    }
+
+    /// The current fabric target delay (`None` before the first sample when no base is
+    /// configured).
+    pub fn fabric_target(&self) -> Option<Duration> {
+        let base = match self.cfg.base_target {
+            Some(b) => b,
+            None => self.min_fabric? + self.cfg.base_queue,
+        };
+        Some(base + self.cfg.per_hop * self.cfg.hops + self.flow_scaling())
+    }
+}
+
+impl Controller for Swift {
+    fn on_send(&mut self, now: Instant, ev: &SendEvent) {
+        let rate = self.pacing_rate().unwrap_or(0);
+        // Never burst more than the window: below one packet, one packet at a time.
+        self.pacer.set_burst(self.burst.min(self.window()));
+        self.pacer.on_send(now, ev.bytes, rate);
+    }
+
+    fn on_ack(&mut self, now: Instant, ev: &AckEvent) {
+        self.retx_count = 0;
+        if ev.ecn_ce_delta > 0 {
+            self.last_ce = Some(now);
+        }
+        let Some(rtt) = ev.rtt else {
+            return;
+        };
+        let fabric = ev.fabric_rtt.unwrap_or(rtt);
+        self.min_fabric = Some(self.min_fabric.map_or(fabric, |m| m.min(fabric)));
+        self.srtt = Some(ev.srtt.max(Duration::from_nanos(1)));
+        let acked = ev.packets_acked.max(1) as f64;
+        let Some(target) = self.fabric_target() else {
+            return;
+        };
+        let noise = self.cfg.ecn_confirm
+            && self
+                .last_ce
+                .is_none_or(|t| now.saturating_duration_since(t) > rtt);
+        let cfg = self.cfg;
+        let sample = Sample {
+            delay: fabric,
+            target,
+            rtt,
+            acked,
+            treat_as_below: noise,
+        };
+        self.fabric.update(&cfg, now, sample);
+        let host = Sample {
+            delay: ev.hold,
+            target: cfg.host_target,
+            treat_as_below: false,
+            ..sample
+        };
+        self.endpoint.update(&cfg, now, host);
+    }
+
+    fn on_loss(&mut self, now: Instant, _ev: &LossEvent) {
+        self.retx_count = 0;
+        let rtt = self.srtt.unwrap_or(Duration::ZERO);
+        if self.fabric.can_decrease(now, rtt) {
+            let cfg = self.cfg;
+            self.fabric.cut(&cfg, now, false);
+        }
+    }
+
+    fn on_timeout(&mut self, now: Instant) {
+        self.retx_count += 1;
+        let cfg = self.cfg;
+        let to_min = self.retx_count >= cfg.retx_reset_threshold;
+        self.fabric.cut(&cfg, now, to_min);
+    }
+
+    fn on_ecn(&mut self, now: Instant, ce_delta: u64, _in_flight: u64) {
+        if ce_delta > 0 {
+            self.last_ce = Some(now);
+        }
+    }
+
+    fn window(&self) -> u64 {
+        let w = self.cwnd_packets().max(1.0) * self.packet as f64;
+        w as u64
+    }
+
+    fn pacing_rate(&self) -> Option<u64> {
+        let srtt = self.srtt?.as_secs_f64();
+        let cwnd = self.cwnd_packets();
+        let gain = if cwnd < 1.0 {
+            1.0
+        } else {
+            self.cfg.pacing_gain
+        };
+        let rate = gain * cwnd * self.packet as f64 / srtt;
+        let line = (self.cfg.line_rate_bps / 8) as f64;
+        Some(rate.clamp(1.0, line) as u64)
+    }
+
+    fn earliest_departure(&self, now: Instant, _last_departure: Instant, _bytes: u64) -> Instant {
+        self.pacer.earliest_departure(now)
+    }
+
+    fn name(&self) -> &'static str {
+        "swift"
+    }
+}
+
+/// Builds [`Swift`] controllers.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct SwiftFactory {
+    /// Parameters for every controller built.
+    pub config: SwiftConfig,
+}
+
+impl ControllerFactory for SwiftFactory {
+    fn build(&self, _now: Instant, max_datagram: u64) -> Box<dyn Controller> {
+        Box::new(Swift::new(self.config, max_datagram))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PKT: u64 = 4096;
+
+    fn us(n: u64) -> Duration {
+        Duration::from_micros(n)
+    }
+
+    fn ack(rtt: Duration, hold: Duration, packets: u64) -> AckEvent {
+        AckEvent {
+            bytes_acked: packets * PKT,
+            packets_acked: packets,
+            rtt: Some(rtt),
+            hold,
+            fabric_rtt: Some(rtt.saturating_sub(hold)),
+            srtt: rtt,
+            min_rtt: rtt,
+            in_flight: 0,
+            ecn_ce_delta: 0,
+            newest_sent: Instant::ZERO,
+        }
+    }
+
+    fn cfg() -> SwiftConfig {
+        SwiftConfig {
+            base_target: Some(us(10)),
+            init_cwnd: 10.0,
+            ..SwiftConfig::default()
+        }
+    }
+
+    fn t(us: u64) -> Instant {
+        Instant::from_nanos(us * 1000)
+    }
+
+    #[test]
+    fn additive_increase_below_target() {
+        let mut s = Swift::new(cfg(), PKT);
+        // One RTT worth of ACKs (10 packets) below target adds `ai` = 1 packet.
+        for i in 0..10 {
+            s.on_ack(t(i), &ack(us(10), Duration::ZERO, 1));
+        }
+        let w = s.cwnd_packets();
+        assert!((w - 11.0).abs() < 0.05, "cwnd {w}");
+        assert_eq!(s.window(), (w * PKT as f64) as u64);
+    }
+
+    #[test]
+    fn decrease_is_proportional_to_excess_and_once_per_rtt() {
+        let mut s = Swift::new(cfg(), PKT);
+        let target = s.fabric_target().unwrap().as_secs_f64();
+        let delay = us(15);
+        s.on_ack(t(100), &ack(delay, Duration::ZERO, 1));
+        let expect = 10.0 * (1.0 - 0.8 * (delay.as_secs_f64() - target) / delay.as_secs_f64());
+        assert!(
+            (s.cwnd_packets() - expect).abs() < 1e-9,
+            "{}",
+            s.cwnd_packets()
+        );
+        // A second high sample within the same RTT does not decrease again.
+        s.on_ack(t(105), &ack(delay, Duration::ZERO, 1));
+        assert!((s.cwnd_packets() - expect).abs() < 1e-9);
+        // One RTT later it does.
+        s.on_ack(t(116), &ack(delay, Duration::ZERO, 1));
+        assert!(s.cwnd_packets() < expect - 0.1);
+    }
+
+    #[test]
+    fn decrease_is_capped_at_max_mdf() {
+        let mut s = Swift::new(cfg(), PKT);
+        s.on_ack(t(100), &ack(us(1000), Duration::ZERO, 1));
+        assert!(
+            (s.cwnd_packets() - 5.0).abs() < 1e-9,
+            "{}",
+            s.cwnd_packets()
+        );
+    }
+
+    #[test]
+    fn sub_packet_window_paces() {
+        let c = SwiftConfig {
+            init_cwnd: 0.25,
+            ..cfg()
+        };
+        let mut s = Swift::new(c, PKT);
+        // Deliver one sample far above target: window stays tiny (floor 0.01).
+        s.on_ack(t(0), &ack(us(1000), Duration::ZERO, 1));
+        let cwnd = s.cwnd_packets();
+        assert!(cwnd < 1.0);
+        assert_eq!(s.window(), PKT, "a sub-packet window is one packet");
+        // One packet every srtt / cwnd.
+        let gap_ns = (1000.0 / cwnd * 1000.0) as u64;
+        let rate = s.pacing_rate().unwrap();
+        assert!((PKT * 1_000_000_000 / rate).abs_diff(gap_ns) <= 2);
+        let now = t(2000);
+        s.on_send(
+            now,
+            &SendEvent {
+                pn: 0,
+                bytes: PKT,
+                in_flight: PKT,
+                retransmit: false,
+                app_limited: false,
+            },
+        );
+        let next = s.earliest_departure(now, now, PKT);
+        assert!(next > now, "the second packet waits");
+        let waited = (next - now).as_nanos() as u64;
+        assert!(
+            waited.abs_diff(gap_ns) <= gap_ns / 100,
+            "{waited} vs {gap_ns}"
+        );
+    }
+
+    #[test]
+    fn min_cwnd_floor_and_timeouts() {
+        let mut s = Swift::new(cfg(), PKT);
+        for _ in 0..4 {
+            s.on_timeout(t(0));
+        }
+        assert!((s.cwnd_packets() - 10.0 / 16.0).abs() < 1e-9);
+        s.on_timeout(t(0));
+        assert_eq!(s.cwnd_packets(), 0.01, "fifth timeout resets to min_cwnd");
+    }
+
+    #[test]
+    fn loss_cuts_once_per_rtt() {
+        let mut s = Swift::new(cfg(), PKT);
+        s.on_ack(t(0), &ack(us(10), Duration::ZERO, 1));
+        let w0 = s.cwnd_packets();
+        let ev = LossEvent {
+            bytes_lost: PKT,
+            packets_lost: 1,
+            newest_lost_sent: Instant::ZERO,
+            in_flight: 0,
+        };
+        s.on_loss(t(100), &ev);
+        assert!((s.cwnd_packets() - w0 / 2.0).abs() < 1e-9);
+        s.on_loss(t(101), &ev);
+        assert!((s.cwnd_packets() - w0 / 2.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn host_delay_is_separated_from_fabric_delay() {
+        let mut s = Swift::new(cfg(), PKT);
+        // RTT 40 us of which 35 us is the receiver's hold time: the fabric is uncongested
+        // (5 us < target) so the fabric window grows, while the endpoint window (hold 35 us
+        // > host target 10 us) shrinks and limits the sender.
+        let w0 = s.fabric_cwnd();
+        for i in 0..20 {
+            s.on_ack(t(i * 50), &ack(us(40), us(35), 1));
+        }
+        assert!(s.fabric_cwnd() > w0, "fabric window grew");
+        assert!(s.endpoint_cwnd() < 1024.0, "endpoint window shrank");
+        assert!(s.cwnd_packets() < s.fabric_cwnd());
+        // Same RTT but no hold time: the fabric window shrinks.
+        let mut f = Swift::new(cfg(), PKT);
+        for i in 0..20 {
+            f.on_ack(t(i * 50), &ack(us(40), Duration::ZERO, 1));
+        }
+        assert!(f.fabric_cwnd() < w0);
+    }
+
+    #[test]
+    fn flow_scaling_grows_as_window_shrinks() {
+        let mut s = Swift::new(cfg(), PKT);
+        let big = s.flow_scaling();
+        s.fabric.cwnd = 0.1;
+        let small = s.flow_scaling();
+        assert!(small > big);
+        assert_eq!(small, Duration::from_micros(5));
+        s.fabric.cwnd = 100.0;
+        assert_eq!(s.flow_scaling(), Duration::ZERO);
+    }
+
+    #[test]
+    fn ecn_confirm_ignores_unmarked_delay_spikes() {
+        let c = SwiftConfig {
+            ecn_confirm: true,
+            ..cfg()
+        };
+        let mut s = Swift::new(c, PKT);
+        s.on_ack(t(100), &ack(us(50), Duration::ZERO, 1));
+        assert!(s.cwnd_packets() >= 10.0, "no marks: treated as noise");
+        let mut marked = ack(us(50), Duration::ZERO, 1);
+        marked.ecn_ce_delta = 1;
+        s.on_ack(t(200), &marked);
+        assert!(s.cwnd_packets() < 10.0, "marks confirm the decrease");
+    }
+}

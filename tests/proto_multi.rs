@@ -1,0 +1,172 @@
+//! Several connections through one endpoint pair, and graceful close under loss.
+
+use std::net::SocketAddr;
+
+use bypass::pmd::sim::LinkConfig;
+use bypass::proto::testing::{check_pattern, msg_tag, pattern, Pair, Peer, SERVER_ADDR};
+use bypass::proto::{CloseReason, ConnectionHandle, EndpointConfig, Event};
+
+fn lossy() -> LinkConfig {
+    LinkConfig {
+        loss: 0.05,
+        jitter_ns: 4_000,
+        duplicate: 0.02,
+        ..LinkConfig::default()
+    }
+}
+
+/// Eight connections carry interleaved traffic both ways; every message reaches the right
+/// connection exactly once.
+#[test]
+fn eight_connections_demultiplex() {
+    const N: usize = 8;
+    const MSGS: u64 = 30;
+    let mut p = Pair::new(
+        EndpointConfig::default(),
+        EndpointConfig::default(),
+        lossy(),
+        41,
+    );
+    let mut cs = Vec::new();
+    for _ in 0..N {
+        cs.push(
+            p.client
+                .connect(p.now, SocketAddr::V4(SERVER_ADDR))
+                .unwrap(),
+        );
+    }
+    let mut ss: Vec<ConnectionHandle> = Vec::new();
+    for _ in 0..100_000 {
+        p.step();
+        while let Some(h) = p.server.poll_incoming() {
+            ss.push(h);
+        }
+        if ss.len() == N {
+            break;
+        }
+    }
+    assert_eq!(ss.len(), N);
+    // Pair client i with server j by the server's view of the client's connection id.
+    let mut pairs = Vec::new();
+    for &c in &cs {
+        let cid = p.client.connection(c).unwrap().local_cid();
+        let s = *ss
+            .iter()
+            .find(|&&s| p.server.connection(s).unwrap().remote_cid() == cid)
+            .expect("server side");
+        pairs.push((c, s));
+    }
+    // Tag = (connection index, direction, id): a message on the wrong connection fails.
+    let tag = |k: usize, dir: u64, id: u64| msg_tag(k as u64, dir, id);
+    let mut sent = [[0u64; 2]; N];
+    let mut got = [[0u64; 2]; N];
+    for _ in 0..2_000_000 {
+        for (k, &(c, s)) in pairs.iter().enumerate() {
+            for (dir, peer, h) in [(0u64, Peer::Client, c), (1, Peer::Server, s)] {
+                let conn = p.endpoint(peer).connection(h).unwrap();
+                while sent[k][dir as usize] < MSGS {
+                    let id = sent[k][dir as usize];
+                    let len = ((id * 7919 + k as u64 * 131) % 20_000) as usize;
+                    if conn.send(pattern(tag(k, dir, id), len)).is_err() {
+                        break;
+                    }
+                    sent[k][dir as usize] += 1;
+                }
+            }
+        }
+        p.step();
+        for (k, &(c, s)) in pairs.iter().enumerate() {
+            for (dir, peer, h) in [(0u64, Peer::Server, s), (1, Peer::Client, c)] {
+                let g = &mut got[k][dir as usize];
+                p.drain(
+                    peer,
+                    h,
+                    |e| assert!(!matches!(e, Event::Closed(_)), "{e:?}"),
+                    |m| {
+                        assert!(check_pattern(tag(k, dir, m.id), m.as_slice().unwrap()));
+                        *g += 1;
+                    },
+                );
+            }
+        }
+        if got.iter().all(|g| g == &[MSGS, MSGS]) {
+            break;
+        }
+    }
+    assert!(got.iter().all(|g| g == &[MSGS, MSGS]), "{got:?}");
+    assert_eq!(p.server.stats().accepted, N as u64);
+}
+
+/// Close right after queueing messages on a lossy link: the peer gets every message before
+/// the close, and both sides end cleanly with everything freed.
+#[test]
+fn graceful_close_under_loss_delivers_everything_first() {
+    let mut p = Pair::new(
+        EndpointConfig::default(),
+        EndpointConfig::default(),
+        lossy(),
+        42,
+    );
+    let (ch, sh) = p.connect().expect("connect");
+    let c = p.client.connection(ch).unwrap();
+    for id in 0..50u64 {
+        c.send(pattern(msg_tag(42, 0, id), (id as usize * 997) % 30_000))
+            .unwrap();
+    }
+    let now = p.now;
+    p.client.connection(ch).unwrap().close(now, 5);
+    let (mut got, mut ends) = (0, [None, None]);
+    let mut got_at_close = None;
+    for _ in 0..1_000_000 {
+        let more = p.step();
+        p.drain(
+            Peer::Client,
+            ch,
+            |e| {
+                if let Event::Closed(r) = e {
+                    ends[0] = Some(r)
+                }
+            },
+            drop,
+        );
+        p.drain(
+            Peer::Server,
+            sh,
+            |e| {
+                if let Event::Closed(r) = e {
+                    ends[1] = Some(r);
+                }
+            },
+            |m| {
+                assert!(check_pattern(msg_tag(42, 0, m.id), m.as_slice().unwrap()));
+                got += 1;
+            },
+        );
+        if ends[1].is_some() && got_at_close.is_none() {
+            got_at_close = Some(got);
+        }
+        if (ends[0].is_some() && ends[1].is_some()) || !more {
+            break;
+        }
+    }
+    assert_eq!(got_at_close, Some(50));
+    assert_eq!(
+        ends,
+        [
+            Some(CloseReason::LocalClose(5)),
+            Some(CloseReason::PeerClose(5))
+        ]
+    );
+    for _ in 0..10_000 {
+        if !p.step() {
+            break;
+        }
+    }
+    assert_eq!(p.client.connection_count() + p.server.connection_count(), 0);
+    p.c2s.clear();
+    p.s2c.clear();
+    assert_eq!(
+        p.client_pool.stats().in_use + p.server_pool.stats().in_use,
+        0
+    );
+}
