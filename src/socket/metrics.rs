@@ -117,6 +117,8 @@ pub enum StackMetric {
     CaptureActive,
     /// Frames recorded by the current (or last) capture.
     CapturePackets,
+    /// ARP packets whose sender claimed our IPv4 address.
+    ArpConflicts,
 }
 
 const fn d(
@@ -225,6 +227,12 @@ const STACK_DESCS: &[MetricDesc] = &[
         "bypass_capture_packets",
         "Frames recorded by the current or last capture of this port.",
         G,
+        None,
+    ),
+    d(
+        "bypass_net_arp_conflicts",
+        "ARP packets from another host claiming our IPv4 address (a duplicate address).",
+        C,
         None,
     ),
 ];
@@ -807,6 +815,7 @@ impl StackMetrics {
         s.set(M::Accepted, es.accepted);
         s.set(M::Refused, es.refused);
         s.set(M::Closed, es.freed);
+        s.set(M::ArpConflicts, n.arp_conflicts);
 
         self.publish_conns(rt);
         rt.port_mut().service(&self.capture, &self.stack);
@@ -1053,7 +1062,7 @@ mod tests {
     #[test]
     fn stack_descs_match_enum_order() {
         assert_eq!(
-            StackMetric::CapturePackets.index() + 1,
+            StackMetric::ArpConflicts.index() + 1,
             StackMetric::DESCS.len()
         );
         assert_eq!(
