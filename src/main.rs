@@ -12,6 +12,8 @@ commands:
   bench [MODE] [options] latency and throughput of the transports against the kernel's
                          UDP and TCP (`bypass bench --help`)
   sim cc [--quick] ...   congestion-control experiments in virtual time (table, CSV, PNGs)
+  sim path ...           congestion control on an emulated path between two processes:
+                         ping-pong RTT idle and beside a bulk transfer (`bypass sim path --help`)
   stat ADDR [--once --json]
                          live view of a running stack's metrics endpoint (rates, drops,
                          pools, connections; `bypass stat --help`)";
@@ -57,6 +59,9 @@ fn main() -> ExitCode {
         Some("stat") => cli::stat::main(&args[1..]),
         Some("sim") if args.get(1).map(String::as_str) == Some("cc") => {
             bypass::ccsim::cli(&args[2..])
+        }
+        Some("sim") if args.get(1).map(String::as_str) == Some("path") => {
+            cli::path::main(&args[2..])
         }
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");

@@ -6,8 +6,14 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
-use bypass::mem::{HugePages, Pool, PoolConfig};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use bypass::mem::{HugePages, PktBuf, Pool, PoolConfig, PoolExhausted};
 use bypass::pmd::pair::{pair, PairPort};
+use bypass::pmd::{Link, Port, PortInfo, PortStats};
+use bypass::proto::{CloseReason, ConnectionConfig};
 use bypass::socket::{Backend, Error, Stack};
 
 const SERVER: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 1);
@@ -155,4 +161,165 @@ fn misuse_gives_clear_errors() {
     }
     done_tx.send(()).unwrap();
     server.join().unwrap();
+}
+
+#[test]
+fn sending_after_the_local_shutdown_is_refused() {
+    let (a, b, _pool) = ports();
+    let (up_tx, up_rx) = mpsc::channel();
+    let server = thread::spawn(move || {
+        let stack = Stack::builder(Backend::Port(Box::new(a)), SERVER)
+            .build()
+            .unwrap();
+        up_tx.send(()).unwrap();
+        let sock = stack.listen().accept(Duration::from_secs(20)).unwrap();
+        let first = sock.recv().unwrap();
+        // The client shut down after its message: the next recv reports the close.
+        let after = sock.recv().unwrap_err();
+        (first, after)
+    });
+    up_rx.recv().unwrap();
+    let stack = Stack::builder(Backend::Port(Box::new(b)), CLIENT)
+        .build()
+        .unwrap();
+    let sock = stack
+        .connect(SocketAddrV4::new(SERVER, 7200), Duration::from_secs(10))
+        .unwrap();
+    sock.send(b"last words").unwrap();
+    sock.shutdown().unwrap();
+    let sent = stack.stats().port.tx_packets;
+    assert_eq!(sock.send(b"too late").unwrap_err(), Error::Closed);
+    assert_eq!(
+        sock.send_bytes(bytes::Bytes::from_static(b"too late"))
+            .unwrap_err(),
+        Error::Closed
+    );
+    let mut m = Some(bytes::Bytes::from_static(b"too late"));
+    assert_eq!(sock.try_send(&mut m).unwrap_err(), Error::Closed);
+    assert_eq!(sock.recv().unwrap_err(), Error::Closed);
+    assert_eq!(
+        stack.stats().port.tx_packets,
+        sent,
+        "nothing sent after shutdown"
+    );
+    // Shutting down again is a no-op.
+    sock.shutdown().unwrap();
+    let (first, after) = server.join().unwrap();
+    assert_eq!(
+        &first[..],
+        b"last words",
+        "queued data went out before the close"
+    );
+    assert_eq!(after, Error::Closed);
+}
+
+/// A port that can be cut: once `dead` is set it sends nothing and receives nothing, as a
+/// peer whose process died (or whose cable was pulled) would.
+struct Cuttable {
+    inner: PairPort,
+    dead: Arc<AtomicBool>,
+}
+
+impl Port for Cuttable {
+    fn info(&self) -> PortInfo {
+        self.inner.info()
+    }
+    fn link(&mut self) -> Link {
+        self.inner.link()
+    }
+    fn rx_burst(&mut self, out: &mut Vec<PktBuf>, max: usize) -> usize {
+        if self.dead.load(Ordering::Relaxed) {
+            return 0;
+        }
+        self.inner.rx_burst(out, max)
+    }
+    fn tx_burst(&mut self, pkts: &mut Vec<PktBuf>) -> usize {
+        if self.dead.load(Ordering::Relaxed) {
+            let n = pkts.len();
+            pkts.clear();
+            return n;
+        }
+        self.inner.tx_burst(pkts)
+    }
+    fn alloc_tx(&mut self) -> Result<PktBuf, PoolExhausted> {
+        self.inner.alloc_tx()
+    }
+    fn stats(&self) -> PortStats {
+        self.inner.stats()
+    }
+}
+
+#[test]
+fn a_dead_peer_is_reported_as_connection_lost_within_the_idle_timeout() {
+    let (a, b, _pool) = ports();
+    let dead = Arc::new(AtomicBool::new(false));
+    let port = Cuttable {
+        inner: a,
+        dead: dead.clone(),
+    };
+    let idle = Duration::from_secs(1);
+    let conn = ConnectionConfig {
+        idle_timeout: idle,
+        ..ConnectionConfig::default()
+    };
+    let (up_tx, up_rx) = mpsc::channel();
+    let (answered_tx, answered_rx) = mpsc::channel();
+    let server_conn = conn.clone();
+    let server = thread::spawn(move || {
+        let stack = Stack::builder(Backend::Port(Box::new(port)), SERVER)
+            .connection_config(server_conn)
+            .build()
+            .unwrap();
+        up_tx.send(()).unwrap();
+        let sock = stack.listen().accept(Duration::from_secs(20)).unwrap();
+        let m = sock.recv().unwrap();
+        sock.send_bytes(m).unwrap();
+        sock.flush().unwrap();
+        answered_tx.send(()).unwrap();
+        // The peer dies mid-connection: its port goes silent, then its socket and stack are
+        // dropped (their reset is lost with the port, as a killed process sends none).
+        dead.store(true, Ordering::Relaxed);
+        drop(sock);
+        drop(stack);
+    });
+    up_rx.recv().unwrap();
+    let stack = Stack::builder(Backend::Port(Box::new(b)), CLIENT)
+        .connection_config(conn)
+        .build()
+        .unwrap();
+    let sock = stack
+        .connect(SocketAddrV4::new(SERVER, 7200), Duration::from_secs(10))
+        .unwrap();
+    sock.send(b"ping").unwrap();
+    assert_eq!(&sock.recv().unwrap()[..], b"ping");
+    // Keep polling (the peer's flush waits for our acknowledgement) until it has its answer.
+    while answered_rx.try_recv().is_err() {
+        stack.poll();
+    }
+    server.join().unwrap();
+    // The survivor waits for more; the socket's own timeout (10 s) is far longer than the
+    // idle timeout, so only the transport's dead-peer detection can end this recv.
+    sock.set_timeout(Some(Duration::from_secs(10)));
+    let t0 = Instant::now();
+    let err = sock.recv().unwrap_err();
+    let waited = t0.elapsed();
+    println!("dead peer reported as `{err}` after {waited:?} (idle timeout {idle:?})");
+    assert!(
+        matches!(
+            err,
+            Error::ConnectionLost(CloseReason::IdleTimeout | CloseReason::PeerUnresponsive)
+        ),
+        "{err:?} after {waited:?}"
+    );
+    assert!(err.to_string().starts_with("connection lost"), "{err}");
+    // Generous bound (a loaded machine), far below the 10 s the recv would otherwise wait.
+    assert!(
+        waited < idle + Duration::from_secs(3),
+        "dead peer noticed only after {waited:?} (idle timeout {idle:?})"
+    );
+    // Sending on the lost connection reports the same.
+    assert!(matches!(
+        sock.send(b"anyone?").unwrap_err(),
+        Error::ConnectionLost(_)
+    ));
 }

@@ -11,15 +11,83 @@
 //!   `try_*` forms never wait: "nothing yet" is `Ok(None)`, not an error.
 //! - [`Stack::poll`] runs one iteration; [`Stack::poll_ready`] runs iterations until one of
 //!   many sockets has something to read, for one thread serving thousands of connections.
-//! - Messages are delivered whole and exactly once. Copies and allocations per message:
+//! - A stack is freed when its `Stack` and all its sockets are dropped; it first keeps polling
+//!   for up to 100 ms, until no connection is left, so that its last packets (the
+//!   acknowledgement of the peer's close, the reset of a dropped socket) leave before the port
+//!   goes. A process may exit right after `recv` reported the peer's close.
+//! - Messages are delivered whole and exactly once. Copies and heap allocations per message
+//!   (measured by `tests/socket_no_alloc.rs` with a counting allocator, once warmed up):
 //!   - `send_bytes(Bytes)`: no copy, no allocation in the stack (the payload is written once,
-//!     into the packet buffer, by the transport);
-//!   - `send(&[u8])`: one copy into a new `Bytes` (one allocation), then as above;
-//!   - `recv_msg()`: a single-packet message is a view of the receive buffer (no copy, no
-//!     allocation); a larger one was copied once into a reassembly buffer (one allocation per
-//!     message) or into a target posted with [`Socket::post_target`] (no allocation);
+//!     into packet buffers, by the transport). The stack keeps a clone of the `Bytes` until
+//!     the transport took it; cloning a *fresh* `Bytes` made from a `Vec` or `Box` allocates
+//!     its shared header once (that is the `bytes` crate), so reuse a `Bytes` (or slices of
+//!     one) to send without allocating;
+//!   - `send(&[u8])`: one copy into a new `Bytes`, one allocation (made only when the send
+//!     queue has room, so waiting under backpressure allocates nothing);
+//!   - `recv_msg()`: a single-packet message (up to `max_datagram` minus the transport
+//!     header: about 1.4 KiB by default) is a [`PktBytes`](crate::mem::PktBytes) view of the
+//!     receive buffer: no copy, no allocation. A multi-packet message is copied once into a
+//!     reassembly buffer allocated for it (one allocation per message), or into a target
+//!     posted with [`Socket::post_target`] (none: the target comes back in the message and
+//!     can be posted again);
 //!   - `recv() -> Bytes`: as `recv_msg`, plus one small allocation for a single-packet message
 //!     (`Bytes::from_owner` boxes the buffer's owner; see `mem`).
+//!
+//! # Example
+//!
+//! Two stacks, each on its own thread, joined by an in-process port pair
+//! ([`pmd::pair`](crate::pmd::pair)); over memif the two would be two processes (see
+//! `examples/echo_server.rs` and `examples/echo_client.rs`).
+//!
+//! ```
+//! use std::net::{Ipv4Addr, SocketAddrV4};
+//! use std::time::Duration;
+//!
+//! use bypass::mem::{HugePages, Pool, PoolConfig};
+//! use bypass::pmd::pair::pair;
+//! use bypass::socket::{Backend, Error, Stack, DEFAULT_UDP_PORT};
+//!
+//! let pool = Pool::new(&PoolConfig {
+//!     hugepages: HugePages::Never,
+//!     ..PoolConfig::new("doc-example", 2048, 9216 + 256)
+//! })?;
+//! let (a, b) = pair(&pool, 256, 9000)?;
+//! let server_ip = Ipv4Addr::new(10, 0, 0, 1);
+//! let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+//!
+//! let server = std::thread::spawn(move || -> Result<u32, Error> {
+//!     // The stack lives on the thread that polls it.
+//!     let stack = Stack::builder(Backend::Port(Box::new(a)), server_ip).build()?;
+//!     let listener = stack.listen();
+//!     ready_tx.send(()).unwrap();
+//!     let sock = listener.accept(Duration::from_secs(10))?;
+//!     let mut echoed = 0;
+//!     loop {
+//!         match sock.recv() {
+//!             Ok(msg) => {
+//!                 sock.send_bytes(msg)?; // no copy: the received bytes go back out
+//!                 echoed += 1;
+//!             }
+//!             Err(Error::Closed) => return Ok(echoed), // the client closed
+//!             Err(e) => return Err(e),
+//!         }
+//!     }
+//! });
+//!
+//! ready_rx.recv()?;
+//! let stack = Stack::builder(Backend::Port(Box::new(b)), Ipv4Addr::new(10, 0, 0, 2)).build()?;
+//! let sock = stack.connect(
+//!     SocketAddrV4::new(server_ip, DEFAULT_UDP_PORT),
+//!     Duration::from_secs(10),
+//! )?;
+//! for msg in [&b"hello"[..], &[7u8; 100_000][..]] {
+//!     sock.send(msg)?;
+//!     assert_eq!(sock.recv()?, msg); // delivered whole, however many packets it took
+//! }
+//! sock.close()?;
+//! assert_eq!(server.join().unwrap()?, 2);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 mod error;
 pub mod metrics;
@@ -260,6 +328,10 @@ impl StackBuilder {
             fix: "give each stack its own core slot (StackBuilder::core_slot), one per thread",
         })?;
         let mut conn = self.conn;
+        // Datagrams fill the MTU (jumbo frames on memif) unless the caller chose a size.
+        if conn.max_datagram == ConnectionConfig::default().max_datagram {
+            conn.max_datagram = u32::from(mtu) - 28;
+        }
         conn.max_datagram = conn.max_datagram.min(u32::from(mtu) - 28);
         let mut ecfg = EndpointConfig {
             accept: self.accept,
@@ -272,6 +344,7 @@ impl StackBuilder {
             ecfg.cc = cc;
         }
         let max_message = ecfg.conn.max_message;
+        let max_send_msgs = ecfg.conn.max_send_msgs;
         let seed = self.seed.unwrap_or_else(os_random);
         let transport = Transport {
             ep: Endpoint::new(ecfg, seed),
@@ -314,6 +387,7 @@ impl StackBuilder {
                 _exporter: exporter,
                 _memif: memif,
                 max_message,
+                max_send_msgs,
                 _core: core,
             })),
         })
@@ -406,6 +480,8 @@ struct Inner {
     _exporter: Option<crate::telemetry::Exporter>,
     _memif: Option<Memif>,
     max_message: u64,
+    /// `ConnectionConfig::max_send_msgs`: a connection's send queue holds this many messages.
+    max_send_msgs: usize,
     // Declared after `rt`: released only after the runtime (and its buffers) are gone.
     _core: crate::mem::CoreSlot,
 }
@@ -424,7 +500,53 @@ impl Inner {
     }
 }
 
+/// How long a dropped stack keeps polling to let its last packets out (see `Drop for Inner`).
+const LINGER: Duration = Duration::from_millis(100);
+
+impl Drop for Inner {
+    /// Lingers: polls until no connection is left (closes confirmed, drains over, resets
+    /// sent) or [`LINGER`] passes, so the last acknowledgement or reset leaves before the
+    /// port goes. Without it a process that exits right after `recv` reported the peer's
+    /// close would take the acknowledgement of that close with it, and the peer's `close`
+    /// would end in `ConnectionLost` instead of `Ok`.
+    fn drop(&mut self) {
+        let end = StdInstant::now() + LINGER;
+        loop {
+            let busy = self.poll();
+            if (!busy && self.ep().connection_count() == 0) || StdInstant::now() >= end {
+                return;
+            }
+        }
+    }
+}
+
 /// A transport stack on one core. See the [module docs](self).
+///
+/// Over memif, one process serves the control socket and the other connects; both name the
+/// other's address with a static ARP entry (or let ARP resolve it):
+///
+/// ```no_run
+/// use std::net::{Ipv4Addr, SocketAddrV4};
+/// use std::time::Duration;
+///
+/// use bypass::pmd::memif::Role;
+/// use bypass::socket::{Backend, Stack, DEFAULT_UDP_PORT};
+///
+/// let stack = Stack::builder(
+///     Backend::Memif { socket: "/tmp/app.sock".into(), role: Role::Client, id: 0 },
+///     Ipv4Addr::new(10, 0, 0, 2),
+/// )
+/// .static_arp(Ipv4Addr::new(10, 0, 0, 1), [0x02, 0, 0, 0, 0, 1])
+/// .pin_core(2) // this thread becomes the poll loop of core 2
+/// .build()?;
+/// let sock = stack.connect(
+///     SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 1), DEFAULT_UDP_PORT),
+///     Duration::from_secs(5),
+/// )?;
+/// sock.send(b"request")?;
+/// let reply = sock.recv()?;
+/// # Ok::<(), bypass::socket::Error>(())
+/// ```
 pub struct Stack {
     inner: Rc<RefCell<Inner>>,
 }
@@ -451,6 +573,17 @@ pub struct StackStats {
 }
 
 impl Stack {
+    /// The poll loop's time (ns, read once per iteration from the runtime's clock: no
+    /// system call), for timeouts of blocking calls.
+    #[inline]
+    fn now_ns(&self) -> u64 {
+        self.inner.borrow().rt.now()
+    }
+
+    #[inline]
+    fn since(&self, start: u64) -> Duration {
+        Duration::from_nanos(self.now_ns().saturating_sub(start))
+    }
     /// A builder for a stack over `backend`, with our address `ip`.
     pub fn builder(backend: Backend, ip: Ipv4Addr) -> StackBuilder {
         StackBuilder {
@@ -485,8 +618,8 @@ impl Stack {
 
     /// Poll for `d`.
     pub fn poll_for(&self, d: Duration) {
-        let end = StdInstant::now() + d;
-        while StdInstant::now() < end {
+        let start = self.now_ns();
+        while self.since(start) < d {
             self.poll();
         }
     }
@@ -502,7 +635,7 @@ impl Stack {
                 .map_err(|_| Error::TooManyConnections)?
         };
         let sock = Socket::new(self.inner.clone(), h);
-        let deadline = StdInstant::now() + timeout;
+        let start = self.now_ns();
         loop {
             self.poll();
             match sock.pump_events() {
@@ -510,7 +643,7 @@ impl Stack {
                 Some(SockState::Closed(r)) => return Err(Error::from_close(r, Some(addr))),
                 _ => {}
             }
-            if StdInstant::now() >= deadline {
+            if self.since(start) >= timeout {
                 sock.abort();
                 return Err(Error::PeerUnreachable {
                     addr,
@@ -529,9 +662,28 @@ impl Stack {
 
     /// Run the loop until one of `socks` has a message or event to take, or `timeout`
     /// passes; returns the indices of the ready sockets (into `ready`, cleared first).
+    ///
+    /// One thread serving many connections:
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// # use bypass::socket::{Socket, Stack};
+    /// # fn serve(stack: &Stack, socks: Vec<Socket>) -> Result<(), bypass::socket::Error> {
+    /// let mut ready = Vec::new();
+    /// loop {
+    ///     let refs: Vec<&Socket> = socks.iter().collect();
+    ///     stack.poll_ready(&refs, &mut ready, Duration::from_millis(10));
+    ///     for &k in &ready {
+    ///         if let Some(msg) = socks[k].try_recv()? {
+    ///             socks[k].send_bytes(msg)?;
+    ///         }
+    ///     }
+    /// }
+    /// # }
+    /// ```
     pub fn poll_ready(&self, socks: &[&Socket], ready: &mut Vec<usize>, timeout: Duration) {
         ready.clear();
-        let deadline = StdInstant::now() + timeout;
+        let start = self.now_ns();
         loop {
             self.poll();
             for (k, s) in socks.iter().enumerate() {
@@ -539,7 +691,7 @@ impl Stack {
                     ready.push(k);
                 }
             }
-            if !ready.is_empty() || StdInstant::now() >= deadline {
+            if !ready.is_empty() || self.since(start) >= timeout {
                 return;
             }
         }
@@ -599,6 +751,17 @@ impl std::fmt::Debug for Listener {
 }
 
 impl Listener {
+    /// The poll loop's time (ns, read once per iteration from the runtime's clock: no
+    /// system call), for timeouts of blocking calls.
+    #[inline]
+    fn now_ns(&self) -> u64 {
+        self.inner.borrow().rt.now()
+    }
+
+    #[inline]
+    fn since(&self, start: u64) -> Duration {
+        Duration::from_nanos(self.now_ns().saturating_sub(start))
+    }
     /// The next accepted connection, if one is ready (polls once).
     pub fn try_accept(&self) -> Option<Socket> {
         let mut i = self.inner.borrow_mut();
@@ -612,12 +775,12 @@ impl Listener {
 
     /// Wait up to `timeout` for a connection.
     pub fn accept(&self, timeout: Duration) -> Result<Socket, Error> {
-        let deadline = StdInstant::now() + timeout;
+        let start = self.now_ns();
         loop {
             if let Some(s) = self.try_accept() {
                 return Ok(s);
             }
-            if StdInstant::now() >= deadline {
+            if self.since(start) >= timeout {
                 return Err(Error::TimedOut { after: timeout });
             }
         }
@@ -639,6 +802,12 @@ struct SockInner {
 }
 
 /// One connection: whole messages in both directions. See the [module docs](self).
+///
+/// Errors tell what happened to the connection: [`Error::Closed`] after a graceful close
+/// (ours or the peer's), [`Error::ConnectionReset`] when either side reset it (a dropped
+/// `Socket` resets), [`Error::ConnectionLost`] when the peer stopped answering (it died, or
+/// the path did) for the connection's idle timeout
+/// ([`ConnectionConfig::idle_timeout`], set with [`StackBuilder::connection_config`]).
 pub struct Socket {
     inner: Rc<RefCell<Inner>>,
     h: ConnectionHandle,
@@ -656,6 +825,17 @@ impl std::fmt::Debug for Socket {
 }
 
 impl Socket {
+    /// The poll loop's time (ns, read once per iteration from the runtime's clock: no
+    /// system call), for timeouts of blocking calls.
+    #[inline]
+    fn now_ns(&self) -> u64 {
+        self.inner.borrow().rt.now()
+    }
+
+    #[inline]
+    fn since(&self, start: u64) -> Duration {
+        Duration::from_nanos(self.now_ns().saturating_sub(start))
+    }
     fn new(inner: Rc<RefCell<Inner>>, h: ConnectionHandle) -> Socket {
         let remote = inner
             .borrow_mut()
@@ -743,7 +923,7 @@ impl Socket {
             return Err(Error::MessageTooLarge { len, max });
         }
         let timeout = self.s.borrow().timeout;
-        let start = StdInstant::now();
+        let start = self.now_ns();
         let mut msg = Some(msg);
         loop {
             match self.try_send_inner(&mut msg) {
@@ -751,7 +931,7 @@ impl Socket {
                 Ok(None) => {}
                 Err(e) => return Err(e),
             }
-            if timeout.is_some_and(|t| start.elapsed() >= t) {
+            if timeout.is_some_and(|t| self.since(start) >= t) {
                 return Err(Error::TimedOut {
                     after: timeout.unwrap_or_default(),
                 });
@@ -769,7 +949,51 @@ impl Socket {
                 max,
             });
         }
-        self.send_bytes(Bytes::copy_from_slice(msg))
+        let timeout = self.s.borrow().timeout;
+        let start = StdInstant::now();
+        loop {
+            if let Some(id) = self.try_send_copy(msg)? {
+                return Ok(id);
+            }
+            if timeout.is_some_and(|t| start.elapsed() >= t) {
+                return Err(Error::TimedOut {
+                    after: timeout.unwrap_or_default(),
+                });
+            }
+            self.inner.borrow_mut().poll();
+        }
+    }
+
+    /// One attempt of [`send`](Self::send). The copy is made only when the send queue has
+    /// room (waiting under backpressure allocates nothing), and it is moved into the
+    /// transport: no `clone` to keep in case of `WouldBlock`, because a clone of a fresh
+    /// `Bytes` allocates a second time (its shared header). If the transport refuses anyway,
+    /// the copy is dropped and the next attempt copies again from `msg`.
+    fn try_send_copy(&self, msg: &[u8]) -> Result<Option<u64>, Error> {
+        self.pump_events();
+        if let Some(e) = self.closed_error() {
+            return Err(e);
+        }
+        let mut i = self.inner.borrow_mut();
+        let (max, limit) = (i.max_message, i.max_send_msgs);
+        let Some(c) = i.ep().connection(self.h) else {
+            return Err(Error::Closed);
+        };
+        if c.send_queue_len() >= limit {
+            return Ok(None);
+        }
+        match c.send(Bytes::copy_from_slice(msg)) {
+            Ok(id) => {
+                self.s.borrow_mut().last_sent = Some(id);
+                Ok(Some(id))
+            }
+            Err(SendError::WouldBlock) => Ok(None),
+            Err(SendError::TooLarge) => Err(Error::MessageTooLarge {
+                len: msg.len() as u64,
+                max,
+            }),
+            Err(SendError::Closed) => Err(Error::Closed),
+        }
     }
 
     /// Queue `msg` if the send queue has room; `Ok(None)` (and `msg` untouched in its
@@ -830,15 +1054,32 @@ impl Socket {
     }
 
     /// Wait for the next whole message.
+    ///
+    /// The zero-copy, allocation-free way to receive (see the [module docs](self)):
+    ///
+    /// ```no_run
+    /// # fn f(sock: &bypass::socket::Socket) -> Result<(), bypass::socket::Error> {
+    /// use bypass::proto::MsgData;
+    ///
+    /// let msg = sock.recv_msg()?;
+    /// let bytes: &[u8] = match &msg.data {
+    ///     MsgData::Packet(p) => p,  // one packet: a view of the receive buffer
+    ///     MsgData::Buffer(b) => b,  // several packets, reassembled
+    ///     MsgData::Target(_) => &[], // written into a target posted with post_target
+    /// };
+    /// println!("message {} of {} bytes", msg.id, bytes.len());
+    /// // Dropping `msg` gives the packet buffer back to the pool.
+    /// # Ok(()) }
+    /// ```
     pub fn recv_msg(&self) -> Result<RecvMsg, Error> {
         let timeout = self.s.borrow().timeout;
-        let start = StdInstant::now();
+        let start = self.now_ns();
         loop {
             if let Some(m) = self.try_recv_msg()? {
                 return Ok(m);
             }
             if let Some(t) = timeout {
-                if start.elapsed() >= t {
+                if self.since(start) >= t {
                     return Err(Error::TimedOut { after: t });
                 }
             }
@@ -887,7 +1128,7 @@ impl Socket {
     /// Wait until every message sent so far is acknowledged.
     pub fn flush(&self) -> Result<(), Error> {
         let timeout = self.s.borrow().timeout;
-        let start = StdInstant::now();
+        let start = self.now_ns();
         loop {
             self.inner.borrow_mut().poll();
             self.pump_events();
@@ -904,7 +1145,7 @@ impl Socket {
                 return Ok(());
             }
             if let Some(t) = timeout {
-                if start.elapsed() >= t {
+                if self.since(start) >= t {
                     return Err(Error::TimedOut { after: t });
                 }
             }
@@ -919,12 +1160,56 @@ impl Socket {
 
     /// Close gracefully: queued messages are delivered first. Waits up to the socket's
     /// timeout for the peer's confirmation.
+    ///
+    /// `close` takes the socket, so nothing can be sent on it afterwards:
+    ///
+    /// ```compile_fail
+    /// # fn f(sock: bypass::socket::Socket) -> Result<(), bypass::socket::Error> {
+    /// sock.close()?;
+    /// sock.send(b"too late")?; // error[E0382]: borrow of moved value: `sock`
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// To close but keep the `Socket` (for its [`stats`](Self::stats), or in a structure that
+    /// outlives the connection), use [`shutdown`](Self::shutdown).
     pub fn close(self) -> Result<(), Error> {
         {
             let mut i = self.inner.borrow_mut();
             let now = Instant::from_nanos(i.rt.now());
             if let Some(c) = i.ep().connection(self.h) {
                 c.close(now, 0);
+            }
+        }
+        let timeout = self.s.borrow().timeout.unwrap_or(Duration::from_secs(10));
+        let start = self.now_ns();
+        loop {
+            self.inner.borrow_mut().poll();
+            self.pump_events();
+            match self.s.borrow().state {
+                SockState::Closed(CloseReason::LocalClose(_) | CloseReason::PeerClose(_)) => {
+                    return Ok(())
+                }
+                SockState::Closed(r) => return Err(Error::from_close(r, None)),
+                _ => {}
+            }
+            if self.since(start) >= timeout {
+                return Err(Error::TimedOut { after: timeout });
+            }
+        }
+    }
+}
+
+impl Socket {
+    /// Close gracefully, as [`close`](Self::close) does, but keep the socket: every later
+    /// `send`/`recv` reports [`Error::Closed`]. Closing again is a no-op.
+    pub fn shutdown(&self) -> Result<(), Error> {
+        {
+            let mut i = self.inner.borrow_mut();
+            let now = Instant::from_nanos(i.rt.now());
+            if let Some(c) = i.ep().connection(self.h) {
+                if matches!(c.state(), State::Handshake | State::Established) {
+                    c.close(now, 0);
+                }
             }
         }
         let timeout = self.s.borrow().timeout.unwrap_or(Duration::from_secs(10));

@@ -1,0 +1,225 @@
+//! The examples as they are meant to run: each pair as two real OS processes over memif.
+//! Checks the echo client's messages come back intact and the file sent arrives whole with
+//! matching checksums (and equal bytes on disk); that both processes exit 0 within a
+//! deadline; and that no memif socket file is left behind.
+//!
+//! The example binaries are built by `cargo test` (examples are always compiled); when only
+//! this test was built (`cargo test --test examples_two_process`), the test builds them
+//! with the same cargo, profile and target directory.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+const DEADLINE: Duration = Duration::from_secs(120);
+
+/// target/<profile>/examples, built.
+fn examples_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let exe = std::env::current_exe().expect("current_exe");
+        // target/<profile>/deps/examples_two_process-HASH
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("test binary in target/<profile>/deps");
+        let target_dir = profile_dir.parent().expect("target dir");
+        let release = profile_dir.file_name().is_some_and(|n| n == "release");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| env!("CARGO").to_owned());
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "--quiet", "--examples", "--manifest-path"])
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"))
+            .arg("--target-dir")
+            .arg(target_dir);
+        if release {
+            cmd.arg("--release");
+        }
+        if cfg!(feature = "dpdk") {
+            cmd.args(["--features", "dpdk"]);
+        }
+        let st = cmd.status().expect("run cargo build --examples");
+        assert!(st.success(), "cargo build --examples failed: {st}");
+        profile_dir.join("examples")
+    })
+}
+
+/// A child that is killed (and reaped) if the test fails before it exits.
+struct Proc {
+    name: &'static str,
+    child: Option<Child>,
+}
+
+impl Proc {
+    fn spawn(name: &'static str, args: &[&Path]) -> Proc {
+        let bin = examples_dir().join(name);
+        assert!(bin.exists(), "{} was not built", bin.display());
+        let child = Command::new(&bin)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {}: {e}", bin.display()));
+        Proc {
+            name,
+            child: Some(child),
+        }
+    }
+
+    /// Waits for exit (killing it at `deadline`); returns (success, stdout, stderr).
+    fn finish(mut self, deadline: Instant) -> (bool, String, String) {
+        let mut child = self.child.take().expect("child");
+        let status = loop {
+            if let Some(st) = child.try_wait().expect("try_wait") {
+                break Some(st);
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let mut out = String::new();
+        let mut err = String::new();
+        if let Some(mut o) = child.stdout.take() {
+            let _ = o.read_to_string(&mut out);
+        }
+        if let Some(mut e) = child.stderr.take() {
+            let _ = e.read_to_string(&mut err);
+        }
+        match status {
+            None => panic!(
+                "{} still running after {DEADLINE:?}; killed\nstdout:\n{out}\nstderr:\n{err}",
+                self.name
+            ),
+            Some(st) => (st.success(), out, err),
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A unique path under the temp dir, removed (if still there) when dropped.
+struct TempPath(PathBuf);
+
+impl TempPath {
+    fn new(what: &str) -> TempPath {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        TempPath(
+            std::env::temp_dir().join(format!("bypass-examples-{}-{n}-{what}", std::process::id())),
+        )
+    }
+}
+
+impl Drop for TempPath {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+fn fnv1a64(data: &[u8]) -> u64 {
+    let mut h = 0xcbf2_9ce4_8422_2325u64;
+    for &b in data {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+#[test]
+fn echo_server_and_client_as_two_processes() {
+    let sock = TempPath::new("echo.sock");
+    let server = Proc::spawn("echo_server", &[&sock.0, Path::new("--once")]);
+    let client = Proc::spawn("echo_client", &[&sock.0, Path::new("4")]);
+    let deadline = Instant::now() + DEADLINE;
+    let (c_ok, c_out, c_err) = client.finish(deadline);
+    let (s_ok, s_out, s_err) = server.finish(deadline);
+    assert!(c_ok, "echo_client failed:\n{c_out}\n{c_err}");
+    assert!(s_ok, "echo_server failed:\n{s_out}\n{s_err}");
+    // 4 rounds of 6 sizes: 1 + 64 + 1400 + 8 KiB + 64 KiB + 1 MiB per round.
+    let bytes = 4 * (1 + 64 + 1400 + (8 << 10) + (64 << 10) + (1 << 20));
+    assert!(
+        c_out.contains(&format!("24 messages ({bytes} bytes) echoed intact")),
+        "{c_out}"
+    );
+    assert!(
+        s_out.contains(&format!("closed after 24 messages ({bytes} bytes) echoed")),
+        "{s_out}"
+    );
+    assert!(
+        !sock.0.exists(),
+        "memif socket {} left behind",
+        sock.0.display()
+    );
+}
+
+fn transfer(len: usize, chunk: Option<usize>) {
+    let sock = TempPath::new("file.sock");
+    let input = TempPath::new("in.bin");
+    let output = TempPath::new("out.bin");
+    // Deterministic, incompressible-looking content (xorshift).
+    let mut x = 0x9e37_79b9_7f4a_7c15u64 ^ len as u64;
+    let data: Vec<u8> = (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    std::fs::write(&input.0, &data).unwrap();
+    let hash = format!("{:016x}", fnv1a64(&data));
+
+    let recv = Proc::spawn("file_recv", &[&sock.0, &output.0]);
+    let chunk_arg = chunk.map(|c| PathBuf::from(c.to_string()));
+    let mut send_args: Vec<&Path> = vec![&sock.0, &input.0];
+    if let Some(c) = &chunk_arg {
+        send_args.push(c);
+    }
+    let send = Proc::spawn("file_send", &send_args);
+    let deadline = Instant::now() + DEADLINE;
+    let (s_ok, s_out, s_err) = send.finish(deadline);
+    let (r_ok, r_out, r_err) = recv.finish(deadline);
+    assert!(s_ok, "file_send failed:\n{s_out}\n{s_err}");
+    assert!(r_ok, "file_recv failed:\n{r_out}\n{r_err}");
+    assert!(
+        r_out.contains(&format!("received {len} bytes"))
+            && r_out.contains(&format!("fnv1a64 {hash}, sender's {hash}: checksum ok")),
+        "{r_out}"
+    );
+    assert!(
+        s_out.contains(&format!("sent {len} bytes"))
+            && s_out.contains(&format!(
+                "fnv1a64 {hash}, receiver's {hash} over {len} bytes: checksum ok"
+            )),
+        "{s_out}"
+    );
+    let got = std::fs::read(&output.0).unwrap();
+    assert_eq!(got.len(), len);
+    assert!(got == data, "the received file differs from the one sent");
+    assert!(
+        !sock.0.exists(),
+        "memif socket {} left behind",
+        sock.0.display()
+    );
+}
+
+#[test]
+fn file_of_a_few_mib_in_one_mib_messages() {
+    transfer((4 << 20) + 12_345, None);
+}
+
+#[test]
+fn file_in_single_packet_messages() {
+    transfer((2 << 20) + 7, Some(8000));
+}

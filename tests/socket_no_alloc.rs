@@ -1,0 +1,277 @@
+//! A counting global allocator shows the socket API's steady state allocates nothing per
+//! message on the zero-copy paths: single-packet messages sent with `Socket::send_bytes`
+//! (reusing one `Bytes`) and received with `Socket::recv_msg` (a `PktBytes` view of the
+//! receive buffer, no conversion), on both ends of a request/response exchange between two
+//! stacks, each on its own thread (counts are per thread).
+//!
+//! It also pins down the paths that do allocate, by design:
+//! - `send(&[u8])` copies the slice into a new `Bytes`: one allocation per message;
+//! - `recv()` turns the `PktBytes` into a `Bytes` with `Bytes::from_owner`, which boxes the
+//!   owner: one small allocation per single-packet message;
+//! - a multi-packet message is reassembled into a buffer allocated for it (one allocation
+//!   per message), unless a target was posted with `Socket::post_target`.
+//!
+//! With `BYPASS_ALLOC_TRACE=1` in the environment, the first allocation inside a measured
+//! window prints its backtrace (to find where it comes from).
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::sync::mpsc;
+use std::thread;
+use std::time::Duration;
+
+use bypass::mem::{HugePages, Pool, PoolConfig};
+use bypass::pmd::pair::pair;
+use bypass::proto::{MsgData, RecvTarget};
+use bypass::socket::{Backend, Socket, Stack};
+use bytes::Bytes;
+
+struct Counting;
+
+thread_local! {
+    static ALLOCS: Cell<u64> = const { Cell::new(0) };
+    /// Print a backtrace at the next this-many allocations (armed inside measured windows
+    /// with BYPASS_ALLOC_TRACE=N, default 1).
+    static TRAP: Cell<u32> = const { Cell::new(0) };
+    static IN_TRAP: Cell<bool> = const { Cell::new(false) };
+}
+
+fn count() {
+    if IN_TRAP.with(Cell::get) {
+        // The backtrace printer's own allocations are not the code under test's.
+        return;
+    }
+    ALLOCS.with(|c| c.set(c.get() + 1));
+    if TRAP.with(Cell::get) > 0 {
+        IN_TRAP.with(|c| c.set(true));
+        TRAP.with(|c| c.set(c.get() - 1));
+        let bt = std::backtrace::Backtrace::force_capture();
+        eprintln!(
+            "unexpected allocation on {:?}:\n{bt}",
+            thread::current().name()
+        );
+        IN_TRAP.with(|c| c.set(false));
+    }
+}
+
+// SAFETY: forwards to the system allocator; the counters are const-initialised thread-local
+// Cells, which never allocate (the backtrace printer runs guarded against re-entry).
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        count();
+        // SAFETY: forwarded contract.
+        unsafe { System.alloc(l) }
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        // SAFETY: forwarded contract.
+        unsafe { System.dealloc(p, l) }
+    }
+    unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
+        count();
+        // SAFETY: forwarded contract.
+        unsafe { System.alloc_zeroed(l) }
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
+        count();
+        // SAFETY: forwarded contract.
+        unsafe { System.realloc(p, l, n) }
+    }
+}
+
+#[global_allocator]
+static A: Counting = Counting;
+
+fn allocs() -> u64 {
+    ALLOCS.with(Cell::get)
+}
+
+fn arm_trap() {
+    if let Ok(v) = std::env::var("BYPASS_ALLOC_TRACE") {
+        TRAP.with(|c| c.set(v.parse().unwrap_or(1)));
+    }
+}
+
+fn disarm_trap() {
+    TRAP.with(|c| c.set(0));
+}
+
+const SERVER: Ipv4Addr = Ipv4Addr::new(10, 98, 0, 1);
+const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 98, 0, 2);
+const WARM: u64 = 3000;
+const MEASURED: u64 = 5000;
+
+/// How the client sends and receives in the measured window.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Mode {
+    /// `send_bytes` of one reused `Bytes`, `recv_msg`.
+    ZeroCopy,
+    /// `send(&[u8])`, `recv_msg`.
+    SendCopy,
+    /// `send_bytes`, `recv() -> Bytes`.
+    RecvBytes,
+    /// `send_bytes`, `recv_msg` into a target posted with `post_target` (and re-posted).
+    Target,
+}
+
+/// A host-memory receive target (the same one is posted again after each message).
+#[derive(Debug)]
+struct HostTarget(Vec<u8>);
+
+impl RecvTarget for HostTarget {
+    fn capacity(&self) -> u64 {
+        self.0.len() as u64
+    }
+    fn write_at(&mut self, offset: u64, data: &[u8]) {
+        let o = offset as usize;
+        self.0[o..o + data.len()].copy_from_slice(data);
+    }
+}
+
+fn pool() -> Pool {
+    Pool::new(&PoolConfig {
+        hugepages: HugePages::Never,
+        ..PoolConfig::new("socket-no-alloc", 8192, 9216 + 256)
+    })
+    .unwrap()
+}
+
+/// Allocations per message (client thread, server thread) over MEASURED round trips of
+/// `len`-byte requests and responses, after WARM round trips.
+fn run(len: usize, mode: Mode) -> (f64, f64) {
+    let pool = pool();
+    let (a, b) = pair(&pool, 1024, 9000).unwrap();
+    let (up_tx, up_rx) = mpsc::channel();
+    let server = thread::Builder::new()
+        .name("server".into())
+        .spawn(move || {
+            let stack = Stack::builder(Backend::Port(Box::new(a)), SERVER)
+                .build()
+                .unwrap();
+            up_tx.send(()).unwrap();
+            let sock = stack.listen().accept(Duration::from_secs(20)).unwrap();
+            let reply = Bytes::from(vec![0x5a; len]);
+            let mut start = 0;
+            for i in 0..WARM + MEASURED {
+                if i == WARM {
+                    // Arm first: reading the environment allocates.
+                    arm_trap();
+                    start = allocs();
+                }
+                let m = sock.recv_msg().unwrap();
+                assert_eq!(m.len, len as u64);
+                drop(m);
+                sock.send_bytes(reply.clone()).unwrap();
+            }
+            disarm_trap();
+            let used = allocs() - start;
+            // Wait for the client's close.
+            let _ = sock.recv_msg();
+            used
+        })
+        .unwrap();
+    up_rx.recv().unwrap();
+    let stack = Stack::builder(Backend::Port(Box::new(b)), CLIENT)
+        .build()
+        .unwrap();
+    let sock = stack
+        .connect(SocketAddrV4::new(SERVER, 7200), Duration::from_secs(10))
+        .unwrap();
+    let request = Bytes::from(vec![0xa5; len]);
+    let mut target: Option<Box<dyn RecvTarget>> = Some(Box::new(HostTarget(vec![0; len])));
+    let mut start = 0;
+    for i in 0..WARM + MEASURED {
+        if i == WARM {
+            // Arm first: reading the environment allocates.
+            arm_trap();
+            start = allocs();
+        }
+        round_trip(&sock, &request, len, mode, &mut target);
+    }
+    disarm_trap();
+    let client = allocs() - start;
+    sock.close().unwrap();
+    let server = server.join().unwrap();
+    (
+        client as f64 / MEASURED as f64,
+        server as f64 / MEASURED as f64,
+    )
+}
+
+fn round_trip(
+    sock: &Socket,
+    request: &Bytes,
+    len: usize,
+    mode: Mode,
+    target: &mut Option<Box<dyn RecvTarget>>,
+) {
+    match mode {
+        Mode::ZeroCopy | Mode::RecvBytes | Mode::Target => {
+            sock.send_bytes(request.clone()).unwrap();
+        }
+        Mode::SendCopy => {
+            sock.send(request).unwrap();
+        }
+    }
+    match mode {
+        Mode::ZeroCopy | Mode::SendCopy => {
+            let m = sock.recv_msg().unwrap();
+            assert_eq!(m.len, len as u64);
+        }
+        Mode::RecvBytes => {
+            let b = sock.recv().unwrap();
+            assert_eq!(b.len(), len);
+        }
+        Mode::Target => {
+            sock.post_target(target.take().expect("target back"))
+                .unwrap();
+            let m = sock.recv_msg().unwrap();
+            assert_eq!(m.len, len as u64);
+            match m.data {
+                MsgData::Target(t) => *target = Some(t),
+                other => panic!("a {len}-byte response not in the posted target: {other:?}"),
+            }
+        }
+    }
+}
+
+#[test]
+fn zero_copy_paths_allocate_nothing_per_message() {
+    // Single-packet messages: datagrams fill the pair's 9000-byte MTU, so up to about
+    // 8.9 KiB.
+    for len in [1usize, 64, 1400, 8000] {
+        let (client, server) = run(len, Mode::ZeroCopy);
+        println!("{len} B: allocations per message: client {client}, server {server}");
+        assert_eq!(client, 0.0, "client allocations per {len}-byte message");
+        assert_eq!(server, 0.0, "server allocations per {len}-byte message");
+    }
+}
+
+#[test]
+fn send_of_a_slice_allocates_one_bytes_per_message() {
+    let (client, server) = run(64, Mode::SendCopy);
+    println!("send(&[u8]): allocations per message: client {client}, server {server}");
+    assert_eq!(client, 1.0, "Bytes::copy_from_slice per message");
+    assert_eq!(server, 0.0);
+}
+
+#[test]
+fn recv_as_bytes_allocates_one_owner_box_per_single_packet_message() {
+    let (client, server) = run(64, Mode::RecvBytes);
+    println!("recv() -> Bytes: allocations per message: client {client}, server {server}");
+    assert_eq!(client, 1.0, "Bytes::from_owner per message");
+    assert_eq!(server, 0.0);
+}
+
+#[test]
+fn multi_packet_messages_allocate_their_reassembly_buffer_unless_a_target_is_posted() {
+    // 20000 bytes: three datagrams of up to 8.9 KiB. The client receives into a posted target
+    // (re-posted each time), the server (recv_msg without a target) into a reassembly buffer.
+    let (client, server) = run(20000, Mode::Target);
+    println!("20000 B: allocations per message: client (posted target) {client}, server (reassembly) {server}");
+    assert_eq!(client, 0.0, "a posted target needs no allocation");
+    assert_eq!(
+        server, 1.0,
+        "one reassembly buffer per multi-packet message"
+    );
+}
