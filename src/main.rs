@@ -13,7 +13,10 @@ commands:
                          UDP and TCP (`bypass bench --help`)
   sim cc [--quick] ...   congestion-control experiments in virtual time (table, CSV, PNGs)
   sim path ...           congestion control on an emulated path between two processes:
-                         ping-pong RTT idle and beside a bulk transfer (`bypass sim path --help`)";
+                         ping-pong RTT idle and beside a bulk transfer (`bypass sim path --help`)
+  stat ADDR [--once --json]
+                         live view of a running stack's metrics endpoint (rates, drops,
+                         pools, connections; `bypass stat --help`)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -53,6 +56,7 @@ fn main() -> ExitCode {
         }
         Some("bench") => cli::bench::main(&args[1..]),
         Some("bench-peer") => cli::bench::peer_main(&args[1..]),
+        Some("stat") => cli::stat::main(&args[1..]),
         Some("sim") if args.get(1).map(String::as_str) == Some("cc") => {
             bypass::ccsim::cli(&args[2..])
         }

@@ -4,3 +4,4 @@
 //! kernel's sockets) and print for people.
 pub mod bench;
 pub mod path;
+pub mod stat;

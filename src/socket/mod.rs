@@ -90,6 +90,7 @@
 //! ```
 
 mod error;
+pub mod metrics;
 
 use std::cell::RefCell;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
@@ -113,6 +114,7 @@ use crate::runtime::net::{NetConfig, NetCounters};
 use crate::runtime::{Io, Runtime, RuntimeConfig, RuntimeCounters, UdpHandler};
 
 pub use error::Error;
+pub use metrics::{CaptureError, CaptureLimits, CaptureStatus, Metrics};
 
 /// The UDP port the transport uses unless told otherwise.
 pub const DEFAULT_UDP_PORT: u16 = 7200;
@@ -163,6 +165,9 @@ pub struct StackBuilder {
     accept: bool,
     link_timeout: Duration,
     seed: Option<u64>,
+    metrics: Option<Metrics>,
+    metrics_addr: Option<SocketAddr>,
+    metrics_name: Option<String>,
 }
 
 impl StackBuilder {
@@ -239,6 +244,27 @@ impl StackBuilder {
         self
     }
 
+    /// Record this stack's counters, connections and loop-gap histogram into `metrics`
+    /// (serve them with [`Metrics::serve`]) and let `metrics` switch packet capture of its
+    /// port on and off. See [`metrics`].
+    pub fn metrics(mut self, metrics: &Metrics) -> Self {
+        self.metrics = Some(metrics.clone());
+        self
+    }
+    /// As [`metrics`](Self::metrics) with a registry of the stack's own, served on `addr`
+    /// (`/metrics`, `/capture`) by an exporter thread the stack owns (port 0: any free port;
+    /// see [`Stack::metrics_addr`]).
+    pub fn metrics_addr(mut self, addr: SocketAddr) -> Self {
+        self.metrics_addr = Some(addr);
+        self
+    }
+    /// The name this stack's series carry in label `port` and its capture is addressed by
+    /// (default: the port's name). Give stacks of one process distinct names.
+    pub fn metrics_name(mut self, name: &str) -> Self {
+        self.metrics_name = Some(name.to_owned());
+        self
+    }
+
     /// Start the stack: open the backend, wait for its link, build the runtime on this thread.
     pub fn build(self) -> Result<Stack, Error> {
         let (port, memif): (Box<dyn Port>, Option<Memif>) = match self.backend {
@@ -263,6 +289,7 @@ impl StackBuilder {
             }
             Backend::Port(p) => (p, None),
         };
+        let pools: Vec<crate::mem::Pool> = memif.iter().filter_map(|m| m.pool(0)).collect();
         let mut port = port;
         let info = port.info();
         let deadline = StdInstant::now() + self.link_timeout;
@@ -324,7 +351,9 @@ impl StackBuilder {
             udp_port: self.udp_port,
             spare: None,
             tx_dropped: 0,
+            tx_pool_exhausted: 0,
         };
+        let port = metrics::CapturePort::new(port);
         let mut rt = Runtime::new(rcfg, port, transport, SystemClock::new()).map_err(|e| {
             Error::Backend {
                 what: "runtime".into(),
@@ -333,9 +362,29 @@ impl StackBuilder {
             }
         })?;
         rt.net_mut().bind(self.udp_port);
+        let mut exporter = None;
+        let shared = match (self.metrics, self.metrics_addr) {
+            (Some(m), _) => Some(m),
+            (None, Some(addr)) => {
+                let m = Metrics::new();
+                exporter = Some(metrics::start_own(&m, addr).map_err(|e| Error::Backend {
+                    what: format!("metrics exporter on {addr}"),
+                    why: e.to_string(),
+                    fix: "choose a free address for metrics_addr (port 0 picks one)",
+                })?);
+                Some(m)
+            }
+            (None, None) => None,
+        };
+        let stack_metrics = shared.map(|m| {
+            let name = self.metrics_name.unwrap_or_else(|| info.name.clone());
+            metrics::StackMetrics::new(&m, &name, self.max_connections, pools)
+        });
         Ok(Stack {
             inner: Rc::new(RefCell::new(Inner {
                 rt,
+                metrics: stack_metrics,
+                _exporter: exporter,
                 _memif: memif,
                 max_message,
                 max_send_msgs,
@@ -368,6 +417,7 @@ struct Transport {
     udp_port: u16,
     spare: Option<PktBuf>,
     tx_dropped: u64,
+    tx_pool_exhausted: u64,
 }
 
 impl UdpHandler for Transport {
@@ -397,7 +447,10 @@ impl UdpHandler for Transport {
                 Some(b) => b,
                 None => match io.alloc_tx() {
                     Ok(b) => b,
-                    Err(PoolExhausted) => break,
+                    Err(PoolExhausted) => {
+                        self.tx_pool_exhausted += 1;
+                        break;
+                    }
                 },
             };
             match self.ep.poll_transmit(now, &mut buf) {
@@ -422,7 +475,9 @@ impl UdpHandler for Transport {
 }
 
 struct Inner {
-    rt: Runtime<Box<dyn Port>, Transport, SystemClock>,
+    rt: Runtime<metrics::CapturePort, Transport, SystemClock>,
+    metrics: Option<metrics::StackMetrics>,
+    _exporter: Option<crate::telemetry::Exporter>,
     _memif: Option<Memif>,
     max_message: u64,
     /// `ConnectionConfig::max_send_msgs`: a connection's send queue holds this many messages.
@@ -435,6 +490,9 @@ impl Inner {
     #[inline]
     fn poll(&mut self) -> bool {
         let r = self.rt.poll_once();
+        if let Some(m) = &mut self.metrics {
+            m.after_poll(&mut self.rt);
+        }
         r.busy()
     }
     fn ep(&mut self) -> &mut Endpoint {
@@ -546,6 +604,9 @@ impl Stack {
             accept: true,
             link_timeout: Duration::from_secs(10),
             seed: None,
+            metrics: None,
+            metrics_addr: None,
+            metrics_name: None,
         }
     }
 
@@ -652,6 +713,24 @@ impl Stack {
     /// Whether the port's link is up (memif: the peer process is there).
     pub fn link_up(&self) -> bool {
         self.inner.borrow_mut().rt.port_mut().link().is_up()
+    }
+
+    /// The telemetry this stack records into (None: built without metrics).
+    pub fn metrics(&self) -> Option<Metrics> {
+        self.inner
+            .borrow()
+            .metrics
+            .as_ref()
+            .map(|m| m.metrics().clone())
+    }
+
+    /// Where the stack's own exporter listens ([`StackBuilder::metrics_addr`]).
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.inner
+            .borrow()
+            ._exporter
+            .as_ref()
+            .map(|e| e.local_addr())
     }
 
     /// Live connections.

@@ -8,9 +8,10 @@
 //! internal buckets; a bound counts the values `< 2^k` ns (a value of exactly 2^k ns, in whole
 //! nanoseconds, lands in the next bound).
 //!
-//! The server answers `GET /metrics` (and `/`) with the exposition and anything else with
-//! 404. It is `tiny_http` on one thread: scrapes are serialised, which is what a metrics
-//! endpoint needs.
+//! The server answers `GET /metrics` (and `/`) with the exposition; other requests go to the
+//! [`HttpControl`] given to [`Exporter::start_with_control`] (the stack's run-time capture
+//! switch uses this), and what it does not take gets 404. It is `tiny_http` on one thread:
+//! scrapes are serialised, which is what a metrics endpoint needs.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -90,6 +91,13 @@ pub fn encode_text(registry: &Registry) -> String {
     out
 }
 
+/// Extra endpoints served next to `/metrics` by the exporter's thread (off the data path).
+pub trait HttpControl: Send + Sync + 'static {
+    /// Answer a request (`method` such as `"POST"`, `url` with its query string) with a
+    /// status code and a body, or `None` when the request is not for this handler (404).
+    fn handle(&self, method: &str, url: &str) -> Option<(u16, String)>;
+}
+
 /// Where and how to serve metrics.
 #[derive(Debug, Clone)]
 pub struct ExporterConfig {
@@ -142,6 +150,23 @@ impl std::fmt::Debug for Exporter {
 impl Exporter {
     /// Bind `cfg.addr` and serve `registry` from a new thread named `bypass-metrics`.
     pub fn start(registry: Registry, cfg: &ExporterConfig) -> Result<Exporter, ExporterError> {
+        Exporter::start_inner(registry, cfg, None)
+    }
+
+    /// As [`Exporter::start`], also answering what `control` takes.
+    pub fn start_with_control(
+        registry: Registry,
+        cfg: &ExporterConfig,
+        control: Arc<dyn HttpControl>,
+    ) -> Result<Exporter, ExporterError> {
+        Exporter::start_inner(registry, cfg, Some(control))
+    }
+
+    fn start_inner(
+        registry: Registry,
+        cfg: &ExporterConfig,
+        control: Option<Arc<dyn HttpControl>>,
+    ) -> Result<Exporter, ExporterError> {
         let server = tiny_http::Server::http(cfg.addr).map_err(|source| ExporterError::Bind {
             addr: cfg.addr,
             source,
@@ -152,7 +177,7 @@ impl Exporter {
         let cpu = cfg.cpu;
         let thread = std::thread::Builder::new()
             .name("bypass-metrics".into())
-            .spawn(move || serve(&s, &registry, cpu))?;
+            .spawn(move || serve(&s, &registry, cpu, control.as_deref()))?;
         tracing::info!(%addr, "serving Prometheus metrics on /metrics");
         Ok(Exporter {
             server,
@@ -176,7 +201,12 @@ impl Drop for Exporter {
     }
 }
 
-fn serve(server: &tiny_http::Server, registry: &Registry, cpu: Option<usize>) {
+fn serve(
+    server: &tiny_http::Server,
+    registry: &Registry,
+    cpu: Option<usize>,
+    control: Option<&dyn HttpControl>,
+) {
     if let Some(id) = cpu {
         if !core_affinity::set_for_current(core_affinity::CoreId { id }) {
             tracing::warn!(cpu = id, "could not pin the metrics thread");
@@ -190,6 +220,10 @@ fn serve(server: &tiny_http::Server, registry: &Registry, cpu: Option<usize>) {
         let resp = if *req.method() == tiny_http::Method::Get && (path == "/metrics" || path == "/")
         {
             tiny_http::Response::from_string(encode_text(registry)).with_header(header.clone())
+        } else if let Some((code, body)) =
+            control.and_then(|c| c.handle(req.method().as_str(), req.url()))
+        {
+            tiny_http::Response::from_string(body).with_status_code(code)
         } else {
             tiny_http::Response::from_string("not found; metrics are at /metrics\n")
                 .with_status_code(404)

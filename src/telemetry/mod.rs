@@ -27,7 +27,7 @@ mod registry;
 
 pub use conn::{ConnInfo, ConnPublisher, ConnSource, ConnTable, SlotOutOfRange};
 pub use counters::{CoreCounters, CounterSet, MetricDesc, MetricKind, PortMetric};
-pub use export::{encode_text, Exporter, ExporterConfig, ExporterError, CONTENT_TYPE};
+pub use export::{encode_text, Exporter, ExporterConfig, ExporterError, HttpControl, CONTENT_TYPE};
 pub use histogram::{
     bucket_high, bucket_low, bucket_of, CoreHistogram, HistogramSnapshot, Percentiles, BUCKETS,
     SUB_BITS,

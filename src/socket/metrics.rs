@@ -1,0 +1,1085 @@
+//! A stack's telemetry: the counters, histogram and connection snapshots a
+//! [`Stack`](super::Stack) publishes
+//! into a [`Registry`], and the run-time packet capture of its port.
+//!
+//! Contract:
+//! - Turned on per stack with [`StackBuilder::metrics`](super::StackBuilder::metrics) (a
+//!   shared [`Metrics`], served by [`Metrics::serve`]) or
+//!   [`StackBuilder::metrics_addr`](super::StackBuilder::metrics_addr) (the stack starts its
+//!   own exporter).
+//!   A stack built without either records nothing and pays one branch per poll iteration.
+//! - The poll loop records the gap between its iterations into
+//!   `bypass_poll_loop_gap_seconds` every iteration (two relaxed stores). Every
+//!   [`PUBLISH_INTERVAL_NS`] of the runtime's clock (the clock the loop reads anyway: no extra
+//!   clock read, no syscall) it copies the port's, the runtime's, the IP layer's and the
+//!   endpoint's plain counters into its [`CoreCounters`] blocks and each live connection's
+//!   snapshot into the [`ConnTable`](crate::telemetry::ConnTable): relaxed stores, no lock,
+//!   no allocation. A scrape therefore lags the data path by at most about 1 ms while the
+//!   loop runs; when the application stops polling, the numbers stop moving.
+//! - Capture: the stack's port sits inside a `CapturePort` (a forwarding wrapper). [`Metrics::capture_start`]
+//!   (or `POST /capture?on=1&file=PATH` on the exporter) opens the file and builds the
+//!   [`PcapWriter`] on the caller's thread, then hands it to the poll loop, which wraps its
+//!   port in a [`Pcap`] at its next publish tick; [`Metrics::capture_stop`] (`on=0`) unwraps
+//!   it and the caller's thread flushes and closes the file. The data path never opens,
+//!   flushes or closes a file; it writes the pcap buffer out when it fills (256 KiB), as the
+//!   `pmd::pcap` wrapper does. Caps (packets, bytes) end recording, not forwarding.
+//! - Warnings (link down, malformed frames, pool exhaustion) are logged at the publish tick
+//!   through [`RateLimited`], never per packet.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant as StdInstant};
+
+use crate::mem::{PktBuf, Pool, PoolExhausted};
+use crate::pmd::pcap::{Pcap, PcapConfig, PcapError, PcapStats, PcapWriter};
+use crate::pmd::{Link, Port, PortInfo, PortStats};
+use crate::proto::ConnectionHandle;
+use crate::runtime::clock::SystemClock;
+use crate::runtime::Runtime;
+use crate::telemetry::{
+    hist, ConnInfo, ConnPublisher, CoreCounters, CoreHistogram, CounterSet, Exporter,
+    ExporterConfig, ExporterError, HttpControl, MetricDesc, MetricKind, PortMetric, RateLimited,
+    Registry,
+};
+
+use super::Transport;
+
+/// How often (runtime clock, ns) a polling stack copies its counters into the registry.
+pub const PUBLISH_INTERVAL_NS: u64 = 1_000_000;
+
+/// Most connections one stack shows in scrapes (the first this many connection slots).
+pub const MAX_PUBLISHED_CONNECTIONS: usize = 1024;
+
+/// The stack's own counters (labels `port`, `queue`), beyond [`PortMetric`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum StackMetric {
+    /// Poll-loop iterations.
+    Iterations,
+    /// Iterations that received, sent or expired something.
+    BusyIterations,
+    /// Timers expired.
+    TimersFired,
+    /// IP layer receive drops: frame shorter than an Ethernet header.
+    RxTruncated,
+    /// Destination MAC not ours.
+    RxNotForUsMac,
+    /// Ethertype neither ARP nor IPv4.
+    RxUnknownEthertype,
+    /// ARP malformed.
+    RxArpMalformed,
+    /// IPv4 header malformed or bad version.
+    RxIpMalformed,
+    /// IPv4 header checksum wrong.
+    RxIpBadChecksum,
+    /// IPv4 options or fragments (unsupported).
+    RxIpUnsupported,
+    /// IPv4 destination not ours.
+    RxIpNotForUs,
+    /// IP protocol neither ICMP nor UDP.
+    RxIpUnknownProtocol,
+    /// ICMP malformed.
+    RxIcmpMalformed,
+    /// UDP length or checksum wrong.
+    RxUdpMalformed,
+    /// UDP to an unbound port.
+    RxUdpNoPort,
+    /// Transmit: the runtime's transmit queue was full.
+    TxQueueFull,
+    /// Transmit: no route, or no headroom / over the MTU.
+    TxNoRoute,
+    /// Transmit: the destination's ARP entry stayed unresolved, or the pending queue was full.
+    TxArpUnresolved,
+    /// Transport datagrams whose header did not parse.
+    TransportRxMalformed,
+    /// Transport datagrams for an unknown connection id.
+    TransportRxUnknownConnection,
+    /// Transport datagrams for a known id from another address.
+    TransportRxWrongAddress,
+    /// Handshake confirms whose cookie did not verify.
+    TransportRxBadCookie,
+    /// Transport datagrams produced but not queued.
+    TransportTxDropped,
+    /// Live connections.
+    Connections,
+    /// Connections accepted.
+    Accepted,
+    /// Connections refused for lack of room.
+    Refused,
+    /// Connections freed.
+    Closed,
+    /// 1 while a capture is recording on this port.
+    CaptureActive,
+    /// Frames recorded by the current (or last) capture.
+    CapturePackets,
+    /// ARP packets whose sender claimed our IPv4 address.
+    ArpConflicts,
+}
+
+const fn d(
+    name: &'static str,
+    help: &'static str,
+    kind: MetricKind,
+    label: Option<(&'static str, &'static str)>,
+) -> MetricDesc {
+    MetricDesc {
+        name,
+        help,
+        kind,
+        label,
+    }
+}
+
+const C: MetricKind = MetricKind::Counter;
+const G: MetricKind = MetricKind::Gauge;
+const NET_RX: &str = "bypass_net_rx_dropped_packets";
+const NET_RX_HELP: &str = "Frames the Ethernet/ARP/IPv4/UDP layer dropped on receive, by cause.";
+const NET_TX: &str = "bypass_net_tx_dropped_packets";
+const NET_TX_HELP: &str = "Frames the IP layer did not send, by cause.";
+const TR_RX: &str = "bypass_transport_rx_dropped_datagrams";
+const TR_RX_HELP: &str = "Transport datagrams dropped on receive, by cause.";
+
+const STACK_DESCS: &[MetricDesc] = &[
+    d(
+        "bypass_runtime_poll_iterations",
+        "Poll-loop iterations.",
+        C,
+        None,
+    ),
+    d(
+        "bypass_runtime_busy_poll_iterations",
+        "Poll-loop iterations that received, sent or expired something.",
+        C,
+        None,
+    ),
+    d(
+        "bypass_runtime_timers_fired",
+        "Timers expired by the poll loop.",
+        C,
+        None,
+    ),
+    d(NET_RX, NET_RX_HELP, C, Some(("cause", "truncated"))),
+    d(NET_RX, NET_RX_HELP, C, Some(("cause", "mac_not_ours"))),
+    d(NET_RX, NET_RX_HELP, C, Some(("cause", "unknown_ethertype"))),
+    d(NET_RX, NET_RX_HELP, C, Some(("cause", "arp_malformed"))),
+    d(NET_RX, NET_RX_HELP, C, Some(("cause", "ip_malformed"))),
+    d(NET_RX, NET_RX_HELP, C, Some(("cause", "ip_bad_checksum"))),
+    d(NET_RX, NET_RX_HELP, C, Some(("cause", "ip_unsupported"))),
+    d(NET_RX, NET_RX_HELP, C, Some(("cause", "ip_not_ours"))),
+    d(
+        NET_RX,
+        NET_RX_HELP,
+        C,
+        Some(("cause", "ip_unknown_protocol")),
+    ),
+    d(NET_RX, NET_RX_HELP, C, Some(("cause", "icmp_malformed"))),
+    d(NET_RX, NET_RX_HELP, C, Some(("cause", "udp_malformed"))),
+    d(NET_RX, NET_RX_HELP, C, Some(("cause", "udp_no_port"))),
+    d(NET_TX, NET_TX_HELP, C, Some(("cause", "queue_full"))),
+    d(NET_TX, NET_TX_HELP, C, Some(("cause", "no_route"))),
+    d(NET_TX, NET_TX_HELP, C, Some(("cause", "arp_unresolved"))),
+    d(TR_RX, TR_RX_HELP, C, Some(("cause", "malformed"))),
+    d(TR_RX, TR_RX_HELP, C, Some(("cause", "unknown_connection"))),
+    d(TR_RX, TR_RX_HELP, C, Some(("cause", "wrong_address"))),
+    d(TR_RX, TR_RX_HELP, C, Some(("cause", "bad_cookie"))),
+    d(
+        "bypass_transport_tx_dropped_datagrams",
+        "Transport datagrams produced that the IP layer could not queue.",
+        C,
+        None,
+    ),
+    d(
+        "bypass_transport_connections",
+        "Live transport connections.",
+        G,
+        None,
+    ),
+    d(
+        "bypass_transport_accepted_connections",
+        "Incoming connections accepted.",
+        C,
+        None,
+    ),
+    d(
+        "bypass_transport_refused_connections",
+        "Incoming connections refused because max_connections was reached.",
+        C,
+        None,
+    ),
+    d(
+        "bypass_transport_closed_connections",
+        "Connections closed and freed.",
+        C,
+        None,
+    ),
+    d(
+        "bypass_capture_active",
+        "1 while a packet capture is recording this port.",
+        G,
+        None,
+    ),
+    d(
+        "bypass_capture_packets",
+        "Frames recorded by the current or last capture of this port.",
+        G,
+        None,
+    ),
+    d(
+        "bypass_net_arp_conflicts",
+        "ARP packets from another host claiming our IPv4 address (a duplicate address).",
+        C,
+        None,
+    ),
+];
+
+impl CounterSet for StackMetric {
+    const DESCS: &'static [MetricDesc] = STACK_DESCS;
+    #[inline]
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Telemetry shared by the stacks of a process: a [`Registry`] and the capture controls of
+/// every stack registered with it. Cheap to clone (handles); `Send + Sync`.
+#[derive(Clone, Default)]
+pub struct Metrics {
+    registry: Registry,
+    captures: Arc<Mutex<Vec<Arc<CaptureCtl>>>>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+/// Caps and snap length of a capture.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CaptureLimits {
+    /// Most frames recorded (default 100 000); `None`: no cap.
+    pub max_packets: Option<u64>,
+    /// Most bytes of file (default 100 MiB); `None`: no cap.
+    pub max_bytes: Option<u64>,
+    /// Bytes of each frame kept (default 65535).
+    pub snaplen: u32,
+}
+
+impl Default for CaptureLimits {
+    fn default() -> CaptureLimits {
+        CaptureLimits {
+            max_packets: Some(100_000),
+            max_bytes: Some(100 << 20),
+            snaplen: 65535,
+        }
+    }
+}
+
+/// A capture's state, as [`Metrics::capture_status`] and the HTTP endpoint report it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct CaptureStatus {
+    /// The stack's metrics name (label `port`).
+    pub port: String,
+    /// Whether a capture is recording now.
+    pub active: bool,
+    /// The file of the current or last capture.
+    pub file: Option<PathBuf>,
+    /// Frames recorded (current or last capture; the stopped figure is exact, a running one
+    /// is at most one publish tick old).
+    pub packets: u64,
+    /// Bytes of file produced.
+    pub bytes: u64,
+    /// Frames not recorded because a cap was reached.
+    pub skipped_limit: u64,
+    /// Write errors (recording stopped at the first).
+    pub io_errors: u64,
+}
+
+/// Why a capture could not be started or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum CaptureError {
+    /// No stack with that metrics name (or none at all) is registered.
+    #[error("no stack named {0:?} is registered for capture")]
+    NoSuchPort(String),
+    /// Several stacks are registered and none was named.
+    #[error("several stacks are registered ({0}); name one with port=")]
+    Ambiguous(String),
+    /// The capture file could not be created (it must not exist yet).
+    #[error("cannot create capture file {path}: {source}")]
+    File {
+        /// The path asked for.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// The pcap writer refused the settings or failed to write the file.
+    #[error("capture: {0}")]
+    Pcap(#[from] PcapError),
+    /// A capture is already running on that port.
+    #[error("a capture is already running on {0}")]
+    AlreadyRunning(String),
+    /// No capture is running on that port.
+    #[error("no capture is running on {0}")]
+    NotRunning(String),
+    /// The stack's poll loop did not take the command in time (the application is not
+    /// polling the stack).
+    #[error("the stack {0} did not answer within 2 s: is its poll loop running?")]
+    NotPolling(String),
+}
+
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
+
+impl Metrics {
+    /// An empty registry and no stacks.
+    pub fn new() -> Metrics {
+        Metrics::default()
+    }
+
+    /// The registry the stacks record into (register more of your own, read it in tests).
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Serve `/metrics` and the capture switch (`/capture`) from a thread of its own.
+    pub fn serve(&self, cfg: &ExporterConfig) -> Result<Exporter, ExporterError> {
+        Exporter::start_with_control(
+            self.registry.clone(),
+            cfg,
+            Arc::new(CaptureHttp(self.clone())),
+        )
+    }
+
+    fn find(&self, port: Option<&str>) -> Result<Arc<CaptureCtl>, CaptureError> {
+        let all = self.captures.lock().unwrap_or_else(PoisonError::into_inner);
+        match port {
+            Some(p) => all
+                .iter()
+                .find(|c| c.name == p)
+                .cloned()
+                .ok_or_else(|| CaptureError::NoSuchPort(p.to_owned())),
+            None => match all.len() {
+                0 => Err(CaptureError::NoSuchPort(String::new())),
+                1 => Ok(all[0].clone()),
+                _ => Err(CaptureError::Ambiguous(
+                    all.iter()
+                        .map(|c| c.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                )),
+            },
+        }
+    }
+
+    /// Start capturing the frames of stack `port` (its metrics name; `None`: the only stack)
+    /// into a new pcap file at `file` (which must not exist). Waits up to 2 s for the stack's
+    /// poll loop to take it.
+    pub fn capture_start(
+        &self,
+        port: Option<&str>,
+        file: &Path,
+        limits: CaptureLimits,
+    ) -> Result<CaptureStatus, CaptureError> {
+        let ctl = self.find(port)?;
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(file)
+            .map_err(|source| CaptureError::File {
+                path: file.to_owned(),
+                source,
+            })?;
+        let writer = PcapWriter::new(
+            f,
+            PcapConfig {
+                snaplen: limits.snaplen,
+                max_packets: limits.max_packets,
+                max_bytes: limits.max_bytes,
+                ..PcapConfig::default()
+            },
+        )?;
+        let reply = match ctl.command(Cmd::Start(writer)) {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = std::fs::remove_file(file);
+                return Err(e);
+            }
+        };
+        match reply {
+            Reply::Started => {
+                *ctl.file.lock().unwrap_or_else(PoisonError::into_inner) = Some(file.to_owned());
+                tracing::info!(port = %ctl.name, file = %file.display(), "capture started");
+                Ok(ctl.status())
+            }
+            Reply::Refused(w) => {
+                drop(w);
+                let _ = std::fs::remove_file(file);
+                Err(CaptureError::AlreadyRunning(ctl.name.clone()))
+            }
+            Reply::Stopped(_) | Reply::NotRunning => unreachable_reply(&ctl.name),
+        }
+    }
+
+    /// Stop the capture of stack `port` (`None`: the only stack), flush and close its file.
+    pub fn capture_stop(&self, port: Option<&str>) -> Result<CaptureStatus, CaptureError> {
+        let ctl = self.find(port)?;
+        match ctl.command(Cmd::Stop)? {
+            Reply::Stopped(w) => {
+                let s = w.stats();
+                w.finish()?;
+                ctl.set_stats(&s, false);
+                tracing::info!(port = %ctl.name, packets = s.packets, bytes = s.bytes, "capture stopped");
+                Ok(ctl.status())
+            }
+            Reply::NotRunning => Err(CaptureError::NotRunning(ctl.name.clone())),
+            Reply::Started | Reply::Refused(_) => unreachable_reply(&ctl.name),
+        }
+    }
+
+    /// The capture state of every registered stack.
+    pub fn capture_status(&self) -> Vec<CaptureStatus> {
+        let all = self.captures.lock().unwrap_or_else(PoisonError::into_inner);
+        all.iter().map(|c| c.status()).collect()
+    }
+}
+
+fn unreachable_reply<T>(port: &str) -> Result<T, CaptureError> {
+    // The poll loop answers Start with Started/Refused and Stop with Stopped/NotRunning.
+    Err(CaptureError::NotPolling(port.to_owned()))
+}
+
+enum Cmd {
+    Start(PcapWriter<File>),
+    Stop,
+}
+
+enum Reply {
+    Started,
+    Refused(PcapWriter<File>),
+    Stopped(PcapWriter<File>),
+    NotRunning,
+}
+
+#[derive(Default)]
+struct Mailbox {
+    cmd: Option<Cmd>,
+    reply: Option<Reply>,
+}
+
+/// One stack's capture control: written by the controlling thread, served by the poll loop
+/// at its publish tick.
+struct CaptureCtl {
+    name: String,
+    /// Set when `mailbox.cmd` holds a command: the poll loop looks at the mutex only then,
+    /// and only with `try_lock`.
+    pending: AtomicBool,
+    mailbox: Mutex<Mailbox>,
+    file: Mutex<Option<PathBuf>>,
+    active: AtomicBool,
+    packets: AtomicU64,
+    bytes: AtomicU64,
+    skipped: AtomicU64,
+    io_errors: AtomicU64,
+}
+
+impl CaptureCtl {
+    fn new(name: String) -> CaptureCtl {
+        CaptureCtl {
+            name,
+            pending: AtomicBool::new(false),
+            mailbox: Mutex::new(Mailbox::default()),
+            file: Mutex::new(None),
+            active: AtomicBool::new(false),
+            packets: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+            skipped: AtomicU64::new(0),
+            io_errors: AtomicU64::new(0),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Mailbox> {
+        self.mailbox.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Hand `cmd` to the poll loop and wait for its reply.
+    fn command(&self, cmd: Cmd) -> Result<Reply, CaptureError> {
+        {
+            let mut m = self.lock();
+            m.reply = None;
+            m.cmd = Some(cmd);
+        }
+        self.pending.store(true, Ordering::Release);
+        let deadline = StdInstant::now() + COMMAND_TIMEOUT;
+        loop {
+            std::thread::sleep(Duration::from_millis(1));
+            let mut m = self.lock();
+            if let Some(r) = m.reply.take() {
+                return Ok(r);
+            }
+            if StdInstant::now() >= deadline && m.cmd.is_some() {
+                // Not taken: withdraw it (dropping a Start's writer closes the file).
+                m.cmd = None;
+                self.pending.store(false, Ordering::Release);
+                return Err(CaptureError::NotPolling(self.name.clone()));
+            }
+        }
+    }
+
+    fn set_stats(&self, s: &PcapStats, active: bool) {
+        self.active.store(active, Ordering::Relaxed);
+        self.packets.store(s.packets, Ordering::Relaxed);
+        self.bytes.store(s.bytes, Ordering::Relaxed);
+        self.skipped.store(s.skipped_limit, Ordering::Relaxed);
+        self.io_errors.store(s.io_errors, Ordering::Relaxed);
+    }
+
+    fn status(&self) -> CaptureStatus {
+        CaptureStatus {
+            port: self.name.clone(),
+            active: self.active.load(Ordering::Relaxed),
+            file: self
+                .file
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone(),
+            packets: self.packets.load(Ordering::Relaxed),
+            bytes: self.bytes.load(Ordering::Relaxed),
+            skipped_limit: self.skipped.load(Ordering::Relaxed),
+            io_errors: self.io_errors.load(Ordering::Relaxed),
+        }
+    }
+}
+
+enum PortState {
+    Plain(Box<dyn Port>),
+    Capturing(Pcap<Box<dyn Port>, File>),
+    /// Only while switching.
+    Switching,
+}
+
+/// The stack's port: forwards to the real port, or through a [`Pcap`] while a capture runs.
+pub(super) struct CapturePort {
+    state: PortState,
+}
+
+impl CapturePort {
+    pub(super) fn new(port: Box<dyn Port>) -> CapturePort {
+        CapturePort {
+            state: PortState::Plain(port),
+        }
+    }
+
+    /// Serve a pending capture command (publish tick only) and report capture progress.
+    fn service(&mut self, ctl: &CaptureCtl, c: &CoreCounters<StackMetric>) {
+        if ctl.pending.load(Ordering::Acquire) {
+            if let Ok(mut m) = ctl.mailbox.try_lock() {
+                if let Some(cmd) = m.cmd.take() {
+                    m.reply = Some(self.apply(cmd));
+                }
+                ctl.pending.store(false, Ordering::Release);
+            }
+        }
+        if let PortState::Capturing(p) = &self.state {
+            let s = p.capture_stats();
+            ctl.set_stats(&s, p.is_enabled());
+            c.set(StackMetric::CaptureActive, u64::from(p.is_enabled()));
+            c.set(StackMetric::CapturePackets, s.packets);
+        } else {
+            c.set(StackMetric::CaptureActive, 0);
+        }
+    }
+
+    fn apply(&mut self, cmd: Cmd) -> Reply {
+        match (
+            cmd,
+            std::mem::replace(&mut self.state, PortState::Switching),
+        ) {
+            (Cmd::Start(w), PortState::Plain(p)) => {
+                self.state = PortState::Capturing(Pcap::with_writer(p, w));
+                Reply::Started
+            }
+            (Cmd::Start(w), st) => {
+                self.state = st;
+                Reply::Refused(w)
+            }
+            (Cmd::Stop, PortState::Capturing(pc)) => {
+                let (p, w) = pc.into_parts();
+                self.state = PortState::Plain(p);
+                Reply::Stopped(w)
+            }
+            (Cmd::Stop, st) => {
+                self.state = st;
+                Reply::NotRunning
+            }
+        }
+    }
+
+    #[inline]
+    fn port(&self) -> &dyn Port {
+        match &self.state {
+            PortState::Plain(p) => &**p,
+            PortState::Capturing(p) => p,
+            PortState::Switching => unreachable!("port used while switching capture"),
+        }
+    }
+
+    #[inline]
+    fn port_mut(&mut self) -> &mut dyn Port {
+        match &mut self.state {
+            PortState::Plain(p) => &mut **p,
+            PortState::Capturing(p) => p,
+            PortState::Switching => unreachable!("port used while switching capture"),
+        }
+    }
+}
+
+impl Port for CapturePort {
+    fn info(&self) -> PortInfo {
+        self.port().info()
+    }
+    #[inline]
+    fn link(&mut self) -> Link {
+        self.port_mut().link()
+    }
+    #[inline]
+    fn rx_burst(&mut self, out: &mut Vec<PktBuf>, max: usize) -> usize {
+        self.port_mut().rx_burst(out, max)
+    }
+    #[inline]
+    fn tx_burst(&mut self, pkts: &mut Vec<PktBuf>) -> usize {
+        self.port_mut().tx_burst(pkts)
+    }
+    #[inline]
+    fn alloc_tx(&mut self) -> Result<PktBuf, PoolExhausted> {
+        self.port_mut().alloc_tx()
+    }
+    fn stats(&self) -> PortStats {
+        self.port().stats()
+    }
+}
+
+/// What a stack records into; lives in the stack, used by its poll loop only.
+pub(super) struct StackMetrics {
+    metrics: Metrics,
+    port: CoreCounters<PortMetric>,
+    stack: CoreCounters<StackMetric>,
+    gap: CoreHistogram,
+    conns: ConnPublisher,
+    live: Vec<bool>,
+    capture: Arc<CaptureCtl>,
+    last_now: u64,
+    next_tick: u64,
+    link_was_up: bool,
+    last_malformed: u64,
+    last_pool_failures: u64,
+    pools: Vec<Pool>,
+    warn_malformed: RateLimited,
+    warn_pool: RateLimited,
+}
+
+impl StackMetrics {
+    /// Register a stack named `name` (label `port`) in `metrics`.
+    pub(super) fn new(
+        metrics: &Metrics,
+        name: &str,
+        max_connections: usize,
+        pools: Vec<Pool>,
+    ) -> StackMetrics {
+        let r = &metrics.registry;
+        let labels = [("port", name), ("queue", "0")];
+        for p in &pools {
+            r.register_pool(p);
+        }
+        let cap = max_connections.clamp(1, MAX_PUBLISHED_CONNECTIONS);
+        let capture = Arc::new(CaptureCtl::new(name.to_owned()));
+        metrics
+            .captures
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(capture.clone());
+        StackMetrics {
+            metrics: metrics.clone(),
+            port: r.counters(&labels),
+            stack: r.counters(&labels),
+            gap: r.histogram(&hist::POLL_LOOP_GAP, &labels),
+            conns: r.conn_table(cap),
+            live: vec![false; cap],
+            capture,
+            last_now: 0,
+            next_tick: 0,
+            link_was_up: true,
+            last_malformed: 0,
+            last_pool_failures: 0,
+            pools,
+            warn_malformed: RateLimited::new(5, Duration::from_secs(10)),
+            warn_pool: RateLimited::new(5, Duration::from_secs(10)),
+        }
+    }
+
+    /// The shared telemetry this stack records into.
+    pub(super) fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// After each poll-loop iteration: the loop gap, and the publish tick when it is due.
+    #[inline]
+    pub(super) fn after_poll(&mut self, rt: &mut Runtime<CapturePort, Transport, SystemClock>) {
+        let now = rt.now();
+        if self.last_now != 0 {
+            self.gap.record(now.saturating_sub(self.last_now));
+        }
+        self.last_now = now;
+        if now >= self.next_tick {
+            self.next_tick = now + PUBLISH_INTERVAL_NS;
+            self.publish(rt);
+        }
+    }
+
+    #[cold]
+    fn publish(&mut self, rt: &mut Runtime<CapturePort, Transport, SystemClock>) {
+        let (p, s) = (&self.port, &self.stack);
+        let ps = rt.port().stats();
+        let link_up = rt.port_mut().link().is_up();
+        let n = *rt.net_counters();
+        let r = *rt.counters();
+        let tr = rt.handler();
+        let (tx_dropped, tx_pool_exhausted) = (tr.tx_dropped, tr.tx_pool_exhausted);
+        let es = tr.ep.stats();
+        let conns = tr.ep.connection_count() as u64;
+
+        p.set(PortMetric::RxPackets, ps.rx_packets);
+        p.set(PortMetric::RxBytes, ps.rx_bytes);
+        p.set(PortMetric::TxPackets, ps.tx_packets);
+        p.set(PortMetric::TxBytes, ps.tx_bytes);
+        p.set(PortMetric::RxDropNoBuffer, ps.rx_no_buffer);
+        p.set(PortMetric::RxDropDeviceError, ps.rx_errors);
+        p.set(PortMetric::TxRingFull, ps.tx_ring_full);
+        let malformed = n.rx_truncated
+            + n.arp_malformed
+            + n.ip_malformed
+            + n.ip_bad_version
+            + n.ip_bad_checksum
+            + n.ip_options
+            + n.ip_fragments
+            + n.icmp_malformed
+            + n.udp_malformed
+            + n.udp_bad_checksum
+            + es.rx_malformed;
+        let no_conn = n.rx_not_for_us
+            + n.rx_unknown_ethertype
+            + n.ip_not_for_us
+            + n.ip_unknown_protocol
+            + n.udp_no_port
+            + es.rx_unknown_cid
+            + es.rx_wrong_addr;
+        p.set(PortMetric::RxDropMalformed, malformed);
+        p.set(PortMetric::RxDropNoConnection, no_conn);
+        p.set(
+            PortMetric::TxPoolExhausted,
+            tx_pool_exhausted + n.tx_alloc_failed,
+        );
+        p.set_link_up(link_up);
+
+        use StackMetric as M;
+        s.set(M::Iterations, r.iterations);
+        s.set(M::BusyIterations, r.busy_iterations);
+        s.set(M::TimersFired, r.timers_fired);
+        s.set(M::RxTruncated, n.rx_truncated);
+        s.set(M::RxNotForUsMac, n.rx_not_for_us);
+        s.set(M::RxUnknownEthertype, n.rx_unknown_ethertype);
+        s.set(M::RxArpMalformed, n.arp_malformed);
+        s.set(M::RxIpMalformed, n.ip_malformed + n.ip_bad_version);
+        s.set(M::RxIpBadChecksum, n.ip_bad_checksum);
+        s.set(M::RxIpUnsupported, n.ip_options + n.ip_fragments);
+        s.set(M::RxIpNotForUs, n.ip_not_for_us);
+        s.set(M::RxIpUnknownProtocol, n.ip_unknown_protocol);
+        s.set(M::RxIcmpMalformed, n.icmp_malformed);
+        s.set(M::RxUdpMalformed, n.udp_malformed + n.udp_bad_checksum);
+        s.set(M::RxUdpNoPort, n.udp_no_port);
+        s.set(M::TxQueueFull, n.tx_full);
+        s.set(M::TxNoRoute, n.tx_no_route + n.tx_no_room);
+        s.set(
+            M::TxArpUnresolved,
+            n.arp_unresolved_drops + n.arp_pending_full,
+        );
+        s.set(M::TransportRxMalformed, es.rx_malformed);
+        s.set(M::TransportRxUnknownConnection, es.rx_unknown_cid);
+        s.set(M::TransportRxWrongAddress, es.rx_wrong_addr);
+        s.set(M::TransportRxBadCookie, es.bad_cookies);
+        s.set(M::TransportTxDropped, tx_dropped);
+        s.set(M::Connections, conns);
+        s.set(M::Accepted, es.accepted);
+        s.set(M::Refused, es.refused);
+        s.set(M::Closed, es.freed);
+        s.set(M::ArpConflicts, n.arp_conflicts);
+
+        self.publish_conns(rt);
+        rt.port_mut().service(&self.capture, &self.stack);
+        self.warnings(link_up, malformed);
+    }
+
+    fn publish_conns(&mut self, rt: &mut Runtime<CapturePort, Transport, SystemClock>) {
+        let ep = &mut rt.handler_mut().ep;
+        let top = ep.handles().last().map_or(0, |h| h.0 as usize + 1);
+        for i in 0..self.live.len() {
+            let c = if i < top {
+                ep.connection(ConnectionHandle(i as u32))
+            } else {
+                None
+            };
+            match c {
+                Some(c) => {
+                    let st = c.stats();
+                    let cc = c.controller();
+                    let info = ConnInfo {
+                        conn_id: c.local_cid(),
+                        peer: c.remote(),
+                        srtt: c.rtt(),
+                        // No accessor in proto yet: exported as 0 (see docs/PLAYBOOK.md).
+                        min_rtt: Duration::ZERO,
+                        rttvar: Duration::ZERO,
+                        cwnd_bytes: cc.window(),
+                        pacing_rate_bytes_per_second: cc.pacing_rate().unwrap_or(0),
+                        bytes_in_flight: c.bytes_in_flight(),
+                        credit_bytes: 0,
+                        retransmitted_packets: st.retransmits,
+                        lost_packets: st.lost,
+                        reorder_window: Duration::ZERO,
+                        delivered_messages: st.rx_messages,
+                        delivered_bytes: 0,
+                    };
+                    // In range: i < capacity.
+                    let _ = self.conns.publish(i, &info);
+                    self.live[i] = true;
+                }
+                None if self.live[i] => {
+                    let _ = self.conns.clear(i);
+                    self.live[i] = false;
+                }
+                None => {
+                    if i >= top {
+                        // Slots past the last live handle that were never live: done.
+                        if !self.live[i..].iter().any(|&l| l) {
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn warnings(&mut self, link_up: bool, malformed: u64) {
+        if link_up != self.link_was_up {
+            if link_up {
+                tracing::info!(port = %self.capture.name, "link up");
+            } else {
+                tracing::warn!(port = %self.capture.name, "link down");
+            }
+            self.link_was_up = link_up;
+        }
+        if malformed > self.last_malformed {
+            let new = malformed - self.last_malformed;
+            self.last_malformed = malformed;
+            crate::warn_rate_limited!(
+                self.warn_malformed,
+                StdInstant::now(),
+                port = %self.capture.name,
+                new,
+                total = malformed,
+                "dropped malformed frames"
+            );
+        }
+        let failures: u64 = self.pools.iter().map(|p| p.stats().failed).sum();
+        if failures > self.last_pool_failures {
+            let new = failures - self.last_pool_failures;
+            self.last_pool_failures = failures;
+            crate::warn_rate_limited!(
+                self.warn_pool,
+                StdInstant::now(),
+                port = %self.capture.name,
+                new,
+                total = failures,
+                "buffer pool exhausted"
+            );
+        }
+    }
+}
+
+impl Drop for StackMetrics {
+    fn drop(&mut self) {
+        for i in 0..self.live.len() {
+            if self.live[i] {
+                let _ = self.conns.clear(i);
+            }
+        }
+        self.capture.active.store(false, Ordering::Relaxed);
+        self.stack.set(StackMetric::CaptureActive, 0);
+        self.metrics
+            .captures
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|c| !Arc::ptr_eq(c, &self.capture));
+    }
+}
+
+/// `/capture` on the exporter: `POST /capture?on=1&file=PATH[&port=NAME][&max_packets=N]
+/// [&max_bytes=N][&snaplen=N]`, `POST /capture?on=0[&port=NAME]`, `GET /capture`.
+struct CaptureHttp(Metrics);
+
+impl HttpControl for CaptureHttp {
+    fn handle(&self, method: &str, url: &str) -> Option<(u16, String)> {
+        let (path, query) = url.split_once('?').unwrap_or((url, ""));
+        if path != "/capture" {
+            return None;
+        }
+        let q: HashMap<String, String> = query
+            .split('&')
+            .filter(|kv| !kv.is_empty())
+            .map(|kv| {
+                let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+                (percent_decode(k), percent_decode(v))
+            })
+            .collect();
+        let port = q.get("port").map(String::as_str);
+        let json = |v: &dyn erased::Ser| v.to_json();
+        let err = |code: u16, e: &dyn std::fmt::Display| {
+            (
+                code,
+                serde_json::json!({ "error": e.to_string() }).to_string() + "\n",
+            )
+        };
+        let num = |k: &str| -> Result<Option<u64>, String> {
+            match q.get(k) {
+                None => Ok(None),
+                Some(v) if v == "0" || v == "none" => Ok(None),
+                Some(v) => v
+                    .parse()
+                    .map(Some)
+                    .map_err(|_| format!("{k} must be a number")),
+            }
+        };
+        Some(match (method, q.get("on").map(String::as_str)) {
+            ("GET", _) => (200, json(&self.0.capture_status())),
+            ("POST", Some("1")) => {
+                let Some(file) = q.get("file") else {
+                    return Some(err(400, &"on=1 needs file=PATH"));
+                };
+                let mut limits = CaptureLimits::default();
+                match (num("max_packets"), num("max_bytes"), num("snaplen")) {
+                    (Ok(p), Ok(b), Ok(s)) => {
+                        if q.contains_key("max_packets") {
+                            limits.max_packets = p;
+                        }
+                        if q.contains_key("max_bytes") {
+                            limits.max_bytes = b;
+                        }
+                        if let Some(s) = s {
+                            limits.snaplen = u32::try_from(s).unwrap_or(u32::MAX);
+                        }
+                    }
+                    (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return Some(err(400, &e)),
+                }
+                match self.0.capture_start(port, Path::new(file), limits) {
+                    Ok(s) => (200, json(&s)),
+                    Err(e @ (CaptureError::NoSuchPort(_) | CaptureError::Ambiguous(_))) => {
+                        err(404, &e)
+                    }
+                    Err(e @ CaptureError::AlreadyRunning(_)) => err(409, &e),
+                    Err(e) => err(500, &e),
+                }
+            }
+            ("POST", Some("0")) => match self.0.capture_stop(port) {
+                Ok(s) => (200, json(&s)),
+                Err(e @ (CaptureError::NoSuchPort(_) | CaptureError::Ambiguous(_))) => err(404, &e),
+                Err(e @ CaptureError::NotRunning(_)) => err(409, &e),
+                Err(e) => err(500, &e),
+            },
+            _ => err(
+                400,
+                &"use GET /capture, or POST /capture?on=1&file=PATH / ?on=0",
+            ),
+        })
+    }
+}
+
+mod erased {
+    /// Serialize to a JSON line without naming the type (keeps the handler's closures simple).
+    pub(super) trait Ser {
+        fn to_json(&self) -> String;
+    }
+    impl<T: serde::Serialize> Ser for T {
+        fn to_json(&self) -> String {
+            serde_json::to_string(self).unwrap_or_default() + "\n"
+        }
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' if i + 2 < b.len() => {
+                let hex = std::str::from_utf8(&b[i + 1..i + 3]).ok();
+                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                    Some(v) => {
+                        out.push(v);
+                        i += 3;
+                    }
+                    None => {
+                        out.push(b'%');
+                        i += 1;
+                    }
+                }
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            c => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Start the exporter a stack built with `StackBuilder::metrics_addr` owns.
+pub(super) fn start_own(metrics: &Metrics, addr: SocketAddr) -> Result<Exporter, ExporterError> {
+    metrics.serve(&ExporterConfig::new(addr))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stack_descs_match_enum_order() {
+        assert_eq!(
+            StackMetric::ArpConflicts.index() + 1,
+            StackMetric::DESCS.len()
+        );
+        assert_eq!(
+            StackMetric::DESCS[StackMetric::RxUdpNoPort.index()].label,
+            Some(("cause", "udp_no_port"))
+        );
+        assert_eq!(
+            StackMetric::DESCS[StackMetric::Connections.index()].name,
+            "bypass_transport_connections"
+        );
+    }
+
+    #[test]
+    fn percent_decoding() {
+        assert_eq!(percent_decode("%2Ftmp%2Fa+b.pcap"), "/tmp/a b.pcap");
+        assert_eq!(percent_decode("100%"), "100%");
+        assert_eq!(percent_decode("%zz"), "%zz");
+        assert_eq!(percent_decode("/x/y"), "/x/y");
+    }
+}
