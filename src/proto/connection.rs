@@ -93,6 +93,8 @@ pub struct ConnectionStats {
     pub rx_refused: u64,
     /// Messages delivered.
     pub rx_messages: u64,
+    /// Bytes of the messages delivered.
+    pub rx_message_bytes: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -428,6 +430,23 @@ impl Connection {
     pub fn rtt(&self) -> Duration {
         self.srtt
     }
+    /// Smallest round-trip time seen.
+    pub fn min_rtt(&self) -> Duration {
+        self.min_rtt
+    }
+    /// Round-trip time variation (RFC 6298 style).
+    pub fn rttvar(&self) -> Duration {
+        self.rttvar
+    }
+    /// RACK's current reorder window: how much later than a newer acknowledged packet a
+    /// packet may be acknowledged before it is declared lost.
+    pub fn reorder_window(&self) -> Duration {
+        self.reo_wnd()
+    }
+    /// Credit the peer granted us that we have not used yet (payload bytes we may still send).
+    pub fn send_credit(&self) -> u64 {
+        self.peer_credit.saturating_sub(self.tx_new_bytes)
+    }
     /// Bytes sent and not yet acknowledged or declared lost.
     pub fn bytes_in_flight(&self) -> u64 {
         self.in_flight
@@ -543,6 +562,7 @@ impl Connection {
             MsgData::Target(_) => {}
         }
         self.stats.rx_messages += 1;
+        self.stats.rx_message_bytes += m.len;
         // Window update when a quarter of the window opened since the last advertisement.
         if self.rx_released + self.cfg.rx_window >= self.rx_advertised + self.cfg.rx_window / 4
             && self.state == State::Established

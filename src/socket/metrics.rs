@@ -839,18 +839,17 @@ impl StackMetrics {
                         conn_id: c.local_cid(),
                         peer: c.remote(),
                         srtt: c.rtt(),
-                        // No accessor in proto yet: exported as 0 (see docs/PLAYBOOK.md).
-                        min_rtt: Duration::ZERO,
-                        rttvar: Duration::ZERO,
+                        min_rtt: c.min_rtt(),
+                        rttvar: c.rttvar(),
                         cwnd_bytes: cc.window(),
                         pacing_rate_bytes_per_second: cc.pacing_rate().unwrap_or(0),
                         bytes_in_flight: c.bytes_in_flight(),
-                        credit_bytes: 0,
+                        credit_bytes: c.send_credit(),
                         retransmitted_packets: st.retransmits,
                         lost_packets: st.lost,
-                        reorder_window: Duration::ZERO,
+                        reorder_window: c.reorder_window(),
                         delivered_messages: st.rx_messages,
-                        delivered_bytes: 0,
+                        delivered_bytes: st.rx_message_bytes,
                     };
                     // In range: i < capacity.
                     let _ = self.conns.publish(i, &info);
