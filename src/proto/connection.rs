@@ -25,6 +25,9 @@ use super::{
 use crate::mem::PktBuf;
 use crate::wire::transport::{AckRepr, Kind, Repr, DATA_HEADER_LEN, FLAG_ACK_NOW, SACK_BITS};
 
+/// RTT samples a connection keeps for [`Connection::drain_rtt_samples`].
+pub const RTT_RING: usize = 64;
+
 /// Which end of the handshake this is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Side {
@@ -253,6 +256,10 @@ pub struct Connection {
     srtt: Duration,
     rttvar: Duration,
     min_rtt: Duration,
+    /// The most recent RTT samples (ns, saturating at u32::MAX), for telemetry to drain.
+    rtt_ring: [u32; RTT_RING],
+    rtt_ring_len: usize,
+    rtt_ring_head: usize,
     has_rtt: bool,
     rack_time: Option<Instant>,
     rack_pn: u64,
@@ -355,6 +362,9 @@ impl Connection {
             srtt: cfg.initial_rtt,
             rttvar: cfg.initial_rtt / 2,
             min_rtt: cfg.initial_rtt,
+            rtt_ring: [0; RTT_RING],
+            rtt_ring_len: 0,
+            rtt_ring_head: 0,
             has_rtt: false,
             rack_time: None,
             rack_pn: 0,
@@ -429,6 +439,18 @@ impl Connection {
     /// Smoothed round-trip time.
     pub fn rtt(&self) -> Duration {
         self.srtt
+    }
+    /// Hand the RTT samples taken since the last call to `f` (ns), oldest first. The last
+    /// [`RTT_RING`] samples are kept; older ones not yet taken are overwritten (telemetry
+    /// samples the distribution; nothing is allocated).
+    pub fn drain_rtt_samples(&mut self, mut f: impl FnMut(u64)) {
+        for k in 0..self.rtt_ring_len {
+            f(u64::from(
+                self.rtt_ring[(self.rtt_ring_head + k) % RTT_RING],
+            ));
+        }
+        self.rtt_ring_len = 0;
+        self.rtt_ring_head = 0;
     }
     /// Smallest round-trip time seen.
     pub fn min_rtt(&self) -> Duration {
@@ -1441,6 +1463,13 @@ impl Connection {
     }
 
     fn rtt_sample(&mut self, r: Duration) {
+        let i = (self.rtt_ring_head + self.rtt_ring_len) % RTT_RING;
+        self.rtt_ring[i] = r.as_nanos().min(u32::MAX as u128) as u32;
+        if self.rtt_ring_len == RTT_RING {
+            self.rtt_ring_head = (self.rtt_ring_head + 1) % RTT_RING;
+        } else {
+            self.rtt_ring_len += 1;
+        }
         if !self.has_rtt {
             self.has_rtt = true;
             self.srtt = r;

@@ -668,6 +668,7 @@ pub(super) struct StackMetrics {
     port: CoreCounters<PortMetric>,
     stack: CoreCounters<StackMetric>,
     gap: CoreHistogram,
+    rtt: CoreHistogram,
     conns: ConnPublisher,
     live: Vec<bool>,
     capture: Arc<CaptureCtl>,
@@ -706,6 +707,7 @@ impl StackMetrics {
             port: r.counters(&labels),
             stack: r.counters(&labels),
             gap: r.histogram(&hist::POLL_LOOP_GAP, &labels),
+            rtt: r.histogram(&hist::RTT, &labels),
             conns: r.conn_table(cap),
             live: vec![false; cap],
             capture,
@@ -833,6 +835,10 @@ impl StackMetrics {
             };
             match c {
                 Some(c) => {
+                    // The connection keeps its last 64 samples; at one drain per ms that is
+                    // every sample unless a connection takes more than 64 per ms.
+                    let rtt = &self.rtt;
+                    c.drain_rtt_samples(|ns| rtt.record(ns));
                     let st = c.stats();
                     let cc = c.controller();
                     let info = ConnInfo {
