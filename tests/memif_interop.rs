@@ -141,26 +141,7 @@ fn memif_server_against_testpmd_client() {
     let tag = format!("bpx_is{}", std::process::id());
     let sock = format!("/run/{tag}.sock");
     let _ = std::fs::remove_file(&sock);
-    let mut server = Command::new(env!("CARGO_BIN_EXE_bypass"))
-        .args([
-            "memif-bench",
-            "--role",
-            "server",
-            "--socket",
-            &sock,
-            "--mode",
-            "ping",
-            "--count",
-            "20000",
-            "--warmup",
-            "100",
-            "--link-timeout",
-            "30",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn bypass");
+    let mut server = spawn_bypass_server_ping(&sock);
     // Let the server bind before testpmd's client tries to connect (it retries anyway).
     std::thread::sleep(Duration::from_millis(300));
     let tp = spawn_testpmd(&bin, &tag, "client", &sock);
@@ -386,26 +367,7 @@ fn memif_abstract_socket_against_testpmd_both_roles() {
     // Our server, testpmd client.
     let tag = format!("bpx_ib{}", std::process::id());
     let sock = format!("@/run/{tag}.sock");
-    let server = Command::new(env!("CARGO_BIN_EXE_bypass"))
-        .args([
-            "memif-bench",
-            "--role",
-            "server",
-            "--socket",
-            &sock,
-            "--mode",
-            "ping",
-            "--count",
-            "20000",
-            "--warmup",
-            "100",
-            "--link-timeout",
-            "30",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn bypass");
+    let server = spawn_bypass_server_ping(&sock);
     std::thread::sleep(Duration::from_millis(300));
     let tp = spawn_testpmd(&bin, &tag, "client", &sock);
     let out = server.wait_with_output().unwrap();
@@ -462,4 +424,28 @@ fn memif_client_gathers_multisegment_frames_from_testpmd() {
     assert!(n >= 10_000);
     assert_eq!(s.rx_errors, 0);
     assert_eq!(s.rx_bytes, s.rx_packets * 2000);
+}
+
+/// Our memif server as `bypass memif-bench`, pinging 20,000 frames at whoever connects.
+fn spawn_bypass_server_ping(sock: &str) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_bypass"))
+        .args([
+            "memif-bench",
+            "--role",
+            "server",
+            "--socket",
+            sock,
+            "--mode",
+            "ping",
+            "--count",
+            "20000",
+            "--warmup",
+            "100",
+            "--link-timeout",
+            "30",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn bypass")
 }
