@@ -244,6 +244,8 @@ fn counters_move_by_the_traffic_sent_and_promtool_accepts_the_exposition() {
     assert!(d("bypass_poll_loop_gap_seconds_count", &client) > 0.0);
     // The client's 1000 messages were acknowledged: RTT samples reached its histogram.
     assert!(d("bypass_rtt_seconds_count", &client) > 0.0);
+    // ... and their completions (queued to fully acknowledged) reached this one.
+    assert!(d("bypass_message_completion_seconds_count", &client) > 0.0);
     assert_eq!(sum(&b, "bypass_port_link_up", &client), 1.0);
     assert_eq!(sum(&b, "bypass_transport_connections", &server_l), 1.0);
     assert_eq!(

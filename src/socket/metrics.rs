@@ -669,6 +669,7 @@ pub(super) struct StackMetrics {
     stack: CoreCounters<StackMetric>,
     gap: CoreHistogram,
     rtt: CoreHistogram,
+    completion: CoreHistogram,
     conns: ConnPublisher,
     live: Vec<bool>,
     capture: Arc<CaptureCtl>,
@@ -683,6 +684,12 @@ pub(super) struct StackMetrics {
 }
 
 impl StackMetrics {
+    /// A message was completely acknowledged `ns` after the application queued it (as seen
+    /// when its socket next took its events).
+    pub(super) fn record_completion(&self, ns: u64) {
+        self.completion.record(ns);
+    }
+
     /// Register a stack named `name` (label `port`) in `metrics`.
     pub(super) fn new(
         metrics: &Metrics,
@@ -708,6 +715,7 @@ impl StackMetrics {
             stack: r.counters(&labels),
             gap: r.histogram(&hist::POLL_LOOP_GAP, &labels),
             rtt: r.histogram(&hist::RTT, &labels),
+            completion: r.histogram(&hist::MESSAGE_COMPLETION, &labels),
             conns: r.conn_table(cap),
             live: vec![false; cap],
             capture,

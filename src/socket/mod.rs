@@ -799,6 +799,9 @@ struct SockInner {
     acked: u64,
     last_sent: Option<u64>,
     timeout: Option<Duration>,
+    /// Loop time each message was queued, by message id modulo the message window (more
+    /// messages than that are never outstanding), for the completion-time histogram.
+    sent_at: Box<[u64]>,
 }
 
 /// One connection: whole messages in both directions. See the [module docs](self).
@@ -851,6 +854,7 @@ impl Socket {
                 acked: 0,
                 last_sent: None,
                 timeout: Some(Duration::from_secs(10)),
+                sent_at: vec![0; crate::proto::MSG_WINDOW as usize].into_boxed_slice(),
             }),
             remote,
         }
@@ -859,9 +863,11 @@ impl Socket {
     /// Take the connection's events; returns the state if it changed.
     fn pump_events(&self) -> Option<SockState> {
         let mut i = self.inner.borrow_mut();
+        let now = i.rt.now();
+        let Inner { rt, metrics, .. } = &mut *i;
         let mut s = self.s.borrow_mut();
         let before = s.state;
-        let Some(c) = i.ep().connection(self.h) else {
+        let Some(c) = rt.handler_mut().ep.connection(self.h) else {
             if !matches!(s.state, SockState::Closed(_)) {
                 s.state = SockState::Closed(CloseReason::LocalReset(0));
             }
@@ -873,7 +879,13 @@ impl Socket {
         while let Some(ev) = c.poll_event() {
             match ev {
                 Event::Connected => s.state = SockState::Open,
-                Event::Acked { .. } => s.acked += 1,
+                Event::Acked { msg_id } => {
+                    s.acked += 1;
+                    if let Some(m) = metrics.as_ref() {
+                        let sent = s.sent_at[(msg_id % crate::proto::MSG_WINDOW) as usize];
+                        m.record_completion(now.saturating_sub(sent));
+                    }
+                }
                 Event::Closed(r) => s.state = SockState::Closed(r),
             }
         }
@@ -976,6 +988,7 @@ impl Socket {
         }
         let mut i = self.inner.borrow_mut();
         let (max, limit) = (i.max_message, i.max_send_msgs);
+        let now = i.rt.now();
         let Some(c) = i.ep().connection(self.h) else {
             return Err(Error::Closed);
         };
@@ -984,7 +997,9 @@ impl Socket {
         }
         match c.send(Bytes::copy_from_slice(msg)) {
             Ok(id) => {
-                self.s.borrow_mut().last_sent = Some(id);
+                let mut st = self.s.borrow_mut();
+                st.last_sent = Some(id);
+                st.sent_at[(id % crate::proto::MSG_WINDOW) as usize] = now;
                 Ok(Some(id))
             }
             Err(SendError::WouldBlock) => Ok(None),
@@ -1010,13 +1025,16 @@ impl Socket {
         let Some(m) = msg.take() else { return Ok(None) };
         let mut i = self.inner.borrow_mut();
         let max = i.max_message;
+        let now = i.rt.now();
         let Some(c) = i.ep().connection(self.h) else {
             return Err(Error::Closed);
         };
         // Keep a handle on the bytes: the transport takes them only on success.
         match c.send(m.clone()) {
             Ok(id) => {
-                self.s.borrow_mut().last_sent = Some(id);
+                let mut st = self.s.borrow_mut();
+                st.last_sent = Some(id);
+                st.sent_at[(id % crate::proto::MSG_WINDOW) as usize] = now;
                 Ok(Some(id))
             }
             Err(SendError::WouldBlock) => {
