@@ -17,17 +17,7 @@ const FRAMES: u32 = 20_000;
 #[test]
 fn memif_two_processes_echo() {
     let sock = format!("/tmp/bypass-memif-test-{}.sock", std::process::id());
-    let _ = std::fs::remove_file(&sock);
-    let env = |role: &str| vec![(ROLE, role.to_owned()), ("BYPASS_MEMIF_SOCK", sock.clone())];
-    let server = spawn_child("memif_child", &env("server"));
-    // The client retries until the server's socket exists.
-    let client = spawn_child("memif_child", &env("client"));
-    let (sok, sout) = wait_child(server, Duration::from_secs(90));
-    let (cok, cout) = wait_child(client, Duration::from_secs(30));
-    let _ = std::fs::remove_file(&sock);
-    println!("--- server ---\n{sout}\n--- client ---\n{cout}");
-    assert!(sok, "server failed");
-    assert!(cok, "client failed");
+    let sout = run_memif_pair("memif_child", &sock, "server", "client");
     assert!(sout.contains(&format!("server: {FRAMES} frames echoed intact")));
 }
 

@@ -24,16 +24,7 @@ fn len_of(seq: u32) -> usize {
 #[test]
 fn dpdk_memif_server_with_rust_memif_client() {
     let sock = format!("/tmp/bypass-memif-cross-{}.sock", std::process::id());
-    let _ = std::fs::remove_file(&sock);
-    let env = |role: &str| vec![(ROLE, role.to_owned()), ("BYPASS_MEMIF_SOCK", sock.clone())];
-    let server = spawn_child("cross_child", &env("dpdk-server"));
-    let client = spawn_child("cross_child", &env("rust-client"));
-    let (sok, sout) = wait_child(server, Duration::from_secs(90));
-    let (cok, cout) = wait_child(client, Duration::from_secs(30));
-    let _ = std::fs::remove_file(&sock);
-    println!("--- pmd::dpdk server ---\n{sout}\n--- pmd::memif client ---\n{cout}");
-    assert!(sok, "pmd::dpdk server failed");
-    assert!(cok, "pmd::memif client failed");
+    let sout = run_memif_pair("cross_child", &sock, "dpdk-server", "rust-client");
     assert!(sout.contains(&format!("dpdk-server: {FRAMES} frames echoed intact")));
 }
 

@@ -109,3 +109,27 @@ pub fn done_frame() -> Vec<u8> {
 pub fn is_done(b: &[u8]) -> bool {
     b.len() >= 14 && b[12..14] == [0x88, 0xb6]
 }
+
+/// Run test `child` twice as child processes over the memif socket `sock`: first as
+/// `server_role` (which serves the socket), then as `client_role`; wait for both, remove the
+/// socket, print both outputs, assert both succeeded, and return the server's output.
+#[allow(dead_code)] // not every test binary that includes this module uses it
+pub fn run_memif_pair(child: &str, sock: &str, server_role: &str, client_role: &str) -> String {
+    let _ = std::fs::remove_file(sock);
+    let env = |role: &str| {
+        vec![
+            (ROLE, role.to_owned()),
+            ("BYPASS_MEMIF_SOCK", sock.to_owned()),
+        ]
+    };
+    let server = spawn_child(child, &env(server_role));
+    // The client retries until the server's socket exists.
+    let client = spawn_child(child, &env(client_role));
+    let (sok, sout) = wait_child(server, Duration::from_secs(90));
+    let (cok, cout) = wait_child(client, Duration::from_secs(30));
+    let _ = std::fs::remove_file(sock);
+    println!("--- {server_role} ---\n{sout}\n--- {client_role} ---\n{cout}");
+    assert!(sok, "{server_role} failed");
+    assert!(cok, "{client_role} failed");
+    sout
+}

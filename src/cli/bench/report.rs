@@ -27,6 +27,20 @@ pub struct Latency {
 }
 
 impl Latency {
+    /// p50, p90, p99, p99.9, p99.99, max and jitter in microseconds, as the tables show them.
+    fn table_columns(&self) -> [String; 7] {
+        [
+            self.p50_ns,
+            self.p90_ns,
+            self.p99_ns,
+            self.p99_9_ns,
+            self.p99_99_ns,
+            self.max_ns,
+            self.jitter_ns,
+        ]
+        .map(us)
+    }
+
     /// Summarises a histogram of nanoseconds.
     pub fn from_hist(h: &Histogram<u64>) -> Latency {
         let q = |p: f64| h.value_at_quantile(p);
@@ -250,18 +264,7 @@ impl Report {
                 match &r.rtt {
                     Some(l) => {
                         v.push(l.samples.to_string());
-                        v.extend(
-                            [
-                                l.p50_ns,
-                                l.p90_ns,
-                                l.p99_ns,
-                                l.p99_9_ns,
-                                l.p99_99_ns,
-                                l.max_ns,
-                                l.jitter_ns,
-                            ]
-                            .map(us),
-                        );
+                        v.extend(l.table_columns());
                         v.push(ratio(r.ratio_p50_to_best_kernel));
                     }
                     None => v.push(status(&r.key)),
@@ -350,18 +353,7 @@ impl Report {
                         v.push(format!("{a:.0}"));
                         v.push(r.lost.to_string());
                         v.push(us(r.max_send_lag_ns));
-                        v.extend(
-                            [
-                                l.p50_ns,
-                                l.p90_ns,
-                                l.p99_ns,
-                                l.p99_9_ns,
-                                l.p99_99_ns,
-                                l.max_ns,
-                                l.jitter_ns,
-                            ]
-                            .map(us),
-                        );
+                        v.extend(l.table_columns());
                         v.push(ratio(r.ratio_p99_to_best_kernel));
                     }
                     _ => v.push(status(&r.key)),
