@@ -254,6 +254,10 @@ fn to_conn_error(e: Error) -> ConnError {
 }
 
 impl MsgConn for BypassConn {
+    fn prepare(&mut self) -> Result<(), ConnError> {
+        self.with(|_| Ok(()))
+    }
+
     fn send_msg(&mut self, msg: &Bytes) -> Result<(), ConnError> {
         // A reference-count increment: the payload is written once, into packet buffers.
         self.with(|s| s.send_bytes(msg.clone()).map(|_| ()).map_err(to_conn_error))
