@@ -211,7 +211,8 @@ pub(crate) struct PoolInner {
     ring: FreeRing,
     caches: Box<[CachePadded<CoreCache>]>,
     cache_size: usize,
-    /// Per-slot reference counts for `PktBytes` (shared views); 0 while a `PktBuf` owns it.
+    /// Per-slot reference counts for `PktBytes` (shared views); meaningless while a `PktBuf`
+    /// owns the slot (`freeze` sets it to 1; the last view may free without clearing it).
     pub(crate) refcnt: Box<[AtomicU32]>,
     /// Pool handles plus slots off the shared ring (held by buffers or parked in per-core
     /// caches). Changed only when slots cross the ring, in batches. The inner is freed when
