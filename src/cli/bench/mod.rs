@@ -959,7 +959,8 @@ mod tests {
         let o = parse_opts(&[]).unwrap();
         assert_eq!(o.modes, vec![Mode::Pingpong, Mode::Stream, Mode::Rpc]);
         assert_eq!(o.conns, 4);
-        // bypass-memif (busy-poll only) and both kernel transports, both ways of waiting.
+        // bypass-memif (busy-poll only) and both kernel transports, both ways of waiting;
+        // bypass-dpdk only when named.
         assert_eq!(selected(&o).len(), 5);
         let o = parse_opts(&args(
             "rpc --rates 1k,2k --transports kernel-tcp --variants busy --json",
@@ -980,5 +981,17 @@ mod tests {
         assert!(parse_opts(&args("--rpc-size 4")).is_err());
         assert!(parse_opts(&args("--duration")).is_err());
         assert!(parse_opts(&args("bogus")).is_err());
+        // bypass-dpdk needs a peer elsewhere; the DPDK options need bypass-dpdk.
+        let e = parse_opts(&args("--transports bypass-dpdk")).unwrap_err();
+        assert!(e.contains("bypass bench-peer"), "{e}");
+        let e = parse_opts(&args("--dpdk-ip 10.0.0.1")).unwrap_err();
+        assert!(e.contains("--transports bypass-dpdk"), "{e}");
+        assert!(parse_opts(&args("--transports bypass-dpdk --dpdk-ip 10.0.0.300")).is_err());
+        let o = parse_opts(&args(
+            "--transports bypass-dpdk --peer 10.0.0.1:7300 --dpdk-ip 10.9.0.2 --dpdk-dev x",
+        ))
+        .unwrap();
+        assert_eq!(o.config.dpdk.ip, Some(std::net::Ipv4Addr::new(10, 9, 0, 2)));
+        assert_eq!(o.config.dpdk.dev.as_deref(), Some("x"));
     }
 }
