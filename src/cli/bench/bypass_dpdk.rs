@@ -282,8 +282,10 @@ mod with_dpdk {
             let (dev, mut ports) = Device::open(&eal, &name, &dpool, &DeviceConfig::default())
                 .map_err(|e| match e {
                     DeviceError::NotFound(_) => format!(
-                        "bypass-dpdk: no DPDK device named {name:?}: add it to --dpdk \
-                         (--vdev=... or -a PCI_ADDRESS) or name another with --dpdk-dev"
+                        "bypass-dpdk: no DPDK device named {name:?}: its driver did not create \
+                         it (see DPDK's messages above: e.g. no such interface for \
+                         net_af_packet, a NIC not bound to vfio-pci), or it is not in --dpdk \
+                         (add --vdev=... or -a PCI_ADDRESS, or name another with --dpdk-dev)"
                     ),
                     e => format!("bypass-dpdk: opening {name}: {e}"),
                 })?;
@@ -480,12 +482,15 @@ mod with_dpdk {
                     e => to_conn_error(e),
                 }),
                 Some(peer) => stack.connect(peer, setup).map_err(|e| match e {
-                    Error::TimedOut { .. } => ConnError::Io(std::io::Error::other(format!(
-                        "the peer's stack at {peer} did not answer within {setup:?}: check that \
+                    Error::TimedOut { .. } | Error::PeerUnreachable { .. } => {
+                        ConnError::Io(std::io::Error::other(format!(
+                        "the peer's stack at {peer} did not answer (tried for up to {setup:?}): \
+                         check that \
                          both ends' --dpdk-ip are on one link and subnet, that the peer's MAC \
                          resolves (or give --dpdk-arp IP=MAC), and that nothing else owns \
                          {peer}"
-                    ))),
+                    )))
+                    }
                     e => to_conn_error(e),
                 }),
             }?;
