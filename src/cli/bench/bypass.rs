@@ -12,6 +12,10 @@
 //! memif socket `PATH-i.sock` (the peer serves it, the client connects), so the i-th
 //! `connect` to an address meets the i-th `accept`. Each connection is its own memif link
 //! between the two processes, with jumbo frames (IP MTU 9000).
+//!
+//! How a connection builds its stack is a [`Setup`]: memif here, a lent DPDK queue in
+//! [`super::bypass_dpdk`]; the lazy start, the thread-local table and the message calls are
+//! shared.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
