@@ -885,11 +885,12 @@ impl Session {
 }
 
 fn run(o: &Opts) -> Result<Report, String> {
-    let mut s = Session::open(o)?;
+    // Transports first: one that cannot run here says so before any peer is contacted.
     let sel = selected(o);
     if sel.is_empty() {
         return Err("no transport/variant selected".into());
     }
+    let mut s = Session::open(o)?;
     let mut report = Report::default();
     for mode in &o.modes {
         match mode {
