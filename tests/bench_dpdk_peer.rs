@@ -2,7 +2,8 @@
 //! pair; `bypass bench-peer --transports bypass-dpdk` in one, `bypass bench --peer` in the
 //! other, each over `net_af_packet` on its end of the pair with `--no-huge`. The control
 //! channel is the kernel's TCP between the namespaces' kernel addresses (.1, .2); the bypass
-//! stacks use other addresses on the same link (.11, .12), resolved by ARP. Checks that every
+//! stacks use other addresses on the same link (.11, .12): the client has a static ARP entry
+//! for the peer (`--dpdk-arp`), the peer resolves the client by ARP. Checks that every
 //! pingpong, stream and rpc cell completed with messages moved, that the multi-connection
 //! stream cells say why they are n/a, and that the `--once` peer exits cleanly after the run.
 //! Never asserts a speed.
@@ -124,6 +125,28 @@ impl Net {
     }
 }
 
+impl Net {
+    /// The MAC of end `i` of the veth pair.
+    fn mac(&self, i: usize) -> String {
+        let o = run(&[
+            "ip",
+            "-n",
+            &self.ns[i],
+            "-o",
+            "link",
+            "show",
+            "dev",
+            &self.ifs[i],
+        ]);
+        let text = String::from_utf8_lossy(&o.stdout);
+        text.split_whitespace()
+            .skip_while(|w| *w != "link/ether")
+            .nth(1)
+            .unwrap_or_else(|| panic!("no MAC in {text:?}"))
+            .to_owned()
+    }
+}
+
 impl Drop for Net {
     fn drop(&mut self) {
         for ns in &self.ns {
@@ -240,7 +263,9 @@ fn bench_against_a_dpdk_peer_in_another_namespace() {
         panic!("the peer printed {line:?} instead of its address; stderr:\n{err}");
     };
 
-    // The client in namespace b, all three modes, tiny cells.
+    // The client in namespace b, all three modes, tiny cells; the peer's MAC (its veth end's,
+    // which net_af_packet reports as the port's) given statically.
+    let arp = format!("{}={}", net.dpdk_ip[0], net.mac(0));
     let client = net
         .bypass(
             1,
@@ -261,6 +286,8 @@ fn bench_against_a_dpdk_peer_in_another_namespace() {
                 "2k",
                 "--conns",
                 "2",
+                "--dpdk-arp",
+                &arp,
                 "--json",
                 "-q",
             ],
