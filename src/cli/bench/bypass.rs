@@ -13,6 +13,10 @@
 //! `connect` to an address meets the i-th `accept`. Each connection is its own memif link
 //! between the two processes, with jumbo frames (IP MTU 9000).
 //!
+//! `BYPASS_BENCH_STATS=1` prints each connection's transport, port and network counters on
+//! stderr when it is dropped (both processes; the peer inherits the environment), to see
+//! retransmissions and drops behind a slow cell.
+//!
 //! How a connection builds its stack is a [`Setup`]: memif here, a lent DPDK queue in
 //! [`super::bypass_dpdk`]; the lazy start, the thread-local table and the message calls are
 //! shared.
@@ -47,7 +51,7 @@ struct Live {
     key: u64,
     // Field order: the socket goes before its stack.
     sock: Socket,
-    _stack: Stack,
+    stack: Stack,
 }
 
 thread_local! {
@@ -231,7 +235,7 @@ impl BypassConn {
             l.borrow_mut().push(Live {
                 key: self.key,
                 sock,
-                _stack: stack,
+                stack,
             })
         });
         self.started = true;
@@ -341,6 +345,15 @@ impl Drop for BypassConn {
                     .map(|i| l.swap_remove(i))
             };
             if let Some(c) = c {
+                if std::env::var_os("BYPASS_BENCH_STATS").is_some() {
+                    let st = c.stack.stats();
+                    eprintln!(
+                        "bypass bench: connection {key} at its end: {:?}\n  port {:?}\n  net {:?}",
+                        c.sock.stats(),
+                        st.port,
+                        st.net
+                    );
+                }
                 let _ = c.sock.close();
             }
         });
