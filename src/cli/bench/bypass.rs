@@ -12,6 +12,14 @@
 //! memif socket `PATH-i.sock` (the peer serves it, the client connects), so the i-th
 //! `connect` to an address meets the i-th `accept`. Each connection is its own memif link
 //! between the two processes, with jumbo frames (IP MTU 9000).
+//!
+//! `BYPASS_BENCH_STATS=1` prints each connection's transport, port and network counters on
+//! stderr when it is dropped (both processes; the peer inherits the environment), to see
+//! retransmissions and drops behind a slow cell.
+//!
+//! How a connection builds its stack is a [`Setup`]: memif here, a lent DPDK queue in
+//! [`super::bypass_dpdk`]; the lazy start, the thread-local table and the message calls are
+//! shared.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -34,7 +42,7 @@ const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(10, 200, 0, 2);
 const SERVER_MAC: [u8; 6] = [0x02, 0xb9, 0x70, 0xbe, 0x00, 0x01];
 const CLIENT_MAC: [u8; 6] = [0x02, 0xb9, 0x70, 0xbe, 0x00, 0x02];
 /// Largest message the bench sends over bypass.
-const MAX_MSG: usize = 1 << 30;
+pub(super) const MAX_MSG: usize = 1 << 30;
 
 static NEXT_KEY: AtomicU64 = AtomicU64::new(1);
 static NEXT_LISTENER: AtomicU64 = AtomicU64::new(0);
@@ -43,7 +51,7 @@ struct Live {
     key: u64,
     // Field order: the socket goes before its stack.
     sock: Socket,
-    _stack: Stack,
+    stack: Stack,
 }
 
 thread_local! {
@@ -131,39 +139,31 @@ impl Listener for BypassListener {
     }
 }
 
-/// One bypass connection: a description until first used, then a live stack on the using
-/// thread.
-pub struct BypassConn {
-    key: u64,
-    path: PathBuf,
-    role: Role,
-    opts: ConnOpts,
-    started: bool,
-    /// The message last received, kept so its bytes can be lent out: a view of the packet
-    /// buffer for a single-packet message (no copy, no allocation; `Socket::recv` would
-    /// allocate to hand out `Bytes`), the reassembly buffer otherwise.
-    last: Option<RecvMsg>,
+/// How a [`BypassConn`] builds its stack and connection on the thread that first uses it, and
+/// what it leaves to clean up. The memif transport builds a fresh memif link per connection;
+/// the DPDK one (`bypass-dpdk`) lends the process's one DPDK queue to the stack.
+pub(super) trait Setup: Send {
+    /// Builds the stack and the connected socket (blocking at most about `opts.io_timeout`,
+    /// at least 10 s for the link and the handshake).
+    fn build(&mut self, opts: &ConnOpts) -> Result<(Stack, Socket), ConnError>;
+    /// Runs when the connection is dropped, after its stack (if it was built on this thread).
+    fn cleanup(&mut self) {}
 }
 
-impl BypassConn {
-    fn new(path: PathBuf, role: Role, opts: &ConnOpts) -> BypassConn {
-        BypassConn {
-            key: NEXT_KEY.fetch_add(1, Ordering::Relaxed),
-            path,
-            role,
-            opts: *opts,
-            started: false,
-            last: None,
-        }
-    }
+/// memif: connection `i` of a listener is its own memif link on socket `PATH-i.sock`.
+struct MemifSetup {
+    path: PathBuf,
+    role: Role,
+}
 
-    fn start(&mut self) -> Result<(), ConnError> {
+impl Setup for MemifSetup {
+    fn build(&mut self, opts: &ConnOpts) -> Result<(Stack, Socket), ConnError> {
         let backend = Backend::Memif {
             socket: self.path.clone(),
             role: self.role,
             id: 0,
         };
-        let setup = self.opts.io_timeout.max(Duration::from_secs(10));
+        let setup = setup_timeout(opts);
         let (ip, mac, peer_ip, peer_mac) = match self.role {
             Role::Server => (SERVER_IP, SERVER_MAC, CLIENT_IP, CLIENT_MAC),
             Role::Client => (CLIENT_IP, CLIENT_MAC, SERVER_IP, SERVER_MAC),
@@ -184,12 +184,58 @@ impl BypassConn {
             Role::Client => stack.connect(SocketAddrV4::new(SERVER_IP, DEFAULT_UDP_PORT), setup),
         }
         .map_err(to_conn_error)?;
+        Ok((stack, sock))
+    }
+
+    fn cleanup(&mut self) {
+        if self.role == Role::Server {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// How long building a stack may wait for its link and its peer.
+pub(super) fn setup_timeout(opts: &ConnOpts) -> Duration {
+    opts.io_timeout.max(Duration::from_secs(10))
+}
+
+/// One bypass connection: a description until first used, then a live stack on the using
+/// thread.
+pub struct BypassConn {
+    key: u64,
+    setup: Box<dyn Setup>,
+    opts: ConnOpts,
+    started: bool,
+    /// The message last received, kept so its bytes can be lent out: a view of the packet
+    /// buffer for a single-packet message (no copy, no allocation; `Socket::recv` would
+    /// allocate to hand out `Bytes`), the reassembly buffer otherwise.
+    last: Option<RecvMsg>,
+}
+
+impl BypassConn {
+    fn new(path: PathBuf, role: Role, opts: &ConnOpts) -> BypassConn {
+        BypassConn::with_setup(Box::new(MemifSetup { path, role }), opts)
+    }
+
+    /// A connection whose stack `setup` builds on first use.
+    pub(super) fn with_setup(setup: Box<dyn Setup>, opts: &ConnOpts) -> BypassConn {
+        BypassConn {
+            key: NEXT_KEY.fetch_add(1, Ordering::Relaxed),
+            setup,
+            opts: *opts,
+            started: false,
+            last: None,
+        }
+    }
+
+    fn start(&mut self) -> Result<(), ConnError> {
+        let (stack, sock) = self.setup.build(&self.opts)?;
         sock.set_timeout(Some(self.opts.io_timeout));
         LIVE.with(|l| {
             l.borrow_mut().push(Live {
                 key: self.key,
                 sock,
-                _stack: stack,
+                stack,
             })
         });
         self.started = true;
@@ -216,7 +262,7 @@ impl BypassConn {
 /// `BYPASS_CC=fixed|swift|cubic|dctcp|timely` picks the congestion controller of the bench's
 /// bypass stacks (default: the stack's default). Both processes read it (the peer inherits
 /// the environment).
-fn controller_from_env() -> Result<Option<Arc<dyn ControllerFactory>>, ConnError> {
+pub(super) fn controller_from_env() -> Result<Option<Arc<dyn ControllerFactory>>, ConnError> {
     use bypass::proto::cc;
     let Ok(name) = std::env::var("BYPASS_CC") else {
         return Ok(None);
@@ -241,7 +287,7 @@ fn bytes_of(m: &RecvMsg) -> &[u8] {
     m.as_slice().unwrap_or(&[])
 }
 
-fn to_conn_error(e: Error) -> ConnError {
+pub(super) fn to_conn_error(e: Error) -> ConnError {
     match e {
         Error::TimedOut { .. } => ConnError::TimedOut,
         Error::Closed | Error::ConnectionReset(_) => ConnError::Closed,
@@ -289,16 +335,28 @@ impl MsgConn for BypassConn {
 impl Drop for BypassConn {
     fn drop(&mut self) {
         let key = self.key;
-        // Only the thread that started it can reach it; elsewhere this finds nothing.
+        // Only the thread that started it can reach it; elsewhere this finds nothing (and the
+        // thread's own exit drops it).
         let _ = LIVE.try_with(|l| {
-            let mut l = l.borrow_mut();
-            if let Some(i) = l.iter().position(|c| c.key == key) {
-                let c = l.swap_remove(i);
+            let c = {
+                let mut l = l.borrow_mut();
+                l.iter()
+                    .position(|c| c.key == key)
+                    .map(|i| l.swap_remove(i))
+            };
+            if let Some(c) = c {
+                if std::env::var_os("BYPASS_BENCH_STATS").is_some() {
+                    let st = c.stack.stats();
+                    eprintln!(
+                        "bypass bench: connection {key} at its end: {:?}\n  port {:?}\n  net {:?}",
+                        c.sock.stats(),
+                        st.port,
+                        st.net
+                    );
+                }
                 let _ = c.sock.close();
             }
         });
-        if self.role == Role::Server {
-            let _ = std::fs::remove_file(&self.path);
-        }
+        self.setup.cleanup();
     }
 }

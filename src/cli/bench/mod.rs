@@ -9,10 +9,16 @@
 //! own executable as `bypass bench-peer` pinned to core 1 (see [`peer`]). `--peer ADDR` runs
 //! the client against a peer started elsewhere with `bypass bench-peer --listen ADDR`.
 //!
+//! Against a peer on another host, the bypass transport can run over DPDK (`bypass-dpdk`,
+//! cargo feature `dpdk`; see [`bypass_dpdk`]): each end gives its EAL arguments and its
+//! address on the DPDK link (`--dpdk "..." --dpdk-ip IP`); the control channel stays on the
+//! kernel's TCP at `--peer ADDR`.
+//!
 //! A transport plugs in by implementing [`transport::Transport`] (a listener/connection
 //! factory) and [`transport::MsgConn`] (whole-message send and receive), and by being listed
 //! in [`transports`]; the drivers, the peer, the tables and the JSON are shared.
 pub mod bypass;
+pub mod bypass_dpdk;
 pub mod kernel;
 pub mod modes;
 pub mod peer;
@@ -28,35 +34,76 @@ use std::time::{Duration, Instant};
 use report::{Key, Latency, PingpongRow, Report, RpcRow, Status, StreamRow};
 use transport::{ConnOpts, MsgConn, Transport, Wait};
 
+/// What transports are built with: this process's command-line settings for them.
+#[derive(Clone, Debug, Default)]
+pub struct TransportConfig {
+    /// `--dpdk*` options (for `bypass-dpdk`).
+    pub dpdk: bypass_dpdk::DpdkOpts,
+}
+
 /// How a process builds a transport: once per process (both the client and the peer), so it
 /// may set up per-process state, and may fail (the transport is then skipped with a note).
-pub type MakeTransport = fn() -> Result<Box<dyn Transport>, String>;
+pub type MakeTransport = fn(&TransportConfig) -> Result<Box<dyn Transport>, String>;
 
 /// Every transport `bypass bench` knows, by name, in table order. Add a transport here.
 pub const TRANSPORTS: &[(&str, MakeTransport)] = &[
     ("bypass-memif", make_bypass_memif),
+    ("bypass-dpdk", make_bypass_dpdk),
     ("kernel-udp", make_kernel_udp),
     ("kernel-tcp", make_kernel_tcp),
 ];
 
-fn make_bypass_memif() -> Result<Box<dyn Transport>, String> {
+/// Transports that run only when `--transports` names them (they need options and a peer
+/// elsewhere).
+const OPT_IN: &[&str] = &["bypass-dpdk"];
+
+fn make_bypass_memif(_: &TransportConfig) -> Result<Box<dyn Transport>, String> {
     Ok(Box::new(bypass::BypassMemif::new()))
 }
 
-fn make_kernel_udp() -> Result<Box<dyn Transport>, String> {
+#[cfg(feature = "dpdk")]
+fn make_bypass_dpdk(c: &TransportConfig) -> Result<Box<dyn Transport>, String> {
+    Ok(Box::new(bypass_dpdk::BypassDpdk::new(&c.dpdk)?))
+}
+
+#[cfg(not(feature = "dpdk"))]
+fn make_bypass_dpdk(_: &TransportConfig) -> Result<Box<dyn Transport>, String> {
+    Err(
+        "this bypass was built without DPDK: rebuild with `cargo build --release --features \
+         dpdk` (needs DPDK 22.11, e.g. Debian's libdpdk-dev)"
+            .into(),
+    )
+}
+
+fn make_kernel_udp(_: &TransportConfig) -> Result<Box<dyn Transport>, String> {
     Ok(Box::new(kernel::KernelUdp))
 }
 
-fn make_kernel_tcp() -> Result<Box<dyn Transport>, String> {
+fn make_kernel_tcp(_: &TransportConfig) -> Result<Box<dyn Transport>, String> {
     Ok(Box::new(kernel::KernelTcp))
 }
 
 /// Builds the transport called `name`; `None` if no transport has that name.
-pub fn make_transport(name: &str) -> Option<Result<Box<dyn Transport>, String>> {
+pub fn make_transport(
+    name: &str,
+    config: &TransportConfig,
+) -> Option<Result<Box<dyn Transport>, String>> {
     TRANSPORTS
         .iter()
         .find(|(n, _)| *n == name)
-        .map(|(_, make)| make())
+        .map(|(_, make)| make(config))
+}
+
+/// Parses a `--transports` list: every name must be a transport.
+fn parse_transports(v: &str) -> Result<Vec<String>, String> {
+    let names: Vec<String> = v.split(',').map(|s| s.trim().to_owned()).collect();
+    match names
+        .iter()
+        .find(|n| !TRANSPORTS.iter().any(|(t, _)| t == n))
+    {
+        Some(n) => Err(format!("unknown transport {n:?}")),
+        None => Ok(names),
+    }
 }
 
 /// Pins the calling thread to `core`; false if there is no such core.
@@ -71,8 +118,8 @@ pub fn pin_to_core(core: usize) -> bool {
 /// Usage text of `bypass bench`.
 pub const USAGE: &str = "\
 bypass bench [pingpong|stream|rpc|all]... [options]
-  Measures every transport and the kernel's UDP and TCP (blocking and busy-polling) in one
-  run: client on core 0, a `bypass bench-peer` child process on core 1.
+  Measures the bypass transport and the kernel's UDP and TCP (blocking and busy-polling) in
+  one run: client on core 0, a `bypass bench-peer` child process on core 1.
   --sizes LIST        message sizes, e.g. 64,1k,64k,1m (pingpong default 64,1024,16384,65536,
                       1048576; stream default 64,1048576)
   --duration T        measured time per cell (default 1s; units ns/us/ms/s)
@@ -80,7 +127,8 @@ bypass bench [pingpong|stream|rpc|all]... [options]
   --conns N           stream: also run with N connections (default 4; 1 always runs)
   --rates LIST        rpc: offered requests/s (default 10k,50k,100k,200k)
   --rpc-size N        rpc: request and response size (default 64, at least 8)
-  --transports LIST   only these transports (default all: bypass-memif,kernel-udp,kernel-tcp)
+  --transports LIST   only these transports (default bypass-memif,kernel-udp,kernel-tcp;
+                      bypass-dpdk runs only when named, against --peer, with the --dpdk options)
   --variants LIST     only these ways of waiting (blocking,busy-poll)
   --timeout T         the longest the client waits for an answer (default 5s)
   --peer ADDR         use a peer already running at ADDR (`bypass bench-peer --listen ADDR`)
@@ -88,8 +136,20 @@ bypass bench [pingpong|stream|rpc|all]... [options]
                       spawned peer (default 1); --no-pin: pin nothing
   --json              print JSON instead of tables
   -q, --quiet         no progress lines on stderr
-bypass bench-peer [--listen ADDR] [--core N] [--once]
-  The other end (default 127.0.0.1:0; prints `bypass-bench-peer listening on ADDR`).";
+  --dpdk \"EAL ARGS\"   bypass-dpdk: this end's DPDK EAL arguments, e.g.
+                      \"--vdev=net_af_packet0,iface=eth1 --no-huge\" or \"-a 0000:01:00.0\"
+  --dpdk-ip IP        bypass-dpdk: this end's IPv4 address on the DPDK link (not an address
+                      the kernel owns on that interface)
+  --dpdk-dev NAME     bypass-dpdk: the ethdev (default: the first --vdev or -a device)
+  --dpdk-arp IP=MAC   bypass-dpdk: static ARP entry for the peer (default: resolve by ARP)
+bypass bench-peer [--listen ADDR] [--core N] [--once] [--transports LIST] [--dpdk ... options]
+  The other end (default 127.0.0.1:0; prints `bypass-bench-peer listening on ADDR`); serves
+  the transports listed (default all but bypass-dpdk, which the --dpdk options enable).
+Against a DPDK peer (two hosts, or two network namespaces; the control channel is TCP):
+  there:  bypass bench-peer --listen 192.168.1.1:7300 --transports bypass-dpdk \\
+            --dpdk \"-a 0000:01:00.0 --iova-mode=va\" --dpdk-ip 10.9.0.1
+  here:   bypass bench --peer 192.168.1.1:7300 --transports bypass-dpdk \\
+            --dpdk \"-a 0000:01:00.0 --iova-mode=va\" --dpdk-ip 10.9.0.2";
 
 /// Which benchmark.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -117,6 +177,7 @@ struct Opts {
     server_core: Option<usize>,
     json: bool,
     quiet: bool,
+    config: TransportConfig,
 }
 
 const PINGPONG_SIZES: &[usize] = &[64, 1024, 16384, 65536, 1 << 20];
@@ -189,6 +250,7 @@ fn parse_opts(args: &[String]) -> Result<Opts, String> {
         server_core: Some(1),
         json: false,
         quiet: false,
+        config: TransportConfig::default(),
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -235,17 +297,7 @@ fn parse_opts(args: &[String]) -> Result<Opts, String> {
                     .filter(|&n| n >= modes::RPC_MIN_SIZE)
                     .ok_or_else(|| bad(a, v))?;
             }
-            "--transports" => {
-                let v = val(a)?;
-                let names: Vec<String> = v.split(',').map(|s| s.trim().to_owned()).collect();
-                if let Some(n) = names
-                    .iter()
-                    .find(|n| !TRANSPORTS.iter().any(|(t, _)| t == n))
-                {
-                    return Err(format!("unknown transport {n:?}"));
-                }
-                o.transports = Some(names);
-            }
+            "--transports" => o.transports = Some(parse_transports(val(a)?)?),
             "--variants" => {
                 let v = val(a)?;
                 o.variants = Some(parse_list(v, Wait::parse).ok_or_else(|| bad(a, v))?);
@@ -265,8 +317,27 @@ fn parse_opts(args: &[String]) -> Result<Opts, String> {
             }
             "--json" => o.json = true,
             "-q" | "--quiet" => o.quiet = true,
-            other => return Err(format!("unknown argument {other:?}")),
+            other => {
+                if !o.config.dpdk.parse_flag(other, || val(other))? {
+                    return Err(format!("unknown argument {other:?}"));
+                }
+            }
         }
+    }
+    let dpdk_named = o
+        .transports
+        .as_ref()
+        .is_some_and(|ts| ts.iter().any(|t| t == "bypass-dpdk"));
+    if dpdk_named && o.peer.is_none() {
+        return Err(
+            "bypass-dpdk runs against a peer elsewhere: start `bypass bench-peer \
+                    --listen ADDR --transports bypass-dpdk --dpdk ... --dpdk-ip IP` at the \
+                    other end of the DPDK link and pass --peer ADDR"
+                .into(),
+        );
+    }
+    if o.config.dpdk.is_set() && !dpdk_named {
+        return Err("the --dpdk options are for bypass-dpdk: add --transports bypass-dpdk".into());
     }
     if o.modes.is_empty() {
         o.modes = vec![Mode::Pingpong, Mode::Stream, Mode::Rpc];
@@ -322,10 +393,26 @@ pub fn peer_main(args: &[String]) -> ExitCode {
         listen: "127.0.0.1:0".into(),
         core: None,
         once: false,
+        transports: None,
+        config: TransportConfig::default(),
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
-        match (a.as_str(), it.clone().next()) {
+        let next = it.clone().next();
+        let dpdk = o.config.dpdk.parse_flag(a, || {
+            it.next()
+                .map(String::as_str)
+                .ok_or_else(|| format!("{a} takes a value"))
+        });
+        match dpdk {
+            Ok(true) => continue,
+            Ok(false) => {}
+            Err(e) => {
+                eprintln!("bypass bench-peer: {e}");
+                return ExitCode::from(2);
+            }
+        }
+        match (a.as_str(), next) {
             ("--listen", Some(v)) => {
                 o.listen = v.clone();
                 it.next();
@@ -341,6 +428,16 @@ pub fn peer_main(args: &[String]) -> ExitCode {
                 }
             },
             ("--once", _) => o.once = true,
+            ("--transports", Some(v)) => match parse_transports(v) {
+                Ok(t) => {
+                    o.transports = Some(t);
+                    it.next();
+                }
+                Err(e) => {
+                    eprintln!("bypass bench-peer: {e}");
+                    return ExitCode::from(2);
+                }
+            },
             _ => {
                 eprintln!("bypass bench-peer: unknown argument {a:?}\n{USAGE}");
                 return ExitCode::from(2);
@@ -398,13 +495,14 @@ fn fmt_dur(d: Duration) -> String {
 fn selected(o: &Opts) -> Vec<(Rc<dyn Transport>, Wait)> {
     let mut out = Vec::new();
     for (name, make) in TRANSPORTS {
-        if o.transports
-            .as_ref()
-            .is_some_and(|ts| !ts.iter().any(|n| n == name))
-        {
+        let wanted = match &o.transports {
+            Some(ts) => ts.iter().any(|n| n == name),
+            None => !OPT_IN.contains(name),
+        };
+        if !wanted {
             continue;
         }
-        let t: Rc<dyn Transport> = match make() {
+        let t: Rc<dyn Transport> = match make(&o.config) {
             Ok(t) => t.into(),
             Err(e) => {
                 eprintln!("bypass bench: {name} is not available here ({e}); skipped");
@@ -633,6 +731,15 @@ impl Session {
             row.key = key;
             return row;
         }
+        if conns > t.max_conns() {
+            row.key.status = Status::NotApplicable;
+            row.key.note = Some(format!(
+                "{} serves at most {} connection(s) per process",
+                t.name(),
+                t.max_conns()
+            ));
+            return row;
+        }
         self.progress(format_args!(
             "stream {} {} {} B x {} conns",
             t.name(),
@@ -778,11 +885,12 @@ impl Session {
 }
 
 fn run(o: &Opts) -> Result<Report, String> {
-    let mut s = Session::open(o)?;
+    // Transports first: one that cannot run here says so before any peer is contacted.
     let sel = selected(o);
     if sel.is_empty() {
         return Err("no transport/variant selected".into());
     }
+    let mut s = Session::open(o)?;
     let mut report = Report::default();
     for mode in &o.modes {
         match mode {
@@ -852,7 +960,8 @@ mod tests {
         let o = parse_opts(&[]).unwrap();
         assert_eq!(o.modes, vec![Mode::Pingpong, Mode::Stream, Mode::Rpc]);
         assert_eq!(o.conns, 4);
-        // bypass-memif (busy-poll only) and both kernel transports, both ways of waiting.
+        // bypass-memif (busy-poll only) and both kernel transports, both ways of waiting;
+        // bypass-dpdk only when named.
         assert_eq!(selected(&o).len(), 5);
         let o = parse_opts(&args(
             "rpc --rates 1k,2k --transports kernel-tcp --variants busy --json",
@@ -873,5 +982,17 @@ mod tests {
         assert!(parse_opts(&args("--rpc-size 4")).is_err());
         assert!(parse_opts(&args("--duration")).is_err());
         assert!(parse_opts(&args("bogus")).is_err());
+        // bypass-dpdk needs a peer elsewhere; the DPDK options need bypass-dpdk.
+        let e = parse_opts(&args("--transports bypass-dpdk")).unwrap_err();
+        assert!(e.contains("bypass bench-peer"), "{e}");
+        let e = parse_opts(&args("--dpdk-ip 10.0.0.1")).unwrap_err();
+        assert!(e.contains("--transports bypass-dpdk"), "{e}");
+        assert!(parse_opts(&args("--transports bypass-dpdk --dpdk-ip 10.0.0.300")).is_err());
+        let o = parse_opts(&args(
+            "--transports bypass-dpdk --peer 10.0.0.1:7300 --dpdk-ip 10.9.0.2 --dpdk-dev x",
+        ))
+        .unwrap();
+        assert_eq!(o.config.dpdk.ip, Some(std::net::Ipv4Addr::new(10, 9, 0, 2)));
+        assert_eq!(o.config.dpdk.dev.as_deref(), Some("x"));
     }
 }

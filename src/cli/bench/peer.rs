@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use super::modes::{self, Counter, Role};
 use super::transport::Transport;
 use super::transport::{ConnError, ConnOpts, Wait};
-use super::{make_transport, pin_to_core};
+use super::{make_transport, pin_to_core, TransportConfig, OPT_IN};
 
 /// How long a peer may take to start and print its address.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
@@ -198,10 +198,35 @@ pub struct PeerOpts {
     pub core: Option<usize>,
     /// Serve one session, then exit.
     pub once: bool,
+    /// Serve only these transports (default: all but the opt-in ones, which are served when
+    /// their options are given).
+    pub transports: Option<Vec<String>>,
+    /// Settings the transports are built with.
+    pub config: TransportConfig,
+}
+
+impl PeerOpts {
+    /// Whether this peer serves the transport `name`.
+    fn serves(&self, name: &str) -> bool {
+        match &self.transports {
+            Some(ts) => ts.iter().any(|t| t == name),
+            None => !OPT_IN.contains(&name) || (name == "bypass-dpdk" && self.config.dpdk.is_set()),
+        }
+    }
 }
 
 /// The peer's main: listen, print the address, serve sessions.
 pub fn run_peer(opts: &PeerOpts) -> Result<(), String> {
+    // Transports with per-process setup (DPDK's EAL and device) start before the peer
+    // listens, so a setup error ends it at once, with its reason.
+    for name in OPT_IN {
+        if opts.serves(name) {
+            drop(
+                make_transport(name, &opts.config)
+                    .ok_or_else(|| format!("unknown transport {name}"))??,
+            );
+        }
+    }
     let l = TcpListener::bind(&opts.listen)
         .map_err(|e| format!("cannot listen on {}: {e}", opts.listen))?;
     let addr = l.local_addr().map_err(|e| e.to_string())?;
@@ -221,7 +246,7 @@ pub fn run_peer(opts: &PeerOpts) -> Result<(), String> {
         } else {
             l.accept().map_err(|e| e.to_string())?.0
         };
-        let r = serve_session(stream, opts.core);
+        let r = serve_session(stream, opts);
         if opts.once {
             return r;
         }
@@ -294,7 +319,8 @@ fn send(w: &mut TcpStream, s: String) -> Result<(), String> {
         .map_err(|e| format!("control channel: {e}"))
 }
 
-fn serve_session(stream: TcpStream, core: Option<usize>) -> Result<(), String> {
+fn serve_session(stream: TcpStream, opts: &PeerOpts) -> Result<(), String> {
+    let core = opts.core;
     stream.set_nodelay(true).map_err(|e| e.to_string())?;
     let host = stream
         .local_addr()
@@ -322,7 +348,7 @@ fn serve_session(stream: TcpStream, core: Option<usize>) -> Result<(), String> {
                 if let Some(c) = cell.take() {
                     let _ = c.stop();
                 }
-                let started = transport_named(&mut built, transport).and_then(|t| {
+                let started = transport_named(&mut built, transport, opts).and_then(|t| {
                     start_cell(&mut w, &host, core, t, wait, role, size, conns, max_msg)
                 });
                 match started {
@@ -357,11 +383,22 @@ fn serve_session(stream: TcpStream, core: Option<usize>) -> Result<(), String> {
 fn transport_named<'a>(
     built: &'a mut Vec<(String, Box<dyn Transport>)>,
     name: &str,
+    opts: &PeerOpts,
 ) -> Result<&'a dyn Transport, String> {
     let i = match built.iter().position(|(n, _)| n == name) {
         Some(i) => i,
         None => {
-            let t = make_transport(name)
+            if !opts.serves(name) {
+                return Err(format!(
+                    "this peer does not serve {name} (see its --transports{})",
+                    if OPT_IN.contains(&name) {
+                        " and --dpdk options"
+                    } else {
+                        ""
+                    }
+                ));
+            }
+            let t = make_transport(name, &opts.config)
                 .ok_or_else(|| format!("unknown transport {name}"))?
                 .map_err(|e| format!("{name} is not available on the peer: {e}"))?;
             built.push((name.to_owned(), t));

@@ -167,6 +167,11 @@ pub trait Transport {
     fn variants(&self) -> &'static [Wait];
     /// The largest message it carries; larger sizes are reported as "n/a".
     fn max_msg(&self) -> usize;
+    /// The most connections one cell may open (default: no limit); cells with more are
+    /// reported as "n/a".
+    fn max_conns(&self) -> usize {
+        usize::MAX
+    }
     /// Opens a listener on the host `host` (an IP address or name; the transport chooses the
     /// port or path and reports it through [`Listener::addr`]).
     fn listen(&self, host: &str, opts: &ConnOpts) -> Result<Box<dyn Listener>, ConnError>;
