@@ -170,3 +170,102 @@ fn graceful_close_under_loss_delivers_everything_first() {
         0
     );
 }
+
+/// Thousands of connections through one endpoint pair: every one handshakes, carries a
+/// message each way and closes; the timers (drain, acks) of all of them fire from the
+/// endpoint's deadline heap and every connection and buffer is freed at the end. Only the
+/// connections that something happened to are visited per poll, so this is quick even in a
+/// debug build.
+#[test]
+fn thousands_of_connections_share_one_endpoint() {
+    const N: usize = 3000;
+    // All the hellos arrive in one burst here, and the harness delivers every arrival before
+    // the server transmits: its stateless queue must hold them all (with the default 64,
+    // synchronized client retries let 64 in per round).
+    let cfg = || EndpointConfig {
+        max_connections: 4096,
+        stateless_queue: N,
+        ..EndpointConfig::default()
+    };
+    let mut p = Pair::new(cfg(), cfg(), LinkConfig::default(), 43);
+    let cs: Vec<ConnectionHandle> = (0..N)
+        .map(|_| {
+            p.client
+                .connect(p.now, SocketAddr::V4(SERVER_ADDR))
+                .unwrap()
+        })
+        .collect();
+    let mut ss: Vec<ConnectionHandle> = Vec::new();
+    for _ in 0..1_000_000 {
+        p.step();
+        while let Some(h) = p.server.poll_incoming() {
+            ss.push(h);
+        }
+        if ss.len() == N {
+            break;
+        }
+    }
+    assert_eq!(
+        ss.len(),
+        N,
+        "every connection accepted: {:?}",
+        p.server.stats()
+    );
+    for (k, &c) in cs.iter().enumerate() {
+        let conn = p.client.connection(c).unwrap();
+        conn.send(pattern(msg_tag(k as u64, 0, 0), 100 + k % 900))
+            .unwrap();
+    }
+    // The server answers each request on the connection it came in on; the client checks the
+    // answer is for its request.
+    let (mut answered, mut got) = (0usize, vec![false; N]);
+    for _ in 0..1_000_000 {
+        p.step();
+        for &s in &ss {
+            let mut reqs = Vec::new();
+            p.drain(Peer::Server, s, drop, |m| reqs.push(m.len));
+            for len in reqs {
+                let conn = p.server.connection(s).unwrap();
+                conn.send(pattern(msg_tag(len, 1, 0), len as usize))
+                    .unwrap();
+                answered += 1;
+            }
+        }
+        for (k, &c) in cs.iter().enumerate() {
+            p.drain(Peer::Client, c, drop, |m| {
+                let len = (100 + k % 900) as u64;
+                assert!(check_pattern(msg_tag(len, 1, 0), m.as_slice().unwrap()));
+                got[k] = true;
+            });
+        }
+        if got.iter().all(|&g| g) {
+            break;
+        }
+    }
+    assert_eq!(answered, N);
+    assert!(got.iter().all(|&g| g), "every client got its answer");
+    let now = p.now;
+    for &c in &cs {
+        p.client.connection(c).unwrap().close(now, 0);
+    }
+    for _ in 0..1_000_000 {
+        let more = p.step();
+        for &c in &cs {
+            p.drain(Peer::Client, c, drop, drop);
+        }
+        for &s in &ss {
+            p.drain(Peer::Server, s, drop, drop);
+        }
+        if !more || p.client.connection_count() + p.server.connection_count() == 0 {
+            break;
+        }
+    }
+    assert_eq!(p.client.connection_count(), 0, "client connections freed");
+    assert_eq!(p.server.connection_count(), 0, "server connections freed");
+    p.c2s.clear();
+    p.s2c.clear();
+    assert_eq!(
+        p.client_pool.stats().in_use + p.server_pool.stats().in_use,
+        0
+    );
+}

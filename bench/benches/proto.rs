@@ -276,5 +276,53 @@ fn cpu_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-criterion_group!(benches, headers, data_path);
+/// One idle poll of an endpoint (what a runtime does every loop iteration when nothing
+/// arrived): `poll_timeout` + `poll_transmit` with nothing to send, with N established idle
+/// connections. Should not grow with N.
+fn idle_poll(c: &mut Criterion) {
+    use bypass::pmd::sim::LinkConfig;
+    use bypass::proto::testing::{Pair, SERVER_ADDR};
+    let mut g = c.benchmark_group("endpoint_idle_poll");
+    for n in [1usize, 100, 1000, 4000] {
+        let cfg = || EndpointConfig {
+            max_connections: 4096,
+            stateless_queue: n,
+            ..EndpointConfig::default()
+        };
+        let mut p = Pair::new(cfg(), cfg(), LinkConfig::default(), 7);
+        for _ in 0..n {
+            p.client
+                .connect(p.now, SocketAddr::V4(SERVER_ADDR))
+                .expect("connect");
+        }
+        let mut accepted = 0;
+        while accepted < n {
+            assert!(
+                p.step(),
+                "pair stalled before every connection was accepted"
+            );
+            while p.server.poll_incoming().is_some() {
+                accepted += 1;
+            }
+        }
+        // Let the handshakes' last ACKs settle, then poll at a time nothing is due.
+        for _ in 0..1000 {
+            p.step();
+        }
+        let now = p.now;
+        let pool = p.client_pool.clone();
+        let mut buf = pool.alloc().expect("buffer");
+        buf.reset();
+        g.bench_function(format!("{n}_connections"), |b| {
+            b.iter(|| {
+                let t = p.client.poll_timeout();
+                let sent = p.client.poll_transmit(now, &mut buf);
+                black_box((t, sent))
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, headers, data_path, idle_poll);
 criterion_main!(benches);
