@@ -19,8 +19,8 @@ use bytes::Bytes;
 
 use super::cc::{AckEvent, Controller, LossEvent, SendEvent};
 use super::{
-    CloseReason, ConnectionConfig, Event, Instant, MsgData, RecvMsg, RecvTarget, MSG_WINDOW,
-    PN_WINDOW,
+    CloseReason, ConnectionConfig, Event, Instant, MsgData, RecvMsg, RecvTarget, SplitMix64,
+    MSG_WINDOW, PN_WINDOW,
 };
 use crate::mem::PktBuf;
 use crate::wire::transport::{AckRepr, Kind, Repr, DATA_HEADER_LEN, FLAG_ACK_NOW, SACK_BITS};
@@ -900,7 +900,15 @@ impl Connection {
                 if now >= self.hs_next && self.hs_attempts < self.cfg.handshake_attempts {
                     self.hs_attempts += 1;
                     let backoff = self.cfg.initial_rtt.max(self.cfg.min_rto) * 3;
-                    self.hs_next = now + backoff * (1u32 << (self.hs_attempts - 1).min(10));
+                    let wait = backoff * (1u32 << (self.hs_attempts - 1).min(10));
+                    // Up to +50 %, from the (random) connection id: clients that started
+                    // together (a job's workers connecting at once) must not retry in lockstep,
+                    // or a server's bounded hello queue admits the same few each round.
+                    let spread = wait.as_nanos() as u64 / 2;
+                    let jitter = SplitMix64::new(self.local_cid ^ u64::from(self.hs_attempts))
+                        .next()
+                        % spread.max(1);
+                    self.hs_next = now + wait + Duration::from_nanos(jitter);
                     let k = Kind::Connect {
                         credit: self.cfg.rx_window,
                         max_datagram: self.cfg.max_datagram,
