@@ -90,6 +90,7 @@
 //! ```
 
 mod error;
+mod gpu;
 pub mod metrics;
 
 use std::cell::RefCell;
@@ -114,6 +115,7 @@ use crate::runtime::net::{NetConfig, NetCounters};
 use crate::runtime::{Io, Runtime, RuntimeConfig, RuntimeCounters, UdpHandler};
 
 pub use error::Error;
+pub use gpu::{GpuMsg, GpuRecvStats, GpuTarget};
 pub use metrics::{CaptureError, CaptureLimits, CaptureStatus, Metrics};
 
 /// The UDP port the transport uses unless told otherwise.
@@ -816,6 +818,7 @@ pub struct Socket {
     h: ConnectionHandle,
     s: RefCell<SockInner>,
     remote: SocketAddr,
+    gpu: RefCell<gpu::GpuState>,
 }
 
 impl std::fmt::Debug for Socket {
@@ -857,6 +860,7 @@ impl Socket {
                 sent_at: vec![0; crate::proto::MSG_WINDOW as usize].into_boxed_slice(),
             }),
             remote,
+            gpu: RefCell::default(),
         }
     }
 
