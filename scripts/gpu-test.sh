@@ -4,6 +4,10 @@
 #   scripts/gpu-test.sh build          here (with cargo): build the GPU test binaries and the
 #                                      benchmark in release, without the dpdk feature, and
 #                                      copy them, stripped, into target/gpu-bundle/
+#   scripts/gpu-test.sh fake [ARGS]    here, without a GPU: build tests/cuda_fake (a fake
+#                                      libcuda.so.1 that defers every asynchronous copy) and
+#                                      run the GPU tests against it (ARGS go to cargo test,
+#                                      e.g. --all-features); checks the host side only
 #   scripts/gpu-test.sh run [DIR]      there (with libcuda.so.1): run every binary of the
 #                                      bundle (DIR, default target/gpu-bundle, or this
 #                                      script's own directory when it sits in a bundle);
@@ -61,6 +65,16 @@ MANIFEST
   fi
 }
 
+fake() {
+  cd "$here/.." || exit 1
+  local dir=target/cuda-fake
+  mkdir -p "$dir"
+  cc -shared -fPIC -O2 -Wall -Wextra -Werror -o "$dir/libcuda.so.1" tests/cuda_fake/fake_cuda.c \
+    -lpthread || exit 1
+  LD_LIBRARY_PATH="$PWD/$dir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" BYPASS_REQUIRE_GPU=1 \
+    cargo test -p bypass "$@" --lib --test gpu_recv -- gpu --test-threads=1 --nocapture
+}
+
 run() {
   local dir=${1:-}
   if [ -z "$dir" ]; then
@@ -104,9 +118,13 @@ run() {
 
 case "${1:-}" in
 build) build ;;
+fake)
+  shift
+  fake "$@"
+  ;;
 run) run "${2:-}" ;;
 *)
-  echo "usage: $0 build | run [DIR]"
+  echo "usage: $0 build | fake [CARGO TEST ARGS] | run [DIR]"
   exit 2
   ;;
 esac

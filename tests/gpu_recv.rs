@@ -149,7 +149,7 @@ fn recv_into_gpu_places_messages_at_their_offsets() {
     // Every multi-packet segment went through the copy queue, from registered memory.
     assert_eq!(stats.copy.bytes, sum - 1000);
     assert_eq!(stats.copy.pinned_bytes, stats.copy.bytes);
-    assert!(stats.copy.copies >= ((sum - 1000) / 8972) as u64);
+    assert!(stats.copy.copies >= (sum - 1000) / 8972);
     assert_eq!(
         pool.stats().in_use,
         0,

@@ -25,7 +25,6 @@
 //! The unsafe code is fenced in this file: the `dlopen`/`dlsym` of the driver, the calls
 //! through its function pointers, and the `Send`/`Sync` of its handles.
 
-use std::cell::Cell;
 use std::ffi::{c_char, c_int, c_uint, c_void, CStr};
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -50,33 +49,75 @@ const CU_STREAM_NON_BLOCKING: c_uint = 0x1;
 const CU_EVENT_DISABLE_TIMING: c_uint = 0x2;
 const CU_MEMHOSTREGISTER_PORTABLE: c_uint = 0x1;
 
-/// The driver entry points bypass uses, resolved from `libcuda.so.1`.
-struct Driver {
-    get_error_name: unsafe extern "C" fn(CuResult, *mut *const c_char) -> CuResult,
-    get_error_string: unsafe extern "C" fn(CuResult, *mut *const c_char) -> CuResult,
-    driver_get_version: unsafe extern "C" fn(*mut c_int) -> CuResult,
-    device_get_count: unsafe extern "C" fn(*mut c_int) -> CuResult,
-    device_get: unsafe extern "C" fn(*mut CuDevice, c_int) -> CuResult,
-    device_get_name: unsafe extern "C" fn(*mut c_char, c_int, CuDevice) -> CuResult,
-    primary_ctx_retain: unsafe extern "C" fn(*mut CuContext, CuDevice) -> CuResult,
-    primary_ctx_release: unsafe extern "C" fn(CuDevice) -> CuResult,
-    ctx_set_current: unsafe extern "C" fn(CuContext) -> CuResult,
-    mem_alloc: unsafe extern "C" fn(*mut CuDevicePtr, usize) -> CuResult,
-    mem_free: unsafe extern "C" fn(CuDevicePtr) -> CuResult,
-    mem_host_register: unsafe extern "C" fn(*mut c_void, usize, c_uint) -> CuResult,
-    mem_host_unregister: unsafe extern "C" fn(*mut c_void) -> CuResult,
-    memcpy_htod_async:
-        unsafe extern "C" fn(CuDevicePtr, *const c_void, usize, CuStream) -> CuResult,
-    memcpy_dtoh: unsafe extern "C" fn(*mut c_void, CuDevicePtr, usize) -> CuResult,
-    memset_d8: unsafe extern "C" fn(CuDevicePtr, u8, usize) -> CuResult,
-    stream_create: unsafe extern "C" fn(*mut CuStream, c_uint) -> CuResult,
-    stream_destroy: unsafe extern "C" fn(CuStream) -> CuResult,
-    stream_synchronize: unsafe extern "C" fn(CuStream) -> CuResult,
-    event_create: unsafe extern "C" fn(*mut CuEvent, c_uint) -> CuResult,
-    event_destroy: unsafe extern "C" fn(CuEvent) -> CuResult,
-    event_record: unsafe extern "C" fn(CuEvent, CuStream) -> CuResult,
-    event_query: unsafe extern "C" fn(CuEvent) -> CuResult,
-    event_synchronize: unsafe extern "C" fn(CuEvent) -> CuResult,
+/// Declares [`Driver`] (one function pointer per entry point, with its C prototype from
+/// cuda.h) and `resolve`, which looks each up by name (the first name found of those listed:
+/// the `_v2` names are the ones cuda.h maps the plain names to).
+macro_rules! driver_api {
+    ($( $field:ident : fn($($arg:ty),*) = $($name:literal)|+ ; )*) => {
+        /// The driver entry points bypass uses, resolved from `libcuda.so.1`.
+        struct Driver {
+            $( $field: unsafe extern "C" fn($($arg),*) -> CuResult, )*
+        }
+
+        /// Resolve every entry point from the handle `h`.
+        ///
+        /// # Safety
+        /// `h` must be a live `dlopen` handle of the CUDA driver, never closed afterwards.
+        unsafe fn resolve(h: *mut c_void) -> Result<Driver, GpuError> {
+            Ok(Driver {
+                $( $field: {
+                    let p = lookup(h, &[$(concat!($name, "\0")),+])?;
+                    // SAFETY: p is the driver's function of that name, whose prototype in
+                    // cuda.h is the field's type; the library is never unloaded.
+                    unsafe {
+                        std::mem::transmute::<*mut c_void, unsafe extern "C" fn($($arg),*) -> CuResult>(p)
+                    }
+                }, )*
+            })
+        }
+    };
+}
+
+driver_api! {
+    init: fn(c_uint) = "cuInit";
+    get_error_name: fn(CuResult, *mut *const c_char) = "cuGetErrorName";
+    get_error_string: fn(CuResult, *mut *const c_char) = "cuGetErrorString";
+    driver_get_version: fn(*mut c_int) = "cuDriverGetVersion";
+    device_get_count: fn(*mut c_int) = "cuDeviceGetCount";
+    device_get: fn(*mut CuDevice, c_int) = "cuDeviceGet";
+    device_get_name: fn(*mut c_char, c_int, CuDevice) = "cuDeviceGetName";
+    primary_ctx_retain: fn(*mut CuContext, CuDevice) = "cuDevicePrimaryCtxRetain";
+    primary_ctx_release: fn(CuDevice) = "cuDevicePrimaryCtxRelease_v2" | "cuDevicePrimaryCtxRelease";
+    ctx_set_current: fn(CuContext) = "cuCtxSetCurrent";
+    mem_alloc: fn(*mut CuDevicePtr, usize) = "cuMemAlloc_v2";
+    mem_free: fn(CuDevicePtr) = "cuMemFree_v2";
+    mem_host_register: fn(*mut c_void, usize, c_uint) = "cuMemHostRegister_v2" | "cuMemHostRegister";
+    mem_host_unregister: fn(*mut c_void) = "cuMemHostUnregister";
+    memcpy_htod_async: fn(CuDevicePtr, *const c_void, usize, CuStream) = "cuMemcpyHtoDAsync_v2";
+    memcpy_dtoh: fn(*mut c_void, CuDevicePtr, usize) = "cuMemcpyDtoH_v2";
+    memset_d8: fn(CuDevicePtr, u8, usize) = "cuMemsetD8_v2";
+    stream_create: fn(*mut CuStream, c_uint) = "cuStreamCreate";
+    stream_destroy: fn(CuStream) = "cuStreamDestroy_v2" | "cuStreamDestroy";
+    stream_synchronize: fn(CuStream) = "cuStreamSynchronize";
+    event_create: fn(*mut CuEvent, c_uint) = "cuEventCreate";
+    event_destroy: fn(CuEvent) = "cuEventDestroy_v2" | "cuEventDestroy";
+    event_record: fn(CuEvent, CuStream) = "cuEventRecord";
+    event_query: fn(CuEvent) = "cuEventQuery";
+    event_synchronize: fn(CuEvent) = "cuEventSynchronize";
+}
+
+/// The first of `names` (NUL-terminated) the library `h` defines.
+fn lookup(h: *mut c_void, names: &[&'static str]) -> Result<*mut c_void, GpuError> {
+    for n in names {
+        // SAFETY: h is a live handle; n is NUL-terminated (driver_api! appends the NUL).
+        let p = unsafe { libc::dlsym(h, n.as_ptr().cast()) };
+        if !p.is_null() {
+            return Ok(p);
+        }
+    }
+    Err(GpuError::MissingSymbol {
+        name: names[0].trim_end_matches('\0'),
+    })
 }
 
 /// Errors of the GPU target. Messages say what to do.
@@ -159,54 +200,10 @@ fn load() -> Result<Driver, GpuError> {
             detail: dlerror_text(),
         });
     }
-    macro_rules! sym {
-        ($($name:literal),+) => {{
-            let mut p: *mut c_void = std::ptr::null_mut();
-            $(
-                if p.is_null() {
-                    // SAFETY: h is a live handle; the name is a NUL-terminated literal.
-                    p = unsafe { libc::dlsym(h, concat!($name, "\0").as_ptr().cast()) };
-                }
-            )+
-            let first = [$($name),+][0];
-            if p.is_null() {
-                return Err(GpuError::MissingSymbol { name: first });
-            }
-            // SAFETY: the symbol is the driver API function of that name; the field it is
-            // stored in has the C prototype from cuda.h (the `_v2` names are the ones the
-            // header maps the plain names to since CUDA 4 / 11).
-            unsafe { std::mem::transmute::<*mut c_void, _>(p) }
-        }};
-    }
-    let init: unsafe extern "C" fn(c_uint) -> CuResult = sym!("cuInit");
-    let d = Driver {
-        get_error_name: sym!("cuGetErrorName"),
-        get_error_string: sym!("cuGetErrorString"),
-        driver_get_version: sym!("cuDriverGetVersion"),
-        device_get_count: sym!("cuDeviceGetCount"),
-        device_get: sym!("cuDeviceGet"),
-        device_get_name: sym!("cuDeviceGetName"),
-        primary_ctx_retain: sym!("cuDevicePrimaryCtxRetain"),
-        primary_ctx_release: sym!("cuDevicePrimaryCtxRelease_v2", "cuDevicePrimaryCtxRelease"),
-        ctx_set_current: sym!("cuCtxSetCurrent"),
-        mem_alloc: sym!("cuMemAlloc_v2"),
-        mem_free: sym!("cuMemFree_v2"),
-        mem_host_register: sym!("cuMemHostRegister_v2", "cuMemHostRegister"),
-        mem_host_unregister: sym!("cuMemHostUnregister"),
-        memcpy_htod_async: sym!("cuMemcpyHtoDAsync_v2"),
-        memcpy_dtoh: sym!("cuMemcpyDtoH_v2"),
-        memset_d8: sym!("cuMemsetD8_v2"),
-        stream_create: sym!("cuStreamCreate"),
-        stream_destroy: sym!("cuStreamDestroy_v2", "cuStreamDestroy"),
-        stream_synchronize: sym!("cuStreamSynchronize"),
-        event_create: sym!("cuEventCreate"),
-        event_destroy: sym!("cuEventDestroy_v2", "cuEventDestroy"),
-        event_record: sym!("cuEventRecord"),
-        event_query: sym!("cuEventQuery"),
-        event_synchronize: sym!("cuEventSynchronize"),
-    };
+    // SAFETY: h is the driver's live handle and is never closed.
+    let d = unsafe { resolve(h)? };
     // SAFETY: cuInit(0) is the documented first call; flags must be 0.
-    let rc = unsafe { init(0) };
+    let rc = unsafe { (d.init)(0) };
     if rc == CUDA_ERROR_NO_DEVICE {
         return Err(GpuError::NoDevice {
             ordinal: 0,
@@ -369,20 +366,13 @@ impl Gpu {
         self.inner.drv
     }
 
-    /// Make the primary context current on this thread (a thread-local store in the driver).
+    /// Make the primary context current on this thread. Done on every call (a thread-local
+    /// store in the driver, tens of nanoseconds) rather than cached, so that other CUDA code
+    /// on the thread switching contexts cannot make us use the wrong one.
     fn bind(&self) -> Result<(), GpuError> {
-        thread_local! {
-            static CURRENT: Cell<usize> = const { Cell::new(0) };
-        }
-        let ctx = self.inner.ctx as usize;
-        if CURRENT.with(|c| c.get()) == ctx {
-            return Ok(());
-        }
         // SAFETY: ctx is the primary context we retained and still hold.
         let rc = unsafe { (self.drv().ctx_set_current)(self.inner.ctx) };
-        self.drv().check("cuCtxSetCurrent", rc)?;
-        CURRENT.with(|c| c.set(ctx));
-        Ok(())
+        self.drv().check("cuCtxSetCurrent", rc)
     }
 
     /// Allocate `len` bytes of device memory (contents undefined).
@@ -478,6 +468,9 @@ impl Gpu {
 }
 
 /// A packet pool's region registered with a GPU. See [`Gpu::pin_pool`].
+///
+/// Dropping it makes the memory pageable again: drop it only once the copy queues reading
+/// from the pool finished (sockets finish theirs before they hand a message out).
 pub struct PinnedPool {
     pool: Pool,
     gpu: Gpu,
@@ -1097,6 +1090,10 @@ mod tests {
         };
         eprintln!("device 0: {} (driver {:?})", g.name(), driver_version());
         assert!(matches!(g.alloc(0), Err(GpuError::Empty)));
+        assert!(matches!(
+            Gpu::open(999),
+            Err(GpuError::NoDevice { ordinal: 999, .. })
+        ));
         let len = 3 << 20;
         let b = g.alloc(len).unwrap();
         assert_eq!(b.len(), len);
@@ -1132,6 +1129,14 @@ mod tests {
         .unwrap();
         let pinned = g.pin_pool(&pool).unwrap();
         assert_eq!(pinned.len(), pool.region().len());
+        // The driver refuses to register the same memory twice; the error names the call.
+        match g.pin_pool(&pool) {
+            Err(e @ GpuError::Driver { call, .. }) => {
+                assert_eq!(call, "cuMemHostRegister_v2");
+                eprintln!("second registration: {e}");
+            }
+            other => panic!("a second registration succeeded: {other:?}"),
+        }
         // A per-core cache hands a freed slot straight back to the next alloc, so a buffer
         // released before its copy completed would be overwritten (the fake driver in
         // tests/cuda_fake defers copies until an event or the stream is waited for).

@@ -5,7 +5,7 @@
 //! - No clock, no socket, no global, no thread: every input carries `now` ([`Instant`], ns on
 //!   the caller's clock), every output is polled. Randomness (connection ids) comes from a
 //!   seed the caller supplies; the handshake cookie key is the caller's.
-//! - Inputs: [`Endpoint::handle`] (a received datagram, in a [`PktBuf`](crate::mem::PktBuf)),
+//! - Inputs: [`Endpoint::handle`] (a received datagram, in a [`PktBuf`]),
 //!   [`Endpoint::handle_timeout`], and application calls on a connection
 //!   ([`Connection::send`], [`Connection::close`], [`Connection::post_target`]).
 //!   Outputs: [`Endpoint::poll_transmit`] (datagrams to send), [`Endpoint::poll_incoming`]

@@ -32,6 +32,11 @@
 //!     can be posted again);
 //!   - `recv() -> Bytes`: as `recv_msg`, plus one small allocation for a single-packet message
 //!     (`Bytes::from_owner` boxes the buffer's owner; see `mem`).
+//! - A message can be received into GPU memory ([`Socket::recv_into_gpu`], or several posted
+//!   ahead with [`Socket::post_gpu`] and taken with [`Socket::recv_gpu`]): the GPU's copy engine
+//!   copies each segment from its packet buffer to its final offset in device memory, with no
+//!   reassembly in host memory (see [`GpuTarget`]). CUDA is loaded at run time
+//!   ([`mem::gpu`](crate::mem::gpu)); without it these calls return [`Error::Gpu`].
 //!
 //! # Example
 //!
