@@ -29,29 +29,34 @@ build() {
   echo "==> building test binaries (release)"
   local json
   json=$(cargo test -j2 --release --no-run --message-format=json \
-    -p bypass --lib --test gpu_recv 2>/dev/null) || {
-    cargo test -j2 --release --no-run -p bypass --lib --test gpu_recv
+    -p bypass --lib --test gpu_recv --test gpu_no_alloc 2>/dev/null) || {
+    cargo test -j2 --release --no-run -p bypass --lib --test gpu_recv --test gpu_no_alloc
     exit 1
   }
   echo "==> building the benchmark (release)"
   cargo build -j2 --release -p bypass-bench --bin gpu_recv_bench || exit 1
-  local lib gpu_recv
-  lib=$(echo "$json" | grep '"executable":"' | grep '"kind":\["lib"\]' |
-    sed 's/.*"executable":"\([^"]*\)".*/\1/' | head -1)
-  gpu_recv=$(echo "$json" | grep '"executable":"' | grep '"name":"gpu_recv"' |
-    sed 's/.*"executable":"\([^"]*\)".*/\1/' | head -1)
-  if [ -z "$lib" ] || [ -z "$gpu_recv" ]; then
+  exe() { # the executable of the target whose JSON line matches $1
+    echo "$json" | grep '"executable":"' | grep "$1" |
+      sed 's/.*"executable":"\([^"]*\)".*/\1/' | head -1
+  }
+  local lib gpu_recv gpu_no_alloc
+  lib=$(exe '"kind":\["lib"\]')
+  gpu_recv=$(exe '"name":"gpu_recv"')
+  gpu_no_alloc=$(exe '"name":"gpu_no_alloc"')
+  if [ -z "$lib" ] || [ -z "$gpu_recv" ] || [ -z "$gpu_no_alloc" ]; then
     echo "could not find the test executables in cargo's output"
     exit 1
   fi
   strip -o "$out/bypass-unit-tests" "$lib"
   strip -o "$out/gpu_recv" "$gpu_recv"
+  strip -o "$out/gpu_no_alloc" "$gpu_no_alloc"
   strip -o "$out/gpu_recv_bench" target/release/gpu_recv_bench
   cp "$here/gpu-test.sh" "$out/gpu-test.sh"
   # What `run` executes, one binary and its arguments per line.
   cat >"$out/MANIFEST" <<'MANIFEST'
 bypass-unit-tests mem::gpu --test-threads=1 --nocapture
 gpu_recv --test-threads=1 --nocapture
+gpu_no_alloc --test-threads=1 --nocapture
 gpu_recv_bench 512
 MANIFEST
   echo "==> bundle:"
@@ -71,8 +76,9 @@ fake() {
   mkdir -p "$dir"
   cc -shared -fPIC -O2 -Wall -Wextra -Werror -o "$dir/libcuda.so.1" tests/cuda_fake/fake_cuda.c \
     -lpthread || exit 1
-  LD_LIBRARY_PATH="$PWD/$dir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" BYPASS_REQUIRE_GPU=1 \
-    cargo test -p bypass "$@" --lib --test gpu_recv -- gpu --test-threads=1 --nocapture
+  export LD_LIBRARY_PATH="$PWD/$dir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" BYPASS_REQUIRE_GPU=1
+  cargo test -p bypass "$@" --lib -- mem::gpu --test-threads=1 --nocapture || return 1
+  cargo test -p bypass "$@" --test gpu_recv --test gpu_no_alloc -- --test-threads=1 --nocapture
 }
 
 run() {
