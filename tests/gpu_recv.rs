@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use bypass::mem::gpu::{Gpu, GpuError};
 use bypass::mem::{HugePages, Pool, PoolConfig};
+use bypass::pmd::memif::Role;
 use bypass::pmd::pair::pair;
 use bypass::socket::{Backend, Error, Stack};
 
@@ -245,4 +246,88 @@ fn gpu_error_is_typed_without_a_driver() {
         Ok(g) => eprintln!("driver present ({}): nothing to check", g.name()),
         Err(e) => eprintln!("driver present, no usable device: {e}"),
     }
+}
+
+fn memif_stack(path: &std::path::Path, role: Role) -> Stack {
+    const IPS: [Ipv4Addr; 2] = [Ipv4Addr::new(10, 96, 0, 1), Ipv4Addr::new(10, 96, 0, 2)];
+    const MACS: [[u8; 6]; 2] = [[2, 0, 0, 0x96, 0, 1], [2, 0, 0, 0x96, 0, 2]];
+    let (me, peer) = match role {
+        Role::Server => (0, 1),
+        Role::Client => (1, 0),
+    };
+    Stack::builder(
+        Backend::Memif {
+            socket: path.to_owned(),
+            role,
+            id: 0,
+        },
+        IPS[me],
+    )
+    .mac(MACS[me])
+    .static_arp(IPS[peer], MACS[peer])
+    .link_timeout(Duration::from_secs(20))
+    .build()
+    .unwrap()
+}
+
+/// Over memif (two stacks in two threads, as two processes would be): the receiving stack
+/// registers its own receive pool with `Stack::pin_for_gpu`, so every segment is DMA.
+#[test]
+fn recv_into_gpu_over_memif_with_the_stack_pool_pinned() {
+    let Some(gpu) = gpu_or_skip("recv_into_gpu_over_memif_with_the_stack_pool_pinned") else {
+        return;
+    };
+    let path = std::env::temp_dir().join(format!("bypass-gpu-memif-{}.sock", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let sizes = [8usize << 20, (3 << 20) + 5];
+    let p = path.clone();
+    let receiver = thread::spawn(move || {
+        // The memif client receives with no copy: its packets live in its own region.
+        let stack = memif_stack(&p, Role::Client);
+        let pinned = stack
+            .pin_for_gpu(&gpu)
+            .unwrap()
+            .expect("a memif stack knows its pool");
+        let sock = stack.listen().accept(Duration::from_secs(20)).unwrap();
+        let mut dev = gpu.alloc(8 << 20).unwrap();
+        let mut got = Vec::new();
+        for &len in &sizes {
+            sock.send(b"r").unwrap();
+            assert_eq!(sock.recv_into_gpu(&mut dev, 0).unwrap(), len);
+            let mut back = vec![0u8; len];
+            dev.read(0, &mut back).unwrap();
+            got.push(back);
+        }
+        sock.send(b"r").unwrap();
+        let _ = sock.recv();
+        let stats = sock.gpu_stats();
+        drop(pinned);
+        (got, stats)
+    });
+    let stack = memif_stack(&path, Role::Server);
+    let sock = stack
+        .connect(
+            SocketAddrV4::new(Ipv4Addr::new(10, 96, 0, 2), 7200),
+            Duration::from_secs(20),
+        )
+        .unwrap();
+    for (k, &len) in sizes.iter().enumerate() {
+        assert_eq!(&sock.recv().unwrap()[..], b"r");
+        sock.send(&pattern(len, 500 + k as u64)).unwrap();
+    }
+    assert_eq!(&sock.recv().unwrap()[..], b"r");
+    sock.close().unwrap();
+    let (got, stats) = receiver.join().unwrap();
+    let _ = std::fs::remove_file(&path);
+    for (k, &len) in sizes.iter().enumerate() {
+        assert!(
+            got[k] == pattern(len, 500 + k as u64),
+            "message {k} differs"
+        );
+    }
+    eprintln!("memif: {stats:?}");
+    let sum: u64 = sizes.iter().map(|&l| l as u64).sum();
+    assert_eq!(stats.direct_bytes, sum);
+    assert_eq!(stats.copy.bytes, sum);
+    assert_eq!(stats.copy.pinned_bytes, sum, "the memif pool is registered");
 }

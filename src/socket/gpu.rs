@@ -15,8 +15,10 @@
 
 use std::any::Any;
 
-use super::{Error, Socket};
-use crate::mem::gpu::{CopyQueue, CopyQueueConfig, CopyStats, GpuBuffer, GpuError};
+use super::{Error, Socket, Stack};
+use crate::mem::gpu::{
+    CopyQueue, CopyQueueConfig, CopyStats, Gpu, GpuBuffer, GpuError, PinnedPool,
+};
 use crate::mem::PktBuf;
 use crate::proto::{MsgData, RecvTarget};
 
@@ -354,5 +356,21 @@ impl Socket {
     /// Counters of this socket's receives into GPU memory.
     pub fn gpu_stats(&self) -> GpuRecvStats {
         self.gpu.borrow().stats
+    }
+}
+
+impl Stack {
+    /// Register the pool this stack receives packets into with `gpu`, so that copies from
+    /// received packets to device memory are asynchronous DMA rather than staged by the
+    /// driver. With [`Backend::Memif`](super::Backend::Memif) that is the memif interface's
+    /// buffer pool; with [`Backend::Port`](super::Backend::Port) the stack does not know the
+    /// port's pool (`Ok(None)`): register the pool you built the port with, with
+    /// [`Gpu::pin_pool`]. Keep the returned registration while receiving into GPU memory.
+    pub fn pin_for_gpu(&self, gpu: &Gpu) -> Result<Option<PinnedPool>, Error> {
+        let pool = self.inner.borrow()._memif.as_ref().and_then(|m| m.pool(0));
+        match pool {
+            Some(p) => Ok(Some(gpu.pin_pool(&p)?)),
+            None => Ok(None),
+        }
     }
 }
