@@ -347,7 +347,11 @@ impl Clone for PktBytes {
 impl Drop for PktBytes {
     #[inline]
     fn drop(&mut self) {
-        if self.inner().refcnt[self.slot as usize].fetch_sub(1, Ordering::Release) == 1 {
+        let rc = &self.inner().refcnt[self.slot as usize];
+        // The sole view (the common case: a received packet never cloned) frees without a
+        // locked read-modify-write: no other view exists, so none can be made concurrently,
+        // and the Acquire load orders us after every earlier view's Release decrement.
+        if rc.load(Ordering::Acquire) == 1 || rc.fetch_sub(1, Ordering::Release) == 1 {
             std::sync::atomic::fence(Ordering::Acquire);
             // SAFETY: we were the last view, so we own the slot and its pool reference.
             unsafe { PoolInner::free_slot(self.pool, self.slot) }

@@ -7,6 +7,14 @@
 //!   ring of slot indices, Vyukov's algorithm) in batches; threads without a core slot use
 //!   that ring directly, so a buffer can be freed on any thread.
 //!
+//! Lifetime: the pool's memory lives while any handle or any slot off the shared ring (in a
+//! buffer, posted to a device, or parked in a per-core cache) exists. That count moves only
+//! when slots cross the shared ring, in batches, so a cached alloc/free pair performs no
+//! atomic read-modify-write at all (each one drains the store buffer; they were a third of a
+//! memif hop's CPU time). The thread that drops the last handle, and any core that frees into
+//! a pool after that, return their cached slots at once; a core that cached slots of a pool
+//! and never touches it again returns them when its [`CoreSlot`](super::CoreSlot) is released.
+//!
 //! Exhaustion is an error the caller acts on ([`PoolExhausted`]), counted in
 //! [`PoolStats::failed`]; a pool never grows.
 
@@ -79,9 +87,13 @@ pub struct PoolExhausted;
 pub struct PoolStats {
     /// Total slots.
     pub capacity: u32,
-    /// Slots held by buffers (`PktBuf` or `PktBytes`) now.
+    /// Slots held by buffers (`PktBuf` or `PktBytes`, or posted to a device) now; exact
+    /// when no alloc or free is in flight.
     pub in_use: u64,
-    /// The most slots ever held by buffers at once.
+    /// The most slots ever off the shared free list at once: held by buffers plus parked in
+    /// per-core caches (sampled whenever slots leave the shared list). Without per-core
+    /// caches this is exactly the most slots ever held by buffers; with them it can exceed
+    /// that by up to a cache refill per core, never fall below it. Size pools by it.
     pub high_water: u64,
     /// Allocations refused because the pool was empty.
     pub failed: u64,
@@ -199,12 +211,16 @@ pub(crate) struct PoolInner {
     ring: FreeRing,
     caches: Box<[CachePadded<CoreCache>]>,
     cache_size: usize,
-    /// Per-slot reference counts for `PktBytes` (shared views); 0 while a `PktBuf` owns it.
+    /// Per-slot reference counts for `PktBytes` (shared views); meaningless while a `PktBuf`
+    /// owns the slot (`freeze` sets it to 1; the last view may free without clearing it).
     pub(crate) refcnt: Box<[AtomicU32]>,
-    /// Pool handles plus slots held by buffers. The inner is freed when it reaches zero, so
-    /// buffers may outlive every `Pool` handle.
+    /// Pool handles plus slots off the shared ring (held by buffers or parked in per-core
+    /// caches). Changed only when slots cross the ring, in batches. The inner is freed when
+    /// it reaches zero, so buffers may outlive every `Pool` handle.
     refs: CachePadded<AtomicUsize>,
     handles: AtomicUsize,
+    /// Set when the last handle is dropped: frees stop parking slots in per-core caches.
+    dead: std::sync::atomic::AtomicBool,
     high_water: AtomicU64,
     failed: AtomicU64,
     name: String,
@@ -252,10 +268,25 @@ impl PoolInner {
         Some((&c.len, slots))
     }
 
+    /// `k` slots just left the shared ring: count them (the caller holds a handle, so the
+    /// inner is live) and sample the high-water mark.
+    #[inline]
+    fn popped(&self, k: usize) {
+        let refs = self.refs.0.fetch_add(k, Ordering::Relaxed) + k;
+        let off = refs.saturating_sub(self.handles.load(Ordering::Relaxed)) as u64;
+        if off > self.high_water.load(Ordering::Relaxed) {
+            self.high_water.fetch_max(off, Ordering::Relaxed);
+        }
+    }
+
+    /// A slot for a caller holding a handle: from this core's cache (no atomic RMW), else
+    /// from the shared ring (refilling the cache with a batch).
     #[inline]
     fn take(&self) -> Option<u32> {
         let Some((len, slots)) = self.my_cache() else {
-            return self.ring.pop();
+            let s = self.ring.pop()?;
+            self.popped(1);
+            return Some(s);
         };
         // Only this thread stores `len`; others read it for diagnostics.
         let mut n = len.load(Ordering::Relaxed);
@@ -273,61 +304,78 @@ impl PoolInner {
             if n == 0 {
                 return None;
             }
+            self.popped(n);
         }
         n -= 1;
         len.store(n, Ordering::Relaxed);
         Some(slots[n])
     }
 
+    /// Return a slot; the result is how many references the caller must release (slots put
+    /// back on the shared ring): 0 when it was parked in this core's cache.
     #[inline]
-    fn put(&self, slot: u32) {
+    fn put(&self, slot: u32) -> usize {
         let Some((len, slots)) = self.my_cache() else {
             let ok = self.ring.push(slot);
             debug_assert!(ok, "free ring overflow: double free");
-            return;
+            return 1;
         };
         let mut n = len.load(Ordering::Relaxed);
+        if self.dead.load(Ordering::Relaxed) {
+            // No handle is left: nothing will take from this cache again, so empty it.
+            let ok = self.ring.push(slot);
+            debug_assert!(ok, "free ring overflow: double free");
+            let k = n + 1;
+            while n > 0 {
+                n -= 1;
+                let ok = self.ring.push(slots[n]);
+                debug_assert!(ok, "free ring overflow: double free");
+            }
+            len.store(0, Ordering::Relaxed);
+            return k;
+        }
+        let mut spilled = 0;
         if n == self.cache_size {
             // Spill half so alternating alloc/free at the boundary doesn't thrash.
             while n > self.cache_size / 2 {
                 n -= 1;
                 let ok = self.ring.push(slots[n]);
                 debug_assert!(ok, "free ring overflow: double free");
+                spilled += 1;
             }
         }
         slots[n] = slot;
         len.store(n + 1, Ordering::Relaxed);
+        spilled
     }
 
-    /// Move every slot in core `id`'s cache back to the shared ring.
+    /// Move every slot in core `id`'s cache back to the shared ring; returns how many (the
+    /// references the caller must release).
     ///
     /// # Safety
     /// The caller is the thread holding core slot `id`.
-    unsafe fn flush_core(&self, id: usize) {
-        let Some(c) = self.caches.get(id) else { return };
+    unsafe fn flush_core(&self, id: usize) -> usize {
+        let Some(c) = self.caches.get(id) else {
+            return 0;
+        };
         // SAFETY: the caller holds core slot `id`, so no one else touches this cache.
         let slots = unsafe { &*c.0.slots.get() };
-        let mut n = c.0.len.load(Ordering::Relaxed);
+        let k = c.0.len.load(Ordering::Relaxed);
+        let mut n = k;
         while n > 0 {
             n -= 1;
             let ok = self.ring.push(slots[n]);
             debug_assert!(ok, "free ring overflow: double free");
         }
         c.0.len.store(0, Ordering::Relaxed);
+        k
     }
 
     /// Hand out one slot, counted.
     #[inline]
     pub(crate) fn alloc_slot(&self) -> Result<u32, PoolExhausted> {
         match self.take() {
-            Some(s) => {
-                let refs = self.refs.0.fetch_add(1, Ordering::Relaxed) + 1;
-                let used = (refs - self.handles.load(Ordering::Relaxed)) as u64;
-                if used > self.high_water.load(Ordering::Relaxed) {
-                    self.high_water.fetch_max(used, Ordering::Relaxed);
-                }
-                Ok(s)
-            }
+            Some(s) => Ok(s),
             None => {
                 self.failed.fetch_add(1, Ordering::Relaxed);
                 Err(PoolExhausted)
@@ -346,19 +394,22 @@ impl PoolInner {
         // SAFETY: the caller guarantees `this` is live; our slot keeps a reference on it.
         let inner = unsafe { this.as_ref() };
         debug_assert!(slot < inner.nslots);
-        inner.put(slot);
-        // SAFETY: forwarded contract: we held one reference, release it.
-        unsafe { Self::release(this) };
+        let k = inner.put(slot);
+        if k > 0 {
+            // SAFETY: forwarded contract: the slot's reference (and those of the slots it
+            // pushed with it) went back with them.
+            unsafe { Self::release(this, k) };
+        }
     }
 
-    /// Drop one reference (a handle or a slot).
+    /// Drop `k` references (handles or slots put back on the shared ring).
     ///
     /// # Safety
-    /// The caller holds one reference on a live PoolInner and gives it up.
-    unsafe fn release(this: NonNull<PoolInner>) {
+    /// The caller holds `k` references on a live PoolInner and gives them up.
+    unsafe fn release(this: NonNull<PoolInner>, k: usize) {
         // SAFETY: the caller holds a reference, so the inner is live.
         let refs = unsafe { &this.as_ref().refs.0 };
-        if refs.fetch_sub(1, Ordering::Release) == 1 {
+        if refs.fetch_sub(k, Ordering::Release) == k {
             fence(Ordering::Acquire);
             // SAFETY: that was the last reference; the inner was created by Box::leak in
             // Pool::new and nothing can reach it any more.
@@ -379,10 +430,29 @@ unsafe impl Send for PoolPtr {}
 
 /// Called by `CoreSlot::drop` on the thread giving up core slot `id`, before it is released.
 pub(crate) fn release_core(id: usize) {
-    let pools = POOLS.lock().unwrap_or_else(|e| e.into_inner());
-    for p in pools.iter() {
-        // SAFETY: registered pools are live (see POOLS); this thread still holds slot `id`.
-        unsafe { p.0.as_ref().flush_core(id) };
+    let mut last = Vec::new();
+    {
+        let mut pools = POOLS.lock().unwrap_or_else(|e| e.into_inner());
+        pools.retain(|p| {
+            // SAFETY: registered pools are live (see POOLS); this thread still holds slot
+            // `id`.
+            let inner = unsafe { p.0.as_ref() };
+            // SAFETY: this thread holds core slot `id` (CoreSlot::drop calls us first).
+            let k = unsafe { inner.flush_core(id) };
+            if k > 0 && inner.refs.0.fetch_sub(k, Ordering::Release) == k {
+                // Our cached slots were the last references: free it once the lock is
+                // released (its Drop takes the lock).
+                fence(Ordering::Acquire);
+                last.push(p.0);
+                return false;
+            }
+            true
+        });
+    }
+    for p in last {
+        // SAFETY: its reference count reached zero above and it is off the registry, so
+        // nothing else can reach it; it was created by Box::leak.
+        drop(unsafe { Box::from_raw(p.as_ptr()) });
     }
 }
 
@@ -484,6 +554,7 @@ impl Pool {
             refcnt: (0..n).map(|_| AtomicU32::new(0)).collect(),
             refs: CachePadded(AtomicUsize::new(1)),
             handles: AtomicUsize::new(1),
+            dead: std::sync::atomic::AtomicBool::new(false),
             high_water: AtomicU64::new(0),
             failed: AtomicU64::new(0),
             name: cfg.name.clone(),
@@ -535,7 +606,7 @@ impl Pool {
         let refs = i.refs.0.load(Ordering::Acquire);
         PoolStats {
             capacity: i.nslots,
-            in_use: refs.saturating_sub(handles) as u64,
+            in_use: refs.saturating_sub(handles + self.cached_slots()) as u64,
             high_water: i.high_water.load(Ordering::Relaxed),
             failed: i.failed.load(Ordering::Relaxed),
         }
@@ -611,8 +682,19 @@ impl Clone for Pool {
 
 impl Drop for Pool {
     fn drop(&mut self) {
-        self.inner().handles.fetch_sub(1, Ordering::Relaxed);
-        // SAFETY: this handle held one reference.
-        unsafe { PoolInner::release(self.inner) };
+        let i = self.inner();
+        let mut k = 1;
+        if i.handles.fetch_sub(1, Ordering::AcqRel) == 1 {
+            // The last handle: nothing can allocate from this pool again. Stop parking freed
+            // slots in caches and give back this core's, so the memory goes as soon as the
+            // last buffer does.
+            i.dead.store(true, Ordering::Relaxed);
+            if let Some(id) = core::current() {
+                // SAFETY: this thread holds core slot `id`.
+                k += unsafe { i.flush_core(id) };
+            }
+        }
+        // SAFETY: this handle held one reference, and the flushed slots one each.
+        unsafe { PoolInner::release(self.inner, k) };
     }
 }

@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use bypass::pmd::memif::Role;
 use bypass::proto::cc::ControllerFactory;
+use bypass::proto::RecvMsg;
 use bypass::socket::{Backend, Error, Socket, Stack, DEFAULT_UDP_PORT};
 use bytes::Bytes;
 
@@ -138,7 +139,10 @@ pub struct BypassConn {
     role: Role,
     opts: ConnOpts,
     started: bool,
-    last: Bytes,
+    /// The message last received, kept so its bytes can be lent out: a view of the packet
+    /// buffer for a single-packet message (no copy, no allocation; `Socket::recv` would
+    /// allocate to hand out `Bytes`), the reassembly buffer otherwise.
+    last: Option<RecvMsg>,
 }
 
 impl BypassConn {
@@ -149,7 +153,7 @@ impl BypassConn {
             role,
             opts: *opts,
             started: false,
-            last: Bytes::new(),
+            last: None,
         }
     }
 
@@ -232,6 +236,11 @@ fn controller_from_env() -> Result<Option<Arc<dyn ControllerFactory>>, ConnError
     Ok(Some(f))
 }
 
+/// A received message's bytes (the bench never posts a receive target).
+fn bytes_of(m: &RecvMsg) -> &[u8] {
+    m.as_slice().unwrap_or(&[])
+}
+
 fn to_conn_error(e: Error) -> ConnError {
     match e {
         Error::TimedOut { .. } => ConnError::TimedOut,
@@ -245,6 +254,10 @@ fn to_conn_error(e: Error) -> ConnError {
 }
 
 impl MsgConn for BypassConn {
+    fn prepare(&mut self) -> Result<(), ConnError> {
+        self.with(|_| Ok(()))
+    }
+
     fn send_msg(&mut self, msg: &Bytes) -> Result<(), ConnError> {
         // A reference-count increment: the payload is written once, into packet buffers.
         self.with(|s| s.send_bytes(msg.clone()).map(|_| ()).map_err(to_conn_error))
@@ -252,19 +265,19 @@ impl MsgConn for BypassConn {
 
     fn recv_msg(&mut self) -> Result<&[u8], ConnError> {
         let timeout = self.opts.recv_timeout;
-        let b = self.with(|s| {
+        self.last = None; // the previous message's buffer goes back before the next receive
+        let m = self.with(|s| {
             s.set_timeout(Some(timeout));
-            s.recv().map_err(to_conn_error)
+            s.recv_msg().map_err(to_conn_error)
         })?;
-        self.last = b;
-        Ok(&self.last)
+        Ok(bytes_of(self.last.insert(m)))
     }
 
     fn recv_msg_before(&mut self, deadline: Instant) -> Result<Option<&[u8]>, ConnError> {
+        self.last = None;
         loop {
-            if let Some(b) = self.with(|s| s.try_recv().map_err(to_conn_error))? {
-                self.last = b;
-                return Ok(Some(&self.last));
+            if let Some(m) = self.with(|s| s.try_recv_msg().map_err(to_conn_error))? {
+                return Ok(Some(bytes_of(self.last.insert(m))));
             }
             if Instant::now() >= deadline {
                 return Ok(None);

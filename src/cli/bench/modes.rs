@@ -28,8 +28,19 @@ fn nanos(d: Duration) -> u64 {
 }
 
 /// A message of `size` bytes with a recognisable pattern.
+///
+/// The bytes are made once per size for the life of the process (`Bytes::from_static`), so a
+/// zero-copy transport's per-message `clone` costs no reference-count update: the harness
+/// should not add atomic operations to the path it measures.
 pub fn payload(size: usize) -> Bytes {
-    Bytes::from((0..size).map(|i| (i % 251) as u8).collect::<Vec<u8>>())
+    static MADE: std::sync::Mutex<Vec<&'static [u8]>> = std::sync::Mutex::new(Vec::new());
+    let mut made = MADE.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(b) = made.iter().find(|b| b.len() == size) {
+        return Bytes::from_static(b);
+    }
+    let b: &'static [u8] = Vec::leak((0..size).map(|i| (i % 251) as u8).collect());
+    made.push(b);
+    Bytes::from_static(b)
 }
 
 /// What the peer does with each connection of a cell.
@@ -53,6 +64,19 @@ pub struct Counter {
     pub bytes: AtomicU64,
 }
 
+impl Counter {
+    /// Counts one message. Each counter has one writer (its connection's thread), so a plain
+    /// load and store do: a locked read-modify-write per message would drain the store buffer
+    /// on the hot path being measured.
+    #[inline]
+    pub fn add(&self, bytes: u64) {
+        let m = self.msgs.load(Ordering::Relaxed);
+        self.msgs.store(m + 1, Ordering::Relaxed);
+        let b = self.bytes.load(Ordering::Relaxed);
+        self.bytes.store(b + bytes, Ordering::Relaxed);
+    }
+}
+
 /// Serves one connection in `role` until `stop` is set or the client closes it.
 pub fn serve(
     role: Role,
@@ -71,8 +95,7 @@ pub fn serve(
             Err(e) => return Err(e),
         };
         let len = msg.len();
-        count.msgs.fetch_add(1, Ordering::Relaxed);
-        count.bytes.fetch_add(len as u64, Ordering::Relaxed);
+        count.add(len as u64);
         match role {
             Role::Sink => {}
             Role::Echo => {
@@ -106,6 +129,7 @@ pub fn pingpong(
     warmup: Duration,
     duration: Duration,
 ) -> Result<Histogram<u64>, ConnError> {
+    conn.prepare()?;
     let msg = payload(size);
     let mut hist = new_histogram();
     let start = Instant::now();
@@ -135,6 +159,7 @@ pub fn stream_send(
     msg: &Bytes,
     stop: &AtomicBool,
 ) -> Result<u64, ConnError> {
+    conn.prepare()?;
     let mut sent = 0u64;
     while !stop.load(Ordering::Relaxed) {
         conn.send_msg(msg)?;
@@ -172,6 +197,9 @@ pub fn rpc(
     duration: Duration,
     drain: Duration,
 ) -> Result<RpcOutcome, ConnError> {
+    // Set-up (a bypass stack and its memif link are built on first use) must not eat into the
+    // open-loop schedule: it would show as lateness that every later request inherits.
+    conn.prepare()?;
     let size = size.max(RPC_MIN_SIZE);
     let interval_ns = 1e9 / rate;
     let due = |k: u64| Duration::from_nanos((k as f64 * interval_ns) as u64);

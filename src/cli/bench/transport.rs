@@ -128,6 +128,11 @@ pub enum ConnError {
 
 /// One connection carrying whole messages. See the module docs for the contract.
 pub trait MsgConn: Send {
+    /// Finishes setting the connection up on the calling thread, before anything is timed
+    /// (a transport that builds per-thread state lazily does it here; default: nothing).
+    fn prepare(&mut self) -> Result<(), ConnError> {
+        Ok(())
+    }
     /// Sends one whole message, waiting (as the connection's [`Wait`] says) for room.
     fn send_msg(&mut self, msg: &Bytes) -> Result<(), ConnError>;
     /// Receives one whole message, waiting at most the connection's receive timeout.
