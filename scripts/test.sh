@@ -86,6 +86,9 @@ step "cargo test" cargo test --workspace --all-features --no-fail-fast
 # The 1 GiB message under 1 % loss is ignored where debug assertions slow it down; run it here
 # with them on (the test profile is optimised).
 step "1 GiB message under loss" cargo test --test proto_large -- --ignored --nocapture
+# The GPU receive path against a fake CUDA driver (no GPU here): host-side logic only; the
+# real GPU checks are scripts/gpu-test.sh build / run on a GPU machine.
+step "GPU path (fake CUDA driver)" scripts/gpu-test.sh fake --all-features
 
 # ---- 4. valgrind over the unsafe code in mem ----------------------------------------------
 valgrind_mem() {

@@ -15,9 +15,13 @@
 //! - [`MemoryKind`]: host memory, host memory pinned for a GPU, and GPU device memory.
 //!   Device memory is never handed out as `&[u8]`: packet pools only accept host-accessible
 //!   regions, and device targets are addressed by handle and offset.
+//! - [`gpu`]: GPU device memory as a receive target, through the CUDA driver loaded at run
+//!   time (never needed to build): device buffers, pinned registration of host regions, and
+//!   an asynchronous copy queue from packet buffers to device offsets.
 #![allow(unsafe_code)]
 
 mod core;
+pub mod gpu;
 mod pktbuf;
 mod pool;
 mod region;
@@ -30,8 +34,9 @@ pub use region::{
     Fallback, HugePages, PageSize, Region, RegionError, BASE_PAGE_SIZE, HUGE_PAGE_SIZE,
 };
 
-/// What kind of memory a region is. Only host kinds are created today; the GPU target adds
-/// device memory as its own type that is addressed by (handle, offset) and never as a slice.
+/// What kind of memory a region is. Regions are host memory, marked `HostPinned` while a GPU
+/// has them registered ([`gpu::Gpu::pin_region`]); device memory is its own type
+/// ([`gpu::GpuBuffer`]), addressed by (handle, offset) and never as a slice.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum MemoryKind {

@@ -528,6 +528,17 @@ impl Connection {
         Ok(())
     }
 
+    /// Take back the first posted target (in posting order) for which `which` is true,
+    /// among those no message has started landing in (a target in use stays until its
+    /// message completes and comes back in [`MsgData::Target`]). The others keep their order.
+    pub fn unpost_target(
+        &mut self,
+        mut which: impl FnMut(&dyn RecvTarget) -> bool,
+    ) -> Option<Box<dyn RecvTarget>> {
+        let i = self.targets.iter().position(|t| which(&**t))?;
+        self.targets.remove(i)
+    }
+
     /// Close gracefully: queued messages are sent and acknowledged first, then CLOSE.
     pub fn close(&mut self, now: Instant, code: u32) {
         match self.state {
@@ -1334,10 +1345,12 @@ impl Connection {
             return false;
         };
         match dest {
-            Dest::Vec(v) => v[offset as usize..(offset + plen) as usize].copy_from_slice(&buf),
-            Dest::Target(t) => t.write_at(offset, &buf),
+            Dest::Vec(v) => {
+                v[offset as usize..(offset + plen) as usize].copy_from_slice(&buf);
+                drop(buf);
+            }
+            Dest::Target(t) => t.write_buf(offset, buf),
         }
-        drop(buf);
         *got += plen;
         self.rx_distinct += plen;
         self.rx_released += plen;

@@ -5,7 +5,7 @@
 //! - No clock, no socket, no global, no thread: every input carries `now` ([`Instant`], ns on
 //!   the caller's clock), every output is polled. Randomness (connection ids) comes from a
 //!   seed the caller supplies; the handshake cookie key is the caller's.
-//! - Inputs: [`Endpoint::handle`] (a received datagram, in a [`PktBuf`](crate::mem::PktBuf)),
+//! - Inputs: [`Endpoint::handle`] (a received datagram, in a [`PktBuf`]),
 //!   [`Endpoint::handle_timeout`], and application calls on a connection
 //!   ([`Connection::send`], [`Connection::close`], [`Connection::post_target`]).
 //!   Outputs: [`Endpoint::poll_transmit`] (datagrams to send), [`Endpoint::poll_incoming`]
@@ -47,7 +47,7 @@ use std::time::Duration;
 pub use connection::{Connection, ConnectionStats, SendError, Side, State};
 pub use endpoint::{ConnectError, ConnectionHandle, Endpoint, EndpointConfig, EndpointStats};
 
-use crate::mem::PktBytes;
+use crate::mem::{PktBuf, PktBytes};
 
 /// A point in time: nanoseconds on the caller's monotonic clock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -201,12 +201,24 @@ pub enum CloseReason {
 }
 
 /// A destination the application posts in advance for a multi-packet message: each
-/// packet's payload is written once at its final offset (the hook GPU memory uses).
-pub trait RecvTarget: Send + fmt::Debug {
+/// packet's payload is written once at its final offset (the hook GPU memory uses:
+/// `socket::Socket::recv_into_gpu`).
+///
+/// A target is `Any` so that whoever posted it can take its own type back from
+/// [`MsgData::Target`] (upcast the box to `Box<dyn Any + Send>` and downcast it).
+pub trait RecvTarget: std::any::Any + Send + fmt::Debug {
     /// Bytes the target can hold; it receives a message only if the message fits.
     fn capacity(&self) -> u64;
     /// Write `data` at `offset` (`offset + data.len() <= capacity()` is guaranteed).
     fn write_at(&mut self, offset: u64, data: &[u8]);
+    /// Take the packet buffer whose payload belongs at `offset` (same guarantee as
+    /// [`write_at`](Self::write_at)). The default writes it with `write_at` and drops it; a
+    /// target that copies asynchronously (a GPU's copy engine) keeps the buffer until its copy
+    /// completed. The transport counts the bytes as released when this returns, so a target
+    /// that keeps buffers must bound how many it keeps.
+    fn write_buf(&mut self, offset: u64, buf: PktBuf) {
+        self.write_at(offset, &buf);
+    }
 }
 
 /// A message's bytes as delivered.

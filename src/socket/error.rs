@@ -3,6 +3,7 @@
 use std::net::SocketAddrV4;
 use std::time::Duration;
 
+use crate::mem::gpu::GpuError;
 use crate::proto::CloseReason;
 
 /// What went wrong with a socket call.
@@ -53,6 +54,15 @@ pub enum Error {
     /// The message went into a posted target: take it with `recv_msg`.
     #[error("the message was written into a posted target; use recv_msg to take it")]
     TargetMessage,
+    /// Receiving into GPU memory failed: no CUDA driver or device, or a driver call failed.
+    #[error("GPU: {0}")]
+    Gpu(#[from] GpuError),
+    /// A message arrived for `Socket::recv_gpu` with no GPU target posted; it was dropped.
+    #[error("a {len}-byte message arrived with no GPU target posted (Socket::post_gpu)")]
+    NotPosted {
+        /// The message's length.
+        len: u64,
+    },
     /// The backend (memif, DPDK) or the runtime could not start.
     #[error("{what}: {why}; to fix: {fix}")]
     Backend {

@@ -32,6 +32,11 @@
 //!     can be posted again);
 //!   - `recv() -> Bytes`: as `recv_msg`, plus one small allocation for a single-packet message
 //!     (`Bytes::from_owner` boxes the buffer's owner; see `mem`).
+//! - A message can be received into GPU memory ([`Socket::recv_into_gpu`], or several posted
+//!   ahead with [`Socket::post_gpu`] and taken with [`Socket::recv_gpu`]): the GPU's copy engine
+//!   copies each segment from its packet buffer to its final offset in device memory, with no
+//!   reassembly in host memory (see [`GpuTarget`]). CUDA is loaded at run time
+//!   ([`mem::gpu`](crate::mem::gpu)); without it these calls return [`Error::Gpu`].
 //!
 //! # Example
 //!
@@ -90,6 +95,7 @@
 //! ```
 
 mod error;
+mod gpu;
 pub mod metrics;
 
 use std::cell::RefCell;
@@ -114,6 +120,7 @@ use crate::runtime::net::{NetConfig, NetCounters};
 use crate::runtime::{Io, Runtime, RuntimeConfig, RuntimeCounters, UdpHandler};
 
 pub use error::Error;
+pub use gpu::{GpuMsg, GpuRecvStats, GpuTarget};
 pub use metrics::{CaptureError, CaptureLimits, CaptureStatus, Metrics};
 
 /// The UDP port the transport uses unless told otherwise.
@@ -816,6 +823,7 @@ pub struct Socket {
     h: ConnectionHandle,
     s: RefCell<SockInner>,
     remote: SocketAddr,
+    gpu: RefCell<gpu::GpuState>,
 }
 
 impl std::fmt::Debug for Socket {
@@ -857,6 +865,7 @@ impl Socket {
                 sent_at: vec![0; crate::proto::MSG_WINDOW as usize].into_boxed_slice(),
             }),
             remote,
+            gpu: RefCell::default(),
         }
     }
 
