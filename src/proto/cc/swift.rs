@@ -364,7 +364,7 @@ impl Controller for Swift {
     }
 
     fn on_loss(&mut self, now: Instant, _ev: &LossEvent) {
-        self.retx_count = 0;", now.as_nanos()/1000); }
+        self.retx_count = 0;
         let rtt = self.srtt.unwrap_or(Duration::ZERO);
         if self.fabric.can_cut(now, rtt) {
             let cfg = self.cfg;
@@ -373,7 +373,7 @@ impl Controller for Swift {
     }
 
     fn on_timeout(&mut self, now: Instant) {
-        self.retx_count += 1; n={}", now.as_nanos()/1000, self.retx_count); }
+        self.retx_count += 1;
         let cfg = self.cfg;
         let to_min = self.retx_count >= cfg.retx_reset_threshold;
         self.fabric.cut(&cfg, now, to_min);
@@ -603,13 +603,18 @@ mod tests {
             ..cfg()
         };
         let mut s = Swift::new(c, PKT);
-        // Deliver one sample far above target: window stays tiny (floor 0.01).
-        s.on_ack(t(0), &ack(us(1000), Duration::ZERO, 1));
+        // One sample above target (no increase) with an srtt of 10 us, below target.
+        let ev = AckEvent {
+            srtt: us(10),
+            ..ack(us(1000), Duration::ZERO, 1)
+        };
+        s.on_ack(t(0), &ev);
         let cwnd = s.cwnd_packets();
         assert!(cwnd < 1.0);
         assert_eq!(s.window(), PKT, "a sub-packet window is one packet");
         // One packet every srtt / cwnd.
-        let gap_ns = (1000.0 / cwnd * 1000.0) as u64;
+        assert_eq!(s.pacing_rtt(), Some(us(10)));
+        let gap_ns = (10.0 / cwnd * 1000.0) as u64;
         let rate = s.pacing_rate().unwrap();
         assert!((PKT * 1_000_000_000 / rate).abs_diff(gap_ns) <= 2);
         let now = t(2000);
@@ -630,6 +635,26 @@ mod tests {
             waited.abs_diff(gap_ns) <= gap_ns / 100,
             "{waited} vs {gap_ns}"
         );
+    }
+
+    /// Pacing spreads the window over the smoothed RTT, but never over more than the
+    /// fabric target: an srtt inflated by a stall does not stretch the packet gap.
+    #[test]
+    fn pacing_rtt_is_capped_at_the_target() {
+        let mut s = Swift::new(cfg(), PKT);
+        s.on_ack(t(0), &ack(us(8), Duration::ZERO, 1));
+        assert_eq!(s.pacing_rtt(), Some(us(8)), "below target: the srtt");
+        let ev = AckEvent {
+            srtt: us(4000),
+            ..ack(us(8), Duration::ZERO, 1)
+        };
+        s.on_ack(t(1), &ev);
+        let target = s.fabric_target().unwrap();
+        assert!(target < us(20));
+        assert_eq!(s.pacing_rtt(), Some(target));
+        let rate = s.pacing_rate().unwrap() as f64;
+        let expect = 1.25 * s.cwnd_packets() * PKT as f64 / target.as_secs_f64();
+        assert!((rate - expect).abs() / expect < 1e-6, "{rate} vs {expect}");
     }
 
     #[test]
