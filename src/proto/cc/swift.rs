@@ -419,6 +419,15 @@ pub struct SwiftFactory {
     pub config: SwiftConfig,
 }
 
+impl SwiftFactory {
+    /// The stack's default controller: Swift with [`SwiftConfig::software`].
+    pub fn software() -> SwiftFactory {
+        SwiftFactory {
+            config: SwiftConfig::software(),
+        }
+    }
+}
+
 impl ControllerFactory for SwiftFactory {
     fn build(&self, _now: Instant, max_datagram: u64) -> Box<dyn Controller> {
         Box::new(Swift::new(self.config, max_datagram))
