@@ -554,7 +554,7 @@ mod tests {
     fn one_scheduler_stall_does_not_cut_the_window() {
         let mut s = Swift::new(cfg(), PKT);
         let mut now = 0;
-        let mut steady = |s: &mut Swift, now: &mut u64, n: u64| {
+        let steady = |s: &mut Swift, now: &mut u64, n: u64| {
             for _ in 0..n {
                 *now += 1;
                 s.on_ack(t(*now), &ack(us(8), us(1), 1));
