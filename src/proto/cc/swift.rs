@@ -15,19 +15,27 @@
 //! - Below target: additive increase of `ai` packets per RTT (`ai / cwnd` per acked packet,
 //!   or `ai` per acked packet while the window is below one packet).
 //! - Above target: multiplicative decrease by `beta * (delay - target) / delay`, capped at
-//!   `max_mdf`, at most once per RTT.
+//!   `max_mdf`, at most once per RTT, decided on the RTT's smallest delay: each window
+//!   collects its samples for one smoothed RTT and is cut only if all of them were above
+//!   target, by the excess of the smallest. A standing queue is cut as Swift prescribes; a
+//!   scheduler stall (one RTT of inflated samples, read at once by a sender that was
+//!   descheduled, or one late ACK from a receiver that was) is not.
 //! - Loss (fast recovery): decrease by `max_mdf`, at most once per RTT. Timeout: decrease by
 //!   `max_mdf`; after `retx_reset_threshold` consecutive timeouts the window drops to
 //!   `min_cwnd`.
 //! - Windows below one packet: [`window`](Controller::window) is one packet and the
-//!   controller paces at `cwnd * packet / srtt`, one packet every `srtt / cwnd`.
-//! - Pacing at all window sizes: rate `gain * cwnd * packet / srtt`, bursts of at most
+//!   controller paces at `cwnd * packet / rtt_p`, one packet every `rtt_p / cwnd`, where
+//!   `rtt_p` = [`pacing_rtt`](Swift::pacing_rtt) = min(srtt, fabric target).
+//! - Pacing at all window sizes: rate `gain * cwnd * packet / rtt_p`, bursts of at most
 //!   `max(2 packets, 1 us at line rate)` (see [`pacing`](super::pacing)).
+//! - The hold time is the receiver's host delay only: its deliberate delayed-ACK wait is
+//!   not in it (docs/WIRE.md, ACK), so a delayed ACK does not shrink the endpoint window.
 //! - ECN (optional, [`SwiftConfig::ecn_confirm`]): a delay above target decreases the window
 //!   only if CE marks arrived within the last RTT; a delay spike without marks is treated as
 //!   noise (as a sample below target).
 //!
-//! Published defaults: `ai` 1, `beta` 0.8, `max_mdf` 0.5, `min_cwnd` 0.01 packets.
+//! Published defaults: `ai` 1, `beta` 0.8, `max_mdf` 0.5, `min_cwnd` 0.01 packets. The stack's
+//! default is [`SwiftConfig::software`] (more queue allowed above the measured base).
 
 use std::time::Duration;
 
