@@ -17,8 +17,15 @@ fn run(seed: u64) -> Option<CloseReason> {
         idle_timeout: Duration::from_secs(30),
         ..ConnectionConfig::default()
     };
+    // The seed sweep was chosen under the fixed window this bug was found with. Not only
+    // this bug ends a close badly here: the receiver drains for three of *its own* probe
+    // timeouts after the peer's CLOSE, which can end before the closing side's backed-off
+    // retransmission of a lost CLOSE arrives (PeerUnresponsive instead of LocalClose): 13
+    // of seeds 0..1500 with the fixed window, and seed 14 with Swift, whose pacing shifts
+    // the timings. An open transport issue, not a congestion-control one.
     let cfg = EndpointConfig {
         conn,
+        cc: std::sync::Arc::new(bypass::proto::cc::FixedWindowFactory { packets: 64 }),
         ..EndpointConfig::default()
     };
     let link = LinkConfig {

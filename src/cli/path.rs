@@ -179,9 +179,10 @@ fn serialisation(o: &Opts) -> Duration {
 /// plus one full frame's serialisation (the data packet's own; the ACK's is negligible)
 /// plus `host_slack` (time the two poll loops take to turn a packet around, which the
 /// receiver's echoed hold time does not cover); one hop whose allowance is one more frame
-/// of queue at the bottleneck. The host (endpoint) target is the receiver's ACK delay plus
-/// `host_slack`. The line rate is the bottleneck's (it caps pacing and sets
-/// the burst).
+/// of queue at the bottleneck. The host (endpoint) target is `host_slack`: the echoed hold
+/// time no longer includes the receiver's deliberate ACK delay (docs/WIRE.md, ACK), so it
+/// needs no allowance for it. The line rate is the bottleneck's (it caps pacing and sets the
+/// burst).
 pub fn swift_config(
     rate_bps: u64,
     delay: Duration,
@@ -192,9 +193,7 @@ pub fn swift_config(
         base_target: Some(2 * delay + frame + slack),
         hops: 1,
         per_hop: frame,
-        // The echoed hold time includes the receiver's deliberate ACK delay (up to
-        // `max_ack_delay`, 20 us by default): the host target must sit above it.
-        host_target: ConnectionConfig::default().max_ack_delay + slack,
+        host_target: slack,
         line_rate_bps: rate_bps,
         ..SwiftConfig::default()
     }
@@ -219,7 +218,7 @@ fn factory(name: &str, o: &Opts) -> Option<Arc<dyn ControllerFactory>> {
                 ..TimelyConfig::default()
             },
         }),
-        // The endpoint's default window: the reference without congestion control.
+        // The former default window (64 packets): the reference without congestion control.
         "fixed" => Arc::new(FixedWindowFactory { packets: 64 }),
         _ => return None,
     })

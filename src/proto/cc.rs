@@ -1,4 +1,5 @@
-//! Congestion control: the [`Controller`] trait a connection drives, and [`FixedWindow`].
+//! Congestion control: the [`Controller`] trait a connection drives, and [`FixedWindow`] (the
+//! baseline and the protocol tests' controller; the endpoint's default is [`swift`]).
 //!
 //! Contract:
 //! - A connection owns one `Box<dyn Controller>` built by a [`ControllerFactory`] when the

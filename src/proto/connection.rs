@@ -274,6 +274,9 @@ pub struct Connection {
     ack_count: u32,
     ack_now: bool,
     ack_deadline: Option<Instant>,
+    /// When the pending ACK became due (the packet or timer that required it), for the
+    /// split of the echoed packet's time here into deliberate delay and hold time.
+    ack_due: Option<Instant>,
     echo_ts: u64,
     echo_rx: Instant,
     ecn_ce: u32,
@@ -381,6 +384,7 @@ impl Connection {
             ack_count: 0,
             ack_now: false,
             ack_deadline: None,
+            ack_due: None,
             echo_ts: 0,
             echo_rx: now,
             ecn_ce: 0,
@@ -627,6 +631,7 @@ impl Connection {
         self.confirm_pending = false;
         self.ack_now = false;
         self.ack_deadline = None;
+        self.ack_due = None;
         self.loss_time = None;
         // Partial reassemblies and posted targets are released now; delivered messages stay
         // readable until the endpoint frees the connection.
@@ -725,8 +730,8 @@ impl Connection {
                     self.state = State::Closed;
                     self.release_send_state();
                 }
-                if self.ack_deadline.is_some_and(|d| now >= d) {
-                    self.ack_now = true;
+                if let Some(d) = self.ack_deadline.filter(|&d| now >= d) {
+                    self.ack_due_at(d);
                 }
                 return;
             }
@@ -736,8 +741,9 @@ impl Connection {
             self.finish(now, CloseReason::IdleTimeout);
             return;
         }
-        if self.ack_deadline.is_some_and(|d| now >= d) {
-            self.ack_now = true;
+        if let Some(d) = self.ack_deadline.filter(|&d| now >= d) {
+            // Due at the deadline: any lateness of this call is the host's, not deliberate.
+            self.ack_due_at(d);
         }
         if self.loss_time.is_some_and(|d| now >= d) {
             self.detect_loss(now);
@@ -1038,16 +1044,56 @@ impl Connection {
         self.stats.tx_packets += 1;
     }
 
+    /// Require an ACK, due at `t` (the moment the protocol stopped allowing it to wait).
+    fn ack_due_at(&mut self, t: Instant) {
+        self.ack_now = true;
+        self.ack_due = Some(self.ack_due.map_or(t, |d| d.min(t)));
+    }
+
+    /// The echoed timestamp and hold time of an ACK sent at `now` (docs/WIRE.md, ACK).
+    ///
+    /// The time since the echoed packet arrived splits in two. The *deliberate* delay runs
+    /// from its arrival until the ACK became due: the delayed-ACK wait, which ends at the
+    /// ACK deadline, at a packet that requires an immediate ACK, or early when something
+    /// else (a window update) made us acknowledge before the deadline. The *hold* time runs
+    /// from then until now: the host's own delay (a busy or descheduled loop, a late timer).
+    /// The hold time is echoed as such, for the sender's host-delay signal; the deliberate
+    /// delay is added to the echoed timestamp, so the sender's RTT sample (now - echoed
+    /// timestamp) and fabric delay (RTT - hold) are those of an ACK sent without delay, and
+    /// a delayed ACK reads as neither host nor fabric congestion.
+    fn echo_split(&self, now: Instant) -> (u64, Duration) {
+        // The ACK stopped being deliberate at the earliest of: when it became due, the
+        // deadline of the delayed-ACK wait, now. With none of the first two (an ACK for a
+        // packet already acknowledged, e.g. a window update) the whole wait was deliberate.
+        let mut due = now;
+        if let Some(d) = self.ack_due {
+            due = due.min(d);
+        }
+        if let Some(d) = self.ack_deadline {
+            due = due.min(d);
+        }
+        let deliberate = due.saturating_duration_since(self.echo_rx);
+        let hold = now.saturating_duration_since(self.echo_rx.max(due));
+        let echo_ts = if self.echo_ts == 0 {
+            0 // nothing to echo yet: stays "no timestamp"
+        } else {
+            self.echo_ts
+                .saturating_add(deliberate.as_nanos().min(u64::MAX as u128) as u64)
+        };
+        (echo_ts, hold)
+    }
+
     fn emit_ack(&mut self, now: Instant, buf: &mut PktBuf) {
         let (sack_base, sack_bits) = self.rx.sack();
-        let hold = now.saturating_duration_since(self.echo_rx).as_nanos();
+        let (echo_ts, hold) = self.echo_split(now);
+        let hold = hold.as_nanos();
         let credit = self.rx_released + self.cfg.rx_window;
         self.rx_advertised = credit;
         let a = AckRepr {
             cumulative: self.rx.cum,
             sack_base,
             sack_bits,
-            echo_timestamp: self.echo_ts,
+            echo_timestamp: echo_ts,
             hold_ns: hold.min(u32::MAX as u128) as u32,
             ecn_ce: self.ecn_ce,
             credit,
@@ -1055,6 +1101,7 @@ impl Connection {
         self.ack_now = false;
         self.ack_count = 0;
         self.ack_deadline = None;
+        self.ack_due = None;
         self.stats.tx_acks += 1;
         self.emit_untracked(now, buf, Kind::Ack(a), 0);
     }
@@ -1203,7 +1250,7 @@ impl Connection {
         let pn = r.pn;
         if self.rx.contains(pn) {
             self.stats.rx_duplicates += 1;
-            self.ack_now = true;
+            self.ack_due_at(now);
             return;
         }
         if pn >= self.rx.cum + PN_WINDOW {
@@ -1215,7 +1262,7 @@ impl Connection {
             // CLOSE, so its own close can complete: an unacknowledged packet would keep
             // the peer probing until it declared us dead.
             self.rx.insert(pn);
-            self.ack_now = true;
+            self.ack_due_at(now);
             return;
         }
         match r.kind {
@@ -1239,7 +1286,7 @@ impl Connection {
                     self.send_msgs.clear();
                     self.retx.clear();
                 }
-                self.ack_now = true;
+                self.ack_due_at(now);
             }
             Kind::Nack { first, count } => self.on_nack(now, first, count),
             _ => {}
@@ -1254,7 +1301,7 @@ impl Connection {
         self.ack_count += 1;
         let in_order = prev_largest.map_or(pn == 0, |l| pn == l + 1) && self.rx.cum == pn + 1;
         if !in_order || r.flags & FLAG_ACK_NOW != 0 || self.ack_count >= 2 {
-            self.ack_now = true;
+            self.ack_due_at(now);
         } else if self.ack_deadline.is_none() {
             self.ack_deadline = Some(now + self.cfg.max_ack_delay);
         }

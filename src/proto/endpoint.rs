@@ -22,7 +22,8 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::cc::{ControllerFactory, FixedWindowFactory};
+use super::cc::swift::SwiftFactory;
+use super::cc::ControllerFactory;
 use super::connection::{Budget, Connection, Side};
 use super::cookie::siphash24;
 use super::{ConnectionConfig, Instant, SplitMix64};
@@ -46,7 +47,9 @@ pub struct EndpointConfig {
     pub stateless_queue: usize,
     /// Settings for each connection.
     pub conn: ConnectionConfig,
-    /// Congestion controller factory.
+    /// Congestion controller factory (default: Swift with
+    /// [`SwiftConfig::software`](super::cc::swift::SwiftConfig::software); a fixed window is
+    /// [`FixedWindowFactory`](super::cc::FixedWindowFactory)).
     pub cc: Arc<dyn ControllerFactory>,
 }
 
@@ -60,7 +63,7 @@ impl Default for EndpointConfig {
             rx_budget: 4 << 30,
             stateless_queue: 64,
             conn: ConnectionConfig::default(),
-            cc: Arc::new(FixedWindowFactory { packets: 64 }),
+            cc: Arc::new(SwiftFactory::software()),
         }
     }
 }

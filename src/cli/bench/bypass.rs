@@ -269,7 +269,7 @@ pub(super) fn controller_from_env() -> Result<Option<Arc<dyn ControllerFactory>>
     };
     let f: Arc<dyn ControllerFactory> = match name.as_str() {
         "fixed" => Arc::new(cc::FixedWindowFactory { packets: 64 }),
-        "swift" => Arc::new(cc::swift::SwiftFactory::default()),
+        "swift" => Arc::new(cc::swift::SwiftFactory::software()),
         "cubic" => Arc::new(cc::cubic::CubicFactory::default()),
         "dctcp" => Arc::new(cc::dctcp::DctcpFactory::default()),
         "timely" => Arc::new(cc::timely::TimelyFactory::default()),

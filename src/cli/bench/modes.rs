@@ -114,7 +114,15 @@ pub fn serve(
                 out.extend_from_slice(&msg[..RPC_MIN_SIZE]);
                 out.extend_from_slice(&response[RPC_MIN_SIZE.min(size)..]);
                 let resp = out.split().freeze();
-                conn.send_msg(&resp)?;
+                // A send that times out is backpressure (the congestion controller holds the
+                // response back while the client is behind), not a broken connection: keep
+                // trying until the cell stops, rather than close on the client.
+                loop {
+                    match conn.send_msg(&resp) {
+                        Err(ConnError::TimedOut) if !stop.load(Ordering::Relaxed) => continue,
+                        r => break r?,
+                    }
+                }
             }
         }
     }

@@ -15,19 +15,27 @@
 //! - Below target: additive increase of `ai` packets per RTT (`ai / cwnd` per acked packet,
 //!   or `ai` per acked packet while the window is below one packet).
 //! - Above target: multiplicative decrease by `beta * (delay - target) / delay`, capped at
-//!   `max_mdf`, at most once per RTT.
+//!   `max_mdf`, at most once per RTT, decided on the RTT's smallest delay: each window
+//!   collects its samples for one smoothed RTT and is cut only if all of them were above
+//!   target, by the excess of the smallest. A standing queue is cut as Swift prescribes; a
+//!   scheduler stall (one RTT of inflated samples, read at once by a sender that was
+//!   descheduled, or one late ACK from a receiver that was) is not.
 //! - Loss (fast recovery): decrease by `max_mdf`, at most once per RTT. Timeout: decrease by
 //!   `max_mdf`; after `retx_reset_threshold` consecutive timeouts the window drops to
 //!   `min_cwnd`.
 //! - Windows below one packet: [`window`](Controller::window) is one packet and the
-//!   controller paces at `cwnd * packet / srtt`, one packet every `srtt / cwnd`.
-//! - Pacing at all window sizes: rate `gain * cwnd * packet / srtt`, bursts of at most
+//!   controller paces at `cwnd * packet / rtt_p`, one packet every `rtt_p / cwnd`, where
+//!   `rtt_p` = [`pacing_rtt`](Swift::pacing_rtt) = min(srtt, fabric target).
+//! - Pacing at all window sizes: rate `gain * cwnd * packet / rtt_p`, bursts of at most
 //!   `max(2 packets, 1 us at line rate)` (see [`pacing`](super::pacing)).
+//! - The hold time is the receiver's host delay only: its deliberate delayed-ACK wait is
+//!   not in it (docs/WIRE.md, ACK), so a delayed ACK does not shrink the endpoint window.
 //! - ECN (optional, [`SwiftConfig::ecn_confirm`]): a delay above target decreases the window
 //!   only if CE marks arrived within the last RTT; a delay spike without marks is treated as
 //!   noise (as a sample below target).
 //!
-//! Published defaults: `ai` 1, `beta` 0.8, `max_mdf` 0.5, `min_cwnd` 0.01 packets.
+//! Published defaults: `ai` 1, `beta` 0.8, `max_mdf` 0.5, `min_cwnd` 0.01 packets. The stack's
+//! default is [`SwiftConfig::software`] (more queue allowed above the measured base).
 
 use std::time::Duration;
 
@@ -103,56 +111,119 @@ impl Default for SwiftConfig {
     }
 }
 
+impl SwiftConfig {
+    /// The stack's default: the published parameters with a fabric target scaled to a
+    /// software path (two poll loops on general-purpose hosts, no hardware timestamps).
+    ///
+    /// The measured base is the smallest fabric delay seen, which comes from a small
+    /// packet; a full-size packet's round trip through two poll loops is tens of
+    /// microseconds more (23 us against 1.7 us for a 9000-byte packet over memif on the
+    /// development VM), and keeping the link busy takes a few packets of queue on top.
+    /// `base_queue` is therefore 50 us instead of 0.5 us: Swift keeps about 50 us of queue
+    /// on such a path (a fixed 64-packet window keeps the whole window queued). On a
+    /// fabric with known distances, set `base_target` instead (as the simulator does).
+    pub fn software() -> SwiftConfig {
+        SwiftConfig {
+            base_queue: Duration::from_micros(50),
+            ..SwiftConfig::default()
+        }
+    }
+}
+
 /// One delay sample applied to a window.
 #[derive(Debug, Clone, Copy)]
 struct Sample {
     delay: Duration,
     target: Duration,
-    rtt: Duration,
+    /// The decision period: the connection's smoothed RTT.
+    srtt: Duration,
     /// Packets this ACK acknowledged.
     acked: f64,
-    /// Treat the sample as below target (an unconfirmed spike under `ecn_confirm`).
-    treat_as_below: bool,
+    /// The delay is noise unless confirmed (`ecn_confirm` without a recent CE mark): a
+    /// sample above target counts as below it for the increase, and decides no decrease.
+    unconfirmed: bool,
 }
 
-/// One AIMD window reacting to one delay signal.
+/// One AIMD window reacting to one delay signal, deciding decreases once per RTT on the
+/// smallest delay of that RTT (see [`DelayWindow::update`]).
 #[derive(Debug, Clone, Copy)]
 struct DelayWindow {
     cwnd: f64,
+    /// Start of the current decision period (`None`: no sample since the last decision).
+    epoch_start: Option<Instant>,
+    /// Smallest delay sampled in the current period, and whether any sample of the period
+    /// was below target (or treated as such).
+    epoch_min: Duration,
+    epoch_below: bool,
+    /// Time of the last decrease (delay, loss or timeout).
     last_decrease: Option<Instant>,
 }
 
 impl DelayWindow {
-    fn can_decrease(&self, now: Instant, rtt: Duration) -> bool {
-        match self.last_decrease {
-            None => true,
-            Some(t) => now.saturating_duration_since(t) >= rtt,
+    fn new(cwnd: f64) -> DelayWindow {
+        DelayWindow {
+            cwnd,
+            epoch_start: None,
+            epoch_min: Duration::MAX,
+            epoch_below: false,
+            last_decrease: None,
         }
     }
 
     /// One ACK (see [`Sample`]).
+    ///
+    /// Increase per ACK: `ai / cwnd` per acked packet while the sample is below target (`ai`
+    /// per acked packet below one packet of window). Decrease at most once per decision
+    /// period (one smoothed RTT, starting at the first sample after the previous decision)
+    /// and only if *every* sample of the period was at or above target; the cut is
+    /// `beta * (min - target) / min` of the period's *smallest* delay, capped at `max_mdf`.
+    /// A standing queue keeps every sample of an RTT high and is cut as Swift prescribes. A
+    /// scheduler stall is one RTT's worth of inflated samples at most (the ACKs that waited
+    /// out the stall, all read at the same `now`), and the period it falls in also holds the
+    /// sample before it or the first one after it: the minimum ignores it, and the window
+    /// is not cut for the stall.
     fn update(&mut self, cfg: &SwiftConfig, now: Instant, s: Sample) {
         let Sample {
             delay,
             target,
-            rtt,
+            srtt,
             acked,
-            treat_as_below,
+            unconfirmed,
         } = s;
-        if delay < target || treat_as_below {
+        let below = delay < target;
+        if below || unconfirmed {
             if self.cwnd >= 1.0 {
                 self.cwnd += cfg.ai / self.cwnd * acked;
             } else {
                 self.cwnd += cfg.ai * acked;
             }
-        } else if self.can_decrease(now, rtt) {
-            let d = delay.as_secs_f64();
-            let excess = (d - target.as_secs_f64()) / d;
-            let factor = (1.0 - cfg.beta * excess).max(1.0 - cfg.max_mdf);
-            self.cwnd *= factor;
-            self.last_decrease = Some(now);
+        }
+        let start = *self.epoch_start.get_or_insert(now);
+        self.epoch_min = self.epoch_min.min(delay);
+        self.epoch_below |= below;
+        if now.saturating_duration_since(start) >= srtt {
+            if !self.epoch_below && self.epoch_min >= target && !unconfirmed {
+                let d = self.epoch_min.as_secs_f64().max(1e-12);
+                let excess = (d - target.as_secs_f64()) / d;
+                let factor = (1.0 - cfg.beta * excess).max(1.0 - cfg.max_mdf);
+                self.cwnd *= factor;
+                self.last_decrease = Some(now);
+            }
+            self.restart_epoch();
         }
         self.cwnd = self.cwnd.clamp(cfg.min_cwnd, cfg.max_cwnd);
+    }
+
+    fn restart_epoch(&mut self) {
+        self.epoch_start = None;
+        self.epoch_min = Duration::MAX;
+        self.epoch_below = false;
+    }
+
+    /// Whether a loss cut is allowed: no decrease within the last `srtt`.
+    fn can_cut(&self, now: Instant, srtt: Duration) -> bool {
+        self.last_decrease
+            .is_none_or(|t| now.saturating_duration_since(t) >= srtt)
     }
 
     fn cut(&mut self, cfg: &SwiftConfig, now: Instant, to_min: bool) {
@@ -162,6 +233,8 @@ impl DelayWindow {
             (self.cwnd * (1.0 - cfg.max_mdf)).max(cfg.min_cwnd)
         };
         self.last_decrease = Some(now);
+        // The delay samples of the period that ended in a loss have been answered.
+        self.restart_epoch();
     }
 }
 
@@ -197,14 +270,8 @@ impl Swift {
         Swift {
             cfg,
             packet,
-            fabric: DelayWindow {
-                cwnd: init,
-                last_decrease: None,
-            },
-            endpoint: DelayWindow {
-                cwnd: cfg.max_cwnd,
-                last_decrease: None,
-            },
+            fabric: DelayWindow::new(init),
+            endpoint: DelayWindow::new(cfg.max_cwnd),
             min_fabric: None,
             srtt: None,
             retx_count: 0,
@@ -235,6 +302,17 @@ impl Swift {
     pub fn flow_scaling(&self) -> Duration {
         let fs = self.fs_alpha / self.fabric.cwnd.max(1e-9).sqrt() + self.fs_beta;
         Duration::from_secs_f64(fs.clamp(0.0, self.cfg.fs_range.as_secs_f64()))
+    }
+
+    /// The round trip the pacer spreads a window over: the smoothed RTT, at most the fabric
+    /// target. Pacing spreads the window the delay response chose; it is not a second
+    /// response. An srtt above target is a queue the window decrease is already answering,
+    /// or a scheduler stall the smoothed RTT remembers for many samples after it ended:
+    /// pacing over it would turn one stall into a rate collapse (below one packet of window,
+    /// a packet every `srtt / cwnd`: seconds after a stall of milliseconds).
+    pub fn pacing_rtt(&self) -> Option<Duration> {
+        let srtt = self.srtt?;
+        Some(self.fabric_target().map_or(srtt, |t| srtt.min(t)))
     }
 
     /// The current fabric target delay (`None` before the first sample when no base is
@@ -279,15 +357,15 @@ impl Controller for Swift {
         let sample = Sample {
             delay: fabric,
             target,
-            rtt,
+            srtt: ev.srtt,
             acked,
-            treat_as_below: noise,
+            unconfirmed: noise,
         };
         self.fabric.update(&cfg, now, sample);
         let host = Sample {
             delay: ev.hold,
             target: cfg.host_target,
-            treat_as_below: false,
+            unconfirmed: false,
             ..sample
         };
         self.endpoint.update(&cfg, now, host);
@@ -296,7 +374,7 @@ impl Controller for Swift {
     fn on_loss(&mut self, now: Instant, _ev: &LossEvent) {
         self.retx_count = 0;
         let rtt = self.srtt.unwrap_or(Duration::ZERO);
-        if self.fabric.can_decrease(now, rtt) {
+        if self.fabric.can_cut(now, rtt) {
             let cfg = self.cfg;
             self.fabric.cut(&cfg, now, false);
         }
@@ -321,7 +399,7 @@ impl Controller for Swift {
     }
 
     fn pacing_rate(&self) -> Option<u64> {
-        let srtt = self.srtt?.as_secs_f64();
+        let srtt = self.pacing_rtt()?.as_secs_f64();
         let cwnd = self.cwnd_packets();
         let gain = if cwnd < 1.0 {
             1.0
@@ -347,6 +425,15 @@ impl Controller for Swift {
 pub struct SwiftFactory {
     /// Parameters for every controller built.
     pub config: SwiftConfig,
+}
+
+impl SwiftFactory {
+    /// The stack's default controller: Swift with [`SwiftConfig::software`].
+    pub fn software() -> SwiftFactory {
+        SwiftFactory {
+            config: SwiftConfig::software(),
+        }
+    }
 }
 
 impl ControllerFactory for SwiftFactory {
@@ -409,18 +496,25 @@ mod tests {
         let mut s = Swift::new(cfg(), PKT);
         let target = s.fabric_target().unwrap().as_secs_f64();
         let delay = us(15);
+        // The first sample opens a decision period (one srtt, 15 us): no decision yet.
         s.on_ack(t(100), &ack(delay, Duration::ZERO, 1));
+        assert_eq!(s.cwnd_packets(), 10.0);
+        s.on_ack(t(110), &ack(delay, Duration::ZERO, 1));
+        assert_eq!(s.cwnd_packets(), 10.0);
+        // One srtt later every sample of the period was above target: one cut.
+        s.on_ack(t(115), &ack(delay, Duration::ZERO, 1));
         let expect = 10.0 * (1.0 - 0.8 * (delay.as_secs_f64() - target) / delay.as_secs_f64());
         assert!(
             (s.cwnd_packets() - expect).abs() < 1e-9,
             "{}",
             s.cwnd_packets()
         );
-        // A second high sample within the same RTT does not decrease again.
-        s.on_ack(t(105), &ack(delay, Duration::ZERO, 1));
-        assert!((s.cwnd_packets() - expect).abs() < 1e-9);
-        // One RTT later it does.
+        // Further high samples within the next period do not decrease again ...
         s.on_ack(t(116), &ack(delay, Duration::ZERO, 1));
+        s.on_ack(t(125), &ack(delay, Duration::ZERO, 1));
+        assert!((s.cwnd_packets() - expect).abs() < 1e-9);
+        // ... its end does.
+        s.on_ack(t(131), &ack(delay, Duration::ZERO, 1));
         assert!(s.cwnd_packets() < expect - 0.1);
     }
 
@@ -428,10 +522,94 @@ mod tests {
     fn decrease_is_capped_at_max_mdf() {
         let mut s = Swift::new(cfg(), PKT);
         s.on_ack(t(100), &ack(us(1000), Duration::ZERO, 1));
+        s.on_ack(t(1100), &ack(us(1000), Duration::ZERO, 1));
         assert!(
             (s.cwnd_packets() - 5.0).abs() < 1e-9,
             "{}",
             s.cwnd_packets()
+        );
+    }
+
+    /// A period's decision uses its smallest delay: a standing queue whose samples vary is
+    /// cut once, by the excess of the smallest.
+    #[test]
+    fn standing_queue_is_cut_by_the_smallest_excess_of_the_rtt() {
+        let mut s = Swift::new(cfg(), PKT);
+        let target = s.fabric_target().unwrap().as_secs_f64();
+        let srtt = us(20);
+        let sample = |d: u64| AckEvent {
+            srtt,
+            ..ack(us(d), Duration::ZERO, 1)
+        };
+        for (i, d) in [30, 18, 40, 25, 22].into_iter().enumerate() {
+            s.on_ack(t(100 + 5 * i as u64), &sample(d));
+        }
+        let min = 18e-6;
+        let expect = 10.0 * (1.0 - 0.8 * (min - target) / min);
+        assert!(
+            (s.cwnd_packets() - expect).abs() < 1e-9,
+            "{} vs {expect}",
+            s.cwnd_packets()
+        );
+    }
+
+    /// Virtual time: a flow below target, then the sender's loop is descheduled for 5 ms.
+    /// The ACKs that arrived meanwhile are all read at the end of the stall, each with an RTT
+    /// inflated by the stall; then the flow goes on as before. Swift per sample would have
+    /// halved the window; the period's minimum sees the samples on either side of the stall
+    /// and neither window is cut.
+    #[test]
+    fn one_scheduler_stall_does_not_cut_the_window() {
+        let mut s = Swift::new(cfg(), PKT);
+        let mut now = 0;
+        let steady = |s: &mut Swift, now: &mut u64, n: u64| {
+            for _ in 0..n {
+                *now += 1;
+                s.on_ack(t(*now), &ack(us(8), us(1), 1));
+            }
+        };
+        steady(&mut s, &mut now, 100);
+        let before = s.cwnd_packets();
+        let endpoint_before = s.endpoint_cwnd();
+        // The stall: 5 ms with nothing read, then a window's worth of ACKs at once, each
+        // RTT between 5 ms and 5 ms + 10 us (srtt moves a little, as the connection's does).
+        now += 5000;
+        for i in 0..12 {
+            let rtt = us(5000 + i);
+            let ev = AckEvent {
+                srtt: us(8) + (rtt - us(8)) / 8,
+                ..ack(rtt, us(1), 1)
+            };
+            s.on_ack(t(now), &ev);
+        }
+        steady(&mut s, &mut now, 100);
+        assert!(
+            s.cwnd_packets() >= before,
+            "{} < {before}",
+            s.cwnd_packets()
+        );
+        // Same for the receiver: one ACK it sent late after a stall (hold 3 ms).
+        steady(&mut s, &mut now, 20);
+        s.on_ack(t(now + 1), &ack(us(3008), us(3000), 1));
+        now += 1;
+        steady(&mut s, &mut now, 100);
+        assert_eq!(s.endpoint_cwnd(), endpoint_before);
+        // A stall that lasts (every sample of an RTT high) is congestion: cut, by max_mdf at
+        // most.
+        // (20 samples 1 us apart with an srtt of 8 us: the period in progress, which saw
+        // low samples, then one whole period of high ones.)
+        let w = s.endpoint_cwnd();
+        for i in 1..=20 {
+            let ev = AckEvent {
+                srtt: us(8),
+                ..ack(us(3008), us(3000), 1)
+            };
+            s.on_ack(t(now + i), &ev);
+        }
+        assert!(
+            (s.endpoint_cwnd() - w * 0.5).abs() < 1e-9,
+            "{} vs {w}",
+            s.endpoint_cwnd()
         );
     }
 
@@ -442,13 +620,18 @@ mod tests {
             ..cfg()
         };
         let mut s = Swift::new(c, PKT);
-        // Deliver one sample far above target: window stays tiny (floor 0.01).
-        s.on_ack(t(0), &ack(us(1000), Duration::ZERO, 1));
+        // One sample above target (no increase) with an srtt of 10 us, below target.
+        let ev = AckEvent {
+            srtt: us(10),
+            ..ack(us(1000), Duration::ZERO, 1)
+        };
+        s.on_ack(t(0), &ev);
         let cwnd = s.cwnd_packets();
         assert!(cwnd < 1.0);
         assert_eq!(s.window(), PKT, "a sub-packet window is one packet");
         // One packet every srtt / cwnd.
-        let gap_ns = (1000.0 / cwnd * 1000.0) as u64;
+        assert_eq!(s.pacing_rtt(), Some(us(10)));
+        let gap_ns = (10.0 / cwnd * 1000.0) as u64;
         let rate = s.pacing_rate().unwrap();
         assert!((PKT * 1_000_000_000 / rate).abs_diff(gap_ns) <= 2);
         let now = t(2000);
@@ -469,6 +652,26 @@ mod tests {
             waited.abs_diff(gap_ns) <= gap_ns / 100,
             "{waited} vs {gap_ns}"
         );
+    }
+
+    /// Pacing spreads the window over the smoothed RTT, but never over more than the
+    /// fabric target: an srtt inflated by a stall does not stretch the packet gap.
+    #[test]
+    fn pacing_rtt_is_capped_at_the_target() {
+        let mut s = Swift::new(cfg(), PKT);
+        s.on_ack(t(0), &ack(us(8), Duration::ZERO, 1));
+        assert_eq!(s.pacing_rtt(), Some(us(8)), "below target: the srtt");
+        let ev = AckEvent {
+            srtt: us(4000),
+            ..ack(us(8), Duration::ZERO, 1)
+        };
+        s.on_ack(t(1), &ev);
+        let target = s.fabric_target().unwrap();
+        assert!(target < us(20));
+        assert_eq!(s.pacing_rtt(), Some(target));
+        let rate = s.pacing_rate().unwrap() as f64;
+        let expect = 1.25 * s.cwnd_packets() * PKT as f64 / target.as_secs_f64();
+        assert!((rate - expect).abs() / expect < 1e-6, "{rate} vs {expect}");
     }
 
     #[test]
