@@ -366,9 +366,15 @@ impl MemifPort {
         };
         let ring = a.rx;
         let head = ring.head(Ordering::Acquire);
-        let avail = head.wrapping_sub(a.rx_tail);
+        let tail0 = a.rx_tail;
+        let avail = head.wrapping_sub(tail0);
         if avail > ring.size() {
             self.stats.rx_errors += 1;
+            return 0;
+        }
+        if avail == 0 {
+            // Nothing new: touch nothing the client reads (an idle poll must not pull the
+            // tail's cache line away from the transmitter on every spin).
             return 0;
         }
         let mut n = 0;
@@ -412,7 +418,9 @@ impl MemifPort {
                 None => {}
             }
         }
-        ring.set_tail(a.rx_tail, Ordering::Release);
+        if a.rx_tail != tail0 {
+            ring.set_tail(a.rx_tail, Ordering::Release);
+        }
         self.stats.rx_packets += n as u64;
         n
     }
