@@ -647,6 +647,25 @@ impl Connection {
         self.targets.clear();
     }
 
+    /// How long the peer may keep retransmitting one packet before it gives up: its probe
+    /// timeouts, floored at `min_rto`, doubling up to `max_rto`, `max_probes + 1` of them
+    /// (estimated with our RTT; both sides run the same configuration), at most the idle
+    /// timeout. A side that received the peer's CLOSE drains for this long, so that an ACK
+    /// of the CLOSE that was lost can still be answered when the peer retransmits the CLOSE;
+    /// leaving earlier made the closer end with PeerUnresponsive instead of LocalClose.
+    fn peer_retry_horizon(&self) -> Duration {
+        let mut t = self.pto_base().max(self.cfg.min_rto);
+        let mut sum = Duration::ZERO;
+        for _ in 0..=self.cfg.max_probes {
+            sum += t;
+            if sum >= self.cfg.idle_timeout {
+                return self.cfg.idle_timeout;
+            }
+            t = (t * 2).min(self.cfg.max_rto.max(self.cfg.min_rto));
+        }
+        sum.max(self.pto_base() * 3)
+    }
+
     fn pto_base(&self) -> Duration {
         let v =
             self.srtt + (4 * self.rttvar).max(Duration::from_micros(1)) + self.cfg.max_ack_delay;
@@ -1279,7 +1298,7 @@ impl Connection {
             Kind::Close { code } => {
                 if self.state != State::Draining {
                     self.state = State::Draining;
-                    self.drain_until = Some(now + self.pto_base() * 3);
+                    self.drain_until = Some(now + self.peer_retry_horizon());
                     self.closed_reported = true;
                     self.events
                         .push_back(Event::Closed(CloseReason::PeerClose(code)));
