@@ -7,8 +7,12 @@
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Mutex;
+use std::time::Duration;
 
 use serde_json::Value;
+
+mod bench_util;
+use bench_util::{output_within, tagged_processes};
 
 const EXE: &str = env!("CARGO_BIN_EXE_bypass");
 
@@ -31,24 +35,6 @@ impl Drop for TmpDir {
     }
 }
 
-/// Pids whose environment carries `BYPASS_BENCH_TEST_TAG=tag`.
-fn tagged_processes(tag: &str) -> Vec<u32> {
-    let needle = format!("BYPASS_BENCH_TEST_TAG={tag}");
-    let mut pids = Vec::new();
-    for e in std::fs::read_dir("/proc").expect("/proc").flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(env) = std::fs::read(e.path().join("environ")) else {
-            continue;
-        };
-        if env.split(|&b| b == 0).any(|v| v == needle.as_bytes()) {
-            pids.push(pid);
-        }
-    }
-    pids
-}
-
 /// Runs `bypass bench ARGS --json` and returns its JSON, after checking it left nothing.
 /// One run at a time: each pins its client and peer to the same two cores.
 fn bench(tag: &str, args: &[&str]) -> Value {
@@ -56,14 +42,16 @@ fn bench(tag: &str, args: &[&str]) -> Value {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let tag = format!("{}-{tag}", std::process::id());
     let tmp = TmpDir::new(&tag);
-    let out = Command::new(EXE)
-        .arg("bench")
-        .args(args)
-        .args(["--transports", "bypass-memif", "--json", "-q"])
-        .env("BYPASS_BENCH_TEST_TAG", &tag)
-        .env("TMPDIR", &tmp.0)
-        .output()
-        .expect("run bypass bench");
+    let out = output_within(
+        Command::new(EXE)
+            .arg("bench")
+            .args(args)
+            .args(["--transports", "bypass-memif", "--json", "-q"])
+            .env("BYPASS_BENCH_TEST_TAG", &tag)
+            .env("TMPDIR", &tmp.0),
+        &tag,
+        Duration::from_secs(120),
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(

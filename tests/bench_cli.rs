@@ -7,16 +7,21 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+mod bench_util;
+use bench_util::{output_within, tagged_processes};
+
 const EXE: &str = env!("CARGO_BIN_EXE_bypass");
 
 /// Runs `bypass ARGS` with a tag in its environment (inherited by the peer it spawns), checks
 /// that no tagged process outlives it, and returns (success, stdout, stderr).
 fn bypass(tag: &str, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(EXE)
-        .args(args)
-        .env("BYPASS_BENCH_TEST_TAG", tag)
-        .output()
-        .expect("run bypass");
+    let out = output_within(
+        Command::new(EXE)
+            .args(args)
+            .env("BYPASS_BENCH_TEST_TAG", tag),
+        tag,
+        Duration::from_secs(120),
+    );
     let left = tagged_processes(tag);
     assert!(
         left.is_empty(),
@@ -27,24 +32,6 @@ fn bypass(tag: &str, args: &[&str]) -> (bool, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
-}
-
-/// Pids whose environment carries `BYPASS_BENCH_TEST_TAG=tag`.
-fn tagged_processes(tag: &str) -> Vec<u32> {
-    let needle = format!("BYPASS_BENCH_TEST_TAG={tag}");
-    let mut pids = Vec::new();
-    for e in std::fs::read_dir("/proc").expect("/proc").flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(env) = std::fs::read(e.path().join("environ")) else {
-            continue;
-        };
-        if env.split(|&b| b == 0).any(|v| v == needle.as_bytes()) {
-            pids.push(pid);
-        }
-    }
-    pids
 }
 
 fn json(tag: &str, args: &[&str]) -> Value {
@@ -474,4 +461,45 @@ fn bench_peer_answers_bad_requests_with_errors_and_exits_when_its_client_leaves(
         );
         std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+/// The time limit the other tests run under works: a run longer than it is killed with its
+/// peer, and the test fails saying so.
+#[test]
+fn a_run_past_the_time_limit_is_killed_with_its_peer() {
+    let tag = format!("{}-watchdog", std::process::id());
+    let args = [
+        "bench",
+        "stream",
+        "--sizes",
+        "64",
+        "--conns",
+        "1",
+        "--duration",
+        "30s",
+        "--transports",
+        "kernel-udp",
+        "--variants",
+        "blocking",
+        "-q",
+    ];
+    let r = std::panic::catch_unwind(|| {
+        output_within(
+            Command::new(EXE)
+                .args(args)
+                .env("BYPASS_BENCH_TEST_TAG", &tag),
+            &tag,
+            Duration::from_secs(2),
+        )
+    });
+    let msg = match r {
+        Ok(_) => panic!("a 30 s run finished within a 2 s limit"),
+        Err(e) => e.downcast_ref::<String>().cloned().unwrap_or_default(),
+    };
+    assert!(msg.contains("did not finish within"), "{msg}");
+    assert!(
+        tagged_processes(&tag).is_empty(),
+        "left: {:?}",
+        tagged_processes(&tag)
+    );
 }
