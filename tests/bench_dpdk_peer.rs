@@ -22,31 +22,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+mod dpdk_common;
+use dpdk_common::{have, must, run};
+
 const EXE: &str = env!("CARGO_BIN_EXE_bypass");
-
-fn run(args: &[&str]) -> Output {
-    Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .unwrap_or_else(|e| panic!("{args:?}: {e}"))
-}
-
-fn must(args: &[&str]) {
-    let o = run(args);
-    assert!(
-        o.status.success(),
-        "{args:?} failed: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-}
-
-fn have(tool: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false)
-}
 
 /// Two namespaces joined by a veth pair; removed on drop (also when the test panics).
 struct Net {
