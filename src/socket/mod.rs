@@ -496,11 +496,16 @@ struct Inner {
 impl Inner {
     #[inline]
     fn poll(&mut self) -> bool {
+        self.poll_result().busy()
+    }
+
+    #[inline]
+    fn poll_result(&mut self) -> crate::runtime::PollResult {
         let r = self.rt.poll_once();
         if let Some(m) = &mut self.metrics {
             m.after_poll(&mut self.rt);
         }
-        r.busy()
+        r
     }
     fn ep(&mut self) -> &mut Endpoint {
         &mut self.rt.handler_mut().ep
@@ -512,15 +517,17 @@ const LINGER: Duration = Duration::from_millis(100);
 
 impl Drop for Inner {
     /// Lingers: polls until no connection is left (closes confirmed, drains over, resets
-    /// sent) or [`LINGER`] passes, so the last acknowledgement or reset leaves before the
-    /// port goes. Without it a process that exits right after `recv` reported the peer's
+    /// sent) and the port has taken every queued frame, or [`LINGER`] passes, so the last
+    /// acknowledgement or reset leaves before the port goes (a memif peer that is slow to
+    /// post receive buffers leaves frames queued here after their connection was freed). Without it a process that exits right after `recv` reported the peer's
     /// close would take the acknowledgement of that close with it, and the peer's `close`
     /// would end in `ConnectionLost` instead of `Ok`.
     fn drop(&mut self) {
         let end = StdInstant::now() + LINGER;
         loop {
-            let busy = self.poll();
-            if (!busy && self.ep().connection_count() == 0) || StdInstant::now() >= end {
+            let r = self.poll_result();
+            let idle = !r.busy() && r.tx_pending == 0;
+            if (idle && self.ep().connection_count() == 0) || StdInstant::now() >= end {
                 return;
             }
         }
@@ -1261,13 +1268,17 @@ impl Socket {
 impl Drop for Socket {
     fn drop(&mut self) {
         // A socket dropped without close() is reset, so the peer learns at once and every
-        // resource is freed; the endpoint frees the connection once its events are drained.
+        // resource is freed; the endpoint frees the connection once its events are drained
+        // (a draining one at the end of its drain).
         let Ok(mut i) = self.inner.try_borrow_mut() else {
             return;
         };
         let now = Instant::from_nanos(i.rt.now());
         if let Some(c) = i.ep().connection(self.h) {
-            if c.state() != State::Closed {
+            // A draining connection (the peer closed) is left to finish its drain: it
+            // re-acknowledges the peer's CLOSE if our ACK was lost; a reset instead could
+            // turn the peer's clean close into an error.
+            if !matches!(c.state(), State::Closed | State::Draining) {
                 c.reset(now, 0);
             }
             while c.poll_event().is_some() {}
