@@ -323,3 +323,95 @@ fn a_dead_peer_is_reported_as_connection_lost_within_the_idle_timeout() {
         Error::ConnectionLost(_)
     ));
 }
+
+/// A port whose transmit side can be held: while `held` is set it takes no frame (a memif
+/// peer that has not posted receive buffers), so frames stay queued in the runtime.
+struct Holdable {
+    inner: PairPort,
+    held: Arc<AtomicBool>,
+}
+
+impl Port for Holdable {
+    fn info(&self) -> PortInfo {
+        self.inner.info()
+    }
+    fn link(&mut self) -> Link {
+        self.inner.link()
+    }
+    fn rx_burst(&mut self, out: &mut Vec<PktBuf>, max: usize) -> usize {
+        self.inner.rx_burst(out, max)
+    }
+    fn tx_burst(&mut self, pkts: &mut Vec<PktBuf>) -> usize {
+        if self.held.load(Ordering::Relaxed) {
+            return 0;
+        }
+        self.inner.tx_burst(pkts)
+    }
+    fn alloc_tx(&mut self) -> Result<PktBuf, PoolExhausted> {
+        self.inner.alloc_tx()
+    }
+    fn stats(&self) -> PortStats {
+        self.inner.stats()
+    }
+}
+
+#[test]
+fn a_dropped_stack_lingers_until_its_last_frames_leave() {
+    let (a, b, _pool) = ports();
+    let held = Arc::new(AtomicBool::new(false));
+    let port = Holdable {
+        inner: a,
+        held: held.clone(),
+    };
+    // The idle timeout is far longer than the test may take: only the reset can end the
+    // client's recv in time.
+    let conn = ConnectionConfig {
+        idle_timeout: Duration::from_secs(30),
+        ..ConnectionConfig::default()
+    };
+    let (up_tx, up_rx) = mpsc::channel();
+    let server_conn = conn.clone();
+    let server = thread::spawn(move || {
+        let stack = Stack::builder(Backend::Port(Box::new(port)), SERVER)
+            .connection_config(server_conn)
+            .build()
+            .unwrap();
+        up_tx.send(()).unwrap();
+        let sock = stack.listen().accept(Duration::from_secs(20)).unwrap();
+        assert_eq!(&sock.recv().unwrap()[..], b"hello");
+        // The port stops taking frames; the socket is dropped (its RESET is queued) and the
+        // connection, now closed with nothing left to say, is freed at once. The stack's drop
+        // must keep polling until the port takes the RESET (released 20 ms later here).
+        held.store(true, Ordering::Relaxed);
+        let release = {
+            let held = held.clone();
+            thread::spawn(move || {
+                thread::sleep(Duration::from_millis(20));
+                held.store(false, Ordering::Relaxed);
+            })
+        };
+        drop(sock);
+        let t0 = Instant::now();
+        drop(stack);
+        let lingered = t0.elapsed();
+        release.join().unwrap();
+        lingered
+    });
+    up_rx.recv().unwrap();
+    let stack = Stack::builder(Backend::Port(Box::new(b)), CLIENT)
+        .connection_config(conn)
+        .build()
+        .unwrap();
+    let sock = stack
+        .connect(SocketAddrV4::new(SERVER, 7200), Duration::from_secs(10))
+        .unwrap();
+    sock.send(b"hello").unwrap();
+    sock.set_timeout(Some(Duration::from_secs(10)));
+    let err = sock.recv().unwrap_err();
+    let lingered = server.join().unwrap();
+    println!("client saw `{err}`; the server's stack lingered {lingered:?}");
+    assert!(
+        matches!(err, Error::ConnectionReset(CloseReason::PeerReset(_))),
+        "the RESET queued behind a held port was lost: {err:?} (server lingered {lingered:?})"
+    );
+}
