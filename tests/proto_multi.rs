@@ -172,8 +172,8 @@ fn graceful_close_under_loss_delivers_everything_first() {
 }
 
 /// Thousands of connections through one endpoint pair: every one handshakes, carries a
-/// message each way and closes; the timers (drain, acks) of all of them fire and every
-/// connection and buffer is freed at the end. Simultaneous hellos overflow the server's
+/// message each way and closes; the timers (drain, acks) of all of them fire from the
+/// endpoint's deadline heap and every connection and buffer is freed at the end. Simultaneous hellos overflow the server's
 /// bounded hello queue, so this also needs the clients' retries not to come in lockstep.
 #[test]
 fn thousands_of_connections_share_one_endpoint() {

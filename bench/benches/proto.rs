@@ -278,8 +278,9 @@ fn cpu_ns() -> u64 {
 
 /// One idle poll of an endpoint (what a runtime does every loop iteration when nothing
 /// arrived): `poll_timeout` + `poll_transmit` with nothing to send, with N established idle
-/// connections. The endpoint visits every connection per poll, so this grows with N
-/// (bench/RESULTS.md, "Endpoint idle poll against the number of connections").
+/// connections. The endpoint visits only connections something happened to, so this
+/// should not grow with N (bench/RESULTS.md, "Endpoint idle poll against the number of
+/// connections", has both the O(N) scan and the scheduler).
 fn idle_poll(c: &mut Criterion) {
     use bypass::pmd::sim::LinkConfig;
     use bypass::proto::testing::{Pair, SERVER_ADDR};

@@ -14,7 +14,8 @@
 //! verification; packets for unknown ids are counted and dropped. No reply is sent to
 //! unknown ids, so a reordered packet can never kill a connection that is being set up.
 
-use std::collections::{HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
@@ -132,9 +133,65 @@ pub struct Endpoint {
     by_cid: HashMap<u64, u32, BuildHasherDefault<CidHasher>>,
     stateless: VecDeque<(SocketAddr, Repr)>,
     incoming: VecDeque<ConnectionHandle>,
-    rr: usize,
+    sched: Sched,
     live: usize,
     stats: EndpointStats,
+}
+
+/// What keeps the endpoint's per-poll work independent of how many connections are idle.
+///
+/// A connection's deadline ([`Connection::poll_timeout`]) and whether it may have something
+/// to send change only when something happens to it: a datagram for it, its timer firing,
+/// a transmission, or the application reaching it through [`Endpoint::connection`]. Each of
+/// those *touches* the connection: it goes on the dirty list (deadline to recompute) and the
+/// ready queue (to be asked for a datagram). Deadlines live in a min-heap with lazy deletion
+/// (an entry is current only if its generation matches the slot's); the ready queue is
+/// served round-robin, one datagram per turn, and a connection leaves it when it has nothing
+/// to send. So `poll_timeout`, `handle_timeout` and `poll_transmit` cost O(touched log n), not
+/// O(connections).
+struct Sched {
+    /// Per slot: generation of its current heap entry; whether it is on `dirty` / `ready`.
+    gen: Vec<u32>,
+    in_dirty: Vec<bool>,
+    in_ready: Vec<bool>,
+    dirty: Vec<u32>,
+    ready: VecDeque<u32>,
+    heap: BinaryHeap<Reverse<(Instant, u32, u32)>>,
+}
+
+impl Sched {
+    fn with_capacity(cap: usize) -> Sched {
+        Sched {
+            gen: Vec::with_capacity(cap),
+            in_dirty: Vec::with_capacity(cap),
+            in_ready: Vec::with_capacity(cap),
+            dirty: Vec::with_capacity(cap),
+            ready: VecDeque::with_capacity(cap),
+            heap: BinaryHeap::with_capacity(2 * cap + 64),
+        }
+    }
+
+    /// Slot `i` exists (a new connection may extend the table).
+    fn grow(&mut self, i: usize) {
+        while self.gen.len() <= i {
+            self.gen.push(0);
+            self.in_dirty.push(false);
+            self.in_ready.push(false);
+        }
+    }
+
+    #[inline]
+    fn touch(&mut self, i: u32) {
+        let k = i as usize;
+        if !self.in_dirty[k] {
+            self.in_dirty[k] = true;
+            self.dirty.push(i);
+        }
+        if !self.in_ready[k] {
+            self.in_ready[k] = true;
+            self.ready.push_back(i);
+        }
+    }
 }
 
 impl std::fmt::Debug for Endpoint {
@@ -162,7 +219,7 @@ impl Endpoint {
             by_cid: HashMap::with_capacity_and_hasher(cap, Default::default()),
             stateless: VecDeque::with_capacity(cfg.stateless_queue),
             incoming: VecDeque::with_capacity(cap),
-            rr: 0,
+            sched: Sched::with_capacity(cap),
             live: 0,
             stats: EndpointStats::default(),
             cfg,
@@ -184,9 +241,12 @@ impl Endpoint {
         self.budget.used.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// The connection behind a handle (`None` once freed).
+    /// The connection behind a handle (`None` once freed). The caller may change it, so it
+    /// is rescheduled (its deadline recomputed, asked for datagrams) at the next poll.
     pub fn connection(&mut self, h: ConnectionHandle) -> Option<&mut Connection> {
-        self.conns.get_mut(h.0 as usize).and_then(|c| c.as_mut())
+        let c = self.conns.get_mut(h.0 as usize).and_then(|c| c.as_mut())?;
+        self.sched.touch(h.0);
+        Some(c)
     }
 
     /// Handles of all live connections.
@@ -212,6 +272,8 @@ impl Endpoint {
         };
         self.by_cid.insert(cid, i);
         self.live += 1;
+        self.sched.grow(i as usize);
+        self.sched.touch(i);
         ConnectionHandle(i)
     }
 
@@ -329,6 +391,7 @@ impl Endpoint {
                 return;
             }
             c.handle_packet(now, &repr, buf, ecn_ce);
+            self.sched.touch(i);
             return;
         }
         let Kind::Connect {
@@ -368,12 +431,64 @@ impl Endpoint {
         self.incoming.push_back(h);
     }
 
-    /// Run every connection's timers due at `now` and free connections that are over and
-    /// whose last event was taken. Cost: O(connections) (a runtime with many connections
-    /// keeps its own timer wheel keyed by [`Connection::poll_timeout`]).
+    /// Recompute the deadlines of the connections touched since the last call.
+    fn refresh(&mut self) {
+        while let Some(i) = self.sched.dirty.pop() {
+            let k = i as usize;
+            self.sched.in_dirty[k] = false;
+            self.sched.gen[k] = self.sched.gen[k].wrapping_add(1);
+            let Some(c) = self.conns[k].as_ref() else {
+                continue;
+            };
+            // A connection that is over is due at once, to be freed.
+            let due = if c.is_drained() {
+                Some(Instant::ZERO)
+            } else {
+                c.poll_timeout()
+            };
+            if let Some(t) = due {
+                self.sched.heap.push(Reverse((t, i, self.sched.gen[k])));
+            }
+        }
+        // Stale entries (superseded deadlines) leave the heap when they reach its top; if
+        // they pile up below it, rebuild from the live deadlines (amortised O(1)).
+        if self.sched.heap.len() > 2 * self.live + 64 {
+            let gen = &self.sched.gen;
+            self.sched
+                .heap
+                .retain(|Reverse((_, i, g))| gen[*i as usize] == *g);
+        }
+    }
+
+    /// Drop stale entries from the top of the heap; the current earliest deadline, if any.
+    fn earliest(&mut self) -> Option<Instant> {
+        self.refresh();
+        while let Some(&Reverse((t, i, g))) = self.sched.heap.peek() {
+            if self.sched.gen[i as usize] == g && self.conns[i as usize].is_some() {
+                return Some(t);
+            }
+            self.sched.heap.pop();
+        }
+        None
+    }
+
+    /// Run the timers due at `now` and free connections that are over and whose last event
+    /// was taken. Cost: O(log connections) per connection due or touched.
     pub fn handle_timeout(&mut self, now: Instant) {
-        for i in 0..self.conns.len() {
-            let Some(c) = self.conns[i].as_mut() else {
+        self.refresh();
+        // Each connection due runs once per call: what it touches is recomputed at the next
+        // call (a deadline that stays due until a transmission, such as a pending ACK, must
+        // not spin here).
+        while let Some(&Reverse((t, i, g))) = self.sched.heap.peek() {
+            if t > now {
+                break;
+            }
+            self.sched.heap.pop();
+            let k = i as usize;
+            if self.sched.gen[k] != g {
+                continue; // superseded
+            }
+            let Some(c) = self.conns[k].as_mut() else {
                 continue;
             };
             if c.poll_timeout().is_some_and(|t| now >= t) {
@@ -382,27 +497,31 @@ impl Endpoint {
             if c.is_drained() {
                 let cid = c.local_cid;
                 self.by_cid.remove(&cid);
-                self.conns[i] = None;
-                self.free.push(i as u32);
+                self.conns[k] = None;
+                self.free.push(i);
                 self.live -= 1;
                 self.stats.freed += 1;
+                // Its heap entries are stale from now on (slot reuse bumps the generation).
+                self.sched.gen[k] = self.sched.gen[k].wrapping_add(1);
+                continue;
             }
+            // Its deadline moved; it may also have something to send now.
+            self.sched.touch(i);
         }
     }
 
-    /// The earliest time `handle_timeout` is due. O(connections).
+    /// The earliest time `handle_timeout` is due. O(log connections) per connection touched
+    /// since the last call (not O(connections)).
     #[must_use]
-    pub fn poll_timeout(&self) -> Option<Instant> {
-        self.conns
-            .iter()
-            .flatten()
-            .filter_map(|c| c.poll_timeout())
-            .min()
+    pub fn poll_timeout(&mut self) -> Option<Instant> {
+        self.earliest()
     }
 
     /// Write the next datagram into `buf` (empty, with headroom for
     /// [`MAX_HEADER_LEN`](crate::wire::transport::MAX_HEADER_LEN) plus whatever the caller
     /// prepends after). Returns its destination, or `None` when nothing is due.
+    /// Connections take turns, one datagram each; only those touched since they last had
+    /// nothing to send are asked.
     #[must_use]
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut PktBuf) -> Option<SocketAddr> {
         if let Some((addr, r)) = self.stateless.pop_front() {
@@ -411,15 +530,23 @@ impl Endpoint {
             }
             return None;
         }
-        let n = self.conns.len();
-        for k in 0..n {
-            let i = (self.rr + k) % n;
-            if let Some(c) = self.conns[i].as_mut() {
-                if c.poll_transmit(now, buf) {
-                    self.rr = (i + 1) % n;
-                    return Some(c.remote);
+        while let Some(i) = self.sched.ready.pop_front() {
+            let k = i as usize;
+            let Some(c) = self.conns[k].as_mut() else {
+                self.sched.in_ready[k] = false;
+                continue;
+            };
+            if c.poll_transmit(now, buf) {
+                let remote = c.remote;
+                // Back of the queue (round-robin), and its timers changed.
+                self.sched.ready.push_back(i);
+                if !self.sched.in_dirty[k] {
+                    self.sched.in_dirty[k] = true;
+                    self.sched.dirty.push(i);
                 }
+                return Some(remote);
             }
+            self.sched.in_ready[k] = false;
         }
         None
     }
