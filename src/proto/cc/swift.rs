@@ -256,6 +256,12 @@ pub struct Swift {
     /// fs = fs_alpha / sqrt(cwnd) + fs_beta, seconds.
     fs_alpha: f64,
     fs_beta: f64,
+    /// [`Controller::window`] and [`Controller::pacing_rate`], recomputed when an event
+    /// changes what they depend on (the window, srtt, smallest fabric delay): the connection
+    /// asks for them on every poll and every send, and the float math (a square root, a
+    /// division, a float-to-Duration conversion) is per-event work, not per-query.
+    cached_window: u64,
+    cached_rate: Option<u64>,
 }
 
 impl Swift {
@@ -267,7 +273,7 @@ impl Swift {
         let fs_alpha = if denom > 0.0 { range / denom } else { 0.0 };
         let fs_beta = -fs_alpha / cfg.fs_max_cwnd.sqrt();
         let init = cfg.init_cwnd.clamp(cfg.min_cwnd, cfg.max_cwnd);
-        Swift {
+        let mut s = Swift {
             cfg,
             packet,
             fabric: DelayWindow::new(init),
@@ -280,7 +286,29 @@ impl Swift {
             burst: default_burst(packet, cfg.line_rate_bps),
             fs_alpha,
             fs_beta,
-        }
+            cached_window: 0,
+            cached_rate: None,
+        };
+        s.recompute();
+        s
+    }
+
+    fn recompute(&mut self) {
+        self.cached_window = (self.cwnd_packets().max(1.0) * self.packet as f64) as u64;
+        self.cached_rate = self.compute_pacing_rate();
+    }
+
+    fn compute_pacing_rate(&self) -> Option<u64> {
+        let srtt = self.pacing_rtt()?.as_secs_f64();
+        let cwnd = self.cwnd_packets();
+        let gain = if cwnd < 1.0 {
+            1.0
+        } else {
+            self.cfg.pacing_gain
+        };
+        let rate = gain * cwnd * self.packet as f64 / srtt;
+        let line = (self.cfg.line_rate_bps / 8) as f64;
+        Some(rate.clamp(1.0, line) as u64)
     }
 
     /// The effective window in packets (fractional): min(fabric, endpoint).
@@ -335,6 +363,53 @@ impl Controller for Swift {
     }
 
     fn on_ack(&mut self, now: Instant, ev: &AckEvent) {
+        self.on_ack_inner(now, ev);
+        self.recompute();
+    }
+
+    fn on_loss(&mut self, now: Instant, _ev: &LossEvent) {
+        self.retx_count = 0;
+        let rtt = self.srtt.unwrap_or(Duration::ZERO);
+        if self.fabric.can_cut(now, rtt) {
+            let cfg = self.cfg;
+            self.fabric.cut(&cfg, now, false);
+        }
+        self.recompute();
+    }
+
+    fn on_timeout(&mut self, now: Instant) {
+        self.retx_count += 1;
+        let cfg = self.cfg;
+        let to_min = self.retx_count >= cfg.retx_reset_threshold;
+        self.fabric.cut(&cfg, now, to_min);
+        self.recompute();
+    }
+
+    fn on_ecn(&mut self, now: Instant, ce_delta: u64, _in_flight: u64) {
+        if ce_delta > 0 {
+            self.last_ce = Some(now);
+        }
+    }
+
+    fn window(&self) -> u64 {
+        self.cached_window
+    }
+
+    fn pacing_rate(&self) -> Option<u64> {
+        self.cached_rate
+    }
+
+    fn earliest_departure(&self, now: Instant, _last_departure: Instant, _bytes: u64) -> Instant {
+        self.pacer.earliest_departure(now)
+    }
+
+    fn name(&self) -> &'static str {
+        "swift"
+    }
+}
+
+impl Swift {
+    fn on_ack_inner(&mut self, now: Instant, ev: &AckEvent) {
         self.retx_count = 0;
         if ev.ecn_ce_delta > 0 {
             self.last_ce = Some(now);
@@ -369,54 +444,6 @@ impl Controller for Swift {
             ..sample
         };
         self.endpoint.update(&cfg, now, host);
-    }
-
-    fn on_loss(&mut self, now: Instant, _ev: &LossEvent) {
-        self.retx_count = 0;
-        let rtt = self.srtt.unwrap_or(Duration::ZERO);
-        if self.fabric.can_cut(now, rtt) {
-            let cfg = self.cfg;
-            self.fabric.cut(&cfg, now, false);
-        }
-    }
-
-    fn on_timeout(&mut self, now: Instant) {
-        self.retx_count += 1;
-        let cfg = self.cfg;
-        let to_min = self.retx_count >= cfg.retx_reset_threshold;
-        self.fabric.cut(&cfg, now, to_min);
-    }
-
-    fn on_ecn(&mut self, now: Instant, ce_delta: u64, _in_flight: u64) {
-        if ce_delta > 0 {
-            self.last_ce = Some(now);
-        }
-    }
-
-    fn window(&self) -> u64 {
-        let w = self.cwnd_packets().max(1.0) * self.packet as f64;
-        w as u64
-    }
-
-    fn pacing_rate(&self) -> Option<u64> {
-        let srtt = self.pacing_rtt()?.as_secs_f64();
-        let cwnd = self.cwnd_packets();
-        let gain = if cwnd < 1.0 {
-            1.0
-        } else {
-            self.cfg.pacing_gain
-        };
-        let rate = gain * cwnd * self.packet as f64 / srtt;
-        let line = (self.cfg.line_rate_bps / 8) as f64;
-        Some(rate.clamp(1.0, line) as u64)
-    }
-
-    fn earliest_departure(&self, now: Instant, _last_departure: Instant, _bytes: u64) -> Instant {
-        self.pacer.earliest_departure(now)
-    }
-
-    fn name(&self) -> &'static str {
-        "swift"
     }
 }
 
@@ -477,6 +504,39 @@ mod tests {
 
     fn t(us: u64) -> Instant {
         Instant::from_nanos(us * 1000)
+    }
+
+    #[test]
+    fn cached_window_and_rate_follow_every_event() {
+        let mut s = Swift::new(cfg(), PKT);
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        for i in 0..5000u64 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let now = t(i * 3);
+            match x % 8 {
+                0 => s.on_loss(
+                    now,
+                    &LossEvent {
+                        bytes_lost: PKT,
+                        packets_lost: 1,
+                        newest_lost_sent: now,
+                        in_flight: 0,
+                    },
+                ),
+                1 => s.on_timeout(now),
+                2 => s.on_ecn(now, x % 2, 0),
+                _ => {
+                    let rtt = us(5 + (x >> 8) % 400);
+                    let hold = us((x >> 20) % 30);
+                    s.on_ack(now, &ack(rtt, hold, 1 + (x >> 32) % 4));
+                }
+            }
+            let w = (s.cwnd_packets().max(1.0) * PKT as f64) as u64;
+            assert_eq!(s.window(), w, "event {i}");
+            assert_eq!(s.pacing_rate(), s.compute_pacing_rate(), "event {i}");
+        }
     }
 
     #[test]
