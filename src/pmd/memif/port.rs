@@ -328,10 +328,10 @@ impl MemifPort {
                             metadata: 0,
                         },
                     );
-                    a.tx_slots[(a.tx_head & mask) as usize] = match (k, p.is_shared()) {
-                        (0, false) => p.slot(),
-                        (0, true) => p.slot() | SHARED_SLOT,
-                        _ => NO_SLOT,
+                    a.tx_slots[(a.tx_head & mask) as usize] = if k == 0 {
+                        p.slot() | (u32::from(p.is_shared()) * SHARED_SLOT)
+                    } else {
+                        NO_SLOT
                     };
                     a.tx_head = a.tx_head.wrapping_add(1);
                 }
