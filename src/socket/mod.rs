@@ -97,6 +97,7 @@
 mod error;
 mod gpu;
 pub mod metrics;
+mod sendbuf;
 
 use std::cell::RefCell;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
@@ -122,6 +123,7 @@ use crate::runtime::{Io, Runtime, RuntimeConfig, RuntimeCounters, UdpHandler};
 pub use error::Error;
 pub use gpu::{GpuMsg, GpuRecvStats, GpuTarget};
 pub use metrics::{CaptureError, CaptureLimits, CaptureStatus, Metrics};
+pub use sendbuf::SendBuf;
 
 /// The UDP port the transport uses unless told otherwise.
 pub const DEFAULT_UDP_PORT: u16 = 7200;
@@ -806,6 +808,8 @@ struct SockInner {
     acked: u64,
     last_sent: Option<u64>,
     timeout: Option<Duration>,
+    /// An empty segment list kept for the next [`Socket::send_buf`] (its capacity reused).
+    spare_segs: Vec<PktBuf>,
     /// Loop time each message was queued, by message id modulo the message window (more
     /// messages than that are never outstanding), for the completion-time histogram.
     sent_at: Box<[u64]>,
@@ -861,6 +865,7 @@ impl Socket {
                 state: SockState::Connecting,
                 acked: 0,
                 last_sent: None,
+                spare_segs: Vec::new(),
                 timeout: Some(Duration::from_secs(10)),
                 sent_at: vec![0; crate::proto::MSG_WINDOW as usize].into_boxed_slice(),
             }),
@@ -1017,6 +1022,7 @@ impl Socket {
                 max,
             }),
             Err(SendError::Closed) => Err(Error::Closed),
+            Err(SendError::BadSegments) => Err(Error::SendBuf("segments of unequal length")),
         }
     }
 
@@ -1055,6 +1061,7 @@ impl Socket {
                 max,
             }),
             Err(SendError::Closed) => Err(Error::Closed),
+            Err(SendError::BadSegments) => Err(Error::SendBuf("segments of unequal length")),
         }
     }
 
