@@ -1257,17 +1257,23 @@ impl Connection {
                     Body::Segments { segs, seg_len, .. } => {
                         let k = (offset / seg_len) as usize;
                         let so = (offset % seg_len) as usize;
-                        let seg = &segs[k];
-                        if !retransmit
-                            && so == 0
-                            && len as usize == seg.len()
-                            && !seg.is_shared()
-                            && seg.headroom() >= buf.headroom()
-                        {
-                            zero_copy = Some((i as usize, k));
-                            &[][..]
-                        } else {
-                            &seg.data()[so..so + len as usize]
+                        match segs.get(k) {
+                            // A zero-length message has no segment.
+                            None => &[][..],
+                            Some(seg)
+                                if !retransmit
+                                    && so == 0
+                                    && len as usize == seg.len()
+                                    && !seg.is_shared()
+                                    && seg.headroom() >= buf.headroom() =>
+                            {
+                                zero_copy = Some((i as usize, k));
+                                &[][..]
+                            }
+                            Some(seg) => match seg.data().get(so..so + len as usize) {
+                                Some(d) => d,
+                                None => return false,
+                            },
                         }
                     }
                 };
