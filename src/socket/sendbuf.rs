@@ -46,10 +46,13 @@ impl std::fmt::Debug for SendBuf<'_> {
 
 impl Socket {
     /// A `len`-byte message to write in place and send with no copy (zero-copy send; see
-    /// [`SendBuf`]). Errors: [`Error::MessageTooLarge`] over the stack's maximum message,
-    /// [`Error::PoolExhausted`] when the port's pool has not enough free buffers now (retry
-    /// after some messages were acknowledged), [`Error::Closed`] (or the connection's error)
-    /// once the connection is over.
+    /// [`SendBuf`]). While the port's pool has not enough free buffers and messages of this
+    /// connection are in flight (their buffers return when the peer acknowledges them), it
+    /// waits, busy-polling, up to the socket's timeout, as `send` waits for room in the send
+    /// queue. Errors: [`Error::MessageTooLarge`] over the stack's maximum message,
+    /// [`Error::PoolExhausted`] when the pool cannot provide the buffers (at once with
+    /// nothing in flight, else after the timeout), [`Error::Closed`] (or the connection's
+    /// error) once the connection is over.
     ///
     /// ```
     /// # use std::net::{Ipv4Addr, SocketAddrV4};
@@ -93,6 +96,30 @@ impl Socket {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn send_buf(&self, len: usize) -> Result<SendBuf<'_>, Error> {
+        let timeout = self.s.borrow().timeout;
+        let start = StdInstant::now();
+        loop {
+            match self.try_send_buf(len) {
+                Err(Error::PoolExhausted) => {
+                    let in_flight = {
+                        let mut i = self.inner.borrow_mut();
+                        i.ep()
+                            .connection(self.h)
+                            .is_some_and(|c| c.send_queue_len() > 0)
+                    };
+                    if !in_flight || timeout.is_some_and(|t| start.elapsed() >= t) {
+                        return Err(Error::PoolExhausted);
+                    }
+                    self.inner.borrow_mut().poll();
+                }
+                r => return r,
+            }
+        }
+    }
+
+    /// One attempt of [`send_buf`](Self::send_buf): [`Error::PoolExhausted`] at once when
+    /// the pool has not enough free buffers now.
+    pub fn try_send_buf(&self, len: usize) -> Result<SendBuf<'_>, Error> {
         self.pump_events();
         if let Some(e) = self.closed_error() {
             return Err(e);

@@ -210,11 +210,22 @@ pub struct BypassConn {
     /// buffer for a single-packet message (no copy, no allocation; `Socket::recv` would
     /// allocate to hand out `Bytes`), the reassembly buffer otherwise.
     last: Option<RecvMsg>,
+    /// Send with `Socket::send_bytes` (the transport copies the payload into each packet),
+    /// the default, or with `Socket::send_buf` (`BYPASS_BENCH_SEND=buf`, memif only: the
+    /// payload is copied once, by the sender, into the packet buffers themselves, which a
+    /// memif client then transmits without a copy). The bench's payload already exists as
+    /// `Bytes`, so both copy it once; `send_buf` pays for the larger working set (every
+    /// packet of every unacknowledged message keeps its own slot) and is not the default
+    /// (bench/RESULTS.md, "Zero-copy send"). DPDK always uses `send_bytes`: its port copies
+    /// shared buffers.
+    opts_send_bytes: bool,
 }
 
 impl BypassConn {
     fn new(path: PathBuf, role: Role, opts: &ConnOpts) -> BypassConn {
-        BypassConn::with_setup(Box::new(MemifSetup { path, role }), opts)
+        let mut c = BypassConn::with_setup(Box::new(MemifSetup { path, role }), opts);
+        c.opts_send_bytes = !std::env::var("BYPASS_BENCH_SEND").is_ok_and(|v| v == "buf");
+        c
     }
 
     /// A connection whose stack `setup` builds on first use.
@@ -225,6 +236,9 @@ impl BypassConn {
             opts: *opts,
             started: false,
             last: None,
+            // DPDK ports copy shared buffers (the driver frees what it is given), so zero-copy
+            // send would add a copy there; memif (BypassConn::new) opts in.
+            opts_send_bytes: true,
         }
     }
 
@@ -305,8 +319,18 @@ impl MsgConn for BypassConn {
     }
 
     fn send_msg(&mut self, msg: &Bytes) -> Result<(), ConnError> {
-        // A reference-count increment: the payload is written once, into packet buffers.
-        self.with(|s| s.send_bytes(msg.clone()).map(|_| ()).map_err(to_conn_error))
+        if self.opts_send_bytes {
+            // A reference-count increment: the transport copies the payload into packet
+            // buffers as it sends each packet.
+            return self.with(|s| s.send_bytes(msg.clone()).map(|_| ()).map_err(to_conn_error));
+        }
+        // Zero-copy send: the payload is written once, here, into the packet buffers that
+        // the port transmits (as an application producing its data in place would).
+        self.with(|s| {
+            let mut b = s.send_buf(msg.len()).map_err(to_conn_error)?;
+            b.write_at(0, msg).map_err(to_conn_error)?;
+            b.send().map(|_| ()).map_err(to_conn_error)
+        })
     }
 
     fn recv_msg(&mut self) -> Result<&[u8], ConnError> {
