@@ -19,8 +19,6 @@
 //!
 //! [`Connection::send_segments`]: crate::proto::Connection::send_segments
 
-use std::time::Instant as StdInstant;
-
 use super::{Error, Socket};
 use crate::mem::PktBuf;
 use crate::pmd::Port;
@@ -96,18 +94,20 @@ impl Socket {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn send_buf(&self, len: usize) -> Result<SendBuf<'_>, Error> {
-        let timeout = self.s.borrow().timeout;
-        let start = StdInstant::now();
+        // The poll loop's clock (no system call), read only once waiting starts.
+        let mut start = None;
         loop {
             match self.try_send_buf(len) {
                 Err(Error::PoolExhausted) => {
+                    let timeout = self.s.borrow().timeout;
+                    let t0 = *start.get_or_insert_with(|| self.now_ns());
                     let in_flight = {
                         let mut i = self.inner.borrow_mut();
                         i.ep()
                             .connection(self.h)
                             .is_some_and(|c| c.send_queue_len() > 0)
                     };
-                    if !in_flight || timeout.is_some_and(|t| start.elapsed() >= t) {
+                    if !in_flight || timeout.is_some_and(|t| self.since(t0) >= t) {
                         return Err(Error::PoolExhausted);
                     }
                     self.inner.borrow_mut().poll();
@@ -225,12 +225,13 @@ impl<'a> SendBuf<'a> {
     pub fn send(mut self) -> Result<u64, Error> {
         let sock = self.sock;
         let timeout = sock.s.borrow().timeout;
-        let start = StdInstant::now();
+        let mut start = None;
         loop {
             if let Some(id) = self.try_queue()? {
                 return Ok(id);
             }
-            if timeout.is_some_and(|t| start.elapsed() >= t) {
+            let t0 = *start.get_or_insert_with(|| sock.now_ns());
+            if timeout.is_some_and(|t| sock.since(t0) >= t) {
                 return Err(Error::TimedOut {
                     after: timeout.unwrap_or_default(),
                 });
