@@ -65,12 +65,18 @@ impl Socket {
     /// # let (a, b) = pair(&pool, 256, 9000)?;
     /// # let server_ip = Ipv4Addr::new(10, 0, 0, 1);
     /// # let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    /// # let server = std::thread::spawn(move || -> Result<Vec<u8>, Error> {
+    /// # let server = std::thread::spawn(move || -> Result<(), Error> {
     /// #     let stack = Stack::builder(Backend::Port(Box::new(a)), server_ip).build()?;
     /// #     let listener = stack.listen();
     /// #     ready_tx.send(()).unwrap();
     /// #     let sock = listener.accept(Duration::from_secs(10))?;
-    /// #     Ok(sock.recv()?.to_vec())
+    /// #     loop {
+    /// #         match sock.recv() {
+    /// #             Ok(m) => { sock.send_bytes(m)?; }
+    /// #             Err(Error::Closed) => return Ok(()),
+    /// #             Err(e) => return Err(e),
+    /// #         }
+    /// #     }
     /// # });
     /// # ready_rx.recv()?;
     /// # let stack = Stack::builder(Backend::Port(Box::new(b)), Ipv4Addr::new(10, 0, 0, 2)).build()?;
@@ -86,11 +92,12 @@ impl Socket {
     /// }
     /// msg.write_at(0, b"header")?; // or write any range
     /// let id = msg.send()?; // queued: no copy now, none on the first transmission
-    /// # sock.flush()?;
-    /// # let got = server.join().unwrap()?;
-    /// # assert_eq!(&got[..6], b"header");
-    /// # assert!(got[6..].iter().enumerate().all(|(i, &b)| b == ((i + 6) % 251) as u8));
+    /// let echo = sock.recv()?; // the server sends it back
+    /// assert_eq!(&echo[..6], b"header");
+    /// assert!(echo[6..].iter().enumerate().all(|(i, &b)| b == ((i + 6) % 251) as u8));
     /// # let _ = id;
+    /// # sock.close()?;
+    /// # server.join().unwrap()?;
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn send_buf(&self, len: usize) -> Result<SendBuf<'_>, Error> {
