@@ -579,7 +579,7 @@ impl Connection {
     /// where `L` is the first segment's length; every segment but the last holds exactly `L`
     /// bytes. Give each segment at least the headroom of the buffers the caller passes to
     /// [`poll_transmit`](Self::poll_transmit) (a fresh buffer of the port's pool has it) and
-    /// at most [`max_payload`](Self::max_payload) bytes: then the first transmission of each
+    /// at most [`max_payload_len`](Self::max_payload_len) bytes: then the first transmission of each
     /// segment sends its slot itself, with the transport header written into its headroom,
     /// and the connection keeps a shared reference to retransmit from until the peer
     /// acknowledges it (see `mem`'s shared buffers). Otherwise the segments are copied as

@@ -24,6 +24,11 @@
 //!     one) to send without allocating;
 //!   - `send(&[u8])`: one copy into a new `Bytes`, one allocation (made only when the send
 //!     queue has room, so waiting under backpressure allocates nothing);
+//!   - `send_buf(len)` ([`SendBuf`], zero-copy send): the application writes the message into
+//!     packet buffers of the port's pool, one packet's payload each, and the stack copies
+//!     nothing on first transmission (a memif client posts the very slots; other ports copy
+//!     as they copy any foreign buffer; retransmissions copy); no allocation once warm (the
+//!     segment list is reused);
 //!   - `recv_msg()`: a single-packet message (up to `max_datagram` minus the transport
 //!     header: about 1.4 KiB by default) is a [`PktBytes`](crate::mem::PktBytes) view of the
 //!     receive buffer: no copy, no allocation. A multi-packet message is copied once into a
