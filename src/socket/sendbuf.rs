@@ -20,7 +20,7 @@
 //! [`Connection::send_segments`]: crate::proto::Connection::send_segments
 
 use super::{Error, Socket};
-use crate::mem::PktBuf;
+use crate::mem::{PktBuf, PoolExhausted};
 use crate::pmd::Port;
 use crate::proto::SendError;
 
@@ -139,34 +139,36 @@ impl Socket {
                 max,
             });
         }
-        let Some(seg_len) = i.ep().connection(self.h).map(|c| c.max_payload_len()) else {
+        let Some(mut seg_len) = i.ep().connection(self.h).map(|c| c.max_payload_len()) else {
             return Err(Error::Closed);
         };
-        if seg_len == 0 {
-            return Err(Error::Closed);
-        }
         let mut segs = std::mem::take(&mut self.s.borrow_mut().spare_segs);
-        let n = len.div_ceil(seg_len);
         let mut left = len;
-        for _ in 0..n {
-            let take = left.min(seg_len);
-            let ok = match i.rt.port_mut().alloc_tx() {
-                Ok(mut b) => match b.append(take) {
-                    Ok(_) => {
-                        segs.push(b);
-                        true
-                    }
-                    Err(_) => false,
-                },
-                Err(_) => false,
+        while left > 0 {
+            let mut b = match i.rt.port_mut().alloc_tx() {
+                Ok(b) => b,
+                Err(PoolExhausted) => {
+                    segs.clear();
+                    self.s.borrow_mut().spare_segs = segs;
+                    return Err(Error::PoolExhausted);
+                }
             };
-            if !ok {
+            if segs.is_empty() {
+                // A chunk is one packet's payload, and no more than a buffer holds.
+                seg_len = seg_len.min(b.tailroom());
+            }
+            let take = left.min(seg_len);
+            if take == 0 || b.append(take).is_err() {
                 segs.clear();
                 self.s.borrow_mut().spare_segs = segs;
-                return Err(Error::PoolExhausted);
+                return Err(Error::SendBuf(
+                    "the port's buffers hold no payload after their headroom",
+                ));
             }
+            segs.push(b);
             left -= take;
         }
+        let seg_len = seg_len.max(1);
         drop(i);
         Ok(SendBuf {
             sock: self,
