@@ -387,3 +387,190 @@ fn memory_lives_exactly_while_referenced() {
     other.join().unwrap();
     drop(core);
 }
+
+// ---- shared transmit references (PktBuf::share) ------------------------------------------
+
+fn filled(p: &Pool, n: usize, byte: u8) -> PktBuf {
+    let mut b = p.alloc().unwrap();
+    b.append(n).unwrap().fill(byte);
+    b
+}
+
+#[test]
+fn share_keeps_one_slot_until_the_last_reference() {
+    let p = pool(8, 0);
+    let mut keep = filled(&p, 100, 7);
+    let tx = keep.share();
+    assert!(keep.is_shared() && tx.is_shared());
+    assert!(!keep.is_unique() && !tx.is_unique());
+    assert_eq!(tx.slot(), keep.slot());
+    assert_eq!(tx.data().as_ptr(), keep.data().as_ptr(), "no copy");
+    assert_eq!(p.stats().in_use, 1);
+    drop(tx);
+    assert_eq!(
+        p.stats().in_use,
+        1,
+        "the kept reference still holds the slot"
+    );
+    assert!(keep.is_unique());
+    assert_eq!(keep.data(), &[7u8; 100][..]);
+    drop(keep);
+    assert_eq!(p.stats().in_use, 0);
+    // Either order.
+    let mut keep = filled(&p, 10, 1);
+    let tx = keep.share();
+    drop(keep);
+    assert_eq!(p.stats().in_use, 1);
+    assert_eq!(tx.data(), &[1u8; 10][..]);
+    drop(tx);
+    assert_eq!(p.stats().in_use, 0);
+}
+
+#[test]
+fn shared_headroom_writes_in_place_payload_writes_copy() {
+    let p = pool(8, 0);
+    let mut keep = filled(&p, 64, 0xaa);
+    let mut tx = keep.share();
+    let slot = tx.slot();
+    // Headers go below the write floor: in place, same slot.
+    tx.prepend(16).unwrap().fill(0x11);
+    assert_eq!(tx.slot(), slot);
+    assert_eq!(tx.head_mut(16).unwrap().len(), 16);
+    assert_eq!(tx.slot(), slot);
+    assert_eq!(&tx.data()[..16], &[0x11u8; 16][..]);
+    assert_eq!(keep.data(), &[0xaau8; 64][..]);
+    // A header write reaching into the payload copies first.
+    tx.head_mut(17).unwrap()[16] = 0xbb;
+    assert_ne!(tx.slot(), slot, "copy-on-write");
+    assert!(!tx.is_shared());
+    assert_eq!(tx.data()[16], 0xbb);
+    assert_eq!(&tx.data()[17..], &[0xaau8; 63][..]);
+    assert_eq!(
+        keep.data(),
+        &[0xaau8; 64][..],
+        "the kept payload is untouched"
+    );
+    assert_eq!(p.stats().in_use, 2);
+    // The kept reference is read-only while shared: its prepend copies too...
+    let mut tx2 = keep.share();
+    keep.prepend(4).unwrap().fill(0);
+    assert_ne!(keep.slot(), tx2.slot());
+    assert_eq!(tx2.data(), &[0xaau8; 64][..]);
+    // ...which left tx2 the last reference to its slot: it writes in place.
+    let s2 = tx2.slot();
+    tx2.data_mut()[0] = 0;
+    assert_eq!(tx2.slot(), s2);
+    drop((keep, tx, tx2));
+    assert_eq!(p.stats().in_use, 0);
+}
+
+#[test]
+fn last_shared_reference_writes_in_place() {
+    let p = pool(8, 0);
+    let mut keep = filled(&p, 32, 3);
+    let tx = keep.share();
+    let slot = keep.slot();
+    drop(tx);
+    keep.data_mut()[0] = 9;
+    keep.extend_from_slice(&[4; 8]).unwrap();
+    assert_eq!(keep.slot(), slot, "no copy once unique");
+    assert!(!keep.is_shared());
+    assert_eq!(keep.len(), 40);
+    drop(keep);
+    assert_eq!(p.stats().in_use, 0);
+}
+
+#[test]
+fn shared_writes_with_an_exhausted_pool_fail_cleanly() {
+    let p = pool(1, 0);
+    let mut keep = filled(&p, 32, 5);
+    let mut tx = keep.share();
+    assert_eq!(tx.try_data_mut().unwrap_err(), PoolExhausted);
+    assert!(tx.append(1).is_err());
+    assert!(keep.prepend(1).is_err());
+    assert!(
+        tx.set_data(0, 200).is_err(),
+        "growing a shared window needs a copy"
+    );
+    assert!(tx.head_mut(33).is_none());
+    assert!(
+        tx.data_mut().is_empty(),
+        "data_mut drops the data rather than write shared bytes"
+    );
+    assert!(tx.is_empty());
+    assert_eq!(keep.data(), &[5u8; 32][..]);
+    // Shrinking the window needs nothing.
+    keep.advance(2);
+    keep.truncate(10);
+    assert_eq!(keep.data(), &[5u8; 10][..]);
+    drop((keep, tx));
+    assert_eq!(p.stats().in_use, 0);
+}
+
+#[test]
+fn shared_raw_round_trip_and_freeze() {
+    let p = pool(8, 0);
+    let mut keep = filled(&p, 20, 6);
+    let tx = keep.share();
+    assert!(tx.is_shared());
+    let (slot, off, len) = tx.into_raw();
+    assert_eq!(p.stats().in_use, 1);
+    drop(keep);
+    assert_eq!(p.stats().in_use, 1, "the posted reference holds the slot");
+    // SAFETY: slot came from into_raw of a shared buffer of this pool, just above.
+    let back = unsafe { p.from_raw_shared(slot, off, len) };
+    assert_eq!(back.data(), &[6u8; 20][..]);
+    drop(back);
+    assert_eq!(p.stats().in_use, 0);
+    // A shared buffer frozen into views: every reference counts.
+    let mut keep = filled(&p, 20, 8);
+    let tx = keep.share();
+    let v: PktBytes = tx.freeze();
+    let v2 = v.slice(5..);
+    drop(v);
+    drop(keep);
+    assert_eq!(p.stats().in_use, 1);
+    assert_eq!(&v2[..], &[8u8; 15][..]);
+    drop(v2);
+    assert_eq!(p.stats().in_use, 0);
+    let other = pool(2, 0);
+    let b = p.alloc().unwrap();
+    assert!(p.owns(&b) && !other.owns(&b));
+}
+
+#[test]
+fn shared_references_cross_threads() {
+    let p = pool(256, 8);
+    let (tx_ch, rx_ch) = mpsc::sync_channel::<PktBuf>(8);
+    let reader = thread::spawn(move || {
+        let mut sum = 0u64;
+        for mut b in rx_ch {
+            // The remote side reads, prepends in its headroom, and sometimes writes the
+            // payload (which must copy).
+            sum += b.data().iter().map(|&x| u64::from(x)).sum::<u64>();
+            if b.prepend(8).is_ok() {
+                b.data_mut()[8] ^= 0xff;
+            }
+        }
+        sum
+    });
+    let mut kept = Vec::new();
+    let mut expect = 0u64;
+    for i in 0..2000u32 {
+        let mut keep = filled(&p, 48, (i % 251) as u8);
+        expect += 48 * u64::from((i % 251) as u8);
+        tx_ch.send(keep.share()).unwrap();
+        kept.push(keep);
+        if kept.len() > 16 {
+            let k = kept.remove(0);
+            assert!(
+                k.data().iter().all(|&x| x == k.data()[0]),
+                "payload unchanged"
+            );
+        }
+    }
+    drop(tx_ch);
+    assert_eq!(reader.join().unwrap(), expect);
+    drop(kept);
+    assert_eq!(p.stats().in_use, 0);
+}

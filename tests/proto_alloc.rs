@@ -1,5 +1,7 @@
 //! Counting allocator: a warmed-up connection pair moving single-packet messages both ways
-//! makes zero heap allocations per packet (protocol, wire, pools and the simulated link).
+//! makes zero heap allocations per packet (protocol, wire, pools and the simulated link);
+//! so does one sending segmented messages (`send_segments`, zero-copy send) with one reused
+//! segment list.
 //!
 //! What does allocate, by design (not exercised here): connection creation (queues, the
 //! controller box), the reassembly buffer of each multi-packet message (`vec![0; len]`, unless
@@ -7,7 +9,6 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use bypass::pmd::sim::LinkConfig;
 use bypass::proto::testing::{Pair, Peer};
@@ -15,17 +16,26 @@ use bypass::proto::EndpointConfig;
 
 struct Counting;
 
-static ALLOCS: AtomicU64 = AtomicU64::new(0);
 thread_local! {
     static ON: Cell<bool> = const { Cell::new(false) };
+    /// Allocations counted on this thread (tests run on parallel threads).
+    static ALLOCS: Cell<u64> = const { Cell::new(0) };
+}
+
+fn count() {
+    if ON.with(|c| c.get()) {
+        ALLOCS.with(|c| c.set(c.get() + 1));
+    }
+}
+
+fn allocs() -> u64 {
+    ALLOCS.with(Cell::get)
 }
 
 // SAFETY: forwards every call to the system allocator unchanged; only counts.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        if ON.with(|c| c.get()) {
-            ALLOCS.fetch_add(1, Ordering::Relaxed);
-        }
+        count();
         // SAFETY: same contract as our caller's.
         unsafe { System.alloc(l) }
     }
@@ -34,9 +44,7 @@ unsafe impl GlobalAlloc for Counting {
         unsafe { System.dealloc(p, l) }
     }
     unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
-        if ON.with(|c| c.get()) {
-            ALLOCS.fetch_add(1, Ordering::Relaxed);
-        }
+        count();
         // SAFETY: same contract as our caller's.
         unsafe { System.realloc(p, l, n) }
     }
@@ -98,7 +106,8 @@ fn zero_allocations_per_packet_in_steady_state() {
     ON.with(|c| c.set(true));
     drop(std::hint::black_box(Vec::<u8>::with_capacity(8)));
     ON.with(|c| c.set(false));
-    assert_eq!(ALLOCS.swap(0, Ordering::Relaxed), 1);
+    assert_eq!(allocs(), 1);
+    ALLOCS.with(|c| c.set(0));
     let mut p = Pair::new(
         EndpointConfig::default(),
         EndpointConfig::default(),
@@ -112,8 +121,75 @@ fn zero_allocations_per_packet_in_steady_state() {
     ON.with(|c| c.set(true));
     let packets = exchange(&mut p, hs, 5_000, &msg);
     ON.with(|c| c.set(false));
-    let allocs = ALLOCS.load(Ordering::Relaxed);
+    let allocs = allocs();
     println!("{packets} packets (data + acks), {allocs} allocations");
     assert!(packets > 10_000);
+    assert_eq!(allocs, 0, "allocations in steady state");
+}
+
+/// Client to server: `n` one-segment messages (`send_segments`, each segment written into a
+/// buffer of the client's pool), the segment list reused; returns packets moved.
+fn exchange_segments(
+    p: &mut Pair,
+    hs: (
+        bypass::proto::ConnectionHandle,
+        bypass::proto::ConnectionHandle,
+    ),
+    n: usize,
+    list: &mut Vec<bypass::mem::PktBuf>,
+) -> u64 {
+    let before = p.c2s.stats().delivered + p.s2c.stats().delivered;
+    let (mut sent, mut got, mut guard) = (0, 0, 0);
+    while got < n {
+        while sent < n {
+            if list.is_empty() {
+                let mut b = p.client_pool.alloc().unwrap();
+                b.append(1000).unwrap().fill(0xcd);
+                list.push(b);
+            }
+            let c = p.endpoint(Peer::Client).connection(hs.0).unwrap();
+            if c.send_segments(list).is_err() {
+                break;
+            }
+            sent += 1;
+        }
+        p.step();
+        p.drain(Peer::Server, hs.1, drop, |m| {
+            assert_eq!(m.as_slice().unwrap(), &[0xcd; 1000][..]);
+            got += 1
+        });
+        p.drain(Peer::Client, hs.0, drop, drop);
+        guard += 1;
+        assert!(guard < 10_000_000, "no progress");
+    }
+    for _ in 0..100 {
+        p.step();
+        p.drain(Peer::Server, hs.1, drop, drop);
+        p.drain(Peer::Client, hs.0, drop, drop);
+    }
+    p.c2s.stats().delivered + p.s2c.stats().delivered - before
+}
+
+#[test]
+fn zero_allocations_per_packet_with_segmented_messages() {
+    let mut p = Pair::new(
+        EndpointConfig::default(),
+        EndpointConfig::default(),
+        LinkConfig::default(),
+        78,
+    );
+    let hs = p.connect().expect("connect");
+    let mut list = Vec::with_capacity(1);
+    exchange_segments(&mut p, hs, 5_000, &mut list);
+    let zc0 = p.client.connection(hs.0).unwrap().tx_zero_copy();
+    let start = allocs();
+    ON.with(|c| c.set(true));
+    let packets = exchange_segments(&mut p, hs, 5_000, &mut list);
+    ON.with(|c| c.set(false));
+    let allocs = allocs() - start;
+    let zc = p.client.connection(hs.0).unwrap().tx_zero_copy() - zc0;
+    println!("{packets} packets (data + acks), {zc} sent from the segments, {allocs} allocations");
+    assert!(packets > 5_000);
+    assert_eq!(zc, 5_000, "every segment went out itself");
     assert_eq!(allocs, 0, "allocations in steady state");
 }

@@ -112,6 +112,10 @@ enum Mode {
     RecvBytes,
     /// `send_bytes`, `recv_msg` into a target posted with `post_target` (and re-posted).
     Target,
+    /// `send_buf` written in place and sent (zero-copy send), `recv_msg`.
+    SendBuf,
+    /// `send_buf`, `recv_msg` into a posted target.
+    SendBufTarget,
 }
 
 /// A host-memory receive target (the same one is posted again after each message).
@@ -212,9 +216,16 @@ fn round_trip(
         Mode::SendCopy => {
             sock.send(request).unwrap();
         }
+        Mode::SendBuf | Mode::SendBufTarget => {
+            let mut b = sock.send_buf(len).unwrap();
+            for c in b.chunks_mut() {
+                c.fill(0xa5);
+            }
+            b.send().unwrap();
+        }
     }
     match mode {
-        Mode::ZeroCopy | Mode::SendCopy => {
+        Mode::ZeroCopy | Mode::SendCopy | Mode::SendBuf => {
             let m = sock.recv_msg().unwrap();
             assert_eq!(m.len, len as u64);
         }
@@ -222,7 +233,7 @@ fn round_trip(
             let b = sock.recv().unwrap();
             assert_eq!(b.len(), len);
         }
-        Mode::Target => {
+        Mode::Target | Mode::SendBufTarget => {
             sock.post_target(target.take().expect("target back"))
                 .unwrap();
             let m = sock.recv_msg().unwrap();
@@ -274,4 +285,17 @@ fn multi_packet_messages_allocate_their_reassembly_buffer_unless_a_target_is_pos
         server, 1.0,
         "one reassembly buffer per multi-packet message"
     );
+}
+
+#[test]
+fn send_buf_allocates_nothing_per_message() {
+    // One single-packet and one three-packet message size (each run is a few seconds).
+    for (len, mode) in [(8000usize, Mode::SendBuf), (20000, Mode::SendBufTarget)] {
+        let (client, _server) = run(len, mode);
+        println!("send_buf {len} B: allocations per message: client {client}");
+        assert_eq!(
+            client, 0.0,
+            "client allocations per {len}-byte send_buf message"
+        );
+    }
 }

@@ -590,13 +590,35 @@ impl Pool {
     /// slot.
     ///
     /// # Safety
-    /// `slot` must have come from `PktBuf::into_raw` on a buffer of this pool and not been
-    /// re-owned since; `offset + len` must not exceed the slot size.
+    /// `slot` must have come from `PktBuf::into_raw` on an exclusive (not
+    /// [`PktBuf::is_shared`]) buffer of this pool and not been re-owned since; `offset + len`
+    /// must not exceed the slot size.
     pub unsafe fn from_raw(&self, slot: u32, offset: u32, len: u32) -> PktBuf {
         debug_assert!(slot < self.inner().nslots);
         debug_assert!((offset + len) as usize <= self.inner().slot_size);
         // SAFETY: forwarded contract; into_raw kept the slot's reference on the inner.
         unsafe { PktBuf::from_slot(self.inner, slot, offset, len) }
+    }
+
+    /// Re-own a *shared* buffer's reference previously given up with
+    /// [`PktBuf::into_raw`] (a driver posted a [`PktBuf::is_shared`] buffer and the device
+    /// returned it). The result is read-only while other references exist (see
+    /// [`PktBuf::share`]); dropping it drops that one reference.
+    ///
+    /// # Safety
+    /// `slot` must have come from `PktBuf::into_raw` on a shared buffer of this pool and not
+    /// been re-owned since; `offset + len` must not exceed the slot size.
+    pub unsafe fn from_raw_shared(&self, slot: u32, offset: u32, len: u32) -> PktBuf {
+        debug_assert!(slot < self.inner().nslots);
+        debug_assert!((offset + len) as usize <= self.inner().slot_size);
+        // SAFETY: forwarded contract; into_raw kept the buffer's counted reference.
+        unsafe { PktBuf::from_shared_slot(self.inner, slot, offset, len) }
+    }
+
+    /// True when `buf` is a slot of this pool.
+    #[inline]
+    pub fn owns(&self, buf: &PktBuf) -> bool {
+        buf.pool_ptr() == self.inner
     }
 
     /// Counters.

@@ -494,8 +494,13 @@ impl Lane {
             let skip = self.spec.corrupt_skip;
             if pkt.len() > skip {
                 let bit = self.rng.below(((pkt.len() - skip) * 8) as u64) as usize;
-                pkt.data_mut()[skip + bit / 8] ^= 1 << (bit % 8);
-                self.stats.corrupted += 1;
+                // A shared frame (zero-copy send: the transport keeps the slot to retransmit
+                // from) is copied before it is corrupted; with no slot for the copy it passes
+                // intact.
+                if let Ok(d) = pkt.try_data_mut() {
+                    d[skip + bit / 8] ^= 1 << (bit % 8);
+                    self.stats.corrupted += 1;
+                }
             }
         }
         if let Some(r) = self.spec.reorder {

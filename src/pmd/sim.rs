@@ -294,8 +294,12 @@ impl Link {
         }
         if !buf.is_empty() && self.rng.chance(self.cfg.corrupt) {
             let bit = self.rng.below(buf.len() as u64 * 8);
-            buf.data_mut()[(bit / 8) as usize] ^= 1 << (bit % 8);
-            self.stats.corrupted += 1;
+            // A shared frame (zero-copy send) is copied first; with no slot for the copy it
+            // passes intact.
+            if let Ok(d) = buf.try_data_mut() {
+                d[(bit / 8) as usize] ^= 1 << (bit % 8);
+                self.stats.corrupted += 1;
+            }
         }
         self.push(at, buf);
     }

@@ -64,6 +64,10 @@ pub enum SendError {
     /// The connection is closing or closed.
     #[error("connection closed")]
     Closed,
+    /// [`Connection::send_segments`]: the segments are not a message (every segment but the
+    /// last must hold the same number of bytes, at least one).
+    #[error("segments of unequal length: all but the last must hold the same number of bytes")]
+    BadSegments,
 }
 
 /// Why [`Connection::post_target`] refused a target.
@@ -124,9 +128,46 @@ struct Sent {
     what: What,
 }
 
+/// A queued message's bytes.
+#[derive(Debug)]
+enum Body {
+    /// Contiguous bytes; every transmission copies its part into a packet buffer.
+    Bytes(Bytes),
+    /// Pool slots written in place by the application ([`Connection::send_segments`]):
+    /// segment `k` holds bytes `[k * seg_len, k * seg_len + segs[k].len())` of the message
+    /// as its data, with headroom in front. A packet never spans two segments; the first
+    /// transmission of a whole segment sends the slot itself (the transport header is written
+    /// into its headroom and the port gets a shared reference, see `mem`); retransmissions
+    /// and partial segments copy.
+    Segments {
+        segs: Vec<PktBuf>,
+        seg_len: u64,
+        len: u64,
+    },
+}
+
+impl Body {
+    #[inline]
+    fn len(&self) -> u64 {
+        match self {
+            Body::Bytes(b) => b.len() as u64,
+            Body::Segments { len, .. } => *len,
+        }
+    }
+
+    /// Bytes from `off` to the end of the segment holding it (a packet must not cross it).
+    #[inline]
+    fn contiguous(&self, off: u64) -> u64 {
+        match self {
+            Body::Bytes(b) => b.len() as u64 - off,
+            Body::Segments { seg_len, len, .. } => (seg_len - off % seg_len).min(len - off),
+        }
+    }
+}
+
 #[derive(Debug)]
 struct TxMsg {
-    data: Bytes,
+    data: Body,
     sent_off: u64,
     acked: u64,
     started: bool,
@@ -242,6 +283,11 @@ pub struct Connection {
     in_flight_pkts: u32,
     send_base: u64,
     send_msgs: VecDeque<TxMsg>,
+    /// Emptied segment lists of completed messages, handed back by `send_segments` (at most
+    /// `max_send_msgs`, as many as can be queued: a steady stream allocates nothing).
+    spare_segs: Vec<Vec<PktBuf>>,
+    /// First transmissions that sent the application's slot itself (no copy).
+    tx_zero_copy: u64,
     tx_cursor: u64,
     peer_credit: u64,
     tx_new_bytes: u64,
@@ -353,6 +399,8 @@ impl Connection {
             in_flight_pkts: 0,
             send_base: 0,
             send_msgs: VecDeque::with_capacity(max_send.min(INITIAL_QUEUE)),
+            spare_segs: Vec::new(),
+            tx_zero_copy: 0,
             tx_cursor: 0,
             peer_credit: 0,
             tx_new_bytes: 0,
@@ -511,6 +559,10 @@ impl Connection {
         if self.send_msgs.len() >= self.cfg.max_send_msgs || self.events.len() >= EVENT_CAP - 1 {
             return Err(SendError::WouldBlock);
         }
+        Ok(self.enqueue(Body::Bytes(data)))
+    }
+
+    fn enqueue(&mut self, data: Body) -> u64 {
         let id = self.send_base + self.send_msgs.len() as u64;
         self.send_msgs.push_back(TxMsg {
             data,
@@ -519,7 +571,58 @@ impl Connection {
             started: false,
             done: false,
         });
-        Ok(id)
+        id
+    }
+
+    /// Queue a message the application wrote in place into packet buffers (zero-copy send):
+    /// `segs[k]` holds bytes `[k * L, k * L + segs[k].len())` of the message as its data,
+    /// where `L` is the first segment's length; every segment but the last holds exactly `L`
+    /// bytes. Give each segment at least the headroom of the buffers the caller passes to
+    /// [`poll_transmit`](Self::poll_transmit) (a fresh buffer of the port's pool has it) and
+    /// at most [`max_payload_len`](Self::max_payload_len) bytes: then the first transmission of each
+    /// segment sends its slot itself, with the transport header written into its headroom,
+    /// and the connection keeps a shared reference to retransmit from until the peer
+    /// acknowledges it (see `mem`'s shared buffers). Otherwise the segments are copied as
+    /// [`send`](Self::send) copies.
+    ///
+    /// On success the segments are moved out: `segs` is left empty, with the capacity of a
+    /// list from an earlier completed message when there is one (so reusing one `Vec` for
+    /// every message allocates nothing once warm). On error `segs` is untouched.
+    pub fn send_segments(&mut self, segs: &mut Vec<PktBuf>) -> Result<u64, SendError> {
+        match self.state {
+            State::Handshake | State::Established => {}
+            _ => return Err(SendError::Closed),
+        }
+        let seg_len = segs.first().map_or(1, |b| b.len() as u64);
+        let mut len = 0u64;
+        for (k, b) in segs.iter().enumerate() {
+            let l = b.len() as u64;
+            if l > seg_len || (l < seg_len && k + 1 < segs.len()) || seg_len == 0 {
+                return Err(SendError::BadSegments);
+            }
+            len += l;
+        }
+        if len > self.cfg.max_message {
+            return Err(SendError::TooLarge);
+        }
+        if self.send_msgs.len() >= self.cfg.max_send_msgs || self.events.len() >= EVENT_CAP - 1 {
+            return Err(SendError::WouldBlock);
+        }
+        let spare = self.spare_segs.pop().unwrap_or_default();
+        let segs = std::mem::replace(segs, spare);
+        Ok(self.enqueue(Body::Segments { segs, seg_len, len }))
+    }
+
+    /// Largest DATA payload of one packet now (the smaller of ours and the peer's datagram
+    /// size, less the transport header): a segment of [`send_segments`](Self::send_segments)
+    /// of at most this many bytes is sent without a copy.
+    pub fn max_payload_len(&self) -> usize {
+        self.max_payload()
+    }
+
+    /// First transmissions that sent an application-written slot itself (no copy).
+    pub fn tx_zero_copy(&self) -> u64 {
+        self.tx_zero_copy
     }
 
     /// Post a destination for the next multi-packet message (in order of first arrival)
@@ -869,7 +972,7 @@ impl Connection {
             .checked_sub(self.send_base)
             .and_then(|i| self.send_msgs.get(i as usize))
         {
-            Some(m) => !m.started || m.sent_off < m.data.len() as u64,
+            Some(m) => !m.started || m.sent_off < m.data.len(),
             None => false,
         }
     }
@@ -886,7 +989,7 @@ impl Connection {
             .tx_cursor
             .checked_sub(self.send_base)
             .and_then(|i| self.send_msgs.get(i as usize))?;
-        let rem = m.data.len() as u64 - m.sent_off;
+        let rem = m.data.contiguous(m.sent_off);
         let seg = rem.min(self.max_payload() as u64);
         let avail = self.peer_credit.saturating_sub(self.tx_new_bytes);
         if seg <= avail {
@@ -1033,7 +1136,7 @@ impl Connection {
         let m = &mut self.send_msgs[i];
         m.started = true;
         m.sent_off += len;
-        if m.sent_off == m.data.len() as u64 {
+        if m.sent_off == m.data.len() {
             self.tx_cursor += 1;
         }
         self.tx_new_bytes += len;
@@ -1133,26 +1236,54 @@ impl Connection {
         what: What,
         retransmit: bool,
     ) -> bool {
+        // Zero copy: (message index, segment index) whose slot goes out itself.
+        let mut zero_copy = None;
         let (kind, flags) = match what {
             What::Data {
                 msg_id,
                 offset,
                 len,
             } => {
-                let Some(m) = msg_id
+                let Some(i) = msg_id
                     .checked_sub(self.send_base)
-                    .and_then(|i| self.send_msgs.get(i as usize))
+                    .filter(|&i| i < self.send_msgs.len() as u64)
                 else {
                     return false; // the message completed; nothing left to send
                 };
+                let m = &self.send_msgs[i as usize];
                 let o = offset as usize;
-                if buf.extend_from_slice(&m.data[o..o + len as usize]).is_err() {
+                let src = match &m.data {
+                    Body::Bytes(b) => &b[o..o + len as usize],
+                    Body::Segments { segs, seg_len, .. } => {
+                        let k = (offset / seg_len) as usize;
+                        let so = (offset % seg_len) as usize;
+                        match segs.get(k) {
+                            // A zero-length message has no segment.
+                            None => &[][..],
+                            Some(seg)
+                                if !retransmit
+                                    && so == 0
+                                    && len as usize == seg.len()
+                                    && !seg.is_shared()
+                                    && seg.headroom() >= buf.headroom() =>
+                            {
+                                zero_copy = Some((i as usize, k));
+                                &[][..]
+                            }
+                            Some(seg) => match seg.data().get(so..so + len as usize) {
+                                Some(d) => d,
+                                None => return false,
+                            },
+                        }
+                    }
+                };
+                if buf.extend_from_slice(src).is_err() {
                     return false;
                 }
                 (
                     Kind::Data {
                         msg_id,
-                        msg_len: m.data.len() as u64,
+                        msg_len: m.data.len(),
                         offset,
                     },
                     0,
@@ -1181,7 +1312,24 @@ impl Connection {
             tx_timestamp: now.as_nanos(),
             kind,
         };
-        if r.prepend_to(buf).is_err() {
+        let zero_copy = zero_copy.and_then(|(i, k)| match &mut self.send_msgs[i].data {
+            Body::Segments { segs, .. } => segs.get_mut(k),
+            Body::Bytes(_) => None,
+        });
+        if let Some(seg) = zero_copy {
+            let payload = seg.len();
+            // The segment is exclusive (checked above): the header goes into its headroom in
+            // place; the port gets a shared reference and we keep ours, back at the payload.
+            if r.prepend_to(seg).is_err() {
+                seg.advance(seg.len() - payload);
+                return false;
+            }
+            let tx = seg.share();
+            seg.advance(seg.len() - payload);
+            // The caller's empty buffer goes back to its pool.
+            *buf = tx;
+            self.tx_zero_copy += 1;
+        } else if r.prepend_to(buf).is_err() {
             buf.truncate(0);
             return false;
         }
@@ -1624,9 +1772,18 @@ impl Connection {
             return;
         }
         m.acked += len;
-        if m.acked >= m.data.len() as u64 && m.sent_off == m.data.len() as u64 {
+        if m.acked >= m.data.len() && m.sent_off == m.data.len() {
             m.done = true;
-            m.data = Bytes::new();
+            // The segments' slots go back to their pool (or to the port still sending them);
+            // the emptied list is kept for the next `send_segments`.
+            if let Body::Segments { mut segs, .. } =
+                std::mem::replace(&mut m.data, Body::Bytes(Bytes::new()))
+            {
+                segs.clear();
+                if self.spare_segs.len() < self.cfg.max_send_msgs {
+                    self.spare_segs.push(segs);
+                }
+            }
             self.events.push_back(Event::Acked { msg_id });
         }
         while self.send_msgs.front().is_some_and(|m| m.done) {

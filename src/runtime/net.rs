@@ -502,7 +502,11 @@ impl Net {
             return;
         };
         while let Some(mut f) = self.arp.pending[i].frames.pop_front() {
-            f.data_mut()[0..6].copy_from_slice(&mac);
+            let Some(h) = f.head_mut(6) else {
+                self.counters.tx_no_room += 1;
+                continue;
+            };
+            h.copy_from_slice(&mac);
             if !self.queue_tx(f) {
                 // Counted as tx_full; the rest can't fit either.
                 let n = self.arp.pending[i].frames.len() as u64;
@@ -677,15 +681,25 @@ impl Net {
             h[4..6].copy_from_slice(&(udp_len as u16).to_be_bytes());
             h[6..8].fill(0);
         }
-        {
-            let mut udp = UdpPacket::new_unchecked(buf.data_mut());
-            if self.cfg.offloads.tx_checksum {
-                let ph =
-                    checksum::pseudo_header_v4(&src_ip, &dst_ip, IpProtocol::Udp, udp_len as u32);
-                udp.set_checksum(ph);
-            } else if self.cfg.udp_tx_checksum {
-                udp.fill_checksum(&IpAddress::Ipv4(src_ip), &IpAddress::Ipv4(dst_ip));
-            }
+        // The checksum is computed from a read of the datagram and written into the UDP
+        // header alone: the payload may be a shared, read-only slot (zero-copy send, see
+        // `mem`), and the header lies in its headroom, below the write floor.
+        let ph = checksum::pseudo_header_v4(&src_ip, &dst_ip, IpProtocol::Udp, udp_len as u32);
+        let sum = if self.cfg.offloads.tx_checksum {
+            Some(ph)
+        } else if self.cfg.udp_tx_checksum {
+            let s = !checksum::combine(&[ph, checksum::data(&buf.data()[..udp_len])]);
+            // 0 means "no checksum" in UDP over IPv4 (RFC 768).
+            Some(if s == 0 { 0xffff } else { s })
+        } else {
+            None
+        };
+        if let Some(sum) = sum {
+            let Some(h) = buf.head_mut(UDP_LEN) else {
+                self.counters.tx_no_room += 1;
+                return Err(SendError::NoRoom);
+            };
+            h[6..8].copy_from_slice(&sum.to_be_bytes());
         }
         self.counters.udp_sent += 1;
         self.send_ipv4(

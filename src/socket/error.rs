@@ -45,6 +45,9 @@ pub enum Error {
         /// The limit.
         max: u64,
     },
+    /// A [`SendBuf`](super::SendBuf) was used wrongly: a write past its end.
+    #[error("send buffer misuse: {0}")]
+    SendBuf(&'static str),
     /// The endpoint has as many connections as it is configured for.
     #[error("too many connections (StackBuilder::max_connections)")]
     TooManyConnections,

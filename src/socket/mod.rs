@@ -24,6 +24,11 @@
 //!     one) to send without allocating;
 //!   - `send(&[u8])`: one copy into a new `Bytes`, one allocation (made only when the send
 //!     queue has room, so waiting under backpressure allocates nothing);
+//!   - `send_buf(len)` ([`SendBuf`], zero-copy send): the application writes the message into
+//!     packet buffers of the port's pool, one packet's payload each, and the stack copies
+//!     nothing on first transmission (a memif client posts the very slots; other ports copy
+//!     as they copy any foreign buffer; retransmissions copy); no allocation once warm (the
+//!     segment list is reused);
 //!   - `recv_msg()`: a single-packet message (up to `max_datagram` minus the transport
 //!     header: about 1.4 KiB by default) is a [`PktBytes`](crate::mem::PktBytes) view of the
 //!     receive buffer: no copy, no allocation. A multi-packet message is copied once into a
@@ -97,6 +102,7 @@
 mod error;
 mod gpu;
 pub mod metrics;
+mod sendbuf;
 
 use std::cell::RefCell;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
@@ -122,6 +128,7 @@ use crate::runtime::{Io, Runtime, RuntimeConfig, RuntimeCounters, UdpHandler};
 pub use error::Error;
 pub use gpu::{GpuMsg, GpuRecvStats, GpuTarget};
 pub use metrics::{CaptureError, CaptureLimits, CaptureStatus, Metrics};
+pub use sendbuf::SendBuf;
 
 /// The UDP port the transport uses unless told otherwise.
 pub const DEFAULT_UDP_PORT: u16 = 7200;
@@ -813,6 +820,8 @@ struct SockInner {
     acked: u64,
     last_sent: Option<u64>,
     timeout: Option<Duration>,
+    /// An empty segment list kept for the next [`Socket::send_buf`] (its capacity reused).
+    spare_segs: Vec<PktBuf>,
     /// Loop time each message was queued, by message id modulo the message window (more
     /// messages than that are never outstanding), for the completion-time histogram.
     sent_at: Box<[u64]>,
@@ -868,6 +877,7 @@ impl Socket {
                 state: SockState::Connecting,
                 acked: 0,
                 last_sent: None,
+                spare_segs: Vec::new(),
                 timeout: Some(Duration::from_secs(10)),
                 sent_at: vec![0; crate::proto::MSG_WINDOW as usize].into_boxed_slice(),
             }),
@@ -1024,6 +1034,7 @@ impl Socket {
                 max,
             }),
             Err(SendError::Closed) => Err(Error::Closed),
+            Err(SendError::BadSegments) => Err(Error::SendBuf("segments of unequal length")),
         }
     }
 
@@ -1062,6 +1073,7 @@ impl Socket {
                 max,
             }),
             Err(SendError::Closed) => Err(Error::Closed),
+            Err(SendError::BadSegments) => Err(Error::SendBuf("segments of unequal length")),
         }
     }
 

@@ -210,11 +210,48 @@ pub struct BypassConn {
     /// buffer for a single-packet message (no copy, no allocation; `Socket::recv` would
     /// allocate to hand out `Bytes`), the reassembly buffer otherwise.
     last: Option<RecvMsg>,
+    /// How messages are sent (`BYPASS_BENCH_SEND`, memif only; DPDK always uses
+    /// `send_bytes`: its port copies shared buffers). See [`SendMode`].
+    send_mode: SendMode,
+    /// `SendMode::SliceFill`'s message, reused.
+    scratch: Vec<u8>,
+}
+
+/// How the bench's bypass connections send (`BYPASS_BENCH_SEND`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SendMode {
+    /// `bytes` (the default): `Socket::send_bytes` of the bench's payload; the transport
+    /// copies it into each packet as it sends it.
+    Bytes,
+    /// `buf`: `Socket::send_buf`, the payload copied into the chunks with `write_at`; a memif
+    /// client transmits the chunks without a copy. Both this and `bytes` copy the payload
+    /// once; `send_buf` keeps every packet's slot until the peer's ACK (bench/RESULTS.md,
+    /// "Zero-copy send").
+    Buf,
+    /// `buf-fill`: an application producing its message in place: `send_buf`, every chunk
+    /// filled (memset), sent. No copy.
+    BufFill,
+    /// `slice-fill`: the same application producing into its own buffer (memset) and
+    /// sending it with `Socket::send(&[u8])`: one copy into a `Bytes`, one into packets.
+    SliceFill,
+}
+
+impl SendMode {
+    fn from_env() -> SendMode {
+        match std::env::var("BYPASS_BENCH_SEND").as_deref() {
+            Ok("buf") => SendMode::Buf,
+            Ok("buf-fill") => SendMode::BufFill,
+            Ok("slice-fill") => SendMode::SliceFill,
+            _ => SendMode::Bytes,
+        }
+    }
 }
 
 impl BypassConn {
     fn new(path: PathBuf, role: Role, opts: &ConnOpts) -> BypassConn {
-        BypassConn::with_setup(Box::new(MemifSetup { path, role }), opts)
+        let mut c = BypassConn::with_setup(Box::new(MemifSetup { path, role }), opts);
+        c.send_mode = SendMode::from_env();
+        c
     }
 
     /// A connection whose stack `setup` builds on first use.
@@ -225,6 +262,10 @@ impl BypassConn {
             opts: *opts,
             started: false,
             last: None,
+            // DPDK ports copy shared buffers (the driver frees what it is given), so zero-copy
+            // send would add a copy there; memif (BypassConn::new) reads the environment.
+            send_mode: SendMode::Bytes,
+            scratch: Vec::new(),
         }
     }
 
@@ -305,8 +346,37 @@ impl MsgConn for BypassConn {
     }
 
     fn send_msg(&mut self, msg: &Bytes) -> Result<(), ConnError> {
-        // A reference-count increment: the payload is written once, into packet buffers.
-        self.with(|s| s.send_bytes(msg.clone()).map(|_| ()).map_err(to_conn_error))
+        match self.send_mode {
+            // A reference-count increment: the transport copies the payload into packet
+            // buffers as it sends each packet.
+            SendMode::Bytes => {
+                self.with(|s| s.send_bytes(msg.clone()).map(|_| ()).map_err(to_conn_error))
+            }
+            // Zero-copy send: the payload is written once, here, into the packet buffers
+            // that the port transmits.
+            SendMode::Buf | SendMode::BufFill => {
+                let fill = self.send_mode == SendMode::BufFill;
+                self.with(|s| {
+                    let mut b = s.send_buf(msg.len()).map_err(to_conn_error)?;
+                    if fill {
+                        for c in b.chunks_mut() {
+                            c.fill(0x5a);
+                        }
+                    } else {
+                        b.write_at(0, msg).map_err(to_conn_error)?;
+                    }
+                    b.send().map(|_| ()).map_err(to_conn_error)
+                })
+            }
+            SendMode::SliceFill => {
+                let mut scratch = std::mem::take(&mut self.scratch);
+                scratch.clear();
+                scratch.resize(msg.len(), 0x5a);
+                let r = self.with(|s| s.send(&scratch).map(|_| ()).map_err(to_conn_error));
+                self.scratch = scratch;
+                r
+            }
+        }
     }
 
     fn recv_msg(&mut self) -> Result<&[u8], ConnError> {

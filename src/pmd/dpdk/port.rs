@@ -610,7 +610,9 @@ impl Port for DpdkPort {
         let mut ready = 0;
         self.scratch.clear();
         for (i, b) in pkts.iter_mut().enumerate().take(n) {
-            let own = self.owns(b);
+            // A shared buffer (zero-copy send: the transport keeps its slot to retransmit
+            // from) is copied: the driver frees a given mbuf into the pool as its sole owner.
+            let own = self.owns(b) && !b.is_shared();
             let m = if own {
                 // SAFETY: b's slot belongs to this mempool's pool; the mbuf of that slot is
                 // only touched by whoever owns the slot, and we hold b.

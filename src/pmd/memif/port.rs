@@ -12,6 +12,10 @@ use crate::pmd::{Link, Port, PortInfo, PortStats, MAX_BURST};
 const BUFFER_REGION: u16 = 1;
 /// Marks a transmit ring entry that continues a chain (its slot is owned by the first entry).
 const NO_SLOT: u32 = u32::MAX;
+/// Set in a transmit ring entry's slot when the posted buffer was a shared reference
+/// ([`PktBuf::is_shared`]: a transport keeps the same slot for retransmission): reclaiming it
+/// drops that reference instead of freeing the slot. Pools have fewer than 2^31 slots.
+const SHARED_SLOT: u32 = 1 << 31;
 
 /// One queue pair of a memif interface. Owned by one thread; see the module docs.
 pub struct MemifPort {
@@ -48,6 +52,25 @@ struct Active {
     pool: Pool,
 }
 
+/// Take back a transmit ring entry's slot as posted by `client_tx` and drop it: a slot
+/// returns to the pool, a shared reference is released (the slot returns with its last one).
+///
+/// # Safety
+/// `marked` is a transmit ring entry's slot value as `client_tx` stored it, whose buffer was
+/// given up with `into_raw` and not re-owned since.
+unsafe fn reclaim(pool: &Pool, marked: u32) {
+    if marked == NO_SLOT {
+        return;
+    }
+    if marked & SHARED_SLOT != 0 {
+        // SAFETY: forwarded contract; a shared buffer was posted.
+        drop(unsafe { pool.from_raw_shared(marked & !SHARED_SLOT, 0, 0) });
+    } else {
+        // SAFETY: forwarded contract; an exclusive buffer was posted.
+        drop(unsafe { pool.from_raw(marked, 0, 0) });
+    }
+}
+
 impl Drop for Active {
     fn drop(&mut self) {
         if !self.client {
@@ -58,12 +81,10 @@ impl Drop for Active {
         let mut i = self.tx_tail;
         while i != self.tx_head {
             let slot = self.tx_slots[(i & self.tx.mask()) as usize];
-            if slot != NO_SLOT {
-                // SAFETY: the slot was given up with into_raw when posted at ring index i
-                // and not re-owned since (tx_tail..tx_head are exactly the unreclaimed ones;
-                // chain continuations are NO_SLOT).
-                drop(unsafe { self.pool.from_raw(slot, 0, 0) });
-            }
+            // SAFETY: the slot was given up with into_raw when posted at ring index i and not
+            // re-owned since (tx_tail..tx_head are exactly the unreclaimed ones; chain
+            // continuations are NO_SLOT), shared or not as its mark says.
+            unsafe { reclaim(&self.pool, slot) };
             i = i.wrapping_add(1);
         }
         let mut i = self.rx_tail;
@@ -275,10 +296,9 @@ impl MemifPort {
         } else {
             while a.tx_tail != tail {
                 let slot = a.tx_slots[(a.tx_tail & mask) as usize];
-                if slot != NO_SLOT {
-                    // SAFETY: posted at this index by into_raw; the peer has returned it.
-                    drop(unsafe { a.pool.from_raw(slot, 0, 0) });
-                }
+                // SAFETY: posted at this index by into_raw (shared or not as marked); the
+                // peer has returned it.
+                unsafe { reclaim(&a.pool, slot) };
                 a.tx_tail = a.tx_tail.wrapping_add(1);
             }
         }
@@ -308,8 +328,11 @@ impl MemifPort {
                             metadata: 0,
                         },
                     );
-                    a.tx_slots[(a.tx_head & mask) as usize] =
-                        if k == 0 { p.slot() } else { NO_SLOT };
+                    a.tx_slots[(a.tx_head & mask) as usize] = if k == 0 {
+                        p.slot() | (u32::from(p.is_shared()) * SHARED_SLOT)
+                    } else {
+                        NO_SLOT
+                    };
                     a.tx_head = a.tx_head.wrapping_add(1);
                 }
                 free -= ndesc as u16;
