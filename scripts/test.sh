@@ -82,6 +82,7 @@ step "hugepages" hugepages
 # ---- 3. format, lints, tests ---------------------------------------------------------------
 step "cargo fmt --check" cargo fmt --all -- --check
 step "cargo clippy" cargo clippy --workspace --all-targets --all-features -- -D warnings
+step "cargo doc (warnings are errors)" env RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --all-features
 step "cargo test" cargo test --workspace --all-features --no-fail-fast
 # The 1 GiB message under 1 % loss is ignored where debug assertions slow it down; run it here
 # with them on (the test profile is optimised).

@@ -493,7 +493,7 @@ impl Connection {
         self.srtt
     }
     /// Hand the RTT samples taken since the last call to `f` (ns), oldest first. The last
-    /// [`RTT_RING`] samples are kept; older ones not yet taken are overwritten (telemetry
+    /// 64 samples are kept; older ones not yet taken are overwritten (telemetry
     /// samples the distribution; nothing is allocated).
     pub fn drain_rtt_samples(&mut self, mut f: impl FnMut(u64)) {
         for k in 0..self.rtt_ring_len {
