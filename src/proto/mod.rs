@@ -137,6 +137,11 @@ pub struct ConnectionConfig {
     pub handshake_attempts: u32,
     /// Most posted receive targets.
     pub max_targets: usize,
+    /// Accept BATCH packets (advertised with `FLAG_BATCH` in the handshake) and, when the
+    /// peer accepts them too, pack small messages that are queued together into one BATCH
+    /// packet instead of one DATA packet each. Never waits to fill a packet. Off: behave as
+    /// an implementation without BATCH (one message per packet; a BATCH received is dropped).
+    pub batch: bool,
 }
 
 impl Default for ConnectionConfig {
@@ -156,6 +161,7 @@ impl Default for ConnectionConfig {
             max_probes: 12,
             handshake_attempts: 8,
             max_targets: 64,
+            batch: true,
         }
     }
 }
