@@ -17,7 +17,9 @@
 //!   or the next datagram. Outputs are only valid after the inputs of the same `now`.
 //! - Messages are delivered whole and exactly once, in completion order (or in send order
 //!   with [`ConnectionConfig::ordered`]). A message that fits one packet reaches the
-//!   application as [`MsgData::Packet`], a view of the receive buffer: zero copies. A larger
+//!   application as [`MsgData::Packet`], a view of the receive buffer: zero copies (small
+//!   messages that were queued together may share one packet and so one buffer, see
+//!   [`ConnectionConfig::batch`]). A larger
 //!   message is copied once from each packet into a contiguous buffer ([`MsgData::Buffer`])
 //!   or into a [`RecvTarget`] the application posted ([`MsgData::Target`]). The sender copies
 //!   each payload byte once, from the application's `Bytes` into the transmit buffer (and
