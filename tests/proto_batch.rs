@@ -332,3 +332,29 @@ fn unrequested_batch_is_dropped_and_counted() {
     .unwrap();
     assert_eq!(stats(&mut p, Peer::Client, ch).tx_batches, 0);
 }
+
+#[test]
+fn batches_respect_a_credit_smaller_than_a_batch() {
+    // A receive window of 500 bytes: a BATCH holds at most what the credit allows (about 7
+    // messages of 64 B), the receiver never has to refuse one, and everything arrives.
+    let small = |ordered| EndpointConfig {
+        conn: ConnectionConfig {
+            rx_window: 500,
+            ..cfg(true, ordered).conn
+        },
+        ..EndpointConfig::default()
+    };
+    for ordered in [false, true] {
+        let mut p = Pair::new(small(ordered), small(ordered), LinkConfig::default(), 11);
+        let hs = p.connect().expect("connect");
+        let sizes = vec![64usize; 400];
+        run_transfer(&mut p, hs, [&sizes, &sizes], 11, 10_000_000_000, 5_000_000).unwrap();
+        for (peer, h) in [(Peer::Client, hs.0), (Peer::Server, hs.1)] {
+            let s = stats(&mut p, peer, h);
+            assert_eq!(s.rx_refused, 0, "{s:?}");
+            assert!(s.tx_batches > 0, "{s:?}");
+            // Never more messages in one BATCH than 500 bytes of credit allow.
+            assert!(s.tx_batched_msgs <= s.tx_batches * (500 / 64), "{s:?}");
+        }
+    }
+}
