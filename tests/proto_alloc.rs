@@ -1,7 +1,8 @@
 //! Counting allocator: a warmed-up connection pair moving single-packet messages both ways
-//! makes zero heap allocations per packet (protocol, wire, pools and the simulated link);
-//! so does one sending segmented messages (`send_segments`, zero-copy send) with one reused
-//! segment list.
+//! makes zero heap allocations per packet (protocol, wire, pools and the simulated link),
+//! whether each message travels alone in a DATA packet or small ones are packed into BATCH
+//! packets; so does one sending segmented messages (`send_segments`, zero-copy send) with one
+//! reused segment list.
 //!
 //! What does allocate, by design (not exercised here): connection creation (queues, the
 //! controller box), the reassembly buffer of each multi-packet message (`vec![0; len]`, unless
@@ -191,5 +192,31 @@ fn zero_allocations_per_packet_with_segmented_messages() {
     println!("{packets} packets (data + acks), {zc} sent from the segments, {allocs} allocations");
     assert!(packets > 5_000);
     assert_eq!(zc, 5_000, "every segment went out itself");
+    assert_eq!(allocs, 0, "allocations in steady state");
+}
+
+#[test]
+fn zero_allocations_per_packet_with_batches() {
+    let mut p = Pair::new(
+        EndpointConfig::default(),
+        EndpointConfig::default(),
+        LinkConfig::default(),
+        79,
+    );
+    let hs = p.connect().expect("connect");
+    let msg = bytes::Bytes::from_static(&[0xcd; 64]);
+    exchange(&mut p, hs, 20_000, &msg);
+    let before = p.client.connection(hs.0).unwrap().stats();
+    let allocs0 = allocs();
+    ON.with(|c| c.set(true));
+    let packets = exchange(&mut p, hs, 20_000, &msg);
+    ON.with(|c| c.set(false));
+    let allocs = allocs() - allocs0;
+    let after = p.client.connection(hs.0).unwrap().stats();
+    let batches = after.tx_batches - before.tx_batches;
+    let batched = after.tx_batched_msgs - before.tx_batched_msgs;
+    println!("{packets} packets (data + acks), {batches} batches of {batched} messages, {allocs} allocations");
+    // The small messages queued together did travel in batches (else this tests nothing new).
+    assert!(batches > 0 && batched > 2 * batches, "{after:?}");
     assert_eq!(allocs, 0, "allocations in steady state");
 }

@@ -1,5 +1,7 @@
-//! Transport micro-benchmarks: header parse/emit, and the per-packet protocol cost of the
-//! data path (no link, no framing: datagrams are handed from one endpoint to the other).
+//! Transport micro-benchmarks: header parse/emit, and the per-message protocol cost of the
+//! data path (no link, no framing: datagrams are handed from one endpoint to the other), with
+//! small queued messages packed into BATCH packets (the default) and, for comparison, one
+//! message per packet (`_single` rows: `ConnectionConfig::batch` off).
 //!
 //! `cargo bench -p bypass-bench --bench proto`
 
@@ -8,7 +10,7 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 
 use bypass::mem::{CoreSlot, HugePages, PktBuf, Pool, PoolConfig};
 use bypass::proto::cc::FixedWindowFactory;
-use bypass::proto::{ConnectionHandle, Endpoint, EndpointConfig, Instant};
+use bypass::proto::{ConnectionConfig, ConnectionHandle, Endpoint, EndpointConfig, Instant};
 use bypass::wire::transport::{AckRepr, Kind, Packet, Repr, DATA_HEADER_LEN};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
@@ -82,7 +84,7 @@ struct Loop {
 }
 
 impl Loop {
-    fn new() -> Loop {
+    fn new(batch: bool) -> Loop {
         let pool = Pool::new(&PoolConfig {
             hugepages: HugePages::Prefer,
             ..PoolConfig::new("bench-proto", 16384, 2048)
@@ -90,6 +92,10 @@ impl Loop {
         .unwrap();
         let cfg = EndpointConfig {
             cc: std::sync::Arc::new(FixedWindowFactory { packets: 1024 }),
+            conn: ConnectionConfig {
+                batch,
+                ..ConnectionConfig::default()
+            },
             ..EndpointConfig::default()
         };
         let caddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 1), 1));
@@ -118,7 +124,8 @@ impl Loop {
         l
     }
 
-    /// Move everything each side has to send to the other side, once.
+    /// Move everything each side has to send to the other side, once. Returns the messages
+    /// the server received.
     fn pump(&mut self) -> usize {
         let mut n = 0;
         loop {
@@ -129,12 +136,12 @@ impl Loop {
             self.scratch.push(b);
         }
         for b in self.scratch.drain(..) {
-            n += 1;
             self.server.handle(self.now, self.caddr, false, b);
         }
         if let Some(c) = self.server.connection(self.sh) {
             while let Some(m) = c.poll_recv() {
                 black_box(&m);
+                n += 1;
             }
         }
         loop {
@@ -157,13 +164,14 @@ impl Loop {
 
 fn data_path(c: &mut Criterion) {
     let mut g = c.benchmark_group("proto");
-    for size in [64usize, 1024] {
+    for (size, batch) in [(64usize, true), (64, false), (1024, true)] {
         let payload = bytes::Bytes::from(vec![7u8; size]);
-        let mut l = Loop::new();
+        let mut l = Loop::new(batch);
         const BATCH: u64 = 64;
         g.throughput(Throughput::Elements(BATCH));
-        // Send + receive + deliver + ack generation + ack processing, per data packet.
-        g.bench_function(format!("data_packet_roundtrip_{size}B"), |b| {
+        let single = if batch { "" } else { "_single" };
+        // Send + receive + deliver + ack generation + ack processing, per message.
+        g.bench_function(format!("data_packet_roundtrip_{size}B{single}"), |b| {
             b.iter(|| {
                 let c = l.client.connection(l.ch).unwrap();
                 for _ in 0..BATCH {
@@ -182,85 +190,106 @@ fn data_path(c: &mut Criterion) {
     // A static payload: cloning it touches no reference count, so this is the protocol's
     // own cost (plus pool alloc/free).
     static PAYLOAD: [u8; 64] = [7u8; 64];
-    let payload = bytes::Bytes::from_static(&PAYLOAD);
-    let mut l = Loop::new();
     const BATCH: u64 = 64;
     g.throughput(Throughput::Elements(BATCH));
-    let (cid, scid) = {
-        let c = l.client.connection(l.ch).unwrap();
-        (c.local_cid(), c.remote_cid())
-    };
-    // The client's confirm took packet number 0; data starts at 1.
-    let mut pn = 1u64;
-    let mut round = move || {
-        let now = l.now;
-        let c = l.client.connection(l.ch).unwrap();
-        for _ in 0..BATCH {
-            c.send(payload.clone()).unwrap();
-        }
-        for _ in 0..BATCH {
-            let mut b = l.pool.alloc().unwrap();
-            let _ = black_box(l.client.poll_transmit(now, &mut b));
-        }
-        pn += BATCH;
-        let ack = Repr {
-            flags: 0,
-            dst_cid: cid,
-            src_cid: scid,
-            pn: 0,
-            tx_timestamp: 0,
-            kind: Kind::Ack(AckRepr {
-                cumulative: pn,
-                sack_base: pn,
-                sack_bits: 0,
-                echo_timestamp: now.as_nanos(),
-                hold_ns: 0,
-                ecn_ce: 0,
-                credit: u64::MAX / 2,
-            }),
+    let sender_round = |batch: bool| {
+        let payload = bytes::Bytes::from_static(&PAYLOAD);
+        let mut l = Loop::new(batch);
+        let (cid, scid) = {
+            let c = l.client.connection(l.ch).unwrap();
+            (c.local_cid(), c.remote_cid())
         };
-        let mut b = l.pool.alloc().unwrap();
-        ack.prepend_to(&mut b).unwrap();
-        l.now += std::time::Duration::from_nanos(1000);
-        l.client.handle(l.now, l.saddr, false, b);
-        let c = l.client.connection(l.ch).unwrap();
-        while c.poll_event().is_some() {}
-        assert_eq!(c.bytes_in_flight(), 0);
+        // The client's confirm took packet number 0; data starts at 1.
+        let mut pn = 1u64;
+        move || {
+            let now = l.now;
+            let c = l.client.connection(l.ch).unwrap();
+            for _ in 0..BATCH {
+                c.send(payload.clone()).unwrap();
+            }
+            loop {
+                let mut b = l.pool.alloc().unwrap();
+                if black_box(l.client.poll_transmit(now, &mut b)).is_none() {
+                    break;
+                }
+                if let Ok(r) = Packet::new_checked(b.data()).and_then(|p| Repr::parse(&p)) {
+                    if matches!(r.kind, Kind::Data { .. } | Kind::Batch { .. }) {
+                        pn = r.pn + 1;
+                    }
+                }
+            }
+            let ack = Repr {
+                flags: 0,
+                dst_cid: cid,
+                src_cid: scid,
+                pn: 0,
+                tx_timestamp: 0,
+                kind: Kind::Ack(AckRepr {
+                    cumulative: pn,
+                    sack_base: pn,
+                    sack_bits: 0,
+                    echo_timestamp: now.as_nanos(),
+                    hold_ns: 0,
+                    ecn_ce: 0,
+                    credit: u64::MAX / 2,
+                }),
+            };
+            let mut b = l.pool.alloc().unwrap();
+            ack.prepend_to(&mut b).unwrap();
+            l.now += std::time::Duration::from_nanos(1000);
+            l.client.handle(l.now, l.saddr, false, b);
+            let c = l.client.connection(l.ch).unwrap();
+            let mut acked = 0;
+            while let Some(e) = c.poll_event() {
+                acked += u64::from(matches!(e, bypass::proto::Event::Acked { .. }));
+            }
+            assert_eq!((c.bytes_in_flight(), acked), (0, BATCH));
+        }
     };
+    let mut round = sender_round(true);
+    let mut round_single = sender_round(false);
     g.bench_function("sender_send_and_ack_64B", |b| b.iter(&mut round));
+    g.bench_function("sender_send_and_ack_64B_single", |b| {
+        b.iter(&mut round_single)
+    });
     g.finish();
     // The same, timed by this thread's on-CPU time (CLOCK_THREAD_CPUTIME_ID) instead of
     // wall time, so a shared machine descheduling the thread does not count.
     let mut g = c.benchmark_group("proto_cputime");
     g.throughput(Throughput::Elements(BATCH));
-    g.bench_function("sender_send_and_ack_64B", |b| {
-        b.iter_custom(|iters| {
-            let t0 = cpu_ns();
-            for _ in 0..iters {
-                round();
-            }
-            std::time::Duration::from_nanos(cpu_ns() - t0)
-        })
-    });
-    let mut l = Loop::new();
-    let payload = bytes::Bytes::from_static(&PAYLOAD);
-    g.bench_function("data_packet_roundtrip_64B", |b| {
-        b.iter_custom(|iters| {
-            let t0 = cpu_ns();
-            for _ in 0..iters {
-                let c = l.client.connection(l.ch).unwrap();
-                for _ in 0..BATCH {
-                    c.send(payload.clone()).unwrap();
+    for (name, r) in [("", &mut round), ("_single", &mut round_single)] {
+        g.bench_function(format!("sender_send_and_ack_64B{name}"), |b| {
+            b.iter_custom(|iters| {
+                let t0 = cpu_ns();
+                for _ in 0..iters {
+                    r();
                 }
-                let mut moved = 0;
-                while moved < BATCH as usize {
-                    moved += l.pump();
+                std::time::Duration::from_nanos(cpu_ns() - t0)
+            })
+        });
+    }
+    for batch in [true, false] {
+        let mut l = Loop::new(batch);
+        let payload = bytes::Bytes::from_static(&PAYLOAD);
+        let single = if batch { "" } else { "_single" };
+        g.bench_function(format!("data_packet_roundtrip_64B{single}"), |b| {
+            b.iter_custom(|iters| {
+                let t0 = cpu_ns();
+                for _ in 0..iters {
+                    let c = l.client.connection(l.ch).unwrap();
+                    for _ in 0..BATCH {
+                        c.send(payload.clone()).unwrap();
+                    }
+                    let mut moved = 0;
+                    while moved < BATCH as usize {
+                        moved += l.pump();
+                    }
+                    l.pump();
                 }
-                l.pump();
-            }
-            std::time::Duration::from_nanos(cpu_ns() - t0)
-        })
-    });
+                std::time::Duration::from_nanos(cpu_ns() - t0)
+            })
+        });
+    }
     g.finish();
 }
 

@@ -1,6 +1,7 @@
 //! A whole endpoint fed arbitrary datagrams: raw bytes, and well-formed packets of every
-//! type with arbitrary field values aimed at a live connection (right ids and address), so
-//! they get past demultiplexing into connection logic (placement, acks, close, reset, nack);
+//! type (BATCH included) with arbitrary field values aimed at a live connection (right ids
+//! and address), so they get past demultiplexing into connection logic (placement, acks,
+//! close, reset, nack);
 //! interleaved with time steps, application sends and reads. No panic; memory stays bounded
 //! (connections, reassembly bytes, pool slots).
 #![no_main]
@@ -88,7 +89,7 @@ fuzz_target!(|data: &[u8]| {
                 ep.handle(now, peer, op & 0x80 != 0, b);
             }
             _ => {
-                let kind = match f.u64() % 8 {
+                let kind = match f.u64() % 9 {
                     0 => Kind::Data {
                         msg_id: f.num(),
                         msg_len: f.num(),
@@ -108,6 +109,7 @@ fuzz_target!(|data: &[u8]| {
                     4 => Kind::Accept { credit: f.u64(), max_datagram: f.u64() as u32 },
                     5 => Kind::Close { code: f.u64() as u32 },
                     6 => Kind::Reset { code: f.u64() as u32 },
+                    7 => Kind::Batch { msg_id: f.num(), count: (f.u64() % 24) as u16 + 1 },
                     _ => Kind::Probe,
                 };
                 let kind = match kind {
@@ -120,6 +122,17 @@ fuzz_target!(|data: &[u8]| {
                 if let Kind::Data { msg_len, offset, .. } = kind {
                     let room = msg_len.saturating_sub(offset).min(1400) as usize;
                     let _ = b.extend_from_slice(&f.0[..f.0.len().min(room)]);
+                }
+                // BATCH: a length table (lengths from the input, mostly consistent) and the
+                // messages, so that most of them parse and reach the connection.
+                if let Kind::Batch { count, .. } = kind {
+                    let lens: Vec<u16> = (0..count).map(|_| (f.u64() % 200) as u16).collect();
+                    for l in &lens {
+                        let _ = b.extend_from_slice(&l.to_le_bytes());
+                    }
+                    let sum: usize = lens.iter().map(|&l| usize::from(l)).sum();
+                    let sum = sum.saturating_sub(usize::from(op & 0x40 != 0)); // off by one sometimes
+                    let _ = b.extend_from_slice(&vec![op; sum.min(1400)]);
                 }
                 if r.prepend_to(&mut b).is_ok() {
                     ep.handle(now, peer, op & 0x80 != 0, b);

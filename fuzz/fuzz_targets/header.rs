@@ -1,8 +1,8 @@
 //! The transport header parser on arbitrary bytes: never panics, and whatever parses
-//! re-emits to the same header.
+//! re-emits to the same header; a BATCH that parses has an in-bounds length table.
 #![no_main]
 
-use bypass::wire::transport::{Packet, Repr};
+use bypass::wire::transport::{batch_entries, Kind, Packet, Repr};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -20,4 +20,12 @@ fuzz_target!(|data: &[u8]| {
     let again = Repr::parse(&Packet::new_checked(&out[..]).expect("re-emitted header checks"))
         .expect("re-emitted header parses");
     assert_eq!(again, r);
+    // A BATCH that parsed has a length table whose messages are in bounds and fill the body.
+    if let Kind::Batch { count, .. } = r.kind {
+        let body = p.payload();
+        let e = batch_entries(body, count).expect("parsed BATCH body checks");
+        assert_eq!(e.len(), usize::from(count));
+        let sum: usize = e.map(|rg| body[rg].len()).sum();
+        assert_eq!(sum + 2 * usize::from(count), body.len());
+    }
 });

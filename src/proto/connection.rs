@@ -23,7 +23,10 @@ use super::{
     MSG_WINDOW, PN_WINDOW,
 };
 use crate::mem::PktBuf;
-use crate::wire::transport::{AckRepr, Kind, Repr, DATA_HEADER_LEN, FLAG_ACK_NOW, SACK_BITS};
+use crate::wire::transport::{
+    batch_entries, AckRepr, Kind, Repr, BATCH_ENTRY_LEN, BATCH_HEADER_LEN, DATA_HEADER_LEN,
+    FLAG_ACK_NOW, FLAG_BATCH, SACK_BITS,
+};
 
 /// RTT samples a connection keeps for [`Connection::drain_rtt_samples`].
 pub const RTT_RING: usize = 64;
@@ -98,6 +101,12 @@ pub struct ConnectionStats {
     pub rx_duplicates: u64,
     /// Packets dropped for exceeding our credit, budgets or windows.
     pub rx_refused: u64,
+    /// BATCH packets sent for the first time (also counted in `tx_data`).
+    pub tx_batches: u64,
+    /// Messages sent in those BATCH packets.
+    pub tx_batched_msgs: u64,
+    /// BATCH packets received and accepted.
+    pub rx_batches: u64,
     /// Messages delivered.
     pub rx_messages: u64,
     /// Bytes of the messages delivered.
@@ -113,7 +122,17 @@ enum PktState {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum What {
-    Data { msg_id: u64, offset: u64, len: u32 },
+    Data {
+        msg_id: u64,
+        offset: u64,
+        len: u32,
+    },
+    /// Whole messages `first .. first + count`, `len` payload bytes in all.
+    Batch {
+        first: u64,
+        count: u16,
+        len: u32,
+    },
     Confirm,
     Close,
     Probe,
@@ -265,6 +284,8 @@ pub struct Connection {
     pub(crate) remote_cid: u64,
     pub(crate) remote: SocketAddr,
     peer_max_datagram: u32,
+    /// The peer accepts BATCH packets (it set `FLAG_BATCH` in its handshake).
+    peer_batch: bool,
     cc: Box<dyn Controller>,
     budget: Budget,
 
@@ -385,6 +406,7 @@ impl Connection {
             remote_cid,
             remote,
             peer_max_datagram: cfg.max_datagram,
+            peer_batch: false,
             cc,
             budget,
             hs_next: now,
@@ -459,9 +481,16 @@ impl Connection {
         c
     }
 
-    pub(crate) fn set_peer_params(&mut self, credit: u64, max_datagram: u32) {
+    /// The peer's handshake parameters: its credit, largest datagram and flags.
+    pub(crate) fn set_peer_params(&mut self, credit: u64, max_datagram: u32, flags: u16) {
         self.peer_credit = credit;
         self.peer_max_datagram = max_datagram.max(DATA_HEADER_LEN as u32 + 1);
+        self.peer_batch = flags & FLAG_BATCH != 0;
+    }
+
+    /// Handshake flags this side sends: `ACK_NOW`, and `BATCH` if it accepts BATCH packets.
+    pub(crate) fn handshake_flags(cfg: &ConnectionConfig) -> u16 {
+        FLAG_ACK_NOW | if cfg.batch { FLAG_BATCH } else { 0 }
     }
 
     /// Client or server.
@@ -1053,7 +1082,7 @@ impl Connection {
                         max_datagram: self.cfg.max_datagram,
                     };
                     let r = Repr {
-                        flags: FLAG_ACK_NOW,
+                        flags: Self::handshake_flags(&self.cfg),
                         dst_cid: 0,
                         src_cid: self.local_cid,
                         pn: 0,
@@ -1120,6 +1149,28 @@ impl Connection {
             return false;
         }
         let i = (self.tx_cursor - self.send_base) as usize;
+        if let Some((count, len)) = self.plan_batch(i, buf.tailroom()) {
+            let size = (BATCH_HEADER_LEN + count as usize * BATCH_ENTRY_LEN) as u64 + len;
+            if self.cc.earliest_departure(now, self.last_departure, size) > now {
+                return false;
+            }
+            let what = What::Batch {
+                first: self.tx_cursor,
+                count,
+                len: len as u32,
+            };
+            for m in self.send_msgs.range_mut(i..i + count as usize) {
+                m.started = true;
+                m.sent_off = m.data.len() as u64;
+            }
+            self.tx_cursor += u64::from(count);
+            self.tx_new_bytes += len;
+            self.stats.tx_data += 1;
+            self.stats.tx_batches += 1;
+            self.stats.tx_batched_msgs += u64::from(count);
+            let pn = self.next_pn;
+            return self.emit_tracked(now, buf, pn, what, false);
+        }
         let m = &self.send_msgs[i];
         let len = seg.min(mp);
         let size = DATA_HEADER_LEN as u64 + len;
@@ -1145,9 +1196,53 @@ impl Connection {
         self.emit_tracked(now, buf, pn, what, false)
     }
 
+    /// How many whole messages from send-queue index `i` on (the next new data) go into one
+    /// BATCH packet, and their payload bytes; `None` (send a DATA packet) unless at least two
+    /// qualify. A message qualifies while it is unstarted, at most a quarter of the largest
+    /// DATA payload, and it fits: the datagram limit, the buffer's `tailroom` (for the length
+    /// table and the messages), the peer's credit and the congestion window. Only messages
+    /// already queued are packed: nothing waits to fill a packet.
+    fn plan_batch(&self, i: usize, tailroom: usize) -> Option<(u16, u64)> {
+        if !self.peer_batch || !self.cfg.batch {
+            return None;
+        }
+        let small = (self.max_payload() / 4) as u64;
+        let datagram = self.cfg.max_datagram.min(self.peer_max_datagram) as u64;
+        let room = datagram
+            .saturating_sub(BATCH_HEADER_LEN as u64)
+            .min(tailroom as u64);
+        let credit = self.peer_credit.saturating_sub(self.tx_new_bytes);
+        let cwnd = if self.in_flight_pkts == 0 {
+            u64::MAX
+        } else {
+            self.cc.window().saturating_sub(self.in_flight)
+        };
+        let (mut n, mut body, mut payload) = (0u64, 0u64, 0u64);
+        for m in self.send_msgs.range(i..) {
+            let l = m.data.len();
+            let b = body + BATCH_ENTRY_LEN as u64 + l;
+            // Segmented messages (zero-copy send) go out from their own slots, never packed.
+            if m.started
+                || !matches!(m.data, Body::Bytes(_))
+                || l > small.min(u64::from(u16::MAX))
+                || b > room
+                || BATCH_HEADER_LEN as u64 + b > cwnd
+                || payload + l > credit
+                || n == u64::from(u16::MAX)
+            {
+                break;
+            }
+            (n, body, payload) = (n + 1, b, payload + l);
+        }
+        (n >= 2).then_some((n as u16, payload))
+    }
+
     fn wire_size(&self, w: &What) -> usize {
         match *w {
             What::Data { len, .. } => DATA_HEADER_LEN + len as usize,
+            What::Batch { count, len, .. } => {
+                BATCH_HEADER_LEN + count as usize * BATCH_ENTRY_LEN + len as usize
+            }
             _ => crate::wire::transport::CONTROL_HEADER_LEN,
         }
     }
@@ -1289,12 +1384,46 @@ impl Connection {
                     0,
                 )
             }
+            What::Batch { first, count, .. } => {
+                let Some(i) = first
+                    .checked_sub(self.send_base)
+                    .map(|i| i as usize)
+                    .filter(|&i| i + count as usize <= self.send_msgs.len())
+                else {
+                    return false; // the messages completed; nothing left to send
+                };
+                let msgs = self.send_msgs.range(i..i + count as usize);
+                let Ok(table) = buf.append(count as usize * BATCH_ENTRY_LEN) else {
+                    return false;
+                };
+                for (e, m) in table.chunks_exact_mut(BATCH_ENTRY_LEN).zip(msgs.clone()) {
+                    e.copy_from_slice(&(m.data.len() as u16).to_le_bytes());
+                }
+                for m in msgs {
+                    // plan_batch packs only `Bytes` messages; the same ones are rebuilt.
+                    let Body::Bytes(data) = &m.data else {
+                        buf.truncate(0);
+                        return false;
+                    };
+                    if buf.extend_from_slice(data).is_err() {
+                        buf.truncate(0);
+                        return false;
+                    }
+                }
+                (
+                    Kind::Batch {
+                        msg_id: first,
+                        count,
+                    },
+                    0,
+                )
+            }
             What::Confirm => (
                 Kind::Connect {
                     credit: self.cfg.rx_window,
                     max_datagram: self.cfg.max_datagram,
                 },
-                FLAG_ACK_NOW,
+                Self::handshake_flags(&self.cfg),
             ),
             What::Close => (
                 Kind::Close {
@@ -1385,8 +1514,7 @@ impl Connection {
             } => {
                 if self.state == State::Handshake {
                     self.remote_cid = r.src_cid;
-                    self.peer_credit = credit;
-                    self.peer_max_datagram = max_datagram.max(DATA_HEADER_LEN as u32 + 1);
+                    self.set_peer_params(credit, max_datagram, r.flags);
                     self.state = State::Established;
                     self.confirm_pending = true;
                     self.last_rx = now;
@@ -1439,6 +1567,12 @@ impl Connection {
                 offset,
             } => {
                 if !self.on_data(msg_id, msg_len, offset, buf) {
+                    self.stats.rx_refused += 1;
+                    return;
+                }
+            }
+            Kind::Batch { msg_id, count } => {
+                if !self.on_batch(msg_id, count, buf) {
                     self.stats.rx_refused += 1;
                     return;
                 }
@@ -1588,6 +1722,66 @@ impl Connection {
                 },
             );
         }
+        true
+    }
+
+    /// Place the messages of a BATCH packet (`buf`: its length table and messages), each as
+    /// if it had come alone in a DATA packet: a view of the packet buffer, delivered whole,
+    /// counted against the credit by its bytes. Messages already received are skipped. False:
+    /// refused as a whole (not recorded; the peer will retransmit).
+    fn on_batch(&mut self, first: u64, count: u16, buf: PktBuf) -> bool {
+        if !self.cfg.batch {
+            return false; // not advertised: drop it as an implementation without BATCH would
+        }
+        let data = buf.freeze();
+        let Ok(entries) = batch_entries(&data, count) else {
+            return false;
+        };
+        let Some(last) = first.checked_add(u64::from(count) - 1) else {
+            return false;
+        };
+        if last >= self.rx_base + MSG_WINDOW {
+            return false;
+        }
+        // Credit, by the bytes of the messages not received yet (as separate DATA packets).
+        let mut new = 0u64;
+        for (id, r) in (first..).zip(entries.clone()) {
+            let len = r.len() as u64;
+            if len > self.cfg.max_message {
+                return false;
+            }
+            let fresh = id.checked_sub(self.rx_base).is_some_and(|i| {
+                self.rx_msgs
+                    .get(i as usize)
+                    .is_none_or(|s| matches!(s, RxSlot::Empty))
+            });
+            if fresh {
+                new += len;
+            }
+        }
+        if self.rx_distinct + new > self.rx_released + self.cfg.rx_window {
+            return false;
+        }
+        for (id, r) in (first..).zip(entries) {
+            let Some(idx) = id.checked_sub(self.rx_base).map(|i| i as usize) else {
+                continue; // delivered already
+            };
+            while self.rx_msgs.len() <= idx {
+                self.rx_msgs.push_back(RxSlot::Empty);
+            }
+            if !matches!(self.rx_msgs[idx], RxSlot::Empty) {
+                continue; // received already
+            }
+            let len = r.len() as u64;
+            self.rx_distinct += len;
+            let msg = RecvMsg {
+                id,
+                len,
+                data: MsgData::Packet(data.slice(r)),
+            };
+            self.complete(idx, msg);
+        }
+        self.stats.rx_batches += 1;
         true
     }
 
@@ -1756,8 +1950,18 @@ impl Connection {
         if newest.is_none_or(|(t, _)| s.time >= t) {
             *newest = Some((s.time, pn));
         }
-        if let What::Data { msg_id, len, .. } = s.what {
-            self.ack_segment(msg_id, len as u64);
+        match s.what {
+            What::Data { msg_id, len, .. } => self.ack_segment(msg_id, len as u64),
+            What::Batch { first, count, .. } => {
+                for msg_id in first..first + u64::from(count) {
+                    let len = msg_id
+                        .checked_sub(self.send_base)
+                        .and_then(|i| self.send_msgs.get(i as usize))
+                        .map_or(0, |m| m.data.len() as u64);
+                    self.ack_segment(msg_id, len);
+                }
+            }
+            _ => {}
         }
     }
 

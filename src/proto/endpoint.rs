@@ -28,7 +28,7 @@ use super::connection::{Budget, Connection, Side};
 use super::cookie::siphash24;
 use super::{ConnectionConfig, Instant, SplitMix64};
 use crate::mem::PktBuf;
-use crate::wire::transport::{Kind, Packet, Repr, FLAG_ACK_NOW};
+use crate::wire::transport::{Kind, Packet, Repr, FLAG_ACK_NOW, FLAG_BATCH};
 
 /// Endpoint settings.
 #[derive(Debug, Clone)]
@@ -365,7 +365,7 @@ impl Endpoint {
                     self.stats.hellos += 1;
                     let s = self.cookie(self.bucket(now), repr.src_cid, remote);
                     let ans = Repr {
-                        flags: 0,
+                        flags: if self.cfg.conn.batch { FLAG_BATCH } else { 0 },
                         dst_cid: repr.src_cid,
                         src_cid: s,
                         pn: 0,
@@ -424,7 +424,7 @@ impl Endpoint {
             cc,
             self.budget.clone(),
         );
-        c.set_peer_params(credit, max_datagram);
+        c.set_peer_params(credit, max_datagram, repr.flags);
         c.handle_packet(now, &repr, buf, ecn_ce);
         let h = self.insert(c);
         self.stats.accepted += 1;

@@ -17,7 +17,9 @@
 //!   or the next datagram. Outputs are only valid after the inputs of the same `now`.
 //! - Messages are delivered whole and exactly once, in completion order (or in send order
 //!   with [`ConnectionConfig::ordered`]). A message that fits one packet reaches the
-//!   application as [`MsgData::Packet`], a view of the receive buffer: zero copies. A larger
+//!   application as [`MsgData::Packet`], a view of the receive buffer: zero copies (small
+//!   messages that were queued together may share one packet and so one buffer, see
+//!   [`ConnectionConfig::batch`]). A larger
 //!   message is copied once from each packet into a contiguous buffer ([`MsgData::Buffer`])
 //!   or into a [`RecvTarget`] the application posted ([`MsgData::Target`]). The sender copies
 //!   each payload byte once, from the application's `Bytes` into the transmit buffer (and
@@ -137,6 +139,11 @@ pub struct ConnectionConfig {
     pub handshake_attempts: u32,
     /// Most posted receive targets.
     pub max_targets: usize,
+    /// Accept BATCH packets (advertised with `FLAG_BATCH` in the handshake) and, when the
+    /// peer accepts them too, pack small messages that are queued together into one BATCH
+    /// packet instead of one DATA packet each. Never waits to fill a packet. Off: behave as
+    /// an implementation without BATCH (one message per packet; a BATCH received is dropped).
+    pub batch: bool,
 }
 
 impl Default for ConnectionConfig {
@@ -156,6 +163,7 @@ impl Default for ConnectionConfig {
             max_probes: 12,
             handshake_attempts: 8,
             max_targets: 64,
+            batch: true,
         }
     }
 }

@@ -4,11 +4,13 @@
 //! Layout and byte order are specified in `docs/WIRE.md`; every field is fixed-size and
 //! little-endian. A header is a 36-byte common part followed by a part whose size depends on
 //! the packet type (see [`header_len`]). `DATA` packets carry their payload after the header;
-//! no other type carries a payload.
+//! `BATCH` packets carry a table of message lengths and then the messages back to back (see
+//! [`batch_entries`]); no other type carries a payload.
 //!
 //! [`Packet::new_checked`] validates the version, the type and the lengths, so every accessor
 //! afterwards is in bounds; [`Repr::parse`] additionally checks the DATA invariants
-//! (`offset + payload <= msg_len`). Nothing here panics on any input.
+//! (`offset + payload <= msg_len`) and the BATCH invariants (the length table and the
+//! messages fill the datagram exactly). Nothing here panics on any input.
 
 use core::fmt;
 
@@ -23,6 +25,10 @@ pub const DATA_HEADER_LEN: usize = COMMON_LEN + 24;
 pub const ACK_HEADER_LEN: usize = COMMON_LEN + 48;
 /// Length of every other header (CONNECT, ACCEPT, NACK, CLOSE, RESET, PROBE).
 pub const CONTROL_HEADER_LEN: usize = COMMON_LEN + 12;
+/// Length of a BATCH header (the length table and the messages follow).
+pub const BATCH_HEADER_LEN: usize = COMMON_LEN + 12;
+/// Bytes one message adds to a BATCH packet's length table.
+pub const BATCH_ENTRY_LEN: usize = 2;
 /// The longest header of any type.
 pub const MAX_HEADER_LEN: usize = ACK_HEADER_LEN;
 /// Number of packet numbers a selective-ack bitmap covers.
@@ -30,6 +36,9 @@ pub const SACK_BITS: u64 = 64;
 
 /// Flag: the receiver should acknowledge this packet at once (probes, handshake, close).
 pub const FLAG_ACK_NOW: u16 = 1 << 0;
+/// Flag on CONNECT and ACCEPT: the sender accepts BATCH packets. A peer that did not set it
+/// (an older implementation, which ignores unknown flags) never receives one.
+pub const FLAG_BATCH: u16 = 1 << 1;
 
 /// Parse errors. All of them mean "drop the datagram".
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -68,6 +77,8 @@ pub enum PacketType {
     Reset = 7,
     /// Ack-eliciting probe (tail-loss probe, keep-alive).
     Probe = 8,
+    /// Several whole consecutive messages (sent only to a peer that set [`FLAG_BATCH`]).
+    Batch = 9,
 }
 
 impl PacketType {
@@ -83,6 +94,7 @@ impl PacketType {
             6 => PacketType::Close,
             7 => PacketType::Reset,
             8 => PacketType::Probe,
+            9 => PacketType::Batch,
             _ => return None,
         })
     }
@@ -94,6 +106,7 @@ pub const fn header_len(ty: PacketType) -> usize {
     match ty {
         PacketType::Data => DATA_HEADER_LEN,
         PacketType::Ack => ACK_HEADER_LEN,
+        PacketType::Batch => BATCH_HEADER_LEN,
         _ => CONTROL_HEADER_LEN,
     }
 }
@@ -122,6 +135,8 @@ mod field {
     // CONNECT, ACCEPT, NACK, CLOSE, RESET, PROBE
     pub const CTL_U64: Field = 36..44;
     pub const CTL_U32: Field = 44..48;
+    // BATCH (MSG_ID as DATA); 46..48 reserved (0 on send, ignored on receipt)
+    pub const BATCH_COUNT: Field = 44..46;
 }
 
 /// A read/write view of a transport header (and, for DATA, its payload) over a buffer.
@@ -227,7 +242,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
     pub fn tx_timestamp(&self) -> u64 {
         rd64(self.buffer.as_ref(), field::TX_TS)
     }
-    /// DATA: message id.
+    /// DATA: message id; BATCH: id of the first message.
     #[inline]
     pub fn msg_id(&self) -> u64 {
         rd64(self.buffer.as_ref(), field::MSG_ID)
@@ -241,6 +256,12 @@ impl<T: AsRef<[u8]>> Packet<T> {
     #[inline]
     pub fn offset(&self) -> u64 {
         rd64(self.buffer.as_ref(), field::OFFSET)
+    }
+    /// BATCH: number of messages.
+    #[inline]
+    pub fn batch_count(&self) -> u16 {
+        let b = self.buffer.as_ref();
+        u16::from_le_bytes([b[field::BATCH_COUNT.start], b[field::BATCH_COUNT.start + 1]])
     }
     /// ACK: every packet number below this has been received.
     #[inline]
@@ -287,7 +308,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
     pub fn ctl_u32(&self) -> u32 {
         rd32(self.buffer.as_ref(), field::CTL_U32)
     }
-    /// Bytes after the header (DATA payload).
+    /// Bytes after the header (DATA payload; BATCH length table and messages).
     #[inline]
     pub fn payload(&self) -> &[u8] {
         let b = self.buffer.as_ref();
@@ -339,7 +360,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     pub fn set_tx_timestamp(&mut self, v: u64) {
         self.wr64(field::TX_TS, v)
     }
-    /// DATA: set the message id.
+    /// DATA: set the message id (BATCH: of the first message).
     #[inline]
     pub fn set_msg_id(&mut self, v: u64) {
         self.wr64(field::MSG_ID, v)
@@ -353,6 +374,11 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     #[inline]
     pub fn set_offset(&mut self, v: u64) {
         self.wr64(field::OFFSET, v)
+    }
+    /// BATCH: set the number of messages.
+    #[inline]
+    pub fn set_batch_count(&mut self, v: u16) {
+        self.buffer.as_mut()[field::BATCH_COUNT].copy_from_slice(&v.to_le_bytes());
     }
     /// ACK: set the cumulative number.
     #[inline]
@@ -476,6 +502,14 @@ pub enum Kind {
     },
     /// Ack-eliciting probe.
     Probe,
+    /// Whole messages `msg_id .. msg_id + count`; the length table and the messages follow
+    /// the header (see [`batch_entries`]).
+    Batch {
+        /// Id of the first message.
+        msg_id: u64,
+        /// Number of messages (at least 1).
+        count: u16,
+    },
 }
 
 impl Kind {
@@ -491,6 +525,7 @@ impl Kind {
             Kind::Close { .. } => PacketType::Close,
             Kind::Reset { .. } => PacketType::Reset,
             Kind::Probe => PacketType::Probe,
+            Kind::Batch { .. } => PacketType::Batch,
         }
     }
 }
@@ -514,14 +549,16 @@ pub struct Repr {
 
 impl Repr {
     /// Parse a checked packet. For DATA, `payload_len` is the bytes after the header and
-    /// `offset + payload_len <= msg_len` is enforced.
+    /// `offset + payload_len <= msg_len` is enforced. For BATCH, the count is at least 1, the
+    /// message ids do not overflow, and the length table and the messages it describes fill
+    /// the bytes after the header exactly ([`batch_entries`] succeeds on them).
     pub fn parse<T: AsRef<[u8]> + ?Sized>(p: &Packet<&T>) -> Result<Repr, Error> {
         p.check_len()?;
         let all = p.buffer.as_ref();
         let ty = PacketType::from_u8(all[field::TYPE]).ok_or(Error::Type)?;
         let hl = header_len(ty);
-        if ty != PacketType::Data && all.len() != hl {
-            // Only DATA carries a payload.
+        if !matches!(ty, PacketType::Data | PacketType::Batch) && all.len() != hl {
+            // Only DATA and BATCH carry a payload.
             return Err(Error::Malformed);
         }
         let kind = match ty {
@@ -538,6 +575,19 @@ impl Repr {
                     msg_len,
                     offset,
                 }
+            }
+            PacketType::Batch => {
+                let b = &all[..BATCH_HEADER_LEN];
+                let msg_id = rd64(b, field::MSG_ID);
+                let count = u16::from_le_bytes([
+                    b[field::BATCH_COUNT.start],
+                    b[field::BATCH_COUNT.start + 1],
+                ]);
+                if count == 0 || msg_id.checked_add(u64::from(count)).is_none() {
+                    return Err(Error::Malformed);
+                }
+                batch_entries(&all[BATCH_HEADER_LEN..], count)?;
+                Kind::Batch { msg_id, count }
             }
             PacketType::Ack => {
                 let b = &all[..ACK_HEADER_LEN];
@@ -644,6 +694,13 @@ impl Repr {
                 put64(&mut t, field::CREDIT.start, a.credit);
                 b.copy_from_slice(&t[..n]);
             }
+            Kind::Batch { msg_id, count } => {
+                let mut t = [0u8; BATCH_HEADER_LEN];
+                t[..COMMON_LEN].copy_from_slice(&h);
+                put64(&mut t, field::MSG_ID.start, msg_id);
+                t[field::BATCH_COUNT].copy_from_slice(&count.to_le_bytes());
+                b.copy_from_slice(&t[..n]);
+            }
             k => {
                 let (v64, v32) = match k {
                     Kind::Nack { first, count } => (first, count),
@@ -667,7 +724,7 @@ impl Repr {
         }
     }
 
-    /// Prepend this header to `buf` (whose data is the payload, empty for non-DATA types)
+    /// Prepend this header to `buf` (whose data is the payload, empty for control types)
     /// using its headroom: the payload is not moved.
     #[inline]
     pub fn prepend_to(&self, buf: &mut crate::mem::PktBuf) -> Result<(), crate::mem::NoRoom> {
@@ -677,6 +734,53 @@ impl Repr {
         Ok(())
     }
 }
+
+/// The messages of a BATCH packet: `body` is what follows the header (the length table of
+/// `count` little-endian u16 entries, then the messages back to back). Checks that the table
+/// fits and that the messages fill the rest exactly; the iterator then yields each message's
+/// byte range in `body`, in order, all in bounds. Allocates nothing.
+pub fn batch_entries(body: &[u8], count: u16) -> Result<BatchEntries<'_>, Error> {
+    let table_len = usize::from(count) * BATCH_ENTRY_LEN;
+    let Some(table) = body.get(..table_len) else {
+        return Err(Error::Malformed);
+    };
+    let sum: usize = table
+        .chunks_exact(BATCH_ENTRY_LEN)
+        .map(|e| usize::from(u16::from_le_bytes([e[0], e[1]])))
+        .sum();
+    if sum != body.len() - table_len {
+        return Err(Error::Malformed);
+    }
+    Ok(BatchEntries {
+        table,
+        next: table_len,
+    })
+}
+
+/// Iterator over a checked BATCH body's message ranges (from [`batch_entries`]).
+#[derive(Debug, Clone)]
+pub struct BatchEntries<'a> {
+    table: &'a [u8],
+    next: usize,
+}
+
+impl Iterator for BatchEntries<'_> {
+    type Item = core::ops::Range<usize>;
+    #[inline]
+    fn next(&mut self) -> Option<Self::Item> {
+        let (e, rest) = self.table.split_first_chunk::<BATCH_ENTRY_LEN>()?;
+        self.table = rest;
+        let start = self.next;
+        self.next += usize::from(u16::from_le_bytes(*e));
+        Some(start..self.next)
+    }
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let n = self.table.len() / BATCH_ENTRY_LEN;
+        (n, Some(n))
+    }
+}
+
+impl ExactSizeIterator for BatchEntries<'_> {}
 
 #[cfg(test)]
 mod tests {
@@ -792,6 +896,154 @@ mod tests {
                 Repr::parse(&Packet::new_checked(&b[..]).unwrap()),
                 Err(Error::Malformed)
             );
+        }
+    }
+
+    // A BATCH packet: messages 7, 8, 9 of lengths 2, 0, 1.
+    static BATCH_BYTES: [u8; 57] = [
+        0x01, 0x09, 0x00, 0x00, // version, type, flags
+        0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11, // dst cid
+        0x22, 0x22, 0x22, 0x22, 0x22, 0x22, 0x22, 0x22, // src cid
+        0x05, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // pn
+        0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // tx ts
+        0x07, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // first msg id
+        0x03, 0x00, 0x00, 0x00, // count, reserved
+        0x02, 0x00, 0x00, 0x00, 0x01, 0x00, // lengths
+        0xaa, 0xbb, 0xcc, // messages
+    ];
+
+    fn batch_repr() -> Repr {
+        Repr {
+            kind: Kind::Batch {
+                msg_id: 7,
+                count: 3,
+            },
+            ..data_repr()
+        }
+    }
+
+    #[test]
+    fn parse_and_emit_batch_fixture() {
+        let p = Packet::new_checked(&BATCH_BYTES[..]).unwrap();
+        assert_eq!(Repr::parse(&p).unwrap(), batch_repr());
+        assert_eq!((p.msg_id(), p.batch_count()), (7, 3));
+        let body = p.payload();
+        let e: Vec<_> = batch_entries(body, 3).unwrap().collect();
+        assert_eq!(e, vec![6..8, 8..8, 8..9]);
+        assert_eq!(&body[e[0].clone()], &[0xaa, 0xbb]);
+        assert_eq!(&body[e[2].clone()], &[0xcc]);
+
+        let mut b = [0u8; 57];
+        batch_repr().emit(&mut Packet::new_unchecked(&mut b[..]));
+        b[48..].copy_from_slice(&BATCH_BYTES[48..]);
+        assert_eq!(b, BATCH_BYTES);
+        let mut v = Packet::new_unchecked(&mut b[..]);
+        v.set_batch_count(2);
+        assert_eq!(v.batch_count(), 2);
+    }
+
+    #[test]
+    fn malformed_batches() {
+        let parse = |b: &[u8]| Repr::parse(&Packet::new_checked(b).unwrap());
+        // One byte more or less than the table says.
+        let mut longer = BATCH_BYTES.to_vec();
+        longer.push(0);
+        assert_eq!(parse(&longer), Err(Error::Malformed));
+        assert_eq!(parse(&BATCH_BYTES[..56]), Err(Error::Malformed));
+        // Table cut short.
+        assert_eq!(parse(&BATCH_BYTES[..51]), Err(Error::Malformed));
+        assert_eq!(parse(&BATCH_BYTES[..48]), Err(Error::Malformed));
+        // Header cut short.
+        assert_eq!(
+            Packet::new_checked(&BATCH_BYTES[..47]).err(),
+            Some(Error::Truncated)
+        );
+        // Count 0.
+        let mut b = BATCH_BYTES;
+        b[44] = 0;
+        assert_eq!(parse(&b[..48]), Err(Error::Malformed));
+        // Ids past u64::MAX.
+        let mut b = BATCH_BYTES;
+        b[36..44].copy_from_slice(&(u64::MAX - 1).to_le_bytes());
+        assert_eq!(parse(&b), Err(Error::Malformed));
+        b[36..44].copy_from_slice(&(u64::MAX - 3).to_le_bytes());
+        assert!(parse(&b).is_ok());
+        // A length larger than what is left.
+        let mut b = BATCH_BYTES;
+        b[48] = 0xff;
+        assert_eq!(parse(&b), Err(Error::Malformed));
+    }
+
+    /// Emit a BATCH of messages with these lengths (content: the message index) after `r`.
+    fn emit_batch(r: &Repr, lens: &[u16]) -> Vec<u8> {
+        let mut b = vec![0u8; r.buffer_len()];
+        r.emit(&mut Packet::new_unchecked(&mut b[..]));
+        for l in lens {
+            b.extend_from_slice(&l.to_le_bytes());
+        }
+        for (i, &l) in lens.iter().enumerate() {
+            b.extend(std::iter::repeat_n(i as u8, usize::from(l)));
+        }
+        b
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn batch_roundtrip(
+            msg_id in 0u64..u64::MAX - 70_000,
+            lens in proptest::collection::vec(0u16..3000, 1..64),
+            pn in proptest::prelude::any::<u64>(),
+            flags in proptest::prelude::any::<u16>(),
+        ) {
+            let r = Repr {
+                pn,
+                flags,
+                kind: Kind::Batch { msg_id, count: lens.len() as u16 },
+                ..data_repr()
+            };
+            let b = emit_batch(&r, &lens);
+            let p = Packet::new_checked(&b[..]).unwrap();
+            proptest::prop_assert_eq!(Repr::parse(&p).unwrap(), r);
+            let body = p.payload();
+            let got: Vec<_> = batch_entries(body, lens.len() as u16).unwrap().collect();
+            proptest::prop_assert_eq!(got.len(), lens.len());
+            for (i, rg) in got.iter().enumerate() {
+                proptest::prop_assert_eq!(rg.len(), usize::from(lens[i]));
+                proptest::prop_assert!(body[rg.clone()].iter().all(|&x| x == i as u8));
+            }
+        }
+
+        #[test]
+        fn parse_never_panics_and_reemits(
+            ty in 0u8..12,
+            mut bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200),
+        ) {
+            if bytes.len() >= 2 {
+                bytes[0] = VERSION;
+                bytes[1] = ty;
+            }
+            if let Ok(p) = Packet::new_checked(&bytes[..]) {
+                if let Ok(r) = Repr::parse(&p) {
+                    let mut out = vec![0u8; r.buffer_len()];
+                    r.emit(&mut Packet::new_unchecked(&mut out[..]));
+                    out.extend_from_slice(p.payload());
+                    proptest::prop_assert_eq!(
+                        Repr::parse(&Packet::new_checked(&out[..]).unwrap()).unwrap(),
+                        r
+                    );
+                    if let Kind::Batch { count, .. } = r.kind {
+                        let body = p.payload();
+                        let table = usize::from(count) * BATCH_ENTRY_LEN;
+                        let (mut n, mut sum) = (0, 0);
+                        for rg in batch_entries(body, count).unwrap() {
+                            sum += body[rg].len();
+                            n += 1;
+                        }
+                        proptest::prop_assert_eq!(n, usize::from(count));
+                        proptest::prop_assert_eq!(table + sum, body.len());
+                    }
+                }
+            }
         }
     }
 }
