@@ -697,6 +697,11 @@ impl Connection {
         }
     }
 
+    /// True when [`poll_event`](Self::poll_event) has an event to give.
+    pub fn has_event(&self) -> bool {
+        !self.events.is_empty()
+    }
+
     /// Next event.
     #[must_use]
     pub fn poll_event(&mut self) -> Option<Event> {

@@ -249,6 +249,13 @@ impl Endpoint {
         Some(c)
     }
 
+    /// The connection behind a handle, read-only and without rescheduling it: for checks
+    /// that run on every spin of a busy-polling caller (is a message or an event waiting?),
+    /// which must not make each poll recompute the connection's deadline.
+    pub fn connection_ref(&self, h: ConnectionHandle) -> Option<&Connection> {
+        self.conns.get(h.0 as usize).and_then(|c| c.as_ref())
+    }
+
     /// Handles of all live connections.
     pub fn handles(&self) -> impl Iterator<Item = ConnectionHandle> + '_ {
         self.conns

@@ -893,7 +893,18 @@ impl Socket {
         let Inner { rt, metrics, .. } = &mut *i;
         let mut s = self.s.borrow_mut();
         let before = s.state;
-        let Some(c) = rt.handler_mut().ep.connection(self.h) else {
+        let ep = &mut rt.handler_mut().ep;
+        // Nothing to take (the common case on every spin of a blocking call): look without
+        // rescheduling the connection.
+        if let Some(c) = ep.connection_ref(self.h) {
+            if !c.has_event() {
+                if s.state == SockState::Connecting && c.state() == State::Established {
+                    s.state = SockState::Open;
+                }
+                return (s.state != before).then_some(s.state);
+            }
+        }
+        let Some(c) = ep.connection(self.h) else {
             if !matches!(s.state, SockState::Closed(_)) {
                 s.state = SockState::Closed(CloseReason::LocalReset(0));
             }
@@ -924,7 +935,7 @@ impl Socket {
             return true;
         }
         let mut i = self.inner.borrow_mut();
-        i.ep().connection(self.h).is_some_and(|c| c.has_recv())
+        i.ep().connection_ref(self.h).is_some_and(|c| c.has_recv())
     }
 
     fn abort(&self) {
@@ -1084,12 +1095,17 @@ impl Socket {
         // Deliver what is already here before polling for more: polling first would take in
         // a burst per message handed out, and the backlog would grow until the receive
         // window refused packets (which the peer then has to retransmit).
-        if let Some(m) = i.ep().connection(self.h).and_then(|c| c.poll_recv()) {
-            return Ok(Some(m));
+        // (Checked without rescheduling the connection: an empty check changes nothing.)
+        if i.ep().connection_ref(self.h).is_some_and(|c| c.has_recv()) {
+            if let Some(m) = i.ep().connection(self.h).and_then(|c| c.poll_recv()) {
+                return Ok(Some(m));
+            }
         }
         i.poll();
-        if let Some(m) = i.ep().connection(self.h).and_then(|c| c.poll_recv()) {
-            return Ok(Some(m));
+        if i.ep().connection_ref(self.h).is_some_and(|c| c.has_recv()) {
+            if let Some(m) = i.ep().connection(self.h).and_then(|c| c.poll_recv()) {
+                return Ok(Some(m));
+            }
         }
         drop(i);
         self.pump_events();
@@ -1201,7 +1217,7 @@ impl Socket {
     /// Transport statistics of this connection (TCP_INFO-like).
     pub fn stats(&self) -> Option<ConnectionStats> {
         let mut i = self.inner.borrow_mut();
-        i.ep().connection(self.h).map(|c| c.stats())
+        i.ep().connection_ref(self.h).map(|c| c.stats())
     }
 
     /// Close gracefully: queued messages are delivered first. Waits up to the socket's

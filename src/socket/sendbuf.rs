@@ -139,7 +139,7 @@ impl Socket {
                 max,
             });
         }
-        let Some(mut seg_len) = i.ep().connection(self.h).map(|c| c.max_payload_len()) else {
+        let Some(mut seg_len) = i.ep().connection_ref(self.h).map(|c| c.max_payload_len()) else {
             return Err(Error::Closed);
         };
         let mut segs = std::mem::take(&mut self.s.borrow_mut().spare_segs);
@@ -309,6 +309,6 @@ impl Socket {
     /// ([`SendBuf`]) itself, with no copy.
     pub fn tx_zero_copy(&self) -> u64 {
         let mut i = self.inner.borrow_mut();
-        i.ep().connection(self.h).map_or(0, |c| c.tx_zero_copy())
+        i.ep().connection_ref(self.h).map_or(0, |c| c.tx_zero_copy())
     }
 }
