@@ -309,6 +309,8 @@ impl Socket {
     /// ([`SendBuf`]) itself, with no copy.
     pub fn tx_zero_copy(&self) -> u64 {
         let mut i = self.inner.borrow_mut();
-        i.ep().connection_ref(self.h).map_or(0, |c| c.tx_zero_copy())
+        i.ep()
+            .connection_ref(self.h)
+            .map_or(0, |c| c.tx_zero_copy())
     }
 }

@@ -90,7 +90,6 @@ use crate::pmd::Link;
 pub use control::ControlError;
 pub use port::MemifPort;
 
-use crate::mem::PktBuf;
 use ring::Ring;
 
 /// Which side of the protocol this socket takes.
@@ -549,13 +548,4 @@ fn validate(cfg: &MemifConfig) -> Result<(), MemifError> {
         }
     }
     Ok(())
-}
-
-/// Port-independent helpers used by the data path.
-#[inline]
-fn owns(pool: &Pool, p: &PktBuf) -> bool {
-    let base = pool.region().as_ptr() as usize;
-    let len = pool.region().len();
-    let slot_start = (p.data().as_ptr() as usize).wrapping_sub(p.data_offset());
-    slot_start >= base && slot_start < base + len && slot_start - base == pool.slot_offset(p.slot())
 }

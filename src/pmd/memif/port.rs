@@ -4,7 +4,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use super::ring::{Desc, Ring, DESC_FLAG_NEXT, RING_FLAG_MASK_INT};
-use super::{owns, sys, Conn, IfShared, Role};
+use super::{sys, Conn, IfShared, Role};
 use crate::mem::{PktBuf, Pool, PoolExhausted};
 use crate::pmd::{Link, Port, PortInfo, PortStats, MAX_BURST};
 
@@ -308,10 +308,15 @@ impl MemifPort {
         while n < pkts.len() && free > 0 {
             let p = &pkts[n];
             let len = p.len() as u32;
-            if owns(&a.pool, p) {
+            if a.pool.owns(p) {
                 // Zero copy. A frame longer than one buffer (data reaching into the slot's
                 // headroom or tailroom) goes out as a chain of descriptors over the same slot.
-                let ndesc = len.div_ceil(self.cap).max(1);
+                // (No division for the common frame that fits one buffer.)
+                let ndesc = if len <= self.cap {
+                    1
+                } else {
+                    len.div_ceil(self.cap)
+                };
                 if ndesc > free as u32 {
                     break;
                 }
@@ -371,7 +376,7 @@ impl MemifPort {
                 }
             }
             for p in pkts.drain(..n) {
-                if owns(&a.pool, &p) {
+                if a.pool.owns(&p) {
                     // Now posted on the ring; reclaimed when the server returns it.
                     let _ = p.into_raw();
                 }
