@@ -1166,7 +1166,7 @@ impl Connection {
             };
             for m in self.send_msgs.range_mut(i..i + count as usize) {
                 m.started = true;
-                m.sent_off = m.data.len() as u64;
+                m.sent_off = m.data.len();
             }
             self.tx_cursor += u64::from(count);
             self.tx_new_bytes += len;
@@ -1962,7 +1962,7 @@ impl Connection {
                     let len = msg_id
                         .checked_sub(self.send_base)
                         .and_then(|i| self.send_msgs.get(i as usize))
-                        .map_or(0, |m| m.data.len() as u64);
+                        .map_or(0, |m| m.data.len());
                     self.ack_segment(msg_id, len);
                 }
             }

@@ -23,7 +23,7 @@
 //!   atomic load per burst (Acquire: a plain load on x86), and reports it through
 //!   [`Port::link`](crate::pmd::Port::link).
 //! - Client: owns the memory. Its buffer pool ([`Pool`], hugepages preferred) is memif region
-//!   1, the rings are region 0. Received frames are [`PktBuf`]s over the shared region (zero
+//!   1, the rings are region 0. Received frames are [`PktBuf`](crate::mem::PktBuf)s over the shared region (zero
 //!   copy); buffers from [`Port::alloc_tx`](crate::pmd::Port::alloc_tx) are sent without a
 //!   copy (a foreign buffer is copied once). Server: maps the client's regions and copies
 //!   frames in and out of its own pool, as DPDK's server does.
