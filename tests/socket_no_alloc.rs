@@ -293,9 +293,15 @@ fn send_buf_allocates_nothing_per_message() {
     for (len, mode) in [(8000usize, Mode::SendBuf), (20000, Mode::SendBufTarget)] {
         let (client, _server) = run(len, mode);
         println!("send_buf {len} B: allocations per message: client {client}");
-        assert_eq!(
-            client, 0.0,
-            "client allocations per {len}-byte send_buf message"
+        // Each message's segment list stays with the connection until the peer acknowledges
+        // the message, then is recycled for the next send_buf: the lists in use grow to the
+        // most messages ever unacknowledged at once, like the connection's queues grow to
+        // their working size. Under load (CI runs tests in parallel) a delayed ACK can set a
+        // new high-water mark after the warm-up: one list allocated once (seen: 1 in 5000
+        // messages), never one per message.
+        assert!(
+            client <= 1.0 / MEASURED as f64,
+            "client allocations per {len}-byte send_buf message: {client}"
         );
     }
 }
