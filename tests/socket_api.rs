@@ -214,10 +214,13 @@ fn sending_after_the_local_shutdown_is_refused() {
 }
 
 /// A port that can be cut: once `dead` is set it sends nothing and receives nothing, as a
-/// peer whose process died (or whose cable was pulled) would.
+/// peer whose process died (or whose cable was pulled) would. While `held` is set its
+/// transmit side takes no frame (a memif peer that has not posted receive buffers), so
+/// frames stay queued in the runtime.
 struct Cuttable {
     inner: PairPort,
     dead: Arc<AtomicBool>,
+    held: Arc<AtomicBool>,
 }
 
 impl Port for Cuttable {
@@ -239,6 +242,9 @@ impl Port for Cuttable {
             pkts.clear();
             return n;
         }
+        if self.held.load(Ordering::Relaxed) {
+            return 0;
+        }
         self.inner.tx_burst(pkts)
     }
     fn alloc_tx(&mut self) -> Result<PktBuf, PoolExhausted> {
@@ -256,6 +262,7 @@ fn a_dead_peer_is_reported_as_connection_lost_within_the_idle_timeout() {
     let port = Cuttable {
         inner: a,
         dead: dead.clone(),
+        held: Arc::new(AtomicBool::new(false)),
     };
     let idle = Duration::from_secs(1);
     let conn = ConnectionConfig {
@@ -324,43 +331,13 @@ fn a_dead_peer_is_reported_as_connection_lost_within_the_idle_timeout() {
     ));
 }
 
-/// A port whose transmit side can be held: while `held` is set it takes no frame (a memif
-/// peer that has not posted receive buffers), so frames stay queued in the runtime.
-struct Holdable {
-    inner: PairPort,
-    held: Arc<AtomicBool>,
-}
-
-impl Port for Holdable {
-    fn info(&self) -> PortInfo {
-        self.inner.info()
-    }
-    fn link(&mut self) -> Link {
-        self.inner.link()
-    }
-    fn rx_burst(&mut self, out: &mut Vec<PktBuf>, max: usize) -> usize {
-        self.inner.rx_burst(out, max)
-    }
-    fn tx_burst(&mut self, pkts: &mut Vec<PktBuf>) -> usize {
-        if self.held.load(Ordering::Relaxed) {
-            return 0;
-        }
-        self.inner.tx_burst(pkts)
-    }
-    fn alloc_tx(&mut self) -> Result<PktBuf, PoolExhausted> {
-        self.inner.alloc_tx()
-    }
-    fn stats(&self) -> PortStats {
-        self.inner.stats()
-    }
-}
-
 #[test]
 fn a_dropped_stack_lingers_until_its_last_frames_leave() {
     let (a, b, _pool) = ports();
     let held = Arc::new(AtomicBool::new(false));
-    let port = Holdable {
+    let port = Cuttable {
         inner: a,
+        dead: Arc::new(AtomicBool::new(false)),
         held: held.clone(),
     };
     // The idle timeout is far longer than the test may take: only the reset can end the

@@ -10,10 +10,13 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
-use bypass::mem::{HugePages, PktBuf, Pool, PoolConfig, PoolExhausted};
+mod port_spy;
+use port_spy::Spy;
+
+use bypass::mem::{HugePages, Pool, PoolConfig};
 use bypass::pmd::faults::{FaultConfig, FaultSpec, Faults, Loss};
 use bypass::pmd::pair::{pair, PairPort};
-use bypass::pmd::{Link, Port, PortInfo, PortStats};
+use bypass::pmd::Port;
 use bypass::socket::{Backend, Error, Socket, Stack};
 
 const SERVER: Ipv4Addr = Ipv4Addr::new(10, 97, 0, 1);
@@ -31,38 +34,6 @@ fn ports(slots: u32) -> (PairPort, PairPort, Pool) {
 
 fn byte(seed: u8, i: usize) -> u8 {
     (i as u8).wrapping_mul(31).wrapping_add(seed) ^ (i >> 8) as u8
-}
-
-/// A port that records where each transmitted frame's data ends (its address in memory).
-struct Spy<P> {
-    inner: P,
-    ends: Arc<Mutex<Vec<usize>>>,
-}
-
-impl<P: Port> Port for Spy<P> {
-    fn info(&self) -> PortInfo {
-        self.inner.info()
-    }
-    fn link(&mut self) -> Link {
-        self.inner.link()
-    }
-    fn rx_burst(&mut self, out: &mut Vec<PktBuf>, max: usize) -> usize {
-        self.inner.rx_burst(out, max)
-    }
-    fn tx_burst(&mut self, pkts: &mut Vec<PktBuf>) -> usize {
-        let mut e = self.ends.lock().unwrap();
-        for p in pkts.iter() {
-            e.push(p.data().as_ptr() as usize + p.len());
-        }
-        drop(e);
-        self.inner.tx_burst(pkts)
-    }
-    fn alloc_tx(&mut self) -> Result<PktBuf, PoolExhausted> {
-        self.inner.alloc_tx()
-    }
-    fn stats(&self) -> PortStats {
-        self.inner.stats()
-    }
 }
 
 /// An echo server on its own thread: every message goes back as received.

@@ -12,9 +12,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bypass::mem::{PktBuf, PoolExhausted};
+mod port_spy;
+use port_spy::Spy;
+
 use bypass::pmd::memif::{InterfaceConfig, Memif, MemifConfig, Role};
-use bypass::pmd::{Link, Port, PortInfo, PortStats};
 use bypass::socket::{Backend, Stack};
 
 const SERVER_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
@@ -63,38 +64,6 @@ impl Drop for Proc {
             let _ = c.kill();
             let _ = c.wait();
         }
-    }
-}
-
-/// Records where each transmitted frame's data ends in memory.
-struct Spy<P> {
-    inner: P,
-    ends: Arc<Mutex<Vec<usize>>>,
-}
-
-impl<P: Port> Port for Spy<P> {
-    fn info(&self) -> PortInfo {
-        self.inner.info()
-    }
-    fn link(&mut self) -> Link {
-        self.inner.link()
-    }
-    fn rx_burst(&mut self, out: &mut Vec<PktBuf>, max: usize) -> usize {
-        self.inner.rx_burst(out, max)
-    }
-    fn tx_burst(&mut self, pkts: &mut Vec<PktBuf>) -> usize {
-        let mut e = self.ends.lock().unwrap();
-        for p in pkts.iter() {
-            e.push(p.data().as_ptr() as usize + p.len());
-        }
-        drop(e);
-        self.inner.tx_burst(pkts)
-    }
-    fn alloc_tx(&mut self) -> Result<PktBuf, PoolExhausted> {
-        self.inner.alloc_tx()
-    }
-    fn stats(&self) -> PortStats {
-        self.inner.stats()
     }
 }
 
