@@ -526,9 +526,10 @@ impl Drop for Inner {
     /// Lingers: polls until no connection is left (closes confirmed, drains over, resets
     /// sent) and the port has taken every queued frame, or [`LINGER`] passes, so the last
     /// acknowledgement or reset leaves before the port goes (a memif peer that is slow to
-    /// post receive buffers leaves frames queued here after their connection was freed). Without it a process that exits right after `recv` reported the peer's
-    /// close would take the acknowledgement of that close with it, and the peer's `close`
-    /// would end in `ConnectionLost` instead of `Ok`.
+    /// post receive buffers leaves frames queued here after their connection was freed).
+    /// Without it a process that exits right after `recv` reported the peer's close would
+    /// take the acknowledgement of that close with it, and the peer's `close` would end in
+    /// `ConnectionLost` instead of `Ok`.
     fn drop(&mut self) {
         let end = StdInstant::now() + LINGER;
         loop {
@@ -894,17 +895,7 @@ impl Socket {
         let mut s = self.s.borrow_mut();
         let before = s.state;
         let ep = &mut rt.handler_mut().ep;
-        // Nothing to take (the common case on every spin of a blocking call): look without
-        // rescheduling the connection.
-        if let Some(c) = ep.connection_ref(self.h) {
-            if !c.has_event() {
-                if s.state == SockState::Connecting && c.state() == State::Established {
-                    s.state = SockState::Open;
-                }
-                return (s.state != before).then_some(s.state);
-            }
-        }
-        let Some(c) = ep.connection(self.h) else {
+        let Some(c) = ep.connection_ref(self.h) else {
             if !matches!(s.state, SockState::Closed(_)) {
                 s.state = SockState::Closed(CloseReason::LocalReset(0));
             }
@@ -913,6 +904,15 @@ impl Socket {
         if s.state == SockState::Connecting && c.state() == State::Established {
             s.state = SockState::Open;
         }
+        // Nothing to take (the common case on every spin of a blocking call): looked at
+        // without rescheduling the connection. Taking events may let it be freed, so that
+        // goes through `connection`, which does.
+        if !c.has_event() {
+            return (s.state != before).then_some(s.state);
+        }
+        let Some(c) = ep.connection(self.h) else {
+            return (s.state != before).then_some(s.state);
+        };
         while let Some(ev) = c.poll_event() {
             match ev {
                 Event::Connected => s.state = SockState::Open,
