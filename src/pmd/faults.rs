@@ -744,7 +744,12 @@ impl<P: Port, C: Clock> Faults<P, C> {
 
 impl<P: Port, C: Clock + Send> Port for Faults<P, C> {
     fn info(&self) -> PortInfo {
-        self.inner.info()
+        let mut info = self.inner.info();
+        // Frames corrupted here were not what the peer wrote (or will read).
+        if self.tx.spec.corrupt > 0.0 || self.rx.spec.corrupt > 0.0 {
+            info.offloads.intact = false;
+        }
+        info
     }
 
     fn link(&mut self) -> Link {

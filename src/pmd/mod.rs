@@ -35,6 +35,13 @@ pub struct Offloads {
     pub rx_checksum: bool,
     /// Computes IPv4/UDP checksums on transmit.
     pub tx_checksum: bool,
+    /// The link delivers every frame exactly as it was written: memory shared with the peer
+    /// (memif, an in-process [`pair`]), where no wire, NIC or switch can flip a bit. A
+    /// checksum catches nothing there, so the transport agrees with a peer whose link is
+    /// intact too to send its datagrams without a UDP checksum (0, which UDP over IPv4
+    /// allows), as Linux's loopback skips checksums. A wrapper that alters frames
+    /// ([`faults`] with corruption) reports `false`.
+    pub intact: bool,
 }
 
 /// What a port is and can do.

@@ -25,7 +25,7 @@ use super::{
 use crate::mem::PktBuf;
 use crate::wire::transport::{
     batch_entries, AckRepr, Kind, Repr, BATCH_ENTRY_LEN, BATCH_HEADER_LEN, DATA_HEADER_LEN,
-    FLAG_ACK_NOW, FLAG_BATCH, SACK_BITS,
+    FLAG_ACK_NOW, FLAG_BATCH, FLAG_INTACT, SACK_BITS,
 };
 
 /// RTT samples a connection keeps for [`Connection::drain_rtt_samples`].
@@ -286,6 +286,8 @@ pub struct Connection {
     peer_max_datagram: u32,
     /// The peer accepts BATCH packets (it set `FLAG_BATCH` in its handshake).
     peer_batch: bool,
+    /// The peer's link is intact (it set `FLAG_INTACT` in its handshake).
+    peer_intact: bool,
     cc: Box<dyn Controller>,
     budget: Budget,
 
@@ -407,6 +409,7 @@ impl Connection {
             remote,
             peer_max_datagram: cfg.max_datagram,
             peer_batch: false,
+            peer_intact: false,
             cc,
             budget,
             hs_next: now,
@@ -486,11 +489,24 @@ impl Connection {
         self.peer_credit = credit;
         self.peer_max_datagram = max_datagram.max(DATA_HEADER_LEN as u32 + 1);
         self.peer_batch = flags & FLAG_BATCH != 0;
+        self.peer_intact = flags & FLAG_INTACT != 0;
     }
 
-    /// Handshake flags this side sends: `ACK_NOW`, and `BATCH` if it accepts BATCH packets.
+    /// Handshake flags this side sends: `ACK_NOW`, `BATCH` if it accepts BATCH packets and
+    /// `INTACT` if its link is intact.
     pub(crate) fn handshake_flags(cfg: &ConnectionConfig) -> u16 {
-        FLAG_ACK_NOW | if cfg.batch { FLAG_BATCH } else { 0 }
+        FLAG_ACK_NOW | Self::offer_flags(cfg)
+    }
+
+    /// What this side offers in CONNECT and ACCEPT: `BATCH` and `INTACT`, by `cfg`.
+    pub(crate) fn offer_flags(cfg: &ConnectionConfig) -> u16 {
+        (if cfg.batch { FLAG_BATCH } else { 0 }) | if cfg.link_intact { FLAG_INTACT } else { 0 }
+    }
+
+    /// Whether this connection's datagrams need a UDP checksum: false only when both links
+    /// are intact (each side set `FLAG_INTACT`; see [`ConnectionConfig::link_intact`]).
+    pub fn needs_checksum(&self) -> bool {
+        !(self.cfg.link_intact && self.peer_intact)
     }
 
     /// Client or server.

@@ -27,8 +27,18 @@ use super::cc::ControllerFactory;
 use super::connection::{Budget, Connection, Side};
 use super::cookie::siphash24;
 use super::{ConnectionConfig, Instant, SplitMix64};
+
+/// A datagram [`Endpoint::poll_transmit_ex`] wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Transmit {
+    /// Where it goes.
+    pub dst: SocketAddr,
+    /// It needs a UDP checksum. False only for a connection whose both ends advertised an
+    /// intact link ([`ConnectionConfig::link_intact`]); the handshake always has one.
+    pub checksum: bool,
+}
 use crate::mem::PktBuf;
-use crate::wire::transport::{Kind, Packet, Repr, FLAG_ACK_NOW, FLAG_BATCH};
+use crate::wire::transport::{Kind, Packet, Repr, FLAG_ACK_NOW};
 
 /// Endpoint settings.
 #[derive(Debug, Clone)]
@@ -372,7 +382,7 @@ impl Endpoint {
                     self.stats.hellos += 1;
                     let s = self.cookie(self.bucket(now), repr.src_cid, remote);
                     let ans = Repr {
-                        flags: if self.cfg.conn.batch { FLAG_BATCH } else { 0 },
+                        flags: Connection::offer_flags(&self.cfg.conn),
                         dst_cid: repr.src_cid,
                         src_cid: s,
                         pn: 0,
@@ -528,12 +538,23 @@ impl Endpoint {
     /// [`MAX_HEADER_LEN`](crate::wire::transport::MAX_HEADER_LEN) plus whatever the caller
     /// prepends after). Returns its destination, or `None` when nothing is due.
     /// Connections take turns, one datagram each; only those touched since they last had
-    /// nothing to send are asked.
+    /// nothing to send are asked. [`poll_transmit_ex`](Self::poll_transmit_ex) also says
+    /// whether the datagram needs a UDP checksum.
     #[must_use]
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut PktBuf) -> Option<SocketAddr> {
-        if let Some((addr, r)) = self.stateless.pop_front() {
+        self.poll_transmit_ex(now, buf).map(|t| t.dst)
+    }
+
+    /// [`poll_transmit`](Self::poll_transmit), with what the layer below needs to know about
+    /// the datagram: its destination and whether it needs a UDP checksum.
+    #[must_use]
+    pub fn poll_transmit_ex(&mut self, now: Instant, buf: &mut PktBuf) -> Option<Transmit> {
+        if let Some((dst, r)) = self.stateless.pop_front() {
             if r.prepend_to(buf).is_ok() {
-                return Some(addr);
+                return Some(Transmit {
+                    dst,
+                    checksum: true,
+                });
             }
             return None;
         }
@@ -544,14 +565,17 @@ impl Endpoint {
                 continue;
             };
             if c.poll_transmit(now, buf) {
-                let remote = c.remote;
+                let t = Transmit {
+                    dst: c.remote,
+                    checksum: c.needs_checksum(),
+                };
                 // Back of the queue (round-robin), and its timers changed.
                 self.sched.ready.push_back(i);
                 if !self.sched.in_dirty[k] {
                     self.sched.in_dirty[k] = true;
                     self.sched.dirty.push(i);
                 }
-                return Some(remote);
+                return Some(t);
             }
             self.sched.in_ready[k] = false;
         }

@@ -47,7 +47,9 @@ use core::ops::{Add, AddAssign, Sub};
 use std::time::Duration;
 
 pub use connection::{Connection, ConnectionStats, SendError, Side, State};
-pub use endpoint::{ConnectError, ConnectionHandle, Endpoint, EndpointConfig, EndpointStats};
+pub use endpoint::{
+    ConnectError, ConnectionHandle, Endpoint, EndpointConfig, EndpointStats, Transmit,
+};
 
 use crate::mem::{PktBuf, PktBytes};
 
@@ -123,6 +125,13 @@ pub struct ConnectionConfig {
     pub max_send_msgs: usize,
     /// Deliver messages in send order instead of completion order.
     pub ordered: bool,
+    /// This side's link delivers frames unaltered ([`Offloads::intact`], which the `Stack`
+    /// copies here from its port): advertise `FLAG_INTACT` in the handshake, and when the
+    /// peer advertised it too, send this connection's datagrams without a UDP checksum
+    /// ([`Transmit::checksum`] false). Either side alone never omits it. Off by default.
+    ///
+    /// [`Offloads::intact`]: crate::pmd::Offloads::intact
+    pub link_intact: bool,
     /// RTT assumed before the first sample.
     pub initial_rtt: Duration,
     /// Floor of the retransmission timeout.
@@ -155,6 +164,7 @@ impl Default for ConnectionConfig {
             max_message: 2 << 30,
             max_send_msgs: 512,
             ordered: false,
+            link_intact: false,
             initial_rtt: Duration::from_micros(100),
             min_rto: Duration::from_micros(500),
             max_rto: Duration::from_millis(200),

@@ -111,9 +111,24 @@ impl Io<'_> {
         dst: SocketAddrV4,
         payload: PktBuf,
     ) -> Result<(), SendError> {
+        self.send_udp_checksum(src_port, dst, payload, true)
+    }
+
+    /// [`send_udp`](Self::send_udp), leaving the UDP checksum out (0) when `checksum` is
+    /// false (see [`Net::send_udp_checksum`]).
+    #[inline]
+    pub fn send_udp_checksum(
+        &mut self,
+        src_port: u16,
+        dst: SocketAddrV4,
+        payload: PktBuf,
+        checksum: bool,
+    ) -> Result<(), SendError> {
         let port = &mut *self.port;
         self.net
-            .send_udp(self.now, src_port, dst, payload, &mut || port.alloc_tx())
+            .send_udp_checksum(self.now, src_port, dst, payload, checksum, &mut || {
+                port.alloc_tx()
+            })
     }
 
     /// Send an ICMP echo request (see [`Net::send_ping`]).

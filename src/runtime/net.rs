@@ -658,7 +658,22 @@ impl Net {
         now: u64,
         src_port: u16,
         dst: SocketAddrV4,
+        buf: PktBuf,
+        alloc: &mut dyn FnMut() -> Result<PktBuf, PoolExhausted>,
+    ) -> Result<(), SendError> {
+        self.send_udp_checksum(now, src_port, dst, buf, true, alloc)
+    }
+
+    /// [`send_udp`](Self::send_udp); with `checksum` false the UDP checksum is left out
+    /// (0: "no checksum" in UDP over IPv4), for a peer that agreed to it over an intact link
+    /// (see [`Offloads::intact`]): the payload is then never read here.
+    pub fn send_udp_checksum(
+        &mut self,
+        now: u64,
+        src_port: u16,
+        dst: SocketAddrV4,
         mut buf: PktBuf,
+        checksum: bool,
         alloc: &mut dyn FnMut() -> Result<PktBuf, PoolExhausted>,
     ) -> Result<(), SendError> {
         if self.tx.len() >= self.cfg.tx_queue_limit {
@@ -685,7 +700,9 @@ impl Net {
         // header alone: the payload may be a shared, read-only slot (zero-copy send, see
         // `mem`), and the header lies in its headroom, below the write floor.
         let ph = checksum::pseudo_header_v4(&src_ip, &dst_ip, IpProtocol::Udp, udp_len as u32);
-        let sum = if self.cfg.offloads.tx_checksum {
+        let sum = if !checksum {
+            None
+        } else if self.cfg.offloads.tx_checksum {
             Some(ph)
         } else if self.cfg.udp_tx_checksum {
             let s = !checksum::combine(&[ph, checksum::data(&buf.data()[..udp_len])]);
@@ -1141,6 +1158,35 @@ mod tests {
         assert_eq!(q.len(), 1);
         assert_eq!(q[0].slot(), slot, "payload not copied");
         assert_eq!(q[0].data(), &SENT_FRAME[..]);
+    }
+
+    #[test]
+    fn send_udp_without_checksum_leaves_zero_and_is_accepted() {
+        let p = pool();
+        let mut n = net();
+        n.add_static_arp(IP_PEER, PEER);
+        let mut b = p.alloc().unwrap();
+        b.extend_from_slice(b"hello").unwrap();
+        n.send_udp_checksum(
+            0,
+            7000,
+            SocketAddrV4::new(IP_PEER, 5000),
+            b,
+            false,
+            &mut || p.alloc(),
+        )
+        .unwrap();
+        let f = sent(&mut n).pop().unwrap();
+        assert_eq!(&f[40..42], &[0, 0], "UDP checksum left out");
+        assert_eq!(f[..40], SENT_FRAME[..40], "headers otherwise the same");
+        assert_eq!(f[42..], SENT_FRAME[42..]);
+        let ip = Ipv4Packet::new_checked(&f[14..]).unwrap();
+        assert!(
+            ip.verify_checksum(),
+            "the IPv4 header checksum is always filled"
+        );
+        let udp = UdpPacket::new_checked(ip.payload()).unwrap();
+        assert!(udp.verify_checksum(&IpAddress::Ipv4(IP_US), &IpAddress::Ipv4(IP_PEER)));
     }
 
     #[test]

@@ -39,6 +39,11 @@ pub const FLAG_ACK_NOW: u16 = 1 << 0;
 /// Flag on CONNECT and ACCEPT: the sender accepts BATCH packets. A peer that did not set it
 /// (an older implementation, which ignores unknown flags) never receives one.
 pub const FLAG_BATCH: u16 = 1 << 1;
+/// Flag on CONNECT and ACCEPT: the sender's link delivers frames bit-exact (memory shared with
+/// the peer, such as memif), so datagrams to it may go without a UDP checksum. Datagrams on a
+/// connection omit the checksum only when both sides set it; an implementation that does not
+/// know the flag ignores it and always gets checksums.
+pub const FLAG_INTACT: u16 = 1 << 2;
 
 /// Parse errors. All of them mean "drop the datagram".
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

@@ -197,6 +197,8 @@ impl Device {
         let offloads = Offloads {
             rx_checksum: cfg.checksum_offload && info.rx_offload_capa & rx_ck == rx_ck,
             tx_checksum: cfg.checksum_offload && info.tx_offload_capa & tx_ck == tx_ck,
+            // Frames cross a device (even a virtual one may lead to a wire): never assumed.
+            intact: false,
         };
         if offloads.rx_checksum {
             conf.rxmode.offloads |= rx_ck;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use super::ring::{Desc, Ring, DESC_FLAG_NEXT, RING_FLAG_MASK_INT};
 use super::{sys, Conn, IfShared, Role};
 use crate::mem::{PktBuf, Pool, PoolExhausted};
-use crate::pmd::{Link, Port, PortInfo, PortStats, MAX_BURST};
+use crate::pmd::{Link, Offloads, Port, PortInfo, PortStats, MAX_BURST};
 
 /// Region index of the client's buffer pool (region 0 holds the rings).
 const BUFFER_REGION: u16 = 1;
@@ -111,7 +111,11 @@ impl MemifPort {
             mac: iface.cfg.mac,
             queues: iface.cfg.queue_pairs,
             queue,
-            offloads: Default::default(),
+            // Frames are written to and read from memory both processes map.
+            offloads: Offloads {
+                intact: true,
+                ..Offloads::default()
+            },
         };
         MemifPort {
             iface,

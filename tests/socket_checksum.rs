@@ -1,0 +1,233 @@
+//! UDP checksums over intact links: two stacks whose ports both deliver frames unaltered
+//! (`Offloads::intact`: memif, an in-process pair) agree in the handshake to send without a
+//! UDP checksum; anything else (one side asking for checksums, a port that corrupts frames)
+//! keeps them on every datagram, and corruption is still caught.
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::Duration;
+
+use bypass::mem::{HugePages, PktBuf, Pool, PoolConfig, PoolExhausted};
+use bypass::pmd::faults::{FaultConfig, FaultSpec, Faults};
+use bypass::pmd::pair::pair;
+use bypass::pmd::{Link, Port, PortInfo, PortStats};
+use bypass::socket::{Backend, Error, Stack};
+
+const SERVER: Ipv4Addr = Ipv4Addr::new(10, 98, 0, 1);
+const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 98, 0, 2);
+
+/// The UDP checksum field and UDP length of every IPv4/UDP frame a port transmits.
+type Seen = Arc<Mutex<Vec<(u16, u16)>>>;
+
+struct Tap<P> {
+    inner: P,
+    seen: Seen,
+}
+
+impl<P: Port> Port for Tap<P> {
+    fn info(&self) -> PortInfo {
+        self.inner.info()
+    }
+    fn link(&mut self) -> Link {
+        self.inner.link()
+    }
+    fn rx_burst(&mut self, out: &mut Vec<PktBuf>, max: usize) -> usize {
+        self.inner.rx_burst(out, max)
+    }
+    fn tx_burst(&mut self, pkts: &mut Vec<PktBuf>) -> usize {
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        for p in pkts.iter() {
+            let f = p.data();
+            // Ethernet type IPv4, protocol UDP.
+            if f.len() >= 42 && f[12..14] == [0x08, 0x00] && f[23] == 17 {
+                let udp = 14 + usize::from(f[14] & 0x0f) * 4;
+                let len = u16::from_be_bytes([f[udp + 4], f[udp + 5]]);
+                let sum = u16::from_be_bytes([f[udp + 6], f[udp + 7]]);
+                seen.push((sum, len));
+            }
+        }
+        drop(seen);
+        self.inner.tx_burst(pkts)
+    }
+    fn alloc_tx(&mut self) -> Result<PktBuf, PoolExhausted> {
+        self.inner.alloc_tx()
+    }
+    fn stats(&self) -> PortStats {
+        self.inner.stats()
+    }
+}
+
+struct Case {
+    /// The client asks for checksums on everything it sends.
+    client_always: bool,
+    /// The client's port corrupts 2 % of the frames it receives (after the UDP layer of the
+    /// server computed or left out the checksum).
+    client_corrupts: bool,
+}
+
+/// What each side sent, as (checksum, UDP length) per datagram, and the frames the client
+/// dropped for a bad IPv4 or UDP checksum.
+struct Outcome {
+    server: Vec<(u16, u16)>,
+    client: Vec<(u16, u16)>,
+    client_bad_checksums: u64,
+}
+
+/// Echo messages of several sizes through the two stacks.
+fn run(case: Case) -> Outcome {
+    let pool = Pool::new(&PoolConfig {
+        hugepages: HugePages::Never,
+        ..PoolConfig::new("csum-test", 8192, 9216 + 256)
+    })
+    .unwrap();
+    let (a, b) = pair(&pool, 1024, 9000).unwrap();
+    let (server_seen, client_seen): (Seen, Seen) = Default::default();
+    let a = Tap {
+        inner: a,
+        seen: server_seen.clone(),
+    };
+    let b: Box<dyn Port> = if case.client_corrupts {
+        let mut cfg = FaultConfig {
+            seed: 7,
+            ..FaultConfig::default()
+        };
+        cfg.rx = FaultSpec {
+            corrupt: 0.02,
+            corrupt_skip: 14,
+            ..FaultSpec::default()
+        };
+        let f = Faults::new(b, cfg).unwrap();
+        assert!(
+            !f.info().offloads.intact,
+            "a corrupting wrapper is not intact"
+        );
+        Box::new(Tap {
+            inner: f,
+            seen: client_seen.clone(),
+        })
+    } else {
+        assert!(b.info().offloads.intact, "a pair is an intact link");
+        Box::new(Tap {
+            inner: b,
+            seen: client_seen.clone(),
+        })
+    };
+    let (up_tx, up_rx) = mpsc::channel();
+    let server = thread::spawn(move || {
+        let stack = Stack::builder(Backend::Port(Box::new(a)), SERVER)
+            .build()
+            .unwrap();
+        let listener = stack.listen();
+        up_tx.send(()).unwrap();
+        let sock = listener.accept(Duration::from_secs(20)).unwrap();
+        loop {
+            match sock.recv() {
+                Ok(m) => {
+                    sock.send_bytes(m).unwrap();
+                }
+                Err(Error::Closed) => break,
+                Err(e) => panic!("server recv: {e}"),
+            }
+        }
+    });
+    up_rx.recv().unwrap();
+    let stack = Stack::builder(Backend::Port(b), CLIENT)
+        .always_checksum(case.client_always)
+        .build()
+        .unwrap();
+    let sock = stack
+        .connect(SocketAddrV4::new(SERVER, 7200), Duration::from_secs(10))
+        .unwrap();
+    sock.set_timeout(Some(Duration::from_secs(20)));
+    for (k, len) in [1usize, 64, 1400, 8972, 65536, 1 << 20]
+        .into_iter()
+        .enumerate()
+    {
+        for r in 0..3u8 {
+            let msg: Vec<u8> = (0..len)
+                .map(|i| (i as u8).wrapping_mul(29).wrapping_add(k as u8 ^ r))
+                .collect();
+            sock.send(&msg).unwrap();
+            let back = sock.recv().unwrap();
+            assert!(back[..] == msg[..], "{len} B message changed on the way");
+        }
+    }
+    sock.close().unwrap();
+    let net = stack.stats().net;
+    drop(stack);
+    server.join().unwrap();
+    let server = server_seen.lock().unwrap().clone();
+    let client = client_seen.lock().unwrap().clone();
+    Outcome {
+        server,
+        client,
+        client_bad_checksums: net.ip_bad_checksum + net.udp_bad_checksum,
+    }
+}
+
+/// Datagrams carrying at least `min` bytes of UDP (header included).
+fn big(seen: &[(u16, u16)], min: u16) -> Vec<u16> {
+    seen.iter()
+        .filter(|(_, l)| *l >= min)
+        .map(|(s, _)| *s)
+        .collect()
+}
+
+#[test]
+fn intact_links_on_both_ends_send_without_udp_checksums() {
+    let o = run(Case {
+        client_always: false,
+        client_corrupts: false,
+    });
+    let (server, client) = (o.server, o.client);
+    // The client's first datagram (CONNECT) goes before it knows the peer: checksummed.
+    assert_ne!(client[0].0, 0, "the handshake carries a checksum");
+    for (side, seen) in [("server", &server), ("client", &client)] {
+        let data = big(seen, 1000);
+        assert!(data.len() >= 100, "{side}: {} large datagrams", data.len());
+        assert!(
+            data.iter().all(|&s| s == 0),
+            "{side}: a data datagram carried a checksum over two intact links"
+        );
+    }
+}
+
+#[test]
+fn one_end_asking_for_checksums_gets_them_both_ways() {
+    let o = run(Case {
+        client_always: true,
+        client_corrupts: false,
+    });
+    assert_eq!(o.client_bad_checksums, 0);
+    let (server, client) = (o.server, o.client);
+    for (side, seen) in [("server", &server), ("client", &client)] {
+        assert!(seen.len() >= 100, "{side}: {} datagrams", seen.len());
+        assert!(
+            seen.iter().all(|&(s, _)| s != 0),
+            "{side}: a datagram without a checksum to a peer that asked for them"
+        );
+    }
+}
+
+#[test]
+fn a_corrupting_port_keeps_checksums_and_corruption_is_caught() {
+    // `run` asserts every echoed message came back byte for byte.
+    let o = run(Case {
+        client_always: false,
+        client_corrupts: true,
+    });
+    assert!(
+        o.client_bad_checksums > 0,
+        "2 % corruption of a few hundred frames was never caught by a checksum"
+    );
+    let (server, client) = (o.server, o.client);
+    for (side, seen) in [("server", &server), ("client", &client)] {
+        assert!(seen.len() >= 100, "{side}: {} datagrams", seen.len());
+        assert!(
+            seen.iter().all(|&(s, _)| s != 0),
+            "{side}: a datagram without a checksum on a link that corrupts"
+        );
+    }
+}
