@@ -151,16 +151,27 @@ pub(super) trait Setup: Send {
 }
 
 /// memif: connection `i` of a listener is its own memif link on socket `PATH-i.sock`.
+/// `role` is the transport's (the listener is the server, whose address the client
+/// connects to); the memif role is the same, except in a stream cell, where the receiving
+/// end (the listener) takes the memif client role: the client's memory holds the frames, so
+/// it receives them in place, and the sender, the memif server, writes them there.
 struct MemifSetup {
     path: PathBuf,
     role: Role,
+    /// The memif role taken by `build` (the socket file is the memif server's to remove).
+    memif_role: Role,
 }
 
 impl Setup for MemifSetup {
     fn build(&mut self, opts: &ConnOpts) -> Result<(Stack, Socket), ConnError> {
+        self.memif_role = match (opts.stream, self.role) {
+            (true, Role::Server) => Role::Client,
+            (true, Role::Client) => Role::Server,
+            (false, r) => r,
+        };
         let backend = Backend::Memif {
             socket: self.path.clone(),
-            role: self.role,
+            role: self.memif_role,
             id: 0,
         };
         let setup = setup_timeout(opts);
@@ -188,7 +199,7 @@ impl Setup for MemifSetup {
     }
 
     fn cleanup(&mut self) {
-        if self.role == Role::Server {
+        if self.memif_role == Role::Server {
             let _ = std::fs::remove_file(&self.path);
         }
     }
@@ -249,7 +260,14 @@ impl SendMode {
 
 impl BypassConn {
     fn new(path: PathBuf, role: Role, opts: &ConnOpts) -> BypassConn {
-        let mut c = BypassConn::with_setup(Box::new(MemifSetup { path, role }), opts);
+        let mut c = BypassConn::with_setup(
+            Box::new(MemifSetup {
+                path,
+                role,
+                memif_role: role,
+            }),
+            opts,
+        );
         c.send_mode = SendMode::from_env();
         c
     }
@@ -387,6 +405,17 @@ impl MsgConn for BypassConn {
             s.recv_msg().map_err(to_conn_error)
         })?;
         Ok(bytes_of(self.last.insert(m)))
+    }
+
+    fn recv_len(&mut self) -> Result<usize, ConnError> {
+        let timeout = self.opts.recv_timeout;
+        self.last = None;
+        let m = self.with(|s| {
+            s.set_timeout(Some(timeout));
+            s.recv_msg().map_err(to_conn_error)
+        })?;
+        // Dropped here: its buffers go back before the next receive.
+        Ok(m.len as usize)
     }
 
     fn recv_msg_before(&mut self, deadline: Instant) -> Result<Option<&[u8]>, ConnError> {

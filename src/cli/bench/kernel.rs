@@ -555,6 +555,7 @@ mod tests {
             max_msg: 200_000,
             recv_timeout: Duration::from_millis(300),
             io_timeout: Duration::from_secs(2),
+            stream: false,
         }
     }
 

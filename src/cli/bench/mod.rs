@@ -635,6 +635,7 @@ impl Session {
             max_msg,
             recv_timeout: self.timeout,
             io_timeout: self.timeout,
+            stream: c.role == "sink",
         };
         let mut conns = Vec::new();
         let mut err = None;

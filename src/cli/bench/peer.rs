@@ -435,6 +435,7 @@ fn start_cell(
         max_msg,
         recv_timeout: SERVER_RECV_TIMEOUT,
         io_timeout: IO_TIMEOUT,
+        stream: role == Role::Sink,
     };
     let mut l = t.listen(host, &opts).map_err(|e| format!("listen: {e}"))?;
     w.write_all(format!("LISTEN {}\n", l.addr()).as_bytes())

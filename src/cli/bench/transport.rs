@@ -96,6 +96,11 @@ pub struct ConnOpts {
     pub recv_timeout: Duration,
     /// The longest a send may wait for room, and a connect or accept for its peer.
     pub io_timeout: Duration,
+    /// The cell is a one-way stream: the client sends, the peer only receives. A transport
+    /// may set its ends up for that direction (bypass over memif makes the receiver the
+    /// memif client, the side whose memory the frames are written into, so it receives
+    /// without a copy, and has it take multi-packet messages as their packet buffers).
+    pub stream: bool,
 }
 
 /// Why a transport operation failed.
@@ -137,6 +142,12 @@ pub trait MsgConn: Send {
     fn send_msg(&mut self, msg: &Bytes) -> Result<(), ConnError>;
     /// Receives one whole message, waiting at most the connection's receive timeout.
     fn recv_msg(&mut self) -> Result<&[u8], ConnError>;
+    /// Receives one whole message as [`recv_msg`](Self::recv_msg) does and returns its
+    /// length: what a sink needs. A transport that can deliver a message without making
+    /// its bytes one slice (bypass's zero-copy receive of packet buffers) does so here.
+    fn recv_len(&mut self) -> Result<usize, ConnError> {
+        self.recv_msg().map(<[u8]>::len)
+    }
     /// Receives one whole message, waiting as the connection's [`Wait`] says (a blocking
     /// connection sleeps in the kernel, a busy-poll one spins) but only until `deadline`;
     /// `Ok(None)` then. A deadline already past makes it a try: a message already there is
