@@ -280,6 +280,8 @@ impl Socket {
             }
             MsgData::Packet(p) => self.gpu_place(id, &p, true),
             MsgData::Buffer(b) => self.gpu_place(id, &b, false),
+            // Reached host memory as packet buffers (rx_segments): staged through one copy.
+            MsgData::Segments(s) => self.gpu_place(id, &s.to_bytes(), false),
         }
     }
 

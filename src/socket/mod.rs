@@ -1127,9 +1127,16 @@ impl Socket {
     /// let bytes: &[u8] = match &msg.data {
     ///     MsgData::Packet(p) => p,  // one packet: a view of the receive buffer
     ///     MsgData::Buffer(b) => b,  // several packets, reassembled
+    ///     MsgData::Segments(s) => {
+    ///         // several packets, as their buffers (ConnectionConfig::rx_segments)
+    ///         for part in s.iter() {
+    ///             let _ = part; // hand each part on in order, no copy
+    ///         }
+    ///         &[]
+    ///     }
     ///     MsgData::Target(_) => &[], // written into a target posted with post_target
     /// };
-    /// println!("message {} of {} bytes", msg.id, bytes.len());
+    /// println!("message {} of {} bytes", msg.id, msg.len);
     /// // Dropping `msg` gives the packet buffer back to the pool.
     /// # Ok(()) }
     /// ```
@@ -1149,12 +1156,15 @@ impl Socket {
     }
 
     /// Wait for the next whole message, as `Bytes` (no copy; messages written into a
-    /// posted target are returned by [`recv_msg`](Self::recv_msg) only).
+    /// posted target are returned by [`recv_msg`](Self::recv_msg) only). A message
+    /// delivered as packet buffers (`ConnectionConfig::rx_segments`) is copied into one
+    /// `Bytes` here: use `recv_msg` to read its parts in place.
     pub fn recv(&self) -> Result<Bytes, Error> {
         let m = self.recv_msg()?;
         match m.data {
             MsgData::Packet(p) => Ok(p.into()),
             MsgData::Buffer(b) => Ok(b),
+            MsgData::Segments(s) => Ok(s.to_bytes()),
             MsgData::Target(_) => Err(Error::TargetMessage),
         }
     }
@@ -1166,6 +1176,7 @@ impl Socket {
             Some(m) => match m.data {
                 MsgData::Packet(p) => Some(p.into()),
                 MsgData::Buffer(b) => Some(b),
+                MsgData::Segments(s) => Some(s.to_bytes()),
                 MsgData::Target(_) => return Err(Error::TargetMessage),
             },
         })
