@@ -435,3 +435,57 @@ fn malformed_offsets_are_refused_and_hold_no_slots() {
     assert!(p.server.connection(sh).is_none());
     assert_eq!(slots(&p), idle, "no slot kept");
 }
+
+/// Credit: messages held as segments and not yet taken by `poll_recv` keep their bytes
+/// counted, so a receiver that does not read stops the sender at its window instead of
+/// letting the pool fill; reading reopens it and everything arrives.
+#[test]
+fn unread_segments_apply_backpressure() {
+    let window = 1u64 << 20;
+    let mut p = Pair::new(cfg(false, window), cfg(false, window), lossy(), 33);
+    let hs = p.connect().expect("connect");
+    settle(&mut p, hs, 5);
+    let idle = slots(&p);
+    let mp = p.server.connection(hs.1).unwrap().max_payload_len() as u64;
+    let (n, len) = (20u64, 200_000usize);
+    let c = p.client.connection(hs.0).unwrap();
+    for k in 0..n {
+        c.send(pattern(msg_tag(33, 0, k), len)).unwrap();
+    }
+    // 50 ms of virtual time without reading.
+    let until = p.now.as_nanos() + 50_000_000;
+    while p.now.as_nanos() < until && p.step() {
+        p.drain(Peer::Client, hs.0, drop, drop);
+    }
+    let held = slots(&p) - idle;
+    let s = p.server.connection(hs.1).unwrap();
+    let st = s.stats();
+    println!(
+        "unread: {held} slots held, {} B buffered, {st:?}",
+        s.rx_buffered()
+    );
+    assert!(s.has_recv());
+    assert!(st.rx_segment_msgs < n, "the sender was stopped: {st:?}");
+    // At most a window of payload (in full packets, plus one short last packet each).
+    assert!(
+        held <= window / mp + window / len as u64 + 8,
+        "{held} slots"
+    );
+    // Now read everything.
+    let mut got = 0;
+    for _ in 0..5_000_000 {
+        p.step();
+        p.drain(Peer::Server, hs.1, drop, |m| {
+            assert!(check_pattern(msg_tag(33, 0, m.id), &joined(&m)));
+            assert!(m.segments().is_some());
+            got += 1;
+        });
+        p.drain(Peer::Client, hs.0, drop, drop);
+        if got == n {
+            break;
+        }
+    }
+    assert_eq!(got, n);
+    settle(&mut p, hs, 20);
+    assert_eq!(slots(&p), idle);
+}
