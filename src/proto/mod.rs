@@ -21,7 +21,9 @@
 //!   messages that were queued together may share one packet and so one buffer, see
 //!   [`ConnectionConfig::batch`]). A larger
 //!   message is copied once from each packet into a contiguous buffer ([`MsgData::Buffer`])
-//!   or into a [`RecvTarget`] the application posted ([`MsgData::Target`]). The sender copies
+//!   or into a [`RecvTarget`] the application posted ([`MsgData::Target`]); with
+//!   [`ConnectionConfig::rx_segments`] it is instead delivered as its packet buffers
+//!   ([`MsgData::Segments`], a [`RecvSegments`]: zero copies). The sender copies
 //!   each payload byte once, from the application's `Bytes` into the transmit buffer (and
 //!   again only for a retransmission).
 //! - Memory a peer can make us hold is bounded: packet buffers by the credit we grant,
@@ -33,7 +35,8 @@
 //! Allocation: none per packet in steady state. Per connection: its queues (small at
 //! creation, grown to the bounds their windows set while the connection warms up, then kept)
 //! and the controller box. Per multi-packet message received: the reassembly buffer (unless a
-//! [`RecvTarget`] was posted). `PktBytes -> bytes::Bytes` costs one small allocation in
+//! [`RecvTarget`] was posted), or with `rx_segments` the list of its packet buffers (one
+//! small allocation). `PktBytes -> bytes::Bytes` costs one small allocation in
 //! `bytes` if the application converts.
 
 pub mod cc;
