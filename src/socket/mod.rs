@@ -34,9 +34,12 @@
 //!     receive buffer: no copy, no allocation. A multi-packet message is copied once into a
 //!     reassembly buffer allocated for it (one allocation per message), or into a target
 //!     posted with [`Socket::post_target`] (none: the target comes back in the message and
-//!     can be posted again);
+//!     can be posted again); with `ConnectionConfig::rx_segments` (set through
+//!     [`StackBuilder::connection_config`]) it is handed out as its packet buffers instead
+//!     (`MsgData::Segments`: no copy, one small allocation for the list);
 //!   - `recv() -> Bytes`: as `recv_msg`, plus one small allocation for a single-packet message
-//!     (`Bytes::from_owner` boxes the buffer's owner; see `mem`).
+//!     (`Bytes::from_owner` boxes the buffer's owner; see `mem`); segments are joined by one
+//!     copy into a new buffer.
 //! - A message can be received into GPU memory ([`Socket::recv_into_gpu`], or several posted
 //!   ahead with [`Socket::post_gpu`] and taken with [`Socket::recv_gpu`]): the GPU's copy engine
 //!   copies each segment from its packet buffer to its final offset in device memory, with no
