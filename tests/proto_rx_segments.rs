@@ -550,7 +550,7 @@ fn random_forged_offsets_never_panic_nor_leak() {
             // Half aligned 1400-byte parts (messages complete), half anywhere, any size.
             let (off, n) = if len == 0 {
                 (0, 0)
-            } else if rng.next_u64() % 2 == 0 {
+            } else if rng.next_u64().is_multiple_of(2) {
                 let off = rng.next_u64() % len.div_ceil(1400) * 1400;
                 (off, 1400.min(len - off) as usize)
             } else {
