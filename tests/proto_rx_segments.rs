@@ -424,6 +424,27 @@ fn malformed_offsets_are_refused_and_hold_no_slots() {
     assert_eq!(c.stats().rx_segment_copied, 1);
     drop(m);
 
+    // Message 61, 200 parts sent in reverse: sorted insertion would be quadratic; past its
+    // bound the message is copied, intact.
+    for k in (0..200usize).rev() {
+        f.data(&mut p, 61, 200_000, k as u64 * 1000, &good(k * 1000, 1000));
+    }
+    let c = p.server.connection(sh).unwrap();
+    let m = c.poll_recv().expect("message 61 complete");
+    assert!(matches!(m.data, MsgData::Buffer(_)), "{m:?}");
+    assert_eq!(joined(&m), good(0, 200_000));
+    assert_eq!(c.stats().rx_segment_copied, 2);
+    drop(m);
+    // The same in order stays zero-copy.
+    for k in 0..200usize {
+        f.data(&mut p, 62, 200_000, k as u64 * 1000, &good(k * 1000, 1000));
+    }
+    let c = p.server.connection(sh).unwrap();
+    let m = c.poll_recv().expect("message 62 complete");
+    assert_eq!(m.segments().map(|s| s.parts()), Some(200));
+    assert_eq!(joined(&m), good(0, 200_000));
+    drop(m);
+
     // Messages 52..60 left partial (two parts each, out of order), then a reset.
     for id in 52..60u64 {
         f.data(&mut p, id, 100_000, 5000, &good(5000, 1400));

@@ -114,7 +114,7 @@ pub struct ConnectionStats {
     /// Multi-packet messages delivered as their packet buffers ([`MsgData::Segments`]).
     pub rx_segment_msgs: u64,
     /// Messages begun as segments and copied into a reassembly buffer instead because their
-    /// packets were too small for the slots they held
+    /// packets were too small for the slots they held or came too far out of order
     /// ([`ConnectionConfig::rx_segments`]).
     pub rx_segment_copied: u64,
 }
@@ -204,8 +204,12 @@ enum Dest {
     Target(Box<dyn RecvTarget>),
     /// The packet buffers themselves (`ConnectionConfig::rx_segments`): `(offset, part)`,
     /// sorted by offset, non-overlapping, none empty. Their bytes stay counted against the
-    /// credit until the message is handed out, as a single-packet message's do.
-    Segs(Vec<(u64, PktBytes)>),
+    /// credit until the message is handed out, as a single-packet message's do. `moved`:
+    /// parts shifted by out-of-order insertions so far (bounded, see `on_data`).
+    Segs {
+        parts: Vec<(u64, PktBytes)>,
+        moved: usize,
+    },
 }
 
 enum RxSlot {
@@ -791,7 +795,7 @@ impl Connection {
         // readable until the endpoint frees the connection.
         for slot in self.rx_msgs.iter_mut() {
             if let RxSlot::Partial { len, dest, .. } = slot {
-                if matches!(dest, Dest::Vec(_) | Dest::Segs(_)) {
+                if matches!(dest, Dest::Vec(_) | Dest::Segs { .. }) {
                     // (Dropping a Segs list below gives its packet buffers back.)
                     self.rx_reasm -= *len;
                     self.budget.used.fetch_sub(*len, Ordering::Relaxed);
@@ -1706,7 +1710,10 @@ impl Connection {
                         if self.cfg.rx_segments && msg_len <= self.cfg.rx_window {
                             // One allocation: room for the packets a full-size sender uses.
                             let n = msg_len.div_ceil(max_payload).min(seg_cap(msg_len) as u64);
-                            Dest::Segs(Vec::with_capacity(n as usize))
+                            Dest::Segs {
+                                parts: Vec::with_capacity(n as usize),
+                                moved: 0,
+                            }
                         } else {
                             Dest::Vec(vec![0u8; msg_len as usize])
                         }
@@ -1738,7 +1745,7 @@ impl Connection {
                 t.write_buf(offset, buf);
                 self.rx_released += plen;
             }
-            Dest::Segs(parts) => {
+            Dest::Segs { parts, moved } => {
                 if plen == 0 {
                     return true; // nothing to keep (and no slot held for nothing)
                 }
@@ -1757,8 +1764,14 @@ impl Connection {
                 {
                     return false;
                 }
-                if parts.len() >= seg_cap(*len) {
-                    // Packets too small for the slots they hold: copy the message instead.
+                // Shifting parts for a packet that fills an earlier hole costs a move of
+                // those after it: cheap for the retransmissions of a few losses, but a peer
+                // sending in reverse order would make it quadratic. Past a bound, copy.
+                *moved += parts.len() - i;
+                let cap = seg_cap(*len);
+                if parts.len() >= cap || *moved > 64 * cap {
+                    // Packets too small for the slots they hold, or too much reordering:
+                    // copy the message instead.
                     let mut v = vec![0u8; *len as usize];
                     for (o, p) in parts.drain(..) {
                         v[o as usize..o as usize + p.len()].copy_from_slice(&p);
@@ -1786,7 +1799,7 @@ impl Connection {
             let data = match dest {
                 Dest::Vec(v) => MsgData::Buffer(Bytes::from(v)),
                 Dest::Target(t) => MsgData::Target(t),
-                Dest::Segs(parts) => {
+                Dest::Segs { parts, .. } => {
                     self.stats.rx_segment_msgs += 1;
                     MsgData::Segments(RecvSegments::from_checked(parts, len as usize))
                 }

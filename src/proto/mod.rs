@@ -162,7 +162,10 @@ pub struct ConnectionConfig {
     /// the endpoint's) as a copied message does. A message longer than `rx_window` (it could
     /// never complete under a credit it holds) and one whose packets are much smaller than
     /// the datagram allows (more than `2 * ceil(len / payload) + 2` parts: a slot per few
-    /// bytes) are copied into a reassembly buffer instead.
+    /// bytes) or that arrive so far out of order that keeping the parts sorted would cost
+    /// more than 64 moves of every part (a sender in reverse order) are copied into a
+    /// reassembly buffer instead (from the packet where that shows; counted in
+    /// `ConnectionStats::rx_segment_copied`).
     pub rx_segments: bool,
 }
 
