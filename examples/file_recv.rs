@@ -100,6 +100,7 @@ fn run(socket: PathBuf, out: PathBuf) -> Result<bool, Box<dyn std::error::Error>
         let data: &[u8] = match &m.data {
             MsgData::Packet(p) => p,
             MsgData::Buffer(b) => b,
+            MsgData::Segments(_) => return Err("unexpected segments message".into()),
             MsgData::Target(_) => return Err("unexpected target message".into()),
         };
         if got + data.len() as u64 > total {

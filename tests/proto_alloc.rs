@@ -6,7 +6,9 @@
 //!
 //! What does allocate, by design (not exercised here): connection creation (queues, the
 //! controller box), the reassembly buffer of each multi-packet message (`vec![0; len]`, unless
-//! a `RecvTarget` was posted), and `PktBytes -> bytes::Bytes` (one small header in `bytes`).
+//! a `RecvTarget` was posted; with `ConnectionConfig::rx_segments` the list of its packet
+//! buffers instead, counted below), and `PktBytes -> bytes::Bytes` (one small header in
+//! `bytes`).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -219,4 +221,61 @@ fn zero_allocations_per_packet_with_batches() {
     // The small messages queued together did travel in batches (else this tests nothing new).
     assert!(batches > 0 && batched > 2 * batches, "{after:?}");
     assert_eq!(allocs, 0, "allocations in steady state");
+}
+
+/// Zero-copy receive (`ConnectionConfig::rx_segments`): a multi-packet message costs the
+/// receiver at most one allocation (its list of packet buffers), where the copying path
+/// allocates the whole message.
+#[test]
+fn at_most_one_allocation_per_multi_packet_message_with_rx_segments() {
+    static MSG: [u8; 20_000] = [0x5c; 20_000];
+    let server = EndpointConfig {
+        conn: bypass::proto::ConnectionConfig {
+            rx_segments: true,
+            ..Default::default()
+        },
+        ..EndpointConfig::default()
+    };
+    let mut p = Pair::new(EndpointConfig::default(), server, LinkConfig::default(), 79);
+    let hs = p.connect().expect("connect");
+    let msg = bytes::Bytes::from_static(&MSG);
+    let one_way = |p: &mut Pair, n: usize| {
+        let (mut sent, mut got, mut parts, mut guard) = (0, 0, 0, 0);
+        while got < n {
+            let c = p.endpoint(Peer::Client).connection(hs.0).unwrap();
+            while sent < n && c.send(msg.clone()).is_ok() {
+                sent += 1;
+            }
+            p.step();
+            p.drain(Peer::Server, hs.1, drop, |m| {
+                let s = m.segments().expect("delivered as segments");
+                assert_eq!(s.len(), MSG.len());
+                let mut off = 0;
+                for part in s.iter() {
+                    assert_eq!(part, &MSG[off..off + part.len()]);
+                    off += part.len();
+                }
+                parts += s.parts();
+                got += 1;
+            });
+            p.drain(Peer::Client, hs.0, drop, drop);
+            guard += 1;
+            assert!(guard < 10_000_000, "no progress");
+        }
+        for _ in 0..100 {
+            p.step();
+            p.drain(Peer::Server, hs.1, drop, drop);
+            p.drain(Peer::Client, hs.0, drop, drop);
+        }
+        parts
+    };
+    one_way(&mut p, 2_000);
+    let start = allocs();
+    ON.with(|c| c.set(true));
+    let parts = one_way(&mut p, 2_000);
+    ON.with(|c| c.set(false));
+    let allocs = allocs() - start;
+    println!("2000 messages of 20000 B in {parts} parts: {allocs} allocations");
+    assert!(parts >= 2_000 * 14, "{parts}");
+    assert!(allocs <= 2_000, "{allocs} allocations for 2000 messages");
 }

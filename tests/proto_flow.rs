@@ -128,6 +128,7 @@ fn posted_target_receives_multi_packet_message() {
                     "target"
                 }
                 MsgData::Buffer(_) => "buffer",
+                MsgData::Segments(_) => "segments",
             })
         });
         if kinds.len() == 2 {

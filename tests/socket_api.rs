@@ -392,3 +392,82 @@ fn a_dropped_stack_lingers_until_its_last_frames_leave() {
         "the RESET queued behind a held port was lost: {err:?} (server lingered {lingered:?})"
     );
 }
+
+/// Zero-copy receive (`ConnectionConfig::rx_segments`) through the socket API: `recv` still
+/// returns each whole message as one `Bytes` (joined by a copy), `recv_msg` hands out a
+/// multi-packet message as its packet buffers; every buffer comes back.
+#[test]
+fn rx_segments_recv_whole_and_recv_msg_segments() {
+    use bypass::proto::MsgData;
+    let (a, b, pool) = ports();
+    let (up_tx, up_rx) = mpsc::channel();
+    let server = thread::spawn(move || {
+        let stack = Stack::builder(Backend::Port(Box::new(a)), SERVER)
+            .connection_config(ConnectionConfig {
+                rx_segments: true,
+                ..ConnectionConfig::default()
+            })
+            .build()
+            .unwrap();
+        let listener = stack.listen();
+        up_tx.send(()).unwrap();
+        let sock = listener.accept(Duration::from_secs(20)).unwrap();
+        let (mut k, mut segments) = (0usize, 0usize);
+        loop {
+            // Even messages through recv, odd ones through recv_msg.
+            let echo = if k % 2 == 0 {
+                match sock.recv() {
+                    Ok(m) => m,
+                    Err(Error::Closed) => break,
+                    Err(e) => panic!("server recv: {e}"),
+                }
+            } else {
+                let m = match sock.recv_msg() {
+                    Ok(m) => m,
+                    Err(Error::Closed) => break,
+                    Err(e) => panic!("server recv_msg: {e}"),
+                };
+                match &m.data {
+                    MsgData::Packet(_) => assert!(m.len <= 1400, "{} B in one packet", m.len),
+                    MsgData::Segments(s) => {
+                        assert!(m.len >= 8973, "{} B as segments", m.len);
+                        assert!(s.parts() > 1);
+                        assert_eq!(s.len() as u64, m.len);
+                        segments += 1;
+                    }
+                    other => panic!("{} B as {other:?}", m.len),
+                }
+                m.into_bytes().unwrap()
+            };
+            sock.send_bytes(echo).unwrap();
+            k += 1;
+        }
+        (k, segments)
+    });
+    up_rx.recv().unwrap();
+    let stack = Stack::builder(Backend::Port(Box::new(b)), CLIENT)
+        .build()
+        .unwrap();
+    let sock = stack
+        .connect(SocketAddrV4::new(SERVER, 7200), Duration::from_secs(10))
+        .unwrap();
+    let sizes = [0usize, 1, 64, 1400, 8973, 65536, 1 << 20, 4 << 20];
+    let mut n = 0;
+    for (k, &len) in sizes.iter().enumerate() {
+        // Each size twice: once through the server's recv, once through its recv_msg.
+        for r in 0..2u8 {
+            let msg = pattern(len, k as u8 ^ (r << 4));
+            sock.send(&msg).unwrap();
+            let back = sock.recv().unwrap();
+            assert_eq!(back.len(), len, "size {len}");
+            assert!(back[..] == msg[..], "payload of {len} bytes changed");
+            n += 1;
+        }
+    }
+    sock.close().unwrap();
+    let (k, segments) = server.join().unwrap();
+    assert_eq!(k, n);
+    assert_eq!(segments, 4, "the four multi-packet sizes through recv_msg");
+    drop(stack);
+    assert_eq!(pool.stats().in_use, 0, "every packet buffer came back");
+}

@@ -19,10 +19,10 @@ use bytes::Bytes;
 
 use super::cc::{AckEvent, Controller, LossEvent, SendEvent};
 use super::{
-    CloseReason, ConnectionConfig, Event, Instant, MsgData, RecvMsg, RecvTarget, SplitMix64,
-    MSG_WINDOW, PN_WINDOW,
+    CloseReason, ConnectionConfig, Event, Instant, MsgData, RecvMsg, RecvSegments, RecvTarget,
+    SplitMix64, MSG_WINDOW, PN_WINDOW,
 };
-use crate::mem::PktBuf;
+use crate::mem::{PktBuf, PktBytes};
 use crate::wire::transport::{
     batch_entries, AckRepr, Kind, Repr, BATCH_ENTRY_LEN, BATCH_HEADER_LEN, DATA_HEADER_LEN,
     FLAG_ACK_NOW, FLAG_BATCH, FLAG_INTACT, SACK_BITS,
@@ -111,6 +111,12 @@ pub struct ConnectionStats {
     pub rx_messages: u64,
     /// Bytes of the messages delivered.
     pub rx_message_bytes: u64,
+    /// Multi-packet messages delivered as their packet buffers ([`MsgData::Segments`]).
+    pub rx_segment_msgs: u64,
+    /// Messages begun as segments and copied into a reassembly buffer instead because their
+    /// packets were too small for the slots they held or came too far out of order
+    /// ([`ConnectionConfig::rx_segments`]).
+    pub rx_segment_copied: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -196,6 +202,14 @@ struct TxMsg {
 enum Dest {
     Vec(Vec<u8>),
     Target(Box<dyn RecvTarget>),
+    /// The packet buffers themselves (`ConnectionConfig::rx_segments`): `(offset, part)`,
+    /// sorted by offset, non-overlapping, none empty. Their bytes stay counted against the
+    /// credit until the message is handed out, as a single-packet message's do. `moved`:
+    /// parts shifted by out-of-order insertions so far (bounded, see `on_data`).
+    Segs {
+        parts: Vec<(u64, PktBytes)>,
+        moved: usize,
+    },
 }
 
 enum RxSlot {
@@ -749,6 +763,13 @@ impl Connection {
                 self.rx_reasm -= m.len;
                 self.budget.used.fetch_sub(m.len, Ordering::Relaxed);
             }
+            MsgData::Segments(_) => {
+                // Its buffers leave with the application: the credit reopens as for a
+                // single-packet message, the reassembly reservation as for a buffer.
+                self.rx_released += m.len;
+                self.rx_reasm -= m.len;
+                self.budget.used.fetch_sub(m.len, Ordering::Relaxed);
+            }
             MsgData::Target(_) => {}
         }
         self.stats.rx_messages += 1;
@@ -790,7 +811,8 @@ impl Connection {
         // readable until the endpoint frees the connection.
         for slot in self.rx_msgs.iter_mut() {
             if let RxSlot::Partial { len, dest, .. } = slot {
-                if matches!(dest, Dest::Vec(_)) {
+                if matches!(dest, Dest::Vec(_) | Dest::Segs { .. }) {
+                    // (Dropping a Segs list below gives its packet buffers back.)
                     self.rx_reasm -= *len;
                     self.budget.used.fetch_sub(*len, Ordering::Relaxed);
                 }
@@ -1650,10 +1672,17 @@ impl Connection {
             return false;
         }
         let plen = buf.len() as u64;
+        if offset.checked_add(plen).is_none_or(|end| end > msg_len) {
+            return false; // checked by the parser too; never trust it here
+        }
         if self.rx_distinct + plen > self.rx_released + self.cfg.rx_window {
             return false;
         }
         let idx = idx as usize;
+        // Most parts a segments message may hold: twice what full-size packets need, plus
+        // slack for the short packets a credit limit cuts. Beyond it the message is copied.
+        let max_payload = self.max_payload().max(1) as u64;
+        let seg_cap = |len: u64| (2 * len.div_ceil(max_payload) + 2) as usize;
         while self.rx_msgs.len() <= idx {
             self.rx_msgs.push_back(RxSlot::Empty);
         }
@@ -1694,7 +1723,16 @@ impl Connection {
                             return false;
                         }
                         self.rx_reasm += msg_len;
-                        Dest::Vec(vec![0u8; msg_len as usize])
+                        if self.cfg.rx_segments && msg_len <= self.cfg.rx_window {
+                            // One allocation: room for the packets a full-size sender uses.
+                            let n = msg_len.div_ceil(max_payload).min(seg_cap(msg_len) as u64);
+                            Dest::Segs {
+                                parts: Vec::with_capacity(n as usize),
+                                moved: 0,
+                            }
+                        } else {
+                            Dest::Vec(vec![0u8; msg_len as usize])
+                        }
                     }
                 };
                 self.rx_msgs[idx] = RxSlot::Partial {
@@ -1717,12 +1755,56 @@ impl Connection {
             Dest::Vec(v) => {
                 v[offset as usize..(offset + plen) as usize].copy_from_slice(&buf);
                 drop(buf);
+                self.rx_released += plen;
             }
-            Dest::Target(t) => t.write_buf(offset, buf),
+            Dest::Target(t) => {
+                t.write_buf(offset, buf);
+                self.rx_released += plen;
+            }
+            Dest::Segs { parts, moved } => {
+                if plen == 0 {
+                    return true; // nothing to keep (and no slot held for nothing)
+                }
+                let end = offset + plen;
+                let part_end = |(o, p): &(u64, PktBytes)| o + p.len() as u64;
+                // Mostly in order: append; otherwise the sorted position.
+                let i = if parts.last().is_none_or(|l| part_end(l) <= offset) {
+                    parts.len()
+                } else {
+                    parts.partition_point(|(o, _)| *o < offset)
+                };
+                // Each byte arrives once (duplicates are filtered by packet number): an
+                // overlap is a malformed peer's, refused.
+                if (i > 0 && part_end(&parts[i - 1]) > offset)
+                    || parts.get(i).is_some_and(|(o, _)| *o < end)
+                {
+                    return false;
+                }
+                // Shifting parts for a packet that fills an earlier hole costs a move of
+                // those after it: cheap for the retransmissions of a few losses, but a peer
+                // sending in reverse order would make it quadratic. Past a bound, copy.
+                *moved += parts.len() - i;
+                let cap = seg_cap(*len);
+                if parts.len() >= cap || *moved > 64 * cap {
+                    // Packets too small for the slots they hold, or too much reordering:
+                    // copy the message instead.
+                    let mut v = vec![0u8; *len as usize];
+                    for (o, p) in parts.drain(..) {
+                        v[o as usize..o as usize + p.len()].copy_from_slice(&p);
+                    }
+                    v[offset as usize..end as usize].copy_from_slice(&buf);
+                    drop(buf);
+                    // The copied bytes no longer hold receive buffers (as on the Vec path).
+                    self.rx_released += *got + plen;
+                    self.stats.rx_segment_copied += 1;
+                    *dest = Dest::Vec(v);
+                } else {
+                    parts.insert(i, (offset, buf.freeze()));
+                }
+            }
         }
         *got += plen;
         self.rx_distinct += plen;
-        self.rx_released += plen;
         if *got >= *len {
             let len = *len;
             let RxSlot::Partial { dest, .. } =
@@ -1733,6 +1815,10 @@ impl Connection {
             let data = match dest {
                 Dest::Vec(v) => MsgData::Buffer(Bytes::from(v)),
                 Dest::Target(t) => MsgData::Target(t),
+                Dest::Segs { parts, .. } => {
+                    self.stats.rx_segment_msgs += 1;
+                    MsgData::Segments(RecvSegments::from_checked(parts, len as usize))
+                }
             };
             self.complete(
                 idx,

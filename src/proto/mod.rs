@@ -21,7 +21,9 @@
 //!   messages that were queued together may share one packet and so one buffer, see
 //!   [`ConnectionConfig::batch`]). A larger
 //!   message is copied once from each packet into a contiguous buffer ([`MsgData::Buffer`])
-//!   or into a [`RecvTarget`] the application posted ([`MsgData::Target`]). The sender copies
+//!   or into a [`RecvTarget`] the application posted ([`MsgData::Target`]); with
+//!   [`ConnectionConfig::rx_segments`] it is instead delivered as its packet buffers
+//!   ([`MsgData::Segments`], a [`RecvSegments`]: zero copies). The sender copies
 //!   each payload byte once, from the application's `Bytes` into the transmit buffer (and
 //!   again only for a retransmission).
 //! - Memory a peer can make us hold is bounded: packet buffers by the credit we grant,
@@ -33,13 +35,15 @@
 //! Allocation: none per packet in steady state. Per connection: its queues (small at
 //! creation, grown to the bounds their windows set while the connection warms up, then kept)
 //! and the controller box. Per multi-packet message received: the reassembly buffer (unless a
-//! [`RecvTarget`] was posted). `PktBytes -> bytes::Bytes` costs one small allocation in
+//! [`RecvTarget`] was posted), or with `rx_segments` the list of its packet buffers (one
+//! small allocation). `PktBytes -> bytes::Bytes` costs one small allocation in
 //! `bytes` if the application converts.
 
 pub mod cc;
 mod connection;
 pub mod cookie;
 mod endpoint;
+mod segments;
 pub mod testing;
 
 use core::fmt;
@@ -50,6 +54,7 @@ pub use connection::{Connection, ConnectionStats, SendError, Side, State};
 pub use endpoint::{
     ConnectError, ConnectionHandle, Endpoint, EndpointConfig, EndpointStats, Transmit,
 };
+pub use segments::{Parts, RecvSegments};
 
 use crate::mem::{PktBuf, PktBytes};
 
@@ -153,6 +158,24 @@ pub struct ConnectionConfig {
     /// packet instead of one DATA packet each. Never waits to fill a packet. Off: behave as
     /// an implementation without BATCH (one message per packet; a BATCH received is dropped).
     pub batch: bool,
+    /// Zero-copy receive of multi-packet messages: when no posted [`RecvTarget`] fits, keep
+    /// each packet's buffer and deliver the message as [`MsgData::Segments`] (its packet
+    /// buffers in offset order) instead of copying it into a zeroed reassembly buffer
+    /// ([`MsgData::Buffer`]). Off (the default): messages are copied as before.
+    ///
+    /// A segments message holds one pool slot per packet until the application drops it, and
+    /// its bytes count against the credit ([`rx_window`](Self::rx_window)) until
+    /// [`Connection::poll_recv`] hands it out, as a single-packet message's do: the receive
+    /// pool needs about `rx_window / payload` slots beyond what the port keeps. It also
+    /// reserves its length in the reassembly budgets ([`max_rx_buffer`](Self::max_rx_buffer),
+    /// the endpoint's) as a copied message does. A message longer than `rx_window` (it could
+    /// never complete under a credit it holds) and one whose packets are much smaller than
+    /// the datagram allows (more than `2 * ceil(len / payload) + 2` parts: a slot per few
+    /// bytes) or that arrive so far out of order that keeping the parts sorted would cost
+    /// more than 64 moves of every part (a sender in reverse order) are copied into a
+    /// reassembly buffer instead (from the packet where that shows; counted in
+    /// `ConnectionStats::rx_segment_copied`).
+    pub rx_segments: bool,
 }
 
 impl Default for ConnectionConfig {
@@ -174,6 +197,7 @@ impl Default for ConnectionConfig {
             handshake_attempts: 8,
             max_targets: 64,
             batch: true,
+            rx_segments: false,
         }
     }
 }
@@ -248,6 +272,9 @@ pub enum MsgData {
     Buffer(bytes::Bytes),
     /// Multi-packet message written into a posted target (1 copy per byte, no allocation).
     Target(Box<dyn RecvTarget>),
+    /// Multi-packet message as its packet buffers, in offset order (0 copies, one small
+    /// allocation for the list; only with [`ConnectionConfig::rx_segments`]).
+    Segments(RecvSegments),
 }
 
 /// A received message.
@@ -262,21 +289,48 @@ pub struct RecvMsg {
 }
 
 impl RecvMsg {
-    /// The bytes as `bytes::Bytes` (no copy for `Packet`/`Buffer`; `None` for a target).
+    /// The bytes as `bytes::Bytes` (no copy for `Packet`/`Buffer`; `Segments` of several
+    /// parts are copied into one new buffer, see [`RecvSegments::to_bytes`]; `None` for a
+    /// target).
     pub fn into_bytes(self) -> Option<bytes::Bytes> {
         match self.data {
             MsgData::Packet(p) => Some(p.into()),
             MsgData::Buffer(b) => Some(b),
+            MsgData::Segments(s) => Some(s.to_bytes()),
             MsgData::Target(_) => None,
         }
     }
-    /// The bytes, if they are in host memory this message owns.
+    /// The bytes, if they are contiguous in host memory this message owns: `None` for a
+    /// target and for `Segments` of more than one part (read those with
+    /// [`segments`](Self::segments)).
     pub fn as_slice(&self) -> Option<&[u8]> {
         match &self.data {
             MsgData::Packet(p) => Some(p),
             MsgData::Buffer(b) => Some(b),
+            MsgData::Segments(s) => s.as_single(),
             MsgData::Target(_) => None,
         }
+    }
+    /// The packet buffers of a message delivered as [`MsgData::Segments`].
+    pub fn segments(&self) -> Option<&RecvSegments> {
+        match &self.data {
+            MsgData::Segments(s) => Some(s),
+            _ => None,
+        }
+    }
+    /// The message's bytes copied into `dst`, whatever form they came in (`dst.len()` must
+    /// be the message's length). False for a target (nothing copied).
+    ///
+    /// # Panics
+    /// If `dst.len() != self.len` for a host message.
+    pub fn copy_to_slice(&self, dst: &mut [u8]) -> bool {
+        match &self.data {
+            MsgData::Packet(p) => dst.copy_from_slice(p),
+            MsgData::Buffer(b) => dst.copy_from_slice(b),
+            MsgData::Segments(s) => s.copy_to_slice(dst),
+            MsgData::Target(_) => return false,
+        }
+        true
     }
 }
 

@@ -385,8 +385,10 @@ pub fn run_transfer(
                     got[dir][id] = true;
                     rep.order[dir].push(m.id);
                     let want = sizes[dir][id];
+                    // Segments (ConnectionConfig::rx_segments) are checked through a copy.
+                    let joined = m.segments().map(|s| s.to_vec());
                     let ok = m.len as usize == want
-                        && m.as_slice().is_some_and(|s| {
+                        && m.as_slice().or(joined.as_deref()).is_some_and(|s| {
                             s.len() == want && check_pattern(msg_tag(seed, dir as u64, m.id), s)
                         });
                     if !ok {

@@ -249,7 +249,8 @@ impl Socket {
     /// Wait (up to the socket's timeout) for the next message and place it in the next
     /// target posted with [`post_gpu`](Self::post_gpu): a multi-packet message was placed
     /// segment by segment as it arrived; a single-packet or staged one is copied now, into
-    /// the oldest posted target not yet in use. When this returns, the device memory holds
+    /// the oldest posted target not yet in use (a message delivered as packet buffers,
+    /// `ConnectionConfig::rx_segments`, is staged: joined in host memory first). When this returns, the device memory holds
     /// the message.
     ///
     /// Errors: no target posted when a message arrives: [`Error::NotPosted`] (the message is
@@ -280,6 +281,8 @@ impl Socket {
             }
             MsgData::Packet(p) => self.gpu_place(id, &p, true),
             MsgData::Buffer(b) => self.gpu_place(id, &b, false),
+            // Reached host memory as packet buffers (rx_segments): staged through one copy.
+            MsgData::Segments(s) => self.gpu_place(id, &s.to_bytes(), false),
         }
     }
 

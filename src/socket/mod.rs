@@ -34,9 +34,12 @@
 //!     receive buffer: no copy, no allocation. A multi-packet message is copied once into a
 //!     reassembly buffer allocated for it (one allocation per message), or into a target
 //!     posted with [`Socket::post_target`] (none: the target comes back in the message and
-//!     can be posted again);
+//!     can be posted again); with `ConnectionConfig::rx_segments` (set through
+//!     [`StackBuilder::connection_config`]) it is handed out as its packet buffers instead
+//!     (`MsgData::Segments`: no copy, one small allocation for the list);
 //!   - `recv() -> Bytes`: as `recv_msg`, plus one small allocation for a single-packet message
-//!     (`Bytes::from_owner` boxes the buffer's owner; see `mem`).
+//!     (`Bytes::from_owner` boxes the buffer's owner; see `mem`); segments are joined by one
+//!     copy into a new buffer.
 //! - A message can be received into GPU memory ([`Socket::recv_into_gpu`], or several posted
 //!   ahead with [`Socket::post_gpu`] and taken with [`Socket::recv_gpu`]): the GPU's copy engine
 //!   copies each segment from its packet buffer to its final offset in device memory, with no
@@ -1148,9 +1151,16 @@ impl Socket {
     /// let bytes: &[u8] = match &msg.data {
     ///     MsgData::Packet(p) => p,  // one packet: a view of the receive buffer
     ///     MsgData::Buffer(b) => b,  // several packets, reassembled
+    ///     MsgData::Segments(s) => {
+    ///         // several packets, as their buffers (ConnectionConfig::rx_segments)
+    ///         for part in s.iter() {
+    ///             let _ = part; // hand each part on in order, no copy
+    ///         }
+    ///         &[]
+    ///     }
     ///     MsgData::Target(_) => &[], // written into a target posted with post_target
     /// };
-    /// println!("message {} of {} bytes", msg.id, bytes.len());
+    /// println!("message {} of {} bytes", msg.id, msg.len);
     /// // Dropping `msg` gives the packet buffer back to the pool.
     /// # Ok(()) }
     /// ```
@@ -1170,12 +1180,15 @@ impl Socket {
     }
 
     /// Wait for the next whole message, as `Bytes` (no copy; messages written into a
-    /// posted target are returned by [`recv_msg`](Self::recv_msg) only).
+    /// posted target are returned by [`recv_msg`](Self::recv_msg) only). A message
+    /// delivered as packet buffers (`ConnectionConfig::rx_segments`) is copied into one
+    /// `Bytes` here: use `recv_msg` to read its parts in place.
     pub fn recv(&self) -> Result<Bytes, Error> {
         let m = self.recv_msg()?;
         match m.data {
             MsgData::Packet(p) => Ok(p.into()),
             MsgData::Buffer(b) => Ok(b),
+            MsgData::Segments(s) => Ok(s.to_bytes()),
             MsgData::Target(_) => Err(Error::TargetMessage),
         }
     }
@@ -1187,6 +1200,7 @@ impl Socket {
             Some(m) => match m.data {
                 MsgData::Packet(p) => Some(p.into()),
                 MsgData::Buffer(b) => Some(b),
+                MsgData::Segments(s) => Some(s.to_bytes()),
                 MsgData::Target(_) => return Err(Error::TargetMessage),
             },
         })

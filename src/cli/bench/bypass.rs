@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use bypass::pmd::memif::Role;
 use bypass::proto::cc::ControllerFactory;
-use bypass::proto::RecvMsg;
+use bypass::proto::{MsgData, RecvMsg};
 use bypass::socket::{Backend, Error, Socket, Stack, DEFAULT_UDP_PORT};
 use bytes::Bytes;
 
@@ -341,8 +341,14 @@ pub(super) fn controller_from_env() -> Result<Option<Arc<dyn ControllerFactory>>
     Ok(Some(f))
 }
 
-/// A received message's bytes (the bench never posts a receive target).
-fn bytes_of(m: &RecvMsg) -> &[u8] {
+/// A received message's bytes (the bench never posts a receive target; it does not ask for
+/// segments either, but a message of several would be joined by one copy first).
+fn bytes_of(m: &mut RecvMsg) -> &[u8] {
+    if let MsgData::Segments(s) = &m.data {
+        if s.parts() > 1 {
+            m.data = MsgData::Buffer(s.to_bytes());
+        }
+    }
     m.as_slice().unwrap_or(&[])
 }
 
