@@ -358,3 +358,23 @@ fn batches_respect_a_credit_smaller_than_a_batch() {
         }
     }
 }
+
+#[test]
+fn a_batch_takes_at_most_a_quarter_of_the_send_queue() {
+    // 16 queued messages at most: a packet packs at most 4 of them (a 1472-byte datagram
+    // would hold 20 of these), so several packets are in flight while the queue refills.
+    let mut c = cfg(true, false);
+    c.conn.max_send_msgs = 16;
+    let mut p = Pair::new(c.clone(), c, LinkConfig::default(), 9);
+    let hs = p.connect().expect("connect");
+    let sizes = vec![64usize; 3000];
+    run_transfer(&mut p, hs, [&sizes, &[]], 9, 10_000_000_000, 5_000_000).unwrap();
+    let s = stats(&mut p, Peer::Client, hs.0);
+    println!("client {s:?}");
+    assert!(s.tx_batches > 3000 / 4 / 2, "{s:?}");
+    assert!(s.tx_batched_msgs <= 4 * s.tx_batches, "{s:?}");
+    assert!(
+        s.tx_batched_msgs > 3 * s.tx_batches,
+        "batches stayed small: {s:?}"
+    );
+}

@@ -1244,7 +1244,11 @@ impl Connection {
     /// qualify. A message qualifies while it is unstarted, at most a quarter of the largest
     /// DATA payload, and it fits: the datagram limit, the buffer's `tailroom` (for the length
     /// table and the messages), the peer's credit and the congestion window. Only messages
-    /// already queued are packed: nothing waits to fill a packet.
+    /// already queued are packed: nothing waits to fill a packet. A packet takes at most a
+    /// quarter of the send queue (`max_send_msgs`), so with large datagrams (64 KiB over
+    /// memif hold ~900 messages of 64 B) several packets are in flight and the queue refills
+    /// behind them: one packet holding the whole queue would make the stream stop and wait
+    /// for each ACK (0.25 M msg/s instead of 11 M, bench/RESULTS.md).
     fn plan_batch(&self, i: usize, tailroom: usize) -> Option<(u16, u64)> {
         if !self.peer_batch || !self.cfg.batch {
             return None;
@@ -1260,6 +1264,7 @@ impl Connection {
         } else {
             self.cc.window().saturating_sub(self.in_flight)
         };
+        let most = (self.cfg.max_send_msgs as u64 / 4).clamp(2, u64::from(u16::MAX));
         let (mut n, mut body, mut payload) = (0u64, 0u64, 0u64);
         for m in self.send_msgs.range(i..) {
             let l = m.data.len();
@@ -1271,7 +1276,7 @@ impl Connection {
                 || b > room
                 || BATCH_HEADER_LEN as u64 + b > cwnd
                 || payload + l > credit
-                || n == u64::from(u16::MAX)
+                || n == most
             {
                 break;
             }
