@@ -183,6 +183,9 @@ impl Setup for MemifSetup {
         if let Some(cc) = controller_from_env()? {
             builder = builder.controller(cc);
         }
+        if opts.stream {
+            builder = stream_config(builder);
+        }
         let stack = builder
             .mac(mac)
             .static_arp(peer_ip, peer_mac)
@@ -203,6 +206,24 @@ impl Setup for MemifSetup {
             let _ = std::fs::remove_file(&self.path);
         }
     }
+}
+
+/// How both ends of a stream cell's memif link are set up for bulk transfer, as a user
+/// moving large messages would: 64 KiB frames (a seventh of the packets of the default
+/// 9000-byte MTU, as Linux's loopback carries 64 KiB segments) in a 64-descriptor ring (4 MiB
+/// in flight per ring, which stays in cache where 1024 descriptors would not), pool buffers
+/// for a receive window of held packets, and zero-copy receive: the receiving end (the memif
+/// client, see [`MemifSetup`]) takes each multi-packet message as its packet buffers
+/// ([`ConnectionConfig::rx_segments`](bypass::proto::ConnectionConfig::rx_segments)). The
+/// measurement behind these numbers is in bench/RESULTS.md ("1 MiB stream").
+fn stream_config(b: bypass::socket::StackBuilder) -> bypass::socket::StackBuilder {
+    b.mtu(65000)
+        .memif_ring(6)
+        .memif_extra_buffers(512)
+        .connection_config(bypass::proto::ConnectionConfig {
+            rx_segments: true,
+            ..Default::default()
+        })
 }
 
 /// How long building a stack may wait for its link and its peer.
