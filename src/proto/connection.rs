@@ -1684,8 +1684,11 @@ impl Connection {
             return false;
         }
         let idx = idx as usize;
-        // Most parts a segments message may hold: twice what full-size packets need, plus
-        // slack for the short packets a credit limit cuts. Beyond it the message is copied.
+        // Most parts a segments message may hold for the bytes it holds: twice what
+        // full-size packets need, plus slack for the short packets a credit limit cuts.
+        // Beyond it the message is copied. (Measured against the bytes received, not the
+        // length the peer declared: a declared 8 MiB sent as 1-byte packets would otherwise
+        // keep thousands of slots for a few KB of credit.)
         let max_payload = self.max_payload().max(1) as u64;
         let seg_cap = |len: u64| (2 * len.div_ceil(max_payload) + 2) as usize;
         while self.rx_msgs.len() <= idx {
@@ -1789,8 +1792,7 @@ impl Connection {
                 // those after it: cheap for the retransmissions of a few losses, but a peer
                 // sending in reverse order would make it quadratic. Past a bound, copy.
                 *moved += parts.len() - i;
-                let cap = seg_cap(*len);
-                if parts.len() >= cap || *moved > 64 * cap {
+                if parts.len() >= seg_cap(*got + plen) || *moved > 64 * seg_cap(*len) {
                     // Packets too small for the slots they hold, or too much reordering:
                     // copy the message instead.
                     let mut v = vec![0u8; *len as usize];
