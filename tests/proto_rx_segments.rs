@@ -456,11 +456,23 @@ fn malformed_offsets_are_refused_and_hold_no_slots() {
     // slots it may hold follow the bytes that arrived, not the length it declared.
     let before = slots(&p);
     for i in 0..200u64 {
-        f.data(&mut p, 70, (8 << 20) - 4096, i * 2, &good(i as usize * 2, 1));
+        f.data(
+            &mut p,
+            70,
+            (8 << 20) - 4096,
+            i * 2,
+            &good(i as usize * 2, 1),
+        );
     }
     let held = slots(&p) - before;
-    assert!(held <= 10, "{held} slots held for 200 bytes of a declared 8 MiB");
-    assert_eq!(p.server.connection(sh).unwrap().stats().rx_segment_copied, 3);
+    assert!(
+        held <= 10,
+        "{held} slots held for 200 bytes of a declared 8 MiB"
+    );
+    assert_eq!(
+        p.server.connection(sh).unwrap().stats().rx_segment_copied,
+        3
+    );
     let now = p.now;
     p.server.connection(sh).unwrap().reset(now, 9);
     let until = p.now.as_nanos() + Duration::from_millis(20).as_nanos() as u64;

@@ -1,6 +1,7 @@
 //! UDP checksums over intact links: two stacks whose ports both deliver frames unaltered
-//! (`Offloads::intact`: memif, an in-process pair) agree in the handshake to send without a
-//! UDP checksum; anything else (one side asking for checksums, a port that corrupts frames)
+//! (`Offloads::intact`: memif, an in-process pair) and whose applications allow it
+//! (`StackBuilder::omit_checksums`) agree in the handshake to send without a UDP checksum;
+//! anything else (either side not allowing it, the default, or a port that corrupts frames)
 //! keeps them on every datagram, and corruption is still caught.
 
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -60,8 +61,10 @@ impl<P: Port> Port for Tap<P> {
 }
 
 struct Case {
-    /// The client asks for checksums on everything it sends.
-    client_always: bool,
+    /// The client allows leaving checksums out.
+    client_omit: bool,
+    /// The server allows leaving checksums out.
+    server_omit: bool,
     /// The client's port corrupts 2 % of the frames it receives (after the UDP layer of the
     /// server computed or left out the checksum).
     client_corrupts: bool,
@@ -117,6 +120,7 @@ fn run(case: Case) -> Outcome {
     let (up_tx, up_rx) = mpsc::channel();
     let server = thread::spawn(move || {
         let stack = Stack::builder(Backend::Port(Box::new(a)), SERVER)
+            .omit_checksums(case.server_omit)
             .build()
             .unwrap();
         let listener = stack.listen();
@@ -134,7 +138,7 @@ fn run(case: Case) -> Outcome {
     });
     up_rx.recv().unwrap();
     let stack = Stack::builder(Backend::Port(b), CLIENT)
-        .always_checksum(case.client_always)
+        .omit_checksums(case.client_omit)
         .build()
         .unwrap();
     let sock = stack
@@ -167,67 +171,78 @@ fn run(case: Case) -> Outcome {
     }
 }
 
-/// Datagrams carrying at least `min` bytes of UDP (header included).
-fn big(seen: &[(u16, u16)], min: u16) -> Vec<u16> {
-    seen.iter()
-        .filter(|(_, l)| *l >= min)
-        .map(|(s, _)| *s)
-        .collect()
+/// No datagram either side sent went without a checksum.
+fn all_checksummed(o: &Outcome) {
+    for (side, seen) in [("server", &o.server), ("client", &o.client)] {
+        assert!(seen.len() >= 100, "{side}: {} datagrams", seen.len());
+        assert!(
+            seen.iter().all(|&(s, _)| s != 0),
+            "{side}: a datagram without a checksum"
+        );
+    }
 }
 
 #[test]
 fn intact_links_on_both_ends_send_without_udp_checksums() {
     let o = run(Case {
-        client_always: false,
+        client_omit: true,
+        server_omit: true,
         client_corrupts: false,
     });
-    let (server, client) = (o.server, o.client);
-    // The client's first datagram (CONNECT) goes before it knows the peer: checksummed.
-    assert_ne!(client[0].0, 0, "the handshake carries a checksum");
-    for (side, seen) in [("server", &server), ("client", &client)] {
-        let data = big(seen, 1000);
-        assert!(data.len() >= 100, "{side}: {} large datagrams", data.len());
+    // Each side's first datagrams go before it has the peer's flags: the client's hello
+    // (and its retries), the server's stateless ACCEPTs (one per hello). Everything after
+    // (data, ACKs, the close) carries 0.
+    for (side, seen) in [("server", &o.server), ("client", &o.client)] {
+        assert!(seen.len() >= 100, "{side}: {} datagrams", seen.len());
+        let handshake = seen.iter().take_while(|(s, _)| *s != 0).count();
         assert!(
-            data.iter().all(|&s| s == 0),
-            "{side}: a data datagram carried a checksum over two intact links"
+            (1..=8).contains(&handshake),
+            "{side}: {handshake} datagrams with a checksum before the first without"
+        );
+        assert!(
+            seen[handshake..].iter().all(|&(s, _)| s == 0),
+            "{side}: a datagram carried a checksum over two intact links: {:?} of {}",
+            seen.iter()
+                .enumerate()
+                .filter(|(_, (s, _))| *s != 0)
+                .collect::<Vec<_>>(),
+            seen.len()
         );
     }
 }
 
 #[test]
-fn one_end_asking_for_checksums_gets_them_both_ways() {
-    let o = run(Case {
-        client_always: true,
+fn checksums_stay_unless_both_ends_allow_leaving_them_out() {
+    // The default: neither allows it.
+    all_checksummed(&run(Case {
+        client_omit: false,
+        server_omit: false,
         client_corrupts: false,
-    });
-    assert_eq!(o.client_bad_checksums, 0);
-    let (server, client) = (o.server, o.client);
-    for (side, seen) in [("server", &server), ("client", &client)] {
-        assert!(seen.len() >= 100, "{side}: {} datagrams", seen.len());
-        assert!(
-            seen.iter().all(|&(s, _)| s != 0),
-            "{side}: a datagram without a checksum to a peer that asked for them"
-        );
+    }));
+    // One side allows it; the other (client or server) does not.
+    for (client_omit, server_omit) in [(true, false), (false, true)] {
+        let o = run(Case {
+            client_omit,
+            server_omit,
+            client_corrupts: false,
+        });
+        assert_eq!(o.client_bad_checksums, 0);
+        all_checksummed(&o);
     }
 }
 
 #[test]
 fn a_corrupting_port_keeps_checksums_and_corruption_is_caught() {
-    // `run` asserts every echoed message came back byte for byte.
+    // Both applications allow it, but the client's port alters frames: not intact. `run`
+    // asserts every echoed message came back byte for byte.
     let o = run(Case {
-        client_always: false,
+        client_omit: true,
+        server_omit: true,
         client_corrupts: true,
     });
     assert!(
         o.client_bad_checksums > 0,
         "2 % corruption of a few hundred frames was never caught by a checksum"
     );
-    let (server, client) = (o.server, o.client);
-    for (side, seen) in [("server", &server), ("client", &client)] {
-        assert!(seen.len() >= 100, "{side}: {} datagrams", seen.len());
-        assert!(
-            seen.iter().all(|&(s, _)| s != 0),
-            "{side}: a datagram without a checksum on a link that corrupts"
-        );
-    }
+    all_checksummed(&o);
 }

@@ -28,7 +28,7 @@ pub mod sim;
 /// Largest burst any port accepts in one call.
 pub const MAX_BURST: usize = 256;
 
-/// Offloads a device can do in hardware.
+/// What a device does for the stack (hardware offloads) and what its link guarantees.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Offloads {
     /// Verifies IPv4/UDP checksums on receive.

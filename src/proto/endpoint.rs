@@ -27,6 +27,8 @@ use super::cc::ControllerFactory;
 use super::connection::{Budget, Connection, Side};
 use super::cookie::siphash24;
 use super::{ConnectionConfig, Instant, SplitMix64};
+use crate::mem::PktBuf;
+use crate::wire::transport::{Kind, Packet, Repr, FLAG_ACK_NOW};
 
 /// A datagram [`Endpoint::poll_transmit_ex`] wrote.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,11 +36,10 @@ pub struct Transmit {
     /// Where it goes.
     pub dst: SocketAddr,
     /// It needs a UDP checksum. False only for a connection whose both ends advertised an
-    /// intact link ([`ConnectionConfig::link_intact`]); the handshake always has one.
+    /// intact link ([`ConnectionConfig::link_intact`]); the hello and the stateless replies
+    /// (ACCEPT, RESET) always need one.
     pub checksum: bool,
 }
-use crate::mem::PktBuf;
-use crate::wire::transport::{Kind, Packet, Repr, FLAG_ACK_NOW};
 
 /// Endpoint settings.
 #[derive(Debug, Clone)]

@@ -666,7 +666,8 @@ impl Net {
 
     /// [`send_udp`](Self::send_udp); with `checksum` false the UDP checksum is left out
     /// (0: "no checksum" in UDP over IPv4), for a peer that agreed to it over an intact link
-    /// (see [`Offloads::intact`]): the payload is then never read here.
+    /// (see [`Offloads::intact`]): the payload is then never read here. A port with transmit
+    /// checksum offload fills it anyway.
     pub fn send_udp_checksum(
         &mut self,
         now: u64,
@@ -700,10 +701,12 @@ impl Net {
         // header alone: the payload may be a shared, read-only slot (zero-copy send, see
         // `mem`), and the header lies in its headroom, below the write floor.
         let ph = checksum::pseudo_header_v4(&src_ip, &dst_ip, IpProtocol::Udp, udp_len as u32);
-        let sum = if !checksum {
-            None
-        } else if self.cfg.offloads.tx_checksum {
+        // With transmit offload the device fills the checksum from the pseudo-header sum
+        // whatever `checksum` says (a 0 there would make it compute a wrong one).
+        let sum = if self.cfg.offloads.tx_checksum {
             Some(ph)
+        } else if !checksum {
+            None
         } else if self.cfg.udp_tx_checksum {
             let s = !checksum::combine(&[ph, checksum::data(&buf.data()[..udp_len])]);
             // 0 means "no checksum" in UDP over IPv4 (RFC 768).

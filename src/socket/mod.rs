@@ -122,7 +122,7 @@ use crate::pmd::{Port, PortStats};
 use crate::proto::cc::ControllerFactory;
 use crate::proto::{
     CloseReason, ConnectionConfig, ConnectionHandle, ConnectionStats, Endpoint, EndpointConfig,
-    EndpointStats, Event, Instant, MsgData, RecvMsg, RecvTarget, SendError, State,
+    EndpointStats, Event, Instant, RecvMsg, RecvTarget, SendError, State,
 };
 use crate::runtime::clock::SystemClock;
 use crate::runtime::net::{NetConfig, NetCounters};
@@ -185,18 +185,20 @@ pub struct StackBuilder {
     metrics: Option<Metrics>,
     metrics_addr: Option<SocketAddr>,
     metrics_name: Option<String>,
-    always_checksum: bool,
+    omit_checksums: bool,
     memif_ring: Option<u8>,
     memif_extra: Option<u32>,
 }
 
 impl StackBuilder {
-    /// Fill the UDP checksum of every datagram even where both ends' links are intact
-    /// (memif, an in-process pair: [`Offloads::intact`](crate::pmd::Offloads::intact)). By
-    /// default two such ends agree in the handshake to leave it out, which saves a read of
-    /// every payload on each side.
-    pub fn always_checksum(mut self, on: bool) -> Self {
-        self.always_checksum = on;
+    /// Leave UDP checksums out between this stack and a peer stack that agrees, when both
+    /// ends' links are intact ([`Offloads::intact`](crate::pmd::Offloads::intact): memif, an
+    /// in-process pair). It saves a read of every payload on each side. Off by default:
+    /// turn it on only where the memif peer is the other stack itself (two processes on one
+    /// host). A memif peer that forwards frames on (a vswitch such as VPP in front of a NIC)
+    /// would carry them over wires and through switch memory with no end-to-end check.
+    pub fn omit_checksums(mut self, on: bool) -> Self {
+        self.omit_checksums = on;
         self
     }
 
@@ -365,9 +367,9 @@ impl StackBuilder {
         net.mtu = mtu;
         net.offloads = info.offloads;
         let mut conn = self.conn;
-        // Both ends on intact links (memif, a pair) leave UDP checksums out, unless the
-        // application asked for them.
-        conn.link_intact = info.offloads.intact && !self.always_checksum;
+        // Both ends on intact links (memif, a pair) may leave UDP checksums out, where the
+        // application allows it.
+        conn.link_intact = info.offloads.intact && self.omit_checksums;
         net.static_arp = self.static_arp;
         let mut rcfg = RuntimeConfig::new(net);
         rcfg.pin_core = self.pin_core;
@@ -676,7 +678,7 @@ impl Stack {
             metrics: None,
             metrics_addr: None,
             metrics_name: None,
-            always_checksum: false,
+            omit_checksums: false,
             memif_ring: None,
             memif_extra: None,
         }
@@ -1210,26 +1212,14 @@ impl Socket {
     /// delivered as packet buffers (`ConnectionConfig::rx_segments`) is copied into one
     /// `Bytes` here: use `recv_msg` to read its parts in place.
     pub fn recv(&self) -> Result<Bytes, Error> {
-        let m = self.recv_msg()?;
-        match m.data {
-            MsgData::Packet(p) => Ok(p.into()),
-            MsgData::Buffer(b) => Ok(b),
-            MsgData::Segments(s) => Ok(s.to_bytes()),
-            MsgData::Target(_) => Err(Error::TargetMessage),
-        }
+        self.recv_msg()?.into_bytes().ok_or(Error::TargetMessage)
     }
 
     /// `try_recv_msg` as `Bytes`.
     pub fn try_recv(&self) -> Result<Option<Bytes>, Error> {
-        Ok(match self.try_recv_msg()? {
-            None => None,
-            Some(m) => match m.data {
-                MsgData::Packet(p) => Some(p.into()),
-                MsgData::Buffer(b) => Some(b),
-                MsgData::Segments(s) => Some(s.to_bytes()),
-                MsgData::Target(_) => return Err(Error::TargetMessage),
-            },
-        })
+        self.try_recv_msg()?
+            .map(|m| m.into_bytes().ok_or(Error::TargetMessage))
+            .transpose()
     }
 
     /// Post a destination for the next multi-packet message that fits it (host or device

@@ -107,7 +107,7 @@ pub fn serve(
         let len = msg.len();
         count.add(len as u64);
         match role {
-            Role::Sink => {}
+            Role::Sink => {} // served by recv_len above
             Role::Echo => {
                 if len != size {
                     return Err(ConnError::Protocol("ping of the wrong size"));
