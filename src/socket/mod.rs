@@ -118,7 +118,8 @@ use bytes::Bytes;
 
 use crate::mem::{PktBuf, PoolExhausted};
 use crate::pmd::memif::{InterfaceConfig, Memif, MemifConfig, Role};
-use crate::pmd::{Port, PortStats};
+use crate::pmd::{Link, Port, PortStats};
+use crate::proto::cc::swift::{SwiftConfig, SwiftFactory};
 use crate::proto::cc::ControllerFactory;
 use crate::proto::{
     CloseReason, ConnectionConfig, ConnectionHandle, ConnectionStats, Endpoint, EndpointConfig,
@@ -396,9 +397,21 @@ impl StackBuilder {
             cookie_key: [os_random(), os_random()],
             ..EndpointConfig::default()
         };
-        if let Some(cc) = self.cc {
-            ecfg.cc = cc;
-        }
+        ecfg.cc = match self.cc {
+            Some(cc) => cc,
+            None => {
+                let speed_mbps = match port.link() {
+                    Link::Up { speed_mbps } => speed_mbps,
+                    Link::Down => 0,
+                };
+                Arc::new(SwiftFactory {
+                    config: SwiftConfig {
+                        line_rate_bps: line_rate_bps(speed_mbps, info.offloads.intact),
+                        ..SwiftConfig::software()
+                    },
+                })
+            }
+        };
         let max_message = ecfg.conn.max_message;
         let max_send_msgs = ecfg.conn.max_send_msgs;
         let seed = self.seed.unwrap_or_else(os_random);
@@ -449,6 +462,24 @@ impl StackBuilder {
         })
     }
 }
+
+/// Line rate the default controller paces at most at (Swift also sizes its bursts from it):
+/// the port's speed when it reports one; for a memory link (memif, a pair: intact, no speed)
+/// [`MEMORY_LINK_BPS`]; otherwise Swift's default (100 Gb/s).
+fn line_rate_bps(speed_mbps: u32, intact: bool) -> u64 {
+    if speed_mbps > 0 {
+        u64::from(speed_mbps) * 1_000_000
+    } else if intact {
+        MEMORY_LINK_BPS
+    } else {
+        SwiftConfig::default().line_rate_bps
+    }
+}
+
+/// The pacing cap on a memory link: it has no wire, and one core's copies stay below this
+/// (~35 GB/s = 280 Gb/s in cache here); Swift's 100 Gb/s default held a 1 MiB stream over
+/// memif at 98 Gb/s (bench/RESULTS.md, "1 MiB stream").
+const MEMORY_LINK_BPS: u64 = 400_000_000_000;
 
 fn os_random() -> u64 {
     let mut b = [0u8; 8];
@@ -1363,5 +1394,25 @@ impl Drop for Socket {
             while c.poll_event().is_some() {}
             while c.poll_recv().is_some() {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_controller_paces_at_the_ports_rate() {
+        // A NIC that reports 25 Gb/s.
+        assert_eq!(line_rate_bps(25_000, false), 25_000_000_000);
+        assert_eq!(line_rate_bps(25_000, true), 25_000_000_000);
+        // memif or a pair: memory, no speed.
+        assert_eq!(line_rate_bps(0, true), MEMORY_LINK_BPS);
+        assert!(MEMORY_LINK_BPS > SwiftConfig::default().line_rate_bps);
+        // A device that does not say: Swift's default.
+        assert_eq!(
+            line_rate_bps(0, false),
+            SwiftConfig::default().line_rate_bps
+        );
     }
 }
