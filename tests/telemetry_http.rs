@@ -216,6 +216,12 @@ fn exposition_passes_promtool() {
             reorder_window: Duration::from_micros(4),
             delivered_messages: 100,
             delivered_bytes: 409_600,
+            tx_zero_copy_packets: 7,
+            tx_batches: 3,
+            tx_batched_messages: 90,
+            rx_batches: 4,
+            rx_segment_messages: 5,
+            rx_segment_copied: 1,
         })
     });
     let exp = Exporter::start(
@@ -230,6 +236,20 @@ fn exposition_passes_promtool() {
         "{body}"
     );
     assert!(body.contains("# TYPE bypass_conn_retransmitted_packets_total counter"));
+    for (name, v) in [
+        ("bypass_conn_tx_zero_copy_packets_total", 7),
+        ("bypass_conn_tx_batches_total", 3),
+        ("bypass_conn_tx_batched_messages_total", 90),
+        ("bypass_conn_rx_batches_total", 4),
+        ("bypass_conn_rx_segment_messages_total", 5),
+        ("bypass_conn_rx_segment_copied_total", 1),
+    ] {
+        let line = body
+            .lines()
+            .find(|l| l.starts_with(&format!("{name}{{")))
+            .unwrap_or_else(|| panic!("{name} missing:\n{body}"));
+        assert!(line.ends_with(&format!(" {v}")), "{line}");
+    }
     assert!(
         body.contains(r#"port="net_ring\"0\\x""#),
         "label not escaped:\n{body}"

@@ -65,6 +65,12 @@ fn recording_allocates_nothing() {
         reorder_window: Duration::from_micros(3),
         delivered_messages: 0,
         delivered_bytes: 0,
+        tx_zero_copy_packets: 0,
+        tx_batches: 0,
+        tx_batched_messages: 0,
+        rx_batches: 0,
+        rx_segment_messages: 0,
+        rx_segment_copied: 0,
     };
 
     // The checks are not vacuous: registering does allocate.

@@ -864,6 +864,12 @@ impl StackMetrics {
                         reorder_window: c.reorder_window(),
                         delivered_messages: st.rx_messages,
                         delivered_bytes: st.rx_message_bytes,
+                        tx_zero_copy_packets: c.tx_zero_copy(),
+                        tx_batches: st.tx_batches,
+                        tx_batched_messages: st.tx_batched_msgs,
+                        rx_batches: st.rx_batches,
+                        rx_segment_messages: st.rx_segment_msgs,
+                        rx_segment_copied: st.rx_segment_copied,
                     };
                     // In range: i < capacity.
                     let _ = self.conns.publish(i, &info);

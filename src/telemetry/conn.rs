@@ -49,6 +49,19 @@ pub struct ConnInfo {
     pub delivered_messages: u64,
     /// Payload bytes delivered to the application.
     pub delivered_bytes: u64,
+    /// Packets sent from the application's own buffers, uncopied (zero-copy send).
+    pub tx_zero_copy_packets: u64,
+    /// BATCH packets sent (several small messages each).
+    pub tx_batches: u64,
+    /// Messages sent inside BATCH packets.
+    pub tx_batched_messages: u64,
+    /// BATCH packets received.
+    pub rx_batches: u64,
+    /// Multi-packet messages delivered as their packet buffers (zero-copy receive).
+    pub rx_segment_messages: u64,
+    /// Messages that began as segments and were copied instead (parts too small or too
+    /// reordered for the buffers they held).
+    pub rx_segment_copied: u64,
 }
 
 /// Something that yields the live connections' [`ConnInfo`] when asked (at scrape time).
@@ -67,8 +80,8 @@ where
 }
 
 /// Words of one published snapshot: live flag, id, peer (family+port, address high, address
-/// low), and 13 numbers.
-const WORDS: usize = 18;
+/// low), and 18 numbers (with the sequence number, three cache lines).
+const WORDS: usize = 23;
 
 /// One slot: a sequence number (odd while being written) and the snapshot's words.
 #[repr(align(64))]
@@ -108,7 +121,12 @@ fn encode(c: &ConnInfo) -> [u64; WORDS] {
         nanos(c.reorder_window),
         c.delivered_messages,
         c.delivered_bytes,
-        0,
+        c.tx_zero_copy_packets,
+        c.tx_batches,
+        c.tx_batched_messages,
+        c.rx_batches,
+        c.rx_segment_messages,
+        c.rx_segment_copied,
     ]
 }
 
@@ -137,6 +155,12 @@ fn decode(w: &[u64; WORDS]) -> Option<ConnInfo> {
         reorder_window: Duration::from_nanos(w[14]),
         delivered_messages: w[15],
         delivered_bytes: w[16],
+        tx_zero_copy_packets: w[17],
+        tx_batches: w[18],
+        tx_batched_messages: w[19],
+        rx_batches: w[20],
+        rx_segment_messages: w[21],
+        rx_segment_copied: w[22],
     })
 }
 
@@ -267,6 +291,12 @@ mod tests {
             reorder_window: Duration::from_micros(3),
             delivered_messages: id * 10,
             delivered_bytes: u64::MAX,
+            tx_zero_copy_packets: id + 17,
+            tx_batches: id + 18,
+            tx_batched_messages: id + 19,
+            rx_batches: id + 20,
+            rx_segment_messages: id + 21,
+            rx_segment_copied: id + 22,
         }
     }
 

@@ -458,6 +458,42 @@ impl Gather {
                 FamilyKind::Counter,
                 c.delivered_bytes,
             ),
+            (
+                "bypass_conn_tx_zero_copy_packets",
+                "Packets sent from the application's buffers without a copy.",
+                FamilyKind::Counter,
+                c.tx_zero_copy_packets,
+            ),
+            (
+                "bypass_conn_tx_batches",
+                "BATCH packets sent (several small messages each).",
+                FamilyKind::Counter,
+                c.tx_batches,
+            ),
+            (
+                "bypass_conn_tx_batched_messages",
+                "Messages sent inside BATCH packets.",
+                FamilyKind::Counter,
+                c.tx_batched_messages,
+            ),
+            (
+                "bypass_conn_rx_batches",
+                "BATCH packets received.",
+                FamilyKind::Counter,
+                c.rx_batches,
+            ),
+            (
+                "bypass_conn_rx_segment_messages",
+                "Multi-packet messages delivered as their packet buffers.",
+                FamilyKind::Counter,
+                c.rx_segment_messages,
+            ),
+            (
+                "bypass_conn_rx_segment_copied",
+                "Messages begun as segments and copied instead.",
+                FamilyKind::Counter,
+                c.rx_segment_copied,
+            ),
         ];
         for (name, help, kind, v) in ints {
             self.put(name, help, kind, l.clone(), Value::Int(v));
@@ -560,6 +596,12 @@ mod tests {
                 reorder_window: Duration::from_micros(3),
                 delivered_messages: 10,
                 delivered_bytes: 10_000,
+                tx_zero_copy_packets: 0,
+                tx_batches: 0,
+                tx_batched_messages: 0,
+                rx_batches: 0,
+                rx_segment_messages: 0,
+                rx_segment_copied: 0,
             })
         });
         let cl = [("conn", "00000000000000ab"), ("peer", "10.0.0.2:4791")];
