@@ -95,6 +95,12 @@ fn counters(c: &mut Criterion) {
         reorder_window: std::time::Duration::from_micros(3),
         delivered_messages: 0,
         delivered_bytes: 0,
+        tx_zero_copy_packets: 0,
+        tx_batches: 0,
+        tx_batched_messages: 0,
+        rx_batches: 0,
+        rx_segment_messages: 0,
+        rx_segment_copied: 0,
     };
     g.bench_function("conn_publish", |b| {
         b.iter(|| {
