@@ -331,3 +331,74 @@ fn recv_into_gpu_over_memif_with_the_stack_pool_pinned() {
     assert_eq!(stats.copy.bytes, sum);
     assert_eq!(stats.copy.pinned_bytes, sum, "the memif pool is registered");
 }
+
+/// With `rx_segments`, a multi-packet message that arrived before any GPU target was posted
+/// waits as its packet buffers; `recv_into_gpu` then copies each part from its buffer to its
+/// offset in device memory, with no staging copy in host memory.
+#[test]
+fn segments_received_before_the_target_go_to_the_gpu_part_by_part() {
+    let Some(gpu) = gpu_or_skip("segments_received_before_the_target_go_to_the_gpu_part_by_part")
+    else {
+        return;
+    };
+    let pool = pool("gpu-recv-segments");
+    let pinned = gpu.pin_pool(&pool).unwrap();
+    let (a, b) = pair(&pool, 1024, 9000).unwrap();
+    let len = (3 << 20) + 123;
+    let (up_tx, up_rx) = mpsc::channel();
+    let receiver = thread::spawn(move || {
+        let stack = Stack::builder(Backend::Port(Box::new(a)), SERVER)
+            .connection_config(bypass::proto::ConnectionConfig {
+                rx_segments: true,
+                ..Default::default()
+            })
+            .build()
+            .unwrap();
+        let listener = stack.listen();
+        up_tx.send(()).unwrap();
+        let sock = listener.accept(Duration::from_secs(20)).unwrap();
+        // Let the whole message arrive (as segments) before a target is posted.
+        assert_eq!(&sock.recv().unwrap()[..], b"sent");
+        stack.poll_for(Duration::from_millis(300));
+        let mut dev = gpu.alloc(len + 4096).unwrap();
+        dev.fill(0).unwrap();
+        let got = sock.recv_into_gpu(&mut dev, 4096).unwrap();
+        let stats = sock.gpu_stats();
+        let mut back = vec![0u8; len];
+        dev.read(4096, &mut back).unwrap();
+        sock.send(b"done").unwrap();
+        let _ = sock.recv(); // the client's close
+        drop(pinned);
+        (got, back, stats)
+    });
+    up_rx.recv().unwrap();
+    let stack = Stack::builder(Backend::Port(Box::new(b)), CLIENT)
+        .build()
+        .unwrap();
+    let sock = stack
+        .connect(SocketAddrV4::new(SERVER, 7200), Duration::from_secs(10))
+        .unwrap();
+    sock.send(b"sent").unwrap();
+    sock.send(&pattern(len, 7)).unwrap();
+    assert_eq!(&sock.recv().unwrap()[..], b"done");
+    sock.close().unwrap();
+    let (got, back, stats) = receiver.join().unwrap();
+    drop(stack);
+    assert_eq!(got, len);
+    assert!(
+        back == pattern(len, 7),
+        "device memory differs from what was sent"
+    );
+    eprintln!("{stats:?}");
+    assert_eq!(stats.messages, 1);
+    assert_eq!(
+        stats.direct_bytes, len as u64,
+        "copied from the packet buffers"
+    );
+    assert_eq!(stats.staged_bytes, 0, "nothing staged in host memory");
+    assert_eq!(
+        stats.copy.bytes, 0,
+        "placed after arrival, not through a posted target"
+    );
+    assert_eq!(pool.stats().in_use, 0, "every packet buffer went back");
+}

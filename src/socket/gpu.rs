@@ -122,7 +122,8 @@ pub struct GpuRecvStats {
     /// Bytes of those messages.
     pub bytes: u64,
     /// Of `bytes`, those copied to the device from each packet's buffer (segments placed at
-    /// their offsets, and single-packet messages).
+    /// their offsets, single-packet messages, and `rx_segments` messages that arrived
+    /// before a target).
     pub direct_bytes: u64,
     /// Of `bytes`, those of messages that had been reassembled in host memory first (they
     /// started arriving before a target was posted) and were then copied.
@@ -249,9 +250,9 @@ impl Socket {
     /// Wait (up to the socket's timeout) for the next message and place it in the next
     /// target posted with [`post_gpu`](Self::post_gpu): a multi-packet message was placed
     /// segment by segment as it arrived; a single-packet or staged one is copied now, into
-    /// the oldest posted target not yet in use (a message delivered as packet buffers,
-    /// `ConnectionConfig::rx_segments`, is staged: joined in host memory first). When this returns, the device memory holds
-    /// the message.
+    /// the oldest posted target not yet in use (a message that arrived as packet buffers,
+    /// `ConnectionConfig::rx_segments`, is copied part by part from those buffers, with no
+    /// staging copy). When this returns, the device memory holds the message.
     ///
     /// Errors: no target posted when a message arrives: [`Error::NotPosted`] (the message is
     /// consumed); a message longer than that target: [`Error::MessageTooLarge`] (consumed;
@@ -279,16 +280,29 @@ impl Socket {
                     len: len as usize,
                 })
             }
-            MsgData::Packet(p) => self.gpu_place(id, &p, true),
-            MsgData::Buffer(b) => self.gpu_place(id, &b, false),
-            // Reached host memory as packet buffers (rx_segments): staged through one copy.
-            MsgData::Segments(s) => self.gpu_place(id, &s.to_bytes(), false),
+            MsgData::Packet(p) => self.gpu_place(id, p.len(), [(0, &p[..])], true),
+            MsgData::Buffer(b) => self.gpu_place(id, b.len(), [(0, &b[..])], false),
+            // Reached host memory as packet buffers (rx_segments): each copied from its
+            // packet buffer to its offset, no staging copy.
+            MsgData::Segments(s) => self.gpu_place(
+                id,
+                s.len(),
+                s.iter_with_offsets().map(|(o, p)| (o as usize, &p[..])),
+                true,
+            ),
         }
     }
 
-    /// Copy a message that reached host memory into the oldest posted GPU target.
-    fn gpu_place(&self, id: u64, bytes: &[u8], direct: bool) -> Result<GpuMsg, Error> {
-        let len = bytes.len();
+    /// Copy a message of `len` bytes that reached host memory as `parts` (message offset,
+    /// bytes) into the oldest posted GPU target. `direct`: from the packet buffers (else
+    /// from a host reassembly buffer, counted as staged).
+    fn gpu_place<'a>(
+        &self,
+        id: u64,
+        len: usize,
+        parts: impl IntoIterator<Item = (usize, &'a [u8])>,
+        direct: bool,
+    ) -> Result<GpuMsg, Error> {
         let t = {
             let mut i = self.inner.borrow_mut();
             let Some(c) = i.ep().connection(self.h) else {
@@ -319,7 +333,9 @@ impl Socket {
             return Err(Error::TargetMessage); // unreachable: only a GpuTarget was taken
         };
         let (ticket, offset) = (t.tag, t.base as usize);
-        let r = t.dst.write(offset, bytes);
+        let r = parts
+            .into_iter()
+            .try_for_each(|(o, bytes)| t.dst.write(offset + o, bytes));
         if let Ok(q) = t.finish() {
             self.gpu.borrow_mut().recycle(q);
         }
