@@ -313,6 +313,17 @@ impl BypassConn {
         }
     }
 
+    /// The next message (waiting up to the receive timeout), after giving back the buffers
+    /// of the one kept from the previous receive.
+    fn next_msg(&mut self) -> Result<RecvMsg, ConnError> {
+        let timeout = self.opts.recv_timeout;
+        self.last = None;
+        self.with(|s| {
+            s.set_timeout(Some(timeout));
+            s.recv_msg().map_err(to_conn_error)
+        })
+    }
+
     fn start(&mut self) -> Result<(), ConnError> {
         let (stack, sock) = self.setup.build(&self.opts)?;
         sock.set_timeout(Some(self.opts.io_timeout));
@@ -431,24 +442,13 @@ impl MsgConn for BypassConn {
     }
 
     fn recv_msg(&mut self) -> Result<&[u8], ConnError> {
-        let timeout = self.opts.recv_timeout;
-        self.last = None; // the previous message's buffer goes back before the next receive
-        let m = self.with(|s| {
-            s.set_timeout(Some(timeout));
-            s.recv_msg().map_err(to_conn_error)
-        })?;
+        let m = self.next_msg()?;
         Ok(bytes_of(self.last.insert(m)))
     }
 
     fn recv_len(&mut self) -> Result<usize, ConnError> {
-        let timeout = self.opts.recv_timeout;
-        self.last = None;
-        let m = self.with(|s| {
-            s.set_timeout(Some(timeout));
-            s.recv_msg().map_err(to_conn_error)
-        })?;
         // Dropped here: its buffers go back before the next receive.
-        Ok(m.len as usize)
+        Ok(self.next_msg()?.len as usize)
     }
 
     fn recv_msg_before(&mut self, deadline: Instant) -> Result<Option<&[u8]>, ConnError> {
