@@ -108,6 +108,64 @@ fn connecting_to_nobody_times_out_clearly() {
     silent.join().unwrap();
 }
 
+/// `connect` keeps trying for all of its timeout: a server that starts listening after the
+/// transport's own handshake attempts ran out (about half a second) is still reached, and a
+/// connect to nobody reports the time it tried, not zero.
+#[test]
+fn connect_retries_the_handshake_for_its_whole_timeout() {
+    let (a, b, _pool) = ports();
+    let late = Duration::from_millis(1500);
+    let (up_tx, up_rx) = mpsc::channel();
+    let server = thread::spawn(move || {
+        // Nobody answers until `late`: what arrives meanwhile is dropped, as it would be on a
+        // link with no stack behind it.
+        let mut port = a;
+        let mut junk = Vec::new();
+        let t = Instant::now();
+        while t.elapsed() < late {
+            port.rx_burst(&mut junk, 32);
+            junk.clear();
+            thread::sleep(Duration::from_millis(1));
+        }
+        let stack = Stack::builder(Backend::Port(Box::new(port)), SERVER)
+            .static_arp(CLIENT, [2, 0, 0, 0, 0, 2])
+            .build()
+            .unwrap();
+        let sock = stack.listen().accept(Duration::from_secs(20)).unwrap();
+        let m = sock.recv().unwrap();
+        sock.send_bytes(m).unwrap();
+        while up_rx.try_recv().is_err() {
+            stack.poll();
+        }
+    });
+    let stack = Stack::builder(Backend::Port(Box::new(b)), CLIENT)
+        .static_arp(SERVER, [2, 0, 0, 0, 0, 1])
+        .build()
+        .unwrap();
+    let t = Instant::now();
+    let sock = stack
+        .connect(SocketAddrV4::new(SERVER, 7200), Duration::from_secs(20))
+        .unwrap();
+    assert!(t.elapsed() >= late, "connected before the server existed");
+    sock.send(b"late").unwrap();
+    assert_eq!(&sock.recv().unwrap()[..], b"late");
+    up_tx.send(()).unwrap();
+    server.join().unwrap();
+
+    // Nobody at all: the error comes after the whole timeout and says so.
+    let t = Instant::now();
+    let err = stack
+        .connect(SocketAddrV4::new(Ipv4Addr::new(10, 99, 0, 9), 7200), late)
+        .unwrap_err();
+    // (The stack times with its own calibrated clock: allow it a little against std's.)
+    let near = late - Duration::from_millis(20);
+    assert!(t.elapsed() >= near, "gave up after {:?}", t.elapsed());
+    match err {
+        Error::PeerUnreachable { after, .. } => assert!(after >= near, "{after:?}"),
+        e => panic!("{e:?}"),
+    }
+}
+
 #[test]
 fn misuse_gives_clear_errors() {
     let (a, b, _pool) = ports();

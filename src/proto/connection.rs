@@ -329,6 +329,12 @@ pub struct Connection {
     peer_credit: u64,
     tx_new_bytes: u64,
     last_departure: Instant,
+    /// When the pacer next lets a held packet go: set when `poll_transmit` had a packet the
+    /// window allowed but the pacer held back, cleared when it sends or the time comes. The
+    /// pacing timer is this, not a departure time recomputed for every deadline query: a
+    /// connection that is not held back (its pacer already due) has no pacing timer, so a
+    /// message queued on an idle connection costs no timer round trip.
+    paced_until: Option<Instant>,
     last_eliciting_sent: Instant,
     probe_pending: bool,
     close_code: u32,
@@ -444,6 +450,7 @@ impl Connection {
             peer_credit: 0,
             tx_new_bytes: 0,
             last_departure: now,
+            paced_until: None,
             last_eliciting_sent: now,
             probe_pending: false,
             close_code: 0,
@@ -895,18 +902,8 @@ impl Connection {
         add(self.pto_deadline());
         add(Some(self.last_rx + self.cfg.idle_timeout));
         add(self.keepalive_deadline());
-        if self.cc.pacing_rate().is_some()
-            && self.has_sendable_data()
-            && self.window_allows(self.cfg.max_datagram as u64)
-        {
-            add(Some(self.next_departure(self.cfg.max_datagram as u64)));
-        }
+        add(self.paced_until);
         t
-    }
-
-    fn next_departure(&self, bytes: u64) -> Instant {
-        self.cc
-            .earliest_departure(self.last_departure, self.last_departure, bytes)
     }
 
     /// Run the timers due at `now`.
@@ -947,6 +944,11 @@ impl Connection {
         }
         if self.keepalive_deadline().is_some_and(|d| now >= d) {
             self.probe_pending = true;
+        }
+        // The held packet may go now: the endpoint asks `poll_transmit` after a timeout,
+        // which sets this again if the pacer still holds it.
+        if self.paced_until.is_some_and(|d| now >= d) {
+            self.paced_until = None;
         }
     }
 
@@ -1073,14 +1075,6 @@ impl Connection {
         }
     }
 
-    fn has_sendable_data(&self) -> bool {
-        matches!(self.state, State::Established | State::Closing)
-            && (!self.retx.is_empty()
-                || (self.has_new_data()
-                    && self.credit_allows()
-                    && self.next_pn < self.sent_base + PN_WINDOW))
-    }
-
     fn window_allows(&self, bytes: u64) -> bool {
         self.in_flight_pkts == 0 || self.in_flight + bytes <= self.cc.window()
     }
@@ -1194,7 +1188,9 @@ impl Connection {
         let i = (self.tx_cursor - self.send_base) as usize;
         if let Some((count, len)) = self.plan_batch(i, buf.tailroom()) {
             let size = (BATCH_HEADER_LEN + count as usize * BATCH_ENTRY_LEN) as u64 + len;
-            if self.cc.earliest_departure(now, self.last_departure, size) > now {
+            let t = self.cc.earliest_departure(now, self.last_departure, size);
+            if t > now {
+                self.paced_until = Some(t);
                 return false;
             }
             let what = What::Batch {
@@ -1217,9 +1213,12 @@ impl Connection {
         let m = &self.send_msgs[i];
         let len = seg.min(mp);
         let size = DATA_HEADER_LEN as u64 + len;
-        if !self.window_allows(size)
-            || self.cc.earliest_departure(now, self.last_departure, size) > now
-        {
+        if !self.window_allows(size) {
+            return false;
+        }
+        let t = self.cc.earliest_departure(now, self.last_departure, size);
+        if t > now {
+            self.paced_until = Some(t);
             return false;
         }
         let what = What::Data {
@@ -1532,6 +1531,7 @@ impl Connection {
         self.in_flight_pkts += 1;
         self.last_eliciting_sent = now;
         self.last_departure = now;
+        self.paced_until = None;
         self.stats.tx_packets += 1;
         self.cc.on_send(
             now,

@@ -730,30 +730,48 @@ impl Stack {
     }
 
     /// Connect to the stack at `addr` (its IP and UDP port), waiting up to `timeout` for the
-    /// handshake.
+    /// handshake. The handshake is retried for all of `timeout`: a peer that starts a little
+    /// after us (two processes launched together) is reached, even when the transport's own
+    /// handshake attempts (`ConnectionConfig::handshake_attempts`, about half a second by
+    /// default) run out first; each new attempt is a fresh connection.
     pub fn connect(&self, addr: SocketAddrV4, timeout: Duration) -> Result<Socket, Error> {
-        let h = {
-            let mut i = self.inner.borrow_mut();
-            let now = Instant::from_nanos(i.rt.now());
-            i.ep()
-                .connect(now, SocketAddr::V4(addr))
-                .map_err(|_| Error::TooManyConnections)?
-        };
-        let sock = Socket::new(self.inner.clone(), h);
         let start = self.now_ns();
         loop {
-            self.poll();
-            match sock.pump_events() {
-                Some(SockState::Open) => return Ok(sock),
-                Some(SockState::Closed(r)) => return Err(Error::from_close(r, Some(addr))),
-                _ => {}
-            }
-            if self.since(start) >= timeout {
-                sock.abort();
-                return Err(Error::PeerUnreachable {
-                    addr,
-                    after: timeout,
-                });
+            let h = {
+                let mut i = self.inner.borrow_mut();
+                let now = Instant::from_nanos(i.rt.now());
+                i.ep()
+                    .connect(now, SocketAddr::V4(addr))
+                    .map_err(|_| Error::TooManyConnections)?
+            };
+            let sock = Socket::new(self.inner.clone(), h);
+            loop {
+                self.poll();
+                match sock.pump_events() {
+                    Some(SockState::Open) => return Ok(sock),
+                    // Nobody answered this connection's handshakes: try again with a new one
+                    // while the caller's time lasts.
+                    Some(SockState::Closed(CloseReason::HandshakeTimeout))
+                        if self.since(start) < timeout =>
+                    {
+                        break
+                    }
+                    Some(SockState::Closed(CloseReason::HandshakeTimeout)) => {
+                        return Err(Error::PeerUnreachable {
+                            addr,
+                            after: self.since(start),
+                        })
+                    }
+                    Some(SockState::Closed(r)) => return Err(Error::from_close(r, Some(addr))),
+                    _ => {}
+                }
+                if self.since(start) >= timeout {
+                    sock.abort();
+                    return Err(Error::PeerUnreachable {
+                        addr,
+                        after: timeout,
+                    });
+                }
             }
         }
     }
