@@ -1380,6 +1380,7 @@ impl Connection {
     ) -> bool {
         // Zero copy: (message index, segment index) whose slot goes out itself.
         let mut zero_copy = None;
+        let carries_data = matches!(what, What::Data { .. } | What::Batch { .. });
         let (kind, flags) = match what {
             What::Data {
                 msg_id,
@@ -1480,6 +1481,17 @@ impl Connection {
             ),
             What::Probe => (Kind::Probe, FLAG_ACK_NOW),
         };
+        // The window closes behind this packet (less than one more full packet fits): ask
+        // for an ACK at once, as the receiver would otherwise wait up to its delayed-ACK
+        // deadline (a conversation is acknowledged only there) while we cannot send.
+        let flags = if carries_data
+            && self.in_flight + (self.wire_size(&what) + self.cfg.max_datagram as usize) as u64
+                > self.cc.window()
+        {
+            flags | FLAG_ACK_NOW
+        } else {
+            flags
+        };
         let r = Repr {
             flags,
             dst_cid: self.remote_cid,
@@ -1533,6 +1545,16 @@ impl Connection {
         self.last_departure = now;
         self.paced_until = None;
         self.stats.tx_packets += 1;
+        if carries_data && self.ack_count == 1 {
+            // Request and response: the one packet received since our last ACK is answered
+            // by data of ours, so the peer's next packet is the answer's answer, not a second
+            // packet of a burst, and need not be acknowledged at once. The delayed-ACK
+            // deadline set at that packet still stands: a conversation is acknowledged every
+            // `max_ack_delay` instead of every second packet, and no ACK frame is sent or
+            // processed in front of each other answer. A burst (two packets before we send)
+            // is acknowledged at once as before.
+            self.ack_count = 0;
+        }
         self.cc.on_send(
             now,
             &SendEvent {
