@@ -356,6 +356,10 @@ pub struct Connection {
     reo_mult: u32,
     loss_time: Option<Instant>,
     pto_count: u32,
+    /// The probe timeout's period, backoff included: [`pto_base`](Self::pto_base) times
+    /// `2^pto_count`, capped. Kept up to date where its inputs change (an RTT sample, the
+    /// probe count), as deadlines are asked for after every packet.
+    pto_after: Duration,
     peer_ecn_ce: u32,
 
     // Receiving.
@@ -469,6 +473,7 @@ impl Connection {
             reo_mult: 1,
             loss_time: None,
             pto_count: 0,
+            pto_after: Duration::ZERO,
             peer_ecn_ce: 0,
             rx: RxPns {
                 cum: 0,
@@ -499,6 +504,7 @@ impl Connection {
             cfg,
         };
         c.cfg.max_send_msgs = max_send;
+        c.update_pto();
         if side == Side::Server {
             c.events.push_back(Event::Connected);
         }
@@ -859,9 +865,14 @@ impl Connection {
         if !armed || !matches!(self.state, State::Established | State::Closing) {
             return None;
         }
+        Some(self.last_eliciting_sent + self.pto_after)
+    }
+
+    /// Recompute [`pto_after`](Self::pto_after) (after an RTT sample or a probe count change).
+    fn update_pto(&mut self) {
         let shift = self.pto_count.min(16);
-        let d = (self.pto_base() * (1u32 << shift)).min(self.cfg.max_rto.max(self.cfg.min_rto));
-        Some(self.last_eliciting_sent + d)
+        self.pto_after =
+            (self.pto_base() * (1u32 << shift)).min(self.cfg.max_rto.max(self.cfg.min_rto));
     }
 
     fn blocked_on_credit(&self) -> bool {
@@ -955,6 +966,7 @@ impl Connection {
     fn on_pto(&mut self, now: Instant) {
         self.stats.ptos += 1;
         self.pto_count += 1;
+        self.update_pto();
         if self.pto_count > self.cfg.max_probes {
             self.finish(now, CloseReason::PeerUnresponsive);
             return;
@@ -1983,7 +1995,10 @@ impl Connection {
         if pkts == 0 {
             return;
         }
-        self.pto_count = 0;
+        if self.pto_count != 0 {
+            self.pto_count = 0;
+            self.update_pto();
+        }
         let hold = Duration::from_nanos(a.hold_ns as u64);
         let mut rtt = None;
         let mut fabric = None;
@@ -2040,12 +2055,14 @@ impl Connection {
             self.srtt = r;
             self.rttvar = r / 2;
             self.min_rtt = r;
+            self.update_pto();
             return;
         }
         self.min_rtt = self.min_rtt.min(r);
         let diff = self.srtt.abs_diff(r);
         self.rttvar = (self.rttvar * 3 + diff) / 4;
         self.srtt = (self.srtt * 7 + r) / 8;
+        self.update_pto();
     }
 
     #[inline]

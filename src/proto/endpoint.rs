@@ -163,6 +163,9 @@ pub struct Endpoint {
 struct Sched {
     /// Per slot: generation of its current heap entry; whether it is on `dirty` / `ready`.
     gen: Vec<u32>,
+    /// Per slot: the time of its current heap entry (None: it has none). A connection whose
+    /// deadline moved later keeps its earlier entry (see `Endpoint::refresh`).
+    due: Vec<Option<Instant>>,
     in_dirty: Vec<bool>,
     in_ready: Vec<bool>,
     dirty: Vec<u32>,
@@ -174,6 +177,7 @@ impl Sched {
     fn with_capacity(cap: usize) -> Sched {
         Sched {
             gen: Vec::with_capacity(cap),
+            due: Vec::with_capacity(cap),
             in_dirty: Vec::with_capacity(cap),
             in_ready: Vec::with_capacity(cap),
             dirty: Vec::with_capacity(cap),
@@ -186,6 +190,7 @@ impl Sched {
     fn grow(&mut self, i: usize) {
         while self.gen.len() <= i {
             self.gen.push(0);
+            self.due.push(None);
             self.in_dirty.push(false);
             self.in_ready.push(false);
         }
@@ -450,12 +455,19 @@ impl Endpoint {
     }
 
     /// Recompute the deadlines of the connections touched since the last call.
+    ///
+    /// A connection's heap entry is replaced only when its deadline moved earlier (or it had
+    /// none). One that moved later (the common case: each packet sent pushes the probe
+    /// timeout on) keeps its earlier entry, which wakes `handle_timeout` early once; that
+    /// finds nothing due and schedules the real deadline. So the heap holds a lower bound of
+    /// each connection's deadline, and a busy connection costs no heap operation per packet.
     fn refresh(&mut self) {
         while let Some(i) = self.sched.dirty.pop() {
             let k = i as usize;
             self.sched.in_dirty[k] = false;
-            self.sched.gen[k] = self.sched.gen[k].wrapping_add(1);
             let Some(c) = self.conns[k].as_ref() else {
+                self.sched.gen[k] = self.sched.gen[k].wrapping_add(1);
+                self.sched.due[k] = None;
                 continue;
             };
             // A connection that is over is due at once, to be freed.
@@ -464,6 +476,13 @@ impl Endpoint {
             } else {
                 c.poll_timeout()
             };
+            if let Some(old) = self.sched.due[k] {
+                if due.is_none_or(|t| t >= old) {
+                    continue; // the entry in the heap comes first
+                }
+            }
+            self.sched.gen[k] = self.sched.gen[k].wrapping_add(1);
+            self.sched.due[k] = due;
             if let Some(t) = due {
                 self.sched.heap.push(Reverse((t, i, self.sched.gen[k])));
             }
@@ -506,6 +525,8 @@ impl Endpoint {
             if self.sched.gen[k] != g {
                 continue; // superseded
             }
+            // Its entry is used up: the touch below schedules its next deadline.
+            self.sched.due[k] = None;
             let Some(c) = self.conns[k].as_mut() else {
                 continue;
             };
@@ -521,6 +542,7 @@ impl Endpoint {
                 self.stats.freed += 1;
                 // Its heap entries are stale from now on (slot reuse bumps the generation).
                 self.sched.gen[k] = self.sched.gen[k].wrapping_add(1);
+                self.sched.due[k] = None;
                 continue;
             }
             // Its deadline moved; it may also have something to send now.
@@ -528,8 +550,11 @@ impl Endpoint {
         }
     }
 
-    /// The earliest time `handle_timeout` is due. O(log connections) per connection touched
-    /// since the last call (not O(connections)).
+    /// The earliest time `handle_timeout` is due. O(log connections) per connection whose
+    /// deadline moved earlier since the last call (not O(connections)). It may be earlier than
+    /// any connection's deadline (a connection whose deadline moved later keeps its earlier
+    /// wake-up): `handle_timeout` then finds nothing due and the next call gives the later
+    /// time. It is never later than a deadline.
     #[must_use]
     pub fn poll_timeout(&mut self) -> Option<Instant> {
         self.earliest()
