@@ -1,22 +1,26 @@
 //! What one 64 B round trip costs the stack, in instructions: two stacks over one memif link
 //! in this process, each on its own thread (a stack belongs to one thread), taking turns: a
 //! side runs only when the other has handed it the turn, so nothing spins and every
-//! instruction counted is work the round trip needed. Each turn makes the calls `bypass bench
-//! pingpong` makes (`send_bytes`, `try_recv_msg`). Run it under callgrind with only the
-//! measured turns collected (the hand-offs between threads are outside them):
+//! instruction counted is work the round trip needed. A turn makes the calls `bypass bench
+//! pingpong` makes: `try_recv_msg` until the message is there, then `send_bytes` of the
+//! next (`client_turn`, `server_turn`); then one loop iteration (`after_turn`), as a spinning
+//! side runs in its next receive call. Run it under callgrind with only those collected (the
+//! hand-offs between threads are outside them):
 //!
 //! ```text
 //! cargo build --release --example pingpong_cost
 //! valgrind --tool=callgrind --collect-atstart=no --toggle-collect='pingpong_cost::client_turn' \
-//!     --toggle-collect='pingpong_cost::server_turn' \
-//!     target/release/examples/pingpong_cost --pings 20000
-//! callgrind_annotate --inclusive=yes callgrind.out.<pid> | head -60
+//!     --toggle-collect='pingpong_cost::server_turn' --toggle-collect='pingpong_cost::after_turn' \
+//!     --toggle-collect='pingpong_cost::idle_spins' target/release/examples/pingpong_cost --pings 5000
+//! callgrind_annotate --inclusive=yes callgrind.out.<pid> | grep pingpong_cost::
 //! ```
 //!
-//! Instructions per round trip = the total / pings (printed, with the wall-clock mean, which
-//! under callgrind means nothing). Instruction counts repeat for one binary and input whatever
-//! the machine is doing, so two builds compare where wall-clock round trips on this VM do not
-//! (bench/RESULTS.md).
+//! Each function's inclusive count / pings is its share of a round trip (`idle_spins`: of one
+//! empty receive attempt). The round trip's path is the two turns, plus `after_turn` where a
+//! message is only transmitted there (a stack that does not send at `send_bytes`); the rest of
+//! `after_turn` is work done while the peer answers. Instruction counts repeat for one binary
+//! and input whatever the machine is doing, so two builds compare where wall-clock round trips
+//! on this VM do not (bench/RESULTS.md; `scripts/pingpong-cost.sh` runs all this).
 //!
 //! `cargo run --release --example pingpong_cost -- [--pings N] [--size B]`
 
@@ -96,48 +100,63 @@ fn recv(sock: &Socket) -> usize {
     }
 }
 
-/// Send `msg` and poll once so it is transmitted (a spinning `bypass bench` side does this
-/// in its next receive call).
-#[inline(always)]
-fn send(stack: &Stack, sock: &Socket, msg: &Bytes) {
-    if let Err(e) = sock.send_bytes(msg.clone()) {
-        panic!("send: {e}; connection {:?}", sock.stats());
-    }
-    stack.poll();
-}
-
 /// The client's measured turn: take the answer to the previous ping (none the first time),
 /// send the next ping.
 #[inline(never)]
-fn client_turn(stack: &Stack, sock: &Socket, msg: &Bytes, first: bool) -> usize {
+fn client_turn(sock: &Socket, msg: &Bytes, first: bool) -> usize {
     let n = if first { 0 } else { recv(sock) };
-    send(stack, sock, msg);
+    sock.send_bytes(msg.clone()).expect("send");
     n
 }
 
 #[inline(never)]
-fn warm_client_turn(stack: &Stack, sock: &Socket, msg: &Bytes, first: bool) -> usize {
+fn warm_client_turn(sock: &Socket, msg: &Bytes, first: bool) -> usize {
     std::hint::black_box(WARM);
     let n = if first { 0 } else { recv(sock) };
-    send(stack, sock, msg);
+    sock.send_bytes(msg.clone()).expect("send");
     n
 }
 
 /// The server's measured turn: take a ping, answer it.
 #[inline(never)]
-fn server_turn(stack: &Stack, sock: &Socket, msg: &Bytes) -> usize {
+fn server_turn(sock: &Socket, msg: &Bytes) -> usize {
     let n = recv(sock);
-    send(stack, sock, msg);
+    sock.send_bytes(msg.clone()).expect("answer");
     n
 }
 
 #[inline(never)]
-fn warm_server_turn(stack: &Stack, sock: &Socket, msg: &Bytes) -> usize {
-    // (Not the measured function's twin: identical code would be folded into one symbol.)
+fn warm_server_turn(sock: &Socket, msg: &Bytes) -> usize {
     std::hint::black_box(WARM);
     let n = recv(sock);
-    send(stack, sock, msg);
+    sock.send_bytes(msg.clone()).expect("answer");
     n
+}
+
+/// One iteration of the loop after a turn, as a spinning `bypass bench` side runs next (in
+/// its following receive call): it transmits what `send_bytes` left queued, and does what
+/// the stack left for later. Collected on its own: a message that went out in `send_bytes`
+/// makes this work off the round trip's path; one that did not is sent here.
+#[inline(never)]
+fn after_turn(stack: &Stack) -> bool {
+    stack.poll()
+}
+
+#[inline(never)]
+fn warm_after_turn(stack: &Stack) -> bool {
+    std::hint::black_box(WARM);
+    stack.poll()
+}
+
+/// `n` receive attempts with nothing on the way (collected on its own:
+/// `--toggle-collect='pingpong_cost::idle_spins'`).
+#[inline(never)]
+fn idle_spins(sock: &Socket, n: usize) -> usize {
+    let mut got = 0;
+    for _ in 0..n {
+        got += usize::from(sock.try_recv_msg().expect("recv").is_some());
+    }
+    got
 }
 
 fn server(path: std::path::PathBuf, size: usize, pings: usize, go: Receiver<()>, done: Sender<()>) {
@@ -154,9 +173,13 @@ fn server(path: std::path::PathBuf, size: usize, pings: usize, go: Receiver<()>,
         }
         go.recv().expect("turn");
         let n = if i < WARM {
-            warm_server_turn(&stack, &sock, &msg)
+            let n = warm_server_turn(&sock, &msg);
+            warm_after_turn(&stack);
+            n
         } else {
-            server_turn(&stack, &sock, &msg)
+            let n = server_turn(&sock, &msg);
+            after_turn(&stack);
+            n
         };
         assert_eq!(n, size);
         done.send(()).expect("hand back");
@@ -216,12 +239,16 @@ fn main() {
     for i in 0..WARM + pings {
         if i == WARM {
             t = Instant::now();
-            before = stack.stats().runtime;
+                before = stack.stats().runtime;
         }
         let n = if i < WARM {
-            warm_client_turn(&stack, &sock, &msg, i == 0)
+            let n = warm_client_turn(&sock, &msg, i == 0);
+            warm_after_turn(&stack);
+            n
         } else {
-            client_turn(&stack, &sock, &msg, false)
+            let n = client_turn(&sock, &msg, false);
+            after_turn(&stack);
+            n
         };
         if i > WARM {
             got += n;
@@ -232,6 +259,9 @@ fn main() {
     got += recv(&sock);
     let el = t.elapsed();
     let after = stack.stats().runtime;
+    // What one spin of a waiting receiver costs: `try_recv_msg` with nothing to take.
+    let spins = idle_spins(&sock, pings);
+    assert_eq!(spins, 0, "nothing was sent: nothing to receive");
     let _ = to_server.send(());
     srv.join().expect("server thread");
     report("client", before, after, pings);
