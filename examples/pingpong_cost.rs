@@ -239,7 +239,7 @@ fn main() {
     for i in 0..WARM + pings {
         if i == WARM {
             t = Instant::now();
-                before = stack.stats().runtime;
+            before = stack.stats().runtime;
         }
         let n = if i < WARM {
             let n = warm_client_turn(&sock, &msg, i == 0);

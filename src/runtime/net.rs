@@ -700,14 +700,15 @@ impl Net {
         // The checksum is computed from a read of the datagram and written into the UDP
         // header alone: the payload may be a shared, read-only slot (zero-copy send, see
         // `mem`), and the header lies in its headroom, below the write floor.
-        let ph = checksum::pseudo_header_v4(&src_ip, &dst_ip, IpProtocol::Udp, udp_len as u32);
+        let ph = || checksum::pseudo_header_v4(&src_ip, &dst_ip, IpProtocol::Udp, udp_len as u32);
         // With transmit offload the device fills the checksum from the pseudo-header sum
         // whatever `checksum` says (a 0 there would make it compute a wrong one).
         let sum = if self.cfg.offloads.tx_checksum {
-            Some(ph)
+            Some(ph())
         } else if !checksum {
             None
         } else if self.cfg.udp_tx_checksum {
+            let ph = ph();
             let s = !checksum::combine(&[ph, checksum::data(&buf.data()[..udp_len])]);
             // 0 means "no checksum" in UDP over IPv4 (RFC 768).
             Some(if s == 0 { 0xffff } else { s })
