@@ -605,6 +605,22 @@ impl Connection {
     pub fn send_queue_len(&self) -> usize {
         self.send_msgs.len()
     }
+
+    /// Whether [`poll_transmit`](Self::poll_transmit) may have a datagram to write: false
+    /// only when it certainly has none (an established connection with nothing queued, lost,
+    /// pending or due). The endpoint asks a connection to transmit only when this holds or
+    /// something happened to it from outside (a send, a timer), so one that just received
+    /// a packet and owes nothing is not asked in vain.
+    pub(crate) fn may_transmit(&self) -> bool {
+        !matches!(self.state, State::Established | State::Closing)
+            || self.reset_pending.is_some()
+            || self.ack_now
+            || !self.retx.is_empty()
+            || self.confirm_pending
+            || self.probe_pending
+            || (self.state == State::Closing && !self.close_sent)
+            || self.has_new_data()
+    }
     /// Bytes of reassembly buffers this connection holds.
     pub fn rx_buffered(&self) -> u64 {
         self.rx_reasm

@@ -198,11 +198,24 @@ impl Sched {
 
     #[inline]
     fn touch(&mut self, i: u32) {
+        self.touch_timers(i);
+        self.make_ready(i);
+    }
+
+    /// Its deadlines are recomputed at the next `refresh`.
+    #[inline]
+    fn touch_timers(&mut self, i: u32) {
         let k = i as usize;
         if !self.in_dirty[k] {
             self.in_dirty[k] = true;
             self.dirty.push(i);
         }
+    }
+
+    /// It is asked to transmit at the next `poll_transmit`.
+    #[inline]
+    fn make_ready(&mut self, i: u32) {
+        let k = i as usize;
         if !self.in_ready[k] {
             self.in_ready[k] = true;
             self.ready.push_back(i);
@@ -414,7 +427,13 @@ impl Endpoint {
                 return;
             }
             c.handle_packet(now, &repr, buf, ecn_ce);
-            self.sched.touch(i);
+            // Asked to transmit only if the packet left it something to send (an ACK owed,
+            // window opened by an ACK, a loss to repair).
+            let ready = c.may_transmit();
+            self.sched.touch_timers(i);
+            if ready {
+                self.sched.make_ready(i);
+            }
             return;
         }
         let Kind::Connect {
@@ -595,8 +614,12 @@ impl Endpoint {
                     dst: c.remote,
                     checksum: c.needs_checksum(),
                 };
-                // Back of the queue (round-robin), and its timers changed.
-                self.sched.ready.push_back(i);
+                // Back of the queue (round-robin) if it may have more; its timers changed.
+                if c.may_transmit() {
+                    self.sched.ready.push_back(i);
+                } else {
+                    self.sched.in_ready[k] = false;
+                }
                 if !self.sched.in_dirty[k] {
                     self.sched.in_dirty[k] = true;
                     self.sched.dirty.push(i);
