@@ -50,6 +50,11 @@ impl Pacer {
         if rate == 0 {
             return Duration::ZERO;
         }
+        // In 64 bits when it fits (any packet: up to 18 GB), as a 128-bit division is a
+        // library call on every send.
+        if let Some(n) = bytes.checked_mul(1_000_000_000) {
+            return Duration::from_nanos(n.div_ceil(rate));
+        }
         let ns = (u128::from(bytes) * 1_000_000_000).div_ceil(u128::from(rate));
         Duration::from_nanos(ns.min(u128::from(u64::MAX)) as u64)
     }
