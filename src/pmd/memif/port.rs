@@ -14,9 +14,11 @@ const BUFFER_REGION: u16 = 1;
 const NO_SLOT: u32 = u32::MAX;
 /// Client receive: frames whose buffers are prefetched before their descriptors are read.
 const PREFETCH_FRAMES: usize = 4;
-/// Client receive: buffers consumed before the ring is refilled (at most an eighth of it).
+/// Client receive: buffers consumed before the ring is refilled while frames keep arriving
+/// (at most an eighth of it; a call that finds nothing refills whatever is missing).
 const RX_REFILL_BATCH: u16 = 32;
-/// Client transmit: descriptors outstanding before the ring's tail is read to reclaim them.
+/// Client transmit: descriptors outstanding before a transmit reads the ring's tail to reclaim
+/// them (a receive call that finds nothing reclaims whatever was consumed).
 const TX_FREE_BATCH: u16 = 32;
 /// Set in a transmit ring entry's slot when the posted buffer was a shared reference
 /// ([`PktBuf::is_shared`]: a transport keeps the same slot for retransmission): reclaiming it
@@ -230,6 +232,26 @@ impl MemifPort {
         }
     }
 
+    /// Client: take back the transmit ring's buffers the server has consumed (reads the
+    /// tail the server's core writes).
+    fn reclaim_tx(a: &mut Active, stats: &mut PortStats) {
+        let ring = a.tx;
+        let mask = ring.mask();
+        let outstanding = a.tx_head.wrapping_sub(a.tx_tail);
+        let tail = ring.tail(Ordering::Acquire);
+        if tail.wrapping_sub(a.tx_tail) > outstanding {
+            stats.rx_errors += 1;
+            return;
+        }
+        while a.tx_tail != tail {
+            let slot = a.tx_slots[(a.tx_tail & mask) as usize];
+            // SAFETY: posted at this index by into_raw (shared or not as marked); the peer
+            // has returned it.
+            unsafe { reclaim(&a.pool, slot) };
+            a.tx_tail = a.tx_tail.wrapping_add(1);
+        }
+    }
+
     fn client_rx(&mut self, out: &mut Vec<PktBuf>, max: usize) -> usize {
         let Some(a) = self.active.as_mut() else {
             return 0;
@@ -237,6 +259,18 @@ impl MemifPort {
         let ring = a.rx;
         let mask = ring.mask();
         let tail = ring.tail(Ordering::Acquire);
+        if tail == a.rx_tail {
+            // Nothing arrived: the time to do the rings' upkeep, off every frame's path
+            // (a request-response peer waits here for the answer). Post the buffers taken
+            // since the last refill, and take back transmitted ones the server has consumed.
+            if a.rx_head.wrapping_sub(a.rx_tail) < ring.size() {
+                Self::refill(a, self.cap, &mut self.stats);
+            }
+            if a.tx_head != a.tx_tail {
+                Self::reclaim_tx(a, &mut self.stats);
+            }
+            return 0;
+        }
         let avail = tail.wrapping_sub(a.rx_tail);
         let posted = a.rx_head.wrapping_sub(a.rx_tail);
         let mut n = 0;
@@ -306,8 +340,8 @@ impl MemifPort {
             }
         }
         self.stats.rx_packets += n as u64;
-        // Refill in batches: one head store per batch, and no allocation in front of most
-        // frames' delivery.
+        // Refill in batches while frames keep coming (one head store per batch, no
+        // allocation in front of most frames' delivery); an idle call refills the rest.
         let size = ring.size();
         if size - a.rx_head.wrapping_sub(a.rx_tail) >= RX_REFILL_BATCH.min(size / 8).max(1) {
             Self::refill(a, self.cap, &mut self.stats);
@@ -328,19 +362,7 @@ impl MemifPort {
         // are outstanding or the frames to send may not fit.
         let outstanding = a.tx_head.wrapping_sub(a.tx_tail);
         if outstanding >= TX_FREE_BATCH || ring.size() - outstanding < pkts.len() as u16 {
-            let tail = ring.tail(Ordering::Acquire);
-            let done = tail.wrapping_sub(a.tx_tail);
-            if done > outstanding {
-                self.stats.rx_errors += 1;
-            } else {
-                while a.tx_tail != tail {
-                    let slot = a.tx_slots[(a.tx_tail & mask) as usize];
-                    // SAFETY: posted at this index by into_raw (shared or not as marked); the
-                    // peer has returned it.
-                    unsafe { reclaim(&a.pool, slot) };
-                    a.tx_tail = a.tx_tail.wrapping_add(1);
-                }
-            }
+            Self::reclaim_tx(a, &mut self.stats);
         }
         let mut free = ring.size() - a.tx_head.wrapping_sub(a.tx_tail);
         let mut n = 0;
