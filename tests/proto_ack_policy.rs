@@ -39,6 +39,20 @@ fn await_msg(pair: &mut Pair, p: Peer, h: ConnectionHandle) -> u64 {
     }
 }
 
+/// `rounds` exchanges: the client sends 64 B, the server answers with 64 B once it has it,
+/// the client waits for the answer.
+fn converse(pair: &mut Pair, ch: ConnectionHandle, sh: ConnectionHandle, rounds: u64) {
+    let ping = bytes::Bytes::from(vec![1u8; 64]);
+    for _ in 0..rounds {
+        let c = pair.client.connection(ch).unwrap();
+        c.send(ping.clone()).unwrap();
+        assert_eq!(await_msg(pair, Peer::Server, sh), 64);
+        let s = pair.server.connection(sh).unwrap();
+        s.send(ping.clone()).unwrap();
+        assert_eq!(await_msg(pair, Peer::Client, ch), 64);
+    }
+}
+
 fn tx_acks(pair: &mut Pair, p: Peer, h: ConnectionHandle) -> u64 {
     pair.endpoint(p).connection(h).unwrap().stats().tx_acks
 }
@@ -53,21 +67,7 @@ fn a_conversation_is_acknowledged_at_the_deadline_not_every_other_packet() {
     );
     let start = pair.now;
     let rounds = 400u64;
-    let ping = bytes::Bytes::from(vec![1u8; 64]);
-    for _ in 0..rounds {
-        pair.client
-            .connection(ch)
-            .unwrap()
-            .send(ping.clone())
-            .unwrap();
-        assert_eq!(await_msg(&mut pair, Peer::Server, sh), 64);
-        pair.server
-            .connection(sh)
-            .unwrap()
-            .send(ping.clone())
-            .unwrap();
-        assert_eq!(await_msg(&mut pair, Peer::Client, ch), 64);
-    }
+    converse(&mut pair, ch, sh, rounds);
     let elapsed = pair.now - start;
     let rtt = elapsed / rounds as u32;
     assert!(rtt < Duration::from_micros(3), "round trip {rtt:?}");
@@ -139,21 +139,7 @@ fn a_sender_whose_window_closes_asks_for_an_ack_at_once() {
     let (ch, sh) = pair.connect().expect("connect");
     let start: Instant = pair.now;
     let rounds = 400u32;
-    let ping = bytes::Bytes::from(vec![4u8; 64]);
-    for _ in 0..rounds {
-        pair.client
-            .connection(ch)
-            .unwrap()
-            .send(ping.clone())
-            .unwrap();
-        assert_eq!(await_msg(&mut pair, Peer::Server, sh), 64);
-        pair.server
-            .connection(sh)
-            .unwrap()
-            .send(ping.clone())
-            .unwrap();
-        assert_eq!(await_msg(&mut pair, Peer::Client, ch), 64);
-    }
+    converse(&mut pair, ch, sh, u64::from(rounds));
     let rtt = (pair.now - start) / rounds;
     // 1 us of links, plus a little for the immediate ACK; a stall would add ~2 us per round
     // trip on average.
