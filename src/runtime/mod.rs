@@ -341,6 +341,17 @@ impl<P: Port, H: UdpHandler, C: Clock> Runtime<P, H, C> {
 
     /// One iteration of the loop (see the module contract).
     pub fn poll_once(&mut self) -> PollResult {
+        let mut res = self.poll_rx();
+        self.poll_rest(&mut res);
+        res
+    }
+
+    /// The first half of an iteration: read the clock, receive a burst and dispatch it. An
+    /// application on the loop thread that now has what it waited for may return to it and
+    /// leave the rest of the iteration ([`poll_rest`](Self::poll_rest): timers, the handler's
+    /// output, the flush) to its next call, off the path from arrival to its answer; the next
+    /// [`poll_once`](Self::poll_once) does it anyway. Counted as an iteration.
+    pub fn poll_rx(&mut self) -> PollResult {
         let t = self.clock.now_ns();
         if t < self.now {
             self.counters.clock_clamped += 1;
@@ -348,18 +359,26 @@ impl<P: Port, H: UdpHandler, C: Clock> Runtime<P, H, C> {
             self.now = t;
         }
         let now = self.now;
-        let mut res = PollResult {
-            now,
-            ..Default::default()
-        };
-
-        // Receive and dispatch.
         let n = self.port.rx_burst(&mut self.rx, self.rx_burst);
-        res.rx = n;
         if !self.rx.is_empty() {
             self.dispatch(now);
         }
+        self.counters.iterations += 1;
+        self.counters.rx_frames += n as u64;
+        if n > 0 {
+            self.counters.busy_iterations += 1;
+        }
+        PollResult {
+            now,
+            rx: n,
+            ..Default::default()
+        }
+    }
 
+    /// The second half of an iteration at `res.now` (after [`poll_rx`](Self::poll_rx)):
+    /// expire timers, let the handler emit, flush. Adds to `res`.
+    pub fn poll_rest(&mut self, res: &mut PollResult) {
+        let now = res.now;
         // Timers. A handler may set timers due now from on_timer; those run next iteration.
         res.timers = self.timers.advance(now, &mut self.expired);
         for e in self.expired.drain(..) {
@@ -398,14 +417,12 @@ impl<P: Port, H: UdpHandler, C: Clock> Runtime<P, H, C> {
         }
         res.tx_pending = self.net.tx_queue().len();
 
-        self.counters.iterations += 1;
-        self.counters.rx_frames += res.rx as u64;
         self.counters.tx_frames += res.tx as u64;
         self.counters.timers_fired += res.timers as u64;
-        if res.busy() {
+        // (An iteration whose receive half was busy was counted busy there.)
+        if res.rx == 0 && res.tx + res.timers > 0 {
             self.counters.busy_iterations += 1;
         }
-        res
     }
 
     /// Run iterations until `stop` is set (checked every 64 iterations, a relaxed load).

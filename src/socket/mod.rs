@@ -457,6 +457,7 @@ impl StackBuilder {
                 _memif: memif,
                 max_message,
                 max_send_msgs,
+                rest_deferred: false,
                 _core: core,
             })),
         })
@@ -576,6 +577,9 @@ struct Inner {
     max_message: u64,
     /// `ConnectionConfig::max_send_msgs`: a connection's send queue holds this many messages.
     max_send_msgs: usize,
+    /// The last iteration stopped after its receive half (`Socket::try_recv_msg` handed out
+    /// a message at once); the next does all of it.
+    rest_deferred: bool,
     // Declared after `rt`: released only after the runtime (and its buffers) are gone.
     _core: crate::mem::CoreSlot,
 }
@@ -588,11 +592,19 @@ impl Inner {
 
     #[inline]
     fn poll_result(&mut self) -> crate::runtime::PollResult {
-        let r = self.rt.poll_once();
+        let mut r = self.rt.poll_rx();
+        self.finish_poll(&mut r);
+        r
+    }
+
+    /// The rest of an iteration begun with `rt.poll_rx()`.
+    #[inline]
+    fn finish_poll(&mut self, r: &mut crate::runtime::PollResult) {
+        self.rest_deferred = false;
+        self.rt.poll_rest(r);
         if let Some(m) = &mut self.metrics {
             m.after_poll(&mut self.rt);
         }
-        r
     }
     fn ep(&mut self) -> &mut Endpoint {
         &mut self.rt.handler_mut().ep
@@ -1202,7 +1214,23 @@ impl Socket {
                 return Ok(Some(m));
             }
         }
-        i.poll();
+        // Receive first. A message for us goes back to the caller at once: the rest of the
+        // iteration (timers, the connection's deadlines, transmissions) runs at its next
+        // call, off the path from the message's arrival to the answer the caller is about to
+        // send (and that call covers this message's and the answer's bookkeeping together).
+        // Never twice in a row, so a receiver that finds a message at every call still
+        // acknowledges and transmits every other iteration.
+        let mut r = i.rt.poll_rx();
+        if r.rx > 0
+            && !i.rest_deferred
+            && i.ep().connection_ref(self.h).is_some_and(|c| c.has_recv())
+        {
+            if let Some(m) = i.ep().connection(self.h).and_then(|c| c.poll_recv()) {
+                i.rest_deferred = true;
+                return Ok(Some(m));
+            }
+        }
+        i.finish_poll(&mut r);
         if i.ep().connection_ref(self.h).is_some_and(|c| c.has_recv()) {
             if let Some(m) = i.ep().connection(self.h).and_then(|c| c.poll_recv()) {
                 return Ok(Some(m));
