@@ -1277,7 +1277,8 @@ impl Connection {
     /// behind them: one packet holding the whole queue would make the stream stop and wait
     /// for each ACK (0.25 M msg/s instead of 11 M, bench/RESULTS.md).
     fn plan_batch(&self, i: usize, tailroom: usize) -> Option<(u16, u64)> {
-        if !self.peer_batch || !self.cfg.batch {
+        // A lone message (a request, a response) goes in a DATA packet: nothing to pack.
+        if !self.peer_batch || !self.cfg.batch || self.send_msgs.len() < i + 2 {
             return None;
         }
         let small = (self.max_payload() / 4) as u64;

@@ -15,10 +15,10 @@ const NO_SLOT: u32 = u32::MAX;
 /// Client receive: frames whose buffers are prefetched before their descriptors are read.
 const PREFETCH_FRAMES: usize = 4;
 /// Client receive: buffers consumed before the ring is refilled while frames keep arriving
-/// (at most an eighth of it; a call that finds nothing refills whatever is missing).
+/// (at most an eighth of it; the second call in a row that finds nothing refills the rest).
 const RX_REFILL_BATCH: u16 = 32;
 /// Client transmit: descriptors outstanding before a transmit reads the ring's tail to reclaim
-/// them (a receive call that finds nothing reclaims whatever was consumed).
+/// them (the second receive call in a row that finds nothing reclaims whatever was consumed).
 const TX_FREE_BATCH: u16 = 32;
 /// Set in a transmit ring entry's slot when the posted buffer was a shared reference
 /// ([`PktBuf::is_shared`]: a transport keeps the same slot for retransmission): reclaiming it
@@ -37,6 +37,8 @@ pub struct MemifPort {
     headroom: u32,
     /// Data bytes of one buffer (what a client posts as a descriptor's length).
     cap: u32,
+    /// Client: the last receive call found nothing (the next empty one does the upkeep).
+    idle: bool,
 }
 
 /// Per-connection state of the queue pair.
@@ -136,6 +138,7 @@ impl MemifPort {
             pool,
             headroom,
             cap,
+            idle: false,
         }
     }
 
@@ -260,17 +263,23 @@ impl MemifPort {
         let mask = ring.mask();
         let tail = ring.tail(Ordering::Acquire);
         if tail == a.rx_tail {
-            // Nothing arrived: the time to do the rings' upkeep, off every frame's path
-            // (a request-response peer waits here for the answer). Post the buffers taken
-            // since the last refill, and take back transmitted ones the server has consumed.
-            if a.rx_head.wrapping_sub(a.rx_tail) < ring.size() {
-                Self::refill(a, self.cap, &mut self.stats);
+            // Nothing arrived twice in a row: the time to do the rings' upkeep, off every
+            // frame's path (a request-response peer waits here for the answer; the first
+            // empty call is often the one in front of its own transmission). Post the
+            // buffers taken since the last refill, and take back transmitted ones the
+            // server has consumed.
+            if self.idle {
+                if a.rx_head.wrapping_sub(a.rx_tail) < ring.size() {
+                    Self::refill(a, self.cap, &mut self.stats);
+                }
+                if a.tx_head != a.tx_tail {
+                    Self::reclaim_tx(a, &mut self.stats);
+                }
             }
-            if a.tx_head != a.tx_tail {
-                Self::reclaim_tx(a, &mut self.stats);
-            }
+            self.idle = true;
             return 0;
         }
+        self.idle = false;
         let avail = tail.wrapping_sub(a.rx_tail);
         let posted = a.rx_head.wrapping_sub(a.rx_tail);
         let mut n = 0;
