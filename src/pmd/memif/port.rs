@@ -12,8 +12,6 @@ use crate::pmd::{Link, Offloads, Port, PortInfo, PortStats, MAX_BURST};
 const BUFFER_REGION: u16 = 1;
 /// Marks a transmit ring entry that continues a chain (its slot is owned by the first entry).
 const NO_SLOT: u32 = u32::MAX;
-/// Client receive: frames whose buffers are prefetched before their descriptors are read.
-const PREFETCH_FRAMES: usize = 4;
 /// Client receive: buffers consumed before the ring is refilled while frames keep arriving
 /// (at most an eighth of it; the second call in a row that finds nothing refills the rest).
 const RX_REFILL_BATCH: u16 = 32;
@@ -287,22 +285,6 @@ impl MemifPort {
             // The peer claims to have filled buffers we never posted: ignore the claim.
             self.stats.rx_errors += 1;
         } else {
-            // The frames lie in buffers we posted, whose addresses we know without their
-            // descriptors: start fetching their first lines (the headers the stack reads
-            // first) now, alongside the descriptors', rather than one after the other.
-            let mut k = a.rx_tail;
-            let mut ahead = 0;
-            while k != tail && ahead < max.min(PREFETCH_FRAMES) {
-                let slot = a.rx_slots[(k & mask) as usize];
-                prefetch_lines(
-                    a.pool
-                        .region()
-                        .as_ptr()
-                        .wrapping_add(a.pool.slot_offset(slot) + self.headroom as usize),
-                );
-                k = k.wrapping_add(1);
-                ahead += 1;
-            }
             while n < max && a.rx_tail != tail {
                 let idx = a.rx_tail;
                 let d = ring.read_desc(idx);
@@ -669,22 +651,4 @@ impl std::fmt::Debug for MemifPort {
             .field("connected", &self.active.is_some())
             .finish()
     }
-}
-
-/// Ask for the first two cache lines at `p` (a frame's headers) to be fetched into this
-/// core's cache. A hint: no effect on correctness, and nothing off x86-64.
-#[inline(always)]
-fn prefetch_lines(p: *const u8) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        use core::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-        // SAFETY: a prefetch never faults or reads memory architecturally; any address is
-        // allowed (`p` is inside our own mapped region anyway).
-        unsafe {
-            _mm_prefetch::<_MM_HINT_T0>(p.cast());
-            _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(64).cast());
-        }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = p;
 }
