@@ -59,6 +59,13 @@ pub trait UdpHandler {
     fn on_poll(&mut self, io: &mut Io<'_>) {
         let _ = io;
     }
+
+    /// Called once per iteration after the flush of what `on_poll` sent: work that need
+    /// not delay those frames (a transport's own deadline bookkeeping and the timeouts it
+    /// finds due). What it sends is flushed in the same iteration.
+    fn after_flush(&mut self, io: &mut Io<'_>) {
+        let _ = io;
+    }
 }
 
 /// What a handler can do during a callback: read `now`, get buffers, send, set timers.
@@ -407,13 +414,18 @@ impl<P: Port, H: UdpHandler, C: Clock> Runtime<P, H, C> {
         self.handler.on_poll(&mut io);
 
         // Flush; what the port doesn't take stays queued, in order.
-        let q = self.net.tx_queue();
-        if !q.is_empty() {
-            let queued = q.len();
-            res.tx = self.port.tx_burst(q);
-            if res.tx < queued {
-                self.counters.tx_partial += 1;
-            }
+        self.flush(res);
+        // Then the handler's later work, and a flush of what it sent.
+        let mut io = Io {
+            now,
+            ecn: 0,
+            net: &mut self.net,
+            timers: &mut self.timers,
+            port: &mut self.port,
+        };
+        self.handler.after_flush(&mut io);
+        if !self.net.tx_queue().is_empty() {
+            self.flush(res);
         }
         res.tx_pending = self.net.tx_queue().len();
 
@@ -422,6 +434,20 @@ impl<P: Port, H: UdpHandler, C: Clock> Runtime<P, H, C> {
         // (An iteration whose receive half was busy was counted busy there.)
         if res.rx == 0 && res.tx + res.timers > 0 {
             self.counters.busy_iterations += 1;
+        }
+    }
+
+    /// Hand the queued frames to the port (adds to `res.tx`); what it refuses stays queued.
+    #[inline]
+    fn flush(&mut self, res: &mut PollResult) {
+        let q = self.net.tx_queue();
+        if !q.is_empty() {
+            let queued = q.len();
+            let sent = self.port.tx_burst(q);
+            res.tx += sent;
+            if sent < queued {
+                self.counters.tx_partial += 1;
+            }
         }
     }
 

@@ -519,12 +519,30 @@ impl UdpHandler for Transport {
         );
     }
 
+    /// Send what is ready; the deadlines come after the flush ([`after_flush`]), off the
+    /// path of a frame the application just queued.
     #[inline]
     fn on_poll(&mut self, io: &mut Io<'_>) {
+        self.transmit(io);
+    }
+
+    /// The endpoint's deadlines (recomputed for the connections touched this iteration) and
+    /// the timeouts due; what they send goes out in this iteration.
+    #[inline]
+    fn after_flush(&mut self, io: &mut Io<'_>) {
         let now = Instant::from_nanos(io.now());
         if self.ep.poll_timeout().is_some_and(|t| t <= now) {
             self.ep.handle_timeout(now);
+            self.transmit(io);
         }
+    }
+}
+
+impl Transport {
+    /// Queue the endpoint's datagrams in the runtime's transmit queue.
+    #[inline]
+    fn transmit(&mut self, io: &mut Io<'_>) {
+        let now = Instant::from_nanos(io.now());
         loop {
             // Leave room in the runtime's transmit queue: a datagram the endpoint produced
             // and we could not queue would be a self-inflicted loss.
@@ -1220,14 +1238,25 @@ impl Socket {
         // send (and that call covers this message's and the answer's bookkeeping together).
         // Never twice in a row, so a receiver that finds a message at every call still
         // acknowledges and transmits every other iteration.
+        // Only when the connection owes nothing (no ACK due: a lone request or response, not
+        // a burst of a stream, whose ACKs and credit must not wait for the application).
         let mut r = i.rt.poll_rx();
         if r.rx > 0
             && !i.rest_deferred
-            && i.ep().connection_ref(self.h).is_some_and(|c| c.has_recv())
+            && i.ep()
+                .connection_ref(self.h)
+                .is_some_and(|c| c.has_recv() && !c.may_transmit())
         {
-            if let Some(m) = i.ep().connection(self.h).and_then(|c| c.poll_recv()) {
-                i.rest_deferred = true;
-                return Ok(Some(m));
+            if let Some(c) = i.ep().connection(self.h) {
+                if let Some(m) = c.poll_recv() {
+                    if c.may_transmit() {
+                        // Taking it opened the window enough for an update: send it now.
+                        i.finish_poll(&mut r);
+                    } else {
+                        i.rest_deferred = true;
+                    }
+                    return Ok(Some(m));
+                }
             }
         }
         i.finish_poll(&mut r);
