@@ -404,26 +404,14 @@ impl<P: Port, H: UdpHandler, C: Clock> Runtime<P, H, C> {
             let port = &mut self.port;
             self.net.poll(now, &mut || port.alloc_tx());
         }
-        let mut io = Io {
-            now,
-            ecn: 0,
-            net: &mut self.net,
-            timers: &mut self.timers,
-            port: &mut self.port,
-        };
-        self.handler.on_poll(&mut io);
+        let (handler, mut io) = self.handler_io(now);
+        handler.on_poll(&mut io);
 
         // Flush; what the port doesn't take stays queued, in order.
         self.flush(res);
         // Then the handler's later work, and a flush of what it sent.
-        let mut io = Io {
-            now,
-            ecn: 0,
-            net: &mut self.net,
-            timers: &mut self.timers,
-            port: &mut self.port,
-        };
-        self.handler.after_flush(&mut io);
+        let (handler, mut io) = self.handler_io(now);
+        handler.after_flush(&mut io);
         if !self.net.tx_queue().is_empty() {
             self.flush(res);
         }
@@ -435,6 +423,21 @@ impl<P: Port, H: UdpHandler, C: Clock> Runtime<P, H, C> {
         if res.rx == 0 && res.tx + res.timers > 0 {
             self.counters.busy_iterations += 1;
         }
+    }
+
+    /// The handler and an [`Io`] at `now` (disjoint parts of the runtime).
+    #[inline]
+    fn handler_io(&mut self, now: u64) -> (&mut H, Io<'_>) {
+        (
+            &mut self.handler,
+            Io {
+                now,
+                ecn: 0,
+                net: &mut self.net,
+                timers: &mut self.timers,
+                port: &mut self.port,
+            },
+        )
     }
 
     /// Hand the queued frames to the port (adds to `res.tx`); what it refuses stays queued.
