@@ -620,10 +620,7 @@ impl Endpoint {
                 } else {
                     self.sched.in_ready[k] = false;
                 }
-                if !self.sched.in_dirty[k] {
-                    self.sched.in_dirty[k] = true;
-                    self.sched.dirty.push(i);
-                }
+                self.sched.touch_timers(i);
                 return Some(t);
             }
             self.sched.in_ready[k] = false;

@@ -79,18 +79,15 @@ pub enum Error {
 }
 
 impl Error {
-    pub(crate) fn from_close(r: CloseReason, addr: Option<SocketAddrV4>) -> Error {
+    /// The error for a connection that ended with `r`. (A handshake that timed out is
+    /// `Stack::connect`'s to report, as `PeerUnreachable` with the time it tried.)
+    pub(crate) fn from_close(r: CloseReason) -> Error {
         match r {
             CloseReason::LocalClose(_) | CloseReason::PeerClose(_) => Error::Closed,
             CloseReason::LocalReset(_) | CloseReason::PeerReset(_) => Error::ConnectionReset(r),
-            CloseReason::IdleTimeout | CloseReason::PeerUnresponsive => Error::ConnectionLost(r),
-            CloseReason::HandshakeTimeout => match addr {
-                Some(addr) => Error::PeerUnreachable {
-                    addr,
-                    after: Duration::ZERO,
-                },
-                None => Error::ConnectionLost(r),
-            },
+            CloseReason::IdleTimeout
+            | CloseReason::PeerUnresponsive
+            | CloseReason::HandshakeTimeout => Error::ConnectionLost(r),
         }
     }
 }

@@ -792,7 +792,7 @@ impl Stack {
                             after: self.since(start),
                         })
                     }
-                    Some(SockState::Closed(r)) => return Err(Error::from_close(r, Some(addr))),
+                    Some(SockState::Closed(r)) => return Err(Error::from_close(r)),
                     _ => {}
                 }
                 if self.since(start) >= timeout {
@@ -1079,7 +1079,7 @@ impl Socket {
 
     fn closed_error(&self) -> Option<Error> {
         match self.s.borrow().state {
-            SockState::Closed(r) => Some(Error::from_close(r, None)),
+            SockState::Closed(r) => Some(Error::from_close(r)),
             _ => None,
         }
     }
@@ -1408,7 +1408,7 @@ impl Socket {
                 SockState::Closed(CloseReason::LocalClose(_) | CloseReason::PeerClose(_)) => {
                     return Ok(())
                 }
-                SockState::Closed(r) => return Err(Error::from_close(r, None)),
+                SockState::Closed(r) => return Err(Error::from_close(r)),
                 _ => {}
             }
             if self.since(start) >= timeout {
@@ -1440,7 +1440,7 @@ impl Socket {
                 SockState::Closed(CloseReason::LocalClose(_) | CloseReason::PeerClose(_)) => {
                     return Ok(())
                 }
-                SockState::Closed(r) => return Err(Error::from_close(r, None)),
+                SockState::Closed(r) => return Err(Error::from_close(r)),
                 _ => {}
             }
             if start.elapsed() >= timeout {
