@@ -3,9 +3,10 @@
 //! side runs only when the other has handed it the turn, so nothing spins and every
 //! instruction counted is work the round trip needed. A turn makes the calls `bypass bench
 //! pingpong` makes: `try_recv_msg` until the message is there, then `send_bytes` of the
-//! next (`client_turn`, `server_turn`); then one loop iteration (`after_turn`), as a spinning
-//! side runs in its next receive call. Run it under callgrind with only those collected (the
-//! hand-offs between threads are outside them):
+//! next (`client_turn`, `server_turn`); then the next receive call (`after_turn`), which a
+//! spinning side makes at once and in which the message it queued is transmitted. Run it
+//! under callgrind with only those collected (the hand-offs between threads are outside
+//! them):
 //!
 //! ```text
 //! cargo build --release --example pingpong_cost
@@ -133,19 +134,20 @@ fn warm_server_turn(sock: &Socket, msg: &Bytes) -> usize {
     n
 }
 
-/// One iteration of the loop after a turn, as a spinning `bypass bench` side runs next (in
-/// its following receive call): it transmits what `send_bytes` left queued, and does what
-/// the stack left for later. Collected on its own: a message that went out in `send_bytes`
-/// makes this work off the round trip's path; one that did not is sent here.
+/// The receive call after a turn, as a spinning `bypass bench` side makes next: the rest of
+/// the iteration the turn's receive cut short, which transmits what `send_bytes` queued
+/// (its answer), and a receive that finds nothing (the peer has not run). Collected on its
+/// own: up to the transmission it is on the round trip's path, the rest runs while the peer
+/// answers.
 #[inline(never)]
-fn after_turn(stack: &Stack) -> bool {
-    stack.poll()
+fn after_turn(sock: &Socket) -> bool {
+    sock.try_recv_msg().expect("recv").is_some()
 }
 
 #[inline(never)]
-fn warm_after_turn(stack: &Stack) -> bool {
+fn warm_after_turn(sock: &Socket) -> bool {
     std::hint::black_box(WARM);
-    stack.poll()
+    sock.try_recv_msg().expect("recv").is_some()
 }
 
 /// `n` receive attempts with nothing on the way (collected on its own:
@@ -174,11 +176,11 @@ fn server(path: std::path::PathBuf, size: usize, pings: usize, go: Receiver<()>,
         go.recv().expect("turn");
         let n = if i < WARM {
             let n = warm_server_turn(&sock, &msg);
-            warm_after_turn(&stack);
+            assert!(!warm_after_turn(&sock));
             n
         } else {
             let n = server_turn(&sock, &msg);
-            after_turn(&stack);
+            assert!(!after_turn(&sock));
             n
         };
         assert_eq!(n, size);
@@ -243,11 +245,11 @@ fn main() {
         }
         let n = if i < WARM {
             let n = warm_client_turn(&sock, &msg, i == 0);
-            warm_after_turn(&stack);
+            assert!(!warm_after_turn(&sock));
             n
         } else {
             let n = client_turn(&sock, &msg, false);
-            after_turn(&stack);
+            assert!(!after_turn(&sock));
             n
         };
         if i > WARM {
