@@ -590,6 +590,14 @@ impl Endpoint {
         self.poll_transmit_ex(now, buf).map(|t| t.dst)
     }
 
+    /// Whether [`poll_transmit`](Self::poll_transmit) may have a datagram: a stateless reply
+    /// is queued or a connection is ready. False means it has none (a caller can skip
+    /// preparing a buffer for it).
+    #[inline]
+    pub fn has_transmit(&self) -> bool {
+        !self.stateless.is_empty() || !self.sched.ready.is_empty()
+    }
+
     /// [`poll_transmit`](Self::poll_transmit), with what the layer below needs to know about
     /// the datagram: its destination and whether it needs a UDP checksum.
     #[must_use]

@@ -359,13 +359,7 @@ impl<P: Port, H: UdpHandler, C: Clock> Runtime<P, H, C> {
     /// output, the flush) to its next call, off the path from arrival to its answer; the next
     /// [`poll_once`](Self::poll_once) does it anyway. Counted as an iteration.
     pub fn poll_rx(&mut self) -> PollResult {
-        let t = self.clock.now_ns();
-        if t < self.now {
-            self.counters.clock_clamped += 1;
-        } else {
-            self.now = t;
-        }
-        let now = self.now;
+        let now = self.tick();
         let n = self.port.rx_burst(&mut self.rx, self.rx_burst);
         if !self.rx.is_empty() {
             self.dispatch(now);
@@ -380,6 +374,21 @@ impl<P: Port, H: UdpHandler, C: Clock> Runtime<P, H, C> {
             rx: n,
             ..Default::default()
         }
+    }
+
+    /// Read the clock into the loop's `now` (never backwards: a read behind the last one is
+    /// counted in `clock_clamped` and ignored) and return it. [`poll_rx`](Self::poll_rx) does
+    /// this; call it alone to run [`poll_rest`](Self::poll_rest) at a fresh time without a
+    /// receive half (the rest of an iteration deferred while the application answered).
+    #[inline]
+    pub fn tick(&mut self) -> u64 {
+        let t = self.clock.now_ns();
+        if t < self.now {
+            self.counters.clock_clamped += 1;
+        } else {
+            self.now = t;
+        }
+        self.now
     }
 
     /// The second half of an iteration at `res.now` (after [`poll_rx`](Self::poll_rx)):

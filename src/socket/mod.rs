@@ -543,7 +543,9 @@ impl Transport {
     #[inline]
     fn transmit(&mut self, io: &mut Io<'_>) {
         let now = Instant::from_nanos(io.now());
-        loop {
+        // (Nothing ready: no buffer to prepare. Checked again after each datagram, so the
+        // last one goes to the flush without a call that finds nothing.)
+        while self.ep.has_transmit() {
             // Leave room in the runtime's transmit queue: a datagram the endpoint produced
             // and we could not queue would be a self-inflicted loss.
             if io.net().tx_space() < 2 {
@@ -596,7 +598,8 @@ struct Inner {
     /// `ConnectionConfig::max_send_msgs`: a connection's send queue holds this many messages.
     max_send_msgs: usize,
     /// The last iteration stopped after its receive half (`Socket::try_recv_msg` handed out
-    /// a message at once); the next does all of it.
+    /// a message at once); the next `try_recv_msg` runs that rest first, any other poll
+    /// does a whole iteration.
     rest_deferred: bool,
     // Declared after `rt`: released only after the runtime (and its buffers) are gone.
     _core: crate::mem::CoreSlot,
@@ -613,6 +616,22 @@ impl Inner {
         let mut r = self.rt.poll_rx();
         self.finish_poll(&mut r);
         r
+    }
+
+    /// A message was just queued: if the last iteration stopped after its receive half
+    /// (`Socket::try_recv_msg` handed out a message before the rest), finish that iteration
+    /// now, at a fresh time, so the message leaves at once. This is the answer to the message
+    /// just received (request and response): between its queueing and its transmission there
+    /// is then no application code and no receive attempt.
+    #[inline]
+    pub(super) fn finish_deferred(&mut self) {
+        if self.rest_deferred {
+            let mut d = crate::runtime::PollResult {
+                now: self.rt.tick(),
+                ..Default::default()
+            };
+            self.finish_poll(&mut d);
+        }
     }
 
     /// The rest of an iteration begun with `rt.poll_rx()`.
@@ -1165,9 +1184,12 @@ impl Socket {
         }
         match c.send(Bytes::copy_from_slice(msg)) {
             Ok(id) => {
-                let mut st = self.s.borrow_mut();
-                st.last_sent = Some(id);
-                st.sent_at[(id % crate::proto::MSG_WINDOW) as usize] = now;
+                {
+                    let mut st = self.s.borrow_mut();
+                    st.last_sent = Some(id);
+                    st.sent_at[(id % crate::proto::MSG_WINDOW) as usize] = now;
+                }
+                i.finish_deferred();
                 Ok(Some(id))
             }
             Err(SendError::WouldBlock) => Ok(None),
@@ -1201,9 +1223,12 @@ impl Socket {
         // Keep a handle on the bytes: the transport takes them only on success.
         match c.send(m.clone()) {
             Ok(id) => {
-                let mut st = self.s.borrow_mut();
-                st.last_sent = Some(id);
-                st.sent_at[(id % crate::proto::MSG_WINDOW) as usize] = now;
+                {
+                    let mut st = self.s.borrow_mut();
+                    st.last_sent = Some(id);
+                    st.sent_at[(id % crate::proto::MSG_WINDOW) as usize] = now;
+                }
+                i.finish_deferred();
                 Ok(Some(id))
             }
             Err(SendError::WouldBlock) => {
@@ -1232,17 +1257,27 @@ impl Socket {
                 return Ok(Some(m));
             }
         }
-        // Receive first. A message for us goes back to the caller at once: the rest of the
-        // iteration (timers, the connection's deadlines, transmissions) runs at its next
-        // call, off the path from the message's arrival to the answer the caller is about to
-        // send (and that call covers this message's and the answer's bookkeeping together).
-        // Never twice in a row, so a receiver that finds a message at every call still
-        // acknowledges and transmits every other iteration.
-        // Only when the connection owes nothing (no ACK due: a lone request or response, not
-        // a burst of a stream, whose ACKs and credit must not wait for the application).
+        // The previous call returned a message before the rest of its iteration (below):
+        // that rest runs first, at a fresh time, so what the application queued since (its
+        // answer) leaves before anything else is done; if the receive that follows brings
+        // nothing, this call's iteration is complete without a second rest.
+        let resumed = i.rest_deferred;
+        if resumed {
+            let mut d = crate::runtime::PollResult {
+                now: i.rt.tick(),
+                ..Default::default()
+            };
+            i.finish_poll(&mut d);
+        }
+        // Receive. A message for us goes back to the caller at once: the rest of the
+        // iteration (timers, the connection's deadlines, transmissions) runs at the start of
+        // its next call, off the path from the message's arrival to the answer the caller is
+        // about to send (and that rest covers this message's and the answer's bookkeeping
+        // together). Only when the connection owes nothing (no ACK due: a lone request or
+        // response, not a burst of a stream, whose ACKs and credit must not wait for the
+        // application).
         let mut r = i.rt.poll_rx();
         if r.rx > 0
-            && !i.rest_deferred
             && i.ep()
                 .connection_ref(self.h)
                 .is_some_and(|c| c.has_recv() && !c.may_transmit())
@@ -1259,7 +1294,9 @@ impl Socket {
                 }
             }
         }
-        i.finish_poll(&mut r);
+        if !(resumed && r.rx == 0) {
+            i.finish_poll(&mut r);
+        }
         if i.ep().connection_ref(self.h).is_some_and(|c| c.has_recv()) {
             if let Some(m) = i.ep().connection(self.h).and_then(|c| c.poll_recv()) {
                 return Ok(Some(m));

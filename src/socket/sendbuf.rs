@@ -275,9 +275,12 @@ impl<'a> SendBuf<'a> {
         }
         match c.send_segments(&mut self.segs) {
             Ok(id) => {
-                let mut st = sock.s.borrow_mut();
-                st.last_sent = Some(id);
-                st.sent_at[(id % crate::proto::MSG_WINDOW) as usize] = now;
+                {
+                    let mut st = sock.s.borrow_mut();
+                    st.last_sent = Some(id);
+                    st.sent_at[(id % crate::proto::MSG_WINDOW) as usize] = now;
+                }
+                i.finish_deferred();
                 Ok(Some(id))
             }
             Err(SendError::WouldBlock) => Ok(None),
