@@ -7,8 +7,6 @@
 //! ([`default_burst`]). It reads no clock: `now` comes from the caller, and
 //! [`Pacer::on_send`] must be called for every packet that left.
 
-use std::time::Duration;
-
 use crate::proto::Instant;
 
 /// The default burst: `max(2 * packet, 1 us at line_rate)` bytes.
@@ -24,6 +22,11 @@ pub struct Pacer {
     next: Instant,
     /// Burst allowance in bytes.
     burst: u64,
+    /// The rate of the last [`on_send`](Self::on_send), bytes/s (0: unpaced), and its
+    /// nanoseconds per byte in 32.32 fixed point, rounded up: a send's gaps are then
+    /// multiplications, where dividing by the rate would cost two divisions per packet.
+    rate: u64,
+    ns_per_byte_q32: u64,
 }
 
 impl Pacer {
@@ -32,6 +35,8 @@ impl Pacer {
         Pacer {
             next: Instant::ZERO,
             burst: burst.max(1),
+            rate: 0,
+            ns_per_byte_q32: 0,
         }
     }
 
@@ -45,27 +50,53 @@ impl Pacer {
         self.burst = burst.max(1);
     }
 
-    /// Nanoseconds `bytes` take at `rate` bytes/s (rounded up; `rate` 0 means unpaced).
-    fn gap(bytes: u64, rate: u64) -> Duration {
+    /// Nanoseconds `bytes` take at `rate` bytes/s, rounded up (`rate` 0 means unpaced).
+    fn gap(bytes: u64, rate: u64) -> u64 {
         if rate == 0 {
-            return Duration::ZERO;
-        }
-        // In 64 bits when it fits (any packet: up to 18 GB), as a 128-bit division is a
-        // library call on every send.
-        if let Some(n) = bytes.checked_mul(1_000_000_000) {
-            return Duration::from_nanos(n.div_ceil(rate));
+            return 0;
         }
         let ns = (u128::from(bytes) * 1_000_000_000).div_ceil(u128::from(rate));
-        Duration::from_nanos(ns.min(u128::from(u64::MAX)) as u64)
+        ns.min(u128::from(u64::MAX)) as u64
+    }
+
+    /// [`gap`](Self::gap) at the cached rate, from its fixed-point reciprocal: the estimate
+    /// `ceil(bytes * q / 2^32)` is the exact value or one more (for `bytes < 2^32`, as
+    /// `q = 1e9 * 2^32 / rate + e` with `e < 1`), and one multiplication tells which.
+    #[inline]
+    fn gap_cached(&self, bytes: u64) -> u64 {
+        if self.rate == 0 {
+            return 0;
+        }
+        if bytes >> 32 != 0 {
+            return Self::gap(bytes, self.rate);
+        }
+        let est =
+            ((u128::from(bytes) * u128::from(self.ns_per_byte_q32) + 0xffff_ffff) >> 32) as u64;
+        let exact = u128::from(bytes) * 1_000_000_000;
+        if est > 0 && u128::from(est - 1) * u128::from(self.rate) >= exact {
+            est - 1
+        } else {
+            est
+        }
     }
 
     /// A packet of `bytes` left at `now` while pacing at `rate` bytes/s.
     pub fn on_send(&mut self, now: Instant, bytes: u64, rate: u64) {
+        if rate != self.rate {
+            self.rate = rate;
+            // 1e9 * 2^32 < 2^63: one 64-bit division per change of rate.
+            self.ns_per_byte_q32 = if rate == 0 {
+                0
+            } else {
+                (1_000_000_000u64 << 32).div_ceil(rate)
+            };
+        }
         // Idle time refills the bucket only up to the burst: the schedule never lags `now`
         // by more than the burst (less this packet).
-        let credit = Self::gap(self.burst.saturating_sub(bytes), rate).as_nanos() as u64;
+        let credit = self.gap_cached(self.burst.saturating_sub(bytes));
         let floor = Instant::from_nanos(now.as_nanos().saturating_sub(credit));
-        self.next = self.next.max(floor) + Self::gap(bytes, rate);
+        let next = self.next.max(floor).as_nanos();
+        self.next = Instant::from_nanos(next.saturating_add(self.gap_cached(bytes)));
     }
 
     /// Earliest time a packet may leave when pacing (at the rate given to `on_send`): when
@@ -125,6 +156,41 @@ mod tests {
         assert_eq!(p.earliest_departure(t), t);
         p.on_send(t, 1000, rate);
         assert!(p.earliest_departure(t) > t);
+    }
+
+    #[test]
+    fn cached_gap_is_the_exact_division() {
+        // Rates from a byte per second to past a terabit, sizes from nothing to 4 GiB and a
+        // few beyond (the exact path): the reciprocal gives exactly ceil(bytes * 1e9 / rate).
+        let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        let mut rates = vec![1, 3, 7, 999, 1_000_000_000, 12_500_000_000, 50_000_000_000];
+        rates.extend((0..200).map(|_| 1 + next() % 200_000_000_000));
+        let mut sizes = vec![
+            0,
+            1,
+            63,
+            64,
+            1500,
+            9000,
+            65536,
+            (1 << 32) - 1,
+            1 << 32,
+            1 << 40,
+        ];
+        sizes.extend((0..200).map(|_| next() % (1 << 32)));
+        for &rate in &rates {
+            let mut p = Pacer::new(1);
+            p.on_send(Instant::ZERO, 0, rate);
+            for &b in &sizes {
+                assert_eq!(p.gap_cached(b), Pacer::gap(b, rate), "{b} B at {rate} B/s");
+            }
+        }
     }
 
     #[test]
