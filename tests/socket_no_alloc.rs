@@ -296,12 +296,15 @@ fn send_buf_allocates_nothing_per_message() {
         // Each message's segment list stays with the connection until the peer acknowledges
         // the message, then is recycled for the next send_buf: the lists in use grow to the
         // most messages ever unacknowledged at once, like the connection's queues grow to
-        // their working size. Under load (CI runs tests in parallel) a delayed ACK can set a
-        // new high-water mark after the warm-up: one list allocated once (seen: 1 in 5000
-        // messages), never one per message.
+        // their working size. Under load (CI runs tests in parallel, or another process
+        // takes the core) a delayed ACK can set a new high-water mark after the warm-up: a
+        // list allocated once each time (seen: 1 and 2 in 5000 messages, on this code and the
+        // code before it, with two spinning processes beside the test), never one per
+        // message. A few such growths are allowed; one per message would be 5000.
         assert!(
-            client <= 1.0 / MEASURED as f64,
-            "client allocations per {len}-byte send_buf message: {client}"
+            client * MEASURED as f64 <= 4.0,
+            "client allocations per {len}-byte send_buf message: {client} ({} in {MEASURED})",
+            client * MEASURED as f64
         );
     }
 }

@@ -154,17 +154,26 @@ pub fn pingpong(
     let measure_from = start + warmup;
     let end = measure_from + duration;
     let mut t0 = Instant::now();
+    // The last round trip, recorded once the next ping is on its way: the bookkeeping runs
+    // while the peer answers, not inside the next measured round trip.
+    let mut last: Option<u64> = None;
     loop {
         conn.send_msg(&msg)?;
+        if let Some(ns) = last.take() {
+            hist.saturating_record(ns);
+        }
         let got = conn.recv_msg()?.len();
         let t1 = Instant::now();
         if got != size {
             return Err(ConnError::Protocol("pong of the wrong size"));
         }
         if t0 >= measure_from {
-            hist.saturating_record(nanos(t1 - t0));
+            last = Some(nanos(t1 - t0));
         }
         if t1 >= end {
+            if let Some(ns) = last {
+                hist.saturating_record(ns);
+            }
             return Ok(hist);
         }
         t0 = t1;
