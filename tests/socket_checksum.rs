@@ -246,3 +246,107 @@ fn a_corrupting_port_keeps_checksums_and_corruption_is_caught() {
     );
     all_checksummed(&o);
 }
+
+/// A port that, while `strip` is set, zeroes the UDP checksum of every IPv4/UDP frame it
+/// transmits: a peer that leaves checksums out without having agreed to.
+struct Strip<P> {
+    inner: P,
+    strip: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl<P: Port> Port for Strip<P> {
+    fn info(&self) -> PortInfo {
+        self.inner.info()
+    }
+    fn link(&mut self) -> Link {
+        self.inner.link()
+    }
+    fn rx_burst(&mut self, out: &mut Vec<PktBuf>, max: usize) -> usize {
+        self.inner.rx_burst(out, max)
+    }
+    fn tx_burst(&mut self, pkts: &mut Vec<PktBuf>) -> usize {
+        if self.strip.load(std::sync::atomic::Ordering::Relaxed) {
+            for p in pkts.iter_mut() {
+                let f = p.data_mut();
+                if f.len() >= 42 && f[12..14] == [0x08, 0x00] && f[23] == 17 {
+                    let udp = 14 + usize::from(f[14] & 0x0f) * 4;
+                    f[udp + 6..udp + 8].fill(0);
+                }
+            }
+        }
+        self.inner.tx_burst(pkts)
+    }
+    fn alloc_tx(&mut self) -> Result<PktBuf, PoolExhausted> {
+        self.inner.alloc_tx()
+    }
+    fn stats(&self) -> PortStats {
+        self.inner.stats()
+    }
+}
+
+#[test]
+fn datagrams_without_a_checksum_are_dropped_unless_both_ends_agreed() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let pool = Pool::new(&PoolConfig {
+        hugepages: HugePages::Never,
+        ..PoolConfig::new("csum-strip", 8192, 9216 + 256)
+    })
+    .unwrap();
+    let (a, b) = pair(&pool, 1024, 9000).unwrap();
+    let strip = Arc::new(AtomicBool::new(true));
+    let b = Strip {
+        inner: b,
+        strip: strip.clone(),
+    };
+    // The server does not allow leaving checksums out (the default).
+    let (up_tx, up_rx) = mpsc::channel();
+    let (stats_tx, stats_rx) = mpsc::channel();
+    let server = thread::spawn(move || {
+        let stack = Stack::builder(Backend::Port(Box::new(a)), SERVER)
+            .build()
+            .unwrap();
+        let listener = stack.listen();
+        up_tx.send(()).unwrap();
+        let sock = listener.accept(Duration::from_secs(20)).unwrap();
+        // The first message arrives only once the client's checksums are back.
+        sock.set_timeout(Some(Duration::from_secs(20)));
+        let first = sock.recv().unwrap();
+        stats_tx.send(stack.stats().endpoint).unwrap();
+        sock.send_bytes(first).unwrap();
+        while sock.recv().is_ok() {}
+    });
+    up_rx.recv().unwrap();
+    let stack = Stack::builder(Backend::Port(Box::new(b)), CLIENT)
+        .build()
+        .unwrap();
+    // Hellos without a checksum: none is answered.
+    match stack.connect(SocketAddrV4::new(SERVER, 7200), Duration::from_millis(300)) {
+        Err(Error::PeerUnreachable { .. }) => {}
+        other => panic!("a hello without a checksum was answered: {:?}", other.err()),
+    }
+    strip.store(false, Ordering::Relaxed);
+    let sock = stack
+        .connect(SocketAddrV4::new(SERVER, 7200), Duration::from_secs(10))
+        .unwrap();
+    // Established; the client's datagrams lose their checksums again: its message (and its
+    // retransmissions) are dropped, until they carry checksums once more.
+    strip.store(true, Ordering::Relaxed);
+    sock.send(b"checked").unwrap();
+    stack.poll_for(Duration::from_millis(200));
+    strip.store(false, Ordering::Relaxed);
+    sock.set_timeout(Some(Duration::from_secs(20)));
+    let back = sock.recv().unwrap();
+    assert_eq!(
+        &back[..],
+        b"checked",
+        "the message arrives whole once checked"
+    );
+    let ep = stats_rx.recv().unwrap();
+    assert!(
+        ep.rx_no_checksum >= 2,
+        "hellos and data without a checksum were not counted as dropped: {ep:?}"
+    );
+    sock.close().unwrap();
+    drop(stack);
+    server.join().unwrap();
+}

@@ -28,7 +28,7 @@ use super::connection::{Budget, Connection, Side};
 use super::cookie::siphash24;
 use super::{ConnectionConfig, Instant, SplitMix64};
 use crate::mem::PktBuf;
-use crate::wire::transport::{Kind, Packet, Repr, FLAG_ACK_NOW};
+use crate::wire::transport::{Kind, Packet, Repr, FLAG_ACK_NOW, FLAG_INTACT};
 
 /// A datagram [`Endpoint::poll_transmit_ex`] wrote.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,6 +102,10 @@ pub struct EndpointStats {
     pub stateless_dropped: u64,
     /// Connections freed.
     pub freed: u64,
+    /// Datagrams without a UDP checksum (0 in the field) where none was agreed: a hello, a
+    /// confirm unless both ends offer `INTACT`, or a packet of a connection whose ends did
+    /// not both offer it (dropped: corruption on the way would have gone unnoticed).
+    pub rx_no_checksum: u64,
 }
 
 /// Names a connection of an endpoint.
@@ -380,8 +384,27 @@ impl Endpoint {
     }
 
     /// Process one received datagram (the UDP payload) from `remote`. `ecn_ce`: the IP header
-    /// carried ECN Congestion Experienced. Never panics; malformed input is counted.
-    pub fn handle(&mut self, now: Instant, remote: SocketAddr, ecn_ce: bool, mut buf: PktBuf) {
+    /// carried ECN Congestion Experienced. Never panics; malformed input is counted. The
+    /// datagram is taken as having carried a (checked) UDP checksum; see
+    /// [`handle_rx`](Self::handle_rx).
+    pub fn handle(&mut self, now: Instant, remote: SocketAddr, ecn_ce: bool, buf: PktBuf) {
+        self.handle_rx(now, remote, ecn_ce, true, buf);
+    }
+
+    /// [`handle`](Self::handle), told whether the datagram carried a UDP checksum
+    /// (`checksummed`; false: 0 in the field). One without is taken only where both ends
+    /// agreed to leave checksums out (each offered `INTACT`: an established connection whose
+    /// [`Connection::needs_checksum`] is false, or a confirm offering it to a server whose
+    /// config does); anything else is dropped and counted (`rx_no_checksum`), as corruption
+    /// on its way would have gone unnoticed.
+    pub fn handle_rx(
+        &mut self,
+        now: Instant,
+        remote: SocketAddr,
+        ecn_ce: bool,
+        checksummed: bool,
+        mut buf: PktBuf,
+    ) {
         self.stats.rx_datagrams += 1;
         let repr = match Packet::new_checked(buf.data()).and_then(|p| Repr::parse(&p)) {
             Ok(r) => r,
@@ -391,6 +414,11 @@ impl Endpoint {
             }
         };
         buf.advance(repr.buffer_len());
+        if repr.dst_cid == 0 && !checksummed {
+            // A hello always carries one (it goes before the peer's flags are known).
+            self.stats.rx_no_checksum += 1;
+            return;
+        }
         if repr.dst_cid == 0 {
             match repr.kind {
                 Kind::Connect { .. } if self.cfg.accept && repr.src_cid != 0 => {
@@ -426,6 +454,10 @@ impl Endpoint {
                 self.stats.rx_wrong_addr += 1;
                 return;
             }
+            if !checksummed && c.needs_checksum() {
+                self.stats.rx_no_checksum += 1;
+                return;
+            }
             c.handle_packet(now, &repr, buf, ecn_ce);
             // Asked to transmit only if the packet left it something to send (an ACK owed,
             // window opened by an ACK, a loss to repair).
@@ -444,6 +476,11 @@ impl Endpoint {
             self.stats.rx_unknown_cid += 1;
             return;
         };
+        if !checksummed && !(self.cfg.conn.link_intact && repr.flags & FLAG_INTACT != 0) {
+            // A confirm carries 0 only when its sender had our INTACT and offers it too.
+            self.stats.rx_no_checksum += 1;
+            return;
+        }
         if !self.cfg.accept
             || repr.flags & FLAG_ACK_NOW == 0
             || !self.verify_cookie(now, repr.dst_cid, repr.src_cid, remote)

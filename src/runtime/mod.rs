@@ -72,6 +72,7 @@ pub trait UdpHandler {
 pub struct Io<'a> {
     now: u64,
     ecn: u8,
+    checksummed: bool,
     net: &'a mut Net,
     timers: &'a mut TimerWheel<u64>,
     port: &'a mut dyn Port,
@@ -102,6 +103,13 @@ impl Io<'_> {
     #[inline]
     pub fn rx_ecn_ce(&self) -> bool {
         self.ecn == 3
+    }
+
+    /// In [`UdpHandler::on_datagram`]: whether the datagram carried a UDP checksum (it was
+    /// checked; false means the field was 0, "no checksum"). True elsewhere.
+    #[inline]
+    pub fn rx_checksummed(&self) -> bool {
+        self.checksummed
     }
 
     /// A transmit buffer from the port's pool (with the pool's headroom for headers).
@@ -336,6 +344,7 @@ impl<P: Port, H: UdpHandler, C: Clock> Runtime<P, H, C> {
                 let mut io = Io {
                     now,
                     ecn: d.ecn,
+                    checksummed: d.checksummed,
                     net: &mut self.net,
                     timers: &mut self.timers,
                     port: &mut self.port,
@@ -401,6 +410,7 @@ impl<P: Port, H: UdpHandler, C: Clock> Runtime<P, H, C> {
             let mut io = Io {
                 now,
                 ecn: 0,
+                checksummed: true,
                 net: &mut self.net,
                 timers: &mut self.timers,
                 port: &mut self.port,
@@ -442,6 +452,7 @@ impl<P: Port, H: UdpHandler, C: Clock> Runtime<P, H, C> {
             Io {
                 now,
                 ecn: 0,
+                checksummed: true,
                 net: &mut self.net,
                 timers: &mut self.timers,
                 port: &mut self.port,
@@ -481,6 +492,7 @@ impl<P: Port, H: UdpHandler, C: Clock> Runtime<P, H, C> {
         let mut io = Io {
             now: self.now,
             ecn: 0,
+            checksummed: true,
             net: &mut self.net,
             timers: &mut self.timers,
             port: &mut self.port,

@@ -219,6 +219,10 @@ pub struct Datagram {
     pub payload: PktBuf,
     /// The ECN field of its IPv4 header (3 = Congestion Experienced).
     pub ecn: u8,
+    /// It carried a UDP checksum (checked: a wrong one is dropped before this). False for
+    /// 0 in the field, "no checksum" in UDP over IPv4, which only the layer above can judge
+    /// (the transport allows it only on a connection both ends agreed to send so).
+    pub checksummed: bool,
 }
 
 /// Why a send failed. Only [`SendError::TxFull`] gives the buffer back (retry later); the
@@ -411,7 +415,7 @@ impl Net {
                     return None;
                 }
                 let mut buf = self.handle_ipv4(now, buf)?;
-                let (src, dst_port, len) = self.check_udp(&buf)?;
+                let (src, dst_port, len, checksummed) = self.check_udp(&buf)?;
                 let ecn = buf.data()[ETH_LEN + 1] & 3;
                 buf.advance(UDP_HEADERS_LEN);
                 buf.truncate(len);
@@ -421,6 +425,7 @@ impl Net {
                     dst_port,
                     payload: buf,
                     ecn,
+                    checksummed,
                 })
             }
             _ => {
@@ -618,7 +623,7 @@ impl Net {
         }
     }
 
-    fn check_udp(&mut self, buf: &PktBuf) -> Option<(SocketAddrV4, u16, usize)> {
+    fn check_udp(&mut self, buf: &PktBuf) -> Option<(SocketAddrV4, u16, usize, bool)> {
         let ip = Ipv4Packet::new_unchecked(&buf.data()[ETH_LEN..]);
         let (src_ip, dst_ip) = (ip.src_addr(), ip.dst_addr());
         let udp = match UdpPacket::new_checked(ip.payload()) {
@@ -643,6 +648,7 @@ impl Net {
             SocketAddrV4::new(src_ip, udp.src_port()),
             dst_port,
             udp.len() as usize - UDP_LEN,
+            udp.checksum() != 0,
         ))
     }
 }

@@ -511,10 +511,11 @@ struct Transport {
 impl UdpHandler for Transport {
     #[inline]
     fn on_datagram(&mut self, io: &mut Io<'_>, src: SocketAddrV4, _dst: u16, payload: PktBuf) {
-        self.ep.handle(
+        self.ep.handle_rx(
             Instant::from_nanos(io.now()),
             SocketAddr::V4(src),
             false,
+            io.rx_checksummed(),
             payload,
         );
     }
