@@ -476,7 +476,8 @@ impl Endpoint {
             self.stats.rx_unknown_cid += 1;
             return;
         };
-        if !checksummed && !(self.cfg.conn.link_intact && repr.flags & FLAG_INTACT != 0) {
+        let agreed = self.cfg.conn.link_intact && repr.flags & FLAG_INTACT != 0;
+        if !(checksummed || agreed) {
             // A confirm carries 0 only when its sender had our INTACT and offers it too.
             self.stats.rx_no_checksum += 1;
             return;
