@@ -22,12 +22,16 @@ const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 98, 0, 2);
 /// The UDP checksum field and UDP length of every IPv4/UDP frame a port transmits.
 type Seen = Arc<Mutex<Vec<(u16, u16)>>>;
 
-struct Tap<P> {
+/// What a [`TxHook`] runs on each burst before transmitting it.
+type Hook = Box<dyn FnMut(&mut Vec<PktBuf>) + Send>;
+
+/// A port that shows each burst it transmits to `hook` first (to record or alter frames).
+struct TxHook<P> {
     inner: P,
-    seen: Seen,
+    hook: Hook,
 }
 
-impl<P: Port> Port for Tap<P> {
+impl<P: Port> Port for TxHook<P> {
     fn info(&self) -> PortInfo {
         self.inner.info()
     }
@@ -38,18 +42,7 @@ impl<P: Port> Port for Tap<P> {
         self.inner.rx_burst(out, max)
     }
     fn tx_burst(&mut self, pkts: &mut Vec<PktBuf>) -> usize {
-        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-        for p in pkts.iter() {
-            let f = p.data();
-            // Ethernet type IPv4, protocol UDP.
-            if f.len() >= 42 && f[12..14] == [0x08, 0x00] && f[23] == 17 {
-                let udp = 14 + usize::from(f[14] & 0x0f) * 4;
-                let len = u16::from_be_bytes([f[udp + 4], f[udp + 5]]);
-                let sum = u16::from_be_bytes([f[udp + 6], f[udp + 7]]);
-                seen.push((sum, len));
-            }
-        }
-        drop(seen);
+        (self.hook)(pkts);
         self.inner.tx_burst(pkts)
     }
     fn alloc_tx(&mut self) -> Result<PktBuf, PoolExhausted> {
@@ -57,6 +50,31 @@ impl<P: Port> Port for Tap<P> {
     }
     fn stats(&self) -> PortStats {
         self.inner.stats()
+    }
+}
+
+/// The offset of the UDP header of an IPv4/UDP Ethernet frame.
+fn udp_at(f: &[u8]) -> Option<usize> {
+    // Ethernet type IPv4, protocol UDP.
+    (f.len() >= 42 && f[12..14] == [0x08, 0x00] && f[23] == 17)
+        .then(|| 14 + usize::from(f[14] & 0x0f) * 4)
+}
+
+/// Records the UDP checksum field and UDP length of every datagram `inner` transmits.
+fn tap<P: Port>(inner: P, seen: Seen) -> TxHook<P> {
+    TxHook {
+        inner,
+        hook: Box::new(move |pkts: &mut Vec<PktBuf>| {
+            let mut seen = seen.lock().unwrap_or_else(|e| e.into_inner());
+            for p in pkts.iter() {
+                let f = p.data();
+                if let Some(udp) = udp_at(f) {
+                    let len = u16::from_be_bytes([f[udp + 4], f[udp + 5]]);
+                    let sum = u16::from_be_bytes([f[udp + 6], f[udp + 7]]);
+                    seen.push((sum, len));
+                }
+            }
+        }),
     }
 }
 
@@ -87,10 +105,7 @@ fn run(case: Case) -> Outcome {
     .unwrap();
     let (a, b) = pair(&pool, 1024, 9000).unwrap();
     let (server_seen, client_seen): (Seen, Seen) = Default::default();
-    let a = Tap {
-        inner: a,
-        seen: server_seen.clone(),
-    };
+    let a = tap(a, server_seen.clone());
     let b: Box<dyn Port> = if case.client_corrupts {
         let mut cfg = FaultConfig {
             seed: 7,
@@ -106,16 +121,10 @@ fn run(case: Case) -> Outcome {
             !f.info().offloads.intact,
             "a corrupting wrapper is not intact"
         );
-        Box::new(Tap {
-            inner: f,
-            seen: client_seen.clone(),
-        })
+        Box::new(tap(f, client_seen.clone()))
     } else {
         assert!(b.info().offloads.intact, "a pair is an intact link");
-        Box::new(Tap {
-            inner: b,
-            seen: client_seen.clone(),
-        })
+        Box::new(tap(b, client_seen.clone()))
     };
     let (up_tx, up_rx) = mpsc::channel();
     let server = thread::spawn(move || {
@@ -247,40 +256,20 @@ fn a_corrupting_port_keeps_checksums_and_corruption_is_caught() {
     all_checksummed(&o);
 }
 
-/// A port that, while `strip` is set, zeroes the UDP checksum of every IPv4/UDP frame it
-/// transmits: a peer that leaves checksums out without having agreed to.
-struct Strip<P> {
-    inner: P,
-    strip: Arc<std::sync::atomic::AtomicBool>,
-}
-
-impl<P: Port> Port for Strip<P> {
-    fn info(&self) -> PortInfo {
-        self.inner.info()
-    }
-    fn link(&mut self) -> Link {
-        self.inner.link()
-    }
-    fn rx_burst(&mut self, out: &mut Vec<PktBuf>, max: usize) -> usize {
-        self.inner.rx_burst(out, max)
-    }
-    fn tx_burst(&mut self, pkts: &mut Vec<PktBuf>) -> usize {
-        if self.strip.load(std::sync::atomic::Ordering::Relaxed) {
-            for p in pkts.iter_mut() {
-                let f = p.data_mut();
-                if f.len() >= 42 && f[12..14] == [0x08, 0x00] && f[23] == 17 {
-                    let udp = 14 + usize::from(f[14] & 0x0f) * 4;
-                    f[udp + 6..udp + 8].fill(0);
+/// While `strip` is set, zeroes the UDP checksum of every datagram `inner` transmits: a peer
+/// that leaves checksums out without having agreed to.
+fn strip<P: Port>(inner: P, strip: Arc<std::sync::atomic::AtomicBool>) -> TxHook<P> {
+    TxHook {
+        inner,
+        hook: Box::new(move |pkts: &mut Vec<PktBuf>| {
+            if strip.load(std::sync::atomic::Ordering::Relaxed) {
+                for p in pkts.iter_mut() {
+                    if let Some(udp) = udp_at(p.data()) {
+                        p.data_mut()[udp + 6..udp + 8].fill(0);
+                    }
                 }
             }
-        }
-        self.inner.tx_burst(pkts)
-    }
-    fn alloc_tx(&mut self) -> Result<PktBuf, PoolExhausted> {
-        self.inner.alloc_tx()
-    }
-    fn stats(&self) -> PortStats {
-        self.inner.stats()
+        }),
     }
 }
 
@@ -293,11 +282,8 @@ fn datagrams_without_a_checksum_are_dropped_unless_both_ends_agreed() {
     })
     .unwrap();
     let (a, b) = pair(&pool, 1024, 9000).unwrap();
-    let strip = Arc::new(AtomicBool::new(true));
-    let b = Strip {
-        inner: b,
-        strip: strip.clone(),
-    };
+    let stripping = Arc::new(AtomicBool::new(true));
+    let b = strip(b, stripping.clone());
     // The server does not allow leaving checksums out (the default).
     let (up_tx, up_rx) = mpsc::channel();
     let (stats_tx, stats_rx) = mpsc::channel();
@@ -324,16 +310,16 @@ fn datagrams_without_a_checksum_are_dropped_unless_both_ends_agreed() {
         Err(Error::PeerUnreachable { .. }) => {}
         other => panic!("a hello without a checksum was answered: {:?}", other.err()),
     }
-    strip.store(false, Ordering::Relaxed);
+    stripping.store(false, Ordering::Relaxed);
     let sock = stack
         .connect(SocketAddrV4::new(SERVER, 7200), Duration::from_secs(10))
         .unwrap();
     // Established; the client's datagrams lose their checksums again: its message (and its
     // retransmissions) are dropped, until they carry checksums once more.
-    strip.store(true, Ordering::Relaxed);
+    stripping.store(true, Ordering::Relaxed);
     sock.send(b"checked").unwrap();
     stack.poll_for(Duration::from_millis(200));
-    strip.store(false, Ordering::Relaxed);
+    stripping.store(false, Ordering::Relaxed);
     sock.set_timeout(Some(Duration::from_secs(20)));
     let back = sock.recv().unwrap();
     assert_eq!(
