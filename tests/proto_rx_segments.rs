@@ -540,6 +540,59 @@ fn unread_segments_apply_backpressure() {
     assert_eq!(slots(&p), idle);
 }
 
+/// The same overlaps into a connection that copies multi-packet messages (no segments):
+/// refused, and the message delivered is exactly the accepted parts' bytes.
+#[test]
+fn the_copying_path_refuses_overlaps_too() {
+    let copying = || EndpointConfig {
+        conn: ConnectionConfig {
+            rx_segments: false,
+            ..cfg(false, 8 << 20).conn
+        },
+        ..cfg(false, 8 << 20)
+    };
+    let mut p = Pair::new(copying(), copying(), LinkConfig::default(), 5);
+    let (ch, sh) = p.connect().expect("connect");
+    settle(&mut p, (ch, sh), 5);
+    let (client_cid, server_cid) = {
+        let c = p.client.connection(ch).unwrap();
+        (c.local_cid(), c.remote_cid())
+    };
+    let mut f = Forger {
+        base: Repr {
+            flags: FLAG_ACK_NOW,
+            dst_cid: server_cid,
+            src_cid: client_cid,
+            pn: 0,
+            tx_timestamp: 1,
+            kind: Kind::Probe,
+        },
+        pn: 1000,
+        from: SocketAddr::V4(CLIENT_ADDR),
+    };
+    let refused0 = p.server.connection(sh).unwrap().stats().rx_refused;
+    let good = |o: usize, n: usize| -> Vec<u8> { (o..o + n).map(|i| (i * 7 + 3) as u8).collect() };
+    let bad = |n: usize| vec![0xeeu8; n];
+    f.data(&mut p, 50, 3000, 1000, &good(1000, 1000));
+    f.data(&mut p, 50, 3000, 500, &bad(1000)); // overlaps the part after it
+    f.data(&mut p, 50, 3000, 1999, &bad(2)); // overlaps the end of [1000, 2000)
+    f.data(&mut p, 50, 3000, 1000, &bad(1000)); // same range again under a new number
+    f.data(&mut p, 50, 3000, 2500, &good(2500, 500));
+    f.data(&mut p, 50, 3000, 2400, &bad(200)); // overlaps [2500, 3000)
+    f.data(&mut p, 50, 3000, 0, &good(0, 1000));
+    f.data(&mut p, 50, 3000, 0, &bad(1)); // overlaps the start
+                                          // 1000 + 1000 + 500 bytes taken: a sum of lengths with the overlaps counted would have
+                                          // completed the message already, with zeros in [2000, 2500).
+    assert!(!p.server.connection(sh).unwrap().has_recv());
+    f.data(&mut p, 50, 3000, 2000, &good(2000, 500));
+    let c = p.server.connection(sh).unwrap();
+    let m = c.poll_recv().expect("message 50 complete");
+    assert!(m.segments().is_none(), "copied, not segments");
+    assert_eq!(joined(&m), good(0, 3000), "only the accepted parts' bytes");
+    let st = c.stats();
+    assert!(st.rx_refused >= refused0 + 5, "{st:?}");
+}
+
 /// Random forged DATA (random message ids, lengths, offsets and sizes, overlapping at will)
 /// into a segments connection: no panic; whatever completes is a well-formed message of
 /// contiguous parts; after a reset no slot is kept.
@@ -603,12 +656,13 @@ fn random_forged_offsets_never_panic_nor_leak() {
             while let Some(m) = p.server.connection(sh).unwrap().poll_recv() {
                 let v = joined(&m);
                 assert_eq!(v.len() as u64, m.len);
-                // Segments hold exactly the parts accepted. (The copying path, which a
-                // message of tiny parts falls back to, keeps today's rules: a forger's
-                // overlaps can leave zeros there, bytes it could have sent anyway.)
-                if m.segments().is_some() {
-                    assert!(v.iter().all(|&b| b == 0x77));
-                }
+                // Exactly the parts accepted, as segments or copied (the copying path, which
+                // a message of tiny parts falls back to, refuses overlaps too): no hole
+                // delivered as zeros.
+                assert!(
+                    v.iter().all(|&b| b == 0x77),
+                    "a delivered message has bytes no accepted part carried"
+                );
                 delivered += 1;
             }
         }

@@ -214,13 +214,70 @@ enum Dest {
 
 enum RxSlot {
     Empty,
-    Partial { len: u64, got: u64, dest: Dest },
+    Partial {
+        len: u64,
+        got: u64,
+        dest: Dest,
+        /// The byte ranges written so far, for the copying destinations (a segments
+        /// destination checks its parts instead).
+        seen: Ranges,
+    },
     Ready(RecvMsg),
     Delivered,
     Done,
 }
 
 const PN_WORDS: usize = (PN_WINDOW / 64) as usize;
+
+/// The byte ranges of a message received so far: `[0, contig)` and, past it, the disjoint
+/// ranges of parts that came out of order (sorted, adjacent ones merged). Each byte of a
+/// message arrives once (duplicates are filtered by packet number), so a part overlapping
+/// what is here is a malformed peer's: refused, or a hole could be delivered as zeros. No
+/// allocation while parts come in order.
+#[derive(Debug, Default)]
+struct Ranges {
+    contig: u64,
+    rest: VecDeque<(u64, u64)>,
+}
+
+impl Ranges {
+    /// Record `[start, end)` (not empty); false, recording nothing, if it overlaps.
+    fn insert(&mut self, start: u64, end: u64) -> bool {
+        debug_assert!(start < end);
+        if start < self.contig {
+            return false;
+        }
+        let i = self.rest.partition_point(|&(s, _)| s < start);
+        if (i > 0 && self.rest[i - 1].1 > start) || self.rest.get(i).is_some_and(|&(s, _)| s < end)
+        {
+            return false;
+        }
+        if start == self.contig {
+            self.contig = end;
+            // (i == 0 here: nothing in `rest` starts below the contiguous end.)
+            while let Some(&(s, e)) = self.rest.front() {
+                if s != self.contig {
+                    break;
+                }
+                self.contig = e;
+                self.rest.pop_front();
+            }
+            return true;
+        }
+        let joins_left = i > 0 && self.rest[i - 1].1 == start;
+        let joins_right = self.rest.get(i).is_some_and(|&(s, _)| s == end);
+        match (joins_left, joins_right) {
+            (true, true) => {
+                self.rest[i - 1].1 = self.rest[i].1;
+                self.rest.remove(i);
+            }
+            (true, false) => self.rest[i - 1].1 = end,
+            (false, true) => self.rest[i].0 = start,
+            (false, false) => self.rest.insert(i, (start, end)),
+        }
+        true
+    }
+}
 
 /// Received packet numbers: all below `cum`, plus a bitmap of the window above it.
 struct RxPns {
@@ -1798,6 +1855,7 @@ impl Connection {
                     len: msg_len,
                     got: 0,
                     dest,
+                    seen: Ranges::default(),
                 };
             }
             RxSlot::Partial { len, .. } => {
@@ -1807,9 +1865,18 @@ impl Connection {
             }
             _ => return true, // complete already: duplicate content under a new number
         }
-        let RxSlot::Partial { len, got, dest } = &mut self.rx_msgs[idx] else {
+        let RxSlot::Partial {
+            len,
+            got,
+            dest,
+            seen,
+        } = &mut self.rx_msgs[idx]
+        else {
             return false;
         };
+        if plen > 0 && !matches!(dest, Dest::Segs { .. }) && !seen.insert(offset, offset + plen) {
+            return false; // overlaps bytes already written
+        }
         match dest {
             Dest::Vec(v) => {
                 v[offset as usize..(offset + plen) as usize].copy_from_slice(&buf);
@@ -1849,7 +1916,10 @@ impl Connection {
                     let mut v = vec![0u8; *len as usize];
                     for (o, p) in parts.drain(..) {
                         v[o as usize..o as usize + p.len()].copy_from_slice(&p);
+                        // Disjoint (checked as they came): from here on the copy checks.
+                        seen.insert(o, o + p.len() as u64);
                     }
+                    seen.insert(offset, end);
                     v[offset as usize..end as usize].copy_from_slice(&buf);
                     drop(buf);
                     // The copied bytes no longer hold receive buffers (as on the Vec path).
@@ -2211,5 +2281,47 @@ mod tests {
             }
         }
         assert_eq!(r.cum, PN_WINDOW * 2);
+    }
+
+    #[test]
+    fn ranges_refuse_exactly_the_overlaps() {
+        // Against a byte map: random parts of a 2000-byte message, in any order and
+        // overlapping at will; a part is taken iff none of its bytes was taken before.
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = |m: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % m
+        };
+        for _ in 0..200 {
+            let mut r = Ranges::default();
+            let mut map = [false; 2000];
+            for _ in 0..300 {
+                let start = next(2000);
+                let end = (start + 1 + next(120)).min(2000);
+                let free = map[start as usize..end as usize].iter().all(|&b| !b);
+                assert_eq!(r.insert(start, end), free, "[{start}, {end})");
+                if free {
+                    map[start as usize..end as usize].fill(true);
+                }
+                // The ranges say what the map says.
+                let contig = map.iter().take_while(|&&b| b).count() as u64;
+                assert_eq!(r.contig, contig);
+                let mut prev_end = r.contig;
+                for &(s, e) in &r.rest {
+                    assert!(
+                        s > prev_end && s < e,
+                        "sorted, disjoint, merged: {:?}",
+                        r.rest
+                    );
+                    assert!(map[s as usize..e as usize].iter().all(|&b| b));
+                    assert!(!map[s as usize - 1]);
+                    prev_end = e;
+                }
+                let held: u64 = r.rest.iter().map(|&(s, e)| e - s).sum();
+                assert_eq!(r.contig + held, map.iter().filter(|&&b| b).count() as u64);
+            }
+        }
     }
 }
