@@ -324,6 +324,24 @@ struct Forger {
 }
 
 impl Forger {
+    /// Packets as if from the client's connection `ch`, with `flags`, numbered from 1000:
+    /// above the client's own numbers, inside the receiver's window.
+    fn of_client(p: &mut Pair, ch: ConnectionHandle, flags: u16) -> Forger {
+        let c = p.client.connection(ch).unwrap();
+        Forger {
+            base: Repr {
+                flags,
+                dst_cid: c.remote_cid(),
+                src_cid: c.local_cid(),
+                pn: 0,
+                tx_timestamp: 1,
+                kind: Kind::Probe,
+            },
+            pn: 1000,
+            from: SocketAddr::V4(CLIENT_ADDR),
+        }
+    }
+
     fn data(&mut self, p: &mut Pair, msg_id: u64, msg_len: u64, offset: u64, payload: &[u8]) {
         let r = Repr {
             pn: self.pn,
@@ -364,22 +382,7 @@ fn malformed_offsets_are_refused_and_hold_no_slots() {
     let (ch, sh) = p.connect().expect("connect");
     settle(&mut p, (ch, sh), 5);
     let idle = slots(&p);
-    let (client_cid, server_cid) = {
-        let c = p.client.connection(ch).unwrap();
-        (c.local_cid(), c.remote_cid())
-    };
-    let mut f = Forger {
-        base: Repr {
-            flags: FLAG_ACK_NOW,
-            dst_cid: server_cid,
-            src_cid: client_cid,
-            pn: 0,
-            tx_timestamp: 1,
-            kind: Kind::Probe,
-        },
-        pn: 1000, // above the client's own numbers, inside the receiver's window
-        from: SocketAddr::V4(CLIENT_ADDR),
-    };
+    let mut f = Forger::of_client(&mut p, ch, FLAG_ACK_NOW);
     let refused0 = p.server.connection(sh).unwrap().stats().rx_refused;
     let good = |o: usize, n: usize| -> Vec<u8> { (o..o + n).map(|i| (i * 7 + 3) as u8).collect() };
     let bad = |n: usize| vec![0xeeu8; n];
@@ -554,22 +557,7 @@ fn the_copying_path_refuses_overlaps_too() {
     let mut p = Pair::new(copying(), copying(), LinkConfig::default(), 5);
     let (ch, sh) = p.connect().expect("connect");
     settle(&mut p, (ch, sh), 5);
-    let (client_cid, server_cid) = {
-        let c = p.client.connection(ch).unwrap();
-        (c.local_cid(), c.remote_cid())
-    };
-    let mut f = Forger {
-        base: Repr {
-            flags: FLAG_ACK_NOW,
-            dst_cid: server_cid,
-            src_cid: client_cid,
-            pn: 0,
-            tx_timestamp: 1,
-            kind: Kind::Probe,
-        },
-        pn: 1000,
-        from: SocketAddr::V4(CLIENT_ADDR),
-    };
+    let mut f = Forger::of_client(&mut p, ch, FLAG_ACK_NOW);
     let refused0 = p.server.connection(sh).unwrap().stats().rx_refused;
     let good = |o: usize, n: usize| -> Vec<u8> { (o..o + n).map(|i| (i * 7 + 3) as u8).collect() };
     let bad = |n: usize| vec![0xeeu8; n];
@@ -608,22 +596,7 @@ fn random_forged_offsets_never_panic_nor_leak() {
         let (ch, sh) = p.connect().expect("connect");
         settle(&mut p, (ch, sh), 5);
         let idle = slots(&p);
-        let (client_cid, server_cid) = {
-            let c = p.client.connection(ch).unwrap();
-            (c.local_cid(), c.remote_cid())
-        };
-        let mut f = Forger {
-            base: Repr {
-                flags: 0,
-                dst_cid: server_cid,
-                src_cid: client_cid,
-                pn: 0,
-                tx_timestamp: 1,
-                kind: Kind::Probe,
-            },
-            pn: 1000,
-            from: SocketAddr::V4(CLIENT_ADDR),
-        };
+        let mut f = Forger::of_client(&mut p, ch, 0);
         // Fill the receiver's packet numbers up to the forger's, so none is out of window.
         for pn in 0..1000 {
             let r = Repr { pn, ..f.base };

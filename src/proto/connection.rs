@@ -218,8 +218,7 @@ enum RxSlot {
         len: u64,
         got: u64,
         dest: Dest,
-        /// The byte ranges written so far, for the copying destinations (a segments
-        /// destination checks its parts instead).
+        /// The byte ranges taken so far (an overlapping part is refused).
         seen: Ranges,
     },
     Ready(RecvMsg),
@@ -1874,8 +1873,10 @@ impl Connection {
         else {
             return false;
         };
-        if plen > 0 && !matches!(dest, Dest::Segs { .. }) && !seen.insert(offset, offset + plen) {
-            return false; // overlaps bytes already written
+        // Each byte arrives once (duplicates are filtered by packet number): a part
+        // overlapping what is here is a malformed peer's, refused, whatever the destination.
+        if plen > 0 && !seen.insert(offset, offset + plen) {
+            return false;
         }
         match dest {
             Dest::Vec(v) => {
@@ -1899,13 +1900,6 @@ impl Connection {
                 } else {
                     parts.partition_point(|(o, _)| *o < offset)
                 };
-                // Each byte arrives once (duplicates are filtered by packet number): an
-                // overlap is a malformed peer's, refused.
-                if (i > 0 && part_end(&parts[i - 1]) > offset)
-                    || parts.get(i).is_some_and(|(o, _)| *o < end)
-                {
-                    return false;
-                }
                 // Shifting parts for a packet that fills an earlier hole costs a move of
                 // those after it: cheap for the retransmissions of a few losses, but a peer
                 // sending in reverse order would make it quadratic. Past a bound, copy.
@@ -1916,10 +1910,7 @@ impl Connection {
                     let mut v = vec![0u8; *len as usize];
                     for (o, p) in parts.drain(..) {
                         v[o as usize..o as usize + p.len()].copy_from_slice(&p);
-                        // Disjoint (checked as they came): from here on the copy checks.
-                        seen.insert(o, o + p.len() as u64);
                     }
-                    seen.insert(offset, end);
                     v[offset as usize..end as usize].copy_from_slice(&buf);
                     drop(buf);
                     // The copied bytes no longer hold receive buffers (as on the Vec path).

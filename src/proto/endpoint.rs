@@ -414,12 +414,12 @@ impl Endpoint {
             }
         };
         buf.advance(repr.buffer_len());
-        if repr.dst_cid == 0 && !checksummed {
-            // A hello always carries one (it goes before the peer's flags are known).
-            self.stats.rx_no_checksum += 1;
-            return;
-        }
         if repr.dst_cid == 0 {
+            if !checksummed {
+                // A hello always carries one (it goes before the peer's flags are known).
+                self.stats.rx_no_checksum += 1;
+                return;
+            }
             match repr.kind {
                 Kind::Connect { .. } if self.cfg.accept && repr.src_cid != 0 => {
                     if self.stateless.len() >= self.cfg.stateless_queue {

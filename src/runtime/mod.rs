@@ -489,15 +489,9 @@ impl<P: Port, H: UdpHandler, C: Clock> Runtime<P, H, C> {
     /// Run `f` with an [`Io`] at the last iteration's `now` (to send or set timers from
     /// outside a callback, e.g. an application on the loop thread).
     pub fn with_io<R>(&mut self, f: impl FnOnce(&mut H, &mut Io<'_>) -> R) -> R {
-        let mut io = Io {
-            now: self.now,
-            ecn: 0,
-            checksummed: true,
-            net: &mut self.net,
-            timers: &mut self.timers,
-            port: &mut self.port,
-        };
-        f(&mut self.handler, &mut io)
+        let now = self.now;
+        let (handler, mut io) = self.handler_io(now);
+        f(handler, &mut io)
     }
 
     /// The last iteration's `now`.

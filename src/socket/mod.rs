@@ -625,7 +625,7 @@ impl Inner {
     /// just received (request and response): between its queueing and its transmission there
     /// is then no application code and no receive attempt.
     #[inline]
-    pub(super) fn finish_deferred(&mut self) {
+    fn finish_deferred(&mut self) {
         if self.rest_deferred {
             let mut d = crate::runtime::PollResult {
                 now: self.rt.tick(),
@@ -1097,6 +1097,18 @@ impl Socket {
         }
     }
 
+    /// Message `id` was queued at `now`: note it (for its completion time) and finish an
+    /// iteration left half done, so it leaves at once ([`Inner::finish_deferred`]).
+    #[inline]
+    fn sent(&self, i: &mut Inner, id: u64, now: u64) {
+        {
+            let mut st = self.s.borrow_mut();
+            st.last_sent = Some(id);
+            st.sent_at[(id % crate::proto::MSG_WINDOW) as usize] = now;
+        }
+        i.finish_deferred();
+    }
+
     fn closed_error(&self) -> Option<Error> {
         match self.s.borrow().state {
             SockState::Closed(r) => Some(Error::from_close(r)),
@@ -1185,12 +1197,7 @@ impl Socket {
         }
         match c.send(Bytes::copy_from_slice(msg)) {
             Ok(id) => {
-                {
-                    let mut st = self.s.borrow_mut();
-                    st.last_sent = Some(id);
-                    st.sent_at[(id % crate::proto::MSG_WINDOW) as usize] = now;
-                }
-                i.finish_deferred();
+                self.sent(&mut i, id, now);
                 Ok(Some(id))
             }
             Err(SendError::WouldBlock) => Ok(None),
@@ -1224,12 +1231,7 @@ impl Socket {
         // Keep a handle on the bytes: the transport takes them only on success.
         match c.send(m.clone()) {
             Ok(id) => {
-                {
-                    let mut st = self.s.borrow_mut();
-                    st.last_sent = Some(id);
-                    st.sent_at[(id % crate::proto::MSG_WINDOW) as usize] = now;
-                }
-                i.finish_deferred();
+                self.sent(&mut i, id, now);
                 Ok(Some(id))
             }
             Err(SendError::WouldBlock) => {
@@ -1263,13 +1265,7 @@ impl Socket {
         // answer) leaves before anything else is done; if the receive that follows brings
         // nothing, this call's iteration is complete without a second rest.
         let resumed = i.rest_deferred;
-        if resumed {
-            let mut d = crate::runtime::PollResult {
-                now: i.rt.tick(),
-                ..Default::default()
-            };
-            i.finish_poll(&mut d);
-        }
+        i.finish_deferred();
         // Receive. A message for us goes back to the caller at once: the rest of the
         // iteration (timers, the connection's deadlines, transmissions) runs at the start of
         // its next call, off the path from the message's arrival to the answer the caller is

@@ -275,12 +275,7 @@ impl<'a> SendBuf<'a> {
         }
         match c.send_segments(&mut self.segs) {
             Ok(id) => {
-                {
-                    let mut st = sock.s.borrow_mut();
-                    st.last_sent = Some(id);
-                    st.sent_at[(id % crate::proto::MSG_WINDOW) as usize] = now;
-                }
-                i.finish_deferred();
+                sock.sent(&mut i, id, now);
                 Ok(Some(id))
             }
             Err(SendError::WouldBlock) => Ok(None),
