@@ -21,7 +21,7 @@
 //! message is only transmitted there (a stack that does not send at `send_bytes`); the rest of
 //! `after_turn` is work done while the peer answers. Instruction counts repeat for one binary
 //! and input whatever the machine is doing, so two builds compare where wall-clock round trips
-//! on this VM do not (bench/RESULTS.md; `scripts/pingpong-cost.sh` runs all this).
+//! on this VM do not (bench/results/; `scripts/pingpong-cost.sh` runs all this).
 //!
 //! `cargo run --release --example pingpong_cost -- [--pings N] [--size B]`
 

@@ -2,7 +2,7 @@
 # 64 B frames over net_memif between two processes: bypass pmd::dpdk (dpdk-memif-bench) beside
 # dpdk-testpmd, in one run. Receiver / memif server on core 0, sender / client on core 1;
 # testpmd's main lcore sits on the other core (it only prints stats), its forwarding lcore on
-# the core named. Prints a markdown table for bench/RESULTS.md; every process's output is kept
+# the core named. Prints a markdown table for bench/results/; every process's output is kept
 # in target/dpdk-bench-logs/.
 #
 #   scripts/dpdk-bench.sh [SECS] [RTT_SAMPLES]

@@ -308,7 +308,7 @@ fn cpu_ns() -> u64 {
 /// One idle poll of an endpoint (what a runtime does every loop iteration when nothing
 /// arrived): `poll_timeout` + `poll_transmit` with nothing to send, with N established idle
 /// connections. The endpoint visits only connections something happened to, so this
-/// should not grow with N (bench/RESULTS.md, "Endpoint idle poll against the number of
+/// should not grow with N (bench/results/, "Endpoint idle poll against the number of
 /// connections", has both the O(N) scan and the scheduler).
 fn idle_poll(c: &mut Criterion) {
     use bypass::pmd::sim::LinkConfig;

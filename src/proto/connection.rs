@@ -1331,7 +1331,7 @@ impl Connection {
     /// quarter of the send queue (`max_send_msgs`), so with large datagrams (64 KiB over
     /// memif hold ~900 messages of 64 B) several packets are in flight and the queue refills
     /// behind them: one packet holding the whole queue would make the stream stop and wait
-    /// for each ACK (0.25 M msg/s instead of 11 M, bench/RESULTS.md).
+    /// for each ACK (0.25 M msg/s instead of 11 M, bench/results/).
     fn plan_batch(&self, i: usize, tailroom: usize) -> Option<(u16, u64)> {
         // A lone message (a request, a response) goes in a DATA packet: nothing to pack.
         if !self.peer_batch || !self.cfg.batch || self.send_msgs.len() < i + 2 {

@@ -479,7 +479,7 @@ fn line_rate_bps(speed_mbps: u32, intact: bool) -> u64 {
 
 /// The pacing cap on a memory link: it has no wire, and one core's copies stay below this
 /// (~35 GB/s = 280 Gb/s in cache here); Swift's 100 Gb/s default held a 1 MiB stream over
-/// memif at 98 Gb/s (bench/RESULTS.md, "1 MiB stream").
+/// memif at 98 Gb/s (bench/results/, "1 MiB stream").
 const MEMORY_LINK_BPS: u64 = 400_000_000_000;
 
 fn os_random() -> u64 {

@@ -219,7 +219,7 @@ impl Setup for MemifSetup {
 /// (4 MiB in flight per ring, which stays in cache where 1024 descriptors would not), with
 /// pool buffers for a receive window of held packets. Small messages keep the default frames:
 /// 64 B messages packed into 64 KiB BATCH packets went ~10 % slower. The measurements behind
-/// these choices are in bench/RESULTS.md ("1 MiB stream").
+/// these choices are in bench/results/ ("1 MiB stream").
 fn stream_config(b: bypass::socket::StackBuilder, max_msg: usize) -> bypass::socket::StackBuilder {
     let b = b.connection_config(bypass::proto::ConnectionConfig {
         rx_segments: true,
@@ -262,7 +262,7 @@ enum SendMode {
     Bytes,
     /// `buf`: `Socket::send_buf`, the payload copied into the chunks with `write_at`; a memif
     /// client transmits the chunks without a copy. Both this and `bytes` copy the payload
-    /// once; `send_buf` keeps every packet's slot until the peer's ACK (bench/RESULTS.md,
+    /// once; `send_buf` keeps every packet's slot until the peer's ACK (bench/results/,
     /// "Zero-copy send").
     Buf,
     /// `buf-fill`: an application producing its message in place: `send_buf`, every chunk
