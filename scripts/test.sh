@@ -3,9 +3,12 @@
 # what the tests need and reserves hugepages (with a fallback when it can't).
 #
 #   scripts/test.sh            everything (what CI runs: .ci/run calls exactly this)
-#   QUICK=1 scripts/test.sh    skip valgrind and fuzzing
+#   QUICK=1 scripts/test.sh    skip valgrind, fuzzing and the README commands
 set -uo pipefail
 cd "$(dirname "$0")/.."
+
+# The commit-msg hook (subjects of at most 72 characters) for whoever commits from this clone.
+bash scripts/install-hooks.sh >/dev/null || true
 
 passed=0
 failed=0
@@ -129,6 +132,13 @@ fuzz() {
 }
 if [ -z "${QUICK:-}" ]; then
   step "fuzz (build + short run)" fuzz
+fi
+
+# ---- 6. the README's commands, as a newcomer runs them --------------------------------------
+# Every command of README.md's sh blocks, literally (the main job's full default run first);
+# blocks that cannot run here are listed as skipped with their reason.
+if [ -z "${QUICK:-}" ]; then
+  step "README commands" scripts/readme-commands.sh
 fi
 
 echo
