@@ -12,10 +12,16 @@ use tracing_subscriber::EnvFilter;
 #[derive(Args, Debug, Clone, Copy, Default)]
 pub struct LogArgs {
     /// More log output on stderr: -v info, -vv debug, -vvv trace (default: warnings)
-    #[arg(short, long, action = ArgAction::Count, global = true)]
+    #[arg(short, long, action = ArgAction::Count, global = true, display_order = 1000)]
     pub verbose: u8,
     /// Quiet: errors only on stderr (and no progress lines from `bench`)
-    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    #[arg(
+        short,
+        long,
+        global = true,
+        conflicts_with = "verbose",
+        display_order = 1000
+    )]
     pub quiet: bool,
 }
 

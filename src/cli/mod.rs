@@ -47,8 +47,10 @@ enum Command {
     /// 64 B frame ping-pong and one-way rate over memif, against any memif peer
     MemifBench(memif_bench::MemifBenchArgs),
     /// Latency and throughput of the transports against the kernel's UDP and TCP
+    #[command(long_about = bench::ABOUT)]
     Bench(bench::BenchArgs),
     /// The other end of `bypass bench` (spawned by it, or run on another host)
+    #[command(long_about = bench::peer::ABOUT)]
     BenchPeer(bench::peer::PeerArgs),
     /// Congestion-control experiments
     #[command(subcommand)]
@@ -72,9 +74,11 @@ enum Command {
 #[derive(Subcommand, Debug)]
 enum Sim {
     /// The controllers in a packet-level simulator in virtual time (table, CSV, PNGs)
+    #[command(long_about = sim_cc::ABOUT)]
     Cc(sim_cc::SimCcArgs),
     /// The real stack in two processes over memif with an emulated bottleneck: ping-pong RTT
     /// idle and beside a bulk transfer
+    #[command(long_about = path::ABOUT)]
     Path(path::PathArgs),
 }
 

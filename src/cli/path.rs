@@ -67,14 +67,14 @@ fn parse_cc(s: &str) -> Result<String, String> {
     }
 }
 
-/// `bypass sim path` options.
-#[derive(clap::Args, Debug)]
-#[command(
-    long_about = "Congestion control on an emulated path: two processes, memif between \
+/// The longer description of `bypass sim path --help`.
+pub const ABOUT: &str = "Congestion control on an emulated path: two processes, memif between \
     them, each side's transmit shaped by the faults wrapper (rate limit + bounded queue + \
     delay). For each controller: 64 B ping-pong RTT on connection A idle, then while connection \
-    B sends 1 MiB messages back to back through the same bottleneck."
-)]
+    B sends 1 MiB messages back to back through the same bottleneck.";
+
+/// `bypass sim path` options.
+#[derive(clap::Args, Debug)]
 pub struct PathArgs {
     /// Controllers, comma-separated
     #[arg(long, value_name = "LIST", value_delimiter = ',', value_parser = parse_cc,

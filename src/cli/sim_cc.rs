@@ -24,14 +24,13 @@ fn parse_cc(s: &str) -> Result<Cc, String> {
     })
 }
 
+/// The longer description of `bypass sim cc --help`.
+pub const ABOUT: &str = "Runs the congestion-control experiments (virtual time, the real \
+    controllers), prints the table and the goal checks, writes OUT/cc.csv and PNG plots.";
+
 /// `bypass sim cc` options.
 #[derive(Args, Debug)]
-#[command(
-    long_about = "Runs the congestion-control experiments (virtual time, the real \
-                  controllers), prints the table and the goal checks, writes DIR/cc.csv and PNG \
-                  plots.",
-    after_help = "controllers: swift+credit swift+ecn+credit swift cubic dctcp timely"
-)]
+#[command(after_help = "controllers: swift+credit swift+ecn+credit swift cubic dctcp timely")]
 pub struct SimCcArgs {
     /// The reduced scenario set (the one the snapshot test pins)
     #[arg(long)]

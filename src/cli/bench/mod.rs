@@ -104,7 +104,7 @@ pub fn pin_to_core(core: usize) -> bool {
 }
 
 /// The longer description of `bypass bench --help`.
-const ABOUT: &str = "\
+pub const ABOUT: &str = "\
 Measures the bypass transport and the kernel's UDP and TCP (blocking and busy-polling) in one \
 run: client on core 0, a `bypass bench-peer` child process on core 1.
 
@@ -139,7 +139,7 @@ enum ModeArg {
 /// `bypass bench` on the command line; [`BenchArgs::into_opts`] makes the [`Opts`] the
 /// driver reads.
 #[derive(clap::Args, Debug)]
-#[command(long_about = ABOUT, after_help = AFTER_HELP)]
+#[command(after_help = AFTER_HELP)]
 pub struct BenchArgs {
     /// Which benchmarks [default: all]
     #[arg(value_enum, value_name = "MODE")]

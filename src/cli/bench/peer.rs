@@ -191,14 +191,14 @@ impl Control {
     }
 }
 
+/// The longer description of `bypass bench-peer --help`.
+pub const ABOUT: &str = "The other end of `bypass bench`: listens on ADDR (prints \
+    `bypass-bench-peer listening on ADDR`) and serves the transports listed (default all but \
+    bypass-dpdk, which the --dpdk options enable). `bypass bench` starts one itself unless \
+    given --peer.";
+
 /// `bypass bench-peer` on the command line; [`PeerArgs::into_opts`] makes the [`PeerOpts`].
 #[derive(clap::Args, Debug)]
-#[command(
-    long_about = "The other end of `bypass bench`: listens on ADDR (prints `bypass-bench-peer \
-                  listening on ADDR`) and serves the transports listed (default all but \
-                  bypass-dpdk, which the --dpdk options enable). `bypass bench` starts one \
-                  itself unless given --peer."
-)]
 pub struct PeerArgs {
     /// Control address to listen on
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
