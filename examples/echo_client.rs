@@ -11,6 +11,8 @@
 //! number of messages and bytes echoed and the median and worst round trip, and exits with
 //! status 1 on any difference.
 
+mod common;
+
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -26,6 +28,7 @@ const CLIENT_MAC: [u8; 6] = [0x02, 0x77, 0, 0, 0, 2];
 const SIZES: [usize; 6] = [1, 64, 1400, 8 << 10, 64 << 10, 1 << 20];
 
 fn main() {
+    common::init_log();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (socket, rounds) = match args.as_slice() {
         [s] => (PathBuf::from(s), 10),

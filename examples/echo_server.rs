@@ -10,6 +10,8 @@
 //! back unchanged, without a copy (`recv` gives a `Bytes` view, `send_bytes` hands it back).
 //! With `--once` it exits after its first client closes; otherwise it waits for the next one.
 
+mod common;
+
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -23,6 +25,7 @@ const SERVER_MAC: [u8; 6] = [0x02, 0x77, 0, 0, 0, 1];
 const CLIENT_MAC: [u8; 6] = [0x02, 0x77, 0, 0, 0, 2];
 
 fn main() {
+    common::init_log();
     let mut socket = None;
     let mut once = false;
     for a in std::env::args().skip(1) {

@@ -15,6 +15,8 @@
 //! The receiver hashes what it wrote, answers `BYPA` + its hash + its length, and exits with
 //! status 0 only if length and hash both match the sender's.
 
+mod common;
+
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::net::Ipv4Addr;
@@ -45,6 +47,7 @@ impl Fnv1a {
 }
 
 fn main() {
+    common::init_log();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [socket, out] = args.as_slice() else {
         eprintln!("usage: file_recv SOCKET_PATH OUT_FILE");

@@ -11,6 +11,8 @@
 //! transport writes each byte once into a packet buffer. Exits with status 0 only if the
 //! receiver's checksum and length match ours.
 
+mod common;
+
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -34,6 +36,7 @@ fn fnv1a64(data: &[u8]) -> u64 {
 }
 
 fn main() {
+    common::init_log();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (socket, input, chunk) = match args.as_slice() {
         [s, f] => (s, f, 1 << 20),

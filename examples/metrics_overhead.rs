@@ -5,6 +5,8 @@
 //! `cargo run --release --example metrics_overhead -- [--rounds N] [--pings N] [--stream-secs S]
 //! [--size B] [--no-scrape] [--idle-only]`
 
+mod common;
+
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddrV4, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -246,6 +248,7 @@ fn median(v: &mut [f64]) -> f64 {
 }
 
 fn main() {
+    common::init_log();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut o = Opts {
         rounds: 6,

@@ -25,6 +25,8 @@
 //!
 //! `cargo run --release --example pingpong_cost -- [--pings N] [--size B]`
 
+mod common;
+
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::Arc;
@@ -205,6 +207,7 @@ fn report(side: &str, a: RuntimeCounters, b: RuntimeCounters, pings: usize) {
 }
 
 fn main() {
+    common::init_log();
     let mut pings = 20_000usize;
     let mut size = 64usize;
     let mut args = std::env::args().skip(1);

@@ -22,7 +22,7 @@ if [[ "${1:-}" == "--quick" ]]; then QUICK=1; shift; fi
 OUT=${OUT:-/tmp/bench-cc-path}
 mkdir -p "$OUT"
 ARGS=(--csv "$OUT/cc-path.csv")
-if [[ $QUICK == 1 ]]; then ARGS+=(--idle-ms 200 --warm-ms 200 --load-ms 400); fi
+if [[ $QUICK == 1 ]]; then ARGS+=(--idle 200ms --warm 200ms --load 400ms); fi
 ARGS+=("$@")
 
 cargo build --release -j2 -q --bin bypass

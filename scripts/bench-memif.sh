@@ -75,7 +75,7 @@ declare -A RTT RATE
 # ---- round trips -------------------------------------------------------------------------
 rtt_pair() { # name ping_role pong_role
     local name=$1 pr=$2 qr=$3
-    "$B" memif-bench --role "$qr" --socket "$SOCK" --mode pong --secs 600 --core 1 \
+    "$B" memif-bench --role "$qr" --socket "$SOCK" --mode pong --duration 600s --core 1 \
         >"$OUT/$name.pong" 2>&1 &
     PIDS+=($!)
     sleep 0.3
@@ -111,12 +111,12 @@ fi
 # ---- one-way rate ------------------------------------------------------------------------
 oneway() { # name tx_role rx_role
     local name=$1 tr=$2 rr=$3
-    "$B" memif-bench --role "$rr" --socket "$SOCK" --mode rx --secs "$SECS" --core 1 \
+    "$B" memif-bench --role "$rr" --socket "$SOCK" --mode rx --duration "${SECS}s" --core 1 \
         >"$OUT/$name.rx" 2>&1 &
     local rxp=$!
     PIDS+=($rxp)
     sleep 0.3
-    "$B" memif-bench --role "$tr" --socket "$SOCK" --mode tx --secs "$((SECS + 1))" --core 0 \
+    "$B" memif-bench --role "$tr" --socket "$SOCK" --mode tx --duration "$((SECS + 1))s" --core 0 \
         >"$OUT/$name.tx" 2>&1 || true
     wait $rxp || true
     stop_all
@@ -139,7 +139,7 @@ if [[ -n "$TP" ]]; then
     # testpmd txonly (server, fwd lcore 0) -> bypass client rx (core 1).
     testpmd 1 0 tx2 server txonly "$OUT/tp-txonly-server2.log"
     sleep 2
-    "$B" memif-bench --role client --socket "$SOCK" --mode rx --secs "$SECS" --core 1 \
+    "$B" memif-bench --role client --socket "$SOCK" --mode rx --duration "${SECS}s" --core 1 \
         >"$OUT/testpmd-server-txonly_bypass-client-rx.rx" 2>&1 || true
     stop_all
     RATE[testpmd-server-txonly_bypass-client-rx]=$(field mpps "$OUT/testpmd-server-txonly_bypass-client-rx.rx")
@@ -147,7 +147,7 @@ if [[ -n "$TP" ]]; then
     # bypass client tx (core 0) -> testpmd rxonly (server, fwd lcore 1).
     testpmd 0 1 rx2 server rxonly "$OUT/tp-rxonly-server.log"
     sleep 2
-    "$B" memif-bench --role client --socket "$SOCK" --mode tx --secs "$SECS" --core 0 \
+    "$B" memif-bench --role client --socket "$SOCK" --mode tx --duration "${SECS}s" --core 0 \
         >"$OUT/bypass-client-tx_testpmd-server-rxonly.tx" 2>&1 || true
     sleep 1
     stop_all

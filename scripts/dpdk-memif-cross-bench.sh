@@ -12,8 +12,7 @@ cd "$(dirname "$0")/.."
 cargo build -q -j2 --release -p bypass-bench --features dpdk --bin dpdk-memif-bench
 D=$PWD/target/release/dpdk-memif-bench
 M=${BYPASS_BIN:-$PWD/target/release/bypass}
-usage=$("$M" memif-bench --bogus 2>&1 || true)
-[[ $usage == *"usage: bypass memif-bench"* ]] ||
+"$M" memif-bench --help >/dev/null 2>&1 ||
   { echo "$M has no memif-bench (build it from a tree with pmd::memif)"; exit 1; }
 tmp=$PWD/target/dpdk-memif-cross-logs
 rm -rf "$tmp"; mkdir -p "$tmp"
@@ -40,11 +39,11 @@ bg h_cli "$D" ping --socket "$SOCK" --core 1 --samples "$SAMPLES"; wait "$(cat "
 term h_srv; wait || true
 # Rate: pmd::memif tx (client) -> pmd::dpdk sink (server)
 rm -f "$SOCK"; bg i_rx "$D" sink --socket "$SOCK" --core 0 --secs "$SECS"; wait_sock
-bg i_tx "$M" memif-bench --role client --socket "$SOCK" --mode tx --size 64 --secs 300 --core 1
+bg i_tx "$M" memif-bench --role client --socket "$SOCK" --mode tx --size 64 --duration 300s --core 1
 wait "$(cat "$tmp/i_rx.pid")" || true; term i_tx; wait || true
 # Rate: pmd::dpdk source (client) -> pmd::memif rx (server)
 rm -f "$SOCK"; bg j_rx "$M" memif-bench --role server --socket "$SOCK" --mode rx --size 64 \
-  --secs "$((SECS + 2))" --core 0; wait_sock
+  --duration "$((SECS + 2))s" --core 0; wait_sock
 bg j_tx "$D" source --socket "$SOCK" --core 1 --secs 300
 wait "$(cat "$tmp/j_rx.pid")" || true; term j_tx; wait || true
 

@@ -35,19 +35,18 @@ fn every_controller_gets_a_row() {
             "path",
             "--cc",
             &CCS.join(","),
-            "--idle-ms",
-            "50",
-            "--warm-ms",
-            "50",
-            "--load-ms",
-            "100",
+            "--idle=50ms",
+            "--warm",
+            "50ms",
+            "--load",
+            "100ms",
             // Unpinned, beside whatever else the machine runs: round trips can take the
             // scheduler's ticks (milliseconds). A large host slack keeps Swift's targets
             // above such delays so its window cannot collapse to a crawl (a smoke test of
             // the command, not of Swift on a starved host).
             "--no-pin",
-            "--host-slack-us",
-            "100000",
+            "--host-slack",
+            "100ms",
             "--csv",
         ])
         .arg(&csv)

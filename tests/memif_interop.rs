@@ -127,7 +127,7 @@ fn memif_client_against_testpmd_server() {
         "--warmup",
         "100",
         "--link-timeout",
-        "30",
+        "30s",
     ]);
     check_ping(ok, &text);
 }
@@ -359,7 +359,7 @@ fn memif_abstract_socket_against_testpmd_both_roles() {
         "--warmup",
         "100",
         "--link-timeout",
-        "30",
+        "30s",
     ]);
     drop(tp);
     check_ping(ok, &text);
@@ -442,7 +442,7 @@ fn spawn_bypass_server_ping(sock: &str) -> std::process::Child {
             "--warmup",
             "100",
             "--link-timeout",
-            "30",
+            "30s",
         ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -40,10 +40,10 @@ fn pong_child(role: &str, sock: &str) -> Peer {
             sock,
             "--mode",
             "pong",
-            "--secs",
-            "120",
+            "--duration",
+            "120s",
             "--link-timeout",
-            "60",
+            "60s",
         ])
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())

@@ -537,7 +537,7 @@ fn stat_once_json_reports_rates_of_a_running_stack() {
             "--once",
             "--json",
             "--interval",
-            "0.5",
+            "500ms",
         ])
         .output()
         .unwrap();
@@ -583,7 +583,11 @@ fn stat_live_view_in_a_real_terminal() {
     let t = Traffic::start(&m, "stattmux");
     let sock = format!("bypass-stat-test-{}", std::process::id());
     let session = "stat";
-    let cmd = format!("{} stat {} --interval 0.5", bypass_bin(), exp.local_addr());
+    let cmd = format!(
+        "{} stat {} --interval 500ms",
+        bypass_bin(),
+        exp.local_addr()
+    );
     let ok = Command::new("tmux")
         .args([
             "-L",

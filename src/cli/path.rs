@@ -52,121 +52,122 @@ const PING: usize = 64;
 /// Messages at most this long are echoed by the server; longer ones are bulk and dropped.
 const ECHO_MAX: usize = 256;
 
-const USAGE: &str = "usage: bypass sim path [options]
+/// The controllers `--cc` knows.
+const CCS: [&str; 5] = ["swift", "cubic", "dctcp", "timely", "fixed"];
 
-Congestion control on an emulated path: two processes, memif between them, each side's
-transmit shaped by the faults wrapper (rate limit + bounded queue + delay). For each
-controller: 64 B ping-pong RTT on connection A idle, then while connection B sends 1 MiB
-messages back to back through the same bottleneck.
+fn parse_cc(s: &str) -> Result<String, String> {
+    let s = s.trim();
+    if CCS.contains(&s) {
+        Ok(s.to_owned())
+    } else {
+        Err(format!(
+            "unknown controller {s} (known: {})",
+            CCS.join(", ")
+        ))
+    }
+}
 
-options:
-  --cc LIST          controllers, comma-separated: swift,cubic,dctcp,timely,fixed
-                     (default swift,cubic,dctcp,timely,fixed)
-  --rate-mbps N      bottleneck rate, Mb/s on the wire (default 1000)
-  --delay-us N       one-way propagation delay (default 25)
-  --queue N          bottleneck queue, frames; tail drop beyond (default 256)
-  --mtu N            IP MTU (default 1500)
-  --idle-ms N        idle ping-pong measurement (default 1000)
-  --warm-ms N        bulk warm-up before the loaded measurement (default 500)
-  --load-ms N        loaded ping-pong measurement (default 2000)
-  --bulk-bytes N     bulk message size (default 1048576)
-  --bulk-depth N     bulk messages outstanding (default 4)
-  --host-slack-us N  Swift: host processing allowed in the fabric target (default 30)
-  --csv FILE         also write the rows as CSV
-  --no-pin           do not pin the two processes to cores 0 and 1";
+/// The longer description of `bypass sim path --help`.
+pub const ABOUT: &str = "Congestion control on an emulated path: two processes, memif between \
+    them, each side's transmit shaped by the faults wrapper (rate limit + bounded queue + \
+    delay). For each controller: 64 B ping-pong RTT on connection A idle, then while connection \
+    B sends 1 MiB messages back to back through the same bottleneck.";
+
+/// `bypass sim path` options.
+#[derive(clap::Args, Debug)]
+pub struct PathArgs {
+    /// Controllers, comma-separated
+    #[arg(long, value_name = "LIST", value_delimiter = ',', value_parser = parse_cc,
+          default_value = "swift,cubic,dctcp,timely,fixed")]
+    pub cc: Vec<String>,
+    /// Bottleneck rate, Mb/s on the wire
+    #[arg(long, value_name = "N", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub rate_mbps: u64,
+    /// One-way propagation delay
+    #[arg(long, value_name = "TIME", default_value = "25us", value_parser = super::duration::parse)]
+    pub delay: Duration,
+    /// Bottleneck queue, frames; tail drop beyond
+    #[arg(long, value_name = "N", default_value_t = 256,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub queue: usize,
+    /// IP MTU (at least 576)
+    #[arg(long, value_name = "N", default_value_t = 1500,
+          value_parser = clap::value_parser!(u16).range(576..))]
+    pub mtu: u16,
+    /// Idle ping-pong measurement
+    #[arg(long, value_name = "TIME", default_value = "1s", value_parser = super::duration::parse)]
+    pub idle: Duration,
+    /// Bulk warm-up before the loaded measurement
+    #[arg(long, value_name = "TIME", default_value = "500ms", value_parser = super::duration::parse)]
+    pub warm: Duration,
+    /// Loaded ping-pong measurement
+    #[arg(long, value_name = "TIME", default_value = "2s", value_parser = super::duration::parse)]
+    pub load: Duration,
+    /// Bulk message size (more than 256)
+    #[arg(long, value_name = "N", default_value_t = 1 << 20,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(ECHO_MAX as u64 + 1..))]
+    pub bulk_bytes: usize,
+    /// Bulk messages outstanding
+    #[arg(long, value_name = "N", default_value_t = 4)]
+    pub bulk_depth: u64,
+    /// Swift: host processing allowed in the fabric target
+    #[arg(long, value_name = "TIME", default_value = "30us", value_parser = super::duration::parse)]
+    pub host_slack: Duration,
+    /// Also write the rows as CSV
+    #[arg(long, value_name = "FILE")]
+    pub csv: Option<PathBuf>,
+    /// Do not pin the two processes to cores 0 and 1
+    #[arg(long)]
+    pub no_pin: bool,
+    /// The server process the client spawns (internal)
+    #[arg(long, hide = true, value_parser = ["server"])]
+    pub role: Option<String>,
+    /// The server's memif socket (internal, with --role)
+    #[arg(long, hide = true, requires = "role")]
+    pub socket: Option<PathBuf>,
+}
 
 /// Options shared by both roles.
 #[derive(Debug, Clone)]
 struct Opts {
     ccs: Vec<String>,
     rate_mbps: u64,
-    delay_us: u64,
+    delay: Duration,
     queue: usize,
     mtu: u16,
-    idle_ms: u64,
-    warm_ms: u64,
-    load_ms: u64,
+    idle: Duration,
+    warm: Duration,
+    load: Duration,
     bulk_bytes: usize,
     bulk_depth: u64,
-    host_slack_us: u64,
+    host_slack: Duration,
     csv: Option<PathBuf>,
     pin: bool,
     role: Option<Role>,
     socket: Option<PathBuf>,
 }
 
-impl Default for Opts {
-    fn default() -> Opts {
+impl From<&PathArgs> for Opts {
+    fn from(a: &PathArgs) -> Opts {
         Opts {
-            ccs: ["swift", "cubic", "dctcp", "timely", "fixed"]
-                .iter()
-                .map(|s| s.to_string())
-                .collect(),
-            rate_mbps: 1000,
-            delay_us: 25,
-            queue: 256,
-            mtu: 1500,
-            idle_ms: 1000,
-            warm_ms: 500,
-            load_ms: 2000,
-            bulk_bytes: 1 << 20,
-            bulk_depth: 4,
-            host_slack_us: 30,
-            csv: None,
-            pin: true,
-            role: None,
-            socket: None,
+            ccs: a.cc.clone(),
+            rate_mbps: a.rate_mbps,
+            delay: a.delay,
+            queue: a.queue,
+            mtu: a.mtu,
+            idle: a.idle,
+            warm: a.warm,
+            load: a.load,
+            bulk_bytes: a.bulk_bytes,
+            bulk_depth: a.bulk_depth,
+            host_slack: a.host_slack,
+            csv: a.csv.clone(),
+            pin: !a.no_pin,
+            role: a.role.as_ref().map(|_| Role::Server),
+            socket: a.socket.clone(),
         }
     }
-}
-
-fn parse(args: &[String]) -> Result<Opts, String> {
-    let mut o = Opts::default();
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let mut val = |name: &str| -> Result<String, String> {
-            it.next().cloned().ok_or(format!("{name} takes a value"))
-        };
-        fn num<T: std::str::FromStr>(name: &str, v: String) -> Result<T, String> {
-            v.parse().map_err(|_| format!("{name}: not a number: {v}"))
-        }
-        match a.as_str() {
-            "--cc" => {
-                o.ccs = val(a)?.split(',').map(|s| s.trim().to_string()).collect();
-                for c in &o.ccs {
-                    if factory(c, &o).is_none() {
-                        return Err(format!("unknown controller {c}"));
-                    }
-                }
-            }
-            "--rate-mbps" => o.rate_mbps = num(a, val(a)?)?,
-            "--delay-us" => o.delay_us = num(a, val(a)?)?,
-            "--queue" => o.queue = num(a, val(a)?)?,
-            "--mtu" => o.mtu = num(a, val(a)?)?,
-            "--idle-ms" => o.idle_ms = num(a, val(a)?)?,
-            "--warm-ms" => o.warm_ms = num(a, val(a)?)?,
-            "--load-ms" => o.load_ms = num(a, val(a)?)?,
-            "--bulk-bytes" => o.bulk_bytes = num(a, val(a)?)?,
-            "--bulk-depth" => o.bulk_depth = num(a, val(a)?)?,
-            "--host-slack-us" => o.host_slack_us = num(a, val(a)?)?,
-            "--csv" => o.csv = Some(PathBuf::from(val(a)?)),
-            "--no-pin" => o.pin = false,
-            // Hidden: the server process the client spawns.
-            "--role" => {
-                o.role = match val(a)?.as_str() {
-                    "server" => Some(Role::Server),
-                    other => return Err(format!("--role: only `server`, not {other}")),
-                }
-            }
-            "--socket" => o.socket = Some(PathBuf::from(val(a)?)),
-            "-h" | "--help" => return Err(String::new()),
-            other => return Err(format!("unknown option {other}")),
-        }
-    }
-    if o.rate_mbps == 0 || o.queue == 0 || o.mtu < 576 || o.bulk_bytes <= ECHO_MAX {
-        return Err("rate, queue must be > 0; mtu >= 576; bulk-bytes > 256".into());
-    }
-    Ok(o)
 }
 
 /// Serialisation time of one full frame at the bottleneck.
@@ -203,12 +204,7 @@ fn factory(name: &str, o: &Opts) -> Option<Arc<dyn ControllerFactory>> {
     let rate_bps = o.rate_mbps * 1_000_000;
     Some(match name {
         "swift" => Arc::new(SwiftFactory {
-            config: swift_config(
-                rate_bps,
-                Duration::from_micros(o.delay_us),
-                serialisation(o),
-                Duration::from_micros(o.host_slack_us),
-            ),
+            config: swift_config(rate_bps, o.delay, serialisation(o), o.host_slack),
         }),
         "cubic" => Arc::new(CubicFactory::default()),
         "dctcp" => Arc::new(DctcpFactory::default()),
@@ -232,8 +228,8 @@ fn fault_config(o: &Opts, seed: u64) -> FaultConfig {
             queue_frames: o.queue,
             overhead_bytes: WIRE_OVERHEAD,
         }),
-        delay: (o.delay_us > 0).then_some(Delay {
-            ns: o.delay_us * 1000,
+        delay: (!o.delay.is_zero()).then_some(Delay {
+            ns: u64::try_from(o.delay.as_nanos()).unwrap_or(u64::MAX),
             jitter_ns: 0,
         }),
         // Frames in flight on the "wire": far more than rate x delay ever holds.
@@ -357,7 +353,7 @@ fn server(o: &Opts, cc: &str) -> Result<(), String> {
         let _ = std::io::stdout().flush();
     })?;
     let listener = s.stack.listen();
-    let total = Duration::from_millis(o.idle_ms + o.warm_ms + o.load_ms);
+    let total = o.idle + o.warm + o.load;
     let deadline = Instant::now() + total + Duration::from_secs(30);
     let mut socks: Vec<Socket> = Vec::new();
     let mut accepted = 0;
@@ -496,7 +492,7 @@ fn client(o: &Opts, cc: &str, socket: &Path) -> Result<Row, String> {
     // Idle: a short warm-up (caches, first RTT samples), then the measurement.
     pingpong(&a, None, Duration::from_millis(50), None)?;
     let mut idle = Vec::with_capacity(1 << 20);
-    pingpong(&a, None, Duration::from_millis(o.idle_ms), Some(&mut idle))?;
+    pingpong(&a, None, o.idle, Some(&mut idle))?;
 
     // Loaded: B sends back to back; warm-up, then the measurement.
     let mut bulk = Bulk {
@@ -507,16 +503,11 @@ fn client(o: &Opts, cc: &str, socket: &Path) -> Result<Row, String> {
     };
     let b_retx0 = b.stats().map_or(0, |s| s.retransmits);
     let a_retx0 = a.stats().map_or(0, |s| s.retransmits);
-    pingpong(&a, Some(&mut bulk), Duration::from_millis(o.warm_ms), None)?;
+    pingpong(&a, Some(&mut bulk), o.warm, None)?;
     let acked0 = b.acked();
     let t0 = Instant::now();
     let mut loaded = Vec::with_capacity(1 << 20);
-    pingpong(
-        &a,
-        Some(&mut bulk),
-        Duration::from_millis(o.load_ms),
-        Some(&mut loaded),
-    )?;
+    pingpong(&a, Some(&mut bulk), o.load, Some(&mut loaded))?;
     let secs = t0.elapsed().as_secs_f64();
     let acked = b.acked() - acked0;
     let bulk_retx = b.stats().map_or(0, |s| s.retransmits) - b_retx0;
@@ -554,18 +545,20 @@ fn client(o: &Opts, cc: &str, socket: &Path) -> Result<Row, String> {
 fn spawn_server(o: &Opts, cc: &str, socket: &Path) -> Result<Child, String> {
     let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
     let mut cmd = Command::new(exe);
+    cmd.args(super::log::child_args());
     cmd.args(["sim", "path", "--role", "server", "--cc", cc]);
     cmd.arg("--socket").arg(socket);
+    let dur = super::duration::format;
     for (k, v) in [
         ("--rate-mbps", o.rate_mbps.to_string()),
-        ("--delay-us", o.delay_us.to_string()),
+        ("--delay", dur(o.delay)),
         ("--queue", o.queue.to_string()),
         ("--mtu", o.mtu.to_string()),
-        ("--idle-ms", o.idle_ms.to_string()),
-        ("--warm-ms", o.warm_ms.to_string()),
-        ("--load-ms", o.load_ms.to_string()),
+        ("--idle", dur(o.idle)),
+        ("--warm", dur(o.warm)),
+        ("--load", dur(o.load)),
         ("--bulk-bytes", o.bulk_bytes.to_string()),
-        ("--host-slack-us", o.host_slack_us.to_string()),
+        ("--host-slack", dur(o.host_slack)),
     ] {
         cmd.arg(k).arg(v);
     }
@@ -631,22 +624,22 @@ fn run(o: &Opts) -> Result<Vec<Row>, String> {
 
 fn header(o: &Opts) -> String {
     format!(
-        "path: {} Mb/s bottleneck, {} frames of queue (tail drop), {} us one way, MTU {}, \
-         frame serialisation {:.1} us; bulk {} B messages, {} outstanding; idle {} ms, \
-         warm-up {} ms, loaded {} ms\n\
+        "path: {} Mb/s bottleneck, {} frames of queue (tail drop), {} one way, MTU {}, \
+         frame serialisation {:.1} us; bulk {} B messages, {} outstanding; idle {}, \
+         warm-up {}, loaded {}\n\
          RTT = 64 B ping-pong on connection A (us); goodput = connection B's acknowledged \
          messages; retx = B's retransmitted packets (A's in brackets); drops = frames the \
          client's bottleneck dropped",
         o.rate_mbps,
         o.queue,
-        o.delay_us,
+        super::duration::format(o.delay),
         o.mtu,
         serialisation(o).as_nanos() as f64 / 1000.0,
         o.bulk_bytes,
         o.bulk_depth,
-        o.idle_ms,
-        o.warm_ms,
-        o.load_ms
+        super::duration::format(o.idle),
+        super::duration::format(o.warm),
+        super::duration::format(o.load)
     )
 }
 
@@ -703,19 +696,9 @@ fn csv(rows: &[Row]) -> String {
     s
 }
 
-/// `bypass sim path ARGS`.
-pub fn main(args: &[String]) -> ExitCode {
-    let o = match parse(args) {
-        Ok(o) => o,
-        Err(e) if e.is_empty() => {
-            println!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        Err(e) => {
-            eprintln!("bypass sim path: {e}\n{USAGE}");
-            return ExitCode::from(2);
-        }
-    };
+/// `bypass sim path`.
+pub fn main(args: &PathArgs) -> ExitCode {
+    let o = Opts::from(args);
     if o.role == Some(Role::Server) {
         let cc = o.ccs.first().cloned().unwrap_or_default();
         return match server(&o, &cc) {
@@ -748,24 +731,49 @@ pub fn main(args: &[String]) -> ExitCode {
 mod tests {
     use super::*;
 
-    fn args(s: &str) -> Vec<String> {
-        s.split_whitespace().map(String::from).collect()
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct T {
+        #[command(flatten)]
+        a: PathArgs,
+    }
+
+    fn parse(s: &str) -> Result<Opts, clap::Error> {
+        T::try_parse_from(std::iter::once("path").chain(s.split_whitespace()))
+            .map(|t| Opts::from(&t.a))
     }
 
     #[test]
     fn parses_and_rejects() {
-        let o = parse(&args("--cc swift,cubic --rate-mbps 2000 --queue 64")).unwrap();
+        let o = parse("--cc swift,cubic --rate-mbps 2000 --queue 64 --delay 10us").unwrap();
         assert_eq!(o.ccs, ["swift", "cubic"]);
         assert_eq!(o.rate_mbps, 2000);
         assert_eq!(o.queue, 64);
-        assert!(parse(&args("--cc bogus")).is_err());
-        assert!(parse(&args("--rate-mbps 0")).is_err());
-        assert!(parse(&args("--queue")).is_err());
+        assert_eq!(o.delay, Duration::from_micros(10));
+        let d = parse("").unwrap();
+        assert_eq!(d.ccs, CCS);
+        assert_eq!(
+            (d.idle, d.warm, d.load, d.host_slack),
+            (
+                Duration::from_secs(1),
+                Duration::from_millis(500),
+                Duration::from_secs(2),
+                Duration::from_micros(30)
+            )
+        );
+        let e = parse("--cc bogus").unwrap_err().to_string();
+        assert!(e.contains("unknown controller bogus"), "{e}");
+        assert!(parse("--rate-mbps 0").is_err());
+        assert!(parse("--queue").is_err());
+        assert!(parse("--mtu 500").is_err());
+        assert!(parse("--bulk-bytes 256").is_err());
+        assert!(parse("--idle 50").is_err());
     }
 
     #[test]
     fn swift_target_fits_the_path() {
-        let o = Opts::default();
+        let o = parse("").unwrap();
         // 1500 + 14 + 24 bytes at 1 Gb/s: 12.304 us.
         assert_eq!(serialisation(&o), Duration::from_nanos(12_304));
         let c = swift_config(

@@ -4,6 +4,10 @@
 //! `--once --json` prints one JSON object (totals and per-second rates over `--interval`) for
 //! scripts; `--once` alone prints one text frame. The live view redraws with plain ANSI
 //! escapes until interrupted (or `--count N` frames).
+//!
+//! ```text
+//! bypass stat 127.0.0.1:9464 --interval 500ms --once --json
+//! ```
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -11,13 +15,34 @@ use std::net::{TcpStream, ToSocketAddrs};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-const USAGE: &str = "usage: bypass stat ADDR [--interval SECS] [--once] [--json] [--count N]
+/// `bypass stat` options.
+#[derive(clap::Args, Debug)]
+pub struct StatArgs {
+    /// host:port of a stack's metrics endpoint (StackBuilder::metrics_addr); an
+    /// http://ADDR/metrics URL works too
+    #[arg(value_name = "ADDR")]
+    pub addr: String,
+    /// Time between scrapes; rates are over this interval
+    #[arg(long, value_name = "TIME", default_value = "1s", value_parser = positive_duration)]
+    pub interval: Duration,
+    /// Print one frame (two scrapes, --interval apart) and exit
+    #[arg(long)]
+    pub once: bool,
+    /// With --once: one JSON object (totals and rates) instead of text
+    #[arg(long, requires = "once")]
+    pub json: bool,
+    /// Stop after N frames
+    #[arg(long, value_name = "N")]
+    pub count: Option<u64>,
+}
 
-  ADDR            host:port of a stack's metrics endpoint (StackBuilder::metrics_addr)
-  --interval S    seconds between scrapes; rates are over this interval (default 1)
-  --once          print one frame (two scrapes, --interval apart) and exit
-  --json          with --once: one JSON object (totals and rates) instead of text
-  --count N       stop after N frames";
+fn positive_duration(s: &str) -> Result<Duration, String> {
+    let d = super::duration::parse(s)?;
+    if d.is_zero() {
+        return Err("the interval must be longer than 0".into());
+    }
+    Ok(d)
+}
 
 /// One series: labels (sorted) and value.
 type Labels = BTreeMap<String, String>;
@@ -447,46 +472,17 @@ fn render_json(addr: &str, a: &Scrape, b: &Scrape, interval: f64) -> serde_json:
             "connections": conns })
 }
 
-/// `bypass stat` with its arguments (after `stat`).
-pub fn main(args: &[String]) -> ExitCode {
-    let mut addr = None;
-    let mut interval = 1.0f64;
-    let (mut once, mut json, mut count) = (false, false, None::<u64>);
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--interval" => match it.next().and_then(|v| v.parse::<f64>().ok()) {
-                Some(v) if v > 0.0 && v.is_finite() => interval = v,
-                _ => return usage("--interval takes a positive number of seconds"),
-            },
-            "--count" => match it.next().and_then(|v| v.parse().ok()) {
-                Some(v) => count = Some(v),
-                None => return usage("--count takes a number"),
-            },
-            "--once" => once = true,
-            "--json" => json = true,
-            "-h" | "--help" => {
-                println!("{USAGE}");
-                return ExitCode::SUCCESS;
-            }
-            s if addr.is_none() && !s.starts_with('-') => {
-                let s = s.strip_prefix("http://").unwrap_or(s);
-                addr = Some(
-                    s.trim_end_matches('/')
-                        .trim_end_matches("/metrics")
-                        .to_owned(),
-                );
-            }
-            s => return usage(&format!("unknown argument {s}")),
-        }
-    }
-    let Some(addr) = addr else {
-        return usage("no ADDR");
-    };
-    if json && !once {
-        return usage("--json needs --once");
-    }
-    let step = Duration::from_secs_f64(interval);
+/// `bypass stat`.
+pub fn main(args: &StatArgs) -> ExitCode {
+    let a = args.addr.as_str();
+    let a = a.strip_prefix("http://").unwrap_or(a);
+    let addr = a
+        .trim_end_matches('/')
+        .trim_end_matches("/metrics")
+        .to_owned();
+    let (once, json, count) = (args.once, args.json, args.count);
+    let interval = args.interval.as_secs_f64();
+    let step = args.interval;
     let mut prev = match scrape(&addr) {
         Ok(s) => s,
         Err(e) => {
@@ -526,11 +522,6 @@ pub fn main(args: &[String]) -> ExitCode {
         }
         prev = cur;
     }
-}
-
-fn usage(why: &str) -> ExitCode {
-    eprintln!("bypass stat: {why}\n{USAGE}");
-    ExitCode::from(2)
 }
 
 #[cfg(test)]

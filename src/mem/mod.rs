@@ -25,7 +25,6 @@ pub mod gpu;
 mod pktbuf;
 mod pool;
 mod region;
-pub mod selftest;
 
 pub use self::core::{current as current_core, CoreError, CoreSlot, MAX_CORES};
 pub use pktbuf::{Meta, NoRoom, PktBuf, PktBytes};

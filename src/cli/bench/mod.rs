@@ -94,18 +94,6 @@ pub fn make_transport(
         .map(|(_, make)| make(config))
 }
 
-/// Parses a `--transports` list: every name must be a transport.
-fn parse_transports(v: &str) -> Result<Vec<String>, String> {
-    let names: Vec<String> = v.split(',').map(|s| s.trim().to_owned()).collect();
-    match names
-        .iter()
-        .find(|n| !TRANSPORTS.iter().any(|(t, _)| t == n))
-    {
-        Some(n) => Err(format!("unknown transport {n:?}")),
-        None => Ok(names),
-    }
-}
-
 /// Pins the calling thread to `core`; false if there is no such core.
 pub fn pin_to_core(core: usize) -> bool {
     core_affinity::get_core_ids()
@@ -115,41 +103,135 @@ pub fn pin_to_core(core: usize) -> bool {
         .is_some_and(core_affinity::set_for_current)
 }
 
-/// Usage text of `bypass bench`.
-pub const USAGE: &str = "\
-bypass bench [pingpong|stream|rpc|all]... [options]
-  Measures the bypass transport and the kernel's UDP and TCP (blocking and busy-polling) in
-  one run: client on core 0, a `bypass bench-peer` child process on core 1.
-  --sizes LIST        message sizes, e.g. 64,1k,64k,1m (pingpong default 64,1024,16384,65536,
-                      1048576; stream default 64,1048576)
-  --duration T        measured time per cell (default 1s; units ns/us/ms/s)
-  --warmup T          unmeasured time before each cell (default 200ms)
-  --conns N           stream: also run with N connections (default 4; 1 always runs)
-  --rates LIST        rpc: offered requests/s (default 10k,50k,100k,200k)
-  --rpc-size N        rpc: request and response size (default 64, at least 8)
-  --transports LIST   only these transports (default bypass-memif,kernel-udp,kernel-tcp;
-                      bypass-dpdk runs only when named, against --peer, with the --dpdk options)
-  --variants LIST     only these ways of waiting (blocking,busy-poll)
-  --timeout T         the longest the client waits for an answer (default 5s)
-  --peer ADDR         use a peer already running at ADDR (`bypass bench-peer --listen ADDR`)
-  --client-core N     core of the client (default 0); --server-core N: core of the
-                      spawned peer (default 1); --no-pin: pin nothing
-  --json              print JSON instead of tables
-  -q, --quiet         no progress lines on stderr
-  --dpdk \"EAL ARGS\"   bypass-dpdk: this end's DPDK EAL arguments, e.g.
-                      \"--vdev=net_af_packet0,iface=eth1 --no-huge\" or \"-a 0000:01:00.0\"
-  --dpdk-ip IP        bypass-dpdk: this end's IPv4 address on the DPDK link (not an address
-                      the kernel owns on that interface)
-  --dpdk-dev NAME     bypass-dpdk: the ethdev (default: the first --vdev or -a device)
-  --dpdk-arp IP=MAC   bypass-dpdk: static ARP entry for the peer (default: resolve by ARP)
-bypass bench-peer [--listen ADDR] [--core N] [--once] [--transports LIST] [--dpdk ... options]
-  The other end (default 127.0.0.1:0; prints `bypass-bench-peer listening on ADDR`); serves
-  the transports listed (default all but bypass-dpdk, which the --dpdk options enable).
+/// The longer description of `bypass bench --help`.
+pub const ABOUT: &str = "\
+Measures the bypass transport and the kernel's UDP and TCP (blocking and busy-polling) in one \
+run: client on core 0, a `bypass bench-peer` child process on core 1.
+
+Modes: pingpong (round-trip time per message size), stream (one-way Gb/s and msg/s, one \
+connection and several), rpc (open-loop latency against offered load). With no mode, all \
+three run.";
+
+/// What `bypass bench --help` ends with: the peer, and running against DPDK.
+const AFTER_HELP: &str = "\
+The other end is `bypass bench-peer` (see `bypass help bench-peer`): spawned by default, or \
+started elsewhere and named with --peer.
+
 Against a DPDK peer (two hosts, or two network namespaces; the control channel is TCP):
   there:  bypass bench-peer --listen 192.168.1.1:7300 --transports bypass-dpdk \\
             --dpdk \"-a 0000:01:00.0 --iova-mode=va\" --dpdk-ip 10.9.0.1
   here:   bypass bench --peer 192.168.1.1:7300 --transports bypass-dpdk \\
             --dpdk \"-a 0000:01:00.0 --iova-mode=va\" --dpdk-ip 10.9.0.2";
+
+/// A benchmark on the command line (`all` is the three).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum ModeArg {
+    /// Round-trip time per message size
+    Pingpong,
+    /// One-way Gb/s and msg/s, one connection and several
+    Stream,
+    /// Open-loop latency against offered load
+    Rpc,
+    /// pingpong, stream and rpc
+    All,
+}
+
+/// `bypass bench` on the command line; [`BenchArgs::into_opts`] makes the [`Opts`] the
+/// driver reads.
+#[derive(clap::Args, Debug)]
+#[command(after_help = AFTER_HELP)]
+pub struct BenchArgs {
+    /// Which benchmarks [default: all]
+    #[arg(value_enum, value_name = "MODE")]
+    modes: Vec<ModeArg>,
+    /// Message sizes, e.g. 64,1k,64k,1m [default: pingpong 64,1024,16384,65536,1048576;
+    /// stream 64,1048576]
+    #[arg(long, value_name = "LIST", value_delimiter = ',', value_parser = size_arg)]
+    sizes: Option<Vec<usize>>,
+    /// Measured time per cell
+    #[arg(long, value_name = "TIME", default_value = "1s", value_parser = super::duration::parse)]
+    duration: Duration,
+    /// Unmeasured time before each cell
+    #[arg(long, value_name = "TIME", default_value = "200ms", value_parser = super::duration::parse)]
+    warmup: Duration,
+    /// stream: also run with N connections (1 always runs)
+    #[arg(long, value_name = "N", default_value_t = 4,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    conns: usize,
+    /// rpc: offered requests/s, e.g. 10k,1.5m [default: 10k,50k,100k,200k]
+    #[arg(long, value_name = "LIST", value_delimiter = ',', value_parser = rate_arg)]
+    rates: Option<Vec<f64>>,
+    /// rpc: request and response size (at least 8)
+    #[arg(long, value_name = "N", default_value_t = 64,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new()
+              .range(modes::RPC_MIN_SIZE as u64..))]
+    rpc_size: usize,
+    /// Only these transports [default: bypass-memif,kernel-udp,kernel-tcp; bypass-dpdk runs
+    /// only when named, against --peer, with the --dpdk options]
+    #[arg(long, value_name = "LIST", value_delimiter = ',', value_parser = transport_arg)]
+    transports: Option<Vec<String>>,
+    /// Only these ways of waiting: blocking, busy-poll (or busy)
+    #[arg(long, value_name = "LIST", value_delimiter = ',', value_parser = wait_arg)]
+    variants: Option<Vec<Wait>>,
+    /// The longest the client waits for an answer
+    #[arg(long, value_name = "TIME", default_value = "5s", value_parser = super::duration::parse)]
+    timeout: Duration,
+    /// Use a peer already running at ADDR (`bypass bench-peer --listen ADDR`)
+    #[arg(long, value_name = "ADDR")]
+    peer: Option<String>,
+    /// Core of the client
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    client_core: usize,
+    /// Core of the spawned peer
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    server_core: usize,
+    /// Pin nothing
+    #[arg(long, conflicts_with_all = ["client_core", "server_core"])]
+    no_pin: bool,
+    /// Print JSON instead of tables
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    dpdk: DpdkArgs,
+}
+
+/// The `bypass-dpdk` options of `bench` and `bench-peer`.
+#[derive(clap::Args, Debug, Default)]
+pub struct DpdkArgs {
+    /// bypass-dpdk: this end's DPDK EAL arguments, e.g. "--vdev=net_af_packet0,iface=eth1
+    /// --no-huge" or "-a 0000:01:00.0"
+    #[arg(long = "dpdk", value_name = "EAL ARGS", allow_hyphen_values = true)]
+    eal: Option<String>,
+    /// bypass-dpdk: this end's IPv4 address on the DPDK link (not an address the kernel owns
+    /// on that interface)
+    #[arg(long = "dpdk-ip", value_name = "IP")]
+    ip: Option<String>,
+    /// bypass-dpdk: the ethdev [default: the first --vdev or -a device]
+    #[arg(long = "dpdk-dev", value_name = "NAME")]
+    dev: Option<String>,
+    /// bypass-dpdk: static ARP entry for the peer (repeatable) [default: resolve by ARP]
+    #[arg(long = "dpdk-arp", value_name = "IP=MAC")]
+    arp: Vec<String>,
+}
+
+impl DpdkArgs {
+    /// The transport's settings (validated as [`bypass_dpdk::DpdkOpts::parse_flag`] does).
+    fn to_opts(&self) -> Result<bypass_dpdk::DpdkOpts, String> {
+        let mut o = bypass_dpdk::DpdkOpts::default();
+        let given = [
+            ("--dpdk", self.eal.as_deref()),
+            ("--dpdk-ip", self.ip.as_deref()),
+            ("--dpdk-dev", self.dev.as_deref()),
+        ]
+        .into_iter()
+        .filter_map(|(f, v)| Some((f, v?)))
+        .chain(self.arp.iter().map(|v| ("--dpdk-arp", v.as_str())));
+        for (flag, v) in given {
+            o.parse_flag(flag, || Ok(v))?;
+        }
+        Ok(o)
+    }
+}
 
 /// Which benchmark.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -212,152 +294,94 @@ fn parse_rate(s: &str) -> Option<f64> {
     (r.is_finite() && r > 0.0).then_some(r)
 }
 
-/// Parses `1s`, `200ms`, `500us`, `100ns`, `0.5` (seconds).
-fn parse_duration(s: &str) -> Option<Duration> {
-    let (num, unit) = match s.find(|c: char| c.is_ascii_alphabetic()) {
-        Some(i) => s.split_at(i),
-        None => (s, "s"),
-    };
-    let v: f64 = num.parse().ok()?;
-    let secs = match unit {
-        "s" => v,
-        "ms" => v / 1e3,
-        "us" => v / 1e6,
-        "ns" => v / 1e9,
-        _ => return None,
-    };
-    (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs))
+fn size_arg(s: &str) -> Result<usize, String> {
+    parse_size(s.trim()).ok_or_else(|| format!("{s:?} is not a size (e.g. 64, 1k, 64KiB, 1m)"))
 }
 
-fn parse_list<T>(s: &str, f: impl Fn(&str) -> Option<T>) -> Option<Vec<T>> {
-    s.split(',').map(|x| f(x.trim())).collect()
+fn rate_arg(s: &str) -> Result<f64, String> {
+    parse_rate(s.trim()).ok_or_else(|| format!("{s:?} is not a positive rate (e.g. 10k, 1.5m)"))
 }
 
-fn parse_opts(args: &[String]) -> Result<Opts, String> {
-    let mut o = Opts {
-        modes: Vec::new(),
-        sizes: None,
-        duration: Duration::from_secs(1),
-        warmup: Duration::from_millis(200),
-        conns: 4,
-        rates: RATES.to_vec(),
-        rpc_size: 64,
-        transports: None,
-        variants: None,
-        timeout: Duration::from_secs(5),
-        peer: None,
-        client_core: Some(0),
-        server_core: Some(1),
-        json: false,
-        quiet: false,
-        config: TransportConfig::default(),
-    };
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let mut val = |name: &str| {
-            it.next()
-                .map(String::as_str)
-                .ok_or_else(|| format!("{name} takes a value"))
+fn wait_arg(s: &str) -> Result<Wait, String> {
+    Wait::parse(s.trim()).ok_or_else(|| format!("unknown variant {s:?} (blocking, busy-poll)"))
+}
+
+fn transport_arg(s: &str) -> Result<String, String> {
+    let s = s.trim();
+    if TRANSPORTS.iter().any(|(t, _)| *t == s) {
+        return Ok(s.to_owned());
+    }
+    let names: Vec<&str> = TRANSPORTS.iter().map(|(t, _)| *t).collect();
+    Err(format!(
+        "unknown transport {s:?} (known: {})",
+        names.join(", ")
+    ))
+}
+
+impl BenchArgs {
+    /// The driver's options; `quiet` (the global `-q`) also turns the progress lines off.
+    /// Errs on options that do not go together.
+    fn into_opts(self, quiet: bool) -> Result<Opts, String> {
+        let mut modes = Vec::new();
+        for m in &self.modes {
+            match m {
+                ModeArg::Pingpong => modes.push(Mode::Pingpong),
+                ModeArg::Stream => modes.push(Mode::Stream),
+                ModeArg::Rpc => modes.push(Mode::Rpc),
+                ModeArg::All => modes.extend([Mode::Pingpong, Mode::Stream, Mode::Rpc]),
+            }
+        }
+        let pin = |c| (!self.no_pin).then_some(c);
+        let mut o = Opts {
+            modes,
+            sizes: self.sizes,
+            duration: self.duration,
+            warmup: self.warmup,
+            conns: self.conns,
+            rates: self.rates.unwrap_or_else(|| RATES.to_vec()),
+            rpc_size: self.rpc_size,
+            transports: self.transports,
+            variants: self.variants,
+            timeout: self.timeout,
+            peer: self.peer,
+            client_core: pin(self.client_core),
+            server_core: pin(self.server_core),
+            json: self.json,
+            quiet,
+            config: TransportConfig {
+                dpdk: self.dpdk.to_opts()?,
+            },
         };
-        let bad = |name: &str, v: &str| format!("bad value {v:?} for {name}");
-        match a.as_str() {
-            "pingpong" => o.modes.push(Mode::Pingpong),
-            "stream" => o.modes.push(Mode::Stream),
-            "rpc" => o.modes.push(Mode::Rpc),
-            "all" => o.modes.extend([Mode::Pingpong, Mode::Stream, Mode::Rpc]),
-            "--sizes" => {
-                let v = val(a)?;
-                o.sizes = Some(parse_list(v, parse_size).ok_or_else(|| bad(a, v))?);
-            }
-            "--duration" => {
-                let v = val(a)?;
-                o.duration = parse_duration(v).ok_or_else(|| bad(a, v))?;
-            }
-            "--warmup" => {
-                let v = val(a)?;
-                o.warmup = parse_duration(v).ok_or_else(|| bad(a, v))?;
-            }
-            "--timeout" => {
-                let v = val(a)?;
-                o.timeout = parse_duration(v).ok_or_else(|| bad(a, v))?;
-            }
-            "--conns" => {
-                let v = val(a)?;
-                o.conns = v.parse().ok().filter(|&n| n > 0).ok_or_else(|| bad(a, v))?;
-            }
-            "--rates" => {
-                let v = val(a)?;
-                o.rates = parse_list(v, parse_rate).ok_or_else(|| bad(a, v))?;
-            }
-            "--rpc-size" => {
-                let v = val(a)?;
-                o.rpc_size = v
-                    .parse()
-                    .ok()
-                    .filter(|&n| n >= modes::RPC_MIN_SIZE)
-                    .ok_or_else(|| bad(a, v))?;
-            }
-            "--transports" => o.transports = Some(parse_transports(val(a)?)?),
-            "--variants" => {
-                let v = val(a)?;
-                o.variants = Some(parse_list(v, Wait::parse).ok_or_else(|| bad(a, v))?);
-            }
-            "--peer" => o.peer = Some(val(a)?.to_owned()),
-            "--client-core" => {
-                let v = val(a)?;
-                o.client_core = Some(v.parse().map_err(|_| bad(a, v))?);
-            }
-            "--server-core" => {
-                let v = val(a)?;
-                o.server_core = Some(v.parse().map_err(|_| bad(a, v))?);
-            }
-            "--no-pin" => {
-                o.client_core = None;
-                o.server_core = None;
-            }
-            "--json" => o.json = true,
-            "-q" | "--quiet" => o.quiet = true,
-            other => {
-                if !o.config.dpdk.parse_flag(other, || val(other))? {
-                    return Err(format!("unknown argument {other:?}"));
-                }
-            }
+        let dpdk_named = o
+            .transports
+            .as_ref()
+            .is_some_and(|ts| ts.iter().any(|t| t == "bypass-dpdk"));
+        if dpdk_named && o.peer.is_none() {
+            return Err(
+                "bypass-dpdk runs against a peer elsewhere: start `bypass bench-peer \
+                        --listen ADDR --transports bypass-dpdk --dpdk ... --dpdk-ip IP` at the \
+                        other end of the DPDK link and pass --peer ADDR"
+                    .into(),
+            );
         }
+        if o.config.dpdk.is_set() && !dpdk_named {
+            return Err(
+                "the --dpdk options are for bypass-dpdk: add --transports bypass-dpdk".into(),
+            );
+        }
+        if o.modes.is_empty() {
+            o.modes = vec![Mode::Pingpong, Mode::Stream, Mode::Rpc];
+        }
+        o.modes.dedup();
+        Ok(o)
     }
-    let dpdk_named = o
-        .transports
-        .as_ref()
-        .is_some_and(|ts| ts.iter().any(|t| t == "bypass-dpdk"));
-    if dpdk_named && o.peer.is_none() {
-        return Err(
-            "bypass-dpdk runs against a peer elsewhere: start `bypass bench-peer \
-                    --listen ADDR --transports bypass-dpdk --dpdk ... --dpdk-ip IP` at the \
-                    other end of the DPDK link and pass --peer ADDR"
-                .into(),
-        );
-    }
-    if o.config.dpdk.is_set() && !dpdk_named {
-        return Err("the --dpdk options are for bypass-dpdk: add --transports bypass-dpdk".into());
-    }
-    if o.modes.is_empty() {
-        o.modes = vec![Mode::Pingpong, Mode::Stream, Mode::Rpc];
-    }
-    o.modes.dedup();
-    Ok(o)
 }
 
-/// `bypass bench ARGS`.
-pub fn main(args: &[String]) -> ExitCode {
-    if args.iter().any(|a| a == "-h" || a == "--help") {
-        println!("{USAGE}");
-        return ExitCode::SUCCESS;
-    }
-    let opts = match parse_opts(args) {
+/// `bypass bench`; `quiet`: the global `-q`.
+pub fn main(args: BenchArgs, quiet: bool) -> ExitCode {
+    let opts = match args.into_opts(quiet) {
         Ok(o) => o,
-        Err(e) => {
-            eprintln!("bypass bench: {e}\n{USAGE}");
-            return ExitCode::from(2);
-        }
+        Err(e) => return super::usage_error(&["bench"], e),
     };
     match run(&opts) {
         Ok(mut report) => {
@@ -387,63 +411,12 @@ pub fn main(args: &[String]) -> ExitCode {
     }
 }
 
-/// `bypass bench-peer ARGS`.
-pub fn peer_main(args: &[String]) -> ExitCode {
-    let mut o = peer::PeerOpts {
-        listen: "127.0.0.1:0".into(),
-        core: None,
-        once: false,
-        transports: None,
-        config: TransportConfig::default(),
+/// `bypass bench-peer`.
+pub fn peer_main(args: peer::PeerArgs) -> ExitCode {
+    let o = match args.into_opts() {
+        Ok(o) => o,
+        Err(e) => return super::usage_error(&["bench-peer"], e),
     };
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let next = it.clone().next();
-        let dpdk = o.config.dpdk.parse_flag(a, || {
-            it.next()
-                .map(String::as_str)
-                .ok_or_else(|| format!("{a} takes a value"))
-        });
-        match dpdk {
-            Ok(true) => continue,
-            Ok(false) => {}
-            Err(e) => {
-                eprintln!("bypass bench-peer: {e}");
-                return ExitCode::from(2);
-            }
-        }
-        match (a.as_str(), next) {
-            ("--listen", Some(v)) => {
-                o.listen = v.clone();
-                it.next();
-            }
-            ("--core", Some(v)) => match v.parse() {
-                Ok(c) => {
-                    o.core = Some(c);
-                    it.next();
-                }
-                Err(_) => {
-                    eprintln!("bypass bench-peer: bad core {v:?}");
-                    return ExitCode::from(2);
-                }
-            },
-            ("--once", _) => o.once = true,
-            ("--transports", Some(v)) => match parse_transports(v) {
-                Ok(t) => {
-                    o.transports = Some(t);
-                    it.next();
-                }
-                Err(e) => {
-                    eprintln!("bypass bench-peer: {e}");
-                    return ExitCode::from(2);
-                }
-            },
-            _ => {
-                eprintln!("bypass bench-peer: unknown argument {a:?}\n{USAGE}");
-                return ExitCode::from(2);
-            }
-        }
-    }
     match peer::run_peer(&o) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -936,8 +909,22 @@ fn run(o: &Opts) -> Result<Report, String> {
 mod tests {
     use super::*;
 
+    #[derive(clap::Parser)]
+    struct T {
+        #[command(flatten)]
+        a: BenchArgs,
+    }
+
     fn args(s: &str) -> Vec<String> {
         s.split_whitespace().map(str::to_owned).collect()
+    }
+
+    /// The command line as `bypass bench ARGS` reads it.
+    fn parse_opts(a: &[String]) -> Result<Opts, String> {
+        use clap::Parser;
+        let t = T::try_parse_from(std::iter::once("bench".to_owned()).chain(a.iter().cloned()))
+            .map_err(|e| e.to_string())?;
+        t.a.into_opts(false)
     }
 
     #[test]
@@ -950,10 +937,6 @@ mod tests {
         assert_eq!(parse_rate("10k"), Some(10e3));
         assert_eq!(parse_rate("1.5m"), Some(1.5e6));
         assert_eq!(parse_rate("0"), None);
-        assert_eq!(parse_duration("1s"), Some(Duration::from_secs(1)));
-        assert_eq!(parse_duration("200ms"), Some(Duration::from_millis(200)));
-        assert_eq!(parse_duration("0.5"), Some(Duration::from_millis(500)));
-        assert_eq!(parse_duration("5min"), None);
     }
 
     #[test]
@@ -961,6 +944,14 @@ mod tests {
         let o = parse_opts(&[]).unwrap();
         assert_eq!(o.modes, vec![Mode::Pingpong, Mode::Stream, Mode::Rpc]);
         assert_eq!(o.conns, 4);
+        assert_eq!(o.rates, RATES);
+        assert_eq!(
+            (o.duration, o.warmup),
+            (Duration::from_secs(1), Duration::from_millis(200))
+        );
+        assert_eq!(o.timeout, Duration::from_secs(5));
+        assert_eq!((o.client_core, o.server_core), (Some(0), Some(1)));
+        assert!(!o.quiet && !o.json);
         // bypass-memif (busy-poll only) and both kernel transports, both ways of waiting;
         // bypass-dpdk only when named.
         assert_eq!(selected(&o).len(), 5);
@@ -983,6 +974,13 @@ mod tests {
         assert!(parse_opts(&args("--rpc-size 4")).is_err());
         assert!(parse_opts(&args("--duration")).is_err());
         assert!(parse_opts(&args("bogus")).is_err());
+        assert!(parse_opts(&args("--duration 1")).is_err());
+        assert!(parse_opts(&args("--conns 0")).is_err());
+        assert!(parse_opts(&args("--no-pin --client-core 2")).is_err());
+        let o = parse_opts(&args("--duration=300ms --no-pin stream stream")).unwrap();
+        assert_eq!(o.duration, Duration::from_millis(300));
+        assert_eq!((o.client_core, o.server_core), (None, None));
+        assert_eq!(o.modes, vec![Mode::Stream]);
         // bypass-dpdk needs a peer elsewhere; the DPDK options need bypass-dpdk.
         let e = parse_opts(&args("--transports bypass-dpdk")).unwrap_err();
         assert!(e.contains("bypass bench-peer"), "{e}");

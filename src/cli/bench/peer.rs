@@ -55,6 +55,8 @@ impl PeerChild {
     /// 10 s) for the address it prints.
     pub fn spawn(exe: &std::path::Path, core: Option<usize>) -> Result<PeerChild, String> {
         let mut cmd = Command::new(exe);
+        // The peer logs as much as this process (`-v`, `-q`).
+        cmd.args(crate::cli::log::child_args());
         cmd.args(["bench-peer", "--listen", "127.0.0.1:0", "--once"]);
         if let Some(c) = core {
             cmd.args(["--core", &c.to_string()]);
@@ -186,6 +188,46 @@ impl Control {
             )),
             _ => Err("bad count reply from the peer".into()),
         }
+    }
+}
+
+/// The longer description of `bypass bench-peer --help`.
+pub const ABOUT: &str = "The other end of `bypass bench`: listens on ADDR (prints \
+    `bypass-bench-peer listening on ADDR`) and serves the transports listed (default all but \
+    bypass-dpdk, which the --dpdk options enable). `bypass bench` starts one itself unless \
+    given --peer.";
+
+/// `bypass bench-peer` on the command line; [`PeerArgs::into_opts`] makes the [`PeerOpts`].
+#[derive(clap::Args, Debug)]
+pub struct PeerArgs {
+    /// Control address to listen on
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
+    listen: String,
+    /// Core for the server threads
+    #[arg(long, value_name = "N")]
+    core: Option<usize>,
+    /// Serve one session, then exit
+    #[arg(long)]
+    once: bool,
+    /// Serve only these transports
+    #[arg(long, value_name = "LIST", value_delimiter = ',', value_parser = super::transport_arg)]
+    transports: Option<Vec<String>>,
+    #[command(flatten)]
+    dpdk: super::DpdkArgs,
+}
+
+impl PeerArgs {
+    /// The peer's options.
+    pub fn into_opts(self) -> Result<PeerOpts, String> {
+        Ok(PeerOpts {
+            listen: self.listen,
+            core: self.core,
+            once: self.once,
+            transports: self.transports,
+            config: TransportConfig {
+                dpdk: self.dpdk.to_opts()?,
+            },
+        })
     }
 }
 
