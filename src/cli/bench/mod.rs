@@ -1059,10 +1059,12 @@ fn run(o: &Opts) -> Result<Report, String> {
                 g.iter().collect()
             };
             for c in order {
-                progress.start(
-                    format_args!("{} round {}/{}", c.describe(), round + 1, o.rounds),
-                    c.expected(o),
-                );
+                let of_rounds = if o.rounds > 1 {
+                    format!(" round {}/{}", round + 1, o.rounds)
+                } else {
+                    String::new()
+                };
+                progress.start(format_args!("{}{of_rounds}", c.describe()), c.expected(o));
                 let t = c.t.as_ref();
                 match c.mode {
                     Mode::Pingpong => {
@@ -1173,6 +1175,15 @@ mod tests {
         assert!(parse_opts(&args("--rpc-size 4")).is_err());
         assert!(parse_opts(&args("--duration")).is_err());
         assert!(parse_opts(&args("bogus")).is_err());
+        assert!(parse_opts(&args("--rounds 0")).is_err());
+        assert!(parse_opts(&args("--rounds x")).is_err());
+        assert!(parse_opts(&args("--plot")).is_err());
+        let o = parse_opts(&args("--rounds 3 --plot /tmp/p")).unwrap();
+        assert_eq!(
+            (o.rounds, o.plot.as_deref()),
+            (3, Some(std::path::Path::new("/tmp/p")))
+        );
+        assert_eq!(parse_opts(&[]).unwrap().rounds, 1);
         // bypass-dpdk needs a peer elsewhere; the DPDK options need bypass-dpdk.
         let e = parse_opts(&args("--transports bypass-dpdk")).unwrap_err();
         assert!(e.contains("bypass bench-peer"), "{e}");
