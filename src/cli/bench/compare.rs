@@ -28,6 +28,13 @@
 //!   the distribution's own width is the honest scale of what moves between runs.
 //! - Fewer rounds, stream figures (no distribution recorded): no verdict ("noise unknown").
 //!
+//! A latency quantile q is judged only when every round of both runs has at least
+//! [`MIN_TAIL_SAMPLES`] samples beyond it (`samples x (1 - q) >= 10`: 10 000 round trips for
+//! p99.9, 20 for the median); otherwise it is the few largest samples of a round, which on a
+//! shared VM are the scheduler's time slices, not the code ("too few samples"). Two runs of
+//! the same build taken a minute apart (bench/results/2026-12-07-*) had 3 of 20 figures
+//! called improved by the rounds rule alone, all p99.9 from 1 300 to 5 600 samples a round.
+//!
 //! Both runs' cache-line floors are shown; floors that differ by more than half
 //! ([`FLOOR_WARN`]) mean the cores were in different states, and every change may be the
 //! machine's rather than the code's: a warning says so.
@@ -47,6 +54,8 @@ pub const MIN_EFFECT: f64 = 0.02;
 pub const FLOOR_WARN: f64 = 1.5;
 /// Rounds both runs need for [`rounds_rule`].
 pub const MIN_ROUNDS: usize = 3;
+/// Samples beyond a quantile that every round needs for the quantile to be judged.
+pub const MIN_TAIL_SAMPLES: f64 = 10.0;
 
 const USAGE: &str = "usage: bypass bench compare OLD.json NEW.json
   Compares two `bypass bench --json` runs cell by cell: old -> new, the change, and whether
@@ -129,6 +138,8 @@ pub struct Sample {
     pub hist: Option<Histogram<u64>>,
     /// The quantile the figure is (latency).
     pub quantile: Option<f64>,
+    /// The fewest samples in any of its rounds (latency).
+    pub min_samples: Option<u64>,
     /// Why the cell has no figure (n/a, error).
     pub missing: Option<String>,
 }
@@ -158,6 +169,8 @@ pub enum Method {
     Histogram,
     /// No noise estimate.
     None,
+    /// Too few samples beyond the quantile ([`MIN_TAIL_SAMPLES`]).
+    FewSamples,
 }
 
 /// What became of a figure.
@@ -221,6 +234,12 @@ pub fn judge(old: &Sample, new: &Sample, better: Better) -> (Verdict, Method) {
     let (Some(ov), Some(nv)) = (old.value(), new.value()) else {
         return (Verdict::Unknown, Method::None);
     };
+    if let Some(q) = old.quantile {
+        let fewest = old.min_samples.min(new.min_samples).unwrap_or(0);
+        if (fewest as f64) * (1.0 - q) < MIN_TAIL_SAMPLES {
+            return (Verdict::Unknown, Method::FewSamples);
+        }
+    }
     let (sign, method) = if old.rounds.len() >= MIN_ROUNDS && new.rounds.len() >= MIN_ROUNDS {
         (rounds_rule(&old.rounds, &new.rounds), Method::Rounds)
     } else {
@@ -288,6 +307,7 @@ fn figures(r: &Report) -> Result<Vec<Figure>, String> {
                     rounds: lat.iter().map(|l| f(l) as f64).collect(),
                     hist: hist.clone(),
                     quantile: Some(q),
+                    min_samples: lat.iter().map(|l| l.samples).min(),
                     missing: missing(k),
                 },
             });
@@ -310,6 +330,7 @@ fn figures(r: &Report) -> Result<Vec<Figure>, String> {
                 rounds: row.rounds.iter().filter_map(|x| x.gbps).collect(),
                 hist: None,
                 quantile: None,
+                min_samples: None,
                 missing: missing(k),
             },
         });
@@ -347,6 +368,7 @@ fn figures(r: &Report) -> Result<Vec<Figure>, String> {
                     rounds: lat.iter().map(|l| f(l) as f64).collect(),
                     hist: hist.clone(),
                     quantile: Some(q),
+                    min_samples: lat.iter().map(|l| l.samples).min(),
                     missing: missing(k),
                 },
             });
@@ -471,13 +493,16 @@ impl Comparison {
                     let how = match m {
                         Method::Rounds => " (rounds)",
                         Method::Histogram => " (histograms)",
-                        Method::None => "",
+                        Method::None | Method::FewSamples => "",
                     };
-                    match v {
-                        Verdict::Regressed => format!("REGRESSED{how}"),
-                        Verdict::Improved => format!("improved{how}"),
-                        Verdict::Noise => format!("within noise{how}"),
-                        Verdict::Unknown => "noise unknown".into(),
+                    match (v, m) {
+                        (Verdict::Regressed, _) => format!("REGRESSED{how}"),
+                        (Verdict::Improved, _) => format!("improved{how}"),
+                        (Verdict::Noise, _) => format!("within noise{how}"),
+                        (Verdict::Unknown, Method::FewSamples) => {
+                            format!("too few samples (< {MIN_TAIL_SAMPLES} beyond it a round)")
+                        }
+                        (Verdict::Unknown, _) => "noise unknown".into(),
                     }
                 }
                 (None, None) => "-".into(),
@@ -518,7 +543,8 @@ impl Comparison {
             out.push_str(&line(r));
         }
         out.push_str(&format!(
-            "\n{} regressed, {} improved, {} within noise, {} without a noise estimate\n",
+            "\n{} regressed, {} improved, {} within noise, {} not judged (no noise estimate, \
+             or too few samples)\n",
             self.regressions(),
             self.count(Verdict::Improved),
             self.count(Verdict::Noise),
@@ -714,6 +740,7 @@ mod tests {
             rounds: v.to_vec(),
             hist: None,
             quantile: None,
+            min_samples: None,
             missing: None,
         };
         let (lo, hi) = (s(&[100.0, 101.0, 102.0]), s(&[150.0, 151.0, 152.0]));
@@ -729,6 +756,29 @@ mod tests {
         assert_eq!(
             judge(&two, &s(&[200.0, 201.0]), Better::Higher),
             (Verdict::Unknown, Method::None)
+        );
+        // p99.9 from rounds of 9 999 samples: fewer than 10 beyond it, not judged; from
+        // 10 000 it is.
+        let tail = |v: &[f64], n: u64| Sample {
+            quantile: Some(0.999),
+            min_samples: Some(n),
+            ..s(v)
+        };
+        assert_eq!(
+            judge(
+                &tail(&[100.0; 3], 9_999),
+                &tail(&[200.0; 3], 20_000),
+                Better::Lower
+            ),
+            (Verdict::Unknown, Method::FewSamples)
+        );
+        assert_eq!(
+            judge(
+                &tail(&[100.0; 3], 10_000),
+                &tail(&[200.0; 3], 20_000),
+                Better::Lower
+            ),
+            (Verdict::Regressed, Method::Rounds)
         );
     }
 
