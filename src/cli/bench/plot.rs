@@ -275,6 +275,63 @@ fn colour(name: &str) -> RGBColor {
     COLOURS[order(name) % COLOURS.len()]
 }
 
+/// A y axis in log10 of the values, with fixed ticks and minor grid lines.
+struct Log10Axis {
+    lo: f64,
+    hi: f64,
+    ticks: Vec<f64>,
+    minor: Vec<f64>,
+}
+
+impl Ranged for Log10Axis {
+    type FormatOption = plotters::coord::ranged1d::DefaultFormatting;
+    type ValueType = f64;
+
+    fn map(&self, v: &f64, limit: (i32, i32)) -> i32 {
+        let f = (v - self.lo) / (self.hi - self.lo);
+        limit.0 + (f * f64::from(limit.1 - limit.0)).round() as i32
+    }
+
+    fn key_points<H: plotters::coord::ranged1d::KeyPointHint>(&self, hint: H) -> Vec<f64> {
+        if hint.weight().allow_light_points() {
+            self.minor.clone()
+        } else {
+            self.ticks.clone()
+        }
+    }
+
+    fn range(&self) -> std::ops::Range<f64> {
+        self.lo..self.hi
+    }
+}
+
+/// Ticks (log10 of 1, 2 and 5 times each power of ten; only the powers of ten over more than
+/// four decades) and minor grid lines (log10 of 1..9 times each power) between `lo` and `hi`.
+fn log_ticks(lo: f64, hi: f64) -> (Vec<f64>, Vec<f64>) {
+    let (d0, d1) = (lo.log10().floor() as i32, hi.log10().ceil() as i32);
+    let marks: &[f64] = if d1 - d0 > 4 {
+        &[1.0]
+    } else {
+        &[1.0, 2.0, 5.0]
+    };
+    let (mut ticks, mut minor) = (Vec::new(), Vec::new());
+    for d in d0..=d1 {
+        let p = 10f64.powi(d);
+        for m in 1..10 {
+            let v = f64::from(m) * p;
+            if v < lo || v > hi {
+                continue;
+            }
+            if marks.contains(&f64::from(m)) {
+                ticks.push(v.log10());
+            } else {
+                minor.push(v.log10());
+            }
+        }
+    }
+    (ticks, minor)
+}
+
 /// Draws `panels` side by side, sharing the x categories `xs`.
 fn draw(
     path: &Path,
@@ -357,6 +414,10 @@ fn draw(
             .collect();
         let (lo, hi) = report::range(&all).unwrap_or((1.0, 10.0));
         let (y_lo, y_hi) = (lo / 1.6, hi * 1.6);
+        // The y axis is log10 of the value on a linear axis, ticks at 1-2-5 of each decade
+        // (plotters' own log axis leaves some decades unlabelled and crowds others).
+        let (l_lo, l_hi) = (y_lo.log10(), y_hi.log10());
+        let (ticks, minor) = log_ticks(y_lo, y_hi);
         let x_max = xs.len().max(1) as f64 - 0.5;
         let mut b = ChartBuilder::on(area);
         b.margin(12);
@@ -366,7 +427,15 @@ fn draw(
                 .y_label_area_size(72);
         }
         let mut chart = b
-            .build_cartesian_2d(-0.5f64..x_max, (y_lo..y_hi).log_scale())
+            .build_cartesian_2d(
+                -0.5f64..x_max,
+                Log10Axis {
+                    lo: l_lo,
+                    hi: l_hi,
+                    ticks,
+                    minor,
+                },
+            )
             .map_err(|x| e(&x))?;
         if labels {
             let fmt_x = |x: &f64| {
@@ -377,8 +446,9 @@ fn draw(
                     String::new()
                 }
             };
-            let fmt_y = |y: &f64| {
-                if *y >= 100.0 {
+            let fmt_y = |l: &f64| {
+                let y = &10f64.powf(*l);
+                if *y >= 10.0 {
                     format!("{y:.0}")
                 } else if *y >= 1.0 {
                     format!("{y:.1}")
@@ -411,7 +481,12 @@ fn draw(
                 .filter_map(|(x, v)| {
                     let (lo, hi) = report::range(v)?;
                     // A round of 0 draws its bar to the bottom of the axis.
-                    Some((*x as f64 + dx, report::median(v)?, lo.max(y_lo), hi))
+                    Some((
+                        *x as f64 + dx,
+                        report::median(v)?.log10(),
+                        lo.max(y_lo).log10(),
+                        hi.log10(),
+                    ))
                 })
                 .collect();
             let style = ShapeStyle::from(&c).stroke_width(width);
@@ -510,6 +585,14 @@ mod tests {
             colour("kernel-udp busy-poll")
         );
         assert_eq!(rate(10e3), "10k");
+        let (t, m) = log_ticks(1.5, 90.0);
+        let t: Vec<f64> = t
+            .iter()
+            .map(|l| (10f64.powf(*l) * 100.0).round() / 100.0)
+            .collect();
+        assert_eq!(t, [2.0, 5.0, 10.0, 20.0, 50.0]);
+        // 3, 4, 6, 7, 8, 9 and 30, 40, 60, 70, 80, 90.
+        assert_eq!(m.len(), 12);
         assert_eq!(rate(1.5e6), "1500k");
     }
 }
