@@ -195,14 +195,16 @@ fn bench_pingpong_table_names_round_trip_and_marks_udp_beyond_a_datagram() {
             assert!(cells[3].parse::<u64>().unwrap() > 0, "{big}");
         }
     }
-    // Progress goes to stderr, one line per measured cell (2 UDP cells are n/a).
-    assert_eq!(
-        err.lines()
-            .filter(|l| l.starts_with("bench: pingpong"))
-            .count(),
-        6,
-        "{err}"
-    );
+    // Progress goes to stderr, one line per measured cell (2 UDP cells are n/a), counted.
+    let progress: Vec<&str> = err
+        .lines()
+        .filter(|l| l.starts_with("bench: [") && l.contains("] pingpong "))
+        .collect();
+    assert_eq!(progress.len(), 6, "{err}");
+    assert!(progress[5].starts_with("bench: [6/6] "), "{err}");
+    // The header: hugepages and the cache-line floor.
+    assert!(out.contains("hugepages: "), "{out}");
+    assert!(out.contains("cache-line floor"), "{out}");
 }
 
 #[test]

@@ -79,7 +79,10 @@ fn help_on_every_command_exits_zero() {
     }
     let bench = ok(&["help", "bench"]);
     assert!(bench.contains("--duration <TIME>"), "{bench}");
-    assert!(bench.contains("Modes: pingpong"), "no long description:\n{bench}");
+    assert!(
+        bench.contains("Modes: pingpong"),
+        "no long description:\n{bench}"
+    );
     assert!(bench.contains("bypass bench-peer"), "{bench}");
     assert!(
         !bench.contains("memif-bench"),

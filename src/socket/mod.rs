@@ -344,6 +344,7 @@ impl StackBuilder {
             Backend::Port(p) => (p, None),
         };
         let pools: Vec<crate::mem::Pool> = memif.iter().filter_map(|m| m.pool(0)).collect();
+        let packet_pool = pools.first().cloned();
         let mut port = port;
         let info = port.info();
         let deadline = StdInstant::now() + self.link_timeout;
@@ -455,6 +456,7 @@ impl StackBuilder {
                 metrics: stack_metrics,
                 _exporter: exporter,
                 _memif: memif,
+                packet_pool,
                 max_message,
                 max_send_msgs,
                 rest_deferred: false,
@@ -595,6 +597,8 @@ struct Inner {
     metrics: Option<metrics::StackMetrics>,
     _exporter: Option<crate::telemetry::Exporter>,
     _memif: Option<Memif>,
+    /// The memif interface's packet-buffer pool (None over a [`Backend::Port`]).
+    packet_pool: Option<crate::mem::Pool>,
     max_message: u64,
     /// `ConnectionConfig::max_send_msgs`: a connection's send queue holds this many messages.
     max_send_msgs: usize,
@@ -881,6 +885,13 @@ impl Stack {
             endpoint: i.ep().stats(),
             tx_dropped,
         }
+    }
+
+    /// The packet-buffer pool of the stack's memif interface (None over a port given as
+    /// [`Backend::Port`], whose driver owns its buffers): its [`Pool::region`](crate::mem::Pool::region)
+    /// says whether the packets live on hugepages or on the 4 KiB fallback.
+    pub fn memif_pool(&self) -> Option<crate::mem::Pool> {
+        self.inner.borrow().packet_pool.clone()
     }
 
     /// Whether the port's link is up (memif: the peer process is there).

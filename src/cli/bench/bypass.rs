@@ -326,6 +326,9 @@ impl BypassConn {
 
     fn start(&mut self) -> Result<(), ConnError> {
         let (stack, sock) = self.setup.build(&self.opts)?;
+        if let Some(pool) = stack.memif_pool() {
+            super::meta::note_packet_region(pool.region());
+        }
         sock.set_timeout(Some(self.opts.io_timeout));
         LIVE.with(|l| {
             l.borrow_mut().push(Live {

@@ -19,9 +19,13 @@
 //! in [`transports`]; the drivers, the peer, the tables and the JSON are shared.
 pub mod bypass;
 pub mod bypass_dpdk;
+pub mod compare;
 pub mod kernel;
+pub mod meta;
 pub mod modes;
 pub mod peer;
+pub mod plot;
+pub mod progress;
 pub mod report;
 pub mod transport;
 
@@ -31,7 +35,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use report::{Key, Latency, PingpongRow, Report, RpcRow, Status, StreamRow};
+use progress::Progress;
+use report::{
+    Key, Latency, PingpongRound, PingpongRow, Report, RpcRound, RpcRow, Status, StreamRound,
+    StreamRow,
+};
 use transport::{ConnOpts, MsgConn, Transport, Wait};
 
 /// What transports are built with: this process's command-line settings for them.
@@ -139,8 +147,11 @@ enum ModeArg {
 /// `bypass bench` on the command line; [`BenchArgs::into_opts`] makes the [`Opts`] the
 /// driver reads.
 #[derive(clap::Args, Debug)]
-#[command(after_help = AFTER_HELP)]
+#[command(after_help = AFTER_HELP, args_conflicts_with_subcommands = true)]
 pub struct BenchArgs {
+    /// Work on saved `--json` runs instead of running
+    #[command(subcommand)]
+    cmd: Option<BenchCmd>,
     /// Which benchmarks [default: all]
     #[arg(value_enum, value_name = "MODE")]
     modes: Vec<ModeArg>,
@@ -188,11 +199,43 @@ pub struct BenchArgs {
     /// Pin nothing
     #[arg(long, conflicts_with_all = ["client_core", "server_core"])]
     no_pin: bool,
-    /// Print JSON instead of tables
+    /// Run the whole matrix N times, transports interleaved; report each round, and the
+    /// median and min-max over rounds
+    #[arg(long, value_name = "N", default_value_t = 1,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    rounds: usize,
+    /// Print JSON instead of tables (schema: src/cli/bench/report.rs)
     #[arg(long)]
     json: bool,
+    /// Also write PNG plots of the run into DIR
+    #[arg(long, value_name = "DIR")]
+    plot: Option<std::path::PathBuf>,
     #[command(flatten)]
     dpdk: DpdkArgs,
+}
+
+/// `bypass bench compare` and `bypass bench plot`: saved runs.
+#[derive(clap::Subcommand, Debug)]
+enum BenchCmd {
+    /// Per cell, old -> new, the change and whether it is beyond the noise; exit 1 when a
+    /// cell regressed beyond the noise, 2 on unreadable input or different schema versions
+    Compare {
+        /// The earlier run (`bypass bench --json`)
+        #[arg(value_name = "OLD.json")]
+        old: String,
+        /// The later run
+        #[arg(value_name = "NEW.json")]
+        new: String,
+    },
+    /// PNG plots of a saved --json run
+    Plot {
+        /// The run (`bypass bench --json`)
+        #[arg(value_name = "RUN.json")]
+        run: String,
+        /// Where the PNGs go (made if missing)
+        #[arg(value_name = "DIR")]
+        dir: String,
+    },
 }
 
 /// The `bypass-dpdk` options of `bench` and `bench-peer`.
@@ -260,6 +303,8 @@ struct Opts {
     json: bool,
     quiet: bool,
     config: TransportConfig,
+    rounds: usize,
+    plot: Option<std::path::PathBuf>,
 }
 
 const PINGPONG_SIZES: &[usize] = &[64, 1024, 16384, 65536, 1 << 20];
@@ -351,6 +396,8 @@ impl BenchArgs {
             config: TransportConfig {
                 dpdk: self.dpdk.to_opts()?,
             },
+            rounds: self.rounds,
+            plot: self.plot,
         };
         let dpdk_named = o
             .transports
@@ -378,14 +425,18 @@ impl BenchArgs {
 }
 
 /// `bypass bench`; `quiet`: the global `-q`.
-pub fn main(args: BenchArgs, quiet: bool) -> ExitCode {
+pub fn main(mut args: BenchArgs, quiet: bool) -> ExitCode {
+    match args.cmd.take() {
+        Some(BenchCmd::Compare { old, new }) => return compare::main(&[old, new]),
+        Some(BenchCmd::Plot { run, dir }) => return plot::main(&[run, dir]),
+        None => {}
+    }
     let opts = match args.into_opts(quiet) {
         Ok(o) => o,
         Err(e) => return super::usage_error(&["bench"], e),
     };
     match run(&opts) {
-        Ok(mut report) => {
-            report.context = context(&opts);
+        Ok(report) => {
             if opts.json {
                 match serde_json::to_string_pretty(&report) {
                     Ok(s) => println!("{s}"),
@@ -395,13 +446,32 @@ pub fn main(args: BenchArgs, quiet: bool) -> ExitCode {
                     }
                 }
             } else {
-                print!("{}", report.tables(&report.context));
+                print!("{}", report.tables());
+            }
+            let mut ok = true;
+            if let Some(dir) = &opts.plot {
+                match plot::write_all(&report, dir) {
+                    Ok(files) => {
+                        if !opts.quiet {
+                            for f in files {
+                                eprintln!("bench: wrote {}", f.display());
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        eprintln!("bypass bench: --plot: {e}");
+                        ok = false;
+                    }
+                }
             }
             if report.has_errors() {
                 eprintln!("bypass bench: some cells failed (see the rows marked error)");
-                ExitCode::FAILURE
-            } else {
+                ok = false;
+            }
+            if ok {
                 ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
             }
         }
         Err(e) => {
@@ -443,13 +513,7 @@ fn context(o: &Opts) -> String {
 
 /// `N CPUs (model)` of this machine, from /proc/cpuinfo (not from this thread's affinity).
 fn machine() -> String {
-    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let cpus = info.lines().filter(|l| l.starts_with("processor")).count();
-    let model = info
-        .lines()
-        .find_map(|l| l.strip_prefix("model name"))
-        .map(|l| l.trim_start_matches([' ', '\t', ':']).trim().to_owned())
-        .unwrap_or_else(|| "unknown CPU".into());
+    let (model, cpus) = meta::cpu();
     format!("{cpus} CPUs ({model})")
 }
 
@@ -522,7 +586,6 @@ struct Session {
     _child: Option<peer::PeerChild>,
     client_core: Option<usize>,
     timeout: Duration,
-    quiet: bool,
 }
 
 /// A cell's data connections, opened against the peer's listener.
@@ -573,14 +636,7 @@ impl Session {
             _child: child,
             client_core: o.client_core,
             timeout: o.timeout,
-            quiet: o.quiet,
         })
-    }
-
-    fn progress(&self, what: std::fmt::Arguments) {
-        if !self.quiet {
-            eprintln!("bench: {what}");
-        }
     }
 
     /// Asks the peer for a cell and connects to it. A connect failure is reported after the
@@ -638,20 +694,14 @@ impl Session {
         let _ = self.ctl.request("QUIT", "BYE");
     }
 
-    fn pingpong(&mut self, t: &dyn Transport, w: Wait, size: usize, o: &Opts) -> PingpongRow {
-        if let Some(key) = too_large(t, w, size) {
-            return PingpongRow {
-                key,
-                rtt: None,
-                ratio_p50_to_best_kernel: None,
-            };
-        }
-        self.progress(format_args!(
-            "pingpong {} {} {} B",
-            t.name(),
-            w.name(),
-            size
-        ));
+    /// Where the peer's bypass stacks got their packet memory (None: a peer that does not
+    /// answer `MEM`).
+    fn peer_packet_memory(&mut self) -> Option<meta::PacketMemory> {
+        let words = self.ctl.request("MEM", "MEM").ok()?;
+        meta::PacketMemory::from_wire(&words)
+    }
+
+    fn pingpong(&mut self, t: &dyn Transport, w: Wait, size: usize, o: &Opts) -> PingpongRound {
         let spec = CellSpec {
             t,
             server_wait: w,
@@ -669,17 +719,9 @@ impl Session {
             stopped?;
             Ok(h)
         });
-        match r {
-            Ok(h) => PingpongRow {
-                key: key(t, w, size, Status::Ok, None),
-                rtt: Some(Latency::from_hist(&h)),
-                ratio_p50_to_best_kernel: None,
-            },
-            Err(e) => PingpongRow {
-                key: key(t, w, size, Status::Error, Some(e)),
-                rtt: None,
-                ratio_p50_to_best_kernel: None,
-            },
+        match r.and_then(PingpongRound::ok) {
+            Ok(round) => round,
+            Err(e) => PingpongRound::error(e),
         }
     }
 
@@ -690,37 +732,7 @@ impl Session {
         size: usize,
         conns: usize,
         o: &Opts,
-    ) -> StreamRow {
-        let mut row = StreamRow {
-            key: key(t, w, size, Status::Ok, None),
-            conns,
-            gbps: None,
-            msgs_per_s: None,
-            sent_msgs: 0,
-            recv_msgs: 0,
-            delivered: None,
-            ratio_gbps_to_best_kernel: None,
-        };
-        if let Some(key) = too_large(t, w, size) {
-            row.key = key;
-            return row;
-        }
-        if conns > t.max_conns() {
-            row.key.status = Status::NotApplicable;
-            row.key.note = Some(format!(
-                "{} serves at most {} connection(s) per process",
-                t.name(),
-                t.max_conns()
-            ));
-            return row;
-        }
-        self.progress(format_args!(
-            "stream {} {} {} B x {} conns",
-            t.name(),
-            w.name(),
-            size,
-            conns
-        ));
+    ) -> StreamRound {
         let spec = CellSpec {
             t,
             server_wait: w,
@@ -729,19 +741,11 @@ impl Session {
             size,
             conns,
         };
-        match self.stream_cell(&spec, o, &mut row) {
-            Ok(()) => {}
-            Err(e) => {
-                row.key.status = Status::Error;
-                row.key.note = Some(e);
-                row.gbps = None;
-                row.msgs_per_s = None;
-            }
-        }
-        row
+        self.stream_cell(&spec, o)
+            .unwrap_or_else(StreamRound::error)
     }
 
-    fn stream_cell(&mut self, c: &CellSpec, o: &Opts, row: &mut StreamRow) -> Result<(), String> {
+    fn stream_cell(&mut self, c: &CellSpec, o: &Opts) -> Result<StreamRound, String> {
         let conns = self.start_cell(c)?;
         let msg = modes::payload(c.size);
         let stop = Arc::new(AtomicBool::new(false));
@@ -784,37 +788,19 @@ impl Session {
         }
         let (recv, _) = done?;
         let secs = dt.as_secs_f64();
-        row.gbps = Some(bytes as f64 * 8.0 / secs / 1e9);
-        row.msgs_per_s = Some(msgs as f64 / secs);
-        row.sent_msgs = sent;
-        row.recv_msgs = recv;
-        row.delivered = (sent > 0).then(|| recv as f64 / sent as f64);
-        Ok(())
+        Ok(StreamRound {
+            status: Status::Ok,
+            note: None,
+            gbps: Some(bytes as f64 * 8.0 / secs / 1e9),
+            msgs_per_s: Some(msgs as f64 / secs),
+            sent_msgs: sent,
+            recv_msgs: recv,
+            delivered: (sent > 0).then(|| recv as f64 / sent as f64),
+            ratio_gbps_to_best_kernel: None,
+        })
     }
 
-    fn rpc(&mut self, t: &dyn Transport, w: Wait, size: usize, rate: f64, o: &Opts) -> RpcRow {
-        let mut row = RpcRow {
-            key: key(t, w, size, Status::Ok, None),
-            offered_per_s: rate,
-            achieved_per_s: None,
-            sent: 0,
-            received: 0,
-            lost: 0,
-            max_send_lag_ns: 0,
-            latency: None,
-            ratio_p99_to_best_kernel: None,
-        };
-        if let Some(key) = too_large(t, w, size) {
-            row.key = key;
-            return row;
-        }
-        self.progress(format_args!(
-            "rpc {} {} {} B at {:.0}/s",
-            t.name(),
-            w.name(),
-            size,
-            rate
-        ));
+    fn rpc(&mut self, t: &dyn Transport, w: Wait, size: usize, rate: f64, o: &Opts) -> RpcRound {
         let spec = CellSpec {
             t,
             server_wait: w,
@@ -839,41 +825,98 @@ impl Session {
             stopped?;
             Ok(out)
         });
-        match r {
-            Ok(out) => {
-                row.achieved_per_s = Some(out.received as f64 / o.duration.as_secs_f64());
-                row.sent = out.sent;
-                row.received = out.received;
-                row.lost = out.sent - out.received;
-                row.max_send_lag_ns =
-                    u64::try_from(out.max_send_lag.as_nanos()).unwrap_or(u64::MAX);
-                row.latency = Some(Latency::from_hist(&out.hist));
-            }
-            Err(e) => {
-                row.key.status = Status::Error;
-                row.key.note = Some(e);
-            }
+        let out = match r {
+            Ok(out) => out,
+            Err(e) => return RpcRound::error(e),
+        };
+        let histogram = match report::encode_hist(&out.hist) {
+            Ok(h) => h,
+            Err(e) => return RpcRound::error(e),
+        };
+        RpcRound {
+            status: Status::Ok,
+            note: None,
+            achieved_per_s: Some(out.received as f64 / o.duration.as_secs_f64()),
+            sent: out.sent,
+            received: out.received,
+            lost: out.sent - out.received,
+            max_send_lag_ns: u64::try_from(out.max_send_lag.as_nanos()).unwrap_or(u64::MAX),
+            latency: Some(Latency::from_hist(&out.hist)),
+            histogram: Some(histogram),
+            ratio_p99_to_best_kernel: None,
+            hist: Some(out.hist),
         }
-        row
     }
 }
 
-fn run(o: &Opts) -> Result<Report, String> {
-    // Transports first: one that cannot run here says so before any peer is contacted.
-    let sel = selected(o);
-    if sel.is_empty() {
-        return Err("no transport/variant selected".into());
+/// One measured cell of the matrix, and the row its rounds go to.
+struct Cell {
+    mode: Mode,
+    t: Rc<dyn Transport>,
+    w: Wait,
+    size: usize,
+    conns: usize,
+    rate: f64,
+    row: usize,
+}
+
+impl Cell {
+    /// How long the cell should take: warm-up, measurement, and a fixed allowance for the
+    /// connections' set-up and tear-down (for the progress line's ETA only).
+    fn expected(&self, o: &Opts) -> Duration {
+        let extra = match self.mode {
+            Mode::Stream => STREAM_DRAIN,
+            _ => Duration::ZERO,
+        };
+        o.warmup + o.duration + extra + Duration::from_millis(100)
     }
-    let mut s = Session::open(o)?;
-    let mut report = Report::default();
+
+    fn describe(&self) -> String {
+        let what = match self.mode {
+            Mode::Pingpong => "pingpong",
+            Mode::Stream => "stream",
+            Mode::Rpc => "rpc",
+        };
+        let mut s = format!("{what} {} {} {} B", self.t.name(), self.w.name(), self.size);
+        match self.mode {
+            Mode::Stream => s.push_str(&format!(" x {} conns", self.conns)),
+            Mode::Rpc => s.push_str(&format!(" at {:.0}/s", self.rate)),
+            Mode::Pingpong => {}
+        }
+        s
+    }
+}
+
+/// The rows of the report, in table order, and the measured cells, in groups that differ only
+/// in transport and variant (n/a cells get their row and no cell).
+fn plan(o: &Opts, sel: &[(Rc<dyn Transport>, Wait)], report: &mut Report) -> Vec<Vec<Cell>> {
+    let mut groups = Vec::new();
     for mode in &o.modes {
         match mode {
             Mode::Pingpong => {
                 for &size in o.sizes.as_deref().unwrap_or(PINGPONG_SIZES) {
-                    for (t, w) in &sel {
-                        let row = s.pingpong(t.as_ref(), *w, size, o);
-                        report.pingpong.push(row);
+                    let mut g = Vec::new();
+                    for (t, w) in sel {
+                        let na = too_large(t.as_ref(), *w, size);
+                        if na.is_none() {
+                            g.push(Cell {
+                                mode: *mode,
+                                t: t.clone(),
+                                w: *w,
+                                size,
+                                conns: 1,
+                                rate: 0.0,
+                                row: report.pingpong.len(),
+                            });
+                        }
+                        report.pingpong.push(PingpongRow {
+                            key: na.unwrap_or_else(|| key(t.as_ref(), *w, size, Status::Ok, None)),
+                            rtt: None,
+                            ratio_p50_to_best_kernel: None,
+                            rounds: Vec::new(),
+                        });
                     }
+                    groups.push(g);
                 }
             }
             Mode::Stream => {
@@ -883,26 +926,197 @@ fn run(o: &Opts) -> Result<Report, String> {
                 }
                 for &size in o.sizes.as_deref().unwrap_or(STREAM_SIZES) {
                     for &n in &conn_counts {
-                        for (t, w) in &sel {
-                            let row = s.stream(t.as_ref(), *w, size, n, o);
-                            report.stream.push(row);
+                        let mut g = Vec::new();
+                        for (t, w) in sel {
+                            let mut k = too_large(t.as_ref(), *w, size);
+                            if k.is_none() && n > t.max_conns() {
+                                k = Some(key(
+                                    t.as_ref(),
+                                    *w,
+                                    size,
+                                    Status::NotApplicable,
+                                    Some(format!(
+                                        "{} serves at most {} connection(s) per process",
+                                        t.name(),
+                                        t.max_conns()
+                                    )),
+                                ));
+                            }
+                            if k.is_none() {
+                                g.push(Cell {
+                                    mode: *mode,
+                                    t: t.clone(),
+                                    w: *w,
+                                    size,
+                                    conns: n,
+                                    rate: 0.0,
+                                    row: report.stream.len(),
+                                });
+                            }
+                            report.stream.push(StreamRow {
+                                key: k
+                                    .unwrap_or_else(|| key(t.as_ref(), *w, size, Status::Ok, None)),
+                                conns: n,
+                                gbps: None,
+                                msgs_per_s: None,
+                                sent_msgs: 0,
+                                recv_msgs: 0,
+                                delivered: None,
+                                ratio_gbps_to_best_kernel: None,
+                                rounds: Vec::new(),
+                            });
                         }
+                        groups.push(g);
                     }
                 }
             }
             Mode::Rpc => {
                 for &rate in &o.rates {
-                    for (t, w) in &sel {
-                        let row = s.rpc(t.as_ref(), *w, o.rpc_size, rate, o);
-                        report.rpc.push(row);
+                    let size = o.rpc_size;
+                    let mut g = Vec::new();
+                    for (t, w) in sel {
+                        let na = too_large(t.as_ref(), *w, size);
+                        if na.is_none() {
+                            g.push(Cell {
+                                mode: *mode,
+                                t: t.clone(),
+                                w: *w,
+                                size,
+                                conns: 1,
+                                rate,
+                                row: report.rpc.len(),
+                            });
+                        }
+                        report.rpc.push(RpcRow {
+                            key: na.unwrap_or_else(|| key(t.as_ref(), *w, size, Status::Ok, None)),
+                            offered_per_s: rate,
+                            achieved_per_s: None,
+                            sent: 0,
+                            received: 0,
+                            lost: 0,
+                            max_send_lag_ns: 0,
+                            latency: None,
+                            ratio_p99_to_best_kernel: None,
+                            rounds: Vec::new(),
+                        });
+                    }
+                    groups.push(g);
+                }
+            }
+        }
+    }
+    groups
+}
+
+/// Runs the matrix `--rounds` times.
+///
+/// Order: round by round; within a round, cell by cell (mode, size, connections or rate), and
+/// within a cell every transport and variant back to back, the order reversed every other
+/// round. So the figures a ratio or a comparison sets side by side (bypass against the kernel
+/// at one size) are taken seconds apart, never a whole matrix apart: the VM's core state
+/// (BENCHMARKING.md) drifts over minutes, and a drift then moves all transports of a cell
+/// alike; reversing the order cancels a bias toward whichever transport runs first after a
+/// change of size. Each round samples the machine anew, so the rounds' spread measures the
+/// run-to-run noise that `bypass bench compare` judges a change against.
+fn run(o: &Opts) -> Result<Report, String> {
+    // Transports first: one that cannot run here says so before any peer is contacted.
+    let sel = selected(o);
+    if sel.is_empty() {
+        return Err("no transport/variant selected".into());
+    }
+    let mut report = Report {
+        schema_version: report::SCHEMA_VERSION,
+        context: context(o),
+        rounds: o.rounds,
+        ..Report::default()
+    };
+    let mut header = header(o);
+    let groups = plan(o, &sel, &mut report);
+    // The floor before the peer exists, so nothing else of ours runs on its core.
+    let cores = meta::floor_cores(
+        o.client_core,
+        (o.peer.is_none()).then_some(o.server_core).flatten(),
+    );
+    match meta::floor(cores) {
+        Ok(f) => header.cacheline_floor = Some(f),
+        Err(e) => header.cacheline_floor_note = Some(e),
+    }
+    let mut s = Session::open(o)?;
+    let expected: Vec<Duration> = (0..o.rounds)
+        .flat_map(|_| groups.iter().flatten().map(|c| c.expected(o)))
+        .collect();
+    let mut progress = Progress::new(&expected, o.quiet);
+    for round in 0..o.rounds {
+        for g in &groups {
+            let order: Vec<&Cell> = if round % 2 == 1 {
+                g.iter().rev().collect()
+            } else {
+                g.iter().collect()
+            };
+            for c in order {
+                let of_rounds = if o.rounds > 1 {
+                    format!(" round {}/{}", round + 1, o.rounds)
+                } else {
+                    String::new()
+                };
+                progress.start(format_args!("{}{of_rounds}", c.describe()), c.expected(o));
+                let t = c.t.as_ref();
+                match c.mode {
+                    Mode::Pingpong => {
+                        let r = s.pingpong(t, c.w, c.size, o);
+                        report.pingpong[c.row].rounds.push(r);
+                    }
+                    Mode::Stream => {
+                        let r = s.stream(t, c.w, c.size, c.conns, o);
+                        report.stream[c.row].rounds.push(r);
+                    }
+                    Mode::Rpc => {
+                        let r = s.rpc(t, c.w, c.size, c.rate, o);
+                        report.rpc[c.row].rounds.push(r);
                     }
                 }
             }
         }
     }
+    let peer_mem = s.peer_packet_memory();
     s.quit();
-    report.compute_ratios();
+    // The peer process is gone once the session drops: its core is free for the floor.
+    drop(s);
+    if header.cacheline_floor.is_some() {
+        header.cacheline_floor_end = meta::floor(cores).ok();
+    }
+    let h = &mut header.hugepages;
+    h.client = meta::packet_memory();
+    h.peer = peer_mem;
+    h.packet_memory = meta::packet_memory_state(&h.client, h.peer.as_ref());
+    report.header = Some(header);
+    report.finish();
     Ok(report)
+}
+
+/// The header before the run: build, machine, command line, hugepage reserve.
+fn header(o: &Opts) -> meta::Header {
+    let (cpu_model, cpus) = meta::cpu();
+    meta::Header {
+        bypass_version: env!("CARGO_PKG_VERSION").into(),
+        git_rev: meta::git_rev().into(),
+        date_utc: meta::rfc3339(std::time::SystemTime::now()),
+        cpu_model,
+        cpus,
+        command_line: std::env::args().collect(),
+        rounds: o.rounds,
+        duration_ns: u64::try_from(o.duration.as_nanos()).unwrap_or(u64::MAX),
+        warmup_ns: u64::try_from(o.warmup.as_nanos()).unwrap_or(u64::MAX),
+        client_core: o.client_core,
+        peer_core: if o.peer.is_some() {
+            None
+        } else {
+            o.server_core
+        },
+        remote_peer: o.peer.is_some(),
+        hugepages: meta::hugepages(),
+        ..meta::Header::default()
+    }
 }
 
 #[cfg(test)]
@@ -981,6 +1195,15 @@ mod tests {
         assert_eq!(o.duration, Duration::from_millis(300));
         assert_eq!((o.client_core, o.server_core), (None, None));
         assert_eq!(o.modes, vec![Mode::Stream]);
+        assert!(parse_opts(&args("--rounds 0")).is_err());
+        assert!(parse_opts(&args("--rounds x")).is_err());
+        assert!(parse_opts(&args("--plot")).is_err());
+        let o = parse_opts(&args("--rounds 3 --plot /tmp/p")).unwrap();
+        assert_eq!(
+            (o.rounds, o.plot.as_deref()),
+            (3, Some(std::path::Path::new("/tmp/p")))
+        );
+        assert_eq!(parse_opts(&[]).unwrap().rounds, 1);
         // bypass-dpdk needs a peer elsewhere; the DPDK options need bypass-dpdk.
         let e = parse_opts(&args("--transports bypass-dpdk")).unwrap_err();
         assert!(e.contains("bypass bench-peer"), "{e}");

@@ -10,6 +10,8 @@
 //!      (the client connects <conns> connections to <data addr>) -> READY | ERR <why>
 //! MARK                                                      -> COUNT <msgs> <bytes>
 //! STOP                                                      -> DONE <msgs> <bytes> | ERR <why>
+//! MEM                                -> MEM <hugepage pools> <4 KiB pools> <fallbacks> [why]
+//!      (where this process's bypass stacks got their packet memory; see `meta::PacketMemory`)
 //! QUIT                                                      -> BYE
 //! ```
 //!
@@ -410,6 +412,10 @@ fn serve_session(stream: TcpStream, opts: &PeerOpts) -> Result<(), String> {
                 Some(Err(e)) => send(&mut w, format!("ERR {e}"))?,
                 None => send(&mut w, "DONE 0 0".into())?,
             },
+            ["MEM"] => send(
+                &mut w,
+                format!("MEM {}", super::meta::packet_memory().to_wire()),
+            )?,
             ["QUIT"] => {
                 if let Some(c) = cell.take() {
                     let _ = c.stop();

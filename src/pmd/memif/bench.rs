@@ -103,42 +103,10 @@ fn check(d: &[u8], size: usize, seq: u64) -> bool {
         .all(|(i, &x)| x == (i as u8).wrapping_mul(7).wrapping_add(seq as u8))
 }
 
-/// The physical floor for a ping-pong: two threads pinned to cores 0 and 1 bouncing one
-/// cache line (no memif, no process boundary), `count` round trips in an hdrhistogram.
+/// The physical floor for a ping-pong: two threads pinned to cores 0 and 1 bounce one cache
+/// line (no memif, no process boundary), `count` round trips in an hdrhistogram.
 pub fn cacheline(o: &Options) -> Result<String, String> {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    use std::sync::Arc;
-    #[repr(align(128))]
-    struct Line(AtomicU64);
-    let line = Arc::new(Line(AtomicU64::new(0)));
-    let total = o.warmup + o.count;
-    let l2 = line.clone();
-    let echo = std::thread::spawn(move || {
-        pin(Some(1));
-        let mut want = 1u64;
-        while want < 2 * total {
-            if l2.0.load(Ordering::Acquire) == want {
-                l2.0.store(want + 1, Ordering::Release);
-                want += 2;
-            } else {
-                std::hint::spin_loop();
-            }
-        }
-    });
-    pin(Some(0));
-    let mut h = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3)
-        .map_err(|e| e.to_string())?;
-    for i in 0..total {
-        let t0 = Instant::now();
-        line.0.store(2 * i + 1, Ordering::Release);
-        while line.0.load(Ordering::Acquire) != 2 * i + 2 {
-            std::hint::spin_loop();
-        }
-        if i >= o.warmup {
-            let _ = h.record((t0.elapsed()).as_nanos() as u64);
-        }
-    }
-    let _ = echo.join();
+    let h = cacheline_rtt((0, 1), o.warmup, o.count, None)?;
     let q = |p: f64| h.value_at_quantile(p) as f64 / 1000.0;
     Ok(format!(
         "rtt_us cacheline samples={} p50={:.3} p90={:.3} p99={:.3} p99.9={:.3} p99.99={:.3} max={:.3} jitter_p99-p50={:.3}\n",
@@ -151,6 +119,96 @@ pub fn cacheline(o: &Options) -> Result<String, String> {
         h.max() as f64 / 1000.0,
         q(0.99) - q(0.5)
     ))
+}
+
+/// Round trips of one cache line between a thread pinned to `cores.0` (which times them) and
+/// one pinned to `cores.1` (which answers): `warmup` unrecorded round trips, then up to
+/// `count` recorded ones (ns). With a `limit`, the whole measurement stops once it has run
+/// that long, and the warm-up ends after a tenth of it at the latest (on a loaded machine
+/// the two threads run together only part of the time, and each round trip waits for that).
+/// The floor under any shared-memory ping-pong between those two cores, and a reading of
+/// their current state (BENCHMARKING.md: the two vCPUs of a VM move between a near and a far
+/// state). Fails when a thread cannot be pinned (no such core) or no round trip was recorded.
+pub fn cacheline_rtt(
+    cores: (usize, usize),
+    warmup: u64,
+    count: u64,
+    limit: Option<Duration>,
+) -> Result<hdrhistogram::Histogram<u64>, String> {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::Arc;
+    #[repr(align(128))]
+    struct Line(AtomicU64);
+    if cores.0 == cores.1 {
+        return Err(format!("both ends on core {}", cores.0));
+    }
+    let pin = |c: usize| core_affinity::set_for_current(core_affinity::CoreId { id: c });
+    let line = Arc::new(Line(AtomicU64::new(0)));
+    // Set by whichever side stops first (done, a failed pin): the other stops spinning.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (l2, stop2) = (line.clone(), stop.clone());
+    let echo = std::thread::spawn(move || {
+        if !pin(cores.1) {
+            stop2.store(true, Ordering::Release);
+            return false;
+        }
+        let mut want = 1u64;
+        while !stop2.load(Ordering::Acquire) {
+            if l2.0.load(Ordering::Acquire) == want {
+                l2.0.store(want + 1, Ordering::Release);
+                want += 2;
+            } else {
+                std::hint::spin_loop();
+            }
+        }
+        true
+    });
+    let timer = std::thread::spawn(move || {
+        let mut h = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3)
+            .map_err(|e| e.to_string())?;
+        if !pin(cores.0) {
+            stop.store(true, Ordering::Release);
+            return Err(format!("cannot pin a thread to core {}", cores.0));
+        }
+        let start = Instant::now();
+        let end = limit.map(|l| start + l);
+        let warm_end = limit.map(|l| start + l / 10);
+        let mut i = 0u64;
+        let mut warm = warmup > 0;
+        'run: while h.len() < count {
+            let t0 = Instant::now();
+            line.0.store(2 * i + 1, Ordering::Release);
+            while line.0.load(Ordering::Acquire) != 2 * i + 2 {
+                if stop.load(Ordering::Acquire) {
+                    break 'run;
+                }
+                std::hint::spin_loop();
+            }
+            let rtt = t0.elapsed();
+            i += 1;
+            if !warm {
+                let _ = h.record(rtt.as_nanos() as u64);
+            } else if i >= warmup || warm_end.is_some_and(|e| t0 >= e) {
+                warm = false;
+            }
+            if end.is_some_and(|e| t0 >= e) {
+                break;
+            }
+        }
+        stop.store(true, Ordering::Release);
+        Ok(h)
+    });
+    let echo_pinned = echo.join().unwrap_or(false);
+    let h = timer
+        .join()
+        .map_err(|_| "the timing thread panicked".to_string())??;
+    if !echo_pinned {
+        return Err(format!("cannot pin a thread to core {}", cores.1));
+    }
+    if h.is_empty() {
+        return Err("no round trip completed in time".into());
+    }
+    Ok(h)
 }
 
 /// The driver's own cost, independent of how much of a core the scheduler grants: a client
