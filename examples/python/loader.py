@@ -77,11 +77,12 @@ class SampleStream:
                         t0 = now  # the first record starts the clock
                     if n != self.size:
                         raise bypass.Error(f"record {k}: {n} bytes, expected {self.size}")
+                    # Records come in completion order, not necessarily in index order.
                     index, label = struct.unpack_from("<QQ", buf)
-                    if index != k:
-                        raise bypass.Error(f"record {k} arrived as {index}")
-                    if self.check and not np.array_equal(buf, expected(k, self.size)):
-                        raise bypass.Error(f"record {k}: content differs")
+                    if index >= self.count or label != index % 10:
+                        raise bypass.Error(f"record {k}: bad header ({index}, {label})")
+                    if self.check and not np.array_equal(buf, expected(index, self.size)):
+                        raise bypass.Error(f"record {index}: content differs")
                     self.stats["samples"] += 1
                     self.stats["bytes"] += n
                     self.stats["seconds"] = now - t0

@@ -54,10 +54,12 @@ pub struct Socket {
     /// The socket's one receive target (see `target`); `None` while the connection holds it.
     target_box: Option<Box<dyn RecvTarget>>,
     target: Shared,
+    /// The stack delivers in send order: keep that order here too.
+    ordered: bool,
 }
 
 impl Socket {
-    pub(crate) fn new(sock: RsSocket) -> PyResult<Socket> {
+    pub(crate) fn new(sock: RsSocket, ordered: bool) -> PyResult<Socket> {
         let (b, shared) = target::new();
         let mut s = Socket {
             sock: Some(sock),
@@ -65,6 +67,7 @@ impl Socket {
             pending: VecDeque::new(),
             target_box: Some(b),
             target: shared,
+            ordered,
         };
         s.repost();
         Ok(s)
@@ -167,9 +170,19 @@ impl Socket {
                         t.written && matches!(t.dest, Dest::User(_))
                     };
                     if landing {
-                        // A message is landing in the caller's buffer: this one waits its turn.
-                        self.pending.push_back((id, b));
-                        continue;
+                        if !self.ordered {
+                            // A message is landing in the caller's buffer: this one (which
+                            // completed first) waits its turn, and that one keeps landing.
+                            self.pending.push_back((id, b));
+                            continue;
+                        }
+                        // In send order this one comes first: the message landing in the
+                        // caller's buffer moves to the target's own buffer (a copy of what
+                        // arrived so far), and this one goes into the caller's buffer.
+                        let held = self.target.disarm();
+                        let r = self.deliver_into(py, id, b, ptr, cap);
+                        drop(held);
+                        return r;
                     }
                     return self.deliver_into(py, id, b, ptr, cap);
                 }

@@ -52,6 +52,8 @@ fn parse_mac(what: &str, s: &str) -> PyResult<[u8; 6]> {
 #[pyclass(module = "bypass", unsendable)]
 pub struct Stack {
     stack: Option<RsStack>,
+    /// Messages are delivered in send order (`ordered=True`).
+    ordered: bool,
 }
 
 impl Stack {
@@ -77,6 +79,7 @@ impl Stack {
         ring_log2 = None,
         pool_buffers = None,
         max_message = None,
+        ordered = false,
         accept = None,
         link_timeout = 10.0,
         omit_checksums = false,
@@ -97,6 +100,7 @@ impl Stack {
         ring_log2: Option<u8>,
         pool_buffers: Option<u32>,
         max_message: Option<u64>,
+        ordered: bool,
         accept: Option<bool>,
         link_timeout: Option<f64>,
         omit_checksums: bool,
@@ -154,6 +158,13 @@ impl Stack {
         if let Some(n) = pool_buffers {
             b = b.memif_extra_buffers(n);
         }
+        if ordered {
+            b = b.connection_config(bypass::proto::ConnectionConfig {
+                ordered: true,
+                ..Default::default()
+            });
+        }
+        // After `connection_config`, which replaces the whole connection configuration.
         if let Some(m) = max_message {
             b = b.max_message(m);
         }
@@ -166,8 +177,19 @@ impl Stack {
         }
         // Waiting for the memif peer can take the whole link timeout: without the GIL. The
         // stack is built on this thread (its poll loop) and stays here.
-        let stack = without_gil(py, || b.build()).map_err(to_py)?;
-        Ok(Stack { stack: Some(stack) })
+        let stack = without_gil(py, || b.build()).map_err(|e| match e {
+            bypass::socket::Error::Backend { ref what, .. } if what == "core slot" => {
+                crate::errors::StartError::new_err(format!(
+                    "{e} (a thread runs one stack at a time: close the previous stack, its \
+                     listeners and sockets, or make this stack on another thread)"
+                ))
+            }
+            e => to_py(e),
+        })?;
+        Ok(Stack {
+            stack: Some(stack),
+            ordered,
+        })
     }
 
     /// Connect to the stack at `ip`:`port` (default: the peer's address), waiting up to
@@ -188,13 +210,14 @@ impl Stack {
         let t = duration(Some(timeout))?.unwrap_or_default();
         let sock =
             without_gil(py, || stack.connect(SocketAddrV4::new(ip, port), t)).map_err(to_py)?;
-        Socket::new(sock)
+        Socket::new(sock, self.ordered)
     }
 
     /// A listener for incoming connections (the stack must accept: the server role does).
     fn listen(&self) -> PyResult<Listener> {
         Ok(Listener {
             listener: Some(self.get()?.listen()),
+            ordered: self.ordered,
         })
     }
 
@@ -243,6 +266,7 @@ impl Stack {
 #[pyclass(module = "bypass", unsendable)]
 pub struct Listener {
     listener: Option<bypass::socket::Listener>,
+    ordered: bool,
 }
 
 #[pymethods]
@@ -256,7 +280,7 @@ impl Listener {
             .ok_or_else(|| closed("the listener"))?;
         let t = duration(timeout)?;
         match wait(py, deadline(t), || Ok::<_, ()>(l.try_accept()))? {
-            Ok(Some(s)) => Socket::new(s),
+            Ok(Some(s)) => Socket::new(s, self.ordered),
             _ => Err(timeout_of("accept", t)),
         }
     }
@@ -267,7 +291,9 @@ impl Listener {
             .listener
             .as_ref()
             .ok_or_else(|| closed("the listener"))?;
-        l.try_accept().map(Socket::new).transpose()
+        l.try_accept()
+            .map(|s| Socket::new(s, self.ordered))
+            .transpose()
     }
 
     /// Stop using the listener (connections already accepted stay).

@@ -113,6 +113,10 @@ impl Shared {
     pub(crate) fn disarm(&self) -> Option<PyUntypedBuffer> {
         let mut s = self.lock();
         s.offer = 0;
+        // Only a caller's buffer is given up (a message landing in our own stays there).
+        if !matches!(s.dest, Dest::User(_)) {
+            return None;
+        }
         let Dest::User(b) = std::mem::replace(&mut s.dest, Dest::None) else {
             return None;
         };

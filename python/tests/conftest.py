@@ -1,3 +1,4 @@
+import gc
 import itertools
 import os
 import subprocess
@@ -62,19 +63,42 @@ def peer():
         p.kill()
 
 
-@pytest.fixture
-def client():
-    """A client stack factory: client(path, **options)."""
-    import bypass
+class Clients:
+    """Client stacks and their sockets, all closed when the test ends (passed or failed): a
+    thread runs one stack at a time, and a failed test's traceback would keep its stack
+    alive into the next test."""
 
-    made = []
+    def __init__(self):
+        self.stacks = []
+        self.socks = []
 
-    def make(path: str, **kw):
+    def __call__(self, path: str, **kw):
+        import bypass
+
         kw.setdefault("link_timeout", 30)
         s = bypass.Stack(path, "client", **kw)
-        made.append(s)
+        self.stacks.append(s)
         return s
 
-    yield make
-    for s in made:
-        s.close()
+    def track(self, sock):
+        self.socks.append(sock)
+        return sock
+
+    def close(self):
+        import bypass
+
+        for s in self.socks:
+            try:
+                s.close()
+            except bypass.Error:
+                pass
+        for s in self.stacks:
+            s.close()
+        gc.collect()
+
+
+@pytest.fixture
+def client():
+    c = Clients()
+    yield c
+    c.close()

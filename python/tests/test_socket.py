@@ -1,5 +1,6 @@
 """bypass from Python against a second process (tests/peer.py) over memif."""
 
+import io
 import sys
 import threading
 import time
@@ -19,7 +20,7 @@ SIZES = [1, 64, 1400, 9000, 65536, 1 << 20]
 def connect(client, peer, *args, **kw):
     p = peer(*args)
     stack = client(p.path, **kw)
-    sock = stack.connect(timeout=20)
+    sock = client.track(stack.connect(timeout=20))
     return p, stack, sock
 
 
@@ -47,23 +48,31 @@ def test_echo_every_buffer_kind(client, peer):
     p.wait()
 
 
-def test_recv_into_numpy_lands_whole_and_never_late(client, peer):
+@pytest.mark.parametrize("ordered", [False, True])
+def test_recv_into_numpy_lands_whole_and_never_late(client, peer, ordered):
     """recv_into fills caller buffers (uint8 and float32 arrays, bytearray); a buffer is not
-    written after its call returned, even though the next messages are posted into others."""
-    count, size = 12, 1 << 20
-    p, stack, sock = connect(client, peer, "stream", str(count), str(size))
+    written after its call returned, even though the next messages are posted into others.
+    Messages come in completion order unless the stack is `ordered`."""
+    count, size = 24, 1 << 20
+    p, stack, sock = connect(client, peer, "stream", str(count), str(size), ordered=ordered)
     bufs = [np.zeros(size, np.uint8), np.zeros(size // 4, np.float32), bytearray(size)]
     snapshots = []
+    seen = []
     for k in range(count):
         buf = bufs[k % 3]
         n = sock.recv_into(buf)
         assert n == size
         got = bytes(memoryview(buf).cast("B"))
-        assert got == pattern(k, size), f"message {k}"
+        which = got[0] // 7  # message j starts with byte 7 * j (j < 36)
+        seen.append(which)
+        assert got == pattern(which, size), f"message {k} (as {which})"
         snapshots.append((buf, got))
         # Every buffer holds the last message it was given, untouched since.
         for b, want in snapshots[-3:]:
             assert bytes(memoryview(b).cast("B")) == want
+    assert sorted(seen) == list(range(count))
+    if ordered:
+        assert seen == list(range(count))
     sock.close()
     p.wait()
 
@@ -114,14 +123,14 @@ def test_message_release_rules(client, peer):
             m.release()
         with pytest.raises(bypass.Released):
             memoryview(m)
-        with pytest.raises(BufferError):
-            # Writable views of a received message are refused.
-            sock.send(b"y")
-            with sock.recv_message() as m2:
-                memoryview(m2).cast("B")  # read-only is fine
-                import ctypes
-
-                ctypes.c_char.from_buffer(m2)
+        # A received message is read-only: no writable view of it.
+        sock.send(b"y")
+        with sock.recv_message() as m2:
+            assert memoryview(m2).readonly
+            # readinto asks for a writable buffer; our refusal surfaces as its TypeError.
+            with pytest.raises(TypeError, match="read-write"):
+                io.BytesIO(b"abc").readinto(m2)
+            assert bytes(m2) == b"y"
     p.wait()
 
 
@@ -213,13 +222,15 @@ def test_socket_belongs_to_its_thread(client, peer):
     def other():
         try:
             sock.send(b"from another thread")
-        except RuntimeError as e:
+        except BaseException as e:  # noqa: B036
             errs.append(e)
 
     t = threading.Thread(target=other)
     t.start()
     t.join()
-    assert errs and "thread" in str(errs[0])
+    # pyo3 refuses an `unsendable` object on another thread with a PanicException (a
+    # BaseException), before any of our code runs.
+    assert errs and "unsendable, but sent to another thread" in str(errs[0])
     sock.close()
     p.wait()
 
