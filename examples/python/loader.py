@@ -32,6 +32,10 @@ import numpy as np
 import bypass
 
 HEADER = 16
+# The memif link for bulk transfer, as examples/sample_server.rs sets up its end (both ends of
+# a memif link use the same MTU): 64 KiB frames in 64-descriptor rings, pool buffers beyond
+# the rings, no UDP checksums between the two stacks.
+LINK = dict(mtu=65000, ring_log2=6, pool_buffers=512, omit_checksums=True)
 
 
 def expected(index: int, size: int) -> np.ndarray:
@@ -65,7 +69,8 @@ class SampleStream:
 
     def __iter__(self) -> Iterator[Tuple[np.ndarray, int]]:
         bufs = [np.empty(self.size, np.uint8) for _ in range(self.depth)]
-        with bypass.Stack(self.socket_path, "client", link_timeout=self.connect_timeout) as st:
+        with bypass.Stack(self.socket_path, "client", link_timeout=self.connect_timeout,
+                          **LINK) as st:
             with st.connect(timeout=self.connect_timeout) as sock:
                 sock.send(struct.pack("<QQ", self.count, self.size))
                 t0 = None

@@ -238,7 +238,8 @@ def recv_bypass_py(count, cores, examples):
     pin(cores[1])
     try:
         buf = np.empty(size, np.uint8)
-        with bypass.Stack(path, "client", link_timeout=30) as st:
+        link = dict(mtu=65000, ring_log2=6, pool_buffers=512, omit_checksums=True)
+        with bypass.Stack(path, "client", link_timeout=30, **link) as st:
             sock = st.connect(timeout=20)
             sock.send(struct.pack("<QQ", count, size))
             sock.recv_into(buf)
