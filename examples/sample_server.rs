@@ -180,6 +180,7 @@ impl RecvTarget for VecTarget {
 }
 
 fn recv(socket: PathBuf, count: u64, size: u64) -> Result<(), Box<dyn std::error::Error>> {
+    let segments = std::env::var_os("SAMPLE_SEGMENTS").is_some();
     let stack = Stack::builder(
         Backend::Memif {
             socket,
@@ -188,6 +189,10 @@ fn recv(socket: PathBuf, count: u64, size: u64) -> Result<(), Box<dyn std::error
         },
         CLIENT_IP,
     )
+    .connection_config(bypass::proto::ConnectionConfig {
+        rx_segments: segments,
+        ..Default::default()
+    })
     .mac(CLIENT_MAC)
     .static_arp(SERVER_IP, SERVER_MAC)
     .mtu(BULK_MTU)
@@ -212,7 +217,12 @@ fn recv(socket: PathBuf, count: u64, size: u64) -> Result<(), Box<dyn std::error
     let (mut landed, mut copied) = (0u64, 0u64);
     let mut seen = vec![false; count as usize];
     let mut t0 = None;
-    let no_target = std::env::var_os("SAMPLE_NO_TARGET").is_some();
+    // Experiments (bench/results/2026-12-07-python.md): SAMPLE_NO_TARGET=1 receives without
+    // the posted buffer (reassembly, then a copy); SAMPLE_SEGMENTS=1 takes multi-packet
+    // messages as their packet buffers (ConnectionConfig::rx_segments) and copies them once.
+    let no_target = segments || std::env::var_os("SAMPLE_NO_TARGET").is_some();
+    // SAMPLE_SAME=1 (both sides): the server sends its first prepared record over and over.
+    let same_records = std::env::var_os("SAMPLE_SAME").is_some();
     for k in 0..count {
         if let Some(b) = buf.take().filter(|_| !no_target) {
             sock.post_target(b)?;
@@ -239,7 +249,9 @@ fn recv(socket: PathBuf, count: u64, size: u64) -> Result<(), Box<dyn std::error
         // Records come in completion order: each index once, with its label.
         let got = u64::from_le_bytes(head[..8].try_into()?);
         let label = u64::from_le_bytes(head[8..].try_into()?);
-        if got >= count || label != got % 10 || std::mem::replace(&mut seen[got as usize], true) {
+        if !same_records
+            && (got >= count || label != got % 10 || std::mem::replace(&mut seen[got as usize], true))
+        {
             return Err(format!("record {k}: bad or repeated header ({got}, {label})").into());
         }
     }
