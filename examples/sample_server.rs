@@ -97,6 +97,13 @@ fn serve(socket: PathBuf, once: bool) -> Result<(), Box<dyn std::error::Error>> 
     .memif_ring(BULK_RING)
     .memif_extra_buffers(BULK_EXTRA)
     .omit_checksums(true)
+    // A loader polls its stack only when it takes a sample: between samples (a training
+    // step) it answers nothing. A minute before the client counts as gone.
+    .connection_config(bypass::proto::ConnectionConfig {
+        idle_timeout: Duration::from_secs(60),
+        max_probes: 300,
+        ..Default::default()
+    })
     .link_timeout(Duration::from_secs(24 * 3600))
     .build()?;
     println!(
@@ -250,7 +257,9 @@ fn recv(socket: PathBuf, count: u64, size: u64) -> Result<(), Box<dyn std::error
         let got = u64::from_le_bytes(head[..8].try_into()?);
         let label = u64::from_le_bytes(head[8..].try_into()?);
         if !same_records
-            && (got >= count || label != got % 10 || std::mem::replace(&mut seen[got as usize], true))
+            && (got >= count
+                || label != got % 10
+                || std::mem::replace(&mut seen[got as usize], true))
         {
             return Err(format!("record {k}: bad or repeated header ({got}, {label})").into());
         }

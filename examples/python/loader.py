@@ -36,6 +36,11 @@ HEADER = 16
 # a memif link use the same MTU): 64 KiB frames in 64-descriptor rings, pool buffers beyond
 # the rings, no UDP checksums between the two stacks.
 LINK = dict(mtu=65000, ring_log2=6, pool_buffers=512, omit_checksums=True)
+# The stack only runs inside bypass calls (the iterating thread is its poll loop): while the
+# consumer works on a sample (a training step, torch's first-use set-up), nobody answers the
+# server's probes. Give the connection a minute before it counts the peer as gone (the Rust
+# defaults, 5 s idle and 12 probes of at most 200 ms, suit request/response services).
+PATIENCE = dict(idle_timeout=60.0, max_probes=300)
 
 
 def expected(index: int, size: int) -> np.ndarray:
@@ -70,7 +75,7 @@ class SampleStream:
     def __iter__(self) -> Iterator[Tuple[np.ndarray, int]]:
         bufs = [np.empty(self.size, np.uint8) for _ in range(self.depth)]
         with bypass.Stack(self.socket_path, "client", link_timeout=self.connect_timeout,
-                          **LINK) as st:
+                          **LINK, **PATIENCE) as st:
             with st.connect(timeout=self.connect_timeout) as sock:
                 sock.send(struct.pack("<QQ", self.count, self.size))
                 t0 = None

@@ -80,6 +80,8 @@ impl Stack {
         pool_buffers = None,
         max_message = None,
         ordered = false,
+        idle_timeout = None,
+        max_probes = None,
         accept = None,
         link_timeout = 10.0,
         omit_checksums = false,
@@ -101,6 +103,8 @@ impl Stack {
         pool_buffers: Option<u32>,
         max_message: Option<u64>,
         ordered: bool,
+        idle_timeout: Option<f64>,
+        max_probes: Option<u32>,
         accept: Option<bool>,
         link_timeout: Option<f64>,
         omit_checksums: bool,
@@ -158,12 +162,17 @@ impl Stack {
         if let Some(n) = pool_buffers {
             b = b.memif_extra_buffers(n);
         }
-        if ordered {
-            b = b.connection_config(bypass::proto::ConnectionConfig {
-                ordered: true,
-                ..Default::default()
-            });
+        let mut conn = bypass::proto::ConnectionConfig {
+            ordered,
+            ..Default::default()
+        };
+        if let Some(t) = duration(idle_timeout)? {
+            conn.idle_timeout = t;
         }
+        if let Some(n) = max_probes {
+            conn.max_probes = n;
+        }
+        b = b.connection_config(conn);
         // After `connection_config`, which replaces the whole connection configuration.
         if let Some(m) = max_message {
             b = b.max_message(m);

@@ -32,8 +32,8 @@ def main() -> int:
         delay = float(rest[i + 1])
         del rest[i:i + 2]
     # samples: the link of examples/python/loader.py (LINK there).
-    link = dict(mtu=65000, ring_log2=6, pool_buffers=512, omit_checksums=True) \
-        if mode == "samples" else {}
+    link = dict(mtu=65000, ring_log2=6, pool_buffers=512, omit_checksums=True,
+                idle_timeout=60.0, max_probes=300) if mode == "samples" else {}
     with bypass.Stack(path, "server", link_timeout=60, max_message=1 << 30, **link) as stack:
         sock = stack.listen().accept(timeout=60)
         sock.timeout = None
