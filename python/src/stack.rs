@@ -164,6 +164,8 @@ impl Stack {
         }
         let mut conn = bypass::proto::ConnectionConfig {
             ordered,
+            // The builder's own default (ConnectionConfig's is 2 GiB).
+            max_message: 1 << 30,
             ..Default::default()
         };
         if let Some(t) = duration(idle_timeout)? {
