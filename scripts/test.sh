@@ -93,6 +93,20 @@ step "1 GiB message under loss" cargo test --test proto_large -- --ignored --noc
 # The GPU receive path against a fake CUDA driver (no GPU here): host-side logic only; the
 # real GPU checks are scripts/gpu-test.sh build / run on a GPU machine.
 step "GPU path (fake CUDA driver)" scripts/gpu-test.sh fake --all-features
+# The Python package (python/): installed as a user would (`pip install ./python`, maturin
+# from PyPI as the build backend) into a virtualenv of its own, then its pytest suite, which
+# also runs the Python examples against the Rust examples built here.
+python_package() {
+  local venv=target/pyenv
+  if [ ! -x "$venv/bin/python" ]; then
+    python3 -m venv "$venv" || { note "python3 -m venv failed (Debian: apt-get install python3-venv)"; return 1; }
+  fi
+  "$venv/bin/pip" install -q --upgrade pip >/dev/null || return 1
+  "$venv/bin/pip" install -q ./python pytest numpy || return 1
+  cargo build -q --release --example echo_server --example sample_server || return 1
+  BYPASS_EXAMPLES_DIR=target/release/examples "$venv/bin/python" -m pytest -q python/tests
+}
+step "python package (pip install ./python, pytest)" python_package
 
 # ---- 4. valgrind over the unsafe code in mem ----------------------------------------------
 valgrind_mem() {
