@@ -32,7 +32,7 @@ note() { echo "    $*"; }
 
 # ---- 1. system packages ------------------------------------------------------------------
 PKGS=(libdpdk-dev dpdk-dev pkg-config clang libclang-dev tshark valgrind iproute2 iputils-ping socat
-  prometheus tmux fonts-dejavu-core)
+  prometheus tmux fonts-dejavu-core python3 python3-venv)
 install_packages() {
   local missing=()
   for p in "${PKGS[@]}"; do
