@@ -226,7 +226,8 @@ summary() {
     done
   fi
   if [ $failed -gt 0 ]; then
-    echo "failed steps: ${failed_steps[*]}"
+    printf -v line '%s; ' "${failed_steps[@]}"
+    echo "failed steps: ${line%; }"
   fi
   echo "skipped: ${#skips[@]}"
   echo "steps: $passed passed, $failed failed"
