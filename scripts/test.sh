@@ -3,7 +3,15 @@
 # what the tests need and reserves hugepages (with a fallback when it can't).
 #
 #   scripts/test.sh            everything (what CI runs: .ci/run calls exactly this)
-#   QUICK=1 scripts/test.sh    skip valgrind, fuzzing and the README commands
+#   QUICK=1 scripts/test.sh    skip valgrind, fuzzing, the long property runs and the
+#                              README commands
+#
+# Nothing is skipped silently. A step that cannot run, and every test that skips a check
+# (tests/harness: `harness::skip`, `harness::require_tool`), is listed under "skipped" in the
+# summary with its reason. Once the package step has installed everything, strict mode is on
+# (BYPASS_STRICT=1, exported to the tests; set BYPASS_STRICT=0 to turn it off): a tool this
+# script installed that a test or step then does not find is a failure, not a skip.
+# The last line is always `steps: N passed, N failed` (CI reads it).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,6 +21,12 @@ bash scripts/install-hooks.sh >/dev/null || true
 passed=0
 failed=0
 failed_steps=()
+skipped_steps=() # "step NAME: reason"
+facts=()         # what the run covered, for the summary ("property cases: ...")
+# Tests append one line per skip here (tests/harness/mod.rs).
+BYPASS_SKIP_LOG=$(mktemp -t bypass-skips.XXXXXX)
+export BYPASS_SKIP_LOG
+trap 'rm -f "$BYPASS_SKIP_LOG"' EXIT
 step() {
   local name=$1
   shift
@@ -29,6 +43,22 @@ step() {
   fi
 }
 note() { echo "    $*"; }
+strict() { [ "${BYPASS_STRICT:-0}" = 1 ]; }
+# A step that cannot run here: listed as skipped with its reason, or, with `fatal` (what is
+# missing is something this script installs) in strict mode, failed.
+skip_step() {
+  local name=$1 reason=$2 fatal=${3:-}
+  echo
+  echo "==> $name"
+  if [ -n "$fatal" ] && strict; then
+    failed=$((failed + 1))
+    failed_steps+=("$name")
+    echo "==> $name: FAILED (BYPASS_STRICT=1 and $reason)"
+  else
+    skipped_steps+=("step $name: $reason")
+    echo "==> $name: skipped ($reason)"
+  fi
+}
 
 # ---- 1. system packages ------------------------------------------------------------------
 PKGS=(libdpdk-dev dpdk-dev pkg-config clang libclang-dev tshark valgrind iproute2 iputils-ping socat
@@ -54,6 +84,11 @@ install_packages() {
   (apt-get update -qq || true) && apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 step "system packages" install_packages
+# Everything installed: from here on, a missing tool is a failure (unless the caller chose).
+if [ $failed -eq 0 ] && [ -z "${BYPASS_STRICT:-}" ]; then
+  export BYPASS_STRICT=1
+fi
+note "strict mode: BYPASS_STRICT=${BYPASS_STRICT:-0}"
 
 if ! command -v cargo >/dev/null 2>&1; then
   echo "cargo not found: install Rust (stable 1.95 or newer) from https://rustup.rs"
@@ -87,6 +122,40 @@ step "cargo fmt --check" cargo fmt --all -- --check
 step "cargo clippy" cargo clippy --workspace --all-targets --all-features -- -D warnings
 step "cargo doc (warnings are errors)" env RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --all-features
 step "cargo test" cargo test --workspace --all-features --no-fail-fast
+# The transport's property test and seed sweep at real counts (the cargo test step runs 8
+# cases and 1 seed per scenario to stay quick). The test profile is optimised, so this reuses
+# that step's build; QUICK=1 keeps the quick counts.
+PROP_CASES=${PROP_CASES:-256}
+SWEEP_SEEDS=${SWEEP_SEEDS:-30}
+[ -n "${QUICK:-}" ] && PROP_CASES=8 SWEEP_SEEDS=1
+props_and_sweep() {
+  local out props scenarios
+  out=$(PROPTEST_CASES=$PROP_CASES cargo test -q --all-features --test proto_prop 2>&1)
+  echo "$out" | tail -3
+  props=$(echo "$out" | grep -o 'test result: ok\. [0-9]* passed' | grep -o '[0-9]* passed' | cut -d' ' -f1)
+  [ -n "$props" ] || return 1
+  out=$(PROTO_SWEEP_SEEDS=$SWEEP_SEEDS cargo test -q --all-features --test proto_regressions -- \
+    --exact sweep --nocapture 2>&1)
+  echo "$out" | tail -3
+  echo "$out" | grep -q 'test result: ok\. 1 passed' || return 1
+  scenarios=$(echo "$out" | grep -o 'sweep: [0-9]* scenarios' | grep -o '[0-9]*')
+  facts+=("property cases: $PROP_CASES x $props properties (proto_prop), sweep seeds: $SWEEP_SEEDS x ${scenarios:-?} scenarios (proto_regressions)")
+}
+step "property tests and seed sweep" props_and_sweep
+# Every committed fuzz seed replayed through the fuzz targets' own code, on stable.
+fuzz_seeds() {
+  local out n
+  out=$(cargo test -q --all-features --test fuzz_seeds -- --nocapture 2>&1)
+  echo "$out" | grep -E '^replayed|test result'
+  echo "$out" | grep -q 'test result: ok' || {
+    echo "$out"
+    return 1
+  }
+  n=$(echo "$out" | grep -o 'replayed [0-9]* fuzz seeds[^)]*)' | head -1)
+  facts+=("fuzz seeds: ${n:-none replayed}")
+  [ -n "$n" ]
+}
+step "fuzz seeds replayed" fuzz_seeds
 # The 1 GiB message under 1 % loss is ignored where debug assertions slow it down; run it here
 # with them on (the test profile is optimised).
 step "1 GiB message under loss" cargo test --test proto_large -- --ignored --nocapture
@@ -121,20 +190,18 @@ valgrind_mem() {
   valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite \
     --show-possibly-lost=no "$bin" --test-threads=2 --skip model_ 2>&1 | tail -3
 }
-if [ -z "${QUICK:-}" ] && command -v valgrind >/dev/null; then
+if [ -n "${QUICK:-}" ]; then
+  skip_step "valgrind memcheck (mem)" "QUICK=1"
+elif ! command -v valgrind >/dev/null; then
+  skip_step "valgrind memcheck (mem)" "valgrind not installed (Debian package valgrind)" fatal
+else
   step "valgrind memcheck (mem)" valgrind_mem
 fi
 
 # ---- 5. fuzz targets ------------------------------------------------------------------------
+# (Every committed seed of every target also replays under stable `cargo test`:
+# tests/fuzz_seeds.rs, counted in the summary.)
 fuzz() {
-  if ! rustup toolchain list 2>/dev/null | grep -q nightly; then
-    note "SKIP fuzz: no nightly toolchain installed (cargo-fuzz needs one: rustup toolchain install nightly)"
-    return 0
-  fi
-  if [ ! -f fuzz/Cargo.toml ]; then
-    note "SKIP fuzz: no fuzz targets yet"
-    return 0
-  fi
   if ! command -v cargo-fuzz >/dev/null 2>&1; then
     cargo install -q cargo-fuzz --locked || return 1
   fi
@@ -144,20 +211,56 @@ fuzz() {
     (cd fuzz && cargo +nightly fuzz build)
   fi
 }
-if [ -z "${QUICK:-}" ]; then
+if [ -n "${QUICK:-}" ]; then
+  skip_step "fuzz (build + short run)" "QUICK=1"
+elif [ ! -f fuzz/Cargo.toml ]; then
+  skip_step "fuzz (build + short run)" "no fuzz targets (fuzz/Cargo.toml)"
+elif ! rustup toolchain list 2>/dev/null | grep -q nightly; then
+  skip_step "fuzz (build + short run)" \
+    "no nightly toolchain (cargo-fuzz needs one: rustup toolchain install nightly)"
+else
   step "fuzz (build + short run)" fuzz
 fi
 
 # ---- 6. the README's commands, as a newcomer runs them --------------------------------------
 # Every command of README.md's sh blocks, literally (the main job's full default run first);
 # blocks that cannot run here are listed as skipped with their reason.
-if [ -z "${QUICK:-}" ]; then
+if [ -n "${QUICK:-}" ]; then
+  skip_step "README commands" "QUICK=1"
+else
   step "README commands" scripts/readme-commands.sh
 fi
 
-echo
-if [ $failed -gt 0 ]; then
-  echo "failed steps: ${failed_steps[*]}"
-fi
-echo "steps: $passed passed, $failed failed"
+# ---- summary ---------------------------------------------------------------------------------
+# What ran, what was skipped and why, what failed; the last line is the one CI reads.
+summary() {
+  local skips=() line
+  skips+=("${skipped_steps[@]}")
+  if [ -s "$BYPASS_SKIP_LOG" ]; then
+    while IFS= read -r line; do
+      case $line in
+        "README command"*) skips+=("$line") ;;
+        *) skips+=("test $line") ;;
+      esac
+    done < <(sort -u "$BYPASS_SKIP_LOG")
+  fi
+  echo
+  echo "==> summary"
+  for line in "${facts[@]}"; do
+    echo "$line"
+  done
+  if [ ${#skips[@]} -gt 0 ]; then
+    echo "skipped (not run here, with the reason):"
+    for line in "${skips[@]}"; do
+      echo "  $line"
+    done
+  fi
+  if [ $failed -gt 0 ]; then
+    printf -v line '%s; ' "${failed_steps[@]}"
+    echo "failed steps: ${line%; }"
+  fi
+  echo "skipped: ${#skips[@]}"
+  echo "steps: $passed passed, $failed failed"
+}
+summary
 [ $failed -eq 0 ]

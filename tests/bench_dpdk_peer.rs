@@ -15,6 +15,7 @@
 //! namespaces (and with them the veth pair) are removed on exit, even on failure.
 #![cfg(feature = "dpdk")]
 
+mod harness;
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
@@ -23,7 +24,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 mod dpdk_common;
-use dpdk_common::{have, must, run};
+use dpdk_common::{must, run};
 
 const EXE: &str = env!("CARGO_BIN_EXE_bypass");
 
@@ -199,13 +200,12 @@ fn rows<'a>(v: &'a Value, mode: &str) -> &'a Vec<Value> {
 
 #[test]
 fn bench_against_a_dpdk_peer_in_another_namespace() {
-    if !have("ip") {
-        println!("SKIP: `ip` is not installed (iproute2)");
+    if !harness::require_tool("ip", "iproute2", "the DPDK peer bench") {
         return;
     }
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
-        println!("SKIP: network namespaces and veth pairs need root");
+        harness::skip("network namespaces and veth pairs need root");
         return;
     }
     let net = Net::new();

@@ -87,8 +87,8 @@ fn memif_child() {
         }
         println!("server: port {:?} copies {}", port.stats(), port.copies());
         println!("server: device {:?}", dev.stats().unwrap());
-        // Let the client drain before we close.
-        std::thread::sleep(Duration::from_millis(300));
+        // Let the client drain before we close: it closes once it has seen `done`.
+        wait_link_down(port, "server");
     } else {
         let mut echoed = 0u32;
         let mut txq = Vec::with_capacity(MAX_BURST);

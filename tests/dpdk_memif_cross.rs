@@ -87,7 +87,8 @@ fn cross_child() {
             port.tx_burst(&mut done);
         }
         println!("dpdk-server: {:?} copies {}", port.stats(), port.copies());
-        std::thread::sleep(Duration::from_millis(300));
+        // Let the client drain before we close: it closes once it has seen `done`.
+        wait_link_down(port, "dpdk-server");
         drop(ports);
         drop(dev);
         drop(dpool);

@@ -8,6 +8,7 @@
 #![cfg(feature = "dpdk")]
 
 mod dpdk_common;
+mod harness;
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -19,12 +20,12 @@ use dpdk_common::*;
 #[test]
 fn tap_two_queues_with_rss() {
     if !std::path::Path::new("/dev/net/tun").exists() {
-        println!("SKIP: /dev/net/tun is absent");
+        harness::skip("/dev/net/tun is absent");
         return;
     }
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
-        println!("SKIP: creating a tap interface needs root");
+        harness::skip("creating a tap interface needs root");
         return;
     }
     let pid = std::process::id();

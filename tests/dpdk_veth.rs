@@ -6,6 +6,7 @@
 #![cfg(feature = "dpdk")]
 
 mod dpdk_common;
+mod harness;
 
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -149,15 +150,14 @@ fn answer(
 
 #[test]
 fn kernel_peer_ping_over_veth() {
-    for tool in ["ip", "ping"] {
-        if !have(tool) {
-            println!("SKIP: `{tool}` is not installed (iproute2 / iputils-ping)");
+    for (tool, package) in [("ip", "iproute2"), ("ping", "iputils-ping")] {
+        if !harness::require_tool(tool, package, "the kernel peer ping") {
             return;
         }
     }
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
-        println!("SKIP: network namespaces and veth pairs need root");
+        harness::skip("network namespaces and veth pairs need root");
         return;
     }
     let pid = std::process::id();

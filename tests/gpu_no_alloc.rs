@@ -6,6 +6,7 @@
 //! GPU machine (scripts/gpu-test.sh run) and against the fake one here
 //! (scripts/gpu-test.sh fake).
 
+mod harness;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -57,7 +58,7 @@ fn gpu_or_skip(test: &str) -> Option<Gpu> {
             if std::env::var_os("BYPASS_REQUIRE_GPU").is_some() {
                 panic!("{test}: BYPASS_REQUIRE_GPU is set but: {e}");
             }
-            eprintln!("skipping {test}: {e}");
+            harness::skip(&format!("no CUDA driver or device here ({e})"));
             None
         }
         Err(e) => panic!("{test}: the CUDA driver is present but failed: {e}"),

@@ -6,6 +6,7 @@
 //! Every test skips, printing why, where `libcuda.so.1` or a CUDA device is absent (this is
 //! the case on the CI machines, which have no GPU); scripts/gpu-test.sh runs them on one.
 
+mod harness;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::mpsc;
 use std::thread;
@@ -30,7 +31,7 @@ fn gpu_or_skip(test: &str) -> Option<Gpu> {
             if std::env::var_os("BYPASS_REQUIRE_GPU").is_some() {
                 panic!("{test}: BYPASS_REQUIRE_GPU is set but: {e}");
             }
-            eprintln!("skipping {test}: {e}");
+            harness::skip(&format!("no CUDA driver or device here ({e})"));
             None
         }
         Err(e) => panic!("{test}: the CUDA driver is present but failed: {e}"),
@@ -346,6 +347,7 @@ fn segments_received_before_the_target_go_to_the_gpu_part_by_part() {
     let (a, b) = pair(&pool, 1024, 9000).unwrap();
     let len = (3 << 20) + 123;
     let (up_tx, up_rx) = mpsc::channel();
+    let (acked_tx, acked_rx) = mpsc::channel();
     let receiver = thread::spawn(move || {
         let stack = Stack::builder(Backend::Port(Box::new(a)), SERVER)
             .connection_config(bypass::proto::ConnectionConfig {
@@ -357,9 +359,21 @@ fn segments_received_before_the_target_go_to_the_gpu_part_by_part() {
         let listener = stack.listen();
         up_tx.send(()).unwrap();
         let sock = listener.accept(Duration::from_secs(20)).unwrap();
-        // Let the whole message arrive (as segments) before a target is posted.
+        // Let the whole message arrive (as segments) before a target is posted: poll (which
+        // acknowledges what arrives) until the sender says every byte was acknowledged, so
+        // it is all here. (A fixed wait is not enough on a busy machine.)
         assert_eq!(&sock.recv().unwrap()[..], b"sent");
-        stack.poll_for(Duration::from_millis(300));
+        let waited = harness::wait_for(
+            "the sender to see the whole message acknowledged",
+            harness::SETTLE,
+            || {
+                stack.poll();
+                acked_rx.try_recv().is_ok()
+            },
+        );
+        if let Err(e) = waited {
+            panic!("{e}");
+        }
         let mut dev = gpu.alloc(len + 4096).unwrap();
         dev.fill(0).unwrap();
         let got = sock.recv_into_gpu(&mut dev, 4096).unwrap();
@@ -380,6 +394,9 @@ fn segments_received_before_the_target_go_to_the_gpu_part_by_part() {
         .unwrap();
     sock.send(b"sent").unwrap();
     sock.send(&pattern(len, 7)).unwrap();
+    sock.set_timeout(Some(harness::SETTLE));
+    sock.flush().unwrap();
+    acked_tx.send(()).unwrap();
     assert_eq!(&sock.recv().unwrap()[..], b"done");
     sock.close().unwrap();
     let (got, back, stats) = receiver.join().unwrap();

@@ -2,6 +2,7 @@
 //! they are not. Reads /proc/meminfo; other processes using hugepages at the same moment can
 //! disturb a reading, so a reading is retried.
 
+mod harness;
 use bypass::mem::{HugePages, PageSize, Region, RegionError, HUGE_PAGE_SIZE};
 
 fn meminfo(key: &str) -> u64 {
@@ -16,12 +17,12 @@ fn meminfo(key: &str) -> u64 {
 fn hugepages_back_a_region_when_reserved() {
     let pages = 4u64;
     if meminfo("HugePages_Free") < pages + 2 {
-        println!(
-            "SKIP hugepage backing: fewer than {} free 2 MiB hugepages (HugePages_Free = {}); \
-             scripts/test.sh reserves them as root",
+        harness::skip(&format!(
+            "hugepage backing not checked: fewer than {} free 2 MiB hugepages \
+             (HugePages_Free = {}); scripts/test.sh reserves them as root",
             pages + 2,
             meminfo("HugePages_Free")
-        );
+        ));
         return;
     }
     let mut last = None;

@@ -3,6 +3,7 @@
 //! frame must come back with its payload intact. Skipped (with the reason printed) only
 //! when dpdk-testpmd is not installed.
 
+mod harness;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -108,7 +109,10 @@ fn check_ping(ok: bool, text: &str) {
 #[test]
 fn memif_client_against_testpmd_server() {
     let Some(bin) = testpmd() else {
-        println!("SKIPPED: dpdk-testpmd not installed");
+        harness::missing(
+            "dpdk-testpmd not found on PATH (Debian package dpdk-dev)",
+            "this test",
+        );
         return;
     };
     let tag = format!("bpx_ic{}", std::process::id());
@@ -135,7 +139,10 @@ fn memif_client_against_testpmd_server() {
 #[test]
 fn memif_server_against_testpmd_client() {
     let Some(bin) = testpmd() else {
-        println!("SKIPPED: dpdk-testpmd not installed");
+        harness::missing(
+            "dpdk-testpmd not found on PATH (Debian package dpdk-dev)",
+            "this test",
+        );
         return;
     };
     let tag = format!("bpx_is{}", std::process::id());
@@ -182,7 +189,10 @@ fn memif_client_two_queues_against_testpmd_server() {
     use std::time::Instant;
 
     let Some(bin) = testpmd() else {
-        println!("SKIPPED: dpdk-testpmd not installed");
+        harness::missing(
+            "dpdk-testpmd not found on PATH (Debian package dpdk-dev)",
+            "this test",
+        );
         return;
     };
     let tag = format!("bpx_iq{}", std::process::id());
@@ -280,7 +290,10 @@ fn memif_server_survives_testpmd_client_restart() {
     use std::time::Instant;
 
     let Some(bin) = testpmd() else {
-        println!("SKIPPED: dpdk-testpmd not installed");
+        harness::missing(
+            "dpdk-testpmd not found on PATH (Debian package dpdk-dev)",
+            "this test",
+        );
         return;
     };
     let tag = format!("bpx_ir{}", std::process::id());
@@ -340,7 +353,10 @@ fn memif_server_survives_testpmd_client_restart() {
 #[test]
 fn memif_abstract_socket_against_testpmd_both_roles() {
     let Some(bin) = testpmd() else {
-        println!("SKIPPED: dpdk-testpmd not installed");
+        harness::missing(
+            "dpdk-testpmd not found on PATH (Debian package dpdk-dev)",
+            "this test",
+        );
         return;
     };
     // Our client, testpmd server.
@@ -389,7 +405,10 @@ fn memif_client_gathers_multisegment_frames_from_testpmd() {
     use std::time::Instant;
 
     let Some(bin) = testpmd() else {
-        println!("SKIPPED: dpdk-testpmd not installed");
+        harness::missing(
+            "dpdk-testpmd not found on PATH (Debian package dpdk-dev)",
+            "this test",
+        );
         return;
     };
     let tag = format!("bpx_im{}", std::process::id());

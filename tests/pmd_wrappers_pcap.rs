@@ -1,6 +1,7 @@
 //! Integration tests of `pmd::pcap`: captures written through a pair open in tshark with
 //! the right frames and nothing malformed.
 
+mod harness;
 use std::fs::{self, File};
 use std::io::BufWriter;
 use std::path::{Path, PathBuf};
@@ -91,13 +92,7 @@ impl Drop for TempDir {
 }
 
 fn have_tshark() -> bool {
-    match Command::new("tshark").arg("--version").output() {
-        Ok(o) => o.status.success(),
-        Err(_) => {
-            println!("SKIP: tshark not found on PATH (the test script installs it)");
-            false
-        }
-    }
+    harness::require_tool("tshark", "tshark", "reading the capture with tshark")
 }
 
 /// Run tshark with `args` on `file`; its stdout lines. Fails the test if tshark fails.

@@ -1,7 +1,7 @@
 //! Property tests: for any seed and any link impairment within bounds, random messages in
 //! both directions arrive exactly once with identical bytes.
 //!
-//! Cases: `PROPTEST_CASES` (default 8 here; the test script runs more in release).
+//! Cases: `PROPTEST_CASES` (default 8 here; scripts/test.sh runs 256 in its own step).
 
 use bypass::pmd::sim::{GilbertElliott, LinkConfig};
 use bypass::proto::testing::{run_transfer, Pair};

@@ -1,5 +1,5 @@
 //! Harsh link scenarios swept over seeds, and every seed the simulator ever failed on,
-//! pinned. `PROTO_SWEEP_SEEDS=N` widens the sweep (scripts/test-proto.sh runs it in release).
+//! pinned. `PROTO_SWEEP_SEEDS=N` widens the sweep (scripts/test.sh runs 30 seeds in its own step).
 
 use std::time::Duration;
 
@@ -188,6 +188,7 @@ fn sweep() {
             run(s, 0xbad_5eed + seed);
         }
     }
+    println!("sweep: {} scenarios x {n} seeds", ALL.len());
 }
 
 /// Seeds the simulator failed on, with the bug each found (kept failing-first reproducible).

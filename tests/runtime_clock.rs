@@ -12,6 +12,7 @@
 //! the reference clock across its timekeeping updates (under 1 ns per update, at most
 //! a few hundred updates in 200 ms).
 
+mod harness;
 use std::time::Duration;
 
 use bypass::runtime::clock::{
@@ -35,7 +36,7 @@ fn bracketed(c: &SystemClock) -> (u64, u64, u64) {
 
 fn tsc_clock() -> Option<SystemClock> {
     if !invariant_tsc() {
-        println!("SKIP: this CPU has no invariant TSC (constant_tsc + nonstop_tsc); the clock falls back to CLOCK_MONOTONIC_RAW");
+        harness::skip("this CPU has no invariant TSC (constant_tsc + nonstop_tsc); the clock falls back to CLOCK_MONOTONIC_RAW");
         return None;
     }
     let c = SystemClock::new();

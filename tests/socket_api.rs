@@ -1,6 +1,7 @@
 //! The socket API end to end: two stacks (each on its own thread, as in production each
 //! owns its core) over an in-process port pair; and misuse that must give clear errors.
 
+mod harness;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::mpsc;
 use std::thread;
@@ -87,9 +88,12 @@ fn echo_messages_of_every_size() {
 #[test]
 fn connecting_to_nobody_times_out_clearly() {
     let (a, b, _pool) = ports();
-    // The peer end exists (link up) but no stack runs on it: nobody answers.
+    // The peer end exists (link up) but no stack runs on it: nobody answers. It stays until
+    // the connect gave up (a fixed time could run out first on a busy machine, and the link
+    // going down would change the error).
+    let (done_tx, done_rx) = mpsc::channel::<()>();
     let silent = thread::spawn(move || {
-        thread::sleep(Duration::from_millis(1500));
+        let _ = done_rx.recv();
         drop(a);
     });
     let stack = Stack::builder(Backend::Port(Box::new(b)), CLIENT)
@@ -99,6 +103,7 @@ fn connecting_to_nobody_times_out_clearly() {
     let err = stack
         .connect(SocketAddrV4::new(SERVER, 7200), Duration::from_millis(300))
         .unwrap_err();
+    done_tx.send(()).unwrap();
     assert!(matches!(err, Error::PeerUnreachable { .. }), "{err:?}");
     let text = err.to_string();
     assert!(
@@ -535,7 +540,20 @@ fn an_answer_leaves_inside_send_when_its_request_was_just_received() {
     // rest of its loop iteration; the answer queued next must not wait for the next receive
     // call (or whatever the application does in between) to be transmitted: `send_bytes`
     // finishes that iteration, so the frame has left when it returns.
+    //
+    // Which requests are handed out that way depends on timing: one that arrives with an ACK
+    // due (a burst, a retransmission, a timer that fired while the thread waited for a core)
+    // is handed out after its whole iteration, which transmits, and its answer then goes at
+    // the next poll. So each request is classified by what its receive call did: one that
+    // call received and transmitted nothing had the rest of its iteration deferred, and its
+    // answer must leave inside `send_bytes`, every time, however busy the machine (how many
+    // requests that is varies with the load: 3 to 139 of 200 seen with the machine busy).
+    // Checked: with `Socket::sent` no longer finishing the deferred iteration, 0 of 36 did.
+    // At least PINGS exchanges, and more (up to MAX_PINGS) until DEFERRED requests took the
+    // early hand-out: on a busy machine few do (3 of 200 seen), and the check needs some.
     const PINGS: usize = 200;
+    const MAX_PINGS: usize = 20_000;
+    const DEFERRED: usize = 20;
     let (a, b, _pool) = ports();
     let (up_tx, up_rx) = mpsc::channel();
     let server = thread::spawn(move || {
@@ -546,24 +564,42 @@ fn an_answer_leaves_inside_send_when_its_request_was_just_received() {
         up_tx.send(()).unwrap();
         let sock = listener.accept(Duration::from_secs(20)).unwrap();
         let answer = bytes::Bytes::from_static(&[7u8; 64]);
-        let mut left_in_send = 0;
-        for _ in 0..PINGS {
-            let deadline = Instant::now() + Duration::from_secs(10);
-            loop {
-                if sock.try_recv_msg().unwrap().is_some() {
-                    break;
-                }
-                assert!(Instant::now() < deadline, "no request");
+        // The last answer says so (its bytes are 8).
+        let last = bytes::Bytes::from_static(&[8u8; 64]);
+        // (requests received by a call that transmitted nothing, their answers that left
+        // inside send_bytes, all answers that left inside send_bytes)
+        let (mut deferred, mut deferred_left, mut left_in_send) = (0, 0, 0);
+        let mut i = 0;
+        loop {
+            let mut quiet = false;
+            let waited = harness::wait_for(&format!("request {i}"), harness::SETTLE, || {
+                let r0 = stack.stats().runtime;
+                let got = sock.try_recv_msg().unwrap().is_some();
+                let r1 = stack.stats().runtime;
+                // Received in this call (not already waiting, as the first request can be
+                // after `accept`) and nothing transmitted.
+                quiet = r1.rx_frames > r0.rx_frames && r1.tx_frames == r0.tx_frames;
+                got
+            });
+            if let Err(e) = waited {
+                panic!("{e}");
             }
+            i += 1;
+            let done = i >= MAX_PINGS || (i >= PINGS && deferred + usize::from(quiet) >= DEFERRED);
             let before = stack.stats().runtime.tx_frames;
-            sock.send_bytes(answer.clone()).unwrap();
-            if stack.stats().runtime.tx_frames > before {
-                left_in_send += 1;
+            sock.send_bytes(if done { last.clone() } else { answer.clone() })
+                .unwrap();
+            let left = stack.stats().runtime.tx_frames > before;
+            left_in_send += usize::from(left);
+            deferred += usize::from(quiet);
+            deferred_left += usize::from(quiet && left);
+            if done {
+                break;
             }
         }
         // Serve until the client closes.
         while sock.recv().is_ok() {}
-        left_in_send
+        (i, deferred, deferred_left, left_in_send)
     });
     up_rx.recv().unwrap();
     let stack = Stack::builder(Backend::Port(Box::new(b)), CLIENT)
@@ -572,17 +608,29 @@ fn an_answer_leaves_inside_send_when_its_request_was_just_received() {
     let sock = stack
         .connect(SocketAddrV4::new(SERVER, 7200), Duration::from_secs(10))
         .unwrap();
-    for _ in 0..PINGS {
+    loop {
         sock.send(&[1u8; 64]).unwrap();
-        assert_eq!(sock.recv_msg().unwrap().len, 64);
+        let m = sock.recv().unwrap();
+        assert_eq!(m.len(), 64);
+        if m[0] == 8 {
+            break;
+        }
     }
     sock.close().unwrap();
-    let left_in_send = server.join().unwrap();
-    println!("{left_in_send} of {PINGS} answers left inside send_bytes");
-    // A request that arrives with an ACK due is handed out after the whole iteration (no
-    // deferral, so its answer goes at the next poll); those are the exception.
+    let (pings, deferred, deferred_left, left_in_send) = server.join().unwrap();
+    println!(
+        "{deferred} of {pings} requests handed out before the rest of their iteration; \
+         {deferred_left} of their answers left inside send_bytes ({left_in_send} of all answers)"
+    );
+    assert_eq!(
+        deferred_left, deferred,
+        "answers to requests handed out before the rest of their iteration that left inside \
+         send_bytes"
+    );
+    // Most requests are lone ones; at least some must have taken the early hand-out for the
+    // check above to mean anything (alone here: about 3 in 4).
     assert!(
-        left_in_send >= PINGS * 3 / 4,
-        "{left_in_send} of {PINGS} answers left inside send_bytes"
+        deferred >= DEFERRED,
+        "only {deferred} of {pings} requests handed out before the rest of their iteration"
     );
 }

@@ -4,6 +4,7 @@
 //! by `tshark`, and `bypass stat` run against the stacks (as a process, and in a real
 //! terminal under tmux).
 
+mod harness;
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream};
@@ -177,8 +178,30 @@ fn counters_move_by_the_traffic_sent_and_promtool_accepts_the_exposition() {
     let sock = connect(&stack);
     sock.send(b"warm-up").unwrap();
     sock.flush().unwrap();
-    stack.poll_for(Duration::from_millis(50));
-    let (_, a) = scrape(exp.local_addr());
+    let client = [("port", "client"), ("queue", "0")];
+    let server_l = [("port", "server"), ("queue", "0")];
+    let peer = format!("{CLIENT_IP}:{DEFAULT_UDP_PORT}");
+    // The baseline: both loops have published the quiet state after the warm-up (every frame
+    // sent counted as received on the other side, the warm-up delivered). A scrape taken
+    // before the server's thread published (it can wait for a core on a busy machine) would
+    // offset every difference below.
+    let mut a = Samples::new();
+    harness::settle(
+        "both stacks to publish the quiet state after the warm-up",
+        || {
+            stack.poll_for(Duration::from_millis(50));
+            a = scrape(exp.local_addr()).1;
+            sum(
+                &a,
+                "bypass_conn_delivered_messages_total",
+                &[("peer", &peer)],
+            ) == 1.0
+                && sum(&a, "bypass_port_tx_packets_total", &client)
+                    == sum(&a, "bypass_port_rx_packets_total", &server_l)
+                && sum(&a, "bypass_port_tx_packets_total", &server_l)
+                    == sum(&a, "bypass_port_rx_packets_total", &client)
+        },
+    );
 
     const N: u64 = 1000;
     const LEN: usize = 200;
@@ -187,12 +210,10 @@ fn counters_move_by_the_traffic_sent_and_promtool_accepts_the_exposition() {
         sock.send(&msg).unwrap();
     }
     sock.flush().unwrap();
-    let client = [("port", "client"), ("queue", "0")];
-    let server_l = [("port", "server"), ("queue", "0")];
-    let peer = format!("{CLIENT_IP}:{DEFAULT_UDP_PORT}");
     // Let both loops publish the quiet state (ticks every 1 ms of polling); on a loaded
-    // machine the server's thread may need a moment longer.
-    let deadline = Instant::now() + Duration::from_secs(10);
+    // machine the server's thread may need a while longer (the asserts below say what
+    // differs if it never comes).
+    let deadline = Instant::now() + harness::SETTLE;
     let (body, b) = loop {
         stack.poll_for(Duration::from_millis(50));
         let (body, b) = scrape(exp.local_addr());
@@ -274,9 +295,10 @@ fn counters_move_by_the_traffic_sent_and_promtool_accepts_the_exposition() {
         .stderr(Stdio::piped())
         .spawn()
     {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            println!("SKIP promtool check: promtool not installed (Debian package prometheus)")
-        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => harness::missing(
+            "promtool not found on PATH (Debian package prometheus)",
+            "the promtool check",
+        ),
         Err(e) => panic!("promtool: {e}"),
         Ok(mut p) => {
             p.stdin.take().unwrap().write_all(body.as_bytes()).unwrap();
@@ -431,7 +453,10 @@ fn capture_switched_on_at_run_time_opens_in_tshark_without_malformed_frames() {
 
     let f = file.to_str().unwrap();
     let Some(all) = tshark(&["-r", f]) else {
-        println!("SKIP tshark checks: tshark not installed");
+        harness::missing(
+            "tshark not found on PATH (Debian package tshark)",
+            "the tshark checks",
+        );
         return;
     };
     let frames = all.lines().count() as u64;
@@ -574,8 +599,7 @@ fn stat_once_json_reports_rates_of_a_running_stack() {
 #[test]
 fn stat_live_view_in_a_real_terminal() {
     let _serial = serial();
-    if Command::new("tmux").arg("-V").output().is_err() {
-        println!("SKIP: tmux not installed (scripts/test.sh installs it)");
+    if !harness::require_tool("tmux", "tmux", "the live view in a terminal") {
         return;
     }
     let m = Metrics::new();
@@ -605,8 +629,9 @@ fn stat_live_view_in_a_real_terminal() {
         .status()
         .unwrap();
     assert!(ok.success());
-    // Wait for a frame that shows both ports moving.
-    let deadline = Instant::now() + Duration::from_secs(20);
+    // Wait for a frame that shows both ports moving (the asserts below say what is missing
+    // if none comes).
+    let deadline = Instant::now() + Duration::from_secs(60);
     let screen = loop {
         thread::sleep(Duration::from_millis(700));
         let out = Command::new("tmux")

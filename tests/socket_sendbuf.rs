@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
+mod harness;
 mod port_spy;
 use port_spy::Spy;
 
@@ -186,17 +187,24 @@ fn send_buf_under_loss_and_corruption_delivers_the_written_bytes() {
     assert_eq!(server.join().unwrap(), sizes.len() as u64);
 }
 
-/// True once the pool (shared with the server's stack, whose packets in flight hold slots
-/// too) is back to at most `idle` buffers in use; polls our stack meanwhile, for up to 2 s.
-fn settles(stack: &Stack, pool: &Pool, idle: u64) -> bool {
-    let end = std::time::Instant::now() + Duration::from_secs(2);
-    while std::time::Instant::now() < end {
-        if pool.stats().in_use <= idle {
-            return true;
-        }
-        stack.poll();
+/// Wait until the pool (shared with the server's stack, whose packets in flight hold slots
+/// too) is back to at most `idle` buffers in use, polling our stack meanwhile; `what` names
+/// the check. The wait ends as soon as that holds; the deadline (harness::SETTLE) only bounds
+/// a failure, and is generous because on a busy machine the server's thread (which frees the
+/// slots its packets hold) can wait seconds for a core: 2 s was lost there.
+fn settles(stack: &Stack, pool: &Pool, idle: u64, what: &str) {
+    let waited = harness::wait_for(
+        &format!("{what}: the pool back to {idle} buffers in use"),
+        harness::SETTLE,
+        || {
+            stack.poll();
+            pool.stats().in_use <= idle
+        },
+    );
+    match waited {
+        Ok(took) => println!("{what}: settled in {took:?}"),
+        Err(e) => panic!("{e} (still {} in use)", pool.stats().in_use),
     }
-    pool.stats().in_use <= idle
 }
 
 #[test]
@@ -220,17 +228,11 @@ fn send_buf_misuse_gives_clear_errors_and_leaks_nothing() {
     assert!(e.to_string().contains("past the end"), "{e}");
     assert_eq!(b.write_at(usize::MAX, &[0; 2]).unwrap_err(), e);
     drop(b);
-    assert!(
-        settles(&stack, &pool, idle),
-        "an unsent SendBuf returns its buffers"
-    );
+    settles(&stack, &pool, idle, "an unsent SendBuf returns its buffers");
     // More buffers than the pool has.
     let e = sock.send_buf(600 * 9000).unwrap_err();
     assert_eq!(e, Error::PoolExhausted, "{e}");
-    assert!(
-        settles(&stack, &pool, idle),
-        "a refused send_buf keeps nothing"
-    );
+    settles(&stack, &pool, idle, "a refused send_buf keeps nothing");
     // Over the maximum message.
     let e = sock.send_buf(65 << 20).unwrap_err();
     assert!(matches!(e, Error::MessageTooLarge { .. }), "{e}");

@@ -2,6 +2,7 @@
 //! /metrics with a plain TcpStream GET, check the values moved by exactly those amounts, and
 //! have `promtool check metrics` accept the exposition.
 
+mod harness;
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -173,14 +174,9 @@ fn scrape_shows_exact_increments() {
     assert!(status.contains(" 404 "), "{status}");
     drop(exp);
     // The listener is closed by tiny_http's accept thread shortly after the drop.
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "exporter still listening 5 s after drop"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    harness::settle("the exporter's listener to close after the drop", || {
+        TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err()
+    });
 }
 
 #[test]
@@ -255,9 +251,7 @@ fn exposition_passes_promtool() {
         "label not escaped:\n{body}"
     );
 
-    let promtool = Command::new("promtool").arg("--version").output();
-    if promtool.is_err() {
-        println!("SKIP promtool check: promtool not found (Debian package `prometheus`)");
+    if !harness::require_tool("promtool", "prometheus", "the promtool check") {
         return;
     }
     let mut child = Command::new("promtool")

@@ -1054,7 +1054,7 @@ mod tests {
                 if std::env::var_os("BYPASS_REQUIRE_GPU").is_some() {
                     panic!("{test}: BYPASS_REQUIRE_GPU is set but: {e}");
                 }
-                eprintln!("skipping {test}: {e}");
+                crate::test_harness::skip(&format!("no CUDA driver or device here ({e})"));
                 None
             }
             Err(e) => panic!("{test}: the CUDA driver is present but failed: {e}"),

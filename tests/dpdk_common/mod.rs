@@ -84,6 +84,21 @@ pub fn wait_link(p: &mut dyn Port, limit: Duration) -> bool {
     false
 }
 
+/// Poll until the port's link is down (the peer closed its end), for up to 30 s (generous:
+/// the peer is another process, which on a busy machine can wait seconds for a core); panics
+/// naming `who` and the wait if it stays up.
+pub fn wait_link_down(p: &mut dyn Port, who: &str) {
+    let limit = Duration::from_secs(30);
+    let t0 = Instant::now();
+    while p.link().is_up() {
+        assert!(
+            t0.elapsed() < limit,
+            "{who}: waited {limit:?} for the peer to close (link down); it stayed up"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// A test frame: broadcast-free local addresses, ethertype 0x88b5, a sequence number, a
 /// deterministic pattern.
 pub fn frame(seq: u32, len: usize) -> Vec<u8> {
