@@ -6,6 +6,8 @@
 #
 # Prints a markdown report (command, date, machine, tables) on stdout; raw outputs are kept
 # in $OUT (default /tmp/bench-memif). Needs root for testpmd; testpmd runs with --no-huge.
+# JSON=FILE also writes the headline figures (bypass and testpmd one-way Mpps, the floor) as
+# JSON for scripts/headline.py.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -228,3 +230,39 @@ for k in bypass-client-tx_bypass-server-rx bypass-server-tx_bypass-client-rx \
     [[ -z "${RATE[$k]:-}" ]] && continue
     echo "| $k | ${RATE[$k]} |"
 done
+
+# ---- JSON (JSON=FILE): what bench/README.md's headline row reads (scripts/headline.py) ------
+if [[ -n "${JSON:-}" ]]; then
+    num() { [[ "$1" =~ ^[0-9]+(\.[0-9]+)?$ ]] && echo "$1" || echo null; }
+    floor_us=$(echo " ${RTT[cacheline-floor_two-threads]:-}" | grep -o ' p50=[^ ]*' | cut -d= -f2)
+    floor999_us=$(echo " ${RTT[cacheline-floor_two-threads]:-}" | grep -o ' p99.9=[^ ]*' | cut -d= -f2)
+    to_ns() { awk -v u="$1" 'BEGIN { if (u ~ /^[0-9.]+$/) printf "%.0f", u * 1000; else print "null" }'; }
+    {
+        echo "{"
+        echo "  \"kind\": \"memif-vs-testpmd\","
+        echo "  \"what\": \"64 B frames one way over memif, bypass client -> server (testpmd txonly -> rxonly beside it)\","
+        echo "  \"header\": {"
+        echo "    \"date_utc\": \"$(date -u +%Y-%m-%dT%H:%M:%SZ)\","
+        echo "    \"git_rev\": \"$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$([[ -n "$(git status --porcelain --untracked-files=no 2>/dev/null)" ]] && echo -dirty)\","
+        echo "    \"command_line\": [\"scripts/bench-memif.sh\"$([[ $QUICK == 1 ]] && echo ', "--quick"')],"
+        echo "    \"cpu_model\": \"$(lscpu | grep 'Model name' | sed 's/Model name: *//')\","
+        echo "    \"cpus\": $(nproc),"
+        echo "    \"load_average_start\": \"$LOAD_START\","
+        echo "    \"cacheline_floor\": {\"p50_ns\": $(to_ns "$floor_us"), \"p99_9_ns\": $(to_ns "$floor999_us")}"
+        echo "  },"
+        echo "  \"bypass_mpps\": $(num "${RATE[bypass-client-tx_bypass-server-rx]:-}"),"
+        echo "  \"testpmd_mpps\": $(num "${RATE[testpmd-server-txonly_testpmd-client-rxonly]:-}"),"
+        echo "  \"rates_mpps\": {"
+        first=1
+        for k in "${!RATE[@]}"; do
+            [[ $first == 1 ]] || echo ","
+            first=0
+            printf '    "%s": %s' "$k" "$(num "${RATE[$k]}")"
+        done
+        echo
+        echo "  }"
+        echo "}"
+    } >"$JSON"
+    echo
+    echo "JSON: $JSON"
+fi

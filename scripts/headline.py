@@ -120,7 +120,7 @@ def testpmd_row():
                 doc = json.load(f)
         except (OSError, ValueError):
             continue
-        if doc.get("kind") != "memif-vs-testpmd":
+        if doc.get("kind") != "memif-vs-testpmd" or not doc.get("bypass_mpps") or not doc.get("testpmd_mpps"):
             continue
         date = (doc.get("header") or {}).get("date_utc", "")
         if best is None or date > best[0]:
