@@ -90,6 +90,18 @@ step "1 GiB message under loss" cargo test --test proto_large -- --ignored --noc
 # The GPU receive path against a fake CUDA driver (no GPU here): host-side logic only; the
 # real GPU checks are scripts/gpu-test.sh build / run on a GPU machine.
 step "GPU path (fake CUDA driver)" scripts/gpu-test.sh fake --all-features
+# The C API (capi/): the C examples built with cc against bypass.h and libbypass, each run
+# against its Rust counterpart as two processes over memif, both directions, the C side under
+# valgrind memcheck.
+capi_examples() {
+  if command -v valgrind >/dev/null; then
+    scripts/capi-examples.sh
+  else
+    note "valgrind not installed: the C examples run without it"
+    VALGRIND=0 scripts/capi-examples.sh
+  fi
+}
+step "C API examples against the Rust ones (valgrind)" capi_examples
 
 # ---- 4. valgrind over the unsafe code in mem ----------------------------------------------
 valgrind_mem() {
