@@ -196,7 +196,7 @@ pub unsafe extern "C" fn bypass_socket_sendbuf(
     })
 }
 
-fn buf_mut<'a>(st: &'a mut crate::State, b: bypass_sendbuf) -> CResult<&'a mut SendBuf<'static>> {
+fn buf_mut(st: &mut crate::State, b: bypass_sendbuf) -> CResult<&mut SendBuf<'static>> {
     st.bufs.get_mut(b.id)?.buf.as_mut().ok_or_else(|| {
         CError::new(
             bypass_result::BYPASS_ERR_BAD_HANDLE,

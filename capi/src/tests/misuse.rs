@@ -57,8 +57,8 @@ fn misuse_gets_clear_errors() {
     assert_eq!(rc, BYPASS_ERR_SEND_BUFFER);
     ok(bypass_sendbuf_discard(b));
     assert_eq!(bypass_sendbuf_discard(b), BYPASS_ERR_BAD_HANDLE);
-    // SAFETY: NULL id is allowed.
     assert_eq!(
+        // SAFETY: NULL id is allowed.
         unsafe { bypass_sendbuf_send(b, std::ptr::null_mut()) },
         BYPASS_ERR_BAD_HANDLE
     );
@@ -77,8 +77,8 @@ fn misuse_gets_clear_errors() {
         last_error()
     );
     let mut l = 0u64;
-    // SAFETY: valid out-pointer.
     assert_eq!(
+        // SAFETY: valid out-pointer.
         unsafe { bypass_msg_info(m, &mut l, std::ptr::null_mut()) },
         BYPASS_ERR_BAD_HANDLE
     );
@@ -102,8 +102,8 @@ fn misuse_gets_clear_errors() {
     // SAFETY: NULL is what is tested.
     let rc = unsafe { bypass_socket_recv(s, std::ptr::null_mut(), 10, &mut len) };
     assert_eq!(rc, BYPASS_ERR_INVALID_ARGUMENT);
-    // SAFETY: NULL is what is tested.
     assert_eq!(
+        // SAFETY: NULL is what is tested.
         unsafe { bypass_socket_recv_msg(s, std::ptr::null_mut()) },
         BYPASS_ERR_INVALID_ARGUMENT
     );
@@ -148,7 +148,7 @@ fn misuse_gets_clear_errors() {
 }
 
 #[test]
-fn the_peer_closing_reads_as_closed_and_a_reset_as_reset() {
+fn the_peer_closing_reads_as_closed() {
     let path = sock_path("closed");
     let server = spawn_server(path.clone(), None, |_st, s| {
         ok(bypass_socket_close(s));
@@ -176,8 +176,8 @@ fn configuration_errors_say_what_is_missing() {
     // SAFETY: valid out-pointer.
     ok(unsafe { bypass_config_new(&mut c) });
     let mut s = bypass_stack { id: 0 };
-    // SAFETY: valid out-pointer.
     assert_eq!(
+        // SAFETY: valid out-pointer.
         unsafe { bypass_stack_new(c, &mut s) },
         BYPASS_ERR_INVALID_ARGUMENT
     );
@@ -187,23 +187,23 @@ fn configuration_errors_say_what_is_missing() {
         last_error()
     );
     let bad = CString::new("10.0.0.300").unwrap();
-    // SAFETY: valid string.
     assert_eq!(
+        // SAFETY: valid string.
         unsafe { bypass_config_set_ip(c, bad.as_ptr()) },
         BYPASS_ERR_INVALID_ARGUMENT
     );
     let good = CString::new("10.0.0.3").unwrap();
     // SAFETY: valid string.
     ok(unsafe { bypass_config_set_ip(c, good.as_ptr()) });
-    // SAFETY: valid out-pointer.
     assert_eq!(
+        // SAFETY: valid out-pointer.
         unsafe { bypass_stack_new(c, &mut s) },
         BYPASS_ERR_INVALID_ARGUMENT
     );
     assert!(last_error().contains("no backend"), "{}", last_error());
     let p = CString::new("/tmp/x.sock").unwrap();
-    // SAFETY: valid string.
     assert_eq!(
+        // SAFETY: valid string.
         unsafe { bypass_config_set_memif(c, p.as_ptr(), 7, 0) },
         BYPASS_ERR_INVALID_ARGUMENT
     );
