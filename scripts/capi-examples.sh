@@ -37,6 +37,8 @@ done
 # The static library links too (its native dependencies: see capi/README.md).
 "$CC" "${cflags[@]}" examples/c/echo_client.c "$lib/libbypass.a" -lgcc_s -lutil -lrt -lpthread \
   -lm -ldl -lc -o "$out/echo_client_static"
+"$CC" "${cflags[@]}" examples/c/pingpong.c "$lib/libbypass.a" -lgcc_s -lutil -lrt -lpthread \
+  -lm -ldl -lc -o "$out/pingpong_static"
 echo "built: $(cd "$out" && ls | tr '\n' ' ')"
 
 work=$(mktemp -d /tmp/bypass-capi-examples.XXXXXX)
