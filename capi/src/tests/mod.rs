@@ -4,6 +4,7 @@
 mod header;
 mod misuse;
 mod no_alloc;
+mod poll;
 
 use std::ffi::CString;
 use std::sync::atomic::{AtomicU32, Ordering};
