@@ -91,10 +91,8 @@ fn poll_ready_reports_the_sockets_with_messages() {
     // Nothing arrived for the middle socket.
     let mut m = bypass_msg { id: 0 };
     // SAFETY: valid out-pointer.
-    assert_eq!(
-        unsafe { bypass_socket_try_recv_msg(socks[1], &mut m) },
-        BYPASS_NOT_READY
-    );
+    let rc = unsafe { bypass_socket_try_recv_msg(socks[1], &mut m) };
+    assert_eq!(rc, BYPASS_NOT_READY);
     for s in socks {
         ok(bypass_socket_close(s));
     }
