@@ -1,6 +1,8 @@
 //! Tests of the C API through its `extern "C"` functions, as a C program calls them: two
 //! stacks joined by memif, each on its own thread, in this process.
 
+#[cfg(feature = "dpdk")]
+mod dpdk;
 mod header;
 mod misuse;
 mod no_alloc;
