@@ -116,6 +116,10 @@ struct Slot<T> {
 /// The live objects of one kind on this thread.
 pub(crate) struct Table<T> {
     kind: Kind,
+    /// This thread's number (`thread_number`), set by `set_thread` before first use: kept
+    /// here so that a lookup reads no thread-local (in a shared library each thread-local
+    /// read is a call to `__tls_get_addr`).
+    here: u32,
     slots: Vec<Slot<T>>,
     free: Vec<u32>,
 }
@@ -124,14 +128,22 @@ impl<T> Table<T> {
     pub const fn new(kind: Kind) -> Table<T> {
         Table {
             kind,
+            here: 0,
             slots: Vec::new(),
             free: Vec::new(),
         }
     }
 
+    /// Tells the table this thread's number (once, before first use).
+    pub fn set_thread(&mut self, here: u32) {
+        self.here = here;
+    }
+
     /// Stores `val`; returns its handle.
+    #[inline]
     pub fn insert(&mut self, val: T) -> CResult<u64> {
-        let thread = thread_number()?;
+        let thread = self.here;
+        debug_assert_ne!(thread, 0, "set_thread before use");
         let index = match self.free.pop() {
             Some(i) => i,
             None => {
@@ -160,6 +172,7 @@ impl<T> Table<T> {
     }
 
     /// The slot index of a live handle of this table, or why it is not one.
+    #[inline]
     fn index(&self, h: u64) -> CResult<usize> {
         let kind = self.kind.name();
         if h == 0 {
@@ -169,7 +182,7 @@ impl<T> Table<T> {
             ));
         }
         let thread = ((h >> THREAD_SHIFT) & THREAD_MASK) as u32;
-        let here = THREAD.with(Cell::get);
+        let here = self.here;
         if thread != here {
             return Err(CError::new(
                 bypass_result::BYPASS_ERR_WRONG_THREAD,
@@ -199,6 +212,7 @@ impl<T> Table<T> {
         }
     }
 
+    #[inline]
     pub fn get(&self, h: u64) -> CResult<&T> {
         let i = self.index(h)?;
         // `index` checked the slot is occupied.
@@ -208,6 +222,7 @@ impl<T> Table<T> {
             .ok_or_else(|| CError::new(bypass_result::BYPASS_ERR_BAD_HANDLE, "empty slot"))
     }
 
+    #[inline]
     pub fn get_mut(&mut self, h: u64) -> CResult<&mut T> {
         let i = self.index(h)?;
         self.slots[i]
@@ -217,6 +232,7 @@ impl<T> Table<T> {
     }
 
     /// Takes the object out; the handle (and every copy of it) is stale from now on.
+    #[inline]
     pub fn remove(&mut self, h: u64) -> CResult<T> {
         let i = self.index(h)?;
         let slot = &mut self.slots[i];
@@ -242,6 +258,7 @@ mod tests {
     #[test]
     fn a_freed_handle_is_stale_and_its_slot_reused_with_a_new_generation() {
         let mut t = Table::new(Kind::Msg);
+        t.set_thread(thread_number().unwrap());
         let a = t.insert(1u32).unwrap();
         assert_eq!(*t.get(a).unwrap(), 1);
         assert_eq!(t.remove(a).unwrap(), 1);
@@ -266,7 +283,9 @@ mod tests {
     #[test]
     fn a_handle_of_another_kind_is_refused() {
         let mut socks = Table::new(Kind::Socket);
-        let msgs: Table<u32> = Table::new(Kind::Msg);
+        let mut msgs: Table<u32> = Table::new(Kind::Msg);
+        socks.set_thread(thread_number().unwrap());
+        msgs.set_thread(thread_number().unwrap());
         let s = socks.insert(1u32).unwrap();
         let e = msgs.get(s).unwrap_err();
         assert_eq!(e.code, bypass_result::BYPASS_ERR_BAD_HANDLE);
@@ -280,10 +299,11 @@ mod tests {
     #[test]
     fn a_handle_of_another_thread_is_refused() {
         let mut t = Table::new(Kind::Stack);
+        t.set_thread(thread_number().unwrap());
         let h = t.insert(1u32).unwrap();
         let code = std::thread::spawn(move || {
-            let t2: Table<u32> = Table::new(Kind::Stack);
-            let _ = thread_number();
+            let mut t2: Table<u32> = Table::new(Kind::Stack);
+            t2.set_thread(thread_number().unwrap());
             t2.get(h).unwrap_err().code
         })
         .join()

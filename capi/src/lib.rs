@@ -59,6 +59,8 @@ pub(crate) struct State {
     pub poll_refs: Vec<&'static Socket>,
     /// `bypass_stack_poll_ready`'s ready indices, kept likewise.
     pub poll_ready: Vec<usize>,
+    /// This thread's number, once the tables know it (0 before).
+    thread: u32,
 }
 
 impl State {
@@ -72,7 +74,22 @@ impl State {
             configs: Table::new(Kind::Config),
             poll_refs: Vec::new(),
             poll_ready: Vec::new(),
+            thread: 0,
         }
+    }
+
+    /// Gives the tables this thread's number (first use on this thread).
+    #[cold]
+    fn start(&mut self) -> CResult {
+        let t = crate::handle::thread_number()?;
+        self.msgs.set_thread(t);
+        self.bufs.set_thread(t);
+        self.sockets.set_thread(t);
+        self.listeners.set_thread(t);
+        self.stacks.set_thread(t);
+        self.configs.set_thread(t);
+        self.thread = t;
+        Ok(())
     }
 }
 
@@ -84,7 +101,12 @@ thread_local! {
 pub(crate) fn with_state<R>(f: impl FnOnce(&mut State) -> CResult<R>) -> CResult<R> {
     STATE
         .try_with(|s| match s.try_borrow_mut() {
-            Ok(mut s) => f(&mut s),
+            Ok(mut s) => {
+                if s.thread == 0 {
+                    s.start()?;
+                }
+                f(&mut s)
+            }
             Err(_) => Err(CError::new(
                 bypass_result::BYPASS_ERR_INTERNAL,
                 "libbypass was re-entered on this thread (a call from inside another call)",
