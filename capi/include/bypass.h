@@ -361,6 +361,22 @@ enum bypass_result bypass_socket_sendbuf(struct bypass_socket sock,
                                          size_t len,
                                          struct bypass_sendbuf *out);
 
+// `bypass_socket_sendbuf` and `bypass_sendbuf_chunks` in one call (the send path of a
+// message always needs both): lends a `len`-byte send buffer as `*out` and writes its first
+// `min(cap, count)` chunks to `chunks` and their number to `*count`. When `cap` is less
+// than the count, returns `BYPASS_ERR_BUFFER_TOO_SMALL` with the buffer lent all the same
+// (`*out` is set: get the rest with `bypass_sendbuf_chunks`, or write by offset).
+//
+// # Safety
+// `out` and `count` must be writable; `chunks` must point to `cap` writable
+// `bypass_chunk`s (may be NULL when `cap` is 0).
+enum bypass_result bypass_socket_sendbuf_chunks(struct bypass_socket sock,
+                                                size_t len,
+                                                struct bypass_sendbuf *out,
+                                                struct bypass_chunk *chunks,
+                                                size_t cap,
+                                                size_t *count);
+
 // The send buffer's writable chunks, in order (chunk k holds bytes
 // `[k * chunk_len, ...)` of the message, one packet's payload each; the last may be
 // shorter): the first `min(cap, count)` are written to `chunks`, and their number to
@@ -419,6 +435,21 @@ enum bypass_result bypass_socket_try_recv(struct bypass_socket sock,
                                           uint8_t *buf,
                                           size_t cap,
                                           size_t *len);
+
+// `bypass_socket_recv_msg` and `bypass_msg_segments` in one call (the receive path of a
+// message always needs both): waits for the next message, lends it as `*out`, writes its
+// first `min(cap, count)` segments to `segs` and their number to `*count`. When `cap` is
+// less than the count, returns `BYPASS_ERR_BUFFER_TOO_SMALL` with the message lent all the
+// same (`*out` is set: read the rest with `bypass_msg_segments`, release it as usual).
+//
+// # Safety
+// `out` and `count` must be writable; `segs` must point to `cap` writable
+// `bypass_segment`s (may be NULL when `cap` is 0).
+enum bypass_result bypass_socket_recv_segments(struct bypass_socket sock,
+                                               struct bypass_msg *out,
+                                               struct bypass_segment *segs,
+                                               size_t cap,
+                                               size_t *count);
 
 // Waits (up to the socket's timeout) for the next whole message and lends it, in place in
 // the stack's buffers, as `*out` (zero-copy receive: no copy for a single-packet message,

@@ -196,6 +196,78 @@ pub unsafe extern "C" fn bypass_socket_sendbuf(
     })
 }
 
+/// `bypass_socket_sendbuf` and `bypass_sendbuf_chunks` in one call (the send path of a
+/// message always needs both): lends a `len`-byte send buffer as `*out` and writes its first
+/// `min(cap, count)` chunks to `chunks` and their number to `*count`. When `cap` is less
+/// than the count, returns `BYPASS_ERR_BUFFER_TOO_SMALL` with the buffer lent all the same
+/// (`*out` is set: get the rest with `bypass_sendbuf_chunks`, or write by offset).
+///
+/// # Safety
+/// `out` and `count` must be writable; `chunks` must point to `cap` writable
+/// `bypass_chunk`s (may be NULL when `cap` is 0).
+#[no_mangle]
+pub unsafe extern "C" fn bypass_socket_sendbuf_chunks(
+    sock: bypass_socket,
+    len: usize,
+    out: *mut bypass_sendbuf,
+    chunks: *mut bypass_chunk,
+    cap: usize,
+    count: *mut usize,
+) -> bypass_result {
+    guard("bypass_socket_sendbuf_chunks", || {
+        if out.is_null() || count.is_null() {
+            return Err(CError::null(if out.is_null() { "out" } else { "count" }));
+        }
+        if cap > 0 && chunks.is_null() {
+            return Err(CError::null("chunks"));
+        }
+        let (id, n) = with_state(|st| {
+            let rc = st.sockets.get(sock.id)?.sock.clone();
+            let mut buf = rc.send_buf(len)?;
+            // SAFETY: `chunks` has room for `cap` entries by the caller's contract.
+            let n = unsafe { write_chunks(&mut buf, chunks, cap) };
+            // SAFETY: as in `bypass_socket_sendbuf`: the entry keeps the `Rc` that owns the
+            // socket and drops the buffer first.
+            let buf = unsafe { std::mem::transmute::<SendBuf<'_>, SendBuf<'static>>(buf) };
+            let id = st.bufs.insert(BufEntry {
+                buf: Some(buf),
+                _sock: rc,
+            })?;
+            Ok((id, n))
+        })?;
+        // SAFETY: non-NULL and writable by the caller's contract.
+        unsafe {
+            out.write(bypass_sendbuf { id });
+            count.write(n);
+        }
+        if n > cap {
+            return Err(too_few("chunks", n, cap));
+        }
+        Ok(())
+    })
+}
+
+/// Writes the first `cap` chunks of `b` to `chunks`; returns the number of chunks.
+///
+/// # Safety
+/// `chunks` must have room for `cap` entries (or `cap` be 0).
+unsafe fn write_chunks(b: &mut SendBuf<'_>, chunks: *mut bypass_chunk, cap: usize) -> usize {
+    let mut n = 0;
+    for c in b.chunks_mut() {
+        if n < cap {
+            // SAFETY: `chunks` has room for `cap` entries; n < cap.
+            unsafe {
+                chunks.add(n).write(bypass_chunk {
+                    ptr: c.as_mut_ptr(),
+                    len: c.len(),
+                })
+            };
+        }
+        n += 1;
+    }
+    n
+}
+
 fn buf_mut(st: &mut crate::State, b: bypass_sendbuf) -> CResult<&mut SendBuf<'static>> {
     st.bufs.get_mut(b.id)?.buf.as_mut().ok_or_else(|| {
         CError::new(
@@ -449,6 +521,76 @@ unsafe fn recv_msg(sock: bypass_socket, out: *mut bypass_msg, wait: bool) -> CRe
     // SAFETY: non-NULL and writable by the caller's contract.
     unsafe { out.write(bypass_msg { id }) };
     Ok(())
+}
+
+/// Writes the first `cap` parts of `m` to `segs`; returns the number of parts.
+///
+/// # Safety
+/// `segs` must have room for `cap` entries (or `cap` be 0).
+unsafe fn write_segments(m: &RecvMsg, segs: *mut bypass_segment, cap: usize) -> usize {
+    let mut n = 0;
+    for_parts(m, |p| {
+        if n < cap {
+            // SAFETY: `segs` has room for `cap` entries; n < cap.
+            unsafe {
+                segs.add(n).write(bypass_segment {
+                    ptr: p.as_ptr(),
+                    len: p.len(),
+                })
+            };
+        }
+        n += 1;
+    });
+    n
+}
+
+fn too_few(what: &str, n: usize, cap: usize) -> CError {
+    CError::new(
+        bypass_result::BYPASS_ERR_BUFFER_TOO_SMALL,
+        format!("{n} {what}, room was given for {cap}"),
+    )
+}
+
+/// `bypass_socket_recv_msg` and `bypass_msg_segments` in one call (the receive path of a
+/// message always needs both): waits for the next message, lends it as `*out`, writes its
+/// first `min(cap, count)` segments to `segs` and their number to `*count`. When `cap` is
+/// less than the count, returns `BYPASS_ERR_BUFFER_TOO_SMALL` with the message lent all the
+/// same (`*out` is set: read the rest with `bypass_msg_segments`, release it as usual).
+///
+/// # Safety
+/// `out` and `count` must be writable; `segs` must point to `cap` writable
+/// `bypass_segment`s (may be NULL when `cap` is 0).
+#[no_mangle]
+pub unsafe extern "C" fn bypass_socket_recv_segments(
+    sock: bypass_socket,
+    out: *mut bypass_msg,
+    segs: *mut bypass_segment,
+    cap: usize,
+    count: *mut usize,
+) -> bypass_result {
+    guard("bypass_socket_recv_segments", || {
+        if out.is_null() || count.is_null() {
+            return Err(CError::null(if out.is_null() { "out" } else { "count" }));
+        }
+        if cap > 0 && segs.is_null() {
+            return Err(CError::null("segs"));
+        }
+        let (id, n) = with_state(|st| {
+            let m = next_msg(st.sockets.get_mut(sock.id)?, true)?;
+            // SAFETY: `segs` has room for `cap` entries by the caller's contract.
+            let n = unsafe { write_segments(&m, segs, cap) };
+            Ok((st.msgs.insert(m)?, n))
+        })?;
+        // SAFETY: non-NULL and writable by the caller's contract.
+        unsafe {
+            out.write(bypass_msg { id });
+            count.write(n);
+        }
+        if n > cap {
+            return Err(too_few("segments", n, cap));
+        }
+        Ok(())
+    })
 }
 
 /// Waits (up to the socket's timeout) for the next whole message and lends it, in place in

@@ -8,8 +8,8 @@
  * As the Rust bench: both stacks busy-poll, leave UDP checksums out (two processes on one
  * memif link), the client runs on core 0 and the server on core 1 by default. The client
  * sends a message, waits for the whole answer, and records each round trip (send to answer
- * received) after the warm-up. Default: zero-copy both ways (bypass_socket_sendbuf, the
- * payload written into the lent chunk; bypass_socket_recv_msg, read in place, released);
+ * received) after the warm-up. Default: zero-copy both ways (bypass_socket_sendbuf_chunks, the
+ * payload written into the lent chunk; bypass_socket_recv_segments, read in place, released);
  * --copy: bypass_socket_send and bypass_socket_recv. Prints p50, p90, p99, p99.9 and max. */
 #include <string.h>
 
@@ -37,15 +37,11 @@ static int cmp_u64(const void *a, const void *b) {
 static bypass_result send_msg(bypass_socket s, const uint8_t *p, size_t len, int copy) {
   if (copy) return bypass_socket_send(s, p, len, NULL);
   bypass_sendbuf b;
-  bypass_result rc = bypass_socket_sendbuf(s, len, &b);
-  if (rc != BYPASS_OK) return rc;
   bypass_chunk c[4];
   size_t n = 0;
-  rc = bypass_sendbuf_chunks(b, c, 4, &n);
-  if (rc != BYPASS_OK) {
-    bypass_sendbuf_discard(b);
-    return rc;
-  }
+  bypass_result rc = bypass_socket_sendbuf_chunks(s, len, &b, c, 4, &n);
+  if (rc == BYPASS_ERR_BUFFER_TOO_SMALL) bypass_sendbuf_discard(b);
+  if (rc != BYPASS_OK) return rc;
   size_t at = 0;
   for (size_t k = 0; k < n; k++) {
     memcpy(c[k].ptr, p + at, c[k].len);
@@ -67,12 +63,11 @@ static bypass_result recv_msg(bypass_socket s, uint8_t *buf, size_t cap, size_t 
     if (rc != BYPASS_OK) return rc;
   }
   bypass_msg m;
-  bypass_result rc = bypass_socket_recv_msg(s, &m);
-  if (rc != BYPASS_OK) return rc;
-  *held = m;
   bypass_segment seg[4];
   size_t n = 0;
-  rc = bypass_msg_segments(m, seg, 4, &n);
+  bypass_result rc = bypass_socket_recv_segments(s, &m, seg, 4, &n);
+  if (rc != BYPASS_OK && rc != BYPASS_ERR_BUFFER_TOO_SMALL) return rc;
+  *held = m;
   *len = 0;
   for (size_t k = 0; k < n && rc == BYPASS_OK; k++) {
     if (*len + seg[k].len <= cap) memcpy(buf + *len, seg[k].ptr, seg[k].len);

@@ -1,9 +1,11 @@
 //! A counting global allocator shows the C API's zero-copy path allocates nothing per
-//! message once warm: the client sends each 64-byte request with `bypass_socket_sendbuf` +
-//! `bypass_sendbuf_chunks` + `bypass_sendbuf_send` and takes each response with
-//! `bypass_socket_recv_msg` + `bypass_msg_segments` + `bypass_msg_release`; the server
-//! answers the same way, copying each request into the lent buffer of its response. Two stacks over memif, each on its own thread;
-//! counts are per thread. `bypass_stack_poll_ready` over the one socket is in the loop too.
+//! message once warm: the client sends each 64-byte request with
+//! `bypass_socket_sendbuf_chunks` + `bypass_sendbuf_send` and takes each response with
+//! `bypass_socket_recv_segments` + `bypass_msg_release` (the fused calls); the server, with
+//! `bypass_socket_recv_msg` + `bypass_msg_segments` + `bypass_msg_release`, and
+//! `bypass_socket_sendbuf` + `bypass_sendbuf_chunks` + `bypass_sendbuf_send`, copying each
+//! request into the lent buffer of its response. Two stacks over memif, each on its own
+//! thread; counts are per thread. `bypass_stack_poll_ready` over the one socket is in the loop too.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -167,10 +169,17 @@ fn the_zero_copy_path_allocates_nothing_per_message() {
         let mut b = bypass_sendbuf { id: 0 };
         let mut m = bypass_msg { id: 0 };
         let (mut n, mut nch, mut nready) = (0usize, 0usize, 0usize);
-        // SAFETY: valid out-pointers and arrays; chunk and segment used while lent.
+        // SAFETY: valid out-pointers and arrays; chunk and segment used while lent. The
+        // client uses the fused calls (sendbuf + chunks, receive + segments).
         unsafe {
-            ok(bypass_socket_sendbuf(s, LEN, &mut b));
-            ok(bypass_sendbuf_chunks(b, chunks.as_mut_ptr(), 4, &mut nch));
+            ok(bypass_socket_sendbuf_chunks(
+                s,
+                LEN,
+                &mut b,
+                chunks.as_mut_ptr(),
+                4,
+                &mut nch,
+            ));
             assert_eq!((nch, chunks[0].len), (1, LEN));
             std::ptr::write_bytes(chunks[0].ptr, k as u8, LEN);
             ok(bypass_sendbuf_send(b, std::ptr::null_mut()));
@@ -183,8 +192,13 @@ fn the_zero_copy_path_allocates_nothing_per_message() {
                 10_000_000,
             ));
             assert_eq!(nready, 1);
-            ok(bypass_socket_recv_msg(s, &mut m));
-            ok(bypass_msg_segments(m, segs.as_mut_ptr(), 4, &mut n));
+            ok(bypass_socket_recv_segments(
+                s,
+                &mut m,
+                segs.as_mut_ptr(),
+                4,
+                &mut n,
+            ));
             assert_eq!((n, segs[0].len), (1, LEN));
             assert_eq!(*segs[0].ptr, k as u8, "the echo of message {k}");
             ok(bypass_msg_release(m));
