@@ -30,7 +30,8 @@
  * message into their chunks (bypass_sendbuf_chunks), bypass_sendbuf_send queues them: no copy,
  * no allocation. Receive: bypass_socket_recv_msg lends the message in place as (ptr, len)
  * segments (bypass_msg_segments) until bypass_msg_release: no copy, no allocation for a
- * single-packet message (up to about 9 KB over memif). The copying forms are
+ * single-packet message (up to about 9 KB over memif). bypass_socket_sendbuf_chunks and
+ * bypass_socket_recv_segments do each pair of calls in one. The copying forms are
  * bypass_socket_send and bypass_socket_recv.
  */
 
