@@ -176,6 +176,18 @@ python_package() {
   BYPASS_EXAMPLES_DIR=target/release/examples "$venv/bin/python" -m pytest -q python/tests
 }
 step "python package (pip install ./python, pytest)" python_package
+# The C API (capi/): the C examples built with cc against bypass.h and libbypass, each run
+# against its Rust counterpart as two processes over memif, both directions, the C side under
+# valgrind memcheck.
+capi_examples() {
+  if command -v valgrind >/dev/null; then
+    scripts/capi-examples.sh
+  else
+    note "valgrind not installed: the C examples run without it"
+    VALGRIND=0 scripts/capi-examples.sh
+  fi
+}
+step "C API examples against the Rust ones (valgrind)" capi_examples
 
 # ---- 4. valgrind over the unsafe code in mem ----------------------------------------------
 valgrind_mem() {
