@@ -303,28 +303,13 @@ pub unsafe extern "C" fn bypass_sendbuf_chunks(
         }
         let n = with_state(|st| {
             let b = buf_mut(st, buf)?;
-            let mut n = 0;
-            for c in b.chunks_mut() {
-                if n < cap {
-                    // SAFETY: `chunks` has room for `cap` entries; n < cap.
-                    unsafe {
-                        chunks.add(n).write(bypass_chunk {
-                            ptr: c.as_mut_ptr(),
-                            len: c.len(),
-                        })
-                    };
-                }
-                n += 1;
-            }
-            Ok(n)
+            // SAFETY: `chunks` has room for `cap` entries by the caller's contract.
+            Ok(unsafe { write_chunks(b, chunks, cap) })
         })?;
         // SAFETY: non-NULL and writable by the caller's contract.
         unsafe { count.write(n) };
         if n > cap {
-            return Err(CError::new(
-                bypass_result::BYPASS_ERR_BUFFER_TOO_SMALL,
-                format!("the send buffer has {n} chunks, room was given for {cap}"),
-            ));
+            return Err(too_few("chunks", n, cap));
         }
         Ok(())
     })
@@ -679,28 +664,13 @@ pub unsafe extern "C" fn bypass_msg_segments(
         }
         let n = with_state(|st| {
             let m = st.msgs.get(msg.id)?;
-            let mut n = 0;
-            for_parts(m, |p| {
-                if n < cap {
-                    // SAFETY: `segs` has room for `cap` entries; n < cap.
-                    unsafe {
-                        segs.add(n).write(bypass_segment {
-                            ptr: p.as_ptr(),
-                            len: p.len(),
-                        })
-                    };
-                }
-                n += 1;
-            });
-            Ok(n)
+            // SAFETY: `segs` has room for `cap` entries by the caller's contract.
+            Ok(unsafe { write_segments(m, segs, cap) })
         })?;
         // SAFETY: non-NULL and writable by the caller's contract.
         unsafe { count.write(n) };
         if n > cap {
-            return Err(CError::new(
-                bypass_result::BYPASS_ERR_BUFFER_TOO_SMALL,
-                format!("the message has {n} segments, room was given for {cap}"),
-            ));
+            return Err(too_few("segments", n, cap));
         }
         Ok(())
     })
