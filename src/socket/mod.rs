@@ -611,6 +611,13 @@ struct Inner {
 }
 
 impl Inner {
+    /// The runtime's clock read now, never behind the loop's own `now`.
+    #[inline]
+    fn fresh_now(&self) -> u64 {
+        use crate::runtime::clock::Clock;
+        self.rt.clock().now_ns().max(self.rt.now())
+    }
+
     #[inline]
     fn poll(&mut self) -> bool {
         self.poll_result().busy()
@@ -736,6 +743,13 @@ impl Stack {
         self.inner.borrow().rt.now()
     }
 
+    /// The clock read now (not the last iteration's time, which is stale by however long the
+    /// application ran since its last poll): where a blocking call's timeout starts.
+    #[inline]
+    fn start_ns(&self) -> u64 {
+        self.inner.borrow().fresh_now()
+    }
+
     #[inline]
     fn since(&self, start: u64) -> Duration {
         Duration::from_nanos(self.now_ns().saturating_sub(start))
@@ -777,7 +791,7 @@ impl Stack {
 
     /// Poll for `d`.
     pub fn poll_for(&self, d: Duration) {
-        let start = self.now_ns();
+        let start = self.start_ns();
         while self.since(start) < d {
             self.poll();
         }
@@ -789,7 +803,7 @@ impl Stack {
     /// handshake attempts (`ConnectionConfig::handshake_attempts`, about half a second by
     /// default) run out first; each new attempt is a fresh connection.
     pub fn connect(&self, addr: SocketAddrV4, timeout: Duration) -> Result<Socket, Error> {
-        let start = self.now_ns();
+        let start = self.start_ns();
         loop {
             let h = {
                 let mut i = self.inner.borrow_mut();
@@ -860,7 +874,7 @@ impl Stack {
     /// ```
     pub fn poll_ready(&self, socks: &[&Socket], ready: &mut Vec<usize>, timeout: Duration) {
         ready.clear();
-        let start = self.now_ns();
+        let start = self.start_ns();
         loop {
             self.poll();
             for (k, s) in socks.iter().enumerate() {
@@ -942,6 +956,13 @@ impl Listener {
         self.inner.borrow().rt.now()
     }
 
+    /// The clock read now (not the last iteration's time, which is stale by however long the
+    /// application ran since its last poll): where a blocking call's timeout starts.
+    #[inline]
+    fn start_ns(&self) -> u64 {
+        self.inner.borrow().fresh_now()
+    }
+
     #[inline]
     fn since(&self, start: u64) -> Duration {
         Duration::from_nanos(self.now_ns().saturating_sub(start))
@@ -959,7 +980,7 @@ impl Listener {
 
     /// Wait up to `timeout` for a connection.
     pub fn accept(&self, timeout: Duration) -> Result<Socket, Error> {
-        let start = self.now_ns();
+        let start = self.start_ns();
         loop {
             if let Some(s) = self.try_accept() {
                 return Ok(s);
@@ -1020,6 +1041,13 @@ impl Socket {
     #[inline]
     fn now_ns(&self) -> u64 {
         self.inner.borrow().rt.now()
+    }
+
+    /// The clock read now (not the last iteration's time, which is stale by however long the
+    /// application ran since its last poll): where a blocking call's timeout starts.
+    #[inline]
+    fn start_ns(&self) -> u64 {
+        self.inner.borrow().fresh_now()
     }
 
     #[inline]
@@ -1146,7 +1174,7 @@ impl Socket {
             return Err(Error::MessageTooLarge { len, max });
         }
         let timeout = self.s.borrow().timeout;
-        let start = self.now_ns();
+        let start = self.start_ns();
         let mut msg = Some(msg);
         loop {
             match self.try_send_inner(&mut msg) {
@@ -1345,7 +1373,7 @@ impl Socket {
     /// ```
     pub fn recv_msg(&self) -> Result<RecvMsg, Error> {
         let timeout = self.s.borrow().timeout;
-        let start = self.now_ns();
+        let start = self.start_ns();
         loop {
             if let Some(m) = self.try_recv_msg()? {
                 return Ok(m);
@@ -1392,7 +1420,7 @@ impl Socket {
     /// Wait until every message sent so far is acknowledged.
     pub fn flush(&self) -> Result<(), Error> {
         let timeout = self.s.borrow().timeout;
-        let start = self.now_ns();
+        let start = self.start_ns();
         loop {
             self.inner.borrow_mut().poll();
             self.pump_events();
@@ -1445,7 +1473,7 @@ impl Socket {
             }
         }
         let timeout = self.s.borrow().timeout.unwrap_or(Duration::from_secs(10));
-        let start = self.now_ns();
+        let start = self.start_ns();
         loop {
             self.inner.borrow_mut().poll();
             self.pump_events();

@@ -107,7 +107,7 @@ impl Socket {
             match self.try_send_buf(len) {
                 Err(Error::PoolExhausted) => {
                     let timeout = self.s.borrow().timeout;
-                    let t0 = *start.get_or_insert_with(|| self.now_ns());
+                    let t0 = *start.get_or_insert_with(|| self.start_ns());
                     let in_flight = {
                         let mut i = self.inner.borrow_mut();
                         i.ep()
