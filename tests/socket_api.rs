@@ -38,6 +38,7 @@ fn pattern(len: usize, seed: u8) -> Vec<u8> {
 
 #[test]
 fn echo_messages_of_every_size() {
+    let _pair = harness::one_pair_at_a_time();
     let (a, b, pool) = ports();
     let (up_tx, up_rx) = mpsc::channel();
     let server = thread::spawn(move || {
@@ -87,6 +88,7 @@ fn echo_messages_of_every_size() {
 
 #[test]
 fn connecting_to_nobody_times_out_clearly() {
+    let _pair = harness::one_pair_at_a_time();
     let (a, b, _pool) = ports();
     // The peer end exists (link up) but no stack runs on it: nobody answers. It stays until
     // the connect gave up (a fixed time could run out first on a busy machine, and the link
@@ -118,6 +120,7 @@ fn connecting_to_nobody_times_out_clearly() {
 /// connect to nobody reports the time it tried, not zero.
 #[test]
 fn connect_retries_the_handshake_for_its_whole_timeout() {
+    let _pair = harness::one_pair_at_a_time();
     let (a, b, _pool) = ports();
     let late = Duration::from_millis(1500);
     let t0 = Instant::now();
@@ -172,6 +175,7 @@ fn connect_retries_the_handshake_for_its_whole_timeout() {
 
 #[test]
 fn misuse_gives_clear_errors() {
+    let _pair = harness::one_pair_at_a_time();
     let (a, b, _pool) = ports();
     let (up_tx, up_rx) = mpsc::channel();
     let (done_tx, done_rx) = mpsc::channel::<()>();
@@ -227,6 +231,7 @@ fn misuse_gives_clear_errors() {
 
 #[test]
 fn sending_after_the_local_shutdown_is_refused() {
+    let _pair = harness::one_pair_at_a_time();
     let (a, b, _pool) = ports();
     let (up_tx, up_rx) = mpsc::channel();
     let server = thread::spawn(move || {
@@ -319,6 +324,7 @@ impl Port for Cuttable {
 
 #[test]
 fn a_dead_peer_is_reported_as_connection_lost_within_the_idle_timeout() {
+    let _pair = harness::one_pair_at_a_time();
     let (a, b, _pool) = ports();
     let dead = Arc::new(AtomicBool::new(false));
     let port = Cuttable {
@@ -395,6 +401,7 @@ fn a_dead_peer_is_reported_as_connection_lost_within_the_idle_timeout() {
 
 #[test]
 fn a_dropped_stack_lingers_until_its_last_frames_leave() {
+    let _pair = harness::one_pair_at_a_time();
     let (a, b, _pool) = ports();
     let held = Arc::new(AtomicBool::new(false));
     let port = Cuttable {
@@ -460,6 +467,7 @@ fn a_dropped_stack_lingers_until_its_last_frames_leave() {
 /// multi-packet message as its packet buffers; every buffer comes back.
 #[test]
 fn rx_segments_recv_whole_and_recv_msg_segments() {
+    let _pair = harness::one_pair_at_a_time();
     use bypass::proto::MsgData;
     let (a, b, pool) = ports();
     let (up_tx, up_rx) = mpsc::channel();
@@ -536,6 +544,7 @@ fn rx_segments_recv_whole_and_recv_msg_segments() {
 
 #[test]
 fn an_answer_leaves_inside_send_when_its_request_was_just_received() {
+    let _pair = harness::one_pair_at_a_time();
     // Request and response, one at a time. `try_recv_msg` hands a request out before the
     // rest of its loop iteration; the answer queued next must not wait for the next receive
     // call (or whatever the application does in between) to be transmitted: `send_bytes`

@@ -168,6 +168,7 @@ fn serve(m: &Metrics) -> Exporter {
 
 #[test]
 fn counters_move_by_the_traffic_sent_and_promtool_accepts_the_exposition() {
+    let _pair = harness::one_pair_at_a_time();
     let _serial = serial();
     let path = sock_path("count");
     let m = Metrics::new();
@@ -361,6 +362,7 @@ fn tshark(args: &[&str]) -> Option<String> {
 
 #[test]
 fn capture_switched_on_at_run_time_opens_in_tshark_without_malformed_frames() {
+    let _pair = harness::one_pair_at_a_time();
     let _serial = serial();
     let path = sock_path("cap");
     let m = Metrics::new();
@@ -546,6 +548,7 @@ fn bypass_bin() -> &'static str {
 
 #[test]
 fn stat_once_json_reports_rates_of_a_running_stack() {
+    let _pair = harness::one_pair_at_a_time();
     let _serial = serial();
     let m = Metrics::new();
     let exp = serve(&m);
@@ -598,6 +601,7 @@ fn stat_once_json_reports_rates_of_a_running_stack() {
 
 #[test]
 fn stat_live_view_in_a_real_terminal() {
+    let _pair = harness::one_pair_at_a_time();
     let _serial = serial();
     if !harness::require_tool("tmux", "tmux", "the live view in a terminal") {
         return;

@@ -109,6 +109,9 @@ fn polling_a_stack_with_metrics_allocates_nothing() {
         })
     };
     const TICKS: u64 = 10;
+    // The iterations that ran up to here, published or not yet (`its0` lags them by up to a
+    // publish interval): the measured loop's iterations are counted from this.
+    let live0 = stack.stats().runtime.iterations;
     let before = ALLOCS.with(Cell::get);
     let (mut polls, start) = (0u64, std::time::Instant::now());
     // Poll until at least 30 ms passed and the watcher saw TICKS publish ticks (about 30 in
@@ -124,7 +127,9 @@ fn polling_a_stack_with_metrics_allocates_nothing() {
     let elapsed = start.elapsed();
     watching.store(false, Ordering::Relaxed);
     watcher.join().unwrap();
-    let (seen, its) = (ticks.load(Ordering::Relaxed), published(&m) - its0);
+    let live = stack.stats().runtime.iterations;
+    let (seen, published_end) = (ticks.load(Ordering::Relaxed), published(&m));
+    let its = published_end - its0;
     println!(
         "{polls} polls in {elapsed:?}, {allocs} allocations; publish ticks seen {seen}, \
          iterations published {its}"
@@ -133,9 +138,13 @@ fn polling_a_stack_with_metrics_allocates_nothing() {
         seen >= TICKS,
         "waited {elapsed:?} for {TICKS} publish ticks inside the measured loop; saw {seen}"
     );
+    // Publishing lags the loop, never leads it: what was published is at most what ran, and
+    // everything past `live0` ran inside the measured loop.
+    assert!(its > 0, "no iterations published in {polls} polls");
+    assert_eq!(live - live0, polls, "iterations counted vs polls made");
     assert!(
-        its > 0 && its <= polls,
-        "{its} iterations published of {polls}"
+        published_end <= live,
+        "{published_end} iterations published, {live} ran"
     );
     assert_eq!(
         allocs, 0,

@@ -14,6 +14,8 @@
 //! With `BYPASS_ALLOC_TRACE=1` in the environment, the first allocation inside a measured
 //! window prints its backtrace (to find where it comes from).
 
+mod harness;
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -248,6 +250,7 @@ fn round_trip(
 
 #[test]
 fn zero_copy_paths_allocate_nothing_per_message() {
+    let _pair = harness::one_pair_at_a_time();
     // Single-packet messages: datagrams fill the pair's 9000-byte MTU, so up to about
     // 8.9 KiB.
     //
@@ -269,6 +272,7 @@ fn zero_copy_paths_allocate_nothing_per_message() {
 
 #[test]
 fn send_of_a_slice_allocates_one_bytes_per_message() {
+    let _pair = harness::one_pair_at_a_time();
     let (client, server) = run(64, Mode::SendCopy);
     println!("send(&[u8]): allocations per message: client {client}, server {server}");
     assert_eq!(client, 1.0, "Bytes::copy_from_slice per message");
@@ -277,6 +281,7 @@ fn send_of_a_slice_allocates_one_bytes_per_message() {
 
 #[test]
 fn recv_as_bytes_allocates_one_owner_box_per_single_packet_message() {
+    let _pair = harness::one_pair_at_a_time();
     let (client, server) = run(64, Mode::RecvBytes);
     println!("recv() -> Bytes: allocations per message: client {client}, server {server}");
     assert_eq!(client, 1.0, "Bytes::from_owner per message");
@@ -285,6 +290,7 @@ fn recv_as_bytes_allocates_one_owner_box_per_single_packet_message() {
 
 #[test]
 fn multi_packet_messages_allocate_their_reassembly_buffer_unless_a_target_is_posted() {
+    let _pair = harness::one_pair_at_a_time();
     // 20000 bytes: three datagrams of up to 8.9 KiB. The client receives into a posted target
     // (re-posted each time), the server (recv_msg without a target) into a reassembly buffer.
     let (client, server) = run(20000, Mode::Target);
@@ -298,6 +304,7 @@ fn multi_packet_messages_allocate_their_reassembly_buffer_unless_a_target_is_pos
 
 #[test]
 fn send_buf_allocates_nothing_per_message() {
+    let _pair = harness::one_pair_at_a_time();
     // One single-packet and one three-packet message size (each run is a few seconds).
     for (len, mode) in [(8000usize, Mode::SendBuf), (20000, Mode::SendBufTarget)] {
         let (client, _server) = run(len, mode);

@@ -95,6 +95,7 @@ fn check(msg: &[u8], len: usize, seed: u8) {
 
 #[test]
 fn send_buf_messages_arrive_intact_and_go_out_of_the_written_buffers() {
+    let _pair = harness::one_pair_at_a_time();
     let (a, b, pool) = ports(8192);
     let (server, up) = echo_server(Box::new(a));
     up.recv().unwrap();
@@ -141,6 +142,7 @@ fn send_buf_messages_arrive_intact_and_go_out_of_the_written_buffers() {
 
 #[test]
 fn send_buf_under_loss_and_corruption_delivers_the_written_bytes() {
+    let _pair = harness::one_pair_at_a_time();
     let (a, b, _pool) = ports(8192);
     let (server, up) = echo_server(Box::new(a));
     up.recv().unwrap();
@@ -209,6 +211,7 @@ fn settles(stack: &Stack, pool: &Pool, idle: u64, what: &str) {
 
 #[test]
 fn send_buf_misuse_gives_clear_errors_and_leaks_nothing() {
+    let _pair = harness::one_pair_at_a_time();
     let (a, b, pool) = ports(512);
     let (server, up) = echo_server(Box::new(a));
     up.recv().unwrap();
