@@ -131,13 +131,13 @@ SWEEP_SEEDS=${SWEEP_SEEDS:-30}
 props_and_sweep() {
   local out props scenarios
   out=$(PROPTEST_CASES=$PROP_CASES cargo test -q --all-features --test proto_prop 2>&1)
-  echo "$out" | tail -3
   props=$(echo "$out" | grep -o 'test result: ok\. [0-9]* passed' | grep -o '[0-9]* passed' | cut -d' ' -f1)
-  [ -n "$props" ] || return 1
+  # A failure prints all of it: the panic names the seed, the impairment and the minimal
+  # failing input, which is what reproduces it.
+  if [ -n "$props" ]; then echo "$out" | tail -3; else echo "$out"; return 1; fi
   out=$(PROTO_SWEEP_SEEDS=$SWEEP_SEEDS cargo test -q --all-features --test proto_regressions -- \
     --exact sweep --nocapture 2>&1)
-  echo "$out" | tail -3
-  echo "$out" | grep -q 'test result: ok\. 1 passed' || return 1
+  if echo "$out" | grep -q 'test result: ok\. 1 passed'; then echo "$out" | tail -3; else echo "$out"; return 1; fi
   scenarios=$(echo "$out" | grep -o 'sweep: [0-9]* scenarios' | grep -o '[0-9]*')
   facts+=("property cases: $PROP_CASES x $props properties (proto_prop), sweep seeds: $SWEEP_SEEDS x ${scenarios:-?} scenarios (proto_regressions)")
 }
