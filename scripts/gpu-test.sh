@@ -77,8 +77,28 @@ fake() {
   cc -shared -fPIC -O2 -Wall -Wextra -Werror -o "$dir/libcuda.so.1" tests/cuda_fake/fake_cuda.c \
     -lpthread || exit 1
   export LD_LIBRARY_PATH="$PWD/$dir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" BYPASS_REQUIRE_GPU=1
-  cargo test -p bypass "$@" --lib -- mem::gpu --test-threads=1 --nocapture || return 1
-  cargo test -p bypass "$@" --test gpu_recv --test gpu_no_alloc -- --test-threads=1 --nocapture
+  # The test binaries of the whole workspace, as scripts/test.sh's cargo test step builds them
+  # (same packages, same features: nothing rebuilt there; selecting single targets would
+  # unify features differently and rebuild half the tree), then the GPU ones run directly.
+  local json lib gpu_recv gpu_no_alloc
+  json=$(cargo test --workspace "$@" --no-run --message-format=json 2>/dev/null) || {
+    cargo test --workspace "$@" --no-run
+    return 1
+  }
+  exe() { # the executable of the target whose JSON line matches $1
+    echo "$json" | grep '"executable":"' | grep "$1" |
+      sed 's/.*"executable":"\([^"]*\)".*/\1/' | head -1
+  }
+  lib=$(exe '#bypass@[^"]*","manifest_path":"[^"]*","target":{"kind":\["lib"\]')
+  gpu_recv=$(exe '"name":"gpu_recv"')
+  gpu_no_alloc=$(exe '"name":"gpu_no_alloc"')
+  if [ -z "$lib" ] || [ -z "$gpu_recv" ] || [ -z "$gpu_no_alloc" ]; then
+    echo "could not find the test executables in cargo's output"
+    return 1
+  fi
+  "$lib" mem::gpu --test-threads=1 --nocapture || return 1
+  "$gpu_recv" --test-threads=1 --nocapture || return 1
+  "$gpu_no_alloc" --test-threads=1 --nocapture
 }
 
 run() {

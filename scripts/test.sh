@@ -122,6 +122,25 @@ step "cargo fmt --check" cargo fmt --all -- --check
 step "cargo clippy" cargo clippy --workspace --all-targets --all-features -- -D warnings
 step "cargo doc (warnings are errors)" env RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --all-features
 step "cargo test" cargo test --workspace --all-features --no-fail-fast
+# The steps below run test binaries and the CLI that step built, directly: a cargo command
+# selecting one target or package unifies features differently and would rebuild half the
+# tree (minutes on 2 cores). TEST_BUILD is cargo's list of what it built (nothing is rebuilt).
+TEST_BUILD=
+test_exe() { # test_exe NAME: the executable of integration test NAME
+  if [ -z "$TEST_BUILD" ]; then
+    TEST_BUILD=$(cargo test --workspace --all-features --no-run --message-format=json 2>/dev/null |
+      grep '"executable":"')
+  fi
+  echo "$TEST_BUILD" | grep "\"kind\":\[\"test\"\][^}]*\"name\":\"$1\"" |
+    sed 's/.*"executable":"\([^"]*\)".*/\1/' | head -1
+}
+run_test() { # run_test NAME ARGS...: run integration test NAME's binary
+  local exe
+  exe=$(test_exe "$1")
+  [ -n "$exe" ] || { echo "no test binary $1 in the cargo test build"; return 1; }
+  shift
+  "$exe" "$@"
+}
 # The transport's property test and seed sweep at real counts (the cargo test step runs 8
 # cases and 1 seed per scenario to stay quick). The test profile is optimised, so this reuses
 # that step's build; QUICK=1 keeps the quick counts.
@@ -130,13 +149,12 @@ SWEEP_SEEDS=${SWEEP_SEEDS:-30}
 [ -n "${QUICK:-}" ] && PROP_CASES=8 SWEEP_SEEDS=1
 props_and_sweep() {
   local out props scenarios
-  out=$(PROPTEST_CASES=$PROP_CASES cargo test -q --all-features --test proto_prop 2>&1)
+  out=$(PROPTEST_CASES=$PROP_CASES run_test proto_prop 2>&1)
   props=$(echo "$out" | grep -o 'test result: ok\. [0-9]* passed' | grep -o '[0-9]* passed' | cut -d' ' -f1)
   # A failure prints all of it: the panic names the seed, the impairment and the minimal
   # failing input, which is what reproduces it.
   if [ -n "$props" ]; then echo "$out" | tail -3; else echo "$out"; return 1; fi
-  out=$(PROTO_SWEEP_SEEDS=$SWEEP_SEEDS cargo test -q --all-features --test proto_regressions -- \
-    --exact sweep --nocapture 2>&1)
+  out=$(PROTO_SWEEP_SEEDS=$SWEEP_SEEDS run_test proto_regressions --exact sweep --nocapture 2>&1)
   if echo "$out" | grep -q 'test result: ok\. 1 passed'; then echo "$out" | tail -3; else echo "$out"; return 1; fi
   scenarios=$(echo "$out" | grep -o 'sweep: [0-9]* scenarios' | grep -o '[0-9]*')
   facts+=("property cases: $PROP_CASES x $props properties (proto_prop), sweep seeds: $SWEEP_SEEDS x ${scenarios:-?} scenarios (proto_regressions)")
@@ -145,7 +163,7 @@ step "property tests and seed sweep" props_and_sweep
 # Every committed fuzz seed replayed through the fuzz targets' own code, on stable.
 fuzz_seeds() {
   local out n
-  out=$(cargo test -q --all-features --test fuzz_seeds -- --nocapture 2>&1)
+  out=$(run_test fuzz_seeds --nocapture 2>&1)
   echo "$out" | grep -E '^replayed|test result'
   echo "$out" | grep -q 'test result: ok' || {
     echo "$out"
@@ -158,7 +176,7 @@ fuzz_seeds() {
 step "fuzz seeds replayed" fuzz_seeds
 # The 1 GiB message under 1 % loss is ignored where debug assertions slow it down; run it here
 # with them on (the test profile is optimised).
-step "1 GiB message under loss" cargo test --test proto_large -- --ignored --nocapture
+step "1 GiB message under loss" run_test proto_large --ignored --nocapture
 # The GPU receive path against a fake CUDA driver (no GPU here): host-side logic only; the
 # real GPU checks are scripts/gpu-test.sh build / run on a GPU machine.
 step "GPU path (fake CUDA driver)" scripts/gpu-test.sh fake --all-features
@@ -192,13 +210,13 @@ step "C API examples against the Rust ones (valgrind)" capi_examples
 # ---- 4. valgrind over the unsafe code in mem ----------------------------------------------
 valgrind_mem() {
   local bin
-  cargo build -q --bin bypass || return 1
+  # target/debug/bypass: the CLI as the cargo test step built it (test profile, all features).
+  [ -x target/debug/bypass ] || cargo build -q --all-features --bin bypass || return 1
   valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite \
     target/debug/bypass mem --iterations 20000 || return 1
   # The pool's concurrency and hand-off tests (not the proptest cases: too slow under valgrind).
-  bin=$(cargo test -q --no-run --test mem_pool --message-format=json 2>/dev/null |
-    grep -o '"executable":"[^"]*mem_pool[^"]*"' | head -1 | cut -d'"' -f4)
-  [ -n "$bin" ] || return 1
+  bin=$(test_exe mem_pool)
+  [ -n "$bin" ] || { echo "no test binary mem_pool in the cargo test build"; return 1; }
   valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite \
     --show-possibly-lost=no "$bin" --test-threads=2 --skip model_ 2>&1 | tail -3
 }
