@@ -69,7 +69,6 @@
 //! there is `@/run/x.sock` here (or give DPDK `socket-abstract=no` and use the path).
 #![allow(unsafe_code)]
 
-pub mod bench;
 mod control;
 pub mod msg;
 mod port;
