@@ -12,7 +12,7 @@
 #     Socket::recv_msg (the bench's default; the nearest Rust form, without the C API's two
 #     copies).
 # Usage: [MODE=sendbuf|copy] [ROUNDS=4] [SIZE=64] [DURATION_MS=1000] scripts/capi-pingpong.sh
-# Needs the release builds: cargo build --release -p bypass-capi -p bypass --bin bypass, and
+# Needs the release builds: cargo build --release -p bypass-capi -p bypass-cli, and
 # PROFILE=release VALGRIND=0 scripts/capi-examples.sh for pingpong and pingpong_static.
 cd "$(dirname "$0")/.."
 B=target/release/bypass

@@ -120,6 +120,20 @@ step "hugepages" hugepages
 # ---- 3. format, lints, tests ---------------------------------------------------------------
 step "cargo fmt --check" cargo fmt --all -- --check
 step "cargo clippy" cargo clippy --workspace --all-targets --all-features -- -D warnings
+# The library as an embedder builds it, with default features, none and all (the workspace
+# steps unify features across crates, so a feature set that breaks alone shows only here), and
+# its default build free of the tools' dependencies (they belong to cli/).
+library_features() {
+  local f tools
+  for f in "" --no-default-features --all-features; do
+    echo "cargo clippy -p bypass --lib $f"
+    cargo clippy -q -p bypass --lib $f -- -D warnings || return 1
+  done
+  tools=$(cargo tree -q -e normal -p bypass --prefix none |
+    grep -oE '^(clap|plotters|tiny_http|prometheus-client|serde_json|tracing-subscriber) ' | sort -u)
+  [ -z "$tools" ] || { echo "the library's default build pulls in:" $tools; return 1; }
+}
+step "library: default features, none, all" library_features
 step "cargo doc (warnings are errors)" env RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --all-features
 step "cargo test" cargo test --workspace --all-features --no-fail-fast
 # The steps below run test binaries and the CLI that step built, directly: a cargo command

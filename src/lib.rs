@@ -12,10 +12,17 @@
 //! pmd        poll-mode drivers: trait Port; memif (pure Rust), dpdk (feature), sim;
 //!            wrappers over any Port: faults, pcap
 //! ccsim      congestion-control experiments: the proto::cc controllers in a simulator
+//!            (its front end, tables and plots: the `bypass` CLI's crate, cli/)
 //! mem        hugepage regions, buffer pools, PktBuf, zero-copy hand-off, memory kinds
-//! telemetry  per-core counters, histograms, Prometheus exposition (read by every layer)
+//! telemetry  per-core counters, histograms; the Prometheus HTTP exporter (feature `metrics`)
 //! time       the Clock trait, ManualClock (virtual time), MonotonicClock
 //! ```
+//!
+//! The default build is what an embedder needs. Cargo features: `dpdk` (the DPDK backend,
+//! needs the system's DPDK), `metrics` (the HTTP exporter: `telemetry::Exporter`,
+//! `StackBuilder::metrics_addr`; tiny_http, prometheus-client, serde_json). The tools (the
+//! `bypass` command: benchmarks, plots, reports, memif-bench) are the crate `bypass-cli` in
+//! cli/, with their dependencies (clap, plotters, tracing-subscriber).
 //!
 //! Unsafe code is denied at the crate root and allowed only in `mem`, the `pmd` backends and
 //! (later) `capi`; every unsafe block carries a `// SAFETY:` comment.

@@ -5,16 +5,14 @@
 //! through the `Controller` trait exactly as the transport drives it) and the real receiver
 //! credit allocator ([`proto::cc::credit`](crate::proto::cc::credit)) over a bottleneck FIFO
 //! with a drain rate, a tail-drop buffer and an ECN marking threshold. Every run is
-//! deterministic for its seed. [`scenario`] defines the experiments and their metrics,
-//! [`report`] prints the table and writes CSV, [`plot`] draws PNGs.
+//! deterministic for its seed. [`scenario`] defines the experiments and their metrics.
 //!
-//! This module does file IO (CSV, PNG) and lives outside `proto`, which stays sans-IO. Its
-//! command line (`bypass sim cc`) is the binary's, in `src/cli/sim_cc.rs`.
+//! The front end is the tools crate's (`cli/src/sim_cc/`): the command line (`bypass sim
+//! cc`), the table, CSV and goal checks, and the PNG plots; it keeps plotting out of the
+//! library. This module lives outside `proto`, which stays sans-IO.
 
 pub mod engine;
 pub mod metrics;
-pub mod plot;
-pub mod report;
 pub mod scenario;
 
 use scenario::{Cc, Run, Scenario};

@@ -44,6 +44,10 @@ mod connection;
 pub mod cookie;
 mod endpoint;
 mod segments;
+// The virtual-time `Pair` harness of the protocol tests and benchmarks: not API (cargo
+// feature `testing`, which only the crate's own dev builds turn on).
+#[cfg(feature = "testing")]
+#[doc(hidden)]
 pub mod testing;
 
 use core::fmt;

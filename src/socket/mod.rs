@@ -184,6 +184,7 @@ pub struct StackBuilder {
     link_timeout: Duration,
     seed: Option<u64>,
     metrics: Option<Metrics>,
+    #[cfg(feature = "metrics")]
     metrics_addr: Option<SocketAddr>,
     metrics_name: Option<String>,
     omit_checksums: bool,
@@ -293,15 +294,17 @@ impl StackBuilder {
     }
 
     /// Record this stack's counters, connections and loop-gap histogram into `metrics`
-    /// (serve them with [`Metrics::serve`]) and let `metrics` switch packet capture of its
-    /// port on and off. See [`metrics`].
+    /// (read them with [`Metrics::registry`]; serve them with `Metrics::serve`, feature
+    /// `metrics`) and let `metrics` switch packet capture of its port on and off. See
+    /// [`metrics`].
     pub fn metrics(mut self, metrics: &Metrics) -> Self {
         self.metrics = Some(metrics.clone());
         self
     }
     /// As [`metrics`](Self::metrics) with a registry of the stack's own, served on `addr`
     /// (`/metrics`, `/capture`) by an exporter thread the stack owns (port 0: any free port;
-    /// see [`Stack::metrics_addr`]).
+    /// see [`Stack::metrics_addr`]). Cargo feature `metrics`.
+    #[cfg(feature = "metrics")]
     pub fn metrics_addr(mut self, addr: SocketAddr) -> Self {
         self.metrics_addr = Some(addr);
         self
@@ -432,7 +435,9 @@ impl StackBuilder {
             }
         })?;
         rt.net_mut().bind(self.udp_port);
+        #[cfg(feature = "metrics")]
         let mut exporter = None;
+        #[cfg(feature = "metrics")]
         let shared = match (self.metrics, self.metrics_addr) {
             (Some(m), _) => Some(m),
             (None, Some(addr)) => {
@@ -446,6 +451,8 @@ impl StackBuilder {
             }
             (None, None) => None,
         };
+        #[cfg(not(feature = "metrics"))]
+        let shared = self.metrics;
         let stack_metrics = shared.map(|m| {
             let name = self.metrics_name.unwrap_or_else(|| info.name.clone());
             metrics::StackMetrics::new(&m, &name, self.max_connections, pools)
@@ -454,6 +461,7 @@ impl StackBuilder {
             inner: Rc::new(RefCell::new(Inner {
                 rt,
                 metrics: stack_metrics,
+                #[cfg(feature = "metrics")]
                 _exporter: exporter,
                 _memif: memif,
                 packet_pool,
@@ -595,6 +603,7 @@ impl Transport {
 struct Inner {
     rt: Runtime<metrics::CapturePort, Transport, SystemClock>,
     metrics: Option<metrics::StackMetrics>,
+    #[cfg(feature = "metrics")]
     _exporter: Option<crate::telemetry::Exporter>,
     _memif: Option<Memif>,
     /// The memif interface's packet-buffer pool (None over a [`Backend::Port`]).
@@ -775,6 +784,7 @@ impl Stack {
             link_timeout: Duration::from_secs(10),
             seed: None,
             metrics: None,
+            #[cfg(feature = "metrics")]
             metrics_addr: None,
             metrics_name: None,
             omit_checksums: false,
@@ -922,7 +932,9 @@ impl Stack {
             .map(|m| m.metrics().clone())
     }
 
-    /// Where the stack's own exporter listens ([`StackBuilder::metrics_addr`]).
+    /// Where the stack's own exporter listens ([`StackBuilder::metrics_addr`]). Cargo feature
+    /// `metrics`.
+    #[cfg(feature = "metrics")]
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
         self.inner
             .borrow()

@@ -10,9 +10,12 @@
 //! - Pools ([`Registry::register_pool`]) and connections ([`Registry::register_conns`],
 //!   [`ConnInfo`]) are read at scrape time, on the reader's thread; a core publishes its
 //!   connections' snapshots lock-free through a [`ConnPublisher`] ([`Registry::conn_table`]).
-//! - [`Exporter`] serves the Prometheus text format over HTTP from its own thread (pin it off
-//!   the poll-loop cores with [`ExporterConfig::cpu`]). Names follow Prometheus conventions:
+//! - With the cargo feature `metrics` (off by default; the `bypass` CLI turns it on),
+//!   `Exporter` serves the Prometheus text format over HTTP from its own thread (pin it off
+//!   the poll-loop cores with `ExporterConfig::cpu`). Names follow Prometheus conventions:
 //!   a `bypass_` prefix, units in the name, `_total` on counters, histograms in seconds.
+//!   Without the feature the registry is still there to read in-process; the library then
+//!   compiles no HTTP server and no Prometheus encoder.
 //! - Nothing is logged per packet: log repeated conditions through [`RateLimited`] /
 //!   [`warn_rate_limited!`](crate::warn_rate_limited).
 //!
@@ -20,6 +23,7 @@
 
 mod conn;
 mod counters;
+#[cfg(feature = "metrics")]
 mod export;
 mod histogram;
 mod ratelimit;
@@ -27,6 +31,7 @@ mod registry;
 
 pub use conn::{ConnInfo, ConnPublisher, ConnSource, ConnTable, SlotOutOfRange};
 pub use counters::{CoreCounters, CounterSet, MetricDesc, MetricKind, PortMetric};
+#[cfg(feature = "metrics")]
 pub use export::{encode_text, Exporter, ExporterConfig, ExporterError, HttpControl, CONTENT_TYPE};
 pub use histogram::{
     bucket_high, bucket_low, bucket_of, CoreHistogram, HistogramSnapshot, Percentiles, BUCKETS,

@@ -282,7 +282,9 @@ impl Registry {
             .map(|(_, v)| v)
     }
 
-    /// The Prometheus text exposition (format 0.0.4) of everything registered.
+    /// The Prometheus text exposition (format 0.0.4) of everything registered (feature
+    /// `metrics`).
+    #[cfg(feature = "metrics")]
     pub fn encode_text(&self) -> String {
         super::export::encode_text(self)
     }

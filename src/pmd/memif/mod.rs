@@ -69,13 +69,26 @@
 //! there is `@/run/x.sock` here (or give DPDK `socket-abstract=no` and use the path).
 #![allow(unsafe_code)]
 
-pub mod bench;
 mod control;
-pub mod msg;
 mod port;
+// The wire format, the rings and the system calls: internals, reachable from outside only
+// with the cargo feature `testing` (the crate's own dev builds), for tests/memif_malformed.rs,
+// which plays a hostile peer.
+#[cfg(feature = "testing")]
+#[doc(hidden)]
+pub mod msg;
+#[cfg(not(feature = "testing"))]
+mod msg;
+#[cfg(feature = "testing")]
+#[doc(hidden)]
 pub mod ring;
+#[cfg(not(feature = "testing"))]
+mod ring;
+#[cfg(feature = "testing")]
 #[doc(hidden)]
 pub mod sys;
+#[cfg(not(feature = "testing"))]
+mod sys;
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;

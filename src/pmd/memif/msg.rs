@@ -78,7 +78,7 @@ impl<const N: usize> Name<N> {
     }
 
     /// Lossy text for logs and errors.
-    pub fn to_string_lossy(&self) -> String {
+    pub fn to_string_lossy(self) -> String {
         String::from_utf8_lossy(self.as_bytes()).into_owned()
     }
 }

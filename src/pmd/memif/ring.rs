@@ -55,7 +55,6 @@ pub struct Desc {
 pub struct Ring {
     base: *mut u8,
     mask: u16,
-    log2: u8,
 }
 
 // SAFETY: a Ring is a pointer into a shared mapping whose lifetime the holder of the owning
@@ -74,7 +73,6 @@ impl Ring {
         Ring {
             base,
             mask: ((1u32 << log2) - 1) as u16,
-            log2,
         }
     }
 
@@ -88,11 +86,6 @@ impl Ring {
     #[inline]
     pub fn mask(&self) -> u16 {
         self.mask
-    }
-
-    /// log2 of the size.
-    pub fn log2(&self) -> u8 {
-        self.log2
     }
 
     #[inline]

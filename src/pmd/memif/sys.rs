@@ -295,6 +295,10 @@ pub fn file_size(fd: BorrowedFd<'_>) -> io::Result<u64> {
 
 /// True when the file behind `fd` is sealed against shrinking (`F_SEAL_SHRINK`), so the peer
 /// that passed it cannot truncate it under our mapping (which would fault on access).
+// Not called yet: the server's warning for an unsealed region (promised in the module docs
+// of `pmd::memif`) was never wired up, and our own client does not seal its regions, so it
+// would warn on every connection. Kept for that change; `pub` used to hide that it is unused.
+#[allow(dead_code)]
 pub fn shrink_sealed(fd: BorrowedFd<'_>) -> bool {
     // SAFETY: plain fcntl on a valid descriptor; F_GET_SEALS fails harmlessly on files that
     // do not support seals.

@@ -1,9 +1,12 @@
-//! The `bypass` command line: one clap definition for every subcommand, the log subscriber,
-//! shell completions and man pages.
+//! The `bypass` command line and the tools behind it: one clap definition for every
+//! subcommand, the log subscriber, shell completions and man pages, the benchmark drivers,
+//! plots and reports.
 //!
-//! These live in the binary, not the library: they drive the library (and, for baselines, the
-//! kernel's sockets) and print for people. The library keeps plain option structs and run
-//! functions (`pmd::memif::bench::Options`, `ccsim::run_all_with`, ...).
+//! This crate (`bypass-cli`, folder `cli/`) is the binary `bypass` plus this library, which
+//! holds the commands so that the integration tests under `cli/tests/` can reach what they
+//! check. The tools and their dependencies (clap, plotters, the log subscriber, JSON) live
+//! here, not in the `bypass` library: an embedder's build compiles none of them. The
+//! library keeps plain option structs and run functions (`ccsim::run_all_with`, ...).
 pub mod bench;
 pub mod duration;
 pub mod log;

@@ -1,10 +1,13 @@
 //! `bypass sim cc`: the congestion-control experiments of [`bypass::ccsim`] from the command
-//! line: the table, the goal checks, a CSV and PNG plots.
+//! line: the table, the goal checks, a CSV ([`report`]) and PNG plots ([`plot`]).
+pub mod plot;
+pub mod report;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use bypass::ccsim::run_all_with;
 use bypass::ccsim::scenario::{self, Cc, Run};
-use bypass::ccsim::{plot, report, run_all_with};
 use clap::Args;
 
 /// Plots drawn: (scenario, kind) with kind `queue` or `rates`.

@@ -6,15 +6,15 @@
 //! - Each process (the `bypass bench` client and the `bypass bench-peer` server) starts DPDK's
 //!   EAL once, from `--dpdk "EAL ARGS"`, opens one device (`--dpdk-dev NAME`, default the
 //!   first `--vdev`/`-a` device of the arguments) with one queue pair, and keeps that queue for
-//!   the rest of the process ([`DpdkOpts`] are the options, [`open`] does it once).
-//! - A connection builds its bypass [`Stack`] (`Backend::Port`) on the thread that first uses
+//!   the rest of the process ([`DpdkOpts`] are the options, `open` does it once).
+//! - A connection builds its bypass [`Stack`](bypass::socket::Stack) (`Backend::Port`) on the thread that first uses
 //!   it, like the memif transport (a stack is `!Send`), borrowing the process's queue; when
 //!   the connection is dropped its stack is dropped and the queue is given back for the next
 //!   connection. So the process serves **one connection at a time**: cells with several
 //!   connections (stream `--conns N`) are reported n/a, with the reason
-//!   ([`Transport::max_conns`]).
+//!   ([`Transport::max_conns`](super::transport::Transport::max_conns)).
 //! - Addresses: this end's stack has the IP `--dpdk-ip` and the port's MAC; it listens and
-//!   sends on UDP port [`DEFAULT_UDP_PORT`]. The peer's listener address is
+//!   sends on UDP port [`DEFAULT_UDP_PORT`](bypass::socket::DEFAULT_UDP_PORT). The peer's listener address is
 //!   `dpdk:IP:PORT` (its `--dpdk-ip`), sent to the client over the control channel, so the
 //!   client needs no address of the peer's data path. The peer's MAC is resolved by ARP unless
 //!   `--dpdk-arp IP=MAC` gives it.
@@ -382,7 +382,7 @@ mod with_dpdk {
     }
 
     impl BypassDpdk {
-        /// The transport over the process's DPDK queue ([`open`] it first).
+        /// The transport over the process's DPDK queue (`open` it first).
         pub fn new(opts: &DpdkOpts) -> Result<BypassDpdk, String> {
             Ok(BypassDpdk {
                 shared: open(opts)?,

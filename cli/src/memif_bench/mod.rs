@@ -1,10 +1,12 @@
-//! `bypass memif-bench`: the command line of [`bypass::pmd::memif::bench`] (one memif side
-//! against any memif peer: ours, or dpdk-testpmd).
+//! `bypass memif-bench`: one memif side against any memif peer (ours, or dpdk-testpmd): the
+//! command line here, the driver in [`engine`].
+pub mod engine;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use bypass::pmd::memif::bench::{self, Options};
+use self::engine::{self as bench, Options};
 use bypass::pmd::memif::Role;
 use clap::{Args, ValueEnum};
 

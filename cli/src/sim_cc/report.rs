@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use super::scenario::{Cc, Metrics, Run};
+use bypass::ccsim::scenario::{Cc, Metrics, Run};
 
 /// Column names, in order (CSV header and table header).
 pub const COLUMNS: [&str; 22] = [

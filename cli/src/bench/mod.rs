@@ -16,7 +16,7 @@
 //!
 //! A transport plugs in by implementing [`transport::Transport`] (a listener/connection
 //! factory) and [`transport::MsgConn`] (whole-message send and receive), and by being listed
-//! in [`transports`]; the drivers, the peer, the tables and the JSON are shared.
+//! in `transports`; the drivers, the peer, the tables and the JSON are shared.
 pub mod bypass;
 pub mod bypass_dpdk;
 pub mod compare;
@@ -144,7 +144,7 @@ enum ModeArg {
     All,
 }
 
-/// `bypass bench` on the command line; [`BenchArgs::into_opts`] makes the [`Opts`] the
+/// `bypass bench` on the command line; `BenchArgs::into_opts` makes the `Opts` the
 /// driver reads.
 #[derive(clap::Args, Debug)]
 #[command(after_help = AFTER_HELP, args_conflicts_with_subcommands = true)]

@@ -15,6 +15,7 @@
 //! namespaces (and with them the veth pair) are removed on exit, even on failure.
 #![cfg(feature = "dpdk")]
 
+#[path = "../../tests/harness/mod.rs"]
 mod harness;
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, Output, Stdio};
@@ -23,6 +24,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+#[path = "../../tests/dpdk_common/mod.rs"]
 mod dpdk_common;
 use dpdk_common::{must, run};
 

@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 
 use plotters::prelude::*;
 
-use super::scenario::Run;
+use bypass::ccsim::scenario::Run;
 
 /// Where the font is looked for.
 pub const FONT_PATH: &str = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf";
@@ -199,7 +199,7 @@ fn rates_with(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ccsim::scenario::{self, Cc, Workload};
+    use bypass::ccsim::scenario::{self, Cc, Workload};
     use std::time::Duration;
 
     #[test]

@@ -2,6 +2,7 @@
 //! frames), in both roles; a peer killed mid-stream shows as link down and a restarted peer
 //! reconnects with no buffer leaked; several queue pairs and interfaces on one socket.
 
+#[path = "../../tests/harness/mod.rs"]
 mod harness;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};

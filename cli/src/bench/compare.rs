@@ -627,7 +627,7 @@ fn floor_differs(a: &Header, b: &Header) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cli::bench::modes::new_histogram;
+    use crate::bench::modes::new_histogram;
 
     /// A deterministic generator of standard normal numbers (xorshift64*, Box-Muller).
     struct Normal(u64);

@@ -3,6 +3,7 @@
 //! frame must come back with its payload intact. Skipped (with the reason printed) only
 //! when dpdk-testpmd is not installed.
 
+#[path = "../../tests/harness/mod.rs"]
 mod harness;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};

@@ -17,7 +17,7 @@
 //! stderr when it is dropped (both processes; the peer inherits the environment), to see
 //! retransmissions and drops behind a slow cell.
 //!
-//! How a connection builds its stack is a [`Setup`]: memif here, a lent DPDK queue in
+//! How a connection builds its stack is a `Setup`: memif here, a lent DPDK queue in
 //! [`super::bypass_dpdk`]; the lazy start, the thread-local table and the message calls are
 //! shared.
 
@@ -59,6 +59,7 @@ thread_local! {
 }
 
 /// `bypass bench`'s bypass-over-memif transport.
+#[derive(Default)]
 pub struct BypassMemif {
     connects: Mutex<HashMap<String, u32>>,
 }
@@ -66,9 +67,7 @@ pub struct BypassMemif {
 impl BypassMemif {
     /// The transport (nothing is opened until a connection is used).
     pub fn new() -> BypassMemif {
-        BypassMemif {
-            connects: Mutex::new(HashMap::new()),
-        }
+        BypassMemif::default()
     }
 }
 

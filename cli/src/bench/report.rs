@@ -881,7 +881,7 @@ fn table(head: &[&str], rows: impl Iterator<Item = Vec<String>>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cli::bench::modes::new_histogram;
+    use crate::bench::modes::new_histogram;
 
     fn key(t: &str, baseline: bool, size: usize) -> Key {
         Key {

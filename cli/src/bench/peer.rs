@@ -58,7 +58,7 @@ impl PeerChild {
     pub fn spawn(exe: &std::path::Path, core: Option<usize>) -> Result<PeerChild, String> {
         let mut cmd = Command::new(exe);
         // The peer logs as much as this process (`-v`, `-q`).
-        cmd.args(crate::cli::log::child_args());
+        cmd.args(crate::log::child_args());
         cmd.args(["bench-peer", "--listen", "127.0.0.1:0", "--once"]);
         if let Some(c) = core {
             cmd.args(["--core", &c.to_string()]);

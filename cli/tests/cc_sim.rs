@@ -1,6 +1,6 @@
 //! Snapshot and goal tests of the congestion-control experiments (`bypass sim cc --quick`):
 //! the reduced scenario set runs deterministically with every controller, and the headline
-//! metrics must match `tests/data/cc_snapshot.csv` exactly, cell for cell as printed. The
+//! metrics must match `cli/tests/data/cc_snapshot.csv` exactly, cell for cell as printed. The
 //! simulation is deterministic (virtual time, seeded randomness, each run on one thread; the
 //! runs' order does not change their results), so the same code gives the same table on
 //! every run: measured, no cell ever differed between runs. (It used to allow 2 % or 0.05,
@@ -10,9 +10,9 @@
 //! To accept an intended change: `BYPASS_UPDATE_SNAPSHOT=1 cargo test --test cc_sim`, then
 //! review the diff of the CSV.
 
-use bypass::ccsim::report::{self, COLUMNS};
 use bypass::ccsim::run_all;
 use bypass::ccsim::scenario::{self, Cc};
+use bypass_cli::sim_cc::report::{self, COLUMNS};
 use std::sync::OnceLock;
 
 const SNAPSHOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/cc_snapshot.csv");

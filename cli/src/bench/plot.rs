@@ -8,7 +8,7 @@
 //!   connection count;
 //! - `rpc_latency.png`: p50 and p99 latency (us, log scale) per offered rate.
 //!
-//! Text uses the font of `bypass sim cc`'s plots ([`bypass::ccsim::plot::FONT_PATH`]); without
+//! Text uses the font of `bypass sim cc`'s plots ([`crate::sim_cc::plot::FONT_PATH`]); without
 //! it the plots are drawn without labels.
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -54,7 +54,7 @@ pub fn main(args: &[String]) -> ExitCode {
 /// Writes the plots of every mode the report has into `dir`; returns the files written.
 pub fn write_all(r: &Report, dir: &Path) -> Result<Vec<PathBuf>, String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let labels = bypass::ccsim::plot::has_labels();
+    let labels = crate::sim_cc::plot::has_labels();
     let sub = subtitle(r);
     let mut files = Vec::new();
     if !r.pingpong.is_empty() {
@@ -515,7 +515,7 @@ fn draw(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cli::bench::report::{Key, PingpongRound, PingpongRow, StreamRound, StreamRow};
+    use crate::bench::report::{Key, PingpongRound, PingpongRow, StreamRound, StreamRow};
 
     fn key(t: &str, v: &str, baseline: bool, size: usize) -> Key {
         Key {
@@ -530,7 +530,7 @@ mod tests {
 
     #[test]
     fn plots_are_pngs_of_every_mode_run() {
-        let mut h = crate::cli::bench::modes::new_histogram();
+        let mut h = crate::bench::modes::new_histogram();
         for v in 1..1000u64 {
             h.record(1000 + v).unwrap();
         }

@@ -3,8 +3,8 @@
 //! checkout of this repository (a packaged crate, a tarball, or git missing). `bypass
 //! --version` prints it and the bench JSON records it (`option_env!("BYPASS_GIT_REV")`).
 //!
-//! The script reruns when HEAD moves (a commit, a checkout) or when a file under src/ changes
-//! (which rebuilds the crate anyway), not on every build.
+//! The script reruns when HEAD moves (a commit, a checkout) or when a file under cli/src/ or
+//! the library's src/ changes (which rebuilds the binary anyway), not on every build.
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -21,10 +21,15 @@ fn git(dir: &Path, args: &[&str]) -> Option<String> {
 }
 
 fn main() {
-    let root = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"));
+    let dir = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"));
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-changed=src");
-    let rev = revision(&root).unwrap_or_else(|| "unknown".to_owned());
+    println!("cargo:rerun-if-changed=../src");
+    // This crate is the folder cli/ of the repository; the checkout is its parent.
+    let rev = dir
+        .parent()
+        .and_then(revision)
+        .unwrap_or_else(|| "unknown".to_owned());
     println!("cargo:rustc-env=BYPASS_GIT_REV={rev}");
 }
 

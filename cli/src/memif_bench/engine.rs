@@ -15,15 +15,15 @@
 //!   any shared-memory ping-pong on this machine can reach).
 //!
 //! Output is `key=value` lines (machine-readable, used by scripts/bench-memif.sh and tests).
-//! The command line that fills [`Options`] is the binary's (`src/cli/memif_bench.rs`).
+//! The command line that fills [`Options`] is in [`super`] (`bypass memif-bench`).
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use super::{InterfaceConfig, Memif, MemifConfig, Role};
-use crate::mem::PktBuf;
-use crate::pmd::Port;
+use bypass::mem::PktBuf;
+use bypass::pmd::memif::{InterfaceConfig, Memif, MemifConfig, Role};
+use bypass::pmd::Port;
 
 /// Options of one run.
 #[derive(Debug, Clone)]
@@ -225,7 +225,7 @@ pub fn loopback(o: &Options) -> Result<String, String> {
     let server = mk(Role::Server)?;
     let client = mk(Role::Client)?;
     pin(o.core);
-    let _core = crate::mem::CoreSlot::claim_any().ok();
+    let _core = bypass::mem::CoreSlot::claim_any().ok();
     let mut c = client.port(o.id, 0).map_err(|e| e.to_string())?;
     let mut s = server.port(o.id, 0).map_err(|e| e.to_string())?;
     let end = Instant::now() + Duration::from_secs(10);
@@ -238,7 +238,7 @@ pub fn loopback(o: &Options) -> Result<String, String> {
     // Prime the loop with 256 frames from the client, then forward whatever arrives on
     // each side back out of the same side (testpmd `io` forwarding between a memif server
     // and client in one process does the same work).
-    let mut v: Vec<PktBuf> = Vec::with_capacity(crate::pmd::MAX_BURST);
+    let mut v: Vec<PktBuf> = Vec::with_capacity(bypass::pmd::MAX_BURST);
     for _ in 0..256 {
         let mut b = c
             .alloc_tx()
@@ -300,7 +300,7 @@ pub fn run(o: &Options) -> Result<String, String> {
     let mut port = memif.port(o.id, 0).map_err(|e| e.to_string())?;
     pin(o.core);
     // This thread is the poll loop: per-core pool caches make alloc/free cheaper.
-    let _core = crate::mem::CoreSlot::claim_any().ok();
+    let _core = bypass::mem::CoreSlot::claim_any().ok();
     let deadline = Instant::now() + o.link_timeout;
     while !port.link().is_up() {
         if Instant::now() > deadline {
@@ -338,8 +338,8 @@ pub fn run(o: &Options) -> Result<String, String> {
 fn ping(port: &mut impl Port, o: &Options, out: &mut String) -> Result<(), String> {
     let mut h = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3)
         .map_err(|e| e.to_string())?;
-    let mut txv: Vec<PktBuf> = Vec::with_capacity(crate::pmd::MAX_BURST);
-    let mut rxv: Vec<PktBuf> = Vec::with_capacity(crate::pmd::MAX_BURST);
+    let mut txv: Vec<PktBuf> = Vec::with_capacity(bypass::pmd::MAX_BURST);
+    let mut rxv: Vec<PktBuf> = Vec::with_capacity(bypass::pmd::MAX_BURST);
     let mut bad = 0u64;
     let mut lost = 0u64;
     let mut lost_warmup = 0u64;
@@ -358,7 +358,7 @@ fn ping(port: &mut impl Port, o: &Options, out: &mut String) -> Result<(), Strin
         let mut spins = 0u64;
         let mut got = false;
         while !got {
-            if port.rx_burst(&mut rxv, crate::pmd::MAX_BURST) > 0 {
+            if port.rx_burst(&mut rxv, bypass::pmd::MAX_BURST) > 0 {
                 let t1 = Instant::now();
                 for f in rxv.drain(..) {
                     if check(f.data(), o.size, seq) {
@@ -413,12 +413,12 @@ fn ping(port: &mut impl Port, o: &Options, out: &mut String) -> Result<(), Strin
 }
 
 fn pong(port: &mut impl Port, o: &Options, out: &mut String) {
-    let mut v: Vec<PktBuf> = Vec::with_capacity(crate::pmd::MAX_BURST);
+    let mut v: Vec<PktBuf> = Vec::with_capacity(bypass::pmd::MAX_BURST);
     let start = Instant::now();
     let mut n = 0u64;
     let mut iter = 0u64;
     loop {
-        if port.rx_burst(&mut v, crate::pmd::MAX_BURST) > 0 {
+        if port.rx_burst(&mut v, bypass::pmd::MAX_BURST) > 0 {
             while !v.is_empty() {
                 let k = port.tx_burst(&mut v);
                 n += k as u64;
@@ -502,14 +502,14 @@ fn thread_cpu() -> f64 {
 }
 
 fn rx(port: &mut impl Port, o: &Options, out: &mut String) {
-    let mut v: Vec<PktBuf> = Vec::with_capacity(crate::pmd::MAX_BURST);
+    let mut v: Vec<PktBuf> = Vec::with_capacity(bypass::pmd::MAX_BURST);
     let mut n = 0u64;
     let mut first: Option<Instant> = None;
     let mut mark: Option<(Instant, u64, f64)> = None;
     let mut end_mark = (Instant::now(), 0u64, 0.0f64);
     let mut iter = 0u64;
     loop {
-        let k = port.rx_burst(&mut v, crate::pmd::MAX_BURST);
+        let k = port.rx_burst(&mut v, bypass::pmd::MAX_BURST);
         if k > 0 {
             n += k as u64;
             v.clear();
@@ -559,7 +559,7 @@ mod tests {
 
     #[test]
     fn pattern() {
-        let pool = crate::mem::Pool::new(&crate::mem::PoolConfig::new("t", 2, 2304)).unwrap();
+        let pool = bypass::mem::Pool::new(&bypass::mem::PoolConfig::new("t", 2, 2304)).unwrap();
         let mut b = pool.alloc().unwrap();
         fill(&mut b, 100, 42);
         assert!(check(b.data(), 100, 42));

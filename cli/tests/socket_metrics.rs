@@ -4,6 +4,7 @@
 //! by `tshark`, and `bypass stat` run against the stacks (as a process, and in a real
 //! terminal under tmux).
 
+#[path = "../../tests/harness/mod.rs"]
 mod harness;
 use std::collections::BTreeMap;
 use std::io::{Read, Write};

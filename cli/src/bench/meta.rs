@@ -200,7 +200,7 @@ pub struct Floor {
 
 /// Measures the cache-line floor between `cores` (a few hundred ms at most).
 pub fn floor(cores: (usize, usize)) -> Result<Floor, String> {
-    let h = bypass::pmd::memif::bench::cacheline_rtt(
+    let h = crate::memif_bench::engine::cacheline_rtt(
         cores,
         FLOOR_WARMUP,
         FLOOR_SAMPLES,
