@@ -227,38 +227,7 @@ impl Connection {
             return true;
         }
         match self.state {
-            State::Handshake => {
-                if now >= self.hs_next && self.hs_attempts < self.cfg.handshake_attempts {
-                    self.hs_attempts += 1;
-                    let backoff = self.cfg.initial_rtt.max(self.cfg.min_rto) * 3;
-                    let wait = backoff * (1u32 << (self.hs_attempts - 1).min(10));
-                    // Up to +50 %, from the (random) connection id: clients that started
-                    // together (a job's workers connecting at once) must not retry in lockstep,
-                    // or a server's bounded hello queue admits the same few each round.
-                    let spread = wait.as_nanos() as u64 / 2;
-                    let jitter = SplitMix64::new(self.local_cid ^ u64::from(self.hs_attempts))
-                        .next()
-                        % spread.max(1);
-                    self.hs_next = now + wait + Duration::from_nanos(jitter);
-                    let k = Kind::Connect {
-                        credit: self.cfg.rx_window,
-                        max_datagram: self.cfg.max_datagram,
-                    };
-                    let r = Repr {
-                        flags: Self::handshake_flags(&self.cfg),
-                        dst_cid: 0,
-                        src_cid: self.local_cid,
-                        pn: 0,
-                        tx_timestamp: now.as_nanos(),
-                        kind: k,
-                    };
-                    if r.prepend_to(buf).is_ok() {
-                        self.stats.tx_packets += 1;
-                        return true;
-                    }
-                }
-                return false;
-            }
+            State::Handshake => return self.transmit_connect(now, buf),
             State::Draining => return false,
             _ => {}
         }
@@ -301,6 +270,48 @@ impl Connection {
             return self.emit_tracked(now, buf, pn, What::Close, false);
         }
         // New data.
+        self.transmit_new_data(now, buf)
+    }
+
+    /// The client's CONNECT, when its (backed-off, jittered) retry time has come and attempts
+    /// remain. The packet takes no number.
+    #[inline]
+    fn transmit_connect(&mut self, now: Instant, buf: &mut PktBuf) -> bool {
+        if now >= self.hs_next && self.hs_attempts < self.cfg.handshake_attempts {
+            self.hs_attempts += 1;
+            let backoff = self.cfg.initial_rtt.max(self.cfg.min_rto) * 3;
+            let wait = backoff * (1u32 << (self.hs_attempts - 1).min(10));
+            // Up to +50 %, from the (random) connection id: clients that started
+            // together (a job's workers connecting at once) must not retry in lockstep,
+            // or a server's bounded hello queue admits the same few each round.
+            let spread = wait.as_nanos() as u64 / 2;
+            let jitter = SplitMix64::new(self.local_cid ^ u64::from(self.hs_attempts)).next()
+                % spread.max(1);
+            self.hs_next = now + wait + Duration::from_nanos(jitter);
+            let k = Kind::Connect {
+                credit: self.cfg.rx_window,
+                max_datagram: self.cfg.max_datagram,
+            };
+            let r = Repr {
+                flags: Self::handshake_flags(&self.cfg),
+                dst_cid: 0,
+                src_cid: self.local_cid,
+                pn: 0,
+                tx_timestamp: now.as_nanos(),
+                kind: k,
+            };
+            if r.prepend_to(buf).is_ok() {
+                self.stats.tx_packets += 1;
+                return true;
+            }
+        }
+        false
+    }
+
+    /// The next new data: a BATCH packet of small whole messages where the peer takes them,
+    /// else the next DATA segment, within the credit, the window and the pacer.
+    #[inline]
+    fn transmit_new_data(&mut self, now: Instant, buf: &mut PktBuf) -> bool {
         if !self.has_new_data() {
             return false;
         }
@@ -313,28 +324,7 @@ impl Connection {
         }
         let i = (self.tx_cursor - self.send_base) as usize;
         if let Some((count, len)) = self.plan_batch(i, buf.tailroom()) {
-            let size = (BATCH_HEADER_LEN + count as usize * BATCH_ENTRY_LEN) as u64 + len;
-            let t = self.cc.earliest_departure(now, self.last_departure, size);
-            if t > now {
-                self.paced_until = Some(t);
-                return false;
-            }
-            let what = What::Batch {
-                first: self.tx_cursor,
-                count,
-                len: len as u32,
-            };
-            for m in self.send_msgs.range_mut(i..i + count as usize) {
-                m.started = true;
-                m.sent_off = m.data.len();
-            }
-            self.tx_cursor += u64::from(count);
-            self.tx_new_bytes += len;
-            self.stats.tx_data += 1;
-            self.stats.tx_batches += 1;
-            self.stats.tx_batched_msgs += u64::from(count);
-            let pn = self.next_pn;
-            return self.emit_tracked(now, buf, pn, what, false);
+            return self.transmit_batch(now, buf, i, count, len);
         }
         let m = &self.send_msgs[i];
         let len = seg.min(mp);
@@ -360,6 +350,41 @@ impl Connection {
         }
         self.tx_new_bytes += len;
         self.stats.tx_data += 1;
+        let pn = self.next_pn;
+        self.emit_tracked(now, buf, pn, what, false)
+    }
+
+    /// A BATCH packet of `count` whole messages (`len` payload bytes) from send-queue index
+    /// `i` on, as [`plan_batch`](Self::plan_batch) planned it, unless the pacer holds it.
+    #[inline]
+    fn transmit_batch(
+        &mut self,
+        now: Instant,
+        buf: &mut PktBuf,
+        i: usize,
+        count: u16,
+        len: u64,
+    ) -> bool {
+        let size = (BATCH_HEADER_LEN + count as usize * BATCH_ENTRY_LEN) as u64 + len;
+        let t = self.cc.earliest_departure(now, self.last_departure, size);
+        if t > now {
+            self.paced_until = Some(t);
+            return false;
+        }
+        let what = What::Batch {
+            first: self.tx_cursor,
+            count,
+            len: len as u32,
+        };
+        for m in self.send_msgs.range_mut(i..i + count as usize) {
+            m.started = true;
+            m.sent_off = m.data.len();
+        }
+        self.tx_cursor += u64::from(count);
+        self.tx_new_bytes += len;
+        self.stats.tx_data += 1;
+        self.stats.tx_batches += 1;
+        self.stats.tx_batched_msgs += u64::from(count);
         let pn = self.next_pn;
         self.emit_tracked(now, buf, pn, what, false)
     }
@@ -458,84 +483,17 @@ impl Connection {
                 offset,
                 len,
             } => {
-                let Some(i) = msg_id
-                    .checked_sub(self.send_base)
-                    .filter(|&i| i < self.send_msgs.len() as u64)
-                else {
-                    return false; // the message completed; nothing left to send
-                };
-                let m = &self.send_msgs[i as usize];
-                let o = offset as usize;
-                let src = match &m.data {
-                    Body::Bytes(b) => &b[o..o + len as usize],
-                    Body::Segments { segs, seg_len, .. } => {
-                        let k = (offset / seg_len) as usize;
-                        let so = (offset % seg_len) as usize;
-                        match segs.get(k) {
-                            // A zero-length message has no segment.
-                            None => &[][..],
-                            Some(seg)
-                                if !retransmit
-                                    && so == 0
-                                    && len as usize == seg.len()
-                                    && !seg.is_shared()
-                                    && seg.headroom() >= buf.headroom() =>
-                            {
-                                zero_copy = Some((i as usize, k));
-                                &[][..]
-                            }
-                            Some(seg) => match seg.data().get(so..so + len as usize) {
-                                Some(d) => d,
-                                None => return false,
-                            },
-                        }
-                    }
-                };
-                if buf.extend_from_slice(src).is_err() {
+                let Some((kind, zc)) = self.write_data(buf, msg_id, offset, len, retransmit) else {
                     return false;
-                }
-                (
-                    Kind::Data {
-                        msg_id,
-                        msg_len: m.data.len(),
-                        offset,
-                    },
-                    0,
-                )
+                };
+                zero_copy = zc;
+                (kind, 0)
             }
             What::Batch { first, count, .. } => {
-                let Some(i) = first
-                    .checked_sub(self.send_base)
-                    .map(|i| i as usize)
-                    .filter(|&i| i + count as usize <= self.send_msgs.len())
-                else {
-                    return false; // the messages completed; nothing left to send
-                };
-                let msgs = self.send_msgs.range(i..i + count as usize);
-                let Ok(table) = buf.append(count as usize * BATCH_ENTRY_LEN) else {
+                let Some(kind) = self.write_batch(buf, first, count) else {
                     return false;
                 };
-                for (e, m) in table.chunks_exact_mut(BATCH_ENTRY_LEN).zip(msgs.clone()) {
-                    e.copy_from_slice(&(m.data.len() as u16).to_le_bytes());
-                }
-                for m in msgs {
-                    // plan_batch packs only `Bytes` messages; the same ones are rebuilt.
-                    let Body::Bytes(data) = &m.data else {
-                        buf.truncate(0);
-                        return false;
-                    };
-                    if buf.extend_from_slice(data).is_err() {
-                        buf.truncate(0);
-                        return false;
-                    }
-                }
-                (
-                    Kind::Batch {
-                        msg_id: first,
-                        count,
-                    },
-                    0,
-                )
+                (kind, 0)
             }
             What::Confirm => (
                 Kind::Connect {
@@ -571,6 +529,114 @@ impl Connection {
             tx_timestamp: now.as_nanos(),
             kind,
         };
+        if !self.write_header(&r, buf, zero_copy) {
+            return false;
+        }
+        self.on_sent(now, pn, what, retransmit, buf.len() as u32);
+        true
+    }
+
+    /// Write the payload of DATA `[offset, offset + len)` of message `msg_id` into `buf`,
+    /// unless the first transmission of a whole exclusive segment can send the segment's slot
+    /// itself: then `buf` stays empty and the `(message index, segment index)` comes back.
+    /// `None`: nothing to send (the message completed, or `buf` has no room).
+    #[inline]
+    fn write_data(
+        &self,
+        buf: &mut PktBuf,
+        msg_id: u64,
+        offset: u64,
+        len: u32,
+        retransmit: bool,
+    ) -> Option<(Kind, Option<(usize, usize)>)> {
+        let mut zero_copy = None;
+        let Some(i) = msg_id
+            .checked_sub(self.send_base)
+            .filter(|&i| i < self.send_msgs.len() as u64)
+        else {
+            return None; // the message completed; nothing left to send
+        };
+        let m = &self.send_msgs[i as usize];
+        let o = offset as usize;
+        let src = match &m.data {
+            Body::Bytes(b) => &b[o..o + len as usize],
+            Body::Segments { segs, seg_len, .. } => {
+                let k = (offset / seg_len) as usize;
+                let so = (offset % seg_len) as usize;
+                match segs.get(k) {
+                    // A zero-length message has no segment.
+                    None => &[][..],
+                    Some(seg)
+                        if !retransmit
+                            && so == 0
+                            && len as usize == seg.len()
+                            && !seg.is_shared()
+                            && seg.headroom() >= buf.headroom() =>
+                    {
+                        zero_copy = Some((i as usize, k));
+                        &[][..]
+                    }
+                    Some(seg) => seg.data().get(so..so + len as usize)?,
+                }
+            }
+        };
+        if buf.extend_from_slice(src).is_err() {
+            return None;
+        }
+        let kind = Kind::Data {
+            msg_id,
+            msg_len: m.data.len(),
+            offset,
+        };
+        Some((kind, zero_copy))
+    }
+
+    /// Write the length table and the messages `first .. first + count` of a BATCH packet
+    /// into `buf`. `None`: nothing to send (the messages completed, or `buf` has no room;
+    /// then `buf` is left empty).
+    #[inline]
+    fn write_batch(&self, buf: &mut PktBuf, first: u64, count: u16) -> Option<Kind> {
+        let Some(i) = first
+            .checked_sub(self.send_base)
+            .map(|i| i as usize)
+            .filter(|&i| i + count as usize <= self.send_msgs.len())
+        else {
+            return None; // the messages completed; nothing left to send
+        };
+        let msgs = self.send_msgs.range(i..i + count as usize);
+        let Ok(table) = buf.append(count as usize * BATCH_ENTRY_LEN) else {
+            return None;
+        };
+        for (e, m) in table.chunks_exact_mut(BATCH_ENTRY_LEN).zip(msgs.clone()) {
+            e.copy_from_slice(&(m.data.len() as u16).to_le_bytes());
+        }
+        for m in msgs {
+            // plan_batch packs only `Bytes` messages; the same ones are rebuilt.
+            let Body::Bytes(data) = &m.data else {
+                buf.truncate(0);
+                return None;
+            };
+            if buf.extend_from_slice(data).is_err() {
+                buf.truncate(0);
+                return None;
+            }
+        }
+        Some(Kind::Batch {
+            msg_id: first,
+            count,
+        })
+    }
+
+    /// Prepend the header `r` to the packet: into `buf`, or with `zero_copy` into the headroom
+    /// of that segment's slot, which then goes out in `buf` (a shared reference; the caller's
+    /// empty buffer goes back to its pool). False: no room, nothing to send.
+    #[inline]
+    fn write_header(
+        &mut self,
+        r: &Repr,
+        buf: &mut PktBuf,
+        zero_copy: Option<(usize, usize)>,
+    ) -> bool {
         let zero_copy = zero_copy.and_then(|(i, k)| match &mut self.send_msgs[i].data {
             Body::Segments { segs, .. } => segs.get_mut(k),
             Body::Bytes(_) => None,
@@ -592,7 +658,14 @@ impl Connection {
             buf.truncate(0);
             return false;
         }
-        let bytes = buf.len() as u32;
+        true
+    }
+
+    /// Record packet `pn` (`bytes` on the wire) as sent at `now`: in flight, the send and
+    /// pacing clocks, the delayed-ACK state, the controller.
+    #[inline]
+    fn on_sent(&mut self, now: Instant, pn: u64, what: What, retransmit: bool, bytes: u32) {
+        let carries_data = matches!(what, What::Data { .. } | What::Batch { .. });
         if retransmit {
             let s = &mut self.sent[(pn - self.sent_base) as usize];
             s.time = now;
@@ -636,7 +709,6 @@ impl Connection {
                 app_limited: !self.has_new_data(),
             },
         );
-        true
     }
 
     pub(super) fn ack_segment(&mut self, msg_id: u64, len: u64) {
