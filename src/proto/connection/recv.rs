@@ -323,42 +323,9 @@ impl Connection {
                     self.complete(idx, msg);
                     return true;
                 }
-                let dest = match self.targets.front() {
-                    Some(t) if t.capacity() >= msg_len => match self.targets.pop_front() {
-                        Some(t) => Dest::Target(t),
-                        None => return false,
-                    },
-                    _ => {
-                        // In ordered mode the message at the head of the line may exceed the
-                        // per-connection budget (by at most one message): the completed
-                        // messages behind it hold the budget until it is delivered, so
-                        // refusing it would deadlock.
-                        let hol = self.cfg.ordered && msg_id == self.next_deliver;
-                        let limit = if hol {
-                            self.cfg.max_rx_buffer.saturating_add(self.cfg.max_message)
-                        } else {
-                            self.cfg.max_rx_buffer
-                        };
-                        if self.rx_reasm + msg_len > limit {
-                            return false;
-                        }
-                        let used = self.budget.used.fetch_add(msg_len, Ordering::Relaxed);
-                        if used + msg_len > self.budget.limit {
-                            self.budget.used.fetch_sub(msg_len, Ordering::Relaxed);
-                            return false;
-                        }
-                        self.rx_reasm += msg_len;
-                        if self.cfg.rx_segments && msg_len <= self.cfg.rx_window {
-                            // One allocation: room for the packets a full-size sender uses.
-                            let n = msg_len.div_ceil(max_payload).min(seg_cap(msg_len) as u64);
-                            Dest::Segs {
-                                parts: Vec::with_capacity(n as usize),
-                                moved: 0,
-                            }
-                        } else {
-                            Dest::Vec(vec![0u8; msg_len as usize])
-                        }
-                    }
+                let Some(dest) = self.reassembly_dest(msg_id, msg_len, max_payload, &seg_cap)
+                else {
+                    return false;
                 };
                 self.rx_msgs[idx] = RxSlot::Partial {
                     len: msg_len,
@@ -402,62 +369,96 @@ impl Connection {
                 if plen == 0 {
                     return true; // nothing to keep (and no slot held for nothing)
                 }
-                let end = offset + plen;
-                let part_end = |(o, p): &(u64, PktBytes)| o + p.len() as u64;
-                // Mostly in order: append; otherwise the sorted position.
-                let i = if parts.last().is_none_or(|l| part_end(l) <= offset) {
-                    parts.len()
-                } else {
-                    parts.partition_point(|(o, _)| *o < offset)
-                };
-                // Shifting parts for a packet that fills an earlier hole costs a move of
-                // those after it: cheap for the retransmissions of a few losses, but a peer
-                // sending in reverse order would make it quadratic. Past a bound, copy.
-                *moved += parts.len() - i;
-                if parts.len() >= seg_cap(*got + plen) || *moved > 64 * seg_cap(*len) {
-                    // Packets too small for the slots they hold, or too much reordering:
-                    // copy the message instead.
-                    let mut v = vec![0u8; *len as usize];
-                    for (o, p) in parts.drain(..) {
-                        v[o as usize..o as usize + p.len()].copy_from_slice(&p);
-                    }
-                    v[offset as usize..end as usize].copy_from_slice(&buf);
-                    drop(buf);
+                if let Some(v) = keep_part(parts, moved, offset, buf, *got, *len, &seg_cap) {
                     // The copied bytes no longer hold receive buffers (as on the Vec path).
                     self.rx_released += *got + plen;
                     self.stats.rx_segment_copied += 1;
                     *dest = Dest::Vec(v);
-                } else {
-                    parts.insert(i, (offset, buf.freeze()));
                 }
             }
         }
         *got += plen;
         self.rx_distinct += plen;
         if *got >= *len {
-            let len = *len;
-            let RxSlot::Partial { dest, .. } =
-                std::mem::replace(&mut self.rx_msgs[idx], RxSlot::Empty)
-            else {
-                return false;
-            };
-            let data = match dest {
-                Dest::Vec(v) => MsgData::Buffer(Bytes::from(v)),
-                Dest::Target(t) => MsgData::Target(t),
-                Dest::Segs { parts, .. } => {
-                    self.stats.rx_segment_msgs += 1;
-                    MsgData::Segments(RecvSegments::from_checked(parts, len as usize))
-                }
-            };
-            self.complete(
-                idx,
-                RecvMsg {
-                    id: msg_id,
-                    len,
-                    data,
-                },
-            );
+            return self.complete_partial(idx, msg_id);
         }
+        true
+    }
+
+    /// Where the first part of a multi-packet message of `msg_len` bytes goes: the first
+    /// posted target that fits it, else a reassembly buffer (or, with `rx_segments`, a list
+    /// for its packet buffers) reserved against the connection's and the endpoint's budgets.
+    /// `None`: refused (over a budget).
+    #[inline]
+    fn reassembly_dest(
+        &mut self,
+        msg_id: u64,
+        msg_len: u64,
+        max_payload: u64,
+        seg_cap: &impl Fn(u64) -> usize,
+    ) -> Option<Dest> {
+        let dest = match self.targets.front() {
+            Some(t) if t.capacity() >= msg_len => Dest::Target(self.targets.pop_front()?),
+            _ => {
+                // In ordered mode the message at the head of the line may exceed the
+                // per-connection budget (by at most one message): the completed
+                // messages behind it hold the budget until it is delivered, so
+                // refusing it would deadlock.
+                let hol = self.cfg.ordered && msg_id == self.next_deliver;
+                let limit = if hol {
+                    self.cfg.max_rx_buffer.saturating_add(self.cfg.max_message)
+                } else {
+                    self.cfg.max_rx_buffer
+                };
+                if self.rx_reasm + msg_len > limit {
+                    return None;
+                }
+                let used = self.budget.used.fetch_add(msg_len, Ordering::Relaxed);
+                if used + msg_len > self.budget.limit {
+                    self.budget.used.fetch_sub(msg_len, Ordering::Relaxed);
+                    return None;
+                }
+                self.rx_reasm += msg_len;
+                if self.cfg.rx_segments && msg_len <= self.cfg.rx_window {
+                    // One allocation: room for the packets a full-size sender uses.
+                    let n = msg_len.div_ceil(max_payload).min(seg_cap(msg_len) as u64);
+                    Dest::Segs {
+                        parts: Vec::with_capacity(n as usize),
+                        moved: 0,
+                    }
+                } else {
+                    Dest::Vec(vec![0u8; msg_len as usize])
+                }
+            }
+        };
+        Some(dest)
+    }
+
+    /// The message in slot `idx` has all its bytes: hand it to [`complete`](Self::complete)
+    /// in the form its destination gives.
+    #[inline]
+    fn complete_partial(&mut self, idx: usize, msg_id: u64) -> bool {
+        let RxSlot::Partial { len, dest, .. } =
+            std::mem::replace(&mut self.rx_msgs[idx], RxSlot::Empty)
+        else {
+            return false;
+        };
+        let data = match dest {
+            Dest::Vec(v) => MsgData::Buffer(Bytes::from(v)),
+            Dest::Target(t) => MsgData::Target(t),
+            Dest::Segs { parts, .. } => {
+                self.stats.rx_segment_msgs += 1;
+                MsgData::Segments(RecvSegments::from_checked(parts, len as usize))
+            }
+        };
+        self.complete(
+            idx,
+            RecvMsg {
+                id: msg_id,
+                len,
+                data,
+            },
+        );
         true
     }
 
@@ -539,6 +540,49 @@ impl Connection {
             }
             self.next_deliver += 1;
         }
+    }
+}
+
+/// Keep part `buf` (not empty) at `offset` among the packet buffers `parts` of a segments
+/// message of `len` bytes, `got` of them received before it. Past the bound on parts for the
+/// bytes held (`seg_cap`) or on the parts shifted by out-of-order insertions, the message is
+/// copied instead: the buffer holding all of it so far comes back, and `parts` is emptied.
+#[inline]
+fn keep_part(
+    parts: &mut Vec<(u64, PktBytes)>,
+    moved: &mut usize,
+    offset: u64,
+    buf: PktBuf,
+    got: u64,
+    len: u64,
+    seg_cap: &impl Fn(u64) -> usize,
+) -> Option<Vec<u8>> {
+    let plen = buf.len() as u64;
+    let end = offset + plen;
+    let part_end = |(o, p): &(u64, PktBytes)| o + p.len() as u64;
+    // Mostly in order: append; otherwise the sorted position.
+    let i = if parts.last().is_none_or(|l| part_end(l) <= offset) {
+        parts.len()
+    } else {
+        parts.partition_point(|(o, _)| *o < offset)
+    };
+    // Shifting parts for a packet that fills an earlier hole costs a move of
+    // those after it: cheap for the retransmissions of a few losses, but a peer
+    // sending in reverse order would make it quadratic. Past a bound, copy.
+    *moved += parts.len() - i;
+    if parts.len() >= seg_cap(got + plen) || *moved > 64 * seg_cap(len) {
+        // Packets too small for the slots they hold, or too much reordering:
+        // copy the message instead.
+        let mut v = vec![0u8; len as usize];
+        for (o, p) in parts.drain(..) {
+            v[o as usize..o as usize + p.len()].copy_from_slice(&p);
+        }
+        v[offset as usize..end as usize].copy_from_slice(&buf);
+        drop(buf);
+        Some(v)
+    } else {
+        parts.insert(i, (offset, buf.freeze()));
+        None
     }
 }
 
