@@ -26,11 +26,10 @@ use super::{
 };
 use crate::mem::PktBuf;
 use crate::wire::transport::{Kind, Repr, DATA_HEADER_LEN, FLAG_ACK_NOW, FLAG_BATCH, FLAG_INTACT};
-use recovery::Sent;
+use recovery::{RttEstimator, Sent};
 use recv::{Dest, RxPns, RxSlot, PN_WORDS};
 use send::TxMsg;
 
-pub use recovery::RTT_RING;
 pub use stats::ConnectionStats;
 
 /// Which end of the handshake this is.
@@ -145,14 +144,7 @@ pub struct Connection {
     reset_pending: Option<u32>,
 
     // Recovery.
-    srtt: Duration,
-    rttvar: Duration,
-    min_rtt: Duration,
-    /// The most recent RTT samples (ns, saturating at u32::MAX), for telemetry to drain.
-    rtt_ring: [u32; RTT_RING],
-    rtt_ring_len: usize,
-    rtt_ring_head: usize,
-    has_rtt: bool,
+    rtt: RttEstimator,
     rack_time: Option<Instant>,
     rack_pn: u64,
     rack_rtt: Duration,
@@ -263,13 +255,7 @@ impl Connection {
             close_code: 0,
             close_sent: false,
             reset_pending: None,
-            srtt: cfg.initial_rtt,
-            rttvar: cfg.initial_rtt / 2,
-            min_rtt: cfg.initial_rtt,
-            rtt_ring: [0; RTT_RING],
-            rtt_ring_len: 0,
-            rtt_ring_head: 0,
-            has_rtt: false,
+            rtt: RttEstimator::new(cfg.initial_rtt),
             rack_time: None,
             rack_pn: 0,
             rack_rtt: Duration::ZERO,

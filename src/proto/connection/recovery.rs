@@ -45,33 +45,87 @@ pub(super) struct Sent {
     pub(super) what: What,
 }
 
+/// The RTT estimator (RFC 6298 style): smoothed RTT, its variation, the minimum, and the most
+/// recent samples for telemetry. Until the first sample the estimates are the configured
+/// initial RTT.
+pub(super) struct RttEstimator {
+    srtt: Duration,
+    rttvar: Duration,
+    min_rtt: Duration,
+    /// The most recent RTT samples (ns, saturating at u32::MAX), for telemetry to drain.
+    ring: [u32; RTT_RING],
+    ring_len: usize,
+    ring_head: usize,
+    has_rtt: bool,
+}
+
+impl RttEstimator {
+    pub(super) fn new(initial_rtt: Duration) -> RttEstimator {
+        RttEstimator {
+            srtt: initial_rtt,
+            rttvar: initial_rtt / 2,
+            min_rtt: initial_rtt,
+            ring: [0; RTT_RING],
+            ring_len: 0,
+            ring_head: 0,
+            has_rtt: false,
+        }
+    }
+
+    /// Take the sample `r`: into the ring, then into the estimates (the first sets them).
+    #[inline]
+    fn sample(&mut self, r: Duration) {
+        let i = (self.ring_head + self.ring_len) % RTT_RING;
+        self.ring[i] = r.as_nanos().min(u32::MAX as u128) as u32;
+        if self.ring_len == RTT_RING {
+            self.ring_head = (self.ring_head + 1) % RTT_RING;
+        } else {
+            self.ring_len += 1;
+        }
+        if !self.has_rtt {
+            self.has_rtt = true;
+            self.srtt = r;
+            self.rttvar = r / 2;
+            self.min_rtt = r;
+            return;
+        }
+        self.min_rtt = self.min_rtt.min(r);
+        let diff = self.srtt.abs_diff(r);
+        self.rttvar = (self.rttvar * 3 + diff) / 4;
+        self.srtt = (self.srtt * 7 + r) / 8;
+    }
+
+    /// Hand the samples not taken yet to `f` (ns), oldest first, and forget them.
+    fn drain(&mut self, mut f: impl FnMut(u64)) {
+        for k in 0..self.ring_len {
+            f(u64::from(self.ring[(self.ring_head + k) % RTT_RING]));
+        }
+        self.ring_len = 0;
+        self.ring_head = 0;
+    }
+}
+
 impl Connection {
     /// Smoothed round-trip time.
     pub fn rtt(&self) -> Duration {
-        self.srtt
+        self.rtt.srtt
     }
 
     /// Hand the RTT samples taken since the last call to `f` (ns), oldest first. The last
     /// 64 samples are kept; older ones not yet taken are overwritten (telemetry
     /// samples the distribution; nothing is allocated).
-    pub fn drain_rtt_samples(&mut self, mut f: impl FnMut(u64)) {
-        for k in 0..self.rtt_ring_len {
-            f(u64::from(
-                self.rtt_ring[(self.rtt_ring_head + k) % RTT_RING],
-            ));
-        }
-        self.rtt_ring_len = 0;
-        self.rtt_ring_head = 0;
+    pub fn drain_rtt_samples(&mut self, f: impl FnMut(u64)) {
+        self.rtt.drain(f);
     }
 
     /// Smallest round-trip time seen.
     pub fn min_rtt(&self) -> Duration {
-        self.min_rtt
+        self.rtt.min_rtt
     }
 
     /// Round-trip time variation (RFC 6298 style).
     pub fn rttvar(&self) -> Duration {
-        self.rttvar
+        self.rtt.rttvar
     }
 
     /// RACK's current reorder window: how much later than a newer acknowledged packet a
@@ -105,8 +159,9 @@ impl Connection {
     }
 
     fn pto_base(&self) -> Duration {
-        let v =
-            self.srtt + (4 * self.rttvar).max(Duration::from_micros(1)) + self.cfg.max_ack_delay;
+        let v = self.rtt.srtt
+            + (4 * self.rtt.rttvar).max(Duration::from_micros(1))
+            + self.cfg.max_ack_delay;
         v.max(self.cfg.min_rto)
     }
 
@@ -172,7 +227,7 @@ impl Connection {
     }
 
     fn reo_wnd(&self) -> Duration {
-        ((self.min_rtt / 4) * self.reo_mult).min(self.srtt)
+        ((self.rtt.min_rtt / 4) * self.reo_mult).min(self.rtt.srtt)
     }
 
     pub(super) fn detect_loss(&mut self, now: Instant) {
@@ -219,7 +274,7 @@ impl Connection {
     }
 
     pub(super) fn on_nack(&mut self, now: Instant, first: u64, count: u32) {
-        let guard = self.min_rtt / 2;
+        let guard = self.rtt.min_rtt / 2;
         let end = first.saturating_add(count.min(SACK_BITS as u32) as u64);
         for pn in first.max(self.sent_base)..end.min(self.next_pn) {
             let i = (pn - self.sent_base) as usize;
@@ -283,7 +338,7 @@ impl Connection {
             rtt = Some(r);
             let f = r.saturating_sub(hold);
             fabric = Some(f);
-            let sample = if f >= self.min_rtt.min(r) && self.has_rtt {
+            let sample = if f >= self.rtt.min_rtt.min(r) && self.rtt.has_rtt {
                 f
             } else {
                 r
@@ -305,8 +360,8 @@ impl Connection {
                 rtt,
                 hold,
                 fabric_rtt: fabric,
-                srtt: self.srtt,
-                min_rtt: self.min_rtt,
+                srtt: self.rtt.srtt,
+                min_rtt: self.rtt.min_rtt,
                 in_flight: self.in_flight,
                 ecn_ce_delta: ce_delta,
                 newest_sent: newest.map_or(now, |n| n.0),
@@ -319,25 +374,7 @@ impl Connection {
     }
 
     fn rtt_sample(&mut self, r: Duration) {
-        let i = (self.rtt_ring_head + self.rtt_ring_len) % RTT_RING;
-        self.rtt_ring[i] = r.as_nanos().min(u32::MAX as u128) as u32;
-        if self.rtt_ring_len == RTT_RING {
-            self.rtt_ring_head = (self.rtt_ring_head + 1) % RTT_RING;
-        } else {
-            self.rtt_ring_len += 1;
-        }
-        if !self.has_rtt {
-            self.has_rtt = true;
-            self.srtt = r;
-            self.rttvar = r / 2;
-            self.min_rtt = r;
-            self.update_pto();
-            return;
-        }
-        self.min_rtt = self.min_rtt.min(r);
-        let diff = self.srtt.abs_diff(r);
-        self.rttvar = (self.rttvar * 3 + diff) / 4;
-        self.srtt = (self.srtt * 7 + r) / 8;
+        self.rtt.sample(r);
         self.update_pto();
     }
 
@@ -361,7 +398,7 @@ impl Connection {
                     self.retx_in_flight -= 1;
                     // Acked sooner after the retransmission than a round trip allows: the
                     // original arrived, the loss was spurious; widen the reorder window.
-                    if now.saturating_duration_since(s.time) < self.min_rtt / 2 {
+                    if now.saturating_duration_since(s.time) < self.rtt.min_rtt / 2 {
                         self.stats.spurious += 1;
                         self.reo_mult = (self.reo_mult + 1).min(16);
                     }
