@@ -1,0 +1,324 @@
+//! ARP: answering and learning from requests and replies, parking frames for an unresolved
+//! next hop, sending and retrying requests.
+
+use std::net::Ipv4Addr;
+
+use smoltcp::wire::{
+    ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol,
+};
+
+use super::super::arp::Learned;
+use super::{Net, SendError, ARP_LEN, ETH_LEN};
+use crate::mem::{PktBuf, PoolExhausted};
+
+impl Net {
+    pub(super) fn handle_arp(&mut self, now: u64, mut buf: PktBuf) {
+        let repr = match ArpPacket::new_checked(&buf.data()[ETH_LEN..]).and_then(|p| {
+            // A wrong protocol or address length would make accessors index wrongly; the
+            // repr parser checks all four type/length fields.
+            ArpRepr::parse(&p)
+        }) {
+            Ok(r) => r,
+            Err(_) => {
+                self.counters.arp_malformed += 1;
+                return;
+            }
+        };
+        let ArpRepr::EthernetIpv4 {
+            operation,
+            source_hardware_addr: sha,
+            source_protocol_addr: spa,
+            target_protocol_addr: tpa,
+            ..
+        } = repr
+        else {
+            self.counters.arp_malformed += 1;
+            return;
+        };
+        if !sha.is_unicast() || spa.is_unspecified() || spa.is_broadcast() {
+            self.counters.arp_malformed += 1;
+            return;
+        }
+        if spa == self.cfg.ip {
+            // Someone else claims our address (or our own announcement came back): never
+            // learn or answer it.
+            self.counters.arp_conflicts += 1;
+            return;
+        }
+        let for_us = tpa == self.cfg.ip;
+        // RFC 826: update an entry we have; add one when the packet is for us.
+        if for_us || self.arp.contains(spa) {
+            if self.arp.learn(now, spa, sha.0) == Learned::Evicted {
+                self.counters.arp_evictions += 1;
+            }
+            self.release_waiting(spa, sha.0);
+        }
+        match operation {
+            ArpOperation::Request if for_us => {
+                self.counters.arp_requests_in += 1;
+                // Answer in place: same buffer, same length.
+                let mut frame = EthernetFrame::new_unchecked(buf.data_mut());
+                frame.set_dst_addr(sha);
+                frame.set_src_addr(EthernetAddress(self.cfg.mac));
+                let mut p = ArpPacket::new_unchecked(&mut frame.payload_mut()[..ARP_LEN]);
+                ArpRepr::EthernetIpv4 {
+                    operation: ArpOperation::Reply,
+                    source_hardware_addr: EthernetAddress(self.cfg.mac),
+                    source_protocol_addr: self.cfg.ip,
+                    target_hardware_addr: sha,
+                    target_protocol_addr: spa,
+                }
+                .emit(&mut p);
+                if self.queue_tx(buf) {
+                    self.counters.arp_replies_out += 1;
+                }
+            }
+            ArpOperation::Reply if for_us => self.counters.arp_replies_in += 1,
+            _ => self.counters.arp_ignored += 1,
+        }
+    }
+
+    /// Frames waiting on `ip` get its MAC and go to the transmit queue.
+    fn release_waiting(&mut self, ip: Ipv4Addr, mac: [u8; 6]) {
+        let Some(i) = self.arp.pending_index(ip) else {
+            return;
+        };
+        while let Some(mut f) = self.arp.pending[i].frames.pop_front() {
+            let Some(h) = f.head_mut(6) else {
+                self.counters.tx_no_room += 1;
+                continue;
+            };
+            h.copy_from_slice(&mac);
+            if !self.queue_tx(f) {
+                // Counted as tx_full; the rest can't fit either.
+                let n = self.arp.pending[i].frames.len() as u64;
+                self.counters.tx_full += n;
+                self.arp.pending[i].frames.clear();
+            }
+        }
+        self.arp.release_pending(i);
+    }
+
+    /// Queue a frame until `hop` resolves, sending the first request.
+    pub(super) fn park(
+        &mut self,
+        now: u64,
+        hop: Ipv4Addr,
+        buf: PktBuf,
+        alloc: &mut dyn FnMut() -> Result<PktBuf, PoolExhausted>,
+    ) -> Result<(), SendError> {
+        let i = match self.arp.pending_index(hop) {
+            Some(i) => i,
+            None => match self.arp.claim_pending(hop, now) {
+                Some(i) => {
+                    self.arp.pending[i].tries = 1;
+                    self.send_arp_request(hop, alloc);
+                    i
+                }
+                None => {
+                    self.counters.arp_pending_full += 1;
+                    return Err(SendError::ArpQueueFull(hop));
+                }
+            },
+        };
+        let q = &mut self.arp.pending[i].frames;
+        if q.len() >= self.arp.cfg.queue_per_dest {
+            self.counters.arp_pending_full += 1;
+            return Err(SendError::ArpQueueFull(hop));
+        }
+        q.push_back(buf);
+        Ok(())
+    }
+
+    /// Send a gratuitous ARP request (sender and target our address) so that peers which
+    /// already know our address refresh their entry (after a restart, a MAC change).
+    pub fn announce(&mut self, alloc: &mut dyn FnMut() -> Result<PktBuf, PoolExhausted>) {
+        self.send_arp_request(self.cfg.ip, alloc);
+    }
+
+    fn send_arp_request(
+        &mut self,
+        target: Ipv4Addr,
+        alloc: &mut dyn FnMut() -> Result<PktBuf, PoolExhausted>,
+    ) {
+        let Ok(mut buf) = alloc() else {
+            self.counters.tx_alloc_failed += 1;
+            return;
+        };
+        let Ok(f) = buf.append(ETH_LEN + ARP_LEN) else {
+            self.counters.tx_alloc_failed += 1;
+            return;
+        };
+        let mut eth = EthernetFrame::new_unchecked(f);
+        eth.set_dst_addr(EthernetAddress::BROADCAST);
+        eth.set_src_addr(EthernetAddress(self.cfg.mac));
+        eth.set_ethertype(EthernetProtocol::Arp);
+        let mut p = ArpPacket::new_unchecked(eth.payload_mut());
+        ArpRepr::EthernetIpv4 {
+            operation: ArpOperation::Request,
+            source_hardware_addr: EthernetAddress(self.cfg.mac),
+            source_protocol_addr: self.cfg.ip,
+            target_hardware_addr: EthernetAddress([0; 6]),
+            target_protocol_addr: target,
+        }
+        .emit(&mut p);
+        if self.queue_tx(buf) {
+            self.counters.arp_requests_out += 1;
+        }
+    }
+
+    /// Housekeeping, once per loop iteration: retry ARP requests, give up on destinations
+    /// that stay unresolved (their frames are dropped and counted). Cheap when nothing waits.
+    #[inline]
+    pub fn poll(&mut self, now: u64, alloc: &mut dyn FnMut() -> Result<PktBuf, PoolExhausted>) {
+        if self.arp.pending_count != 0 {
+            self.retry_arp(now, alloc);
+        }
+    }
+
+    fn retry_arp(&mut self, now: u64, alloc: &mut dyn FnMut() -> Result<PktBuf, PoolExhausted>) {
+        for i in 0..self.arp.pending.len() {
+            let Some(ip) = self.arp.pending[i].ip else {
+                continue;
+            };
+            let p = &self.arp.pending[i];
+            if now.saturating_sub(p.last_request) < self.arp.cfg.retry_ns {
+                continue;
+            }
+            if p.tries >= self.arp.cfg.max_tries {
+                let n = p.frames.len() as u64;
+                self.counters.arp_unresolved_drops += n;
+                self.arp.pending[i].frames.clear();
+                self.arp.release_pending(i);
+                continue;
+            }
+            self.arp.pending[i].tries += 1;
+            self.arp.pending[i].last_request = now;
+            self.send_arp_request(ip, alloc);
+        }
+    }
+}
+#[cfg(test)]
+mod tests {
+    use super::super::testutil::*;
+    use super::super::*;
+    use super::*;
+
+    #[test]
+    fn arp_request_for_us_is_answered_in_place_and_learned() {
+        let p = pool();
+        let mut n = net();
+        assert!(feed(&mut n, &p, &ARP_REQUEST).is_none());
+        assert_eq!(sent(&mut n), vec![ARP_REPLY.to_vec()]);
+        assert_eq!(n.counters().arp_requests_in, 1);
+        assert_eq!(n.counters().arp_replies_out, 1);
+        assert_eq!(n.arp_lookup(2, IP_PEER), Some(PEER));
+    }
+
+    #[test]
+    fn gratuitous_arp_refreshes_known_entries_only() {
+        let p = pool();
+        // The peer announces itself.
+        let mut peer = Net::new(NetConfig::new(PEER, IP_PEER));
+        peer.announce(&mut || p.alloc());
+        let ann = sent(&mut peer).pop().unwrap();
+        assert_eq!(&ann[0..6], &[0xff; 6]);
+        assert_eq!(&ann[28..32], &IP_PEER.octets(), "sender address");
+        assert_eq!(&ann[38..42], &IP_PEER.octets(), "target address = sender");
+        // A node that doesn't know the peer doesn't add it.
+        let mut n = net();
+        assert!(feed(&mut n, &p, &ann).is_none());
+        assert_eq!(n.arp_lookup(2, IP_PEER), None);
+        assert_eq!(n.counters().arp_ignored, 1);
+        assert!(sent(&mut n).is_empty(), "no reply to a gratuitous request");
+        // One that knows it under an old MAC updates.
+        let mut n = net();
+        n.arp.learn(0, IP_PEER, [2, 0, 0, 0, 0, 0x99]);
+        assert!(feed(&mut n, &p, &ann).is_none());
+        assert_eq!(n.arp_lookup(2, IP_PEER), Some(PEER));
+        // Our own address claimed by someone else: ignored, counted.
+        let mut me = Net::new(NetConfig::new(US, IP_PEER));
+        assert!(feed(&mut me, &p, &ann).is_none());
+        assert_eq!(me.counters().arp_conflicts, 1);
+        assert_eq!(me.arp_entries(), 0);
+    }
+
+    #[test]
+    fn arp_request_for_someone_else_is_ignored() {
+        let p = pool();
+        let mut n = net();
+        let mut req = ARP_REQUEST;
+        req[41] = 9; // target 10.0.0.9
+        assert!(feed(&mut n, &p, &req).is_none());
+        assert!(sent(&mut n).is_empty());
+        assert_eq!(n.counters().arp_ignored, 1);
+        assert_eq!(n.arp_lookup(2, IP_PEER), None, "not learned: not about us");
+    }
+
+    #[test]
+    fn unresolved_next_hop_parks_frames_until_arp_reply() {
+        let p = pool();
+        let mut n = net();
+        for i in 0..3u8 {
+            let mut b = p.alloc().unwrap();
+            b.extend_from_slice(&[i]).unwrap();
+            n.send_udp(0, 7000, SocketAddrV4::new(IP_PEER, 5000), b, &mut || {
+                p.alloc()
+            })
+            .unwrap();
+        }
+        // One ARP request went out, the frames wait.
+        let out = sent(&mut n);
+        assert_eq!(out.len(), 1);
+        let req = EthernetFrame::new_checked(&out[0][..]).unwrap();
+        assert_eq!(req.ethertype(), EthernetProtocol::Arp);
+        assert!(req.dst_addr().is_broadcast());
+        assert_eq!(n.arp_waiting(), 3);
+        // The peer answers (its reply to us mirrors ARP_REPLY with roles swapped).
+        let mut reply = ARP_REPLY;
+        reply[0..6].copy_from_slice(&US);
+        reply[6..12].copy_from_slice(&PEER);
+        reply[22..28].copy_from_slice(&PEER);
+        reply[28..32].copy_from_slice(&IP_PEER.octets());
+        reply[32..38].copy_from_slice(&US);
+        reply[38..42].copy_from_slice(&IP_US.octets());
+        assert!(feed(&mut n, &p, &reply).is_none());
+        assert_eq!(n.counters().arp_replies_in, 1);
+        let out = sent(&mut n);
+        assert_eq!(out.len(), 3);
+        for (i, f) in out.iter().enumerate() {
+            assert_eq!(&f[0..6], &PEER, "destination MAC filled in");
+            assert_eq!(f[UDP_HEADERS_LEN], i as u8, "in order");
+        }
+        assert_eq!(n.arp_waiting(), 0);
+    }
+
+    #[test]
+    fn unresolved_next_hop_is_retried_then_given_up() {
+        let p = pool();
+        let mut cfg = NetConfig::new(US, IP_US);
+        cfg.arp.retry_ns = 100;
+        cfg.arp.max_tries = 3;
+        cfg.arp.queue_per_dest = 2;
+        let mut n = Net::new(cfg);
+        for _ in 0..3 {
+            let b = p.alloc().unwrap();
+            let _ = n.send_udp(0, 1, SocketAddrV4::new(IP_PEER, 2), b, &mut || p.alloc());
+        }
+        assert_eq!(
+            n.counters().arp_pending_full,
+            1,
+            "queue of 2 per destination"
+        );
+        let mut requests = sent(&mut n).len();
+        for t in (0..=1000).step_by(10) {
+            n.poll(t, &mut || p.alloc());
+            requests += sent(&mut n).len();
+        }
+        assert_eq!(requests, 3, "max_tries requests");
+        assert_eq!(n.counters().arp_requests_out, 3);
+        assert_eq!(n.counters().arp_unresolved_drops, 2);
+        assert_eq!(n.arp_waiting(), 0);
+        assert_eq!(p.stats().in_use, 0, "no buffer leaked");
+    }
+}
