@@ -7,6 +7,8 @@
 //! this test was built (`cargo test --test examples_two_process`), the test builds them
 //! with the same cargo, profile and target directory.
 
+mod harness;
+
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -128,16 +130,6 @@ impl Drop for TempPath {
     }
 }
 
-/// One pair at a time. Each example busy-polls its core; three pairs at once put six
-/// spinning processes on a two-core machine, where each sits descheduled for milliseconds
-/// while its peer waits. The delay-based congestion controller reads that as a standing
-/// queue and paces down (a 1 MiB echo was seen paced at 160 KB/s, past the client's 10 s
-/// timeout). Production pins one loop per core; this test should too.
-fn one_pair_at_a_time() -> std::sync::MutexGuard<'static, ()> {
-    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    LOCK.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 fn fnv1a64(data: &[u8]) -> u64 {
     let mut h = 0xcbf2_9ce4_8422_2325u64;
     for &b in data {
@@ -148,7 +140,7 @@ fn fnv1a64(data: &[u8]) -> u64 {
 
 #[test]
 fn echo_server_and_client_as_two_processes() {
-    let _one = one_pair_at_a_time();
+    let _one = harness::one_pair_at_a_time();
     let sock = TempPath::new("echo.sock");
     let server = Proc::spawn("echo_server", &[&sock.0, Path::new("--once")]);
     let client = Proc::spawn("echo_client", &[&sock.0, Path::new("4")]);
@@ -175,7 +167,7 @@ fn echo_server_and_client_as_two_processes() {
 }
 
 fn transfer(len: usize, chunk: Option<usize>) {
-    let _one = one_pair_at_a_time();
+    let _one = harness::one_pair_at_a_time();
     let sock = TempPath::new("file.sock");
     let input = TempPath::new("in.bin");
     let output = TempPath::new("out.bin");
