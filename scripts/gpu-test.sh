@@ -21,6 +21,12 @@ set -uo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 
+# exe JSON PATTERN: the executable of the target whose line of cargo's JSON output matches.
+exe() {
+  echo "$1" | grep '"executable":"' | grep "$2" |
+    sed 's/.*"executable":"\([^"]*\)".*/\1/' | head -1
+}
+
 build() {
   cd "$here/.." || exit 1
   local out=target/gpu-bundle
@@ -35,14 +41,10 @@ build() {
   }
   echo "==> building the benchmark (release)"
   cargo build -j2 --release -p bypass-bench --bin gpu_recv_bench || exit 1
-  exe() { # the executable of the target whose JSON line matches $1
-    echo "$json" | grep '"executable":"' | grep "$1" |
-      sed 's/.*"executable":"\([^"]*\)".*/\1/' | head -1
-  }
   local lib gpu_recv gpu_no_alloc
-  lib=$(exe '"kind":\["lib"\]')
-  gpu_recv=$(exe '"name":"gpu_recv"')
-  gpu_no_alloc=$(exe '"name":"gpu_no_alloc"')
+  lib=$(exe "$json" '"kind":\["lib"\]')
+  gpu_recv=$(exe "$json" '"name":"gpu_recv"')
+  gpu_no_alloc=$(exe "$json" '"name":"gpu_no_alloc"')
   if [ -z "$lib" ] || [ -z "$gpu_recv" ] || [ -z "$gpu_no_alloc" ]; then
     echo "could not find the test executables in cargo's output"
     exit 1
@@ -85,13 +87,9 @@ fake() {
     cargo test --workspace "$@" --no-run
     return 1
   }
-  exe() { # the executable of the target whose JSON line matches $1
-    echo "$json" | grep '"executable":"' | grep "$1" |
-      sed 's/.*"executable":"\([^"]*\)".*/\1/' | head -1
-  }
-  lib=$(exe '#bypass@[^"]*","manifest_path":"[^"]*","target":{"kind":\["lib"\]')
-  gpu_recv=$(exe '"name":"gpu_recv"')
-  gpu_no_alloc=$(exe '"name":"gpu_no_alloc"')
+  lib=$(exe "$json" '#bypass@[^"]*","manifest_path":"[^"]*","target":{"kind":\["lib"\]')
+  gpu_recv=$(exe "$json" '"name":"gpu_recv"')
+  gpu_no_alloc=$(exe "$json" '"name":"gpu_no_alloc"')
   if [ -z "$lib" ] || [ -z "$gpu_recv" ] || [ -z "$gpu_no_alloc" ]; then
     echo "could not find the test executables in cargo's output"
     return 1
