@@ -258,6 +258,36 @@ pub fn judge(old: &Sample, new: &Sample, better: Better) -> (Verdict, Method) {
     (verdict, method)
 }
 
+/// A latency figure of a cell: its name, the quantile, and that quantile in a round's summary.
+type Quantile = (&'static str, f64, fn(&report::Latency) -> u64);
+
+/// The latency figures of one ping-pong or rpc cell, lower is better: per quantile, each
+/// round's value, and all rounds' histogram for the noise estimate.
+fn latency_figures(
+    out: &mut Vec<Figure>,
+    cell: &str,
+    lat: &[&report::Latency],
+    hist: Option<Histogram<u64>>,
+    missing: Option<String>,
+    quantiles: [Quantile; 2],
+) {
+    for (name, q, f) in quantiles {
+        out.push(Figure {
+            cell: cell.to_owned(),
+            name,
+            unit_div: 1000.0,
+            better: Better::Lower,
+            sample: Sample {
+                rounds: lat.iter().map(|l| f(l) as f64).collect(),
+                hist: hist.clone(),
+                quantile: Some(q),
+                min_samples: lat.iter().map(|l| l.samples).min(),
+                missing: missing.clone(),
+            },
+        });
+    }
+}
+
 /// The figures of a run, in table order.
 fn figures(r: &Report) -> Result<Vec<Figure>, String> {
     let mut out = Vec::new();
@@ -290,28 +320,11 @@ fn figures(r: &Report) -> Result<Vec<Figure>, String> {
         let lat: Vec<_> = row.rounds.iter().filter_map(|x| x.rtt.as_ref()).collect();
         let hist = hists(row.rounds.iter().map(|x| x.histogram.as_ref()).collect())
             .map_err(|e| format!("{cell}: {e}"))?;
-        for (name, q, f) in [
-            (
-                "p50 RTT us",
-                0.5,
-                (|l: &report::Latency| l.p50_ns) as fn(&_) -> u64,
-            ),
-            ("p99.9 RTT us", 0.999, |l: &report::Latency| l.p99_9_ns),
-        ] {
-            out.push(Figure {
-                cell: cell.clone(),
-                name,
-                unit_div: 1000.0,
-                better: Better::Lower,
-                sample: Sample {
-                    rounds: lat.iter().map(|l| f(l) as f64).collect(),
-                    hist: hist.clone(),
-                    quantile: Some(q),
-                    min_samples: lat.iter().map(|l| l.samples).min(),
-                    missing: missing(k),
-                },
-            });
-        }
+        let quantiles: [Quantile; 2] = [
+            ("p50 RTT us", 0.5, |l| l.p50_ns),
+            ("p99.9 RTT us", 0.999, |l| l.p99_9_ns),
+        ];
+        latency_figures(&mut out, &cell, &lat, hist, missing(k), quantiles);
     }
     for row in &r.stream {
         let k = &row.key;
@@ -351,28 +364,11 @@ fn figures(r: &Report) -> Result<Vec<Figure>, String> {
             .collect();
         let hist = hists(row.rounds.iter().map(|x| x.histogram.as_ref()).collect())
             .map_err(|e| format!("{cell}: {e}"))?;
-        for (name, q, f) in [
-            (
-                "p50 us",
-                0.5,
-                (|l: &report::Latency| l.p50_ns) as fn(&_) -> u64,
-            ),
-            ("p99 us", 0.99, |l: &report::Latency| l.p99_ns),
-        ] {
-            out.push(Figure {
-                cell: cell.clone(),
-                name,
-                unit_div: 1000.0,
-                better: Better::Lower,
-                sample: Sample {
-                    rounds: lat.iter().map(|l| f(l) as f64).collect(),
-                    hist: hist.clone(),
-                    quantile: Some(q),
-                    min_samples: lat.iter().map(|l| l.samples).min(),
-                    missing: missing(k),
-                },
-            });
-        }
+        let quantiles: [Quantile; 2] = [
+            ("p50 us", 0.5, |l| l.p50_ns),
+            ("p99 us", 0.99, |l| l.p99_ns),
+        ];
+        latency_figures(&mut out, &cell, &lat, hist, missing(k), quantiles);
     }
     Ok(out)
 }
