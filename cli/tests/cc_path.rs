@@ -2,6 +2,10 @@
 //! process per controller over memif. Checks that every controller gets a complete row in the
 //! table and the CSV, that the fields are sane (never a speed), and that no server process
 //! is left behind.
+
+#[allow(dead_code)] // its bench helpers; this test takes the process lookup only
+mod bench_util;
+
 use std::process::Command;
 
 const EXE: &str = env!("CARGO_BIN_EXE_bypass");
@@ -9,20 +13,7 @@ const CCS: [&str; 5] = ["swift", "cubic", "dctcp", "timely", "fixed"];
 
 /// Pids whose environment carries `BYPASS_PATH_TEST_TAG=tag`.
 fn tagged_processes(tag: &str) -> Vec<u32> {
-    let needle = format!("BYPASS_PATH_TEST_TAG={tag}");
-    let mut pids = Vec::new();
-    for e in std::fs::read_dir("/proc").expect("/proc").flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(env) = std::fs::read(e.path().join("environ")) else {
-            continue;
-        };
-        if env.split(|&b| b == 0).any(|kv| kv == needle.as_bytes()) {
-            pids.push(pid);
-        }
-    }
-    pids
+    bench_util::processes_with_env(&format!("BYPASS_PATH_TEST_TAG={tag}"))
 }
 
 #[test]

@@ -8,7 +8,11 @@ use std::time::Duration;
 
 /// Pids of the live processes whose environment holds `BYPASS_BENCH_TEST_TAG=tag`.
 pub fn tagged_processes(tag: &str) -> Vec<u32> {
-    let needle = format!("BYPASS_BENCH_TEST_TAG={tag}");
+    processes_with_env(&format!("BYPASS_BENCH_TEST_TAG={tag}"))
+}
+
+/// Pids of the live processes whose environment holds the entry `kv` (`NAME=value`).
+pub fn processes_with_env(kv: &str) -> Vec<u32> {
     let mut pids = Vec::new();
     for e in std::fs::read_dir("/proc").expect("/proc").flatten() {
         let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
@@ -17,7 +21,7 @@ pub fn tagged_processes(tag: &str) -> Vec<u32> {
         let Ok(env) = std::fs::read(e.path().join("environ")) else {
             continue;
         };
-        if env.split(|&b| b == 0).any(|v| v == needle.as_bytes()) {
+        if env.split(|&b| b == 0).any(|v| v == kv.as_bytes()) {
             pids.push(pid);
         }
     }
