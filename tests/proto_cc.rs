@@ -8,7 +8,7 @@ use bypass::pmd::sim::LinkConfig;
 use bypass::proto::cc::{
     AckEvent, Controller, ControllerFactory, FixedWindow, LossEvent, SendEvent,
 };
-use bypass::proto::testing::{run_transfer, Pair};
+use bypass::proto::testing::{run_transfer, Pair, RunSchedule};
 use bypass::proto::{EndpointConfig, Instant};
 
 #[derive(Debug, Default)]
@@ -258,5 +258,131 @@ fn delayed_ack_wait_is_neither_rtt_nor_hold_time() {
             "rtt {rtt} late {late_ns}"
         );
         assert!(rtt - hold < 21_000, "fabric share {}", rtt - hold);
+    }
+}
+
+/// Two poll loops that share their cores with other work: each runs 4 ms of every 12 and
+/// never at the same time as the other (the worst case of six busy threads on two cores).
+/// Every ACK then reaches the sender after one of the two loops was descheduled, and its
+/// delay is milliseconds of scheduling, not a queue. The receiver flags its own stall in the
+/// hold time, the sender its own (`AckEvent::stalled`), and Swift does not cut on them: 4 MiB
+/// each way complete in about a second of virtual time. Read as queueing delay instead, the
+/// window fell to `min_cwnd` (a packet every few ms) and the transfer had not completed
+/// after 120 s. Virtual time, seeded: the figure is the same on every run.
+#[test]
+fn loops_descheduled_in_turn_keep_their_window() {
+    let mut p = Pair::new(
+        EndpointConfig::default(),
+        EndpointConfig::default(),
+        LinkConfig::default(),
+        7,
+    );
+    let hs = p.connect().expect("connect");
+    let slice = |phase_ns| RunSchedule {
+        period_ns: 12_000_000,
+        on_ns: 4_000_000,
+        phase_ns,
+    };
+    p.sched = [Some(slice(0)), Some(slice(6_000_000))];
+    let sizes = [1usize << 20; 4];
+    let r = run_transfer(&mut p, hs, [&sizes, &sizes], 7, 120_000_000_000, 50_000_000)
+        .expect("transfer between descheduled loops");
+    let c = p.client.connection(hs.0).expect("client connection");
+    println!(
+        "4 MiB each way, loops on 4 of 12 ms in turn: {} ms virtual, window {} B, {:?}",
+        r.elapsed_ns / 1_000_000,
+        c.controller().window(),
+        c.stats()
+    );
+    // About 1.06 s; a window that collapsed takes minutes.
+    assert!(
+        r.elapsed_ns < 5_000_000_000,
+        "took {} ms of virtual time",
+        r.elapsed_ns / 1_000_000
+    );
+}
+
+/// What a receiver's stall does to the samples: the server's loop runs 1 ms of every 3, so
+/// the client's data (16 MiB) waits for it. Its ACKs flag the hold time (`AckEvent::stalled`), the
+/// hold then includes the wait (not more than the RTT), and every message still arrives
+/// exactly once.
+#[test]
+fn a_receivers_stall_is_flagged_in_its_acks() {
+    let seen = Arc::new(Stalls::default());
+    let cfg = EndpointConfig {
+        cc: Arc::new(StallSpyFactory(seen.clone())),
+        ..EndpointConfig::default()
+    };
+    let mut p = Pair::new(cfg, EndpointConfig::default(), LinkConfig::default(), 9);
+    let hs = p.connect().expect("connect");
+    p.sched[1] = Some(RunSchedule {
+        period_ns: 3_000_000,
+        on_ns: 1_000_000,
+        phase_ns: 0,
+    });
+    let sizes = [64usize << 10; 256];
+    let r = run_transfer(&mut p, hs, [&sizes, &[]], 9, 10_000_000_000, 10_000_000).unwrap();
+    let wakes = r.elapsed_ns / 3_000_000;
+    let s = &*seen;
+    println!("{s:?} over {wakes} periods of the receiver");
+    let (stalled, clean) = (
+        s.stalled.load(Ordering::Relaxed),
+        s.clean.load(Ordering::Relaxed),
+    );
+    // At least one flagged ACK for each time the receiver woke to data (the last wake may
+    // find none) ...
+    assert!(
+        stalled + 1 >= wakes && wakes >= 2,
+        "{stalled} flagged ACKs over {wakes} periods: {s:?}"
+    );
+    // ... whose hold includes the wait: a running loop here holds nothing beyond its
+    // delayed-ACK wait, which is not hold time.
+    assert!(
+        s.max_stalled_hold_ns.load(Ordering::Relaxed) >= 50_000,
+        "flagged holds without the wait: {s:?}"
+    );
+    assert!(clean > 0, "no ACK from a running loop: {s:?}");
+}
+
+#[derive(Debug, Default)]
+struct Stalls {
+    stalled: AtomicU64,
+    clean: AtomicU64,
+    max_stalled_hold_ns: AtomicU64,
+}
+
+#[derive(Debug)]
+struct StallSpy(FixedWindow, Arc<Stalls>);
+
+impl Controller for StallSpy {
+    fn on_send(&mut self, _: Instant, _: &SendEvent) {}
+    fn on_ack(&mut self, _: Instant, ev: &AckEvent) {
+        let Some(rtt) = ev.rtt else { return };
+        assert!(ev.hold <= rtt, "hold {:?} > rtt {rtt:?}", ev.hold);
+        if ev.stalled {
+            self.1.stalled.fetch_add(1, Ordering::Relaxed);
+            self.1
+                .max_stalled_hold_ns
+                .fetch_max(ev.hold.as_nanos() as u64, Ordering::Relaxed);
+        } else {
+            self.1.clean.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    fn on_loss(&mut self, _: Instant, _: &LossEvent) {}
+    fn on_timeout(&mut self, _: Instant) {}
+    fn window(&self) -> u64 {
+        self.0.window()
+    }
+    fn name(&self) -> &'static str {
+        "stall-spy"
+    }
+}
+
+#[derive(Debug)]
+struct StallSpyFactory(Arc<Stalls>);
+
+impl ControllerFactory for StallSpyFactory {
+    fn build(&self, _: Instant, mtu: u64) -> Box<dyn Controller> {
+        Box::new(StallSpy(FixedWindow::new(32 * mtu), self.0.clone()))
     }
 }

@@ -831,6 +831,7 @@ impl Sim {
             in_flight: flow.in_flight,
             ecn_ce_delta: 0,
             newest_sent: Instant::from_nanos(sent),
+            stalled: false,
         };
         flow.cc.on_ack(t, &ev);
         // Packet-threshold loss detection.

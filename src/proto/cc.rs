@@ -65,6 +65,14 @@ pub struct AckEvent {
     pub ecn_ce_delta: u64,
     /// Send time of the newest packet this ACK acknowledged.
     pub newest_sent: Instant,
+    /// A poll loop was descheduled on this sample's way: the receiver's (it flagged the hold
+    /// time, which then includes the time its loop did not run) or ours (the ACK was read
+    /// after a gap in our loop, [`EndpointConfig::stall_threshold`]). The delays are then
+    /// host scheduling, which no window size changes: a delay-based controller should not
+    /// read them as a queue.
+    ///
+    /// [`EndpointConfig::stall_threshold`]: crate::proto::EndpointConfig::stall_threshold
+    pub stalled: bool,
 }
 
 /// Packets were declared lost.

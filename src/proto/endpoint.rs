@@ -62,6 +62,16 @@ pub struct EndpointConfig {
     /// [`SwiftConfig::software`](super::cc::swift::SwiftConfig::software); a fixed window is
     /// [`FixedWindowFactory`](super::cc::FixedWindowFactory)).
     pub cc: Arc<dyn ControllerFactory>,
+    /// A gap at least this long between two iterations of the loop that drives the endpoint
+    /// ([`Endpoint::note_poll`]) is a stall: the loop was descheduled (or the application
+    /// kept it from polling) and what arrived meanwhile waited for it. A receiver adds the
+    /// stall to the hold time it echoes and flags it; a sender does not read the delays of
+    /// the ACKs it finds after one as a queue ([`AckEvent::stalled`]). Default 50 us, far
+    /// above an iteration of a running loop (well under 1 us idle, tens of us for a full
+    /// burst of copies).
+    ///
+    /// [`AckEvent::stalled`]: super::cc::AckEvent::stalled
+    pub stall_threshold: Duration,
 }
 
 impl Default for EndpointConfig {
@@ -75,6 +85,7 @@ impl Default for EndpointConfig {
             stateless_queue: 64,
             conn: ConnectionConfig::default(),
             cc: Arc::new(SwiftFactory::software()),
+            stall_threshold: Duration::from_micros(50),
         }
     }
 }
@@ -151,6 +162,8 @@ pub struct Endpoint {
     sched: Sched,
     live: usize,
     stats: EndpointStats,
+    /// The last iteration of the driving loop ([`Endpoint::note_poll`]); `None`: not told.
+    last_poll: Option<Instant>,
 }
 
 /// What keeps the endpoint's per-poll work independent of how many connections are idle.
@@ -255,6 +268,7 @@ impl Endpoint {
             sched: Sched::with_capacity(cap),
             live: 0,
             stats: EndpointStats::default(),
+            last_poll: None,
             cfg,
         }
     }
@@ -414,6 +428,7 @@ impl Endpoint {
             }
         };
         buf.advance(repr.buffer_len());
+        let stall = self.stall_before(now);
         if repr.dst_cid == 0 {
             if !checksummed {
                 // A hello always carries one (it goes before the peer's flags are known).
@@ -458,7 +473,7 @@ impl Endpoint {
                 self.stats.rx_no_checksum += 1;
                 return;
             }
-            c.handle_packet(now, &repr, buf, ecn_ce);
+            c.handle_packet(now, &repr, buf, ecn_ce, stall);
             // Asked to transmit only if the packet left it something to send (an ACK owed,
             // window opened by an ACK, a loss to repair).
             let ready = c.may_transmit();
@@ -505,7 +520,7 @@ impl Endpoint {
             self.budget.clone(),
         );
         c.set_peer_params(credit, max_datagram, repr.flags);
-        c.handle_packet(now, &repr, buf, ecn_ce);
+        c.handle_packet(now, &repr, buf, ecn_ce, stall);
         let h = self.insert(c);
         self.stats.accepted += 1;
         self.incoming.push_back(h);
@@ -564,6 +579,33 @@ impl Endpoint {
             self.sched.heap.pop();
         }
         None
+    }
+
+    /// The loop that drives this endpoint ran an iteration at `now`. A driver calls it once
+    /// per iteration, after the iteration's datagrams were handed to
+    /// [`handle`](Self::handle); the next iteration's datagrams then tell from the gap
+    /// whether the loop stalled in between ([`EndpointConfig::stall_threshold`]). A driver
+    /// that never calls it gets no stall detection (every gap reads as none).
+    #[inline]
+    pub fn note_poll(&mut self, now: Instant) {
+        self.last_poll = Some(now);
+    }
+
+    /// The stall of the driving loop before `now`: the gap since its last iteration, if at
+    /// least the threshold.
+    #[inline]
+    fn stall_before(&self, now: Instant) -> Duration {
+        match self.last_poll {
+            Some(t) => {
+                let gap = now.saturating_duration_since(t);
+                if gap >= self.cfg.stall_threshold {
+                    gap
+                } else {
+                    Duration::ZERO
+                }
+            }
+            None => Duration::ZERO,
+        }
     }
 
     /// Run the timers due at `now` and free connections that are over and whose last event

@@ -49,9 +49,50 @@ pub struct Pair {
     pub pool_empty: u64,
     /// Mark every n-th delivered datagram ECN-CE, as a congested switch would (0: never).
     pub ce_every: u64,
+    /// When each side's poll loop runs, `[client, server]` (`None`: always), as a host whose
+    /// cores are shared with other work schedules it: while a side is off, its timers wait,
+    /// it sends nothing and the frames sent to it wait on the link.
+    pub sched: [Option<RunSchedule>; 2],
+    /// When each side's loop last ran ([`Endpoint::note_poll`]).
+    polled: [Instant; 2],
     delivered: u64,
     caddr: FrameAddrs,
     saddr: FrameAddrs,
+}
+
+/// A poll loop that runs `on_ns` of every `period_ns`, starting `phase_ns` into each period:
+/// a descheduled process (see [`Pair::sched`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunSchedule {
+    /// Length of one period.
+    pub period_ns: u64,
+    /// Time the loop runs in each period.
+    pub on_ns: u64,
+    /// Where in the period it starts running.
+    pub phase_ns: u64,
+}
+
+impl RunSchedule {
+    /// Whether the loop runs at `t`.
+    pub fn runs(&self, t: Instant) -> bool {
+        self.offset(t) < self.on_ns
+    }
+
+    /// How far into its period `t` is.
+    fn offset(&self, t: Instant) -> u64 {
+        let period = self.period_ns.max(1);
+        (t.as_nanos() + period - self.phase_ns % period) % period
+    }
+
+    /// The first time at or after `t` at which the loop runs.
+    pub fn next_on(&self, t: Instant) -> Instant {
+        if self.runs(t) {
+            return t;
+        }
+        let period = self.period_ns.max(1);
+        let x = (t.as_nanos() + period - self.phase_ns % period) % period;
+        Instant::from_nanos(t.as_nanos() + (period - x))
+    }
 }
 
 /// Client address used by pairs.
@@ -104,6 +145,8 @@ impl Pair {
             bad_frames: 0,
             pool_empty: 0,
             ce_every: 0,
+            sched: [None, None],
+            polled: [Instant::from_nanos(1_000_000); 2],
             delivered: 0,
             caddr: FrameAddrs {
                 src_mac: cmac,
@@ -216,18 +259,71 @@ impl Pair {
     /// One round at the current time: timers, transmits, arrivals. If nothing happened,
     /// advance virtual time to the next event. Returns false when there is no next event.
     pub fn step(&mut self) -> bool {
-        self.client.handle_timeout(self.now);
-        self.server.handle_timeout(self.now);
-        let mut work = self.transmit(Peer::Client, 64) + self.transmit(Peer::Server, 64);
-        work += self.deliver(Peer::Client) + self.deliver(Peer::Server);
+        let on = [self.runs(Peer::Client), self.runs(Peer::Server)];
+        // A running loop polls all the time: it last ran just now, or, woken since the last
+        // step, when it was descheduled (the end of its previous run).
+        for (i, p) in [Peer::Client, Peer::Server].into_iter().enumerate() {
+            if !on[i] {
+                continue;
+            }
+            let mut last = self.now;
+            if let Some(s) = self.sched[i] {
+                let start = self.now.as_nanos().saturating_sub(s.offset(self.now));
+                if self.polled[i].as_nanos() < start {
+                    let prev_end = (start + s.on_ns).saturating_sub(s.period_ns.max(1));
+                    last = Instant::from_nanos(prev_end.max(self.polled[i].as_nanos()));
+                }
+            }
+            self.endpoint(p).note_poll(last);
+            self.polled[i] = last;
+        }
+        // A scheduled loop (one that stalls) runs as the runtime does: what arrived first,
+        // then the timers, which would otherwise expire on ACKs that waited for it. Others
+        // keep the order the seeded tests were pinned with.
+        let mut work = 0;
+        for (i, p) in [Peer::Client, Peer::Server].into_iter().enumerate() {
+            if on[i] && self.sched[i].is_some() {
+                work += self.deliver(p);
+            }
+        }
+        if on[0] {
+            self.client.handle_timeout(self.now);
+        }
+        if on[1] {
+            self.server.handle_timeout(self.now);
+        }
+        if on[0] {
+            work += self.transmit(Peer::Client, 64);
+        }
+        if on[1] {
+            work += self.transmit(Peer::Server, 64);
+        }
+        for (i, p) in [Peer::Client, Peer::Server].into_iter().enumerate() {
+            if on[i] && self.sched[i].is_none() {
+                work += self.deliver(p);
+            }
+        }
+        for (i, p) in [Peer::Client, Peer::Server].into_iter().enumerate() {
+            if on[i] {
+                let now = self.now;
+                self.endpoint(p).note_poll(now);
+                self.polled[i] = now;
+            }
+        }
         if work > 0 {
             return true;
         }
+        // Each side's next event, moved to when that side runs next.
+        let now = self.now;
+        let later = |sched: Option<RunSchedule>, t: Option<Instant>| {
+            t.map(|t| sched.map_or(t, |s| s.next_on(t.max(now))))
+        };
+        let [cs, ss] = self.sched;
         let next = [
-            self.c2s.next_arrival().map(Instant::from_nanos),
-            self.s2c.next_arrival().map(Instant::from_nanos),
-            self.client.poll_timeout(),
-            self.server.poll_timeout(),
+            later(ss, self.c2s.next_arrival().map(Instant::from_nanos)),
+            later(cs, self.s2c.next_arrival().map(Instant::from_nanos)),
+            later(cs, self.client.poll_timeout()),
+            later(ss, self.server.poll_timeout()),
         ]
         .into_iter()
         .flatten()
@@ -239,6 +335,15 @@ impl Pair {
             }
             None => false,
         }
+    }
+
+    /// Whether a side's poll loop runs now (see [`Pair::sched`]).
+    pub fn runs(&self, p: Peer) -> bool {
+        let s = match p {
+            Peer::Client => self.sched[0],
+            Peer::Server => self.sched[1],
+        };
+        s.is_none_or(|s| s.runs(self.now))
     }
 
     /// Drain one connection's events and messages into the given sinks.

@@ -534,6 +534,8 @@ impl UdpHandler for Transport {
     /// path of a frame the application just queued.
     #[inline]
     fn on_poll(&mut self, io: &mut Io<'_>) {
+        // After this iteration's datagrams: the next ones tell whether the loop stalled.
+        self.ep.note_poll(Instant::from_nanos(io.now()));
         self.transmit(io);
     }
 

@@ -194,6 +194,7 @@ mod tests {
             in_flight: 0,
             ecn_ce_delta: 0,
             newest_sent: sent,
+            stalled: false,
         }
     }
 

@@ -187,6 +187,7 @@ mod tests {
             in_flight: 0,
             ecn_ce_delta: 0,
             newest_sent: Instant::ZERO,
+            stalled: false,
         }
     }
 

@@ -20,6 +20,12 @@
 //!   target, by the excess of the smallest. A standing queue is cut as Swift prescribes; a
 //!   scheduler stall (one RTT of inflated samples, read at once by a sender that was
 //!   descheduled, or one late ACK from a receiver that was) is not.
+//! - Stalls: a sample that a descheduled poll loop inflated (flagged by the receiver in its
+//!   ACK, or read by us after a gap in our own loop: [`AckEvent::stalled`]) is host
+//!   scheduling, which no window size shortens. It counts as below target for the increase,
+//!   takes no part in a decision period and never sets the measured base. Without this, two
+//!   loops that share their cores with other work read every RTT as a queue and cut to
+//!   `min_cwnd`: a 1 MiB message took seconds.
 //! - Loss (fast recovery): decrease by `max_mdf`, at most once per RTT. Timeout: decrease by
 //!   `max_mdf`; after `retx_reset_threshold` consecutive timeouts the window drops to
 //!   `min_cwnd`.
@@ -142,6 +148,10 @@ struct Sample {
     /// The delay is noise unless confirmed (`ecn_confirm` without a recent CE mark): a
     /// sample above target counts as below it for the increase, and decides no decrease.
     unconfirmed: bool,
+    /// A poll loop was descheduled on the sample's way ([`AckEvent::stalled`]): the delay
+    /// is host scheduling, not a queue. It counts as below target for the increase and
+    /// takes no part in the decision period (its smallest delay, whether any was below).
+    stalled: bool,
 }
 
 /// One AIMD window reacting to one delay signal, deciding decreases once per RTT on the
@@ -189,14 +199,24 @@ impl DelayWindow {
             srtt,
             acked,
             unconfirmed,
+            stalled,
         } = s;
         let below = delay < target;
-        if below || unconfirmed {
+        if below || unconfirmed || stalled {
             if self.cwnd >= 1.0 {
                 self.cwnd += cfg.ai / self.cwnd * acked;
             } else {
                 self.cwnd += cfg.ai * acked;
             }
+        }
+        if stalled {
+            // A loop that was not running inflated this delay by however long it was off;
+            // a smaller window would not have shortened that. Cutting on such samples is
+            // what collapses a flow between two loops that share their cores with other
+            // work (each period all-stalled: half the window per RTT, down to `min_cwnd`,
+            // then a packet every `rtt / min_cwnd`).
+            self.cwnd = self.cwnd.clamp(cfg.min_cwnd, cfg.max_cwnd);
+            return;
         }
         let start = *self.epoch_start.get_or_insert(now);
         self.epoch_min = self.epoch_min.min(delay);
@@ -418,12 +438,15 @@ impl Swift {
             return;
         };
         let fabric = ev.fabric_rtt.unwrap_or(rtt);
-        self.min_fabric = Some(self.min_fabric.map_or(fabric, |m| m.min(fabric)));
+        if !ev.stalled {
+            // (A stalled sample's fabric share is uncertain: the receiver's hold time then
+            // bounds its loop's gap from above. It never sets the base.)
+            self.min_fabric = Some(self.min_fabric.map_or(fabric, |m| m.min(fabric)));
+        }
         self.srtt = Some(ev.srtt.max(Duration::from_nanos(1)));
         let acked = ev.packets_acked.max(1) as f64;
-        let Some(target) = self.fabric_target() else {
-            return;
-        };
+        // No target yet: every sample so far was stalled (which only increases the window).
+        let target = self.fabric_target().unwrap_or(Duration::MAX);
         let noise = self.cfg.ecn_confirm
             && self
                 .last_ce
@@ -435,6 +458,7 @@ impl Swift {
             srtt: ev.srtt,
             acked,
             unconfirmed: noise,
+            stalled: ev.stalled,
         };
         self.fabric.update(&cfg, now, sample);
         let host = Sample {
@@ -491,6 +515,7 @@ mod tests {
             in_flight: 0,
             ecn_ce_delta: 0,
             newest_sent: Instant::ZERO,
+            stalled: false,
         }
     }
 
@@ -576,6 +601,37 @@ mod tests {
         // ... its end does.
         s.on_ack(t(131), &ack(delay, Duration::ZERO, 1));
         assert!(s.cwnd_packets() < expect - 0.1);
+    }
+
+    /// Delays that a descheduled loop inflated (flagged `stalled`) are no queue: period
+    /// after period of them, far above target on both signals, never cut either window and
+    /// grow it as samples below target would; the same samples unflagged halve it each
+    /// period. A stalled sample never sets the measured base either.
+    #[test]
+    fn stalled_samples_never_cut_the_window() {
+        let run = |stalled: bool, c: SwiftConfig| {
+            let mut s = Swift::new(c, PKT);
+            let start = s.cwnd_packets();
+            let ev = AckEvent {
+                stalled,
+                ..ack(us(8000), us(4000), 1)
+            };
+            for i in 0..40u64 {
+                s.on_ack(t(100 + 9000 * i), &ev);
+            }
+            (start, s.cwnd_packets(), s.fabric_target())
+        };
+        let measured_base = SwiftConfig {
+            base_target: None,
+            ..cfg()
+        };
+        let (start, end, target) = run(true, measured_base);
+        assert!(end > start + 1.0, "stalled: {start} -> {end}");
+        assert_eq!(target, None, "a stalled sample set the base");
+        let (start, end, _) = run(true, cfg());
+        assert!(end > start + 1.0, "stalled, fixed base: {start} -> {end}");
+        let (start, end, _) = run(false, cfg());
+        assert!(end < start / 4.0, "unflagged: {start} -> {end}");
     }
 
     #[test]

@@ -167,6 +167,10 @@ pub struct Connection {
     ack_due: Option<Instant>,
     echo_ts: u64,
     echo_rx: Instant,
+    /// How long our loop had stalled before it read that packet: it may have waited that
+    /// long before `echo_rx`; echoed as part of the hold time, flagged
+    /// ([`HOLD_STALLED`](recv::HOLD_STALLED)).
+    echo_stall: Duration,
     ecn_ce: u32,
     rx_base: u64,
     next_deliver: u64,
@@ -275,6 +279,7 @@ impl Connection {
             ack_due: None,
             echo_ts: 0,
             echo_rx: now,
+            echo_stall: Duration::ZERO,
             ecn_ce: 0,
             rx_base: 0,
             next_deliver: 0,
@@ -524,7 +529,18 @@ impl Connection {
     /// Process a packet the endpoint routed here. `buf` holds the DATA payload (the header
     /// already consumed), or nothing for other types.
     #[allow(clippy::collapsible_match)] // `buf` moves into on_data; a guard cannot move it
-    pub(crate) fn handle_packet(&mut self, now: Instant, r: &Repr, buf: PktBuf, ecn_ce: bool) {
+    /// One packet for this connection, read at `now` after the driving loop stalled for
+    /// `stall` (zero: it did not; see [`EndpointConfig::stall_threshold`]).
+    ///
+    /// [`EndpointConfig::stall_threshold`]: crate::proto::EndpointConfig::stall_threshold
+    pub(crate) fn handle_packet(
+        &mut self,
+        now: Instant,
+        r: &Repr,
+        buf: PktBuf,
+        ecn_ce: bool,
+        stall: Duration,
+    ) {
         if self.state == State::Closed {
             return;
         }
@@ -551,7 +567,7 @@ impl Connection {
         match r.kind {
             Kind::Ack(a) => {
                 if matches!(self.state, State::Established | State::Closing) {
-                    self.on_ack(now, &a);
+                    self.on_ack(now, &a, stall);
                 }
                 return;
             }
@@ -620,6 +636,7 @@ impl Connection {
         }
         self.echo_ts = r.tx_timestamp;
         self.echo_rx = now;
+        self.echo_stall = stall;
         self.ack_count += 1;
         let in_order = prev_largest.map_or(pn == 0, |l| pn == l + 1) && self.rx.cum == pn + 1;
         if !in_order || r.flags & FLAG_ACK_NOW != 0 || self.ack_count >= 2 {

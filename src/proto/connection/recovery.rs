@@ -284,7 +284,7 @@ impl Connection {
         }
     }
 
-    pub(super) fn on_ack(&mut self, now: Instant, a: &AckRepr) {
+    pub(super) fn on_ack(&mut self, now: Instant, a: &AckRepr, stall: Duration) {
         if a.cumulative > self.next_pn {
             return; // acks what we never sent: ignore
         }
@@ -330,15 +330,19 @@ impl Connection {
             self.pto_count = 0;
             self.update_pto();
         }
-        let hold = Duration::from_nanos(a.hold_ns as u64);
+        let (mut hold, peer_stalled) = super::recv::decode_hold(a.hold_ns);
         let mut rtt = None;
         let mut fabric = None;
         if a.echo_timestamp != 0 && a.echo_timestamp <= now.as_nanos() {
             let r = now.saturating_duration_since(Instant::from_nanos(a.echo_timestamp));
             rtt = Some(r);
+            // (A stalled receiver's hold bounds its loop's gap from above: at most the RTT.)
+            hold = hold.min(r);
             let f = r.saturating_sub(hold);
             fabric = Some(f);
-            let sample = if f >= self.rtt.min_rtt.min(r) && self.rtt.has_rtt {
+            // The retransmission timer must outlast the peer's stalls: a hold that includes
+            // one is not taken out of the sample.
+            let sample = if !peer_stalled && f >= self.rtt.min_rtt.min(r) && self.rtt.has_rtt {
                 f
             } else {
                 r
@@ -365,6 +369,7 @@ impl Connection {
                 in_flight: self.in_flight,
                 ecn_ce_delta: ce_delta,
                 newest_sent: newest.map_or(now, |n| n.0),
+                stalled: peer_stalled || !stall.is_zero(),
             },
         );
         self.detect_loss(now);

@@ -12,6 +12,31 @@ use super::{Connection, State, TargetsFull};
 use crate::mem::{PktBuf, PktBytes};
 use crate::wire::transport::{batch_entries, AckRepr, Kind, SACK_BITS};
 
+/// Bit 31 of an ACK's `hold_ns`: the hold time includes a stall of the receiver's loop
+/// (docs/WIRE.md, ACK); the other 31 bits are the hold time in ns (at most ~2.1 s).
+pub(crate) const HOLD_STALLED: u32 = 1 << 31;
+
+/// `hold_ns` for an ACK: the hold time in ns, clamped to 31 bits, and [`HOLD_STALLED`] if
+/// it includes a stall.
+#[inline]
+pub(crate) fn encode_hold(hold: Duration, stalled: bool) -> u32 {
+    let ns = hold.as_nanos().min((HOLD_STALLED - 1) as u128) as u32;
+    if stalled {
+        ns | HOLD_STALLED
+    } else {
+        ns
+    }
+}
+
+/// The hold time and stall flag of an ACK's `hold_ns`.
+#[inline]
+pub(crate) fn decode_hold(hold_ns: u32) -> (Duration, bool) {
+    (
+        Duration::from_nanos((hold_ns & !HOLD_STALLED) as u64),
+        hold_ns & HOLD_STALLED != 0,
+    )
+}
+
 pub(super) enum Dest {
     Vec(Vec<u8>),
     Target(Box<dyn RecvTarget>),
@@ -264,7 +289,10 @@ impl Connection {
     pub(super) fn emit_ack(&mut self, now: Instant, buf: &mut PktBuf) {
         let (sack_base, sack_bits) = self.rx.sack();
         let (echo_ts, hold) = self.echo_split(now);
-        let hold = hold.as_nanos();
+        // The echoed packet may have waited for our stalled loop before we read it: that
+        // wait is host delay too (flagged, so the sender reads it as scheduling).
+        let stalled = !self.echo_stall.is_zero();
+        let hold = encode_hold(hold + self.echo_stall, stalled);
         let credit = self.rx_released + self.cfg.rx_window;
         self.rx_advertised = credit;
         let a = AckRepr {
@@ -272,7 +300,7 @@ impl Connection {
             sack_base,
             sack_bits,
             echo_timestamp: echo_ts,
-            hold_ns: hold.min(u32::MAX as u128) as u32,
+            hold_ns: hold,
             ecn_ce: self.ecn_ce,
             credit,
         };
