@@ -90,7 +90,7 @@ pub mod sys;
 #[cfg(not(feature = "testing"))]
 mod sys;
 
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -243,8 +243,9 @@ struct RegionMap {
 struct QueueRings {
     tx: Ring,
     rx: Ring,
-    /// The eventfd to signal after transmitting, when the peer asks for interrupts.
-    tx_int: Option<i32>,
+    /// The eventfd to signal after transmitting, when the peer asks for interrupts: an index
+    /// into [`Conn::fds`].
+    tx_int: Option<usize>,
 }
 
 /// One live connection: the mappings and rings. Shared (Arc) by the control thread and the
@@ -258,7 +259,8 @@ struct Conn {
     /// Owners of the mappings and descriptors the pointers above refer to.
     _regions: Vec<Region>,
     _pool: Option<Pool>,
-    _fds: Vec<OwnedFd>,
+    /// Ring eventfds, held open for the connection's life ([`QueueRings::tx_int`] indexes it).
+    fds: Vec<OwnedFd>,
 }
 
 // SAFETY: the raw pointers in `regions`/`queues` point into mappings owned by this same
@@ -525,7 +527,7 @@ impl Memif {
 impl Drop for Memif {
     fn drop(&mut self) {
         self.shared.stop.store(true, Ordering::Release);
-        sys::eventfd_signal(self.shared.wake.as_raw_fd());
+        sys::eventfd_signal(self.shared.wake.as_fd());
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
