@@ -1,10 +1,13 @@
 //! `Region`: one contiguous mapping of shareable memory, from 2 MiB hugepages when they can be
 //! had, else from 4 KiB pages with the fallback reported.
 
-use std::ffi::CString;
+#![forbid(unsafe_code)]
+
 use std::fmt;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
-use std::ptr::NonNull;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+
+use memmap2::{MmapOptions, MmapRaw};
+use rustix::fs::MemfdFlags;
 
 use super::MemoryKind;
 
@@ -79,8 +82,8 @@ pub enum RegionError {
 /// pinned. A region never hands out `&[u8]` over its memory: the pool that carves it does,
 /// one owned slot at a time.
 pub struct Region {
-    ptr: NonNull<u8>,
-    len: usize,
+    /// The mapping (unmapped on drop). `MmapRaw` hands out only its address, never a slice.
+    map: MmapRaw,
     fd: OwnedFd,
     pages: PageSize,
     locked: bool,
@@ -88,17 +91,11 @@ pub struct Region {
     fallback: Option<Fallback>,
 }
 
-// SAFETY: a Region is a plain mapping; the raw pointer is never dereferenced by the Region
-// itself, and whoever carves it (Pool) guarantees exclusive access per slot.
-unsafe impl Send for Region {}
-// SAFETY: as above; &Region only exposes the pointer value, length and fd.
-unsafe impl Sync for Region {}
-
 impl fmt::Debug for Region {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Region")
-            .field("ptr", &self.ptr)
-            .field("len", &self.len)
+            .field("ptr", &self.map.as_ptr())
+            .field("len", &self.map.len())
             .field("fd", &self.fd.as_raw_fd())
             .field("pages", &self.pages)
             .field("locked", &self.locked)
@@ -108,72 +105,37 @@ impl fmt::Debug for Region {
     }
 }
 
-fn os_err(call: &'static str) -> RegionError {
-    RegionError::Os {
-        call,
-        source: std::io::Error::last_os_error(),
-    }
-}
-
 fn round_up(n: usize, to: usize) -> usize {
     n.div_ceil(to) * to
 }
 
 fn memfd(name: &str, huge: bool) -> Result<OwnedFd, std::io::Error> {
-    let cname = CString::new(name.replace('\0', "_")).expect("NULs replaced");
-    let mut flags = libc::MFD_CLOEXEC;
+    let mut flags = MemfdFlags::CLOEXEC;
     if huge {
-        flags |= libc::MFD_HUGETLB | libc::MFD_HUGE_2MB;
+        flags |= MemfdFlags::HUGETLB | MemfdFlags::HUGE_2MB;
     } else {
-        flags |= libc::MFD_ALLOW_SEALING;
+        flags |= MemfdFlags::ALLOW_SEALING;
     }
-    // SAFETY: cname is a valid NUL-terminated string for the duration of the call.
-    let fd = unsafe { libc::memfd_create(cname.as_ptr(), flags) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: memfd_create returned a fresh descriptor that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    Ok(rustix::fs::memfd_create(name.replace('\0', "_"), flags)?)
 }
 
-/// Map `len` bytes of `fd` shared, read-write, pre-faulted.
-fn map_shared(
-    fd: BorrowedFd<'_>,
-    len: usize,
-    populate: bool,
-) -> Result<NonNull<u8>, std::io::Error> {
-    let mut flags = libc::MAP_SHARED;
+/// Map `len` bytes of `fd` shared, read-write, pre-faulted when `populate`.
+fn map_shared(fd: BorrowedFd<'_>, len: usize, populate: bool) -> std::io::Result<MmapRaw> {
+    let mut opts = MmapOptions::new();
+    opts.len(len);
     if populate {
-        flags |= libc::MAP_POPULATE;
+        opts.populate();
     }
-    // SAFETY: mapping a file we hold open; the kernel chooses the address; no existing memory
-    // is affected.
-    let p = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            flags,
-            fd.as_raw_fd(),
-            0,
-        )
-    };
-    if p == libc::MAP_FAILED {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(NonNull::new(p.cast()).expect("mmap never returns NULL on success"))
+    opts.map_raw(fd.as_raw_fd())
 }
 
-fn try_huge(name: &str, len: usize) -> Result<(OwnedFd, NonNull<u8>), String> {
+fn try_huge(name: &str, len: usize) -> Result<(OwnedFd, MmapRaw), String> {
     let fd = memfd(name, true).map_err(|e| format!("memfd_create(MFD_HUGETLB): {e}"))?;
-    // SAFETY: plain syscall on a descriptor we own.
-    if unsafe { libc::ftruncate(fd.as_raw_fd(), len as libc::off_t) } != 0 {
-        return Err(format!("ftruncate: {}", std::io::Error::last_os_error()));
-    }
+    rustix::fs::ftruncate(&fd, len as u64).map_err(|e| format!("ftruncate: {e}"))?;
     // Hugetlb reserves the pages at mmap time, so a shortage fails here rather than as a
     // SIGBUS on first touch. MAP_POPULATE then faults them in so HugePages_Free reflects it.
-    let ptr = map_shared(fd.as_fd(), len, true).map_err(|e| format!("mmap(hugetlb): {e}"))?;
-    Ok((fd, ptr))
+    let map = map_shared(fd.as_fd(), len, true).map_err(|e| format!("mmap(hugetlb): {e}"))?;
+    Ok((fd, map))
 }
 
 impl Region {
@@ -190,7 +152,7 @@ impl Region {
         if huge != HugePages::Never {
             let len = round_up(size, HUGE_PAGE_SIZE);
             match try_huge(name, len) {
-                Ok((fd, ptr)) => return Ok(Self::finish(ptr, len, fd, PageSize::Huge2M, None)),
+                Ok((fd, map)) => return Ok(Self::finish(map, fd, PageSize::Huge2M, None)),
                 Err(reason) if huge == HugePages::Require => {
                     return Err(RegionError::NoHugePages { size: len, reason })
                 }
@@ -211,15 +173,15 @@ impl Region {
             call: "memfd_create",
             source,
         })?;
-        // SAFETY: plain syscall on a descriptor we own.
-        if unsafe { libc::ftruncate(fd.as_raw_fd(), len as libc::off_t) } != 0 {
-            return Err(os_err("ftruncate"));
-        }
-        let ptr = map_shared(fd.as_fd(), len, true).map_err(|source| RegionError::Os {
+        rustix::fs::ftruncate(&fd, len as u64).map_err(|e| RegionError::Os {
+            call: "ftruncate",
+            source: e.into(),
+        })?;
+        let map = map_shared(fd.as_fd(), len, true).map_err(|source| RegionError::Os {
             call: "mmap",
             source,
         })?;
-        Ok(Self::finish(ptr, len, fd, PageSize::Base4K, fallback))
+        Ok(Self::finish(map, fd, PageSize::Base4K, fallback))
     }
 
     /// Map `len` bytes of a region another process shared with us by `fd` (for example a
@@ -228,30 +190,22 @@ impl Region {
         if len == 0 {
             return Err(RegionError::Empty);
         }
-        let ptr = map_shared(fd.as_fd(), len, false).map_err(|source| RegionError::Os {
+        let map = map_shared(fd.as_fd(), len, false).map_err(|source| RegionError::Os {
             call: "mmap",
             source,
         })?;
-        Ok(Self::finish(ptr, len, fd, PageSize::Foreign, None))
+        Ok(Self::finish(map, fd, PageSize::Foreign, None))
     }
 
-    fn finish(
-        ptr: NonNull<u8>,
-        len: usize,
-        fd: OwnedFd,
-        pages: PageSize,
-        fallback: Option<Fallback>,
-    ) -> Region {
+    fn finish(map: MmapRaw, fd: OwnedFd, pages: PageSize, fallback: Option<Fallback>) -> Region {
         // Lock the pages where allowed (RLIMIT_MEMLOCK, CAP_IPC_LOCK): a packet buffer must
         // never be swapped out. Hugetlb pages are never swapped anyway.
-        // SAFETY: ptr/len describe a live mapping we own.
-        let locked = unsafe { libc::mlock(ptr.as_ptr().cast(), len) } == 0;
+        let locked = map.lock().is_ok();
         if !locked && pages != PageSize::Huge2M {
-            tracing::debug!(bytes = len, "mlock refused; region may be swapped");
+            tracing::debug!(bytes = map.len(), "mlock refused; region may be swapped");
         }
         Region {
-            ptr,
-            len,
+            map,
             fd,
             pages,
             locked,
@@ -262,12 +216,12 @@ impl Region {
 
     /// Start of the mapping. Dereferencing it is the caller's business (see `Pool`).
     pub fn as_ptr(&self) -> *mut u8 {
-        self.ptr.as_ptr()
+        self.map.as_mut_ptr()
     }
 
     /// Length of the mapping in bytes (a multiple of the page size).
     pub fn len(&self) -> usize {
-        self.len
+        self.map.len()
     }
 
     /// Always false: regions are never empty.
@@ -309,15 +263,5 @@ impl Region {
     /// registered the memory with the driver).
     pub fn set_kind(&mut self, kind: MemoryKind) {
         self.kind = kind;
-    }
-}
-
-impl Drop for Region {
-    fn drop(&mut self) {
-        // SAFETY: ptr/len is our live mapping; nothing borrows it past the Region (Pool keeps
-        // the Region alive until its last buffer returns).
-        unsafe {
-            libc::munmap(self.ptr.as_ptr().cast(), self.len);
-        }
     }
 }
