@@ -7,7 +7,7 @@ use std::fmt;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
 use memmap2::{MmapOptions, MmapRaw};
-use rustix::fs::MemfdFlags;
+use rustix::fs::{MemfdFlags, SealFlags};
 
 use super::MemoryKind;
 
@@ -87,6 +87,8 @@ pub struct Region {
     fd: OwnedFd,
     pages: PageSize,
     locked: bool,
+    /// The file is sealed against shrinking (ours: also growing and further seals).
+    sealed: bool,
     kind: MemoryKind,
     fallback: Option<Fallback>,
 }
@@ -99,6 +101,7 @@ impl fmt::Debug for Region {
             .field("fd", &self.fd.as_raw_fd())
             .field("pages", &self.pages)
             .field("locked", &self.locked)
+            .field("sealed", &self.sealed)
             .field("kind", &self.kind)
             .field("fallback", &self.fallback)
             .finish()
@@ -109,14 +112,34 @@ fn round_up(n: usize, to: usize) -> usize {
     n.div_ceil(to) * to
 }
 
+/// A memfd that can be sealed. Kernels before 4.16 refuse seals on hugetlb memfds
+/// (`EINVAL` for `MFD_HUGETLB | MFD_ALLOW_SEALING`): such a region is made unsealed.
 fn memfd(name: &str, huge: bool) -> Result<OwnedFd, std::io::Error> {
-    let mut flags = MemfdFlags::CLOEXEC;
+    let name = name.replace('\0', "_");
+    let mut flags = MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING;
     if huge {
         flags |= MemfdFlags::HUGETLB | MemfdFlags::HUGE_2MB;
-    } else {
-        flags |= MemfdFlags::ALLOW_SEALING;
     }
-    Ok(rustix::fs::memfd_create(name.replace('\0', "_"), flags)?)
+    match rustix::fs::memfd_create(&name, flags) {
+        Err(rustix::io::Errno::INVAL) if huge => Ok(rustix::fs::memfd_create(
+            &name,
+            flags - MemfdFlags::ALLOW_SEALING,
+        )?),
+        r => Ok(r?),
+    }
+}
+
+/// Seal a sized memfd against shrinking and growing, and against further seals: a process we
+/// share it with (a memif peer) can then neither truncate it under our mapping (a fault on
+/// our next access) nor change its seals. Returns whether it worked.
+fn seal(fd: BorrowedFd<'_>) -> bool {
+    match rustix::fs::fcntl_add_seals(fd, SealFlags::SHRINK | SealFlags::GROW | SealFlags::SEAL) {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::debug!(error = %e, "memfd cannot be sealed; region shared unsealed");
+            false
+        }
+    }
 }
 
 /// Map `len` bytes of `fd` shared, read-write, pre-faulted when `populate`.
@@ -129,13 +152,14 @@ fn map_shared(fd: BorrowedFd<'_>, len: usize, populate: bool) -> std::io::Result
     opts.map_raw(fd.as_raw_fd())
 }
 
-fn try_huge(name: &str, len: usize) -> Result<(OwnedFd, MmapRaw), String> {
+fn try_huge(name: &str, len: usize) -> Result<(OwnedFd, MmapRaw, bool), String> {
     let fd = memfd(name, true).map_err(|e| format!("memfd_create(MFD_HUGETLB): {e}"))?;
     rustix::fs::ftruncate(&fd, len as u64).map_err(|e| format!("ftruncate: {e}"))?;
+    let sealed = seal(fd.as_fd());
     // Hugetlb reserves the pages at mmap time, so a shortage fails here rather than as a
     // SIGBUS on first touch. MAP_POPULATE then faults them in so HugePages_Free reflects it.
     let map = map_shared(fd.as_fd(), len, true).map_err(|e| format!("mmap(hugetlb): {e}"))?;
-    Ok((fd, map))
+    Ok((fd, map, sealed))
 }
 
 impl Region {
@@ -152,7 +176,9 @@ impl Region {
         if huge != HugePages::Never {
             let len = round_up(size, HUGE_PAGE_SIZE);
             match try_huge(name, len) {
-                Ok((fd, map)) => return Ok(Self::finish(map, fd, PageSize::Huge2M, None)),
+                Ok((fd, map, sealed)) => {
+                    return Ok(Self::finish(map, fd, PageSize::Huge2M, sealed, None))
+                }
                 Err(reason) if huge == HugePages::Require => {
                     return Err(RegionError::NoHugePages { size: len, reason })
                 }
@@ -177,11 +203,12 @@ impl Region {
             call: "ftruncate",
             source: e.into(),
         })?;
+        let sealed = seal(fd.as_fd());
         let map = map_shared(fd.as_fd(), len, true).map_err(|source| RegionError::Os {
             call: "mmap",
             source,
         })?;
-        Ok(Self::finish(map, fd, PageSize::Base4K, fallback))
+        Ok(Self::finish(map, fd, PageSize::Base4K, sealed, fallback))
     }
 
     /// Map `len` bytes of a region another process shared with us by `fd` (for example a
@@ -194,10 +221,17 @@ impl Region {
             call: "mmap",
             source,
         })?;
-        Ok(Self::finish(map, fd, PageSize::Foreign, None))
+        let sealed = rustix::fs::fcntl_get_seals(&fd).is_ok_and(|s| s.contains(SealFlags::SHRINK));
+        Ok(Self::finish(map, fd, PageSize::Foreign, sealed, None))
     }
 
-    fn finish(map: MmapRaw, fd: OwnedFd, pages: PageSize, fallback: Option<Fallback>) -> Region {
+    fn finish(
+        map: MmapRaw,
+        fd: OwnedFd,
+        pages: PageSize,
+        sealed: bool,
+        fallback: Option<Fallback>,
+    ) -> Region {
         // Lock the pages where allowed (RLIMIT_MEMLOCK, CAP_IPC_LOCK): a packet buffer must
         // never be swapped out. Hugetlb pages are never swapped anyway.
         let locked = map.lock().is_ok();
@@ -209,6 +243,7 @@ impl Region {
             fd,
             pages,
             locked,
+            sealed,
             kind: MemoryKind::Host,
             fallback,
         }
@@ -249,6 +284,15 @@ impl Region {
         self.locked
     }
 
+    /// True when the file behind the region is sealed against shrinking (`F_SEAL_SHRINK`),
+    /// so no process it is shared with can truncate it under a mapping. Regions made by
+    /// [`Region::new`] are (with `F_SEAL_GROW` and `F_SEAL_SEAL` too) wherever the kernel
+    /// supports seals on their kind of memfd (hugetlb memfds: Linux 4.16 on); a region
+    /// from [`Region::from_fd`] is as its owner left it.
+    pub fn is_sealed(&self) -> bool {
+        self.sealed
+    }
+
     /// Why hugepages were preferred but not used, if they were not.
     pub fn fallback(&self) -> Option<&Fallback> {
         self.fallback.as_ref()
@@ -263,5 +307,49 @@ impl Region {
     /// registered the memory with the driver).
     pub fn set_kind(&mut self, kind: MemoryKind) {
         self.kind = kind;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_sealed(r: &Region) {
+        assert!(r.is_sealed(), "{r:?}");
+        let seals = rustix::fs::fcntl_get_seals(r.fd()).unwrap();
+        assert!(seals.contains(SealFlags::SHRINK | SealFlags::GROW | SealFlags::SEAL));
+        assert_eq!(
+            rustix::fs::ftruncate(r.fd(), 0),
+            Err(rustix::io::Errno::PERM)
+        );
+        let big = r.len() as u64 * 2;
+        assert_eq!(
+            rustix::fs::ftruncate(r.fd(), big),
+            Err(rustix::io::Errno::PERM)
+        );
+    }
+
+    #[test]
+    fn new_regions_are_sealed_against_resizing() {
+        assert_sealed(&Region::new("bpx-unit-sealed", 4096, HugePages::Never).unwrap());
+    }
+
+    #[test]
+    fn hugepage_regions_are_sealed_too() {
+        // Only where hugepages are reserved (the Prefer fallback is covered above).
+        match Region::new("bpx-unit-sealed-huge", HUGE_PAGE_SIZE, HugePages::Require) {
+            Ok(r) => assert_sealed(&r),
+            Err(e) => eprintln!("skipped: {e}"),
+        }
+    }
+
+    #[test]
+    fn a_foreign_region_reports_its_owners_seals() {
+        let own = Region::new("bpx-unit-owner", 4096, HugePages::Never).unwrap();
+        let dup = own.fd().try_clone_to_owned().unwrap();
+        assert!(Region::from_fd(dup, 4096).unwrap().is_sealed());
+        let bare = rustix::fs::memfd_create("bpx-unit-bare", MemfdFlags::CLOEXEC).unwrap();
+        rustix::fs::ftruncate(&bare, 4096).unwrap();
+        assert!(!Region::from_fd(bare, 4096).unwrap().is_sealed());
     }
 }

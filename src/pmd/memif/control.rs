@@ -86,6 +86,17 @@ pub enum ControlError {
         /// Size of the file passed.
         file: u64,
     },
+    /// A region whose file is not sealed against shrinking, refused because
+    /// [`MemifConfig::require_sealed_regions`](super::MemifConfig::require_sealed_regions) is
+    /// set.
+    #[error(
+        "region {index} is not sealed against shrinking (F_SEAL_SHRINK) and sealed regions are \
+         required"
+    )]
+    RegionUnsealed {
+        /// Region index.
+        index: u16,
+    },
     /// Mapping a region failed.
     #[error("cannot map region {index}: {reason}")]
     RegionMap {
@@ -516,6 +527,27 @@ impl Control {
         }
     }
 
+    /// Channel `i`'s peer passed region `index` without `F_SEAL_SHRINK`: it could truncate
+    /// the file under our mapping, and our next access to the lost pages would fault
+    /// (SIGBUS), which no validation can catch. Counted; refused when the configuration
+    /// requires sealed regions, else warned about once for this region.
+    fn unsealed_region(&self, i: usize, index: u16) -> Result<(), ControlError> {
+        let f = self.iface(self.chans[i].iface.unwrap_or(0));
+        f.unsealed_regions.fetch_add(1, Ordering::Relaxed);
+        if self.shared.cfg.require_sealed_regions {
+            return Err(ControlError::RegionUnsealed { index });
+        }
+        tracing::warn!(
+            socket = %self.shared.cfg.socket.display(),
+            id = f.cfg.id,
+            region = index,
+            "memif peer's region is not sealed against shrinking (F_SEAL_SHRINK): if the peer \
+             truncates it, our next access to it faults (SIGBUS) and kills this process; \
+             MemifConfig::require_sealed_regions refuses such peers"
+        );
+        Ok(())
+    }
+
     fn send(&self, i: usize, m: &Msg, fd: Option<BorrowedFd<'_>>) -> Result<(), ControlError> {
         sys::send_msg(self.chans[i].sock.as_fd(), &m.encode(), fd)
             .map_err(|e| sock_err("sendmsg", e))
@@ -591,6 +623,9 @@ impl Control {
                 let file = sys::file_size(fd.as_fd()).map_err(|e| sock_err("fstat", e))?;
                 if size == 0 || size > file || size > isize::MAX as u64 {
                     return Err(ControlError::RegionSize { index, size, file });
+                }
+                if !sys::shrink_sealed(fd.as_fd()) {
+                    self.unsealed_region(i, index)?;
                 }
                 let r =
                     Region::from_fd(fd, size as usize).map_err(|e| ControlError::RegionMap {
