@@ -20,13 +20,13 @@
 //!   an asynchronous copy queue from packet buffers to device offsets.
 #![allow(unsafe_code)]
 
-mod core;
+mod core_slot;
 pub mod gpu;
 mod pktbuf;
 mod pool;
 mod region;
 
-pub use self::core::{current as current_core, CoreError, CoreSlot, MAX_CORES};
+pub use core_slot::{current as current_core, CoreError, CoreSlot, MAX_CORES};
 pub use pktbuf::{Meta, NoRoom, PktBuf, PktBytes};
 pub use pool::{Pool, PoolConfig, PoolError, PoolExhausted, PoolStats};
 pub use region::{

@@ -24,7 +24,7 @@ use std::ptr::NonNull;
 use std::sync::atomic::{fence, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-use super::core::{self, MAX_CORES};
+use super::core_slot::{self, MAX_CORES};
 use super::region::{HugePages, Region, RegionError};
 use super::PktBuf;
 
@@ -261,7 +261,7 @@ impl PoolInner {
         if self.cache_size == 0 {
             return None;
         }
-        let c = &self.caches[core::current()?].0;
+        let c = &self.caches[core_slot::current()?].0;
         // SAFETY: this thread holds that core slot, so it is the only one touching the
         // cache's slot array (see CoreSlot); the borrow ends before the slot is released.
         let slots = unsafe { &mut *c.slots.get() };
@@ -428,8 +428,9 @@ struct PoolPtr(NonNull<PoolInner>);
 // (it deregisters itself under that lock before it is freed).
 unsafe impl Send for PoolPtr {}
 
-/// Called by `CoreSlot::drop` on the thread giving up core slot `id`, before it is released.
-pub(crate) fn release_core(id: usize) {
+/// Run by `CoreSlot::drop` (registered with [`core_slot::on_release`]) on the thread giving
+/// up core slot `id`, before it is released.
+fn release_core(id: usize) {
     let mut last = Vec::new();
     {
         let mut pools = POOLS.lock().unwrap_or_else(|e| e.into_inner());
@@ -562,6 +563,7 @@ impl Pool {
         });
         let inner = NonNull::from(Box::leak(inner));
         if cache_size > 0 {
+            core_slot::on_release(release_core);
             POOLS
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
@@ -711,7 +713,7 @@ impl Drop for Pool {
             // slots in caches and give back this core's, so the memory goes as soon as the
             // last buffer does.
             i.dead.store(true, Ordering::Relaxed);
-            if let Some(id) = core::current() {
+            if let Some(id) = core_slot::current() {
                 // SAFETY: this thread holds core slot `id`.
                 k += unsafe { i.flush_core(id) };
             }

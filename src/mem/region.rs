@@ -1,10 +1,13 @@
 //! `Region`: one contiguous mapping of shareable memory, from 2 MiB hugepages when they can be
 //! had, else from 4 KiB pages with the fallback reported.
 
-use std::ffi::CString;
+#![forbid(unsafe_code)]
+
 use std::fmt;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
-use std::ptr::NonNull;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+
+use memmap2::{MmapOptions, MmapRaw};
+use rustix::fs::{MemfdFlags, SealFlags};
 
 use super::MemoryKind;
 
@@ -79,39 +82,29 @@ pub enum RegionError {
 /// pinned. A region never hands out `&[u8]` over its memory: the pool that carves it does,
 /// one owned slot at a time.
 pub struct Region {
-    ptr: NonNull<u8>,
-    len: usize,
+    /// The mapping (unmapped on drop). `MmapRaw` hands out only its address, never a slice.
+    map: MmapRaw,
     fd: OwnedFd,
     pages: PageSize,
     locked: bool,
+    /// The file is sealed against shrinking (ours: also growing and further seals).
+    sealed: bool,
     kind: MemoryKind,
     fallback: Option<Fallback>,
 }
 
-// SAFETY: a Region is a plain mapping; the raw pointer is never dereferenced by the Region
-// itself, and whoever carves it (Pool) guarantees exclusive access per slot.
-unsafe impl Send for Region {}
-// SAFETY: as above; &Region only exposes the pointer value, length and fd.
-unsafe impl Sync for Region {}
-
 impl fmt::Debug for Region {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Region")
-            .field("ptr", &self.ptr)
-            .field("len", &self.len)
+            .field("ptr", &self.map.as_ptr())
+            .field("len", &self.map.len())
             .field("fd", &self.fd.as_raw_fd())
             .field("pages", &self.pages)
             .field("locked", &self.locked)
+            .field("sealed", &self.sealed)
             .field("kind", &self.kind)
             .field("fallback", &self.fallback)
             .finish()
-    }
-}
-
-fn os_err(call: &'static str) -> RegionError {
-    RegionError::Os {
-        call,
-        source: std::io::Error::last_os_error(),
     }
 }
 
@@ -119,61 +112,54 @@ fn round_up(n: usize, to: usize) -> usize {
     n.div_ceil(to) * to
 }
 
+/// A memfd that can be sealed. Kernels before 4.16 refuse seals on hugetlb memfds
+/// (`EINVAL` for `MFD_HUGETLB | MFD_ALLOW_SEALING`): such a region is made unsealed.
 fn memfd(name: &str, huge: bool) -> Result<OwnedFd, std::io::Error> {
-    let cname = CString::new(name.replace('\0', "_")).expect("NULs replaced");
-    let mut flags = libc::MFD_CLOEXEC;
+    let name = name.replace('\0', "_");
+    let mut flags = MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING;
     if huge {
-        flags |= libc::MFD_HUGETLB | libc::MFD_HUGE_2MB;
-    } else {
-        flags |= libc::MFD_ALLOW_SEALING;
+        flags |= MemfdFlags::HUGETLB | MemfdFlags::HUGE_2MB;
     }
-    // SAFETY: cname is a valid NUL-terminated string for the duration of the call.
-    let fd = unsafe { libc::memfd_create(cname.as_ptr(), flags) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
+    match rustix::fs::memfd_create(&name, flags) {
+        Err(rustix::io::Errno::INVAL) if huge => Ok(rustix::fs::memfd_create(
+            &name,
+            flags - MemfdFlags::ALLOW_SEALING,
+        )?),
+        r => Ok(r?),
     }
-    // SAFETY: memfd_create returned a fresh descriptor that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-/// Map `len` bytes of `fd` shared, read-write, pre-faulted.
-fn map_shared(
-    fd: BorrowedFd<'_>,
-    len: usize,
-    populate: bool,
-) -> Result<NonNull<u8>, std::io::Error> {
-    let mut flags = libc::MAP_SHARED;
+/// Seal a sized memfd against shrinking and growing, and against further seals: a process we
+/// share it with (a memif peer) can then neither truncate it under our mapping (a fault on
+/// our next access) nor change its seals. Returns whether it worked.
+fn seal(fd: BorrowedFd<'_>) -> bool {
+    match rustix::fs::fcntl_add_seals(fd, SealFlags::SHRINK | SealFlags::GROW | SealFlags::SEAL) {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::debug!(error = %e, "memfd cannot be sealed; region shared unsealed");
+            false
+        }
+    }
+}
+
+/// Map `len` bytes of `fd` shared, read-write, pre-faulted when `populate`.
+fn map_shared(fd: BorrowedFd<'_>, len: usize, populate: bool) -> std::io::Result<MmapRaw> {
+    let mut opts = MmapOptions::new();
+    opts.len(len);
     if populate {
-        flags |= libc::MAP_POPULATE;
+        opts.populate();
     }
-    // SAFETY: mapping a file we hold open; the kernel chooses the address; no existing memory
-    // is affected.
-    let p = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            flags,
-            fd.as_raw_fd(),
-            0,
-        )
-    };
-    if p == libc::MAP_FAILED {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(NonNull::new(p.cast()).expect("mmap never returns NULL on success"))
+    opts.map_raw(fd.as_raw_fd())
 }
 
-fn try_huge(name: &str, len: usize) -> Result<(OwnedFd, NonNull<u8>), String> {
+fn try_huge(name: &str, len: usize) -> Result<(OwnedFd, MmapRaw, bool), String> {
     let fd = memfd(name, true).map_err(|e| format!("memfd_create(MFD_HUGETLB): {e}"))?;
-    // SAFETY: plain syscall on a descriptor we own.
-    if unsafe { libc::ftruncate(fd.as_raw_fd(), len as libc::off_t) } != 0 {
-        return Err(format!("ftruncate: {}", std::io::Error::last_os_error()));
-    }
+    rustix::fs::ftruncate(&fd, len as u64).map_err(|e| format!("ftruncate: {e}"))?;
+    let sealed = seal(fd.as_fd());
     // Hugetlb reserves the pages at mmap time, so a shortage fails here rather than as a
     // SIGBUS on first touch. MAP_POPULATE then faults them in so HugePages_Free reflects it.
-    let ptr = map_shared(fd.as_fd(), len, true).map_err(|e| format!("mmap(hugetlb): {e}"))?;
-    Ok((fd, ptr))
+    let map = map_shared(fd.as_fd(), len, true).map_err(|e| format!("mmap(hugetlb): {e}"))?;
+    Ok((fd, map, sealed))
 }
 
 impl Region {
@@ -190,7 +176,9 @@ impl Region {
         if huge != HugePages::Never {
             let len = round_up(size, HUGE_PAGE_SIZE);
             match try_huge(name, len) {
-                Ok((fd, ptr)) => return Ok(Self::finish(ptr, len, fd, PageSize::Huge2M, None)),
+                Ok((fd, map, sealed)) => {
+                    return Ok(Self::finish(map, fd, PageSize::Huge2M, sealed, None))
+                }
                 Err(reason) if huge == HugePages::Require => {
                     return Err(RegionError::NoHugePages { size: len, reason })
                 }
@@ -211,15 +199,16 @@ impl Region {
             call: "memfd_create",
             source,
         })?;
-        // SAFETY: plain syscall on a descriptor we own.
-        if unsafe { libc::ftruncate(fd.as_raw_fd(), len as libc::off_t) } != 0 {
-            return Err(os_err("ftruncate"));
-        }
-        let ptr = map_shared(fd.as_fd(), len, true).map_err(|source| RegionError::Os {
+        rustix::fs::ftruncate(&fd, len as u64).map_err(|e| RegionError::Os {
+            call: "ftruncate",
+            source: e.into(),
+        })?;
+        let sealed = seal(fd.as_fd());
+        let map = map_shared(fd.as_fd(), len, true).map_err(|source| RegionError::Os {
             call: "mmap",
             source,
         })?;
-        Ok(Self::finish(ptr, len, fd, PageSize::Base4K, fallback))
+        Ok(Self::finish(map, fd, PageSize::Base4K, sealed, fallback))
     }
 
     /// Map `len` bytes of a region another process shared with us by `fd` (for example a
@@ -228,33 +217,33 @@ impl Region {
         if len == 0 {
             return Err(RegionError::Empty);
         }
-        let ptr = map_shared(fd.as_fd(), len, false).map_err(|source| RegionError::Os {
+        let map = map_shared(fd.as_fd(), len, false).map_err(|source| RegionError::Os {
             call: "mmap",
             source,
         })?;
-        Ok(Self::finish(ptr, len, fd, PageSize::Foreign, None))
+        let sealed = rustix::fs::fcntl_get_seals(&fd).is_ok_and(|s| s.contains(SealFlags::SHRINK));
+        Ok(Self::finish(map, fd, PageSize::Foreign, sealed, None))
     }
 
     fn finish(
-        ptr: NonNull<u8>,
-        len: usize,
+        map: MmapRaw,
         fd: OwnedFd,
         pages: PageSize,
+        sealed: bool,
         fallback: Option<Fallback>,
     ) -> Region {
         // Lock the pages where allowed (RLIMIT_MEMLOCK, CAP_IPC_LOCK): a packet buffer must
         // never be swapped out. Hugetlb pages are never swapped anyway.
-        // SAFETY: ptr/len describe a live mapping we own.
-        let locked = unsafe { libc::mlock(ptr.as_ptr().cast(), len) } == 0;
+        let locked = map.lock().is_ok();
         if !locked && pages != PageSize::Huge2M {
-            tracing::debug!(bytes = len, "mlock refused; region may be swapped");
+            tracing::debug!(bytes = map.len(), "mlock refused; region may be swapped");
         }
         Region {
-            ptr,
-            len,
+            map,
             fd,
             pages,
             locked,
+            sealed,
             kind: MemoryKind::Host,
             fallback,
         }
@@ -262,12 +251,12 @@ impl Region {
 
     /// Start of the mapping. Dereferencing it is the caller's business (see `Pool`).
     pub fn as_ptr(&self) -> *mut u8 {
-        self.ptr.as_ptr()
+        self.map.as_mut_ptr()
     }
 
     /// Length of the mapping in bytes (a multiple of the page size).
     pub fn len(&self) -> usize {
-        self.len
+        self.map.len()
     }
 
     /// Always false: regions are never empty.
@@ -295,6 +284,15 @@ impl Region {
         self.locked
     }
 
+    /// True when the file behind the region is sealed against shrinking (`F_SEAL_SHRINK`),
+    /// so no process it is shared with can truncate it under a mapping. Regions made by
+    /// [`Region::new`] are (with `F_SEAL_GROW` and `F_SEAL_SEAL` too) wherever the kernel
+    /// supports seals on their kind of memfd (hugetlb memfds: Linux 4.16 on); a region
+    /// from [`Region::from_fd`] is as its owner left it.
+    pub fn is_sealed(&self) -> bool {
+        self.sealed
+    }
+
     /// Why hugepages were preferred but not used, if they were not.
     pub fn fallback(&self) -> Option<&Fallback> {
         self.fallback.as_ref()
@@ -312,12 +310,46 @@ impl Region {
     }
 }
 
-impl Drop for Region {
-    fn drop(&mut self) {
-        // SAFETY: ptr/len is our live mapping; nothing borrows it past the Region (Pool keeps
-        // the Region alive until its last buffer returns).
-        unsafe {
-            libc::munmap(self.ptr.as_ptr().cast(), self.len);
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_sealed(r: &Region) {
+        assert!(r.is_sealed(), "{r:?}");
+        let seals = rustix::fs::fcntl_get_seals(r.fd()).unwrap();
+        assert!(seals.contains(SealFlags::SHRINK | SealFlags::GROW | SealFlags::SEAL));
+        assert_eq!(
+            rustix::fs::ftruncate(r.fd(), 0),
+            Err(rustix::io::Errno::PERM)
+        );
+        let big = r.len() as u64 * 2;
+        assert_eq!(
+            rustix::fs::ftruncate(r.fd(), big),
+            Err(rustix::io::Errno::PERM)
+        );
+    }
+
+    #[test]
+    fn new_regions_are_sealed_against_resizing() {
+        assert_sealed(&Region::new("bpx-unit-sealed", 4096, HugePages::Never).unwrap());
+    }
+
+    #[test]
+    fn hugepage_regions_are_sealed_too() {
+        // Only where hugepages are reserved (the Prefer fallback is covered above).
+        match Region::new("bpx-unit-sealed-huge", HUGE_PAGE_SIZE, HugePages::Require) {
+            Ok(r) => assert_sealed(&r),
+            Err(e) => eprintln!("skipped: {e}"),
         }
+    }
+
+    #[test]
+    fn a_foreign_region_reports_its_owners_seals() {
+        let own = Region::new("bpx-unit-owner", 4096, HugePages::Never).unwrap();
+        let dup = own.fd().try_clone_to_owned().unwrap();
+        assert!(Region::from_fd(dup, 4096).unwrap().is_sealed());
+        let bare = rustix::fs::memfd_create("bpx-unit-bare", MemfdFlags::CLOEXEC).unwrap();
+        rustix::fs::ftruncate(&bare, 4096).unwrap();
+        assert!(!Region::from_fd(bare, 4096).unwrap().is_sealed());
     }
 }

@@ -13,7 +13,7 @@
 //! ```
 
 use std::collections::VecDeque;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -30,9 +30,13 @@ pub enum ControlError {
     /// A datagram that is not a control message (wrong size, unknown type).
     #[error("malformed control message: {0}")]
     Malformed(#[from] MsgError),
-    /// A datagram longer than a control message, or with more ancillary data than fits.
+    /// A datagram longer than a control message.
     #[error("truncated control message")]
     Truncated,
+    /// A control message with more ancillary data (descriptors) than one may carry: the
+    /// kernel cut it (`MSG_CTRUNC`). The descriptors that arrived were closed.
+    #[error("control message with too much ancillary data (more descriptors than fit)")]
+    CtlTruncated,
     /// The peer speaks no protocol version we do.
     #[error("incompatible memif version (peer {min:#06x}..={max:#06x}, we speak {VERSION:#06x})")]
     Version {
@@ -81,6 +85,17 @@ pub enum ControlError {
         size: u64,
         /// Size of the file passed.
         file: u64,
+    },
+    /// A region whose file is not sealed against shrinking, refused because
+    /// [`MemifConfig::require_sealed_regions`](super::MemifConfig::require_sealed_regions) is
+    /// set.
+    #[error(
+        "region {index} is not sealed against shrinking (F_SEAL_SHRINK) and sealed regions are \
+         required"
+    )]
+    RegionUnsealed {
+        /// Region index.
+        index: u16,
     },
     /// Mapping a region failed.
     #[error("cannot map region {index}: {reason}")]
@@ -191,7 +206,19 @@ struct ClientSetup {
     /// Eventfds: c2s rings then s2c rings.
     fds: Vec<OwnedFd>,
     /// Messages still to send, one per ACK, with the descriptor to pass.
-    pending: VecDeque<(Msg, Option<RawFd>)>,
+    pending: VecDeque<(Msg, Option<SetupFd>)>,
+}
+
+/// A descriptor a queued configuration message passes, named by its owner (so sending it
+/// borrows it from there, and it cannot be closed before it is sent).
+#[derive(Debug, Clone, Copy)]
+enum SetupFd {
+    /// The ring region's memfd.
+    RingRegion,
+    /// The buffer pool's memfd.
+    PoolRegion,
+    /// Eventfd `k` of [`ClientSetup::fds`].
+    Event(usize),
 }
 
 enum State {
@@ -270,7 +297,7 @@ impl Control {
     }
 
     pub(super) fn run(mut self) {
-        let mut pfds: Vec<libc::pollfd> = Vec::new();
+        let mut ready: Vec<bool> = Vec::new();
         loop {
             if self.shared.stop.load(Ordering::Acquire) {
                 break;
@@ -279,49 +306,34 @@ impl Control {
             if self.shared.cfg.role == Role::Client {
                 self.connect_clients(now);
             }
-            pfds.clear();
-            let ev = libc::POLLIN;
-            pfds.push(libc::pollfd {
-                fd: self.shared.wake.as_raw_fd(),
-                events: ev,
-                revents: 0,
-            });
-            if let Some(l) = &self.listener {
-                pfds.push(libc::pollfd {
-                    fd: l.as_raw_fd(),
-                    events: ev,
-                    revents: 0,
-                });
-            }
-            let first_chan = pfds.len();
-            for c in &self.chans {
-                pfds.push(libc::pollfd {
-                    fd: c.sock.as_raw_fd(),
-                    events: ev,
-                    revents: 0,
-                });
-            }
             let timeout = self
                 .shared
                 .cfg
                 .reconnect_interval
                 .min(Duration::from_millis(200))
-                .as_millis()
-                .max(1) as i32;
-            if let Err(e) = sys::poll(&mut pfds, timeout) {
+                .max(Duration::from_millis(1));
+            // The wake eventfd, the listener (server), then one socket per channel.
+            let mut fds: Vec<BorrowedFd<'_>> = Vec::with_capacity(2 + self.chans.len());
+            fds.push(self.shared.wake.as_fd());
+            fds.extend(self.listener.as_ref().map(|l| l.as_fd()));
+            let first_chan = fds.len();
+            fds.extend(self.chans.iter().map(|c| c.sock.as_fd()));
+            let polled = sys::poll(&fds, &mut ready, timeout);
+            drop(fds);
+            if let Err(e) = polled {
                 tracing::error!(error = %e, "memif control poll failed");
                 std::thread::sleep(Duration::from_millis(10));
                 continue;
             }
-            if pfds[0].revents != 0 {
+            if ready[0] {
                 sys::eventfd_drain(self.shared.wake.as_fd());
             }
-            if self.listener.is_some() && pfds[1].revents != 0 {
+            if self.listener.is_some() && ready[1] {
                 self.accept_all();
             }
-            let nchans = pfds.len() - first_chan;
+            let nchans = ready.len() - first_chan;
             for i in 0..nchans {
-                if pfds[first_chan + i].revents != 0 {
+                if ready[first_chan + i] {
                     self.service(i);
                 }
             }
@@ -422,8 +434,15 @@ impl Control {
                 Ok(Recv::WouldBlock) => return,
                 Ok(Recv::Closed) => Err(ControlError::Closed),
                 Err(e) => Err(sock_err("recvmsg", e)),
-                Ok(Recv::Msg { len, truncated, fd }) => {
-                    if truncated {
+                Ok(Recv::Msg {
+                    len,
+                    truncated,
+                    ctl_truncated,
+                    fd,
+                }) => {
+                    if ctl_truncated {
+                        Err(ControlError::CtlTruncated)
+                    } else if truncated {
                         Err(ControlError::Truncated)
                     } else {
                         match Msg::decode(&buf[..len]) {
@@ -508,6 +527,27 @@ impl Control {
         }
     }
 
+    /// Channel `i`'s peer passed region `index` without `F_SEAL_SHRINK`: it could truncate
+    /// the file under our mapping, and our next access to the lost pages would fault
+    /// (SIGBUS), which no validation can catch. Counted; refused when the configuration
+    /// requires sealed regions, else warned about once for this region.
+    fn unsealed_region(&self, i: usize, index: u16) -> Result<(), ControlError> {
+        let f = self.iface(self.chans[i].iface.unwrap_or(0));
+        f.unsealed_regions.fetch_add(1, Ordering::Relaxed);
+        if self.shared.cfg.require_sealed_regions {
+            return Err(ControlError::RegionUnsealed { index });
+        }
+        tracing::warn!(
+            socket = %self.shared.cfg.socket.display(),
+            id = f.cfg.id,
+            region = index,
+            "memif peer's region is not sealed against shrinking (F_SEAL_SHRINK): if the peer \
+             truncates it, our next access to it faults (SIGBUS) and kills this process; \
+             MemifConfig::require_sealed_regions refuses such peers"
+        );
+        Ok(())
+    }
+
     fn send(&self, i: usize, m: &Msg, fd: Option<BorrowedFd<'_>>) -> Result<(), ControlError> {
         sys::send_msg(self.chans[i].sock.as_fd(), &m.encode(), fd)
             .map_err(|e| sock_err("sendmsg", e))
@@ -583,6 +623,9 @@ impl Control {
                 let file = sys::file_size(fd.as_fd()).map_err(|e| sock_err("fstat", e))?;
                 if size == 0 || size > file || size > isize::MAX as u64 {
                     return Err(ControlError::RegionSize { index, size, file });
+                }
+                if !sys::shrink_sealed(fd.as_fd()) {
+                    self.unsealed_region(i, index)?;
                 }
                 let r =
                     Region::from_fd(fd, size as usize).map_err(|e| ControlError::RegionMap {
@@ -728,9 +771,12 @@ impl Control {
                 state: "configuration already sent",
             });
         };
-        // SAFETY: every fd queued is owned by `setup` (its ring region, the pool region held
-        // by the interface, or its eventfds), all alive for the duration of this call.
-        let bfd = fd.map(|f| unsafe { BorrowedFd::borrow_raw(f) });
+        let f = &self.shared.ifaces[self.chans[i].iface.unwrap_or(0)];
+        let bfd = fd.map(|fd| match fd {
+            SetupFd::RingRegion => setup.ring_region.fd(),
+            SetupFd::PoolRegion => f.pool.region().fd(),
+            SetupFd::Event(k) => setup.fds[k].as_fd(),
+        });
         self.send(i, &m, bfd)?;
         Ok(matches!(m, Msg::Connect { .. }))
     }
@@ -792,16 +838,16 @@ impl Control {
                 index: 0,
                 size: ring_region.len() as u64,
             },
-            Some(ring_region.fd().as_raw_fd()),
+            Some(SetupFd::RingRegion),
         ));
         pending.push_back((
             Msg::AddRegion {
                 index: 1,
                 size: f.pool.region().len() as u64,
             },
-            Some(f.pool.region().fd().as_raw_fd()),
+            Some(SetupFd::PoolRegion),
         ));
-        for (k, efd) in fds.iter().enumerate() {
+        for k in 0..fds.len() {
             let c2s_ring = k < nqp as usize;
             let q = if c2s_ring { k } else { k - nqp as usize };
             pending.push_back((
@@ -813,7 +859,7 @@ impl Control {
                     log2_ring_size: log2,
                     private_hdr_size: 0,
                 },
-                Some(efd.as_raw_fd()),
+                Some(SetupFd::Event(k)),
             ));
         }
         pending.push_back((
@@ -880,14 +926,16 @@ fn server_conn(
         }
         // We poll our receive ring: ask the client not to signal it.
         rxr.set_flags(RING_FLAG_MASK_INT);
-        let tx_int = tx.fd.as_ref().map(|f| f.as_raw_fd());
+        fds.extend(rx.fd);
+        let tx_int = tx.fd.map(|f| {
+            fds.push(f);
+            fds.len() - 1
+        });
         queues.push(QueueRings {
             tx: txr,
             rx: rxr,
             tx_int,
         });
-        fds.extend(rx.fd);
-        fds.extend(tx.fd);
     }
     Ok(Arc::new(Conn {
         alive: AtomicBool::new(true),
@@ -896,7 +944,7 @@ fn server_conn(
         peer,
         _regions: regions,
         _pool: None,
-        _fds: fds,
+        fds,
     }))
 }
 
@@ -922,7 +970,7 @@ fn client_conn(setup: ClientSetup, f: &IfShared, peer: String) -> Arc<Conn> {
             QueueRings {
                 tx: setup.c2s[q],
                 rx,
-                tx_int: Some(setup.fds[q].as_raw_fd()),
+                tx_int: Some(q),
             }
         })
         .collect();
@@ -933,6 +981,6 @@ fn client_conn(setup: ClientSetup, f: &IfShared, peer: String) -> Arc<Conn> {
         peer,
         _regions: vec![setup.ring_region],
         _pool: Some(pool),
-        _fds: setup.fds,
+        fds: setup.fds,
     })
 }

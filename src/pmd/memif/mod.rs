@@ -36,8 +36,11 @@
 //!   into shared buffers can corrupt the frames it shares with us, nothing else. One hazard
 //!   is outside what validation can catch:
 //!   a peer that truncates a region file after we mapped it makes our next access to it
-//!   fault. DPDK seals its regions against shrinking (`F_SEAL_SHRINK`); the server logs a
-//!   warning when a region arrives unsealed.
+//!   fault (SIGBUS). Regions we create are sealed against shrinking and growing
+//!   (`F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL`). The server reads the seals of each region
+//!   a peer passes: an unsealed one is logged (a `tracing` warning per region) and counted
+//!   ([`Memif::unsealed_regions`]), or refused with
+//!   [`MemifConfig::require_sealed_regions`] (off by default: not every peer seals).
 //! - Frames larger than one buffer ([`InterfaceConfig::buffer_size`], 2048 by default): the
 //!   server transmits them as descriptor chains (`MEMIF_DESC_FLAG_NEXT`) and receives chains
 //!   of up to `buffer_size + 128` bytes; the client sends its own buffers as chains when
@@ -71,6 +74,8 @@
 
 mod control;
 mod port;
+#[cfg(test)]
+mod tests;
 // The wire format, the rings and the system calls: internals, reachable from outside only
 // with the cargo feature `testing` (the crate's own dev builds), for tests/memif_malformed.rs,
 // which plays a hostile peer.
@@ -90,7 +95,7 @@ pub mod sys;
 #[cfg(not(feature = "testing"))]
 mod sys;
 
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -170,6 +175,13 @@ pub struct MemifConfig {
     pub reconnect_interval: Duration,
     /// Our software name sent in HELLO / INIT.
     pub app_name: String,
+    /// Server: refuse a peer's region whose file is not sealed against shrinking
+    /// (`F_SEAL_SHRINK`), with [`ControlError::RegionUnsealed`]. Off by default, for peers
+    /// that do not seal: such a region is accepted with a warning and counted in
+    /// [`Memif::unsealed_regions`]. A peer that truncates a region we mapped makes our next
+    /// access to it fault (SIGBUS); turn this on when the peer may be hostile. (The client
+    /// side maps only its own memory, which it seals.)
+    pub require_sealed_regions: bool,
 }
 
 impl MemifConfig {
@@ -181,6 +193,7 @@ impl MemifConfig {
             interfaces: vec![InterfaceConfig::new(id)],
             reconnect_interval: Duration::from_millis(100),
             app_name: "bypass".into(),
+            require_sealed_regions: false,
         }
     }
 }
@@ -243,8 +256,9 @@ struct RegionMap {
 struct QueueRings {
     tx: Ring,
     rx: Ring,
-    /// The eventfd to signal after transmitting, when the peer asks for interrupts.
-    tx_int: Option<i32>,
+    /// The eventfd to signal after transmitting, when the peer asks for interrupts: an index
+    /// into [`Conn::fds`].
+    tx_int: Option<usize>,
 }
 
 /// One live connection: the mappings and rings. Shared (Arc) by the control thread and the
@@ -258,7 +272,8 @@ struct Conn {
     /// Owners of the mappings and descriptors the pointers above refer to.
     _regions: Vec<Region>,
     _pool: Option<Pool>,
-    _fds: Vec<OwnedFd>,
+    /// Ring eventfds, held open for the connection's life ([`QueueRings::tx_int`] indexes it).
+    fds: Vec<OwnedFd>,
 }
 
 // SAFETY: the raw pointers in `regions`/`queues` point into mappings owned by this same
@@ -296,6 +311,8 @@ struct IfShared {
     taken: Mutex<Vec<bool>>,
     last_error: Mutex<Option<ControlError>>,
     connects: AtomicU64,
+    /// Server: peer regions that arrived without `F_SEAL_SHRINK`.
+    unsealed_regions: AtomicU64,
 }
 
 impl IfShared {
@@ -380,6 +397,7 @@ impl Memif {
                 taken: Mutex::new(vec![false; ic.queue_pairs as usize]),
                 last_error: Mutex::new(None),
                 connects: AtomicU64::new(0),
+                unsealed_regions: AtomicU64::new(0),
             }));
         }
         let wake = sys::eventfd().map_err(|source| MemifError::Socket {
@@ -500,6 +518,15 @@ impl Memif {
             .unwrap_or(0)
     }
 
+    /// Server: regions interface `id`'s peers passed without sealing them against shrinking
+    /// (each warned about, or refused with
+    /// [`MemifConfig::require_sealed_regions`]). Always 0 on a client.
+    pub fn unsealed_regions(&self, id: u32) -> u64 {
+        self.iface(id)
+            .map(|i| i.unsealed_regions.load(Ordering::Relaxed))
+            .unwrap_or(0)
+    }
+
     /// The last protocol error seen on interface `id` (a refused peer, a dropped connection).
     pub fn last_error(&self, id: u32) -> Option<ControlError> {
         self.iface(id).and_then(|i| {
@@ -525,7 +552,7 @@ impl Memif {
 impl Drop for Memif {
     fn drop(&mut self) {
         self.shared.stop.store(true, Ordering::Release);
-        sys::eventfd_signal(self.shared.wake.as_raw_fd());
+        sys::eventfd_signal(self.shared.wake.as_fd());
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }

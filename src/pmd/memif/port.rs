@@ -1,5 +1,6 @@
 //! One memif queue pair as a [`Port`]: the data path.
 
+use std::os::fd::AsFd;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -44,7 +45,7 @@ struct Active {
     conn: Arc<Conn>,
     tx: Ring,
     rx: Ring,
-    tx_int: Option<i32>,
+    tx_int: Option<usize>,
     /// Client: pool slot posted at each ring index.
     tx_slots: Box<[u32]>,
     rx_slots: Box<[u32]>,
@@ -423,9 +424,9 @@ impl MemifPort {
         }
         if n > 0 {
             ring.set_head(a.tx_head, Ordering::Release);
-            if let Some(fd) = a.tx_int {
+            if let Some(k) = a.tx_int {
                 if ring.flags() & RING_FLAG_MASK_INT == 0 {
-                    sys::eventfd_signal(fd);
+                    sys::eventfd_signal(a.conn.fds[k].as_fd());
                 }
             }
             for p in pkts.drain(..n) {
@@ -567,9 +568,9 @@ impl MemifPort {
         if n > 0 {
             a.tx_tail = slot;
             ring.set_tail(slot, Ordering::Release);
-            if let Some(fd) = a.tx_int {
+            if let Some(k) = a.tx_int {
                 if ring.flags() & RING_FLAG_MASK_INT == 0 {
-                    sys::eventfd_signal(fd);
+                    sys::eventfd_signal(a.conn.fds[k].as_fd());
                 }
             }
             pkts.drain(..n);

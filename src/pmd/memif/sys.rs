@@ -1,49 +1,52 @@
 //! The few system calls memif's control plane needs: UNIX seqpacket sockets with descriptor
-//! passing (SCM_RIGHTS), eventfds and poll. Every raw call goes through `cvt`. None of this
-//! runs on the data path. Public (hidden) only so integration tests can drive a control
-//! socket by hand.
+//! passing (SCM_RIGHTS), eventfds, poll and file seals, all through rustix's safe wrappers
+//! (no `unsafe` here: descriptors are `OwnedFd`/`BorrowedFd`, control messages are built and
+//! parsed by rustix). None of this runs on the data path except [`eventfd_signal`]. Public
+//! (hidden) only so integration tests can drive a control socket by hand.
+
+#![forbid(unsafe_code)]
 
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
+use std::time::Duration;
+
+use rustix::event::{PollFd, PollFlags, Timespec};
+use rustix::fs::SealFlags;
+use rustix::io::Errno;
+use rustix::net::{
+    AddressFamily, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags,
+    SendAncillaryBuffer, SendAncillaryMessage, SendFlags, SocketAddrUnix, SocketFlags, SocketType,
+};
 
 use super::msg::MSG_SIZE;
 
-/// Turn a -1 return into the errno.
-fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
-    if r < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(r)
-    }
-}
+/// Most descriptors one control message may carry. memif passes at most one; room for a few
+/// more lets us tell "too many" (closed, the message still read) from a peer that floods the
+/// ancillary data (`MSG_CTRUNC`: refused).
+const MAX_FDS: usize = 4;
+
+/// Longest socket path (`sun_path` is 108 bytes, one kept for the NUL).
+const MAX_PATH: usize = 107;
 
 /// The socket address for `path`. A path starting with `@` names a socket in Linux's
 /// abstract namespace (DPDK 22.11's default, `socket-abstract=yes`): `@/run/x.sock` is the
 /// abstract name `"\0/run/x.sock"`, with the address length ending at the name as DPDK does.
-fn sockaddr(path: &Path) -> io::Result<(libc::sockaddr_un, libc::socklen_t)> {
-    // SAFETY: sockaddr_un is plain old data; all-zero is a valid value.
-    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
-    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+fn sockaddr(path: &Path) -> io::Result<SocketAddrUnix> {
     let bytes = path.as_os_str().as_encoded_bytes();
-    if bytes.is_empty() || bytes.len() >= addr.sun_path.len() || bytes.contains(&0) {
+    if bytes.is_empty() || bytes.len() > MAX_PATH || bytes.contains(&0) {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             "socket path empty, too long (107 bytes max) or containing NUL",
         ));
     }
-    for (d, s) in addr.sun_path.iter_mut().zip(bytes) {
-        *d = *s as libc::c_char;
-    }
-    if is_abstract(path) {
-        addr.sun_path[0] = 0;
-        let len = std::mem::offset_of!(libc::sockaddr_un, sun_path) + bytes.len();
-        return Ok((addr, len as libc::socklen_t));
-    }
-    Ok((
-        addr,
-        std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t,
-    ))
+    let addr = if is_abstract(path) {
+        SocketAddrUnix::new_abstract_name(&bytes[1..])
+    } else {
+        SocketAddrUnix::new(path)
+    };
+    Ok(addr?)
 }
 
 /// True when `path` names an abstract-namespace socket (`@name`): no file in the filesystem.
@@ -52,16 +55,12 @@ pub fn is_abstract(path: &Path) -> bool {
 }
 
 fn seqpacket() -> io::Result<OwnedFd> {
-    // SAFETY: plain syscall; the result is a fresh descriptor we own.
-    let fd = cvt(unsafe {
-        libc::socket(
-            libc::AF_UNIX,
-            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
-            0,
-        )
-    })?;
-    // SAFETY: fd was just returned by socket() and nothing else owns it.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    Ok(rustix::net::socket_with(
+        AddressFamily::UNIX,
+        SocketType::SEQPACKET,
+        SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
+        None,
+    )?)
 }
 
 /// A listening seqpacket socket bound at `path` (non-blocking). A stale socket left by a dead
@@ -69,7 +68,7 @@ fn seqpacket() -> io::Result<OwnedFd> {
 /// socket) is an error.
 pub fn listen(path: &Path) -> io::Result<OwnedFd> {
     let fd = seqpacket()?;
-    let (addr, len) = sockaddr(path)?;
+    let addr = sockaddr(path)?;
     let file = if is_abstract(path) {
         None
     } else {
@@ -92,52 +91,26 @@ pub fn listen(path: &Path) -> io::Result<OwnedFd> {
         }
         std::fs::remove_file(path)?;
     }
-    // SAFETY: addr is a valid sockaddr_un of `len` bytes; fd is ours.
-    cvt(unsafe {
-        libc::bind(
-            fd.as_raw_fd(),
-            (&addr as *const libc::sockaddr_un).cast(),
-            len,
-        )
-    })?;
-    // SAFETY: plain syscall on our descriptor.
-    cvt(unsafe { libc::listen(fd.as_raw_fd(), 16) })?;
+    rustix::net::bind(&fd, &addr)?;
+    rustix::net::listen(&fd, 16)?;
     Ok(fd)
 }
 
-/// Connect to the seqpacket socket at `path` (the returned socket is non-blocking).
+/// Connect to the seqpacket socket at `path` (the returned socket is non-blocking). A
+/// UNIX-domain connect completes (or fails) at once even on a non-blocking socket, except
+/// `EAGAIN` when the listener's backlog is full, which the caller treats as a failed attempt.
 pub fn connect(path: &Path) -> io::Result<OwnedFd> {
     let fd = seqpacket()?;
-    let (addr, len) = sockaddr(path)?;
-    // SAFETY: addr is a valid sockaddr_un of `len` bytes; fd is ours. A UNIX-domain connect
-    // completes (or fails) immediately even on a non-blocking socket, except EAGAIN when the
-    // listener's backlog is full, which the caller treats as a failed attempt.
-    cvt(unsafe {
-        libc::connect(
-            fd.as_raw_fd(),
-            (&addr as *const libc::sockaddr_un).cast(),
-            len,
-        )
-    })?;
+    rustix::net::connect(&fd, &sockaddr(path)?)?;
     Ok(fd)
 }
 
 /// Accept one pending connection; `Ok(None)` when there is none.
 pub fn accept(listener: BorrowedFd<'_>) -> io::Result<Option<OwnedFd>> {
-    // SAFETY: null address pointers are allowed; the result is a fresh descriptor.
-    let r = unsafe {
-        libc::accept4(
-            listener.as_raw_fd(),
-            std::ptr::null_mut(),
-            std::ptr::null_mut(),
-            libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
-        )
-    };
-    match cvt(r) {
-        // SAFETY: accept4 returned a fresh descriptor nothing else owns.
-        Ok(fd) => Ok(Some(unsafe { OwnedFd::from_raw_fd(fd) })),
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
-        Err(e) => Err(e),
+    match rustix::net::accept_with(listener, SocketFlags::CLOEXEC | SocketFlags::NONBLOCK) {
+        Ok(fd) => Ok(Some(fd)),
+        Err(Errno::AGAIN) => Ok(None),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -147,38 +120,21 @@ pub fn send_msg(
     msg: &[u8; MSG_SIZE],
     fd: Option<BorrowedFd<'_>>,
 ) -> io::Result<()> {
-    let mut iov = libc::iovec {
-        iov_base: msg.as_ptr() as *mut libc::c_void,
-        iov_len: MSG_SIZE,
-    };
-    // u64 storage keeps the control buffer aligned for cmsghdr.
-    let mut ctl = [0u64; 4];
-    // SAFETY: msghdr is plain old data; all-zero is valid.
-    let mut mh: libc::msghdr = unsafe { std::mem::zeroed() };
-    mh.msg_iov = &mut iov;
-    mh.msg_iovlen = 1;
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    let mut ctl = SendAncillaryBuffer::new(&mut space);
+    let fds: [BorrowedFd<'_>; 1];
     if let Some(fd) = fd {
-        // SAFETY: CMSG_SPACE is a pure computation.
-        let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) } as usize;
-        debug_assert!(space <= std::mem::size_of_val(&ctl));
-        mh.msg_control = ctl.as_mut_ptr().cast();
-        mh.msg_controllen = space as _;
-        // SAFETY: mh points at a control buffer of `space` bytes, enough for one cmsghdr
-        // carrying one int, so CMSG_FIRSTHDR is non-null and CMSG_DATA is inside it.
-        unsafe {
-            let c = libc::CMSG_FIRSTHDR(&mh);
-            (*c).cmsg_level = libc::SOL_SOCKET;
-            (*c).cmsg_type = libc::SCM_RIGHTS;
-            (*c).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<RawFd>() as u32) as _;
-            std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<RawFd>(), fd.as_raw_fd());
-        }
+        fds = [fd];
+        let pushed = ctl.push(SendAncillaryMessage::ScmRights(&fds));
+        debug_assert!(pushed, "control buffer sized for one descriptor");
     }
-    // SAFETY: mh describes valid buffers that live across the call.
-    let n = unsafe { libc::sendmsg(sock.as_raw_fd(), &mh, libc::MSG_NOSIGNAL) };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    if n as usize != MSG_SIZE {
+    let n = rustix::net::sendmsg(
+        sock,
+        &[io::IoSlice::new(msg)],
+        &mut ctl,
+        SendFlags::NOSIGNAL,
+    )?;
+    if n != MSG_SIZE {
         return Err(io::Error::new(io::ErrorKind::WriteZero, "short sendmsg"));
     }
     Ok(())
@@ -190,133 +146,124 @@ pub enum Recv {
     WouldBlock,
     /// The peer closed the connection.
     Closed,
-    /// One datagram: its length (possibly not 128: the caller refuses it), whether it was
-    /// truncated, and the first descriptor passed with it (extra descriptors are closed).
+    /// One datagram: its length (possibly not 128: the caller refuses it), whether it or its
+    /// ancillary data was truncated, and the first descriptor passed with it (extra
+    /// descriptors are closed).
     Msg {
         /// Bytes received.
         len: usize,
-        /// The datagram or its ancillary data did not fit.
+        /// The datagram did not fit in a control message (`MSG_TRUNC`).
         truncated: bool,
+        /// The peer passed more ancillary data (descriptors) than a control message may carry
+        /// and the kernel cut it (`MSG_CTRUNC`); `fd` is then `None`, every descriptor that
+        /// did arrive closed. The caller refuses the message.
+        ctl_truncated: bool,
         /// The first descriptor passed.
         fd: Option<OwnedFd>,
     },
 }
 
 /// Receive one control datagram into `buf`.
+///
+/// Every descriptor the peer passed becomes an `OwnedFd` here; all but the first are closed
+/// before this returns, so a peer cannot make us leak descriptors by attaching extras.
 pub fn recv_msg(sock: BorrowedFd<'_>, buf: &mut [u8; MSG_SIZE]) -> io::Result<Recv> {
-    let mut iov = libc::iovec {
-        iov_base: buf.as_mut_ptr().cast(),
-        iov_len: MSG_SIZE,
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
+    let mut ctl = RecvAncillaryBuffer::new(&mut space);
+    let r = match rustix::net::recvmsg(
+        sock,
+        &mut [io::IoSliceMut::new(buf)],
+        &mut ctl,
+        RecvFlags::CMSG_CLOEXEC,
+    ) {
+        Ok(r) => r,
+        Err(Errno::AGAIN) => return Ok(Recv::WouldBlock),
+        Err(Errno::CONNRESET) => return Ok(Recv::Closed),
+        Err(e) => return Err(e.into()),
     };
-    // Room for a few descriptors and credentials; aligned.
-    let mut ctl = [0u64; 16];
-    // SAFETY: msghdr is plain old data; all-zero is valid.
-    let mut mh: libc::msghdr = unsafe { std::mem::zeroed() };
-    mh.msg_iov = &mut iov;
-    mh.msg_iovlen = 1;
-    mh.msg_control = ctl.as_mut_ptr().cast();
-    mh.msg_controllen = std::mem::size_of_val(&ctl) as _;
-    // SAFETY: mh describes valid buffers that live across the call.
-    let n = unsafe { libc::recvmsg(sock.as_raw_fd(), &mut mh, libc::MSG_CMSG_CLOEXEC) };
-    if n < 0 {
-        let e = io::Error::last_os_error();
-        if e.kind() == io::ErrorKind::WouldBlock {
-            return Ok(Recv::WouldBlock);
-        }
-        if e.raw_os_error() == Some(libc::ECONNRESET) {
-            return Ok(Recv::Closed);
-        }
-        return Err(e);
-    }
-    // Take ownership of every passed descriptor first, so none leaks whatever happens next.
-    let mut fds: Vec<OwnedFd> = Vec::new();
-    // SAFETY: the kernel filled mh.msg_control with msg_controllen bytes of well-formed
-    // cmsghdrs; CMSG_FIRSTHDR/NXTHDR stay inside it and return null at the end.
-    unsafe {
-        let mut c = libc::CMSG_FIRSTHDR(&mh);
-        while !c.is_null() {
-            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
-                let data = libc::CMSG_DATA(c);
-                let hdr = libc::CMSG_LEN(0) as usize;
-                let count = ((*c).cmsg_len as usize).saturating_sub(hdr) / 4;
-                for i in 0..count {
-                    let raw = std::ptr::read_unaligned(data.add(i * 4).cast::<RawFd>());
-                    if raw >= 0 {
-                        fds.push(OwnedFd::from_raw_fd(raw));
-                    }
-                }
+    // Take ownership of every passed descriptor first, so none leaks whatever happens next;
+    // messages other than SCM_RIGHTS carry no resources and are dropped.
+    let mut first = None;
+    let mut any = false;
+    for m in ctl.drain() {
+        if let RecvAncillaryMessage::ScmRights(fds) = m {
+            for fd in fds {
+                any = true;
+                if first.is_none() {
+                    first = Some(fd);
+                } // else: dropped, closed.
             }
-            c = libc::CMSG_NXTHDR(&mh, c);
         }
     }
-    if n == 0 && fds.is_empty() {
+    let ctl_truncated = r.flags.contains(ReturnFlags::CTRUNC);
+    if r.bytes == 0 && !any && !ctl_truncated {
         return Ok(Recv::Closed);
     }
-    let truncated = mh.msg_flags & (libc::MSG_TRUNC | libc::MSG_CTRUNC) != 0;
     Ok(Recv::Msg {
-        len: n as usize,
-        truncated,
-        fd: fds.into_iter().next(),
+        len: r.bytes.min(MSG_SIZE),
+        truncated: r.flags.contains(ReturnFlags::TRUNC),
+        ctl_truncated,
+        fd: if ctl_truncated { None } else { first },
     })
 }
 
 /// A non-blocking eventfd (memif's per-ring interrupt line; we poll, but the protocol passes
 /// one per ring and a peer in interrupt mode waits on it).
 pub fn eventfd() -> io::Result<OwnedFd> {
-    // SAFETY: plain syscall; the result is a fresh descriptor.
-    let fd = cvt(unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) })?;
-    // SAFETY: fresh descriptor nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    use rustix::event::EventfdFlags;
+    Ok(rustix::event::eventfd(
+        0,
+        EventfdFlags::NONBLOCK | EventfdFlags::CLOEXEC,
+    )?)
 }
 
 /// Signal an eventfd (best effort: a full counter or a closed peer is not our problem).
-pub fn eventfd_signal(fd: RawFd) {
-    let one: u64 = 1;
-    // SAFETY: writes 8 bytes from a live u64 to a descriptor the caller keeps open.
-    let _ = unsafe { libc::write(fd, (&one as *const u64).cast(), 8) };
+pub fn eventfd_signal(fd: BorrowedFd<'_>) {
+    let _ = rustix::io::write(fd, &1u64.to_ne_bytes());
 }
 
 /// Drain an eventfd.
 pub fn eventfd_drain(fd: BorrowedFd<'_>) {
-    let mut v: u64 = 0;
-    // SAFETY: reads 8 bytes into a live u64.
-    let _ = unsafe { libc::read(fd.as_raw_fd(), (&mut v as *mut u64).cast(), 8) };
+    let mut v = [0u8; 8];
+    let _ = rustix::io::read(fd, &mut v);
 }
 
 /// Size of the file behind `fd` (to check a peer's region before mapping it: mapping past
 /// the end of a file would fault on access).
 pub fn file_size(fd: BorrowedFd<'_>) -> io::Result<u64> {
-    // SAFETY: stat is plain old data; fstat fills it.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: valid descriptor and out-pointer.
-    cvt(unsafe { libc::fstat(fd.as_raw_fd(), &mut st) })?;
-    Ok(st.st_size as u64)
+    let st = rustix::fs::fstat(fd)?;
+    Ok(u64::try_from(st.st_size).unwrap_or(0))
 }
 
 /// True when the file behind `fd` is sealed against shrinking (`F_SEAL_SHRINK`), so the peer
-/// that passed it cannot truncate it under our mapping (which would fault on access).
-// Not called yet: the server's warning for an unsealed region (promised in the module docs
-// of `pmd::memif`) was never wired up, and our own client does not seal its regions, so it
-// would warn on every connection. Kept for that change; `pub` used to hide that it is unused.
-#[allow(dead_code)]
+/// that passed it cannot truncate it under our mapping (which would fault on access). False
+/// for files that do not support seals (hugetlbfs files on old kernels, plain files).
 pub fn shrink_sealed(fd: BorrowedFd<'_>) -> bool {
-    // SAFETY: plain fcntl on a valid descriptor; F_GET_SEALS fails harmlessly on files that
-    // do not support seals.
-    let seals = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GET_SEALS) };
-    seals >= 0 && seals & libc::F_SEAL_SHRINK != 0
+    rustix::fs::fcntl_get_seals(fd).is_ok_and(|s| s.contains(SealFlags::SHRINK))
 }
 
-/// Wait until one of `fds` is readable (or hung up), or `timeout_ms` passes. Returns the
-/// `revents` of each, in order.
-pub fn poll(fds: &mut [libc::pollfd], timeout_ms: i32) -> io::Result<()> {
-    // SAFETY: fds is a valid slice of pollfd for the duration of the call.
-    let r = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
-    if r < 0 {
-        let e = io::Error::last_os_error();
-        if e.kind() == io::ErrorKind::Interrupted {
-            return Ok(());
+/// Wait until one of `fds` is readable (or hung up), or `timeout` passes; `ready[i]` says
+/// whether `fds[i]` has anything to report (`ready` is cleared and refilled). An interrupted
+/// wait reports nothing ready.
+pub fn poll(fds: &[BorrowedFd<'_>], ready: &mut Vec<bool>, timeout: Duration) -> io::Result<()> {
+    let mut pfds: Vec<PollFd<'_>> = fds
+        .iter()
+        .map(|fd| PollFd::from_borrowed_fd(fd.as_fd(), PollFlags::IN))
+        .collect();
+    let ts = Timespec::try_from(timeout).unwrap_or(Timespec {
+        tv_sec: i64::MAX,
+        tv_nsec: 0,
+    });
+    ready.clear();
+    match rustix::event::poll(&mut pfds, Some(&ts)) {
+        Ok(_) => {
+            ready.extend(pfds.iter().map(|p| !p.revents().is_empty()));
+            Ok(())
         }
-        return Err(e);
+        Err(Errno::INTR) => {
+            ready.resize(fds.len(), false);
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
     }
-    Ok(())
 }

@@ -1,14 +1,18 @@
-//! Per-core identity for the pool caches.
+//! Core slots: per-core identity for the pool caches.
 //!
 //! A thread that runs a poll loop claims a core slot ([`CoreSlot::claim`]); while it holds
 //! it, every pool gives that thread a private cache of free slots that it reaches with no
 //! atomic operation. Threads without a slot still work: they go to the pool's shared
 //! lock-free free list. A slot is held by one thread at a time (claimed with an atomic
 //! compare-and-swap, released on drop), which is what makes the unsynchronised caches sound.
+//!
+//! This module knows nothing of pools: the pool layer registers what to do when a slot is
+//! released ([`on_release`]), so the dependency runs one way (pool -> core_slot).
 
 use std::cell::Cell;
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::OnceLock;
 
 /// The most core slots a process can claim at once.
 pub const MAX_CORES: usize = 64;
@@ -20,6 +24,17 @@ thread_local! {
 }
 
 const NONE: u16 = u16::MAX;
+
+/// Run on the thread giving up a slot, with its index, before the slot is free again. Set
+/// once, by the first pool with per-core caches (before it can cache anything).
+static ON_RELEASE: OnceLock<fn(usize)> = OnceLock::new();
+
+/// Register `f` to run whenever a thread releases its core slot (the pool layer returns the
+/// slot's cached buffers to their pools). One hook per process: the first registration wins
+/// (the pool layer always registers the same function).
+pub(super) fn on_release(f: fn(usize)) {
+    let _ = ON_RELEASE.set(f);
+}
 
 /// Errors claiming a core slot.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -91,7 +106,9 @@ impl CoreSlot {
 impl Drop for CoreSlot {
     fn drop(&mut self) {
         // Return this core's cached slots to every pool's shared list first.
-        super::pool::release_core(self.id as usize);
+        if let Some(release) = ON_RELEASE.get() {
+            release(self.id as usize);
+        }
         CURRENT.with(|c| c.set(NONE));
         CLAIMED[self.id as usize].store(false, Ordering::Release);
     }
