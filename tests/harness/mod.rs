@@ -16,8 +16,11 @@
 //! failure case only (a condition that holds returns at once), so they are generous:
 //! [`SETTLE`] for things that normally take milliseconds.
 //!
-//! Included with `mod harness;` by the integration tests and with `#[path]` by the library's
-//! unit tests (`src/lib.rs`).
+//! Included with `#[path = "../harness/mod.rs"] mod harness;` by the per-layer test binaries
+//! (`tests/<layer>/main.rs`), with `mod harness;` by the single-file ones and with `#[path]`
+//! by the library's unit tests (`src/lib.rs`). The other shared helpers sit beside it, each
+//! included with `#[path]` by the binaries that use it: `alloc.rs` (the counting global
+//! allocator), `runtime_util.rs`, `port_spy.rs`, `dpdk_common.rs`.
 #![allow(dead_code)]
 
 use std::io::Write;

@@ -12,7 +12,7 @@ use bypass::pmd::memif::sys::{self, Recv};
 use bypass::pmd::memif::{Memif, MemifConfig, Role};
 use bypass::pmd::Port;
 
-mod harness;
+use crate::harness;
 
 fn server(tag: &str) -> (Memif, String) {
     let sock = format!("/tmp/bpx-bad-{tag}-{}.sock", std::process::id());

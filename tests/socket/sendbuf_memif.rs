@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-mod port_spy;
+use crate::port_spy;
 use port_spy::Spy;
 
 use bypass::pmd::memif::{InterfaceConfig, Memif, MemifConfig, Role};

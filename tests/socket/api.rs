@@ -1,7 +1,7 @@
 //! The socket API end to end: two stacks (each on its own thread, as in production each
 //! owns its core) over an in-process port pair; and misuse that must give clear errors.
 
-mod harness;
+use crate::harness;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::mpsc;
 use std::thread;
