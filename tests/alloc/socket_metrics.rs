@@ -19,6 +19,8 @@ const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 98, 0, 2);
 
 #[test]
 fn polling_a_stack_with_metrics_allocates_nothing() {
+    // Busy-polling stacks: one such test at a time in this binary (harness).
+    let _pair = harness::one_pair_at_a_time();
     let pool = Pool::new(&PoolConfig {
         hugepages: HugePages::Never,
         ..PoolConfig::new("metrics-alloc", 4096, 9216 + 256)

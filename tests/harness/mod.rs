@@ -162,7 +162,8 @@ pub fn settle(what: &str, cond: impl FnMut() -> bool) -> Duration {
 /// timeouts (and the tests' own) into failures that say nothing about the code: the
 /// delay-based congestion controller reads a descheduled peer as a standing queue and paces
 /// down (a 1 MiB echo was seen paced at 160 KB/s). A test that panicked while holding it does
-/// not poison the others.
+/// not poison the others. A layer's test files share one binary (tests/<layer>/main.rs), so
+/// every busy-polling test of every file of that binary takes it, not just those of one file.
 pub fn one_pair_at_a_time() -> std::sync::MutexGuard<'static, ()> {
     static PAIRS: std::sync::Mutex<()> = std::sync::Mutex::new(());
     PAIRS.lock().unwrap_or_else(|e| e.into_inner())
