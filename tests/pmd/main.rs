@@ -3,6 +3,5 @@
 #[path = "../harness/mod.rs"]
 mod harness;
 
-mod memif_malformed;
 mod wrappers;
 mod wrappers_pcap;

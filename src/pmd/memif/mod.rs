@@ -70,25 +70,14 @@
 #![allow(unsafe_code)]
 
 mod control;
-mod port;
-// The wire format, the rings and the system calls: internals, reachable from outside only
-// with the cargo feature `testing` (the crate's own dev builds), for tests/memif_malformed.rs,
-// which plays a hostile peer.
-#[cfg(feature = "testing")]
-#[doc(hidden)]
-pub mod msg;
-#[cfg(not(feature = "testing"))]
 mod msg;
-#[cfg(feature = "testing")]
-#[doc(hidden)]
-pub mod ring;
-#[cfg(not(feature = "testing"))]
+mod port;
 mod ring;
-#[cfg(feature = "testing")]
-#[doc(hidden)]
-pub mod sys;
-#[cfg(not(feature = "testing"))]
 mod sys;
+// A hostile peer on the control socket and the rings, driven by hand through msg, ring and
+// sys (the tests reach these internals from inside the crate).
+#[cfg(test)]
+mod tests;
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;

@@ -6,13 +6,12 @@ use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use bypass::pmd::memif::msg::{Msg, Name, ADD_RING_FLAG_C2S, MSG_SIZE, VERSION};
-use bypass::pmd::memif::ring::{ring_bytes, Desc, Ring};
-use bypass::pmd::memif::sys::{self, Recv};
-use bypass::pmd::memif::{Memif, MemifConfig, Role};
-use bypass::pmd::Port;
-
-use crate::harness;
+use super::msg::{Msg, Name, ADD_RING_FLAG_C2S, MSG_SIZE, VERSION};
+use super::ring::{ring_bytes, Desc, Ring};
+use super::sys::{self, Recv};
+use super::{Memif, MemifConfig, Role};
+use crate::pmd::Port;
+use crate::test_harness as harness;
 
 fn server(tag: &str) -> (Memif, String) {
     let sock = format!("/tmp/bpx-bad-{tag}-{}.sock", std::process::id());
