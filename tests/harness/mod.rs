@@ -20,7 +20,8 @@
 //! (`tests/<layer>/main.rs`), with `mod harness;` by the single-file ones and with `#[path]`
 //! by the library's unit tests (`src/lib.rs`). The other shared helpers sit beside it, each
 //! included with `#[path]` by the binaries that use it: `alloc.rs` (the counting global
-//! allocator), `runtime_util.rs`, `port_spy.rs`, `dpdk_common.rs`.
+//! allocator), `runtime_util.rs`, `port_spy.rs`, `socket_pair.rs` (a server and a client
+//! stack, connected), `dpdk_common.rs`.
 #![allow(dead_code)]
 
 use std::io::Write;

@@ -4,6 +4,8 @@
 mod harness;
 #[path = "../harness/port_spy.rs"]
 mod port_spy;
+#[path = "../harness/socket_pair.rs"]
+mod socket_pair;
 
 mod api;
 mod checksum;
