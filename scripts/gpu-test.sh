@@ -35,30 +35,27 @@ build() {
   echo "==> building test binaries (release)"
   local json
   json=$(cargo test -j2 --release --no-run --message-format=json \
-    -p bypass --lib --test gpu_recv --test gpu_no_alloc 2>/dev/null) || {
-    cargo test -j2 --release --no-run -p bypass --lib --test gpu_recv --test gpu_no_alloc
+    -p bypass --lib --test gpu 2>/dev/null) || {
+    cargo test -j2 --release --no-run -p bypass --lib --test gpu
     exit 1
   }
   echo "==> building the benchmark (release)"
   cargo build -j2 --release -p bypass-bench --bin gpu_recv_bench || exit 1
-  local lib gpu_recv gpu_no_alloc
+  local lib gpu
   lib=$(exe "$json" '"kind":\["lib"\]')
-  gpu_recv=$(exe "$json" '"name":"gpu_recv"')
-  gpu_no_alloc=$(exe "$json" '"name":"gpu_no_alloc"')
-  if [ -z "$lib" ] || [ -z "$gpu_recv" ] || [ -z "$gpu_no_alloc" ]; then
+  gpu=$(exe "$json" '"kind":\["test"\][^}]*"name":"gpu"')
+  if [ -z "$lib" ] || [ -z "$gpu" ]; then
     echo "could not find the test executables in cargo's output"
     exit 1
   fi
   strip -o "$out/bypass-unit-tests" "$lib"
-  strip -o "$out/gpu_recv" "$gpu_recv"
-  strip -o "$out/gpu_no_alloc" "$gpu_no_alloc"
+  strip -o "$out/gpu" "$gpu"
   strip -o "$out/gpu_recv_bench" target/release/gpu_recv_bench
   cp "$here/gpu-test.sh" "$out/gpu-test.sh"
   # What `run` executes, one binary and its arguments per line.
   cat >"$out/MANIFEST" <<'MANIFEST'
 bypass-unit-tests mem::gpu --test-threads=1 --nocapture
-gpu_recv --test-threads=1 --nocapture
-gpu_no_alloc --test-threads=1 --nocapture
+gpu --test-threads=1 --nocapture
 gpu_recv_bench 512
 MANIFEST
   echo "==> bundle:"
@@ -82,21 +79,19 @@ fake() {
   # The test binaries of the whole workspace, as scripts/test.sh's cargo test step builds them
   # (same packages, same features: nothing rebuilt there; selecting single targets would
   # unify features differently and rebuild half the tree), then the GPU ones run directly.
-  local json lib gpu_recv gpu_no_alloc
+  local json lib gpu
   json=$(cargo test --workspace "$@" --no-run --message-format=json 2>/dev/null) || {
     cargo test --workspace "$@" --no-run
     return 1
   }
   lib=$(exe "$json" '#bypass@[^"]*","manifest_path":"[^"]*","target":{"kind":\["lib"\]')
-  gpu_recv=$(exe "$json" '"name":"gpu_recv"')
-  gpu_no_alloc=$(exe "$json" '"name":"gpu_no_alloc"')
-  if [ -z "$lib" ] || [ -z "$gpu_recv" ] || [ -z "$gpu_no_alloc" ]; then
+  gpu=$(exe "$json" '"kind":\["test"\][^}]*"name":"gpu"')
+  if [ -z "$lib" ] || [ -z "$gpu" ]; then
     echo "could not find the test executables in cargo's output"
     return 1
   fi
   "$lib" mem::gpu --test-threads=1 --nocapture || return 1
-  "$gpu_recv" --test-threads=1 --nocapture || return 1
-  "$gpu_no_alloc" --test-threads=1 --nocapture
+  "$gpu" --test-threads=1 --nocapture
 }
 
 run() {

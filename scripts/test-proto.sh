@@ -7,7 +7,8 @@ cd "$(dirname "$0")/.."
 cases="${1:-256}"
 seeds="${2:-30}"
 cargo test -j2 --lib -- wire:: proto:: pmd::sim::
-cargo test -j2 --test 'proto_*'
-cargo test -j2 --release --test proto_large -- --nocapture
-PROTO_SWEEP_SEEDS="$seeds" cargo test -j2 --release --test proto_regressions
-PROPTEST_CASES="$cases" cargo test -j2 --release --test proto_prop
+cargo test -j2 --test proto
+cargo test -j2 --test alloc -- proto::
+cargo test -j2 --release --test proto -- large:: --nocapture
+PROTO_SWEEP_SEEDS="$seeds" cargo test -j2 --release --test proto -- regressions::
+PROPTEST_CASES="$cases" cargo test -j2 --release --test proto -- prop::

@@ -148,7 +148,8 @@ test_exe() { # test_exe NAME: the executable of integration test NAME
   echo "$TEST_BUILD" | grep "\"kind\":\[\"test\"\][^}]*\"name\":\"$1\"" |
     sed 's/.*"executable":"\([^"]*\)".*/\1/' | head -1
 }
-run_test() { # run_test NAME ARGS...: run integration test NAME's binary
+run_test() { # run_test NAME ARGS...: run integration test NAME's binary (tests/NAME/main.rs or
+  # tests/NAME.rs; a layer's binary holds its files as modules: `run_test proto prop::`)
   local exe
   exe=$(test_exe "$1")
   [ -n "$exe" ] || { echo "no test binary $1 in the cargo test build"; return 1; }
@@ -163,15 +164,15 @@ SWEEP_SEEDS=${SWEEP_SEEDS:-30}
 [ -n "${QUICK:-}" ] && PROP_CASES=8 SWEEP_SEEDS=1
 props_and_sweep() {
   local out props scenarios
-  out=$(PROPTEST_CASES=$PROP_CASES run_test proto_prop 2>&1)
+  out=$(PROPTEST_CASES=$PROP_CASES run_test proto prop:: 2>&1)
   props=$(echo "$out" | grep -o 'test result: ok\. [0-9]* passed' | grep -o '[0-9]* passed' | cut -d' ' -f1)
   # A failure prints all of it: the panic names the seed, the impairment and the minimal
   # failing input, which is what reproduces it.
   if [ -n "$props" ]; then echo "$out" | tail -3; else echo "$out"; return 1; fi
-  out=$(PROTO_SWEEP_SEEDS=$SWEEP_SEEDS run_test proto_regressions --exact sweep --nocapture 2>&1)
+  out=$(PROTO_SWEEP_SEEDS=$SWEEP_SEEDS run_test proto --exact regressions::sweep --nocapture 2>&1)
   if echo "$out" | grep -q 'test result: ok\. 1 passed'; then echo "$out" | tail -3; else echo "$out"; return 1; fi
   scenarios=$(echo "$out" | grep -o 'sweep: [0-9]* scenarios' | grep -o '[0-9]*')
-  facts+=("property cases: $PROP_CASES x $props properties (proto_prop), sweep seeds: $SWEEP_SEEDS x ${scenarios:-?} scenarios (proto_regressions)")
+  facts+=("property cases: $PROP_CASES x $props properties (proto prop::), sweep seeds: $SWEEP_SEEDS x ${scenarios:-?} scenarios (proto regressions::sweep)")
 }
 step "property tests and seed sweep" props_and_sweep
 # Every committed fuzz seed replayed through the fuzz targets' own code, on stable.
@@ -190,7 +191,7 @@ fuzz_seeds() {
 step "fuzz seeds replayed" fuzz_seeds
 # The 1 GiB message under 1 % loss is ignored where debug assertions slow it down; run it here
 # with them on (the test profile is optimised).
-step "1 GiB message under loss" run_test proto_large --ignored --nocapture
+step "1 GiB message under loss" run_test proto large:: --ignored --nocapture
 # The GPU receive path against a fake CUDA driver (no GPU here): host-side logic only; the
 # real GPU checks are scripts/gpu-test.sh build / run on a GPU machine.
 step "GPU path (fake CUDA driver)" scripts/gpu-test.sh fake --all-features
@@ -229,10 +230,10 @@ valgrind_mem() {
   valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite \
     target/debug/bypass mem --iterations 20000 || return 1
   # The pool's concurrency and hand-off tests (not the proptest cases: too slow under valgrind).
-  bin=$(test_exe mem_pool)
-  [ -n "$bin" ] || { echo "no test binary mem_pool in the cargo test build"; return 1; }
+  bin=$(test_exe mem)
+  [ -n "$bin" ] || { echo "no test binary mem in the cargo test build"; return 1; }
   valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite \
-    --show-possibly-lost=no "$bin" --test-threads=2 --skip model_ 2>&1 | tail -3
+    --show-possibly-lost=no "$bin" pool:: --test-threads=2 --skip model_ 2>&1 | tail -3
 }
 if [ -n "${QUICK:-}" ]; then
   skip_step "valgrind memcheck (mem)" "QUICK=1"

@@ -4,6 +4,7 @@
 //! and in order, and both pools end with every slot free.
 #![cfg(feature = "dpdk")]
 
+#[path = "harness/dpdk_common.rs"]
 mod dpdk_common;
 
 use std::time::{Duration, Instant};

@@ -6,6 +6,7 @@
 //! Verified locally (3 runs pass) against `memif` at c3d8107 merged into a scratch tree.
 #![cfg(feature = "dpdk")]
 
+#[path = "harness/dpdk_common.rs"]
 mod dpdk_common;
 
 use std::time::{Duration, Instant};

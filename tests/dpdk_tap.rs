@@ -7,6 +7,7 @@
 //! device.
 #![cfg(feature = "dpdk")]
 
+#[path = "harness/dpdk_common.rs"]
 mod dpdk_common;
 mod harness;
 

@@ -5,6 +5,7 @@
 //! veth pair this test makes; the namespace and the pair are removed on exit, even on failure.
 #![cfg(feature = "dpdk")]
 
+#[path = "harness/dpdk_common.rs"]
 mod dpdk_common;
 mod harness;
 

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-#[path = "../../tests/dpdk_common/mod.rs"]
+#[path = "../../tests/harness/dpdk_common.rs"]
 mod dpdk_common;
 use dpdk_common::{must, run};
 

@@ -16,8 +16,12 @@
 //! failure case only (a condition that holds returns at once), so they are generous:
 //! [`SETTLE`] for things that normally take milliseconds.
 //!
-//! Included with `mod harness;` by the integration tests and with `#[path]` by the library's
-//! unit tests (`src/lib.rs`).
+//! Included with `#[path = "../harness/mod.rs"] mod harness;` by the per-layer test binaries
+//! (`tests/<layer>/main.rs`), with `mod harness;` by the single-file ones and with `#[path]`
+//! by the library's unit tests (`src/lib.rs`). The other shared helpers sit beside it, each
+//! included with `#[path]` by the binaries that use it: `alloc.rs` (the counting global
+//! allocator), `runtime_util.rs`, `port_spy.rs`, `socket_pair.rs` (a server and a client
+//! stack, connected), `dpdk_common.rs`.
 #![allow(dead_code)]
 
 use std::io::Write;
@@ -159,7 +163,8 @@ pub fn settle(what: &str, cond: impl FnMut() -> bool) -> Duration {
 /// timeouts (and the tests' own) into failures that say nothing about the code: the
 /// delay-based congestion controller reads a descheduled peer as a standing queue and paces
 /// down (a 1 MiB echo was seen paced at 160 KB/s). A test that panicked while holding it does
-/// not poison the others.
+/// not poison the others. A layer's test files share one binary (tests/<layer>/main.rs), so
+/// every busy-polling test of every file of that binary takes it, not just those of one file.
 pub fn one_pair_at_a_time() -> std::sync::MutexGuard<'static, ()> {
     static PAIRS: std::sync::Mutex<()> = std::sync::Mutex::new(());
     PAIRS.lock().unwrap_or_else(|e| e.into_inner())

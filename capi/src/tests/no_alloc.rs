@@ -7,74 +7,19 @@
 //! request into the lent buffer of its response. Two stacks over memif, each on its own
 //! thread; counts are per thread. `bypass_stack_poll_ready` over the one socket is in the loop too.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use super::*;
 
-struct Counting;
-
-thread_local! {
-    static ALLOCS: Cell<u64> = const { Cell::new(0) };
-    /// Print a backtrace at the next this-many allocations (armed in the measured window with
-    /// BYPASS_ALLOC_TRACE=N, to find where an allocation comes from).
-    static TRAP: Cell<u32> = const { Cell::new(0) };
-    static IN_TRAP: Cell<bool> = const { Cell::new(false) };
-}
-
-fn count() {
-    if IN_TRAP.try_with(Cell::get).unwrap_or(true) {
-        return;
-    }
-    // `try_with`: allocations while this thread's locals are being destroyed are not ours.
-    let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
-    if TRAP.try_with(Cell::get).unwrap_or(0) > 0 {
-        IN_TRAP.with(|c| c.set(true));
-        TRAP.with(|c| c.set(c.get() - 1));
-        let bt = std::backtrace::Backtrace::force_capture();
-        eprintln!("allocation in the measured window:\n{bt}");
-        IN_TRAP.with(|c| c.set(false));
-    }
-}
-
-fn arm_trap() {
-    if let Ok(v) = std::env::var("BYPASS_ALLOC_TRACE") {
-        TRAP.with(|c| c.set(v.parse().unwrap_or(1)));
-    }
-}
-
-// SAFETY: forwards to the system allocator; the counter is a const-initialised thread-local
-// Cell, which never allocates.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        count();
-        // SAFETY: forwarded contract.
-        unsafe { System.alloc(l) }
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        // SAFETY: forwarded contract.
-        unsafe { System.dealloc(p, l) }
-    }
-    unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
-        count();
-        // SAFETY: forwarded contract.
-        unsafe { System.alloc_zeroed(l) }
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
-        count();
-        // SAFETY: forwarded contract.
-        unsafe { System.realloc(p, l, n) }
-    }
-}
+// The counting allocator of the Rust test binaries (tests/harness/alloc.rs), installed here
+// as this unit-test binary's global allocator; counts are per thread.
+#[path = "../../../tests/harness/alloc.rs"]
+mod counting;
+use counting::{allocs, arm_trap, disarm_trap, Counting};
 
 #[global_allocator]
 static A: Counting = Counting;
-
-fn allocs() -> u64 {
-    ALLOCS.with(Cell::get)
-}
 
 /// Messages sent back to back first, before any answer is read: the connection's in-flight
 /// high-water mark (the stack keeps one segment list per unacknowledged message and reuses
@@ -123,7 +68,7 @@ fn the_zero_copy_path_allocates_nothing_per_message() {
             }
         }
         sa.store(allocs() - before, Ordering::SeqCst);
-        TRAP.with(|c| c.set(0));
+        disarm_trap();
         // The client closes.
         assert_eq!(echo_zero_copy(s), 0);
         ok(bypass_socket_abort(s));
@@ -205,7 +150,7 @@ fn the_zero_copy_path_allocates_nothing_per_message() {
         }
     }
     let client = allocs() - before;
-    TRAP.with(|c| c.set(0));
+    disarm_trap();
     ok(bypass_socket_close(s));
     server.join().unwrap();
     ok(bypass_stack_free(st));

@@ -73,27 +73,16 @@
 #![allow(unsafe_code)]
 
 mod control;
+mod msg;
 mod port;
+mod ring;
+mod sys;
+// A hostile peer on the control socket and the rings, driven by hand through msg, ring and
+// sys (the tests reach these internals from inside the crate); region seals.
+#[cfg(test)]
+mod seal_tests;
 #[cfg(test)]
 mod tests;
-// The wire format, the rings and the system calls: internals, reachable from outside only
-// with the cargo feature `testing` (the crate's own dev builds), for tests/memif_malformed.rs,
-// which plays a hostile peer.
-#[cfg(feature = "testing")]
-#[doc(hidden)]
-pub mod msg;
-#[cfg(not(feature = "testing"))]
-mod msg;
-#[cfg(feature = "testing")]
-#[doc(hidden)]
-pub mod ring;
-#[cfg(not(feature = "testing"))]
-mod ring;
-#[cfg(feature = "testing")]
-#[doc(hidden)]
-pub mod sys;
-#[cfg(not(feature = "testing"))]
-mod sys;
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;

@@ -1,7 +1,7 @@
 //! Integration tests of `pmd::pcap`: captures written through a pair open in tshark with
 //! the right frames and nothing malformed.
 
-mod harness;
+use crate::harness;
 use std::fs::{self, File};
 use std::io::BufWriter;
 use std::path::{Path, PathBuf};

@@ -6,7 +6,7 @@
 //! Every test skips, printing why, where `libcuda.so.1` or a CUDA device is absent (this is
 //! the case on the CI machines, which have no GPU); scripts/gpu-test.sh runs them on one.
 
-mod harness;
+use crate::harness;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::mpsc;
 use std::thread;

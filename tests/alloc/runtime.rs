@@ -2,10 +2,8 @@
 //! dispatch, UDP delivery, a zero-copy UDP echo, timers set/reset/cancelled per datagram,
 //! ICMP echo, transmit. Counts are per thread, so the harness's threads don't disturb them.
 
-mod runtime_util;
+use crate::runtime_util;
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::net::SocketAddrV4;
 
 use bypass::mem::PktBuf;
@@ -16,37 +14,7 @@ use bypass::runtime::timer::TimerHandle;
 use bypass::runtime::{Io, Runtime, RuntimeConfig, UdpHandler};
 use runtime_util::{pair, IP_A, IP_B};
 
-struct Counting;
-
-thread_local! {
-    static ALLOCS: Cell<u64> = const { Cell::new(0) };
-}
-
-// SAFETY: forwards to the system allocator; the counter is a const-initialised thread-local
-// Cell, which never allocates.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        ALLOCS.with(|c| c.set(c.get() + 1));
-        // SAFETY: forwarded contract.
-        unsafe { System.alloc(l) }
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        // SAFETY: forwarded contract.
-        unsafe { System.dealloc(p, l) }
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
-        ALLOCS.with(|c| c.set(c.get() + 1));
-        // SAFETY: forwarded contract.
-        unsafe { System.realloc(p, l, n) }
-    }
-}
-
-#[global_allocator]
-static A: Counting = Counting;
-
-fn allocs() -> u64 {
-    ALLOCS.with(Cell::get)
-}
+use crate::counting::allocs;
 
 /// Echoes every datagram back in the same buffer, and keeps one retransmission-style timer
 /// per handler that it resets on each datagram.

@@ -6,9 +6,7 @@
 //! GPU machine (scripts/gpu-test.sh run) and against the fake one here
 //! (scripts/gpu-test.sh fake).
 
-mod harness;
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
+use crate::harness;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::mpsc;
 use std::thread;
@@ -19,37 +17,7 @@ use bypass::mem::{CoreSlot, HugePages, Pool, PoolConfig};
 use bypass::pmd::pair::pair;
 use bypass::socket::{Backend, Stack};
 
-struct Counting;
-
-thread_local! {
-    static ALLOCS: Cell<u64> = const { Cell::new(0) };
-}
-
-// SAFETY: forwards to the system allocator; the counter is a const-initialised thread-local
-// Cell, which never allocates.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        ALLOCS.with(|c| c.set(c.get() + 1));
-        // SAFETY: forwarded contract.
-        unsafe { System.alloc(l) }
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        // SAFETY: forwarded contract.
-        unsafe { System.dealloc(p, l) }
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
-        ALLOCS.with(|c| c.set(c.get() + 1));
-        // SAFETY: forwarded contract.
-        unsafe { System.realloc(p, l, n) }
-    }
-}
-
-#[global_allocator]
-static A: Counting = Counting;
-
-fn allocs() -> u64 {
-    ALLOCS.with(Cell::get)
-}
+use crate::counting::allocs;
 
 fn gpu_or_skip(test: &str) -> Option<Gpu> {
     match Gpu::open(0) {

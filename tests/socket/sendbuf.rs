@@ -10,8 +10,8 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
-mod harness;
-mod port_spy;
+use crate::harness;
+use crate::port_spy;
 use port_spy::Spy;
 
 use bypass::mem::{HugePages, Pool, PoolConfig};

@@ -4,7 +4,7 @@
 //! anything else (either side not allowing it, the default, or a port that corrupts frames)
 //! keeps them on every datagram, and corruption is still caught.
 
-mod harness;
+use crate::harness;
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::mpsc;

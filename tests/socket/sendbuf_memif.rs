@@ -12,7 +12,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-mod port_spy;
+use crate::harness;
+use crate::port_spy;
 use port_spy::Spy;
 
 use bypass::pmd::memif::{InterfaceConfig, Memif, MemifConfig, Role};
@@ -69,6 +70,8 @@ impl Drop for Proc {
 
 #[test]
 fn send_buf_over_memif_between_two_processes_posts_the_written_slots() {
+    // Busy-polling stacks: one such test at a time in this binary (harness).
+    let _pair = harness::one_pair_at_a_time();
     let path = std::env::temp_dir().join(format!("bypass-sendbuf-{}.sock", std::process::id()));
     let _ = std::fs::remove_file(&path);
     let server = Command::new(echo_server_bin())

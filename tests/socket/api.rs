@@ -1,7 +1,8 @@
 //! The socket API end to end: two stacks (each on its own thread, as in production each
 //! owns its core) over an in-process port pair; and misuse that must give clear errors.
 
-mod harness;
+use crate::harness;
+use crate::socket_pair::{plain, serve_and_connect, End};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::mpsc;
 use std::thread;
@@ -15,7 +16,7 @@ use bypass::mem::{HugePages, PktBuf, Pool, PoolConfig, PoolExhausted};
 use bypass::pmd::pair::{pair, PairPort};
 use bypass::pmd::{Link, Port, PortInfo, PortStats};
 use bypass::proto::{CloseReason, ConnectionConfig};
-use bypass::socket::{Backend, Error, Stack};
+use bypass::socket::{Backend, Error, Stack, StackBuilder};
 
 const SERVER: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 1);
 const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 2);
@@ -40,34 +41,32 @@ fn pattern(len: usize, seed: u8) -> Vec<u8> {
 fn echo_messages_of_every_size() {
     let _pair = harness::one_pair_at_a_time();
     let (a, b, pool) = ports();
-    let (up_tx, up_rx) = mpsc::channel();
-    let server = thread::spawn(move || {
-        let stack = Stack::builder(Backend::Port(Box::new(a)), SERVER)
-            .build()
-            .unwrap();
-        let listener = stack.listen();
-        up_tx.send(()).unwrap();
-        let sock = listener.accept(Duration::from_secs(20)).unwrap();
-        let mut n = 0;
-        loop {
-            match sock.recv() {
-                Ok(m) => {
-                    sock.send_bytes(m).unwrap();
-                    n += 1;
+    let (server, stack, sock) = serve_and_connect(
+        End {
+            ip: SERVER,
+            port: a,
+            build: plain,
+        },
+        End {
+            ip: CLIENT,
+            port: b,
+            build: plain,
+        },
+        |_stack, sock| {
+            let mut n = 0;
+            loop {
+                match sock.recv() {
+                    Ok(m) => {
+                        sock.send_bytes(m).unwrap();
+                        n += 1;
+                    }
+                    Err(Error::Closed) => break,
+                    Err(e) => panic!("server recv: {e}"),
                 }
-                Err(Error::Closed) => break,
-                Err(e) => panic!("server recv: {e}"),
             }
-        }
-        n
-    });
-    up_rx.recv().unwrap();
-    let stack = Stack::builder(Backend::Port(Box::new(b)), CLIENT)
-        .build()
-        .unwrap();
-    let sock = stack
-        .connect(SocketAddrV4::new(SERVER, 7200), Duration::from_secs(10))
-        .unwrap();
+            n
+        },
+    );
     let sizes = [0usize, 1, 64, 1400, 8972, 8973, 65536, 1 << 20, 4 << 20];
     for (k, &len) in sizes.iter().enumerate() {
         let msg = pattern(len, k as u8);
@@ -177,34 +176,31 @@ fn connect_retries_the_handshake_for_its_whole_timeout() {
 fn misuse_gives_clear_errors() {
     let _pair = harness::one_pair_at_a_time();
     let (a, b, _pool) = ports();
-    let (up_tx, up_rx) = mpsc::channel();
     let (done_tx, done_rx) = mpsc::channel::<()>();
     let (closed_tx, closed_rx) = mpsc::channel::<()>();
-    let server = thread::spawn(move || {
-        let stack = Stack::builder(Backend::Port(Box::new(a)), SERVER)
-            .max_message(1024)
-            .build()
-            .unwrap();
-        up_tx.send(()).unwrap();
-        let sock = stack.listen().accept(Duration::from_secs(20)).unwrap();
-        // Close from the server side; the client must see it.
-        let st = sock.stats();
-        if let Err(e) = sock.close() {
-            panic!("server close: {e}; conn {st:?}; stack {:?}", stack.stats());
-        }
-        closed_tx.send(()).unwrap();
-        while done_rx.try_recv().is_err() {
-            stack.poll();
-        }
-    });
-    up_rx.recv().unwrap();
-    let stack = Stack::builder(Backend::Port(Box::new(b)), CLIENT)
-        .max_message(1024)
-        .build()
-        .unwrap();
-    let sock = stack
-        .connect(SocketAddrV4::new(SERVER, 7200), Duration::from_secs(10))
-        .unwrap();
+    let (server, stack, sock) = serve_and_connect(
+        End {
+            ip: SERVER,
+            port: a,
+            build: |b: StackBuilder| b.max_message(1024),
+        },
+        End {
+            ip: CLIENT,
+            port: b,
+            build: |b: StackBuilder| b.max_message(1024),
+        },
+        move |stack, sock| {
+            // Close from the server side; the client must see it.
+            let st = sock.stats();
+            if let Err(e) = sock.close() {
+                panic!("server close: {e}; conn {st:?}; stack {:?}", stack.stats());
+            }
+            closed_tx.send(()).unwrap();
+            while done_rx.try_recv().is_err() {
+                stack.poll();
+            }
+        },
+    );
     // Over the maximum: refused before anything is sent.
     let sent_before = stack.stats().port.tx_packets;
     let err = sock.send(&[0u8; 1025]).unwrap_err();
@@ -233,25 +229,24 @@ fn misuse_gives_clear_errors() {
 fn sending_after_the_local_shutdown_is_refused() {
     let _pair = harness::one_pair_at_a_time();
     let (a, b, _pool) = ports();
-    let (up_tx, up_rx) = mpsc::channel();
-    let server = thread::spawn(move || {
-        let stack = Stack::builder(Backend::Port(Box::new(a)), SERVER)
-            .build()
-            .unwrap();
-        up_tx.send(()).unwrap();
-        let sock = stack.listen().accept(Duration::from_secs(20)).unwrap();
-        let first = sock.recv().unwrap();
-        // The client shut down after its message: the next recv reports the close.
-        let after = sock.recv().unwrap_err();
-        (first, after)
-    });
-    up_rx.recv().unwrap();
-    let stack = Stack::builder(Backend::Port(Box::new(b)), CLIENT)
-        .build()
-        .unwrap();
-    let sock = stack
-        .connect(SocketAddrV4::new(SERVER, 7200), Duration::from_secs(10))
-        .unwrap();
+    let (server, stack, sock) = serve_and_connect(
+        End {
+            ip: SERVER,
+            port: a,
+            build: plain,
+        },
+        End {
+            ip: CLIENT,
+            port: b,
+            build: plain,
+        },
+        |_stack, sock| {
+            let first = sock.recv().unwrap();
+            // The client shut down after its message: the next recv reports the close.
+            let after = sock.recv().unwrap_err();
+            (first, after)
+        },
+    );
     sock.send(b"last words").unwrap();
     sock.shutdown().unwrap();
     let sent = stack.stats().port.tx_packets;
@@ -337,34 +332,31 @@ fn a_dead_peer_is_reported_as_connection_lost_within_the_idle_timeout() {
         idle_timeout: idle,
         ..ConnectionConfig::default()
     };
-    let (up_tx, up_rx) = mpsc::channel();
     let (answered_tx, answered_rx) = mpsc::channel();
     let server_conn = conn.clone();
-    let server = thread::spawn(move || {
-        let stack = Stack::builder(Backend::Port(Box::new(port)), SERVER)
-            .connection_config(server_conn)
-            .build()
-            .unwrap();
-        up_tx.send(()).unwrap();
-        let sock = stack.listen().accept(Duration::from_secs(20)).unwrap();
-        let m = sock.recv().unwrap();
-        sock.send_bytes(m).unwrap();
-        sock.flush().unwrap();
-        answered_tx.send(()).unwrap();
-        // The peer dies mid-connection: its port goes silent, then its socket and stack are
-        // dropped (their reset is lost with the port, as a killed process sends none).
-        dead.store(true, Ordering::Relaxed);
-        drop(sock);
-        drop(stack);
-    });
-    up_rx.recv().unwrap();
-    let stack = Stack::builder(Backend::Port(Box::new(b)), CLIENT)
-        .connection_config(conn)
-        .build()
-        .unwrap();
-    let sock = stack
-        .connect(SocketAddrV4::new(SERVER, 7200), Duration::from_secs(10))
-        .unwrap();
+    let (server, stack, sock) = serve_and_connect(
+        End {
+            ip: SERVER,
+            port,
+            build: move |b: StackBuilder| b.connection_config(server_conn),
+        },
+        End {
+            ip: CLIENT,
+            port: b,
+            build: move |b: StackBuilder| b.connection_config(conn),
+        },
+        move |stack, sock| {
+            let m = sock.recv().unwrap();
+            sock.send_bytes(m).unwrap();
+            sock.flush().unwrap();
+            answered_tx.send(()).unwrap();
+            // The peer dies mid-connection: its port goes silent, then its socket and stack
+            // are dropped (their reset is lost with the port, as a killed process sends none).
+            dead.store(true, Ordering::Relaxed);
+            drop(sock);
+            drop(stack);
+        },
+    );
     sock.send(b"ping").unwrap();
     assert_eq!(&sock.recv().unwrap()[..], b"ping");
     // Keep polling (the peer's flush waits for our acknowledgement) until it has its answer.
@@ -415,42 +407,40 @@ fn a_dropped_stack_lingers_until_its_last_frames_leave() {
         idle_timeout: Duration::from_secs(30),
         ..ConnectionConfig::default()
     };
-    let (up_tx, up_rx) = mpsc::channel();
     let server_conn = conn.clone();
-    let server = thread::spawn(move || {
-        let stack = Stack::builder(Backend::Port(Box::new(port)), SERVER)
-            .connection_config(server_conn)
-            .build()
-            .unwrap();
-        up_tx.send(()).unwrap();
-        let sock = stack.listen().accept(Duration::from_secs(20)).unwrap();
-        assert_eq!(&sock.recv().unwrap()[..], b"hello");
-        // The port stops taking frames; the socket is dropped (its RESET is queued) and the
-        // connection, now closed with nothing left to say, is freed at once. The stack's drop
-        // must keep polling until the port takes the RESET (released 20 ms later here).
-        held.store(true, Ordering::Relaxed);
-        let release = {
-            let held = held.clone();
-            thread::spawn(move || {
-                thread::sleep(Duration::from_millis(20));
-                held.store(false, Ordering::Relaxed);
-            })
-        };
-        drop(sock);
-        let t0 = Instant::now();
-        drop(stack);
-        let lingered = t0.elapsed();
-        release.join().unwrap();
-        lingered
-    });
-    up_rx.recv().unwrap();
-    let stack = Stack::builder(Backend::Port(Box::new(b)), CLIENT)
-        .connection_config(conn)
-        .build()
-        .unwrap();
-    let sock = stack
-        .connect(SocketAddrV4::new(SERVER, 7200), Duration::from_secs(10))
-        .unwrap();
+    let (server, _stack, sock) = serve_and_connect(
+        End {
+            ip: SERVER,
+            port,
+            build: move |b: StackBuilder| b.connection_config(server_conn),
+        },
+        End {
+            ip: CLIENT,
+            port: b,
+            build: move |b: StackBuilder| b.connection_config(conn),
+        },
+        move |stack, sock| {
+            assert_eq!(&sock.recv().unwrap()[..], b"hello");
+            // The port stops taking frames; the socket is dropped (its RESET is queued) and
+            // the connection, now closed with nothing left to say, is freed at once. The
+            // stack's drop must keep polling until the port takes the RESET (released 20 ms
+            // later here).
+            held.store(true, Ordering::Relaxed);
+            let release = {
+                let held = held.clone();
+                thread::spawn(move || {
+                    thread::sleep(Duration::from_millis(20));
+                    held.store(false, Ordering::Relaxed);
+                })
+            };
+            drop(sock);
+            let t0 = Instant::now();
+            drop(stack);
+            let lingered = t0.elapsed();
+            release.join().unwrap();
+            lingered
+        },
+    );
     sock.send(b"hello").unwrap();
     sock.set_timeout(Some(Duration::from_secs(10)));
     let err = sock.recv().unwrap_err();
@@ -470,57 +460,56 @@ fn rx_segments_recv_whole_and_recv_msg_segments() {
     let _pair = harness::one_pair_at_a_time();
     use bypass::proto::MsgData;
     let (a, b, pool) = ports();
-    let (up_tx, up_rx) = mpsc::channel();
-    let server = thread::spawn(move || {
-        let stack = Stack::builder(Backend::Port(Box::new(a)), SERVER)
-            .connection_config(ConnectionConfig {
-                rx_segments: true,
-                ..ConnectionConfig::default()
-            })
-            .build()
-            .unwrap();
-        let listener = stack.listen();
-        up_tx.send(()).unwrap();
-        let sock = listener.accept(Duration::from_secs(20)).unwrap();
-        let (mut k, mut segments) = (0usize, 0usize);
-        loop {
-            // Even messages through recv, odd ones through recv_msg.
-            let echo = if k % 2 == 0 {
-                match sock.recv() {
-                    Ok(m) => m,
-                    Err(Error::Closed) => break,
-                    Err(e) => panic!("server recv: {e}"),
-                }
-            } else {
-                let m = match sock.recv_msg() {
-                    Ok(m) => m,
-                    Err(Error::Closed) => break,
-                    Err(e) => panic!("server recv_msg: {e}"),
-                };
-                match &m.data {
-                    MsgData::Packet(_) => assert!(m.len <= 1400, "{} B in one packet", m.len),
-                    MsgData::Segments(s) => {
-                        assert!(m.len >= 8973, "{} B as segments", m.len);
-                        assert!(s.parts() > 1);
-                        assert_eq!(s.len() as u64, m.len);
-                        segments += 1;
+    let (server, stack, sock) = serve_and_connect(
+        End {
+            ip: SERVER,
+            port: a,
+            build: |b: StackBuilder| {
+                b.connection_config(ConnectionConfig {
+                    rx_segments: true,
+                    ..ConnectionConfig::default()
+                })
+            },
+        },
+        End {
+            ip: CLIENT,
+            port: b,
+            build: plain,
+        },
+        move |_stack, sock| {
+            let (mut k, mut segments) = (0usize, 0usize);
+            loop {
+                // Even messages through recv, odd ones through recv_msg.
+                let echo = if k % 2 == 0 {
+                    match sock.recv() {
+                        Ok(m) => m,
+                        Err(Error::Closed) => break,
+                        Err(e) => panic!("server recv: {e}"),
                     }
-                    other => panic!("{} B as {other:?}", m.len),
-                }
-                m.into_bytes().unwrap()
-            };
-            sock.send_bytes(echo).unwrap();
-            k += 1;
-        }
-        (k, segments)
-    });
-    up_rx.recv().unwrap();
-    let stack = Stack::builder(Backend::Port(Box::new(b)), CLIENT)
-        .build()
-        .unwrap();
-    let sock = stack
-        .connect(SocketAddrV4::new(SERVER, 7200), Duration::from_secs(10))
-        .unwrap();
+                } else {
+                    let m = match sock.recv_msg() {
+                        Ok(m) => m,
+                        Err(Error::Closed) => break,
+                        Err(e) => panic!("server recv_msg: {e}"),
+                    };
+                    match &m.data {
+                        MsgData::Packet(_) => assert!(m.len <= 1400, "{} B in one packet", m.len),
+                        MsgData::Segments(s) => {
+                            assert!(m.len >= 8973, "{} B as segments", m.len);
+                            assert!(s.parts() > 1);
+                            assert_eq!(s.len() as u64, m.len);
+                            segments += 1;
+                        }
+                        other => panic!("{} B as {other:?}", m.len),
+                    }
+                    m.into_bytes().unwrap()
+                };
+                sock.send_bytes(echo).unwrap();
+                k += 1;
+            }
+            (k, segments)
+        },
+    );
     let sizes = [0usize, 1, 64, 1400, 8973, 65536, 1 << 20, 4 << 20];
     let mut n = 0;
     for (k, &len) in sizes.iter().enumerate() {
@@ -564,59 +553,58 @@ fn an_answer_leaves_inside_send_when_its_request_was_just_received() {
     const MAX_PINGS: usize = 20_000;
     const DEFERRED: usize = 20;
     let (a, b, _pool) = ports();
-    let (up_tx, up_rx) = mpsc::channel();
-    let server = thread::spawn(move || {
-        let stack = Stack::builder(Backend::Port(Box::new(a)), SERVER)
-            .build()
-            .unwrap();
-        let listener = stack.listen();
-        up_tx.send(()).unwrap();
-        let sock = listener.accept(Duration::from_secs(20)).unwrap();
-        let answer = bytes::Bytes::from_static(&[7u8; 64]);
-        // The last answer says so (its bytes are 8).
-        let last = bytes::Bytes::from_static(&[8u8; 64]);
-        // (requests received by a call that transmitted nothing, their answers that left
-        // inside send_bytes, all answers that left inside send_bytes)
-        let (mut deferred, mut deferred_left, mut left_in_send) = (0, 0, 0);
-        let mut i = 0;
-        loop {
-            let mut quiet = false;
-            let waited = harness::wait_for(&format!("request {i}"), harness::SETTLE, || {
-                let r0 = stack.stats().runtime;
-                let got = sock.try_recv_msg().unwrap().is_some();
-                let r1 = stack.stats().runtime;
-                // Received in this call (not already waiting, as the first request can be
-                // after `accept`) and nothing transmitted.
-                quiet = r1.rx_frames > r0.rx_frames && r1.tx_frames == r0.tx_frames;
-                got
-            });
-            if let Err(e) = waited {
-                panic!("{e}");
+    let (server, _stack, sock) = serve_and_connect(
+        End {
+            ip: SERVER,
+            port: a,
+            build: plain,
+        },
+        End {
+            ip: CLIENT,
+            port: b,
+            build: plain,
+        },
+        move |stack, sock| {
+            let answer = bytes::Bytes::from_static(&[7u8; 64]);
+            // The last answer says so (its bytes are 8).
+            let last = bytes::Bytes::from_static(&[8u8; 64]);
+            // (requests received by a call that transmitted nothing, their answers that left
+            // inside send_bytes, all answers that left inside send_bytes)
+            let (mut deferred, mut deferred_left, mut left_in_send) = (0, 0, 0);
+            let mut i = 0;
+            loop {
+                let mut quiet = false;
+                let waited = harness::wait_for(&format!("request {i}"), harness::SETTLE, || {
+                    let r0 = stack.stats().runtime;
+                    let got = sock.try_recv_msg().unwrap().is_some();
+                    let r1 = stack.stats().runtime;
+                    // Received in this call (not already waiting, as the first request can be
+                    // after `accept`) and nothing transmitted.
+                    quiet = r1.rx_frames > r0.rx_frames && r1.tx_frames == r0.tx_frames;
+                    got
+                });
+                if let Err(e) = waited {
+                    panic!("{e}");
+                }
+                i += 1;
+                let done =
+                    i >= MAX_PINGS || (i >= PINGS && deferred + usize::from(quiet) >= DEFERRED);
+                let before = stack.stats().runtime.tx_frames;
+                sock.send_bytes(if done { last.clone() } else { answer.clone() })
+                    .unwrap();
+                let left = stack.stats().runtime.tx_frames > before;
+                left_in_send += usize::from(left);
+                deferred += usize::from(quiet);
+                deferred_left += usize::from(quiet && left);
+                if done {
+                    break;
+                }
             }
-            i += 1;
-            let done = i >= MAX_PINGS || (i >= PINGS && deferred + usize::from(quiet) >= DEFERRED);
-            let before = stack.stats().runtime.tx_frames;
-            sock.send_bytes(if done { last.clone() } else { answer.clone() })
-                .unwrap();
-            let left = stack.stats().runtime.tx_frames > before;
-            left_in_send += usize::from(left);
-            deferred += usize::from(quiet);
-            deferred_left += usize::from(quiet && left);
-            if done {
-                break;
-            }
-        }
-        // Serve until the client closes.
-        while sock.recv().is_ok() {}
-        (i, deferred, deferred_left, left_in_send)
-    });
-    up_rx.recv().unwrap();
-    let stack = Stack::builder(Backend::Port(Box::new(b)), CLIENT)
-        .build()
-        .unwrap();
-    let sock = stack
-        .connect(SocketAddrV4::new(SERVER, 7200), Duration::from_secs(10))
-        .unwrap();
+            // Serve until the client closes.
+            while sock.recv().is_ok() {}
+            (i, deferred, deferred_left, left_in_send)
+        },
+    );
     loop {
         sock.send(&[1u8; 64]).unwrap();
         let m = sock.recv().unwrap();

@@ -2,10 +2,7 @@
 //! watches a loop that sends frames through `Pcap<Faults<PairPort>>` (every fault on) and
 //! receives them through `Faults<PairPort>` (faults on receive too).
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::io;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use bypass::mem::{HugePages, PktBuf, Pool, PoolConfig};
 use bypass::pmd::faults::{
@@ -15,45 +12,7 @@ use bypass::pmd::pair::pair;
 use bypass::pmd::pcap::{Pcap, PcapConfig};
 use bypass::pmd::Port;
 
-struct Counting;
-
-static ALLOCS: AtomicU64 = AtomicU64::new(0);
-
-thread_local! {
-    static COUNTING: Cell<bool> = const { Cell::new(false) };
-}
-
-fn note() {
-    if COUNTING.with(|c| c.get()) {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-// SAFETY: forwards every call to the system allocator unchanged; only counts.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        note();
-        // SAFETY: same contract as ours.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as ours.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        note();
-        // SAFETY: same contract as ours.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        note();
-        // SAFETY: same contract as ours.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
+use crate::counting::allocs;
 
 fn spec() -> FaultSpec {
     FaultSpec {
@@ -134,12 +93,11 @@ fn wrappers_allocate_nothing_per_frame() {
     for i in 0..2_000 {
         step(&mut pa, &mut fb, i);
     }
-    COUNTING.with(|c| c.set(true));
+    let start = allocs();
     for i in 2_000..22_000 {
         step(&mut pa, &mut fb, i);
     }
-    COUNTING.with(|c| c.set(false));
-    let allocs = ALLOCS.load(Ordering::Relaxed);
+    let allocs = allocs() - start;
     let s = pa.inner().fault_stats().tx;
     let r = fb.fault_stats().rx;
     println!(

@@ -14,10 +14,8 @@
 //! With `BYPASS_ALLOC_TRACE=1` in the environment, the first allocation inside a measured
 //! window prints its backtrace (to find where it comes from).
 
-mod harness;
+use crate::harness;
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::mpsc;
 use std::thread;
@@ -29,74 +27,7 @@ use bypass::proto::{MsgData, RecvTarget};
 use bypass::socket::{Backend, Socket, Stack};
 use bytes::Bytes;
 
-struct Counting;
-
-thread_local! {
-    static ALLOCS: Cell<u64> = const { Cell::new(0) };
-    /// Print a backtrace at the next this-many allocations (armed inside measured windows
-    /// with BYPASS_ALLOC_TRACE=N, default 1).
-    static TRAP: Cell<u32> = const { Cell::new(0) };
-    static IN_TRAP: Cell<bool> = const { Cell::new(false) };
-}
-
-fn count() {
-    if IN_TRAP.with(Cell::get) {
-        // The backtrace printer's own allocations are not the code under test's.
-        return;
-    }
-    ALLOCS.with(|c| c.set(c.get() + 1));
-    if TRAP.with(Cell::get) > 0 {
-        IN_TRAP.with(|c| c.set(true));
-        TRAP.with(|c| c.set(c.get() - 1));
-        let bt = std::backtrace::Backtrace::force_capture();
-        eprintln!(
-            "unexpected allocation on {:?}:\n{bt}",
-            thread::current().name()
-        );
-        IN_TRAP.with(|c| c.set(false));
-    }
-}
-
-// SAFETY: forwards to the system allocator; the counters are const-initialised thread-local
-// Cells, which never allocate (the backtrace printer runs guarded against re-entry).
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        count();
-        // SAFETY: forwarded contract.
-        unsafe { System.alloc(l) }
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        // SAFETY: forwarded contract.
-        unsafe { System.dealloc(p, l) }
-    }
-    unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
-        count();
-        // SAFETY: forwarded contract.
-        unsafe { System.alloc_zeroed(l) }
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
-        count();
-        // SAFETY: forwarded contract.
-        unsafe { System.realloc(p, l, n) }
-    }
-}
-
-#[global_allocator]
-static A: Counting = Counting;
-
-fn allocs() -> u64 {
-    ALLOCS.with(Cell::get)
-}
-
-fn arm_trap() {
-    if let Ok(v) = std::env::var("BYPASS_ALLOC_TRACE") {
-        TRAP.with(|c| c.set(v.parse().unwrap_or(1)));
-    }
-}
-
-fn disarm_trap() {
-    TRAP.with(|c| c.set(0));
-}
+use crate::counting::{allocs, arm_trap, disarm_trap};
 
 const SERVER: Ipv4Addr = Ipv4Addr::new(10, 98, 0, 1);
 const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 98, 0, 2);

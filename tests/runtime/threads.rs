@@ -1,7 +1,7 @@
 //! Runtimes on their own threads: pinning, core slots, and two real poll loops on two
 //! threads exchanging datagrams over the in-process pair with the system clock.
 
-mod runtime_util;
+use crate::runtime_util;
 
 use std::net::SocketAddrV4;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -1,5 +1,5 @@
 //! One 1 GiB message under 1 % loss (release builds; debug builds skip it as too slow:
-//! `cargo test --release --test proto_large`, also run by scripts/test-proto.sh).
+//! `cargo test --release --test proto -- large::`, also run by scripts/test-proto.sh).
 
 use bypass::pmd::sim::LinkConfig;
 use bypass::proto::testing::{run_transfer, Pair};

@@ -2,7 +2,7 @@
 //! they are not. Reads /proc/meminfo; other processes using hugepages at the same moment can
 //! disturb a reading, so a reading is retried.
 
-mod harness;
+use crate::harness;
 use bypass::mem::{HugePages, PageSize, Region, RegionError, HUGE_PAGE_SIZE};
 
 fn meminfo(key: &str) -> u64 {

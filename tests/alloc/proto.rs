@@ -10,51 +10,11 @@
 //! buffers instead, counted below), and `PktBytes -> bytes::Bytes` (one small header in
 //! `bytes`).
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
-
 use bypass::pmd::sim::LinkConfig;
 use bypass::proto::testing::{Pair, Peer};
 use bypass::proto::EndpointConfig;
 
-struct Counting;
-
-thread_local! {
-    static ON: Cell<bool> = const { Cell::new(false) };
-    /// Allocations counted on this thread (tests run on parallel threads).
-    static ALLOCS: Cell<u64> = const { Cell::new(0) };
-}
-
-fn count() {
-    if ON.with(|c| c.get()) {
-        ALLOCS.with(|c| c.set(c.get() + 1));
-    }
-}
-
-fn allocs() -> u64 {
-    ALLOCS.with(Cell::get)
-}
-
-// SAFETY: forwards every call to the system allocator unchanged; only counts.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        count();
-        // SAFETY: same contract as our caller's.
-        unsafe { System.alloc(l) }
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        // SAFETY: p was allocated by System with layout l.
-        unsafe { System.dealloc(p, l) }
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
-        count();
-        // SAFETY: same contract as our caller's.
-        unsafe { System.realloc(p, l, n) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
+use crate::counting::allocs;
 
 /// Send `n` messages each way (as the send queue allows) and drain; returns packets moved.
 fn exchange(
@@ -106,11 +66,9 @@ fn exchange(
 #[test]
 fn zero_allocations_per_packet_in_steady_state() {
     // The counter counts (so this test can fail).
-    ON.with(|c| c.set(true));
+    let start = allocs();
     drop(std::hint::black_box(Vec::<u8>::with_capacity(8)));
-    ON.with(|c| c.set(false));
-    assert_eq!(allocs(), 1);
-    ALLOCS.with(|c| c.set(0));
+    assert_eq!(allocs() - start, 1);
     let mut p = Pair::new(
         EndpointConfig::default(),
         EndpointConfig::default(),
@@ -121,10 +79,9 @@ fn zero_allocations_per_packet_in_steady_state() {
     let msg = bytes::Bytes::from_static(&[0xab; 1000]);
     // Warm up: queues and heaps reach their working capacity.
     exchange(&mut p, hs, 5_000, &msg);
-    ON.with(|c| c.set(true));
+    let start = allocs();
     let packets = exchange(&mut p, hs, 5_000, &msg);
-    ON.with(|c| c.set(false));
-    let allocs = allocs();
+    let allocs = allocs() - start;
     println!("{packets} packets (data + acks), {allocs} allocations");
     assert!(packets > 10_000);
     assert_eq!(allocs, 0, "allocations in steady state");
@@ -186,9 +143,7 @@ fn zero_allocations_per_packet_with_segmented_messages() {
     exchange_segments(&mut p, hs, 5_000, &mut list);
     let zc0 = p.client.connection(hs.0).unwrap().tx_zero_copy();
     let start = allocs();
-    ON.with(|c| c.set(true));
     let packets = exchange_segments(&mut p, hs, 5_000, &mut list);
-    ON.with(|c| c.set(false));
     let allocs = allocs() - start;
     let zc = p.client.connection(hs.0).unwrap().tx_zero_copy() - zc0;
     println!("{packets} packets (data + acks), {zc} sent from the segments, {allocs} allocations");
@@ -210,9 +165,7 @@ fn zero_allocations_per_packet_with_batches() {
     exchange(&mut p, hs, 20_000, &msg);
     let before = p.client.connection(hs.0).unwrap().stats();
     let allocs0 = allocs();
-    ON.with(|c| c.set(true));
     let packets = exchange(&mut p, hs, 20_000, &msg);
-    ON.with(|c| c.set(false));
     let allocs = allocs() - allocs0;
     let after = p.client.connection(hs.0).unwrap().stats();
     let batches = after.tx_batches - before.tx_batches;
@@ -271,9 +224,7 @@ fn at_most_one_allocation_per_multi_packet_message_with_rx_segments() {
     };
     one_way(&mut p, 2_000);
     let start = allocs();
-    ON.with(|c| c.set(true));
     let parts = one_way(&mut p, 2_000);
-    ON.with(|c| c.set(false));
     let allocs = allocs() - start;
     println!("2000 messages of 20000 B in {parts} parts: {allocs} allocations");
     assert!(parts >= 2_000 * 14, "{parts}");

@@ -2,7 +2,7 @@
 //! /metrics with a plain TcpStream GET, check the values moved by exactly those amounts, and
 //! have `promtool check metrics` accept the exposition.
 
-mod harness;
+use crate::harness;
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};

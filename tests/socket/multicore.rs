@@ -2,6 +2,7 @@
 //! its own thread pinned to its own core (each with its own core slot, endpoint and UDP
 //! port), both queues carrying traffic at the same time.
 
+use crate::harness;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::{Arc, Barrier};
 use std::thread;
@@ -24,6 +25,8 @@ fn memif(path: &std::path::Path, role: Role) -> Memif {
 
 #[test]
 fn two_cores_two_queues_in_parallel() {
+    // Busy-polling stacks: one such test at a time in this binary (harness).
+    let _pair = harness::one_pair_at_a_time();
     let path = std::env::temp_dir().join(format!("bypass-mc-{}.sock", std::process::id()));
     let _ = std::fs::remove_file(&path);
     let server = memif(&path, Role::Server);

@@ -12,7 +12,7 @@
 //! the reference clock across its timekeeping updates (under 1 ns per update, at most
 //! a few hundred updates in 200 ms).
 
-mod harness;
+use crate::harness;
 use std::time::Duration;
 
 use bypass::runtime::clock::{

@@ -2,44 +2,16 @@
 //! connection snapshots and rate-limited events allocates nothing. Counts are per thread, so the harness's own threads
 //! don't disturb them.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::time::{Duration, Instant};
+
+use crate::counting::allocs;
 
 use bypass::telemetry::{hist, ConnInfo, PortMetric, RateLimited, Registry};
 
-struct Counting;
-
-thread_local! {
-    static ALLOCS: Cell<u64> = const { Cell::new(0) };
-}
-
-// SAFETY: forwards to the system allocator; the counter is a const-initialised thread-local
-// Cell, which never allocates.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        ALLOCS.with(|c| c.set(c.get() + 1));
-        // SAFETY: forwarded contract.
-        unsafe { System.alloc(l) }
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        // SAFETY: forwarded contract.
-        unsafe { System.dealloc(p, l) }
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
-        ALLOCS.with(|c| c.set(c.get() + 1));
-        // SAFETY: forwarded contract.
-        unsafe { System.realloc(p, l, n) }
-    }
-}
-
-#[global_allocator]
-static A: Counting = Counting;
-
 fn count(f: impl FnOnce()) -> u64 {
-    let before = ALLOCS.with(Cell::get);
+    let before = allocs();
     f();
-    ALLOCS.with(Cell::get) - before
+    allocs() - before
 }
 
 #[test]

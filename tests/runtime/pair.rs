@@ -1,7 +1,7 @@
 //! Two runtimes over an in-process port pair, in virtual time: ARP resolution, ICMP echo,
 //! UDP demux by port, timers, transmit backpressure, malformed frames.
 
-mod runtime_util;
+use crate::runtime_util;
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 

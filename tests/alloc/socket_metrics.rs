@@ -2,52 +2,25 @@
 //! record and the 1 ms publish tick (port, runtime, IP, transport counters and the snapshot
 //! of a live connection) are plain stores. A counting global allocator, counted per thread.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-mod harness;
+use crate::counting::allocs;
+use crate::harness;
 
 use bypass::mem::{HugePages, Pool, PoolConfig};
 use bypass::pmd::pair::pair;
 use bypass::socket::{Backend, Metrics, Stack};
-
-struct Counting;
-
-thread_local! {
-    static ALLOCS: Cell<u64> = const { Cell::new(0) };
-}
-
-// SAFETY: forwards to the system allocator; the counter is a const-initialised thread-local
-// Cell, which never allocates.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        ALLOCS.with(|c| c.set(c.get() + 1));
-        // SAFETY: forwarded contract.
-        unsafe { System.alloc(l) }
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        // SAFETY: forwarded contract.
-        unsafe { System.dealloc(p, l) }
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
-        ALLOCS.with(|c| c.set(c.get() + 1));
-        // SAFETY: forwarded contract.
-        unsafe { System.realloc(p, l, n) }
-    }
-}
-
-#[global_allocator]
-static A: Counting = Counting;
 
 const SERVER: Ipv4Addr = Ipv4Addr::new(10, 98, 0, 1);
 const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 98, 0, 2);
 
 #[test]
 fn polling_a_stack_with_metrics_allocates_nothing() {
+    // Busy-polling stacks: one such test at a time in this binary (harness).
+    let _pair = harness::one_pair_at_a_time();
     let pool = Pool::new(&PoolConfig {
         hugepages: HugePages::Never,
         ..PoolConfig::new("metrics-alloc", 4096, 9216 + 256)
@@ -112,7 +85,7 @@ fn polling_a_stack_with_metrics_allocates_nothing() {
     // The iterations that ran up to here, published or not yet (`its0` lags them by up to a
     // publish interval): the measured loop's iterations are counted from this.
     let live0 = stack.stats().runtime.iterations;
-    let before = ALLOCS.with(Cell::get);
+    let before = allocs();
     let (mut polls, start) = (0u64, std::time::Instant::now());
     // Poll until at least 30 ms passed and the watcher saw TICKS publish ticks (about 30 in
     // 30 ms alone; a busy machine can take longer: the deadline is generous).
@@ -123,7 +96,7 @@ fn polling_a_stack_with_metrics_allocates_nothing() {
             break;
         }
     }
-    let allocs = ALLOCS.with(Cell::get) - before;
+    let allocs = allocs() - before;
     let elapsed = start.elapsed();
     watching.store(false, Ordering::Relaxed);
     watcher.join().unwrap();
