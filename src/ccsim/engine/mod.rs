@@ -33,6 +33,7 @@ use std::time::Duration;
 use crate::proto::cc::credit::{CreditAllocator, SlotId};
 use crate::proto::cc::{Controller, ControllerFactory};
 use crate::proto::Instant;
+use crate::rng::SplitMix64;
 
 mod config;
 mod link;
@@ -43,37 +44,6 @@ mod sender;
 mod tests;
 
 pub use config::{CreditSetup, LinkConfig, SimConfig};
-
-/// Deterministic generator (splitmix64).
-#[derive(Debug, Clone)]
-pub struct Rng(u64);
-
-impl Rng {
-    /// From a seed.
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed)
-    }
-    /// Next 64 random bits.
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    /// Uniform in `[0, 1)`.
-    pub fn unit(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-    /// Uniform in `[lo, hi]` nanoseconds.
-    pub fn between(&mut self, lo: u64, hi: u64) -> u64 {
-        if hi <= lo {
-            lo
-        } else {
-            lo + self.next_u64() % (hi - lo + 1)
-        }
-    }
-}
 
 /// A message handed to a sender.
 #[derive(Debug, Clone)]
@@ -207,7 +177,7 @@ pub struct Sim {
     queue_bytes: u64,
     link_busy: bool,
     credit: Option<CreditAllocator>,
-    rng: Rng,
+    rng: SplitMix64,
     /// What happened.
     pub stats: Stats,
     completed: Vec<u32>,
@@ -248,7 +218,7 @@ impl Sim {
             ..Stats::default()
         };
         Sim {
-            rng: Rng::new(cfg.seed),
+            rng: SplitMix64::new(cfg.seed),
             cfg,
             now: 0,
             seq: 0,
