@@ -16,6 +16,7 @@
 //! mem        hugepage regions, buffer pools, PktBuf, zero-copy hand-off, memory kinds
 //! telemetry  per-core counters, histograms; the Prometheus HTTP exporter (feature `metrics`)
 //! time       the Clock trait, ManualClock (virtual time), MonotonicClock
+//! rng        seeded, non-cryptographic generators (SplitMix64, xoshiro256**)
 //! ```
 //!
 //! The default build is what an embedder needs. Cargo features: `dpdk` (the DPDK backend,
@@ -33,6 +34,7 @@ pub mod ccsim;
 pub mod mem;
 pub mod pmd;
 pub mod proto;
+pub mod rng;
 pub mod runtime;
 pub mod socket;
 pub mod telemetry;

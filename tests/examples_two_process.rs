@@ -171,16 +171,9 @@ fn transfer(len: usize, chunk: Option<usize>) {
     let sock = TempPath::new("file.sock");
     let input = TempPath::new("in.bin");
     let output = TempPath::new("out.bin");
-    // Deterministic, incompressible-looking content (xorshift).
-    let mut x = 0x9e37_79b9_7f4a_7c15u64 ^ len as u64;
-    let data: Vec<u8> = (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect();
+    // Deterministic, incompressible-looking content.
+    let mut rng = bypass::rng::SplitMix64::new(len as u64);
+    let data: Vec<u8> = (0..len).map(|_| rng.next_u64() as u8).collect();
     std::fs::write(&input.0, &data).unwrap();
     let hash = format!("{:016x}", fnv1a64(&data));
 

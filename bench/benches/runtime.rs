@@ -8,22 +8,12 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use bypass::mem::{CoreSlot, HugePages, PktBuf, Pool, PoolConfig};
 use bypass::pmd::pair::pair;
 use bypass::pmd::Port;
+use bypass::rng::SplitMix64;
 use bypass::runtime::clock::SystemClock;
 use bypass::runtime::net::{Net, NetConfig};
 use bypass::runtime::timer::TimerWheel;
 use bypass::runtime::{Io, Runtime, RuntimeConfig, UdpHandler};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-
-/// A cheap deterministic generator (xorshift64).
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
 
 const LIVE: u64 = 10_000;
 
@@ -34,25 +24,25 @@ fn timers(c: &mut Criterion) {
     // insert + cancel with 10 000 other timers live (RTO timers re-armed on every ack).
     g.bench_function("wheel_insert_cancel", |b| {
         let mut w: TimerWheel<u64> = TimerWheel::new(LIVE as usize + 16, 10, 0);
-        let mut r = Rng(7);
+        let mut r = SplitMix64::new(7);
         for i in 0..LIVE {
-            w.insert(r.next() % 100_000_000, i).unwrap();
+            w.insert(r.next_u64() % 100_000_000, i).unwrap();
         }
         b.iter(|| {
-            let h = w.insert(black_box(r.next() % 10_000_000), 1).unwrap();
+            let h = w.insert(black_box(r.next_u64() % 10_000_000), 1).unwrap();
             black_box(w.cancel(h));
         })
     });
     g.bench_function("btreemap_insert_remove", |b| {
         let mut m: BTreeMap<(u64, u64), u64> = BTreeMap::new();
-        let mut r = Rng(7);
+        let mut r = SplitMix64::new(7);
         for i in 0..LIVE {
-            m.insert((r.next() % 100_000_000, i), i);
+            m.insert((r.next_u64() % 100_000_000, i), i);
         }
         let mut id = LIVE;
         b.iter(|| {
             id += 1;
-            let k = (black_box(r.next() % 10_000_000), id);
+            let k = (black_box(r.next_u64() % 10_000_000), id);
             m.insert(k, 1);
             black_box(m.remove(&k));
         })
@@ -63,22 +53,22 @@ fn timers(c: &mut Criterion) {
     g.bench_function("wheel_insert_expire", |b| {
         let mut w: TimerWheel<u64> = TimerWheel::new(16_384, 10, 0);
         let mut out = Vec::with_capacity(1024);
-        let mut r = Rng(11);
+        let mut r = SplitMix64::new(11);
         let mut now = 0u64;
         b.iter(|| {
             now += 100;
-            w.insert(now + r.next() % 1_000_000, now).unwrap();
+            w.insert(now + r.next_u64() % 1_000_000, now).unwrap();
             out.clear();
             black_box(w.advance(now, &mut out));
         })
     });
     g.bench_function("binaryheap_push_pop_expire", |b| {
         let mut h: BinaryHeap<Reverse<(u64, u64)>> = BinaryHeap::with_capacity(16_384);
-        let mut r = Rng(11);
+        let mut r = SplitMix64::new(11);
         let mut now = 0u64;
         b.iter(|| {
             now += 100;
-            h.push(Reverse((now + r.next() % 1_000_000, now)));
+            h.push(Reverse((now + r.next_u64() % 1_000_000, now)));
             while let Some(Reverse((d, _))) = h.peek() {
                 if *d > now {
                     break;

@@ -55,14 +55,9 @@ fn counters(c: &mut Criterion) {
 
     let h = r.histogram(&hist::RTT, &[("port", "memif0")]);
     // Latency-like values (500 ns .. ~1 ms), precomputed so the loop measures the record.
-    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let mut rng = bypass::rng::SplitMix64::new(1);
     let vals: Vec<u64> = (0..4096)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            500 + (x & 0xf_ffff)
-        })
+        .map(|_| 500 + (rng.next_u64() & 0xf_ffff))
         .collect();
     let mut i = 0usize;
     let mut next = move || {

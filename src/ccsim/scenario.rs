@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use super::engine::{CreditSetup, LinkConfig, Rng, Sim, SimConfig};
+use super::engine::{CreditSetup, LinkConfig, Sim, SimConfig};
 use super::metrics::{converged_at, jain, mean_std, percentile, window_sum};
 use crate::proto::cc::credit::CreditConfig;
 use crate::proto::cc::cubic::CubicFactory;
@@ -10,6 +10,7 @@ use crate::proto::cc::dctcp::DctcpFactory;
 use crate::proto::cc::swift::{SwiftConfig, SwiftFactory};
 use crate::proto::cc::timely::{TimelyConfig, TimelyFactory};
 use crate::proto::cc::ControllerFactory;
+use crate::rng::SplitMix64;
 
 /// The controllers compared.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -517,18 +518,18 @@ pub fn run_with(s: &Scenario, cc: Cc, seed: u64, unscheduled: Option<u64>) -> Ru
             load,
             duration,
         } => {
-            let mut rng = Rng::new(seed ^ 0x5eed);
+            let mut rng = SplitMix64::new(seed ^ 0x5eed);
             let mean = 0.98 * (512.0 + 32768.0) / 2.0 + 0.02 * (2.5 * 1048576.0);
             let lambda = load * link.rate_bps as f64 / 8.0 / mean; // msgs per second
             let mut t = 0.0f64;
             let end = duration.as_nanos() as f64;
             loop {
-                t += -(1.0 - rng.unit()).ln() / lambda * 1e9;
+                t += -(1.0 - rng.next_f64()).ln() / lambda * 1e9;
                 if t >= end {
                     break;
                 }
                 let f = (rng.next_u64() % senders as u64) as usize;
-                let (size, label) = if rng.unit() < 0.98 {
+                let (size, label) = if rng.next_f64() < 0.98 {
                     (rng.between(512, 32 << 10), 0)
                 } else {
                     (rng.between(1 << 20, 4 << 20), 1)

@@ -30,72 +30,9 @@ use std::collections::VecDeque;
 
 use super::{Link, Port, PortInfo, PortStats, MAX_BURST};
 use crate::mem::{PktBuf, PoolExhausted};
+use crate::rng::{SplitMix64, Xoshiro256};
 
 pub use crate::time::{Clock, ManualClock, MonotonicClock};
-
-/// SplitMix64 step: used to expand a 64-bit seed into xoshiro's state.
-fn splitmix64(state: &mut u64) -> u64 {
-    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
-
-/// xoshiro256** (Blackman and Vigna): a small, fast, deterministic generator. Not for
-/// cryptography.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Xoshiro256 {
-    s: [u64; 4],
-}
-
-impl Xoshiro256 {
-    /// A generator whose state is expanded from `seed` with SplitMix64.
-    pub fn seed_from_u64(seed: u64) -> Xoshiro256 {
-        let mut sm = seed;
-        Xoshiro256 {
-            s: [
-                splitmix64(&mut sm),
-                splitmix64(&mut sm),
-                splitmix64(&mut sm),
-                splitmix64(&mut sm),
-            ],
-        }
-    }
-
-    /// The next 64 random bits.
-    #[inline]
-    pub fn next_u64(&mut self) -> u64 {
-        let s = &mut self.s;
-        let result = s[1].wrapping_mul(5).rotate_left(7).wrapping_mul(9);
-        let t = s[1] << 17;
-        s[2] ^= s[0];
-        s[3] ^= s[1];
-        s[1] ^= s[2];
-        s[0] ^= s[3];
-        s[2] ^= t;
-        s[3] = s[3].rotate_left(45);
-        result
-    }
-
-    /// Uniform in `[0, 1)` with 53 bits of precision.
-    #[inline]
-    pub fn next_f64(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
-    }
-
-    /// True with probability `p` (`p <= 0`: never, and draws nothing; `p >= 1`: always).
-    #[inline]
-    pub fn chance(&mut self, p: f64) -> bool {
-        p > 0.0 && self.next_f64() < p
-    }
-
-    /// Uniform in `[0, n)` (Lemire's multiply-shift; `n = 0` gives 0).
-    #[inline]
-    pub fn below(&mut self, n: u64) -> u64 {
-        ((self.next_u64() as u128 * n as u128) >> 64) as u64
-    }
-}
 
 /// How frames are lost.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
@@ -392,7 +329,7 @@ impl Lane {
             needs_clock: !noop && spec.needs_clock(),
             noop,
             spec,
-            rng: Xoshiro256::seed_from_u64(seed),
+            rng: Xoshiro256::new(seed),
             bad: false,
             last_lost: false,
             passed: 0,
@@ -650,9 +587,9 @@ impl<P: Port, C: Clock> Faults<P, C> {
     pub fn with_clock(inner: P, cfg: FaultConfig, clock: C) -> Result<Self, FaultConfigError> {
         cfg.tx.validate()?;
         cfg.rx.validate()?;
-        let mut sm = cfg.seed;
-        let tx_seed = splitmix64(&mut sm);
-        let rx_seed = splitmix64(&mut sm);
+        let mut sm = SplitMix64::new(cfg.seed);
+        let tx_seed = sm.next_u64();
+        let rx_seed = sm.next_u64();
         Ok(Faults {
             inner,
             clock,
@@ -826,47 +763,6 @@ impl<P: Port, C: Clock + Send> Port for Faults<P, C> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn xoshiro_matches_reference() {
-        // Reference: xoshiro256** with state {1, 2, 3, 4} (Vigna's C code) starts
-        // 11520, 0, 1509978240, 1215971899390074240.
-        let mut r = Xoshiro256 { s: [1, 2, 3, 4] };
-        let got: Vec<u64> = (0..4).map(|_| r.next_u64()).collect();
-        assert_eq!(got, [11520, 0, 1509978240, 1215971899390074240]);
-    }
-
-    #[test]
-    fn splitmix_matches_reference() {
-        // Reference: SplitMix64 seeded with 1234567 gives 6457827717110365317 first.
-        let mut s = 1234567u64;
-        assert_eq!(splitmix64(&mut s), 6457827717110365317);
-    }
-
-    #[test]
-    fn same_seed_same_stream() {
-        let mut a = Xoshiro256::seed_from_u64(7);
-        let mut b = Xoshiro256::seed_from_u64(7);
-        let mut c = Xoshiro256::seed_from_u64(8);
-        let va: Vec<u64> = (0..16).map(|_| a.next_u64()).collect();
-        let vb: Vec<u64> = (0..16).map(|_| b.next_u64()).collect();
-        let vc: Vec<u64> = (0..16).map(|_| c.next_u64()).collect();
-        assert_eq!(va, vb);
-        assert_ne!(va, vc);
-    }
-
-    #[test]
-    fn below_and_f64_stay_in_range() {
-        let mut r = Xoshiro256::seed_from_u64(1);
-        for _ in 0..10_000 {
-            assert!(r.below(10) < 10);
-            let f = r.next_f64();
-            assert!((0.0..1.0).contains(&f));
-        }
-        assert_eq!(r.below(0), 0);
-        assert!(!r.chance(0.0));
-        assert!(r.chance(1.0));
-    }
 
     #[test]
     fn validate_rejects_bad_specs() {

@@ -2,7 +2,7 @@
 //!
 //! Contract:
 //! - Time is virtual: the caller passes `now` (ns) to every call; nothing reads a clock.
-//! - Everything random comes from one [`Rng`] seeded by the caller, so a run is a pure
+//! - Everything random comes from one [`Xoshiro256`] seeded by the caller, so a run is a pure
 //!   function of (seed, config, inputs): a failing seed reproduces exactly.
 //! - A [`Link`] is one direction. Per frame, in order: a blackhole period drops everything;
 //!   frames above the MTU are dropped; random loss and Gilbert-Elliott burst loss drop; the
@@ -23,61 +23,7 @@ use std::sync::{Arc, Mutex};
 
 use super::{Link as LinkState, Offloads, Port, PortInfo, PortStats, MAX_BURST};
 use crate::mem::{PktBuf, Pool, PoolExhausted};
-
-/// xoshiro256** (Blackman & Vigna), seeded through splitmix64. Small, fast, reproducible.
-#[derive(Debug, Clone)]
-pub struct Rng {
-    s: [u64; 4],
-}
-
-impl Rng {
-    /// A generator from a 64-bit seed.
-    pub fn new(seed: u64) -> Rng {
-        let mut z = seed;
-        let mut next = || {
-            z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            let mut x = z;
-            x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            x ^ (x >> 31)
-        };
-        Rng {
-            s: [next(), next(), next(), next()],
-        }
-    }
-    /// Next 64 random bits.
-    #[inline]
-    pub fn next_u64(&mut self) -> u64 {
-        let r = self.s[1].wrapping_mul(5).rotate_left(7).wrapping_mul(9);
-        let t = self.s[1] << 17;
-        self.s[2] ^= self.s[0];
-        self.s[3] ^= self.s[1];
-        self.s[1] ^= self.s[2];
-        self.s[0] ^= self.s[3];
-        self.s[2] ^= t;
-        self.s[3] = self.s[3].rotate_left(45);
-        r
-    }
-    /// Uniform in [0, 1).
-    #[inline]
-    pub fn f64(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
-    }
-    /// True with probability `p`.
-    #[inline]
-    pub fn chance(&mut self, p: f64) -> bool {
-        p > 0.0 && self.f64() < p
-    }
-    /// Uniform in [0, n) (0 when n is 0).
-    #[inline]
-    pub fn below(&mut self, n: u64) -> u64 {
-        if n == 0 {
-            0
-        } else {
-            ((self.next_u64() as u128 * n as u128) >> 64) as u64
-        }
-    }
-}
+use crate::rng::Xoshiro256;
 
 /// Gilbert-Elliott two-state burst loss.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -190,7 +136,7 @@ impl Ord for InFlight {
 /// One direction of a simulated link.
 pub struct Link {
     cfg: LinkConfig,
-    rng: Rng,
+    rng: Xoshiro256,
     pool: Pool,
     heap: BinaryHeap<InFlight>,
     seq: u64,
@@ -213,7 +159,7 @@ impl Link {
     pub fn new(cfg: LinkConfig, seed: u64, pool: Pool) -> Link {
         Link {
             cfg,
-            rng: Rng::new(seed),
+            rng: Xoshiro256::new(seed),
             pool,
             heap: BinaryHeap::with_capacity(1024),
             seq: 0,

@@ -26,8 +26,9 @@ use super::cc::swift::SwiftFactory;
 use super::cc::ControllerFactory;
 use super::connection::{Budget, Connection, Side};
 use super::cookie::siphash24;
-use super::{ConnectionConfig, Instant, SplitMix64};
+use super::{ConnectionConfig, Instant};
 use crate::mem::PktBuf;
+use crate::rng::SplitMix64;
 use crate::wire::transport::{Kind, Packet, Repr, FLAG_ACK_NOW, FLAG_INTACT};
 
 /// A datagram [`Endpoint::poll_transmit_ex`] wrote.
@@ -333,7 +334,7 @@ impl Endpoint {
 
     fn fresh_cid(&mut self) -> u64 {
         loop {
-            let c = self.rng.next();
+            let c = self.rng.next_u64();
             if c != 0 && !self.by_cid.contains_key(&c) {
                 return c;
             }

@@ -373,12 +373,10 @@ pub fn pattern(tag: u64, len: usize) -> bytes::Bytes {
 }
 
 fn word(tag: u64, i: u64) -> u64 {
-    let mut z = tag
-        .wrapping_mul(0x9e37_79b9_7f4a_7c15)
-        .wrapping_add(i.wrapping_mul(0xbf58_476d_1ce4_e5b9));
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
+    crate::rng::mix64(
+        tag.wrapping_mul(0x9e37_79b9_7f4a_7c15)
+            .wrapping_add(i.wrapping_mul(0xbf58_476d_1ce4_e5b9)),
+    )
 }
 
 /// Fill `out` with the pattern bytes starting at byte `offset` (a multiple of 8).

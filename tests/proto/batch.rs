@@ -12,9 +12,8 @@ use std::time::Duration;
 use bypass::mem::PktBuf;
 use bypass::pmd::sim::LinkConfig;
 use bypass::proto::testing::{check_pattern, pattern, run_transfer, Pair, Peer, CLIENT_ADDR};
-use bypass::proto::{
-    ConnectionConfig, ConnectionHandle, ConnectionStats, EndpointConfig, Event, SplitMix64,
-};
+use bypass::proto::{ConnectionConfig, ConnectionHandle, ConnectionStats, EndpointConfig, Event};
+use bypass::rng::SplitMix64;
 use bypass::wire::transport::{batch_entries, Kind, Packet, Repr};
 use bypass::wire::TransportPacket;
 
@@ -238,10 +237,10 @@ fn small_messages_under_faults_arrive_exactly_once() {
         let mut rng = SplitMix64::new(seed);
         let mut sizes = |n: usize| -> Vec<usize> {
             (0..n)
-                .map(|_| match rng.next() % 20 {
+                .map(|_| match rng.next_u64() % 20 {
                     // Some multi-packet messages among the small ones from seed 3 on.
-                    0 if seed >= 3 => 1_000 + (rng.next() % 30_000) as usize,
-                    _ => (rng.next() % 300) as usize,
+                    0 if seed >= 3 => 1_000 + (rng.next_u64() % 30_000) as usize,
+                    _ => (rng.next_u64() % 300) as usize,
                 })
                 .collect()
         };

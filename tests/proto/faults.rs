@@ -132,7 +132,7 @@ fn spoofed_and_unknown_packets_create_no_state() {
     let mut server = Endpoint::new(EndpointConfig::default(), 5);
     let now = Instant::from_nanos(1_000_000_000);
     let attacker = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 9), 1234));
-    let mut rng = bypass::pmd::sim::Rng::new(99);
+    let mut rng = bypass::rng::Xoshiro256::new(99);
     let base = Repr {
         flags: FLAG_ACK_NOW,
         dst_cid: 0,

@@ -129,7 +129,7 @@ fn setup(s: Scenario, seed: u64) -> (Pair, Vec<usize>, Vec<usize>) {
         ..EndpointConfig::default()
     };
     let p = Pair::with_links(cfg.clone(), cfg, c2s, s2c, seed);
-    let mut rng = bypass::pmd::sim::Rng::new(seed);
+    let mut rng = bypass::rng::Xoshiro256::new(seed);
     let big = matches!(s, Scenario::OrderedTightBudget);
     let tiny = matches!(s, Scenario::TinyMessages);
     let mut sizes = || -> Vec<usize> {

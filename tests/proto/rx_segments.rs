@@ -604,7 +604,7 @@ fn random_forged_offsets_never_panic_nor_leak() {
             let now = p.now;
             p.server.handle(now, f.from, false, b);
         }
-        let mut rng = bypass::pmd::sim::Rng::new(seed);
+        let mut rng = bypass::rng::Xoshiro256::new(seed);
         let lens = [0u64, 1, 1500, 3000, 10_000, 40_000];
         let payload = [0x77u8; 1400];
         let mut delivered = 0;

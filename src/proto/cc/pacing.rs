@@ -162,15 +162,9 @@ mod tests {
     fn cached_gap_is_the_exact_division() {
         // Rates from a byte per second to past a terabit, sizes from nothing to 4 GiB and a
         // few beyond (the exact path): the reciprocal gives exactly ceil(bytes * 1e9 / rate).
-        let mut rng = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = || {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            rng
-        };
+        let mut rng = crate::rng::SplitMix64::new(1);
         let mut rates = vec![1, 3, 7, 999, 1_000_000_000, 12_500_000_000, 50_000_000_000];
-        rates.extend((0..200).map(|_| 1 + next() % 200_000_000_000));
+        rates.extend((0..200).map(|_| 1 + rng.below(200_000_000_000)));
         let mut sizes = vec![
             0,
             1,
@@ -183,7 +177,7 @@ mod tests {
             1 << 32,
             1 << 40,
         ];
-        sizes.extend((0..200).map(|_| next() % (1 << 32)));
+        sizes.extend((0..200).map(|_| rng.below(1 << 32)));
         for &rate in &rates {
             let mut p = Pacer::new(1);
             p.on_send(Instant::ZERO, 0, rate);

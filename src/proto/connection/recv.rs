@@ -656,13 +656,8 @@ mod tests {
     fn ranges_refuse_exactly_the_overlaps() {
         // Against a byte map: random parts of a 2000-byte message, in any order and
         // overlapping at will; a part is taken iff none of its bytes was taken before.
-        let mut x = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = |m: u64| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x % m
-        };
+        let mut rng = crate::rng::SplitMix64::new(1);
+        let mut next = |m: u64| rng.below(m);
         for _ in 0..200 {
             let mut r = Ranges::default();
             let mut map = [false; 2000];

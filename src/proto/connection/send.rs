@@ -6,10 +6,11 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::super::cc::SendEvent;
-use super::super::{Event, Instant, SplitMix64, PN_WINDOW};
+use super::super::{Event, Instant, PN_WINDOW};
 use super::recovery::{PktState, Sent, What};
 use super::{Connection, SendError, State, EVENT_CAP};
 use crate::mem::PktBuf;
+use crate::rng::SplitMix64;
 use crate::wire::transport::{
     Kind, Repr, BATCH_ENTRY_LEN, BATCH_HEADER_LEN, DATA_HEADER_LEN, FLAG_ACK_NOW,
 };
@@ -285,7 +286,7 @@ impl Connection {
             // together (a job's workers connecting at once) must not retry in lockstep,
             // or a server's bounded hello queue admits the same few each round.
             let spread = wait.as_nanos() as u64 / 2;
-            let jitter = SplitMix64::new(self.local_cid ^ u64::from(self.hs_attempts)).next()
+            let jitter = SplitMix64::new(self.local_cid ^ u64::from(self.hs_attempts)).next_u64()
                 % spread.max(1);
             self.hs_next = now + wait + Duration::from_nanos(jitter);
             let k = Kind::Connect {
