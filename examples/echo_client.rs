@@ -29,7 +29,7 @@ const SIZES: [usize; 6] = [1, 64, 1400, 8 << 10, 64 << 10, 1 << 20];
 
 fn main() {
     common::init_log();
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let args = common::args(USAGE);
     let (socket, rounds) = match args.as_slice() {
         [s] => (PathBuf::from(s), 10),
         [s, r] => match r.parse::<u32>() {
@@ -44,8 +44,10 @@ fn main() {
     }
 }
 
+const USAGE: &str = "usage: echo_client SOCKET_PATH [ROUNDS]";
+
 fn usage() -> ! {
-    eprintln!("usage: echo_client SOCKET_PATH [ROUNDS]");
+    eprintln!("{USAGE}");
     std::process::exit(2);
 }
 

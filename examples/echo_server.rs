@@ -28,7 +28,7 @@ fn main() {
     common::init_log();
     let mut socket = None;
     let mut once = false;
-    for a in std::env::args().skip(1) {
+    for a in common::args(USAGE) {
         match a.as_str() {
             "--once" => once = true,
             _ if socket.is_none() => socket = Some(PathBuf::from(a)),
@@ -42,8 +42,10 @@ fn main() {
     }
 }
 
+const USAGE: &str = "usage: echo_server SOCKET_PATH [--once]";
+
 fn usage() -> ! {
-    eprintln!("usage: echo_server SOCKET_PATH [--once]");
+    eprintln!("{USAGE}");
     std::process::exit(2);
 }
 

@@ -48,9 +48,10 @@ impl Fnv1a {
 
 fn main() {
     common::init_log();
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    const USAGE: &str = "usage: file_recv SOCKET_PATH OUT_FILE";
+    let args = common::args(USAGE);
     let [socket, out] = args.as_slice() else {
-        eprintln!("usage: file_recv SOCKET_PATH OUT_FILE");
+        eprintln!("{USAGE}");
         std::process::exit(2);
     };
     match run(PathBuf::from(socket), PathBuf::from(out)) {

@@ -37,7 +37,7 @@ fn fnv1a64(data: &[u8]) -> u64 {
 
 fn main() {
     common::init_log();
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let args = common::args(USAGE);
     let (socket, input, chunk) = match args.as_slice() {
         [s, f] => (s, f, 1 << 20),
         [s, f, c] => match c.parse::<usize>() {
@@ -56,8 +56,10 @@ fn main() {
     }
 }
 
+const USAGE: &str = "usage: file_send SOCKET_PATH IN_FILE [CHUNK_BYTES]";
+
 fn usage() -> ! {
-    eprintln!("usage: file_send SOCKET_PATH IN_FILE [CHUNK_BYTES]");
+    eprintln!("{USAGE}");
     std::process::exit(2);
 }
 

@@ -51,6 +51,10 @@ const BULK_EXTRA: u32 = 512;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "-h" || a == "--help") {
+        println!("{USAGE}");
+        return;
+    }
     let r = match args.as_slice() {
         [s] => serve(PathBuf::from(s), false),
         [s, o] if o == "--once" => serve(PathBuf::from(s), true),
@@ -66,8 +70,10 @@ fn main() {
     }
 }
 
+const USAGE: &str = "usage: sample_server SOCKET_PATH [--once | --recv COUNT SIZE]";
+
 fn usage() -> ! {
-    eprintln!("usage: sample_server SOCKET_PATH [--once | --recv COUNT SIZE]");
+    eprintln!("{USAGE}");
     std::process::exit(2);
 }
 
