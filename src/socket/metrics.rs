@@ -44,7 +44,7 @@ use crate::telemetry::{
     PortMetric, RateLimited, Registry,
 };
 
-use super::Transport;
+use super::stack::Transport;
 
 #[cfg(feature = "metrics")]
 mod http;
