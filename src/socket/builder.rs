@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant as StdInstant};
 
 use crate::pmd::memif::{InterfaceConfig, Memif, MemifConfig};
+use crate::pmd::pcap::CapturePort;
 use crate::pmd::{Link, Port};
 use crate::proto::cc::swift::{SwiftConfig, SwiftFactory};
 use crate::proto::cc::ControllerFactory;
@@ -312,7 +313,7 @@ impl StackBuilder {
             tx_dropped: 0,
             tx_pool_exhausted: 0,
         };
-        let port = metrics::CapturePort::new(port);
+        let port = CapturePort::new(port);
         let mut rt = Runtime::new(rcfg, port, transport, SystemClock::new()).map_err(|e| {
             Error::Backend {
                 what: "runtime".into(),

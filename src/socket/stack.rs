@@ -3,12 +3,14 @@
 //! the poll pieces); dropping the last of them lingers until the last packets left.
 
 use std::cell::RefCell;
+use std::fs::File;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::rc::Rc;
 use std::time::{Duration, Instant as StdInstant};
 
 use crate::mem::{PktBuf, PoolExhausted};
 use crate::pmd::memif::Memif;
+use crate::pmd::pcap::CapturePort;
 use crate::pmd::{Port, PortStats};
 use crate::proto::{CloseReason, Endpoint, EndpointStats, Instant};
 use crate::runtime::clock::SystemClock;
@@ -18,6 +20,10 @@ use crate::runtime::{Io, Runtime, RuntimeCounters, UdpHandler};
 use super::metrics::{self, Metrics};
 use super::socket::SockState;
 use super::{Backend, Error, Listener, Socket, StackBuilder};
+
+/// The stack's port: the backend's, inside the wrapper that captures it on demand
+/// ([`Metrics::capture_start`]).
+pub(super) type StackPort = CapturePort<Box<dyn Port>, File>;
 
 /// The transport plugged into the runtime: a proto endpoint on one UDP port.
 pub(super) struct Transport {
@@ -113,7 +119,7 @@ impl Transport {
 }
 
 pub(super) struct Inner {
-    pub(super) rt: Runtime<metrics::CapturePort, Transport, SystemClock>,
+    pub(super) rt: Runtime<StackPort, Transport, SystemClock>,
     pub(super) metrics: Option<metrics::StackMetrics>,
     #[cfg(feature = "metrics")]
     pub(super) _exporter: Option<crate::telemetry::Exporter>,
