@@ -8,12 +8,11 @@ use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bypass::mem::{HugePages, PktBuf, Pool, PoolConfig};
-use bypass::pmd::faults::{
-    Delay, FaultConfig, FaultSpec, Faults, Loss, ManualClock, RateLimit, Reorder,
-};
+use bypass::pmd::faults::{Delay, FaultConfig, FaultSpec, Faults, Loss, RateLimit, Reorder};
 use bypass::pmd::pair::pair;
 use bypass::pmd::pcap::{Pcap, PcapConfig};
 use bypass::pmd::Port;
+use bypass::time::ManualClock;
 
 struct Counting;
 

@@ -7,9 +7,9 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 
 use bypass::mem::PktBuf;
 use bypass::pmd::Port;
-use bypass::runtime::clock::ManualClock;
 use bypass::runtime::net::{Net, NetConfig, SendError};
 use bypass::runtime::{Runtime, RuntimeConfig};
+use bypass::time::ManualClock;
 use runtime_util::{pair, PairPort, Recorder, IP_A, IP_B};
 
 type Rt = Runtime<PairPort, Recorder, ManualClock>;

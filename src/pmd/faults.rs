@@ -8,9 +8,10 @@
 //! - Faults are drawn from an in-crate xoshiro256** generator ([`Xoshiro256`]) seeded from
 //!   [`FaultConfig::seed`]; each direction has its own stream. Given the same seed, the same
 //!   frames and the same clock readings, the wrapper makes the same decisions.
-//! - Time comes from a [`Clock`]: [`MonotonicClock`] by default, [`ManualClock`] for tests in
-//!   virtual time. The clock is read once per call, never per frame, and only when a fault
-//!   that needs time (delay, rate, reorder deadline) is configured.
+//! - Time comes from a [`Clock`] (see [`crate::time`]): [`MonotonicClock`] by default,
+//!   [`ManualClock`](crate::time::ManualClock) for tests in virtual time. The clock is read
+//!   once per call, never per frame, and only when a fault that needs time (delay, rate,
+//!   reorder deadline) is configured.
 //! - Frames a fault holds (delay, rate queue, reorder) sit in fixed-capacity queues allocated
 //!   at construction; nothing is allocated per frame. A duplicate is a copy into a buffer
 //!   from the inner port's [`Port::alloc_tx`]; when none is free the duplicate is skipped and
@@ -31,7 +32,7 @@ use std::collections::VecDeque;
 use super::{Link, Port, PortInfo, PortStats, MAX_BURST};
 use crate::mem::{PktBuf, PoolExhausted};
 
-pub use crate::time::{Clock, ManualClock, MonotonicClock};
+use crate::time::{Clock, MonotonicClock};
 
 /// SplitMix64 step: used to expand a 64-bit seed into xoshiro's state.
 fn splitmix64(state: &mut u64) -> u64 {
@@ -908,6 +909,7 @@ mod tests {
 
     #[test]
     fn manual_clock_is_shared_and_monotonic() {
+        use crate::time::ManualClock;
         let c = ManualClock::new(10);
         let d = c.clone();
         c.advance(5);

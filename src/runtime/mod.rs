@@ -2,7 +2,7 @@
 //!
 //! Contract:
 //! - A [`Runtime`] owns one port (one queue pair), the L2/L3 layer ([`net::Net`]: Ethernet,
-//!   ARP, IPv4, ICMP echo, UDP demux), a clock ([`clock::Clock`]) and a timer wheel
+//!   ARP, IPv4, ICMP echo, UDP demux), a clock ([`Clock`]) and a timer wheel
 //!   ([`timer::TimerWheel`]), and drives a [`UdpHandler`] (the transport endpoint, or a test
 //!   application). It is generic over all of them, so the data path has no dynamic dispatch
 //!   except [`Io::alloc_tx`] and ARP's buffer allocation.
@@ -39,9 +39,9 @@ use std::net::SocketAddrV4;
 use crate::mem::{CoreError, CoreSlot, PktBuf, PoolExhausted};
 use crate::pmd::{Port, MAX_BURST};
 
-use self::clock::Clock;
 use self::net::{Net, NetConfig, NetCounters, SendError};
 use self::timer::{Expired, StaleHandle, TimerHandle, TimerWheel, WheelFull};
+use crate::time::Clock;
 
 /// The transport side of a runtime: what it does with datagrams, timers and spare cycles.
 pub trait UdpHandler {

@@ -141,7 +141,7 @@ impl Inner {
     /// The runtime's clock read now, never behind the loop's own `now`.
     #[inline]
     pub(super) fn fresh_now(&self) -> u64 {
-        use crate::runtime::clock::Clock;
+        use crate::time::Clock;
         self.rt.clock().now_ns().max(self.rt.now())
     }
 
