@@ -18,6 +18,8 @@ pub struct Instant(u64);
 impl Instant {
     /// Time zero.
     pub const ZERO: Instant = Instant(0);
+    /// The last representable time (what saturating additions stop at).
+    pub const MAX: Instant = Instant(u64::MAX);
     /// From nanoseconds.
     #[inline]
     pub const fn from_nanos(ns: u64) -> Instant {
@@ -27,6 +29,17 @@ impl Instant {
     #[inline]
     pub const fn as_nanos(self) -> u64 {
         self.0
+    }
+    /// `ns` nanoseconds later (saturating): the plain `u64` addition, for arithmetic in
+    /// nanoseconds (a `Duration` would convert to seconds and back).
+    #[inline]
+    pub const fn add_nanos(self, ns: u64) -> Instant {
+        Instant(self.0.saturating_add(ns))
+    }
+    /// Nanoseconds from `earlier` to `self`, or 0 if `earlier` is later.
+    #[inline]
+    pub const fn nanos_since(self, earlier: Instant) -> u64 {
+        self.0.saturating_sub(earlier.0)
     }
     /// `self - earlier`, or zero if `earlier` is later.
     #[inline]

@@ -23,7 +23,7 @@ impl Listener {
     /// system call), for timeouts of blocking calls.
     #[inline]
     fn now_ns(&self) -> u64 {
-        self.inner.borrow().rt.now()
+        self.inner.borrow().rt.now().as_nanos()
     }
 
     /// The clock read now (not the last iteration's time, which is stale by however long the

@@ -587,7 +587,7 @@ pub(super) struct StackMetrics {
     conns: ConnPublisher,
     live: Vec<bool>,
     capture: Arc<CaptureCtl>,
-    last_now: u64,
+    last_ns: u64,
     next_tick: u64,
     link_was_up: bool,
     last_malformed: u64,
@@ -633,7 +633,7 @@ impl StackMetrics {
             conns: r.conn_table(cap),
             live: vec![false; cap],
             capture,
-            last_now: 0,
+            last_ns: 0,
             next_tick: 0,
             link_was_up: true,
             last_malformed: 0,
@@ -652,11 +652,11 @@ impl StackMetrics {
     /// After each poll-loop iteration: the loop gap, and the publish tick when it is due.
     #[inline]
     pub(super) fn after_poll(&mut self, rt: &mut Runtime<StackPort, Transport, SystemClock>) {
-        let now = rt.now();
-        if self.last_now != 0 {
-            self.gap.record(now.saturating_sub(self.last_now));
+        let now = rt.now().as_nanos();
+        if self.last_ns != 0 {
+            self.gap.record(now.saturating_sub(self.last_ns));
         }
-        self.last_now = now;
+        self.last_ns = now;
         if now >= self.next_tick {
             self.next_tick = now + PUBLISH_INTERVAL_NS;
             self.publish(rt);

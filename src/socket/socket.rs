@@ -65,7 +65,7 @@ impl Socket {
     /// system call), for timeouts of blocking calls.
     #[inline]
     pub(super) fn now_ns(&self) -> u64 {
-        self.inner.borrow().rt.now()
+        self.inner.borrow().rt.now().as_nanos()
     }
 
     /// The clock read now (not the last iteration's time, which is stale by however long the
@@ -105,7 +105,7 @@ impl Socket {
     /// Take the connection's events; returns the state if it changed.
     pub(super) fn pump_events(&self) -> Option<SockState> {
         let mut i = self.inner.borrow_mut();
-        let now = i.rt.now();
+        let now = i.rt.now().as_nanos();
         let Inner { rt, metrics, .. } = &mut *i;
         let mut s = self.s.borrow_mut();
         let before = s.state;
@@ -155,7 +155,7 @@ impl Socket {
 
     pub(super) fn abort(&self) {
         let mut i = self.inner.borrow_mut();
-        let now = Instant::from_nanos(i.rt.now());
+        let now = i.rt.now();
         if let Some(c) = i.ep().connection(self.h) {
             c.reset(now, 0);
         }
@@ -164,11 +164,11 @@ impl Socket {
     /// Message `id` was queued at `now`: note it (for its completion time) and finish an
     /// iteration left half done, so it leaves at once ([`Inner::finish_deferred`]).
     #[inline]
-    pub(super) fn sent(&self, i: &mut Inner, id: u64, now: u64) {
+    pub(super) fn sent(&self, i: &mut Inner, id: u64, now: Instant) {
         {
             let mut st = self.s.borrow_mut();
             st.last_sent = Some(id);
-            st.sent_at[(id % crate::proto::MSG_WINDOW) as usize] = now;
+            st.sent_at[(id % crate::proto::MSG_WINDOW) as usize] = now.as_nanos();
         }
         i.finish_deferred();
     }
@@ -492,7 +492,7 @@ impl Socket {
     pub fn close(self) -> Result<(), Error> {
         {
             let mut i = self.inner.borrow_mut();
-            let now = Instant::from_nanos(i.rt.now());
+            let now = i.rt.now();
             if let Some(c) = i.ep().connection(self.h) {
                 c.close(now, 0);
             }
@@ -522,7 +522,7 @@ impl Socket {
     pub fn shutdown(&self) -> Result<(), Error> {
         {
             let mut i = self.inner.borrow_mut();
-            let now = Instant::from_nanos(i.rt.now());
+            let now = i.rt.now();
             if let Some(c) = i.ep().connection(self.h) {
                 if matches!(c.state(), State::Handshake | State::Established) {
                     c.close(now, 0);
@@ -556,7 +556,7 @@ impl Drop for Socket {
         let Ok(mut i) = self.inner.try_borrow_mut() else {
             return;
         };
-        let now = Instant::from_nanos(i.rt.now());
+        let now = i.rt.now();
         if let Some(c) = i.ep().connection(self.h) {
             // A draining connection (the peer closed) is left to finish its drain: it
             // re-acknowledges the peer's CLOSE if our ACK was lost; a reset instead could

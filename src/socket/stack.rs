@@ -12,7 +12,7 @@ use crate::mem::{PktBuf, PoolExhausted};
 use crate::pmd::memif::Memif;
 use crate::pmd::pcap::CapturePort;
 use crate::pmd::{Port, PortStats};
-use crate::proto::{CloseReason, Endpoint, EndpointStats, Instant};
+use crate::proto::{CloseReason, Endpoint, EndpointStats};
 use crate::runtime::clock::SystemClock;
 use crate::runtime::net::NetCounters;
 use crate::runtime::{Io, Runtime, RuntimeCounters, UdpHandler};
@@ -38,7 +38,7 @@ impl UdpHandler for Transport {
     #[inline]
     fn on_datagram(&mut self, io: &mut Io<'_>, src: SocketAddrV4, _dst: u16, payload: PktBuf) {
         self.ep.handle_rx(
-            Instant::from_nanos(io.now()),
+            io.now(),
             SocketAddr::V4(src),
             false,
             io.rx_checksummed(),
@@ -51,7 +51,7 @@ impl UdpHandler for Transport {
     #[inline]
     fn on_poll(&mut self, io: &mut Io<'_>) {
         // After this iteration's datagrams: the next ones tell whether the loop stalled.
-        self.ep.note_poll(Instant::from_nanos(io.now()));
+        self.ep.note_poll(io.now());
         self.transmit(io);
     }
 
@@ -59,7 +59,7 @@ impl UdpHandler for Transport {
     /// the timeouts due; what they send goes out in this iteration.
     #[inline]
     fn after_flush(&mut self, io: &mut Io<'_>) {
-        let now = Instant::from_nanos(io.now());
+        let now = io.now();
         if self.ep.poll_timeout().is_some_and(|t| t <= now) {
             self.ep.handle_timeout(now);
             self.transmit(io);
@@ -71,7 +71,7 @@ impl Transport {
     /// Queue the endpoint's datagrams in the runtime's transmit queue.
     #[inline]
     pub(super) fn transmit(&mut self, io: &mut Io<'_>) {
-        let now = Instant::from_nanos(io.now());
+        let now = io.now();
         // (Nothing ready: no buffer to prepare. Checked again after each datagram, so the
         // last one goes to the flush without a call that finds nothing.)
         while self.ep.has_transmit() {
@@ -142,7 +142,7 @@ impl Inner {
     #[inline]
     pub(super) fn fresh_now(&self) -> u64 {
         use crate::time::Clock;
-        self.rt.clock().now_ns().max(self.rt.now())
+        self.rt.clock().now().max(self.rt.now()).as_nanos()
     }
 
     #[inline]
@@ -267,7 +267,7 @@ impl Stack {
     /// system call), for timeouts of blocking calls.
     #[inline]
     fn now_ns(&self) -> u64 {
-        self.inner.borrow().rt.now()
+        self.inner.borrow().rt.now().as_nanos()
     }
 
     /// The clock read now (not the last iteration's time, which is stale by however long the
@@ -310,7 +310,7 @@ impl Stack {
         loop {
             let h = {
                 let mut i = self.inner.borrow_mut();
-                let now = Instant::from_nanos(i.rt.now());
+                let now = i.rt.now();
                 i.ep()
                     .connect(now, SocketAddr::V4(addr))
                     .map_err(|_| Error::TooManyConnections)?
