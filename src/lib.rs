@@ -15,7 +15,8 @@
 //!            (its front end, tables and plots: the `bypass` CLI's crate, cli/)
 //! mem        hugepage regions, buffer pools, PktBuf, zero-copy hand-off, memory kinds
 //! telemetry  per-core counters, histograms; the Prometheus HTTP exporter (feature `metrics`)
-//! time       the Clock trait, ManualClock (virtual time), MonotonicClock
+//! time       Instant (every now and deadline), the Clock trait, ManualClock (virtual time),
+//!            MonotonicClock
 //! rng        seeded, non-cryptographic generators (SplitMix64, xoshiro256**)
 //! ```
 //!

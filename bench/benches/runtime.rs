@@ -13,6 +13,7 @@ use bypass::runtime::clock::SystemClock;
 use bypass::runtime::net::{Net, NetConfig};
 use bypass::runtime::timer::TimerWheel;
 use bypass::runtime::{Io, Runtime, RuntimeConfig, UdpHandler};
+use bypass::time::Instant;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
 const LIVE: u64 = 10_000;
@@ -23,13 +24,16 @@ fn timers(c: &mut Criterion) {
 
     // insert + cancel with 10 000 other timers live (RTO timers re-armed on every ack).
     g.bench_function("wheel_insert_cancel", |b| {
-        let mut w: TimerWheel<u64> = TimerWheel::new(LIVE as usize + 16, 10, 0);
+        let mut w: TimerWheel<u64> = TimerWheel::new(LIVE as usize + 16, 10, Instant::ZERO);
         let mut r = SplitMix64::new(7);
         for i in 0..LIVE {
-            w.insert(r.next_u64() % 100_000_000, i).unwrap();
+            w.insert(Instant::from_nanos(r.next_u64() % 100_000_000), i)
+                .unwrap();
         }
         b.iter(|| {
-            let h = w.insert(black_box(r.next_u64() % 10_000_000), 1).unwrap();
+            let h = w
+                .insert(Instant::from_nanos(black_box(r.next_u64() % 10_000_000)), 1)
+                .unwrap();
             black_box(w.cancel(h));
         })
     });
@@ -51,15 +55,17 @@ fn timers(c: &mut Criterion) {
     // insert + expire, steady state: each iteration arms one timer 0..1 ms out and moves time
     // on by 100 ns, expiring what is due (about 5 000 timers live).
     g.bench_function("wheel_insert_expire", |b| {
-        let mut w: TimerWheel<u64> = TimerWheel::new(16_384, 10, 0);
+        let mut w: TimerWheel<u64> = TimerWheel::new(16_384, 10, Instant::ZERO);
         let mut out = Vec::with_capacity(1024);
         let mut r = SplitMix64::new(11);
         let mut now = 0u64;
         b.iter(|| {
             now += 100;
-            w.insert(now + r.next_u64() % 1_000_000, now).unwrap();
+            let at = Instant::from_nanos(now);
+            w.insert(at.add_nanos(r.next_u64() % 1_000_000), now)
+                .unwrap();
             out.clear();
-            black_box(w.advance(now, &mut out));
+            black_box(w.advance(at, &mut out));
         })
     });
     g.bench_function("binaryheap_push_pop_expire", |b| {
@@ -111,9 +117,13 @@ fn net(c: &mut Criterion) {
             let mut peer = Net::new(cfg);
             let mut b = pool.alloc().unwrap();
             b.append(size).unwrap().fill(0x5a);
-            peer.send_udp(0, 5000, SocketAddrV4::new(IP_US, 7000), b, &mut || {
-                pool.alloc()
-            })
+            peer.send_udp(
+                Instant::ZERO,
+                5000,
+                SocketAddrV4::new(IP_US, 7000),
+                b,
+                &mut || pool.alloc(),
+            )
             .unwrap();
             peer.tx_queue().pop().unwrap().data().to_vec()
         };
@@ -136,7 +146,7 @@ fn net(c: &mut Criterion) {
             b.iter(|| {
                 let mut buf = pool.alloc().unwrap();
                 buf.extend_from_slice(f).unwrap();
-                black_box(rx.handle_frame(0, buf).unwrap());
+                black_box(rx.handle_frame(Instant::ZERO, buf).unwrap());
             })
         });
 
@@ -156,7 +166,7 @@ fn net(c: &mut Criterion) {
                 b.iter(|| {
                     let mut buf = pool.alloc().unwrap();
                     buf.append(n).unwrap();
-                    tx.send_udp(0, 7000, dst, buf, &mut || pool.alloc())
+                    tx.send_udp(Instant::ZERO, 7000, dst, buf, &mut || pool.alloc())
                         .unwrap();
                     black_box(tx.tx_queue().pop());
                 })

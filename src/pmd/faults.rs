@@ -8,9 +8,10 @@
 //! - Faults are drawn from an in-crate xoshiro256** generator ([`Xoshiro256`]) seeded from
 //!   [`FaultConfig::seed`]; each direction has its own stream. Given the same seed, the same
 //!   frames and the same clock readings, the wrapper makes the same decisions.
-//! - Time comes from a [`Clock`]: [`MonotonicClock`] by default, [`ManualClock`] for tests in
-//!   virtual time. The clock is read once per call, never per frame, and only when a fault
-//!   that needs time (delay, rate, reorder deadline) is configured.
+//! - Time comes from a [`Clock`] (see [`crate::time`]): [`MonotonicClock`] by default,
+//!   [`ManualClock`](crate::time::ManualClock) for tests in virtual time. The clock is read
+//!   once per call, never per frame, and only when a fault that needs time (delay, rate,
+//!   reorder deadline) is configured.
 //! - Frames a fault holds (delay, rate queue, reorder) sit in fixed-capacity queues allocated
 //!   at construction; nothing is allocated per frame. A duplicate is a copy into a buffer
 //!   from the inner port's [`Port::alloc_tx`]; when none is free the duplicate is skipped and
@@ -32,7 +33,7 @@ use super::{Link, Port, PortInfo, PortStats, MAX_BURST};
 use crate::mem::{PktBuf, PoolExhausted};
 use crate::rng::{SplitMix64, Xoshiro256};
 
-pub use crate::time::{Clock, ManualClock, MonotonicClock};
+use crate::time::{Clock, Instant, MonotonicClock};
 
 /// How frames are lost.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
@@ -279,7 +280,7 @@ struct Held {
     /// Released once `Lane::passed` reaches this.
     release_at: u64,
     /// ... or once the clock reaches this.
-    deadline: u64,
+    deadline: Instant,
 }
 
 /// Units of the token bucket: one bit is `1e9` tokens, so a rate in bits per second adds
@@ -303,10 +304,10 @@ struct Lane {
     rate_q: VecDeque<PktBuf>,
     rate_cap: usize,
     tokens: i128,
-    last_refill: Option<u64>,
-    delay_q: VecDeque<(u64, PktBuf)>,
+    last_refill: Option<Instant>,
+    delay_q: VecDeque<(Instant, PktBuf)>,
     delay_cap: usize,
-    last_due: u64,
+    last_due: Instant,
     /// Frames ready to leave (to the inner port on tx, to the caller on rx).
     ready: VecDeque<PktBuf>,
     ready_cap: usize,
@@ -341,7 +342,7 @@ impl Lane {
             last_refill: None,
             delay_q: VecDeque::with_capacity(delay_cap),
             delay_cap,
-            last_due: 0,
+            last_due: Instant::ZERO,
             ready: VecDeque::with_capacity(ready_cap),
             ready_cap,
             stats: LaneStats::default(),
@@ -394,7 +395,7 @@ impl Lane {
     }
 
     /// A frame enters the direction. `inner` gives the buffers for duplicates.
-    fn ingest<P: Port + ?Sized>(&mut self, pkt: PktBuf, now: u64, inner: &mut P) {
+    fn ingest<P: Port + ?Sized>(&mut self, pkt: PktBuf, now: Instant, inner: &mut P) {
         self.stats.frames_in += 1;
         if self.lose() {
             return;
@@ -426,7 +427,7 @@ impl Lane {
         }
     }
 
-    fn after_dup(&mut self, mut pkt: PktBuf, now: u64) {
+    fn after_dup(&mut self, mut pkt: PktBuf, now: Instant) {
         if self.rng.chance(self.spec.corrupt) {
             let skip = self.spec.corrupt_skip;
             if pkt.len() > skip {
@@ -445,7 +446,7 @@ impl Lane {
                 self.held.push_back(Held {
                     pkt,
                     release_at: self.passed + r.after as u64,
-                    deadline: now.saturating_add(r.max_hold_ns),
+                    deadline: now.add_nanos(r.max_hold_ns),
                 });
                 self.stats.reordered += 1;
                 return;
@@ -466,7 +467,7 @@ impl Lane {
         }
     }
 
-    fn enter_rate(&mut self, pkt: PktBuf, now: u64) {
+    fn enter_rate(&mut self, pkt: PktBuf, now: Instant) {
         if self.spec.rate.is_some() {
             if self.rate_q.len() < self.rate_cap {
                 self.rate_q.push_back(pkt);
@@ -478,7 +479,7 @@ impl Lane {
         }
     }
 
-    fn enter_delay(&mut self, pkt: PktBuf, now: u64) {
+    fn enter_delay(&mut self, pkt: PktBuf, now: Instant) {
         if let Some(d) = self.spec.delay {
             if self.delay_q.len() >= self.delay_cap {
                 self.stats.overflow_dropped += 1;
@@ -489,10 +490,7 @@ impl Lane {
             } else {
                 0
             };
-            let due = now
-                .saturating_add(d.ns)
-                .saturating_add(jitter)
-                .max(self.last_due);
+            let due = now.add_nanos(d.ns).add_nanos(jitter).max(self.last_due);
             self.last_due = due;
             self.stats.delayed += 1;
             self.delay_q.push_back((due, pkt));
@@ -511,7 +509,7 @@ impl Lane {
     }
 
     /// Move held frames whose time has come towards the output.
-    fn pump(&mut self, now: u64) {
+    fn pump(&mut self, now: Instant) {
         if self.noop {
             return;
         }
@@ -525,7 +523,7 @@ impl Lane {
             match self.last_refill {
                 None => self.tokens = cap,
                 Some(last) => {
-                    let add = now.saturating_sub(last) as i128 * r.bits_per_sec as i128;
+                    let add = now.nanos_since(last) as i128 * r.bits_per_sec as i128;
                     self.tokens = (self.tokens + add).min(cap);
                 }
             }
@@ -640,20 +638,20 @@ impl<P: Port, C: Clock> Faults<P, C> {
         if self.tx.noop && self.rx.noop {
             return;
         }
-        let now = self.clock.now_ns();
+        let now = self.clock.now();
         self.rx.pump(now);
         self.pump_tx(now);
     }
 
-    fn now_for(&self, lane: &Lane) -> u64 {
+    fn now_for(&self, lane: &Lane) -> Instant {
         if lane.needs_clock {
-            self.clock.now_ns()
+            self.clock.now()
         } else {
-            0
+            Instant::ZERO
         }
     }
 
-    fn pump_tx(&mut self, now: u64) {
+    fn pump_tx(&mut self, now: Instant) {
         if self.tx.noop {
             return;
         }
@@ -804,6 +802,7 @@ mod tests {
 
     #[test]
     fn manual_clock_is_shared_and_monotonic() {
+        use crate::time::ManualClock;
         let c = ManualClock::new(10);
         let d = c.clone();
         c.advance(5);

@@ -17,6 +17,11 @@
 //!   (an `Arc<AtomicBool>`); a switched-off wrapper only forwards.
 //! - An I/O error never reaches the data path: the wrapper stops capturing, counts the error
 //!   in [`PcapStats::io_errors`] and keeps forwarding; [`Pcap::last_error`] tells why.
+//! - [`CapturePort`] wraps a port in a [`Pcap`] only while a capture runs: a writer is
+//!   attached ([`CapturePort::start`]) and detached ([`CapturePort::stop`]) at run time, by
+//!   whoever owns the port (the stack's poll loop at its publish tick, for a capture switched
+//!   through `socket::Metrics`). Without one it only forwards; switching moves the port and
+//!   the writer, allocating nothing.
 
 use std::io::{self, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -471,6 +476,112 @@ impl<P: Port, W: Write + Send> Port for Pcap<P, W> {
     }
 }
 
+enum CaptureState<P: Port, W: Write + Send> {
+    Plain(P),
+    Capturing(Pcap<P, W>),
+    /// Only inside `start`/`stop`.
+    Switching,
+}
+
+/// A port that is wrapped in a [`Pcap`] while a capture runs, and forwards as is otherwise.
+/// See the [module docs](self).
+pub struct CapturePort<P: Port, W: Write + Send> {
+    state: CaptureState<P, W>,
+}
+
+impl<P: Port, W: Write + Send> std::fmt::Debug for CapturePort<P, W> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CapturePort")
+            .field("capturing", &self.capture().is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<P: Port, W: Write + Send> CapturePort<P, W> {
+    /// Wrap `port`, not capturing.
+    pub fn new(port: P) -> Self {
+        CapturePort {
+            state: CaptureState::Plain(port),
+        }
+    }
+
+    /// Capture from now on with `writer`. A capture already running is left as it is and
+    /// `writer` comes back.
+    pub fn start(&mut self, writer: PcapWriter<W>) -> Result<(), PcapWriter<W>> {
+        match std::mem::replace(&mut self.state, CaptureState::Switching) {
+            CaptureState::Plain(p) => {
+                self.state = CaptureState::Capturing(Pcap::with_writer(p, writer));
+                Ok(())
+            }
+            st => {
+                self.state = st;
+                Err(writer)
+            }
+        }
+    }
+
+    /// End the running capture and hand its writer back (call [`PcapWriter::finish`] to
+    /// flush it); `None` when none runs.
+    pub fn stop(&mut self) -> Option<PcapWriter<W>> {
+        match std::mem::replace(&mut self.state, CaptureState::Switching) {
+            CaptureState::Capturing(pc) => {
+                let (p, w) = pc.into_parts();
+                self.state = CaptureState::Plain(p);
+                Some(w)
+            }
+            st => {
+                self.state = st;
+                None
+            }
+        }
+    }
+
+    /// The running capture, for its counters and state.
+    pub fn capture(&self) -> Option<&Pcap<P, W>> {
+        match &self.state {
+            CaptureState::Capturing(p) => Some(p),
+            _ => None,
+        }
+    }
+}
+
+/// Forward a `Port` call to the port in either state (`Switching` exists only inside
+/// `start` and `stop`).
+macro_rules! forward {
+    ($state:expr, $p:ident => $e:expr) => {
+        match $state {
+            CaptureState::Plain($p) => $e,
+            CaptureState::Capturing($p) => $e,
+            CaptureState::Switching => unreachable!("port used while switching capture"),
+        }
+    };
+}
+
+impl<P: Port, W: Write + Send> Port for CapturePort<P, W> {
+    fn info(&self) -> PortInfo {
+        forward!(&self.state, p => p.info())
+    }
+    #[inline]
+    fn link(&mut self) -> Link {
+        forward!(&mut self.state, p => p.link())
+    }
+    #[inline]
+    fn rx_burst(&mut self, out: &mut Vec<PktBuf>, max: usize) -> usize {
+        forward!(&mut self.state, p => p.rx_burst(out, max))
+    }
+    #[inline]
+    fn tx_burst(&mut self, pkts: &mut Vec<PktBuf>) -> usize {
+        forward!(&mut self.state, p => p.tx_burst(pkts))
+    }
+    #[inline]
+    fn alloc_tx(&mut self) -> Result<PktBuf, PoolExhausted> {
+        forward!(&mut self.state, p => p.alloc_tx())
+    }
+    fn stats(&self) -> PortStats {
+        forward!(&self.state, p => p.stats())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -558,6 +669,47 @@ mod tests {
         let v = w.finish().unwrap();
         assert_eq!(v.len(), 24 + 10 * 56);
         assert_eq!(v[24 + 9 * 56 + 16], 9);
+    }
+
+    #[test]
+    fn capture_port_attaches_and_detaches_a_writer() {
+        use crate::mem::{HugePages, Pool, PoolConfig};
+        let pool = Pool::new(&PoolConfig {
+            hugepages: HugePages::Never,
+            ..PoolConfig::new("pcap-capture-port", 64, 2048)
+        })
+        .unwrap();
+        let (a, mut b) = crate::pmd::pair::pair(&pool, 16, 1500).unwrap();
+        let mut port = CapturePort::new(a);
+        let send = |port: &mut CapturePort<_, Vec<u8>>, len: usize| {
+            let mut f = port.alloc_tx().unwrap();
+            f.append(len).unwrap().fill(7);
+            let mut v = vec![f];
+            assert_eq!(port.tx_burst(&mut v), 1);
+        };
+        let writer = || PcapWriter::new(Vec::new(), PcapConfig::default()).unwrap();
+
+        send(&mut port, 60); // not capturing: forwarded only
+        assert!(port.capture().is_none() && port.stop().is_none());
+        port.start(writer()).unwrap();
+        send(&mut port, 61);
+        // A second capture is refused and keeps the first.
+        assert!(port.start(writer()).is_err());
+        send(&mut port, 62);
+        assert_eq!(port.capture().unwrap().capture_stats().packets, 2);
+        let file = port.stop().unwrap().finish().unwrap();
+        assert_eq!(
+            file.len(),
+            FILE_HEADER_LEN + 2 * RECORD_HEADER_LEN + 61 + 62
+        );
+        send(&mut port, 63);
+        assert!(port.capture().is_none());
+
+        // Every frame reached the peer, captured or not.
+        let mut got = Vec::new();
+        b.rx_burst(&mut got, 16);
+        let lens: Vec<usize> = got.iter().map(|p| p.len()).collect();
+        assert_eq!(lens, [60, 61, 62, 63]);
     }
 
     struct Failing;

@@ -24,6 +24,7 @@ use std::sync::{Arc, Mutex};
 use super::{Link as LinkState, Offloads, Port, PortInfo, PortStats, MAX_BURST};
 use crate::mem::{PktBuf, Pool, PoolExhausted};
 use crate::rng::Xoshiro256;
+use crate::time::Instant;
 
 /// Gilbert-Elliott two-state burst loss.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -185,7 +186,9 @@ impl Link {
     }
 
     /// Offer a frame at `now`.
-    pub fn send(&mut self, now: u64, mut buf: PktBuf) {
+    pub fn send(&mut self, now: Instant, mut buf: PktBuf) {
+        // The model's own arithmetic is in nanoseconds, as its configuration is.
+        let now = now.as_nanos();
         self.stats.sent += 1;
         if self.cfg.blackhole.is_some_and(|(s, e)| now >= s && now < e) {
             self.stats.blackholed += 1;
@@ -260,13 +263,13 @@ impl Link {
     }
 
     /// Arrival time of the next frame.
-    pub fn next_arrival(&self) -> Option<u64> {
-        self.heap.peek().map(|f| f.at)
+    pub fn next_arrival(&self) -> Option<Instant> {
+        self.heap.peek().map(|f| Instant::from_nanos(f.at))
     }
 
     /// The next frame that has arrived by `now`.
-    pub fn recv(&mut self, now: u64) -> Option<PktBuf> {
-        if self.heap.peek()?.at > now {
+    pub fn recv(&mut self, now: Instant) -> Option<PktBuf> {
+        if self.heap.peek()?.at > now.as_nanos() {
             return None;
         }
         self.stats.delivered += 1;
@@ -295,16 +298,16 @@ impl SimNet {
             links: [Mutex::new(a_to_b), Mutex::new(b_to_a)],
         })
     }
-    /// Set virtual time (ns).
-    pub fn set_now(&self, ns: u64) {
-        self.now.store(ns, AtomicOrdering::Relaxed);
+    /// Set virtual time.
+    pub fn set_now(&self, now: Instant) {
+        self.now.store(now.as_nanos(), AtomicOrdering::Relaxed);
     }
-    /// Virtual time (ns).
-    pub fn now(&self) -> u64 {
-        self.now.load(AtomicOrdering::Relaxed)
+    /// Virtual time.
+    pub fn now(&self) -> Instant {
+        Instant::from_nanos(self.now.load(AtomicOrdering::Relaxed))
     }
     /// Earliest arrival on either link.
-    pub fn next_arrival(&self) -> Option<u64> {
+    pub fn next_arrival(&self) -> Option<Instant> {
         self.links
             .iter()
             .filter_map(|l| l.lock().ok()?.next_arrival())
@@ -393,6 +396,10 @@ impl Port for SimPort {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn at(ns: u64) -> Instant {
+        Instant::from_nanos(ns)
+    }
     use crate::mem::{HugePages, PoolConfig};
 
     #[test]
@@ -415,8 +422,8 @@ mod tests {
         assert!(v.is_empty());
         let mut rx = Vec::new();
         assert_eq!(b.rx_burst(&mut rx, 8), 0);
-        assert_eq!(net.next_arrival(), Some(500));
-        net.set_now(500);
+        assert_eq!(net.next_arrival(), Some(at(500)));
+        net.set_now(at(500));
         assert_eq!(b.rx_burst(&mut rx, 8), 1);
         assert_eq!(rx[0].data(), b"frame");
         assert_eq!(a.stats().tx_packets, 1);
@@ -449,17 +456,17 @@ mod tests {
         };
         let mut l = Link::new(cfg, 1, p.clone());
         for t in 0..4 {
-            l.send(0, frame(&p, 100, t));
+            l.send(at(0), frame(&p, 100, t));
         }
         // 100 B serialise in 100 ns each; the fourth finds 300 B queued (the one being
         // serialised counts) and is dropped.
         assert_eq!(l.stats().queue_drops, 1);
-        assert_eq!(l.next_arrival(), Some(1100));
-        assert!(l.recv(1099).is_none());
-        assert_eq!(l.recv(1100).unwrap()[0], 0);
-        assert_eq!(l.recv(2000).unwrap()[0], 1);
-        assert_eq!(l.recv(2000).unwrap()[0], 2);
-        assert!(l.recv(u64::MAX).is_none());
+        assert_eq!(l.next_arrival(), Some(at(1100)));
+        assert!(l.recv(at(1099)).is_none());
+        assert_eq!(l.recv(at(1100)).unwrap()[0], 0);
+        assert_eq!(l.recv(at(2000)).unwrap()[0], 1);
+        assert_eq!(l.recv(at(2000)).unwrap()[0], 2);
+        assert!(l.recv(at(u64::MAX)).is_none());
         assert_eq!(p.stats().in_use, 0);
     }
 
@@ -485,12 +492,12 @@ mod tests {
             let mut l = Link::new(cfg, seed, p.clone());
             let mut out = Vec::new();
             for i in 0..100u64 {
-                l.send(i * 100, frame(&p, 64, i as u8));
-                while let Some(f) = l.recv(i * 100) {
+                l.send(at(i * 100), frame(&p, 64, i as u8));
+                while let Some(f) = l.recv(at(i * 100)) {
                     out.push(f.data().to_vec());
                 }
             }
-            while let Some(f) = l.recv(u64::MAX) {
+            while let Some(f) = l.recv(at(u64::MAX)) {
                 out.push(f.data().to_vec());
             }
             (out, l.stats())
@@ -513,11 +520,11 @@ mod tests {
             ..LinkConfig::default()
         };
         let mut l = Link::new(cfg, 3, p.clone());
-        l.send(150, frame(&p, 10, 0));
-        l.send(50, frame(&p, 101, 0));
-        l.send(250, frame(&p, 10, 0));
+        l.send(at(150), frame(&p, 10, 0));
+        l.send(at(50), frame(&p, 101, 0));
+        l.send(at(250), frame(&p, 10, 0));
         assert_eq!(l.stats().blackholed, 1);
         assert_eq!(l.stats().mtu_drops, 1);
-        assert!(l.recv(u64::MAX).is_some());
+        assert!(l.recv(at(u64::MAX)).is_some());
     }
 }

@@ -51,9 +51,10 @@ mod segments;
 pub mod testing;
 
 use core::fmt;
-use core::ops::{Add, AddAssign, Sub};
 use std::time::Duration;
 
+/// The time type of every `now` and deadline: [`crate::time::Instant`].
+pub use crate::time::Instant;
 pub use connection::{Connection, ConnectionStats, SendError, Side, State};
 pub use endpoint::{
     ConnectError, ConnectionHandle, Endpoint, EndpointConfig, EndpointStats, Transmit,
@@ -61,56 +62,6 @@ pub use endpoint::{
 pub use segments::{Parts, RecvSegments};
 
 use crate::mem::{PktBuf, PktBytes};
-
-/// A point in time: nanoseconds on the caller's monotonic clock.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
-pub struct Instant(u64);
-
-impl Instant {
-    /// Time zero.
-    pub const ZERO: Instant = Instant(0);
-    /// From nanoseconds.
-    #[inline]
-    pub const fn from_nanos(ns: u64) -> Instant {
-        Instant(ns)
-    }
-    /// As nanoseconds.
-    #[inline]
-    pub const fn as_nanos(self) -> u64 {
-        self.0
-    }
-    /// `self - earlier`, or zero if `earlier` is later.
-    #[inline]
-    pub fn saturating_duration_since(self, earlier: Instant) -> Duration {
-        Duration::from_nanos(self.0.saturating_sub(earlier.0))
-    }
-}
-
-impl Add<Duration> for Instant {
-    type Output = Instant;
-    #[inline]
-    fn add(self, d: Duration) -> Instant {
-        Instant(
-            self.0
-                .saturating_add(d.as_nanos().min(u64::MAX as u128) as u64),
-        )
-    }
-}
-
-impl AddAssign<Duration> for Instant {
-    #[inline]
-    fn add_assign(&mut self, d: Duration) {
-        *self = *self + d;
-    }
-}
-
-impl Sub<Instant> for Instant {
-    type Output = Duration;
-    #[inline]
-    fn sub(self, e: Instant) -> Duration {
-        self.saturating_duration_since(e)
-    }
-}
 
 /// Most messages a sender may have started but not completed, and the window of message
 /// ids a receiver tracks (a wire-level constant, see docs/WIRE.md).

@@ -231,7 +231,7 @@ impl Pair {
                 break;
             }
             if encap(&mut buf, addrs).is_ok() {
-                link.send(self.now.as_nanos(), buf);
+                link.send(self.now, buf);
             }
             n += 1;
         }
@@ -244,7 +244,7 @@ impl Pair {
             Peer::Server => (&mut self.server, &mut self.c2s),
         };
         let mut n = 0;
-        while let Some(mut f) = link.recv(self.now.as_nanos()) {
+        while let Some(mut f) = link.recv(self.now) {
             n += 1;
             self.delivered += 1;
             let ce = self.ce_every > 0 && self.delivered.is_multiple_of(self.ce_every);
@@ -320,8 +320,8 @@ impl Pair {
         };
         let [cs, ss] = self.sched;
         let next = [
-            later(ss, self.c2s.next_arrival().map(Instant::from_nanos)),
-            later(cs, self.s2c.next_arrival().map(Instant::from_nanos)),
+            later(ss, self.c2s.next_arrival()),
+            later(cs, self.s2c.next_arrival()),
             later(cs, self.client.poll_timeout()),
             later(ss, self.server.poll_timeout()),
         ]

@@ -18,6 +18,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::net::Ipv4Addr;
 
 use crate::mem::PktBuf;
+use crate::time::Instant;
 
 /// A hasher for IPv4 addresses (one u32): a multiply, no per-process seed (the table is
 /// bounded, so a collision flood costs a linear probe, not memory).
@@ -43,7 +44,7 @@ impl Hasher for IpHasher {
 pub(crate) struct CacheEntry {
     pub mac: [u8; 6],
     /// `None` for a static entry.
-    pub expires: Option<u64>,
+    pub expires: Option<Instant>,
 }
 
 /// ARP settings.
@@ -79,7 +80,7 @@ impl Default for ArpConfig {
 pub(crate) struct Pending {
     pub ip: Option<Ipv4Addr>,
     pub frames: VecDeque<PktBuf>,
-    pub last_request: u64,
+    pub last_request: Instant,
     pub tries: u32,
 }
 
@@ -115,7 +116,7 @@ impl ArpTable {
                 .map(|_| Pending {
                     ip: None,
                     frames: VecDeque::with_capacity(cfg.queue_per_dest),
-                    last_request: 0,
+                    last_request: Instant::ZERO,
                     tries: 0,
                 })
                 .collect(),
@@ -126,7 +127,7 @@ impl ArpTable {
 
     /// The MAC for `ip` if known and fresh. An expired entry is removed.
     #[inline]
-    pub fn lookup(&mut self, now: u64, ip: Ipv4Addr) -> Option<[u8; 6]> {
+    pub fn lookup(&mut self, now: Instant, ip: Ipv4Addr) -> Option<[u8; 6]> {
         let key = ip.to_bits();
         let e = *self.cache.get(&key)?;
         match e.expires {
@@ -144,13 +145,13 @@ impl ArpTable {
     }
 
     pub fn insert_static(&mut self, ip: Ipv4Addr, mac: [u8; 6]) -> Learned {
-        let r = self.make_room(ip, u64::MAX);
+        let r = self.make_room(ip, Instant::MAX);
         self.cache
             .insert(ip.to_bits(), CacheEntry { mac, expires: None });
         r
     }
 
-    pub fn learn(&mut self, now: u64, ip: Ipv4Addr, mac: [u8; 6]) -> Learned {
+    pub fn learn(&mut self, now: Instant, ip: Ipv4Addr, mac: [u8; 6]) -> Learned {
         let key = ip.to_bits();
         if let Some(e) = self.cache.get_mut(&key) {
             if e.expires.is_none() {
@@ -158,7 +159,7 @@ impl ArpTable {
             }
             *e = CacheEntry {
                 mac,
-                expires: Some(now.saturating_add(self.cfg.ttl_ns)),
+                expires: Some(now.add_nanos(self.cfg.ttl_ns)),
             };
             return Learned::Updated;
         }
@@ -167,14 +168,14 @@ impl ArpTable {
             key,
             CacheEntry {
                 mac,
-                expires: Some(now.saturating_add(self.cfg.ttl_ns)),
+                expires: Some(now.add_nanos(self.cfg.ttl_ns)),
             },
         );
         r
     }
 
     /// Evict one dynamic entry if the cache is full and `ip` is new.
-    fn make_room(&mut self, ip: Ipv4Addr, now: u64) -> Learned {
+    fn make_room(&mut self, ip: Ipv4Addr, now: Instant) -> Learned {
         if self.cache.len() < self.cfg.capacity || self.cache.contains_key(&ip.to_bits()) {
             return Learned::Updated;
         }
@@ -183,7 +184,7 @@ impl ArpTable {
             .cache
             .iter()
             .filter_map(|(k, e)| e.expires.map(|t| (*k, t)))
-            .min_by_key(|&(_, t)| if t <= now { 0 } else { t });
+            .min_by_key(|&(_, t)| if t <= now { Instant::ZERO } else { t });
         match victim {
             Some((k, _)) => {
                 self.cache.remove(&k);
@@ -206,7 +207,7 @@ impl ArpTable {
     }
 
     /// Claim a free pending queue for `ip`.
-    pub fn claim_pending(&mut self, ip: Ipv4Addr, now: u64) -> Option<usize> {
+    pub fn claim_pending(&mut self, ip: Ipv4Addr, now: Instant) -> Option<usize> {
         let i = self.pending.iter().position(|p| p.ip.is_none())?;
         let p = &mut self.pending[i];
         p.ip = Some(ip);
@@ -238,13 +239,19 @@ mod tests {
             ttl_ns: 1000,
             ..Default::default()
         });
-        t.learn(0, ip(1), [1; 6]);
+        t.learn(Instant::from_nanos(0), ip(1), [1; 6]);
         t.insert_static(ip(2), [2; 6]);
-        assert_eq!(t.lookup(999, ip(1)), Some([1; 6]));
-        assert_eq!(t.lookup(1000, ip(1)), None);
+        assert_eq!(t.lookup(Instant::from_nanos(999), ip(1)), Some([1; 6]));
+        assert_eq!(t.lookup(Instant::from_nanos(1000), ip(1)), None);
         assert!(!t.contains(ip(1)), "expired entry removed");
-        assert_eq!(t.learn(5, ip(2), [9; 6]), Learned::Static);
-        assert_eq!(t.lookup(u64::MAX - 1, ip(2)), Some([2; 6]));
+        assert_eq!(
+            t.learn(Instant::from_nanos(5), ip(2), [9; 6]),
+            Learned::Static
+        );
+        assert_eq!(
+            t.lookup(Instant::from_nanos(u64::MAX - 1), ip(2)),
+            Some([2; 6])
+        );
     }
 
     #[test]
@@ -254,14 +261,20 @@ mod tests {
             ttl_ns: 100,
             ..Default::default()
         });
-        t.learn(0, ip(1), [1; 6]); // expires 100
-        t.learn(50, ip(2), [2; 6]); // expires 150
-        assert_eq!(t.learn(60, ip(3), [3; 6]), Learned::Evicted);
+        t.learn(Instant::from_nanos(0), ip(1), [1; 6]); // expires 100
+        t.learn(Instant::from_nanos(50), ip(2), [2; 6]); // expires 150
+        assert_eq!(
+            t.learn(Instant::from_nanos(60), ip(3), [3; 6]),
+            Learned::Evicted
+        );
         assert_eq!(t.len(), 2);
         assert!(!t.contains(ip(1)), "the entry closest to expiry went");
-        assert_eq!(t.learn(200, ip(4), [4; 6]), Learned::Evicted);
+        assert_eq!(
+            t.learn(Instant::from_nanos(200), ip(4), [4; 6]),
+            Learned::Evicted
+        );
         assert_eq!(t.len(), 2);
-        assert_eq!(t.lookup(200, ip(4)), Some([4; 6]));
+        assert_eq!(t.lookup(Instant::from_nanos(200), ip(4)), Some([4; 6]));
     }
 
     #[test]
@@ -270,12 +283,12 @@ mod tests {
             pending_dests: 2,
             ..Default::default()
         });
-        assert_eq!(t.claim_pending(ip(1), 0), Some(0));
-        assert_eq!(t.claim_pending(ip(2), 0), Some(1));
-        assert_eq!(t.claim_pending(ip(3), 0), None);
+        assert_eq!(t.claim_pending(ip(1), Instant::from_nanos(0)), Some(0));
+        assert_eq!(t.claim_pending(ip(2), Instant::from_nanos(0)), Some(1));
+        assert_eq!(t.claim_pending(ip(3), Instant::from_nanos(0)), None);
         assert_eq!(t.pending_index(ip(2)), Some(1));
         t.release_pending(0);
         assert_eq!(t.pending_index(ip(1)), None);
-        assert_eq!(t.claim_pending(ip(3), 0), Some(0));
+        assert_eq!(t.claim_pending(ip(3), Instant::from_nanos(0)), Some(0));
     }
 }

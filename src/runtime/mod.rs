@@ -2,7 +2,7 @@
 //!
 //! Contract:
 //! - A [`Runtime`] owns one port (one queue pair), the L2/L3 layer ([`net::Net`]: Ethernet,
-//!   ARP, IPv4, ICMP echo, UDP demux), a clock ([`clock::Clock`]) and a timer wheel
+//!   ARP, IPv4, ICMP echo, UDP demux), a clock ([`Clock`]) and a timer wheel
 //!   ([`timer::TimerWheel`]), and drives a [`UdpHandler`] (the transport endpoint, or a test
 //!   application). It is generic over all of them, so the data path has no dynamic dispatch
 //!   except [`Io::alloc_tx`] and ARP's buffer allocation.
@@ -39,9 +39,9 @@ use std::net::SocketAddrV4;
 use crate::mem::{CoreError, CoreSlot, PktBuf, PoolExhausted};
 use crate::pmd::{Port, MAX_BURST};
 
-use self::clock::Clock;
 use self::net::{Net, NetConfig, NetCounters, SendError};
 use self::timer::{Expired, StaleHandle, TimerHandle, TimerWheel, WheelFull};
+use crate::time::{Clock, Instant};
 
 /// The transport side of a runtime: what it does with datagrams, timers and spare cycles.
 pub trait UdpHandler {
@@ -70,7 +70,7 @@ pub trait UdpHandler {
 
 /// What a handler can do during a callback: read `now`, get buffers, send, set timers.
 pub struct Io<'a> {
-    now: u64,
+    now: Instant,
     ecn: u8,
     checksummed: bool,
     net: &'a mut Net,
@@ -85,9 +85,9 @@ impl std::fmt::Debug for Io<'_> {
 }
 
 impl Io<'_> {
-    /// The iteration's time, ns.
+    /// The iteration's time.
     #[inline]
-    pub fn now(&self) -> u64 {
+    pub fn now(&self) -> Instant {
         self.now
     }
 
@@ -167,9 +167,9 @@ impl Io<'_> {
         self.net.announce(&mut || port.alloc_tx());
     }
 
-    /// Call [`UdpHandler::on_timer`] with `token` at `deadline` ns.
+    /// Call [`UdpHandler::on_timer`] with `token` at `deadline`.
     #[inline]
-    pub fn set_timer(&mut self, deadline: u64, token: u64) -> Result<TimerHandle, WheelFull> {
+    pub fn set_timer(&mut self, deadline: Instant, token: u64) -> Result<TimerHandle, WheelFull> {
         self.timers.insert(deadline, token)
     }
 
@@ -181,7 +181,11 @@ impl Io<'_> {
 
     /// Move a timer to a new deadline.
     #[inline]
-    pub fn reset_timer(&mut self, timer: TimerHandle, deadline: u64) -> Result<(), StaleHandle> {
+    pub fn reset_timer(
+        &mut self,
+        timer: TimerHandle,
+        deadline: Instant,
+    ) -> Result<(), StaleHandle> {
         self.timers.reset(timer, deadline)
     }
 
@@ -239,8 +243,8 @@ pub enum RuntimeError {
 /// What one iteration did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PollResult {
-    /// The iteration's `now`, ns.
-    pub now: u64,
+    /// The iteration's `now`.
+    pub now: Instant,
     /// Frames received.
     pub rx: usize,
     /// Frames the port took for transmission.
@@ -287,7 +291,7 @@ pub struct Runtime<P: Port, H: UdpHandler, C: Clock> {
     rx: Vec<PktBuf>,
     expired: Vec<Expired<u64>>,
     rx_burst: usize,
-    now: u64,
+    now: Instant,
     counters: RuntimeCounters,
     _core: Option<CoreSlot>,
 }
@@ -317,7 +321,7 @@ impl<P: Port, H: UdpHandler, C: Clock> Runtime<P, H, C> {
             }
         }
         let core = cfg.core_slot.map(CoreSlot::claim).transpose()?;
-        let now = clock.now_ns();
+        let now = clock.now();
         let rx_burst = cfg.rx_burst.clamp(1, MAX_BURST);
         Ok(Runtime {
             net: Net::new(cfg.net),
@@ -335,10 +339,10 @@ impl<P: Port, H: UdpHandler, C: Clock> Runtime<P, H, C> {
     }
 
     /// Hand every received frame to the net layer and the handler.
-    fn dispatch(&mut self, now: u64) {
+    fn dispatch(&mut self, now: Instant) {
         for mut buf in self.rx.drain(..) {
             if buf.meta.rx_timestamp == 0 {
-                buf.meta.rx_timestamp = now;
+                buf.meta.rx_timestamp = now.as_nanos();
             }
             if let Some(d) = self.net.handle_frame(now, buf) {
                 let mut io = Io {
@@ -390,8 +394,8 @@ impl<P: Port, H: UdpHandler, C: Clock> Runtime<P, H, C> {
     /// this; call it alone to run [`poll_rest`](Self::poll_rest) at a fresh time without a
     /// receive half (the rest of an iteration deferred while the application answered).
     #[inline]
-    pub fn tick(&mut self) -> u64 {
-        let t = self.clock.now_ns();
+    pub fn tick(&mut self) -> Instant {
+        let t = self.clock.now();
         if t < self.now {
             self.counters.clock_clamped += 1;
         } else {
@@ -446,7 +450,7 @@ impl<P: Port, H: UdpHandler, C: Clock> Runtime<P, H, C> {
 
     /// The handler and an [`Io`] at `now` (disjoint parts of the runtime).
     #[inline]
-    fn handler_io(&mut self, now: u64) -> (&mut H, Io<'_>) {
+    fn handler_io(&mut self, now: Instant) -> (&mut H, Io<'_>) {
         (
             &mut self.handler,
             Io {
@@ -495,7 +499,7 @@ impl<P: Port, H: UdpHandler, C: Clock> Runtime<P, H, C> {
     }
 
     /// The last iteration's `now`.
-    pub fn now(&self) -> u64 {
+    pub fn now(&self) -> Instant {
         self.now
     }
 

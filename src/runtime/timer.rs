@@ -20,6 +20,7 @@
 //!   deadline further out is parked in the top level and re-filed when its slot comes round,
 //!   so any `u64` deadline works.
 
+use crate::time::Instant;
 use std::fmt;
 
 /// Slots per level (bits per level).
@@ -62,8 +63,8 @@ pub struct StaleHandle;
 pub struct Expired<T> {
     /// Its handle (now stale).
     pub handle: TimerHandle,
-    /// The deadline it was set for, ns.
-    pub deadline: u64,
+    /// The deadline it was set for.
+    pub deadline: Instant,
     /// The value stored with it.
     pub value: T,
 }
@@ -119,7 +120,8 @@ pub const DEFAULT_TICK_SHIFT: u32 = 10;
 impl<T> TimerWheel<T> {
     /// A wheel for up to `capacity` timers with ticks of `2^tick_shift` ns (at most 2^20 ns),
     /// starting at time `now`.
-    pub fn new(capacity: usize, tick_shift: u32, now: u64) -> TimerWheel<T> {
+    pub fn new(capacity: usize, tick_shift: u32, now: Instant) -> TimerWheel<T> {
+        let now = now.as_nanos();
         let capacity = capacity.min(NIL as usize - 1);
         let tick_shift = tick_shift.min(20);
         TimerWheel {
@@ -165,8 +167,9 @@ impl<T> TimerWheel<T> {
         }
     }
 
-    /// Schedule `value` to expire at `deadline` ns. O(1), no allocation.
-    pub fn insert(&mut self, deadline: u64, value: T) -> Result<TimerHandle, WheelFull> {
+    /// Schedule `value` to expire at `deadline`. O(1), no allocation.
+    pub fn insert(&mut self, deadline: Instant, value: T) -> Result<TimerHandle, WheelFull> {
+        let deadline = deadline.as_nanos();
         let index = if self.free_head != NIL {
             let i = self.free_head;
             self.free_head = self.entries[i as usize].next;
@@ -205,9 +208,9 @@ impl<T> TimerWheel<T> {
     }
 
     /// Deadline of a scheduled timer.
-    pub fn deadline(&self, h: TimerHandle) -> Option<u64> {
+    pub fn deadline(&self, h: TimerHandle) -> Option<Instant> {
         self.live(h)
-            .then(|| self.entries[h.index as usize].deadline)
+            .then(|| Instant::from_nanos(self.entries[h.index as usize].deadline))
     }
 
     /// Cancel a timer and return its value; `None` for a stale handle. O(1).
@@ -220,32 +223,32 @@ impl<T> TimerWheel<T> {
     }
 
     /// Move a scheduled timer to a new deadline, keeping its handle. O(1).
-    pub fn reset(&mut self, h: TimerHandle, deadline: u64) -> Result<(), StaleHandle> {
+    pub fn reset(&mut self, h: TimerHandle, deadline: Instant) -> Result<(), StaleHandle> {
         if !self.live(h) {
             return Err(StaleHandle);
         }
         self.unlink(h.index);
-        self.entries[h.index as usize].deadline = deadline;
+        self.entries[h.index as usize].deadline = deadline.as_nanos();
         self.file(h.index);
         Ok(())
     }
 
-    /// A lower bound on the earliest deadline (ns) among scheduled timers, `None` when empty.
+    /// A lower bound on the earliest deadline among scheduled timers, `None` when empty.
     /// Exact for timers within 64 ticks; for later ones it is the start of the wheel slot
     /// that holds them. Use it to decide how long an idle loop may sleep.
-    pub fn next_deadline(&self) -> Option<u64> {
+    pub fn next_deadline(&self) -> Option<Instant> {
         if self.lists[DUE as usize].head != NIL {
-            return Some(self.elapsed << self.tick_shift);
+            return Some(Instant::from_nanos(self.elapsed << self.tick_shift));
         }
         self.next_slot()
-            .map(|(_, _, start)| start.saturating_mul(1 << self.tick_shift))
+            .map(|(_, _, start)| Instant::from_nanos(start.saturating_mul(1 << self.tick_shift)))
     }
 
     /// Return every timer due at `now` (see the module contract) by appending to `out`.
     /// Returns how many were appended. Reserve capacity in `out` to keep this allocation-free.
-    pub fn advance(&mut self, now: u64, out: &mut Vec<Expired<T>>) -> usize {
+    pub fn advance(&mut self, now: Instant, out: &mut Vec<Expired<T>>) -> usize {
         let before = out.len();
-        let now_tick = now >> self.tick_shift;
+        let now_tick = now.as_nanos() >> self.tick_shift;
         if self.len == 0 {
             self.elapsed = self.elapsed.max(now_tick);
             return 0;
@@ -305,7 +308,7 @@ impl<T> TimerWheel<T> {
                 index: i,
                 generation,
             },
-            deadline,
+            deadline: Instant::from_nanos(deadline),
             value,
         });
     }
@@ -435,9 +438,13 @@ impl<T> TimerWheel<T> {
 mod tests {
     use super::*;
 
-    fn fired(w: &mut TimerWheel<u32>, now: u64) -> Vec<u32> {
+    fn t(ns: u64) -> Instant {
+        Instant::from_nanos(ns)
+    }
+
+    fn fired(w: &mut TimerWheel<u32>, now_ns: u64) -> Vec<u32> {
         let mut out = Vec::new();
-        w.advance(now, &mut out);
+        w.advance(t(now_ns), &mut out);
         let mut v: Vec<u32> = out.into_iter().map(|e| e.value).collect();
         v.sort();
         v
@@ -445,8 +452,8 @@ mod tests {
 
     #[test]
     fn fires_never_early_at_most_one_tick_late() {
-        let mut w = TimerWheel::new(16, 10, 0);
-        w.insert(1500, 1).unwrap(); // due tick 2 (2048 ns)
+        let mut w = TimerWheel::new(16, 10, t(0));
+        w.insert(t(1500), 1).unwrap(); // due tick 2 (2048 ns)
         assert!(fired(&mut w, 2047).is_empty());
         assert_eq!(fired(&mut w, 2048), vec![1]);
         assert!(w.is_empty());
@@ -454,35 +461,35 @@ mod tests {
 
     #[test]
     fn cancel_and_stale_handles() {
-        let mut w = TimerWheel::new(2, 10, 0);
-        let a = w.insert(10_000, 1).unwrap();
+        let mut w = TimerWheel::new(2, 10, t(0));
+        let a = w.insert(t(10_000), 1).unwrap();
         assert_eq!(w.cancel(a), Some(1));
         assert_eq!(w.cancel(a), None);
         // The entry is reused: the old handle must not cancel the new timer.
-        let b = w.insert(20_000, 2).unwrap();
+        let b = w.insert(t(20_000), 2).unwrap();
         assert_eq!(w.cancel(a), None);
-        assert_eq!(w.reset(a, 5), Err(StaleHandle));
-        assert_eq!(w.deadline(b), Some(20_000));
+        assert_eq!(w.reset(a, t(5)), Err(StaleHandle));
+        assert_eq!(w.deadline(b), Some(t(20_000)));
         assert_eq!(fired(&mut w, 30_000), vec![2]);
         assert_eq!(w.cancel(b), None, "a fired timer's handle is stale");
     }
 
     #[test]
     fn full_wheel_refuses() {
-        let mut w = TimerWheel::new(2, 10, 0);
-        w.insert(1, 1).unwrap();
-        w.insert(2, 2).unwrap();
-        assert_eq!(w.insert(3, 3), Err(WheelFull { capacity: 2 }));
+        let mut w = TimerWheel::new(2, 10, t(0));
+        w.insert(t(1), 1).unwrap();
+        w.insert(t(2), 2).unwrap();
+        assert_eq!(w.insert(t(3), 3), Err(WheelFull { capacity: 2 }));
     }
 
     #[test]
     fn reset_moves_timer() {
-        let mut w = TimerWheel::new(4, 10, 0);
-        let h = w.insert(1_000_000, 7).unwrap();
-        w.reset(h, 5_000).unwrap();
+        let mut w = TimerWheel::new(4, 10, t(0));
+        let h = w.insert(t(1_000_000), 7).unwrap();
+        w.reset(h, t(5_000)).unwrap();
         assert_eq!(fired(&mut w, 6_000), vec![7]);
-        let h = w.insert(5_000_000, 8).unwrap();
-        w.reset(h, 50_000_000).unwrap();
+        let h = w.insert(t(5_000_000), 8).unwrap();
+        w.reset(h, t(50_000_000)).unwrap();
         assert!(fired(&mut w, 6_000_000).is_empty());
         assert!(
             fired(&mut w, 50_000_000).is_empty(),
@@ -493,10 +500,10 @@ mod tests {
 
     #[test]
     fn past_and_far_deadlines() {
-        let mut w = TimerWheel::new(8, 10, 1 << 40);
-        w.insert(5, 1).unwrap(); // in the past
-        w.insert(u64::MAX, 2).unwrap(); // beyond the wheel's range
-        w.insert((1 << 40) + (1 << 50), 3).unwrap(); // beyond the wheel's range
+        let mut w = TimerWheel::new(8, 10, t(1 << 40));
+        w.insert(t(5), 1).unwrap(); // in the past
+        w.insert(t(u64::MAX), 2).unwrap(); // beyond the wheel's range
+        w.insert(t((1 << 40) + (1 << 50)), 3).unwrap(); // beyond the wheel's range
         assert_eq!(fired(&mut w, 1 << 40), vec![1]);
         assert!(fired(&mut w, (1 << 40) + (1 << 49)).is_empty());
         assert_eq!(fired(&mut w, (1 << 40) + (1 << 50)), vec![3]);
@@ -508,9 +515,9 @@ mod tests {
     /// slot (a whole turn out) hid an earlier next-turn slot behind it, which then fired late.
     #[test]
     fn top_level_next_turn_slots_fire_in_time_order() {
-        let mut w = TimerWheel::new(4, 0, 335_012_037_964);
-        w.insert(413_609_363_896, 0).unwrap(); // parked: beyond the wheel's range
-        w.insert(398_538_658_670, 3).unwrap(); // next turn of the top level
+        let mut w = TimerWheel::new(4, 0, t(335_012_037_964));
+        w.insert(t(413_609_363_896), 0).unwrap(); // parked: beyond the wheel's range
+        w.insert(t(398_538_658_670), 3).unwrap(); // next turn of the top level
         assert!(fired(&mut w, 398_538_658_669).is_empty());
         assert_eq!(fired(&mut w, 398_538_658_670), vec![3]);
         assert_eq!(fired(&mut w, 457_548_622_588), vec![0]);
@@ -518,13 +525,13 @@ mod tests {
 
     #[test]
     fn next_deadline_is_a_lower_bound() {
-        let mut w = TimerWheel::<u32>::new(8, 10, 0);
+        let mut w = TimerWheel::<u32>::new(8, 10, t(0));
         assert_eq!(w.next_deadline(), None);
-        w.insert(10 * 1024, 1).unwrap();
-        w.insert(100_000 * 1024, 2).unwrap();
-        assert_eq!(w.next_deadline(), Some(10 * 1024));
+        w.insert(t(10 * 1024), 1).unwrap();
+        w.insert(t(100_000 * 1024), 2).unwrap();
+        assert_eq!(w.next_deadline(), Some(t(10 * 1024)));
         fired(&mut w, 10 * 1024);
-        let n = w.next_deadline().unwrap();
+        let n = w.next_deadline().unwrap().as_nanos();
         assert!(n <= 100_000 * 1024 && n > 10 * 1024);
     }
 }

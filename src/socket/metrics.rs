@@ -16,10 +16,11 @@
 //!   snapshot into the [`ConnTable`](crate::telemetry::ConnTable): relaxed stores, no lock,
 //!   no allocation. A scrape therefore lags the data path by at most about 1 ms while the
 //!   loop runs; when the application stops polling, the numbers stop moving.
-//! - Capture: the stack's port sits inside a `CapturePort` (a forwarding wrapper). [`Metrics::capture_start`]
-//!   (or `POST /capture?on=1&file=PATH` on the exporter) opens the file and builds the
-//!   [`PcapWriter`] on the caller's thread, then hands it to the poll loop, which wraps its
-//!   port in a [`Pcap`] at its next publish tick; [`Metrics::capture_stop`] (`on=0`) unwraps
+//! - Capture: the stack's port sits inside a
+//!   [`CapturePort`](crate::pmd::pcap::CapturePort) (a forwarding wrapper).
+//!   [`Metrics::capture_start`] (or `POST /capture?on=1&file=PATH` on the exporter) opens the
+//!   file and builds the [`PcapWriter`] on the caller's thread, then hands it to the poll loop,
+//!   which wraps its port in a [`Pcap`](crate::pmd::pcap::Pcap) at its next publish tick; [`Metrics::capture_stop`] (`on=0`) unwraps
 //!   it and the caller's thread flushes and closes the file. The data path never opens,
 //!   flushes or closes a file; it writes the pcap buffer out when it fills (256 KiB), as the
 //!   `pmd::pcap` wrapper does. Caps (packets, bytes) end recording, not forwarding.
@@ -33,9 +34,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant as StdInstant};
 
-use crate::mem::{PktBuf, Pool, PoolExhausted};
-use crate::pmd::pcap::{Pcap, PcapConfig, PcapError, PcapStats, PcapWriter};
-use crate::pmd::{Link, Port, PortInfo, PortStats};
+use crate::mem::Pool;
+use crate::pmd::pcap::{PcapConfig, PcapError, PcapStats, PcapWriter};
+use crate::pmd::Port;
 use crate::proto::ConnectionHandle;
 use crate::runtime::clock::SystemClock;
 use crate::runtime::Runtime;
@@ -44,7 +45,7 @@ use crate::telemetry::{
     PortMetric, RateLimited, Registry,
 };
 
-use super::Transport;
+use super::stack::{StackPort, Transport};
 
 #[cfg(feature = "metrics")]
 mod http;
@@ -531,6 +532,33 @@ impl CaptureCtl {
         self.io_errors.store(s.io_errors, Ordering::Relaxed);
     }
 
+    /// Serve a pending command on the stack's `port` (publish tick only) and report capture
+    /// progress.
+    fn serve(&self, port: &mut StackPort, c: &CoreCounters<StackMetric>) {
+        if self.pending.load(Ordering::Acquire) {
+            if let Ok(mut m) = self.mailbox.try_lock() {
+                if let Some(cmd) = m.cmd.take() {
+                    m.reply = Some(match cmd {
+                        Cmd::Start(w) => match port.start(w) {
+                            Ok(()) => Reply::Started,
+                            Err(w) => Reply::Refused(w),
+                        },
+                        Cmd::Stop => port.stop().map_or(Reply::NotRunning, Reply::Stopped),
+                    });
+                }
+                self.pending.store(false, Ordering::Release);
+            }
+        }
+        if let Some(p) = port.capture() {
+            let s = p.capture_stats();
+            self.set_stats(&s, p.is_enabled());
+            c.set(StackMetric::CaptureActive, u64::from(p.is_enabled()));
+            c.set(StackMetric::CapturePackets, s.packets);
+        } else {
+            c.set(StackMetric::CaptureActive, 0);
+        }
+    }
+
     fn status(&self) -> CaptureStatus {
         CaptureStatus {
             port: self.name.clone(),
@@ -548,114 +576,6 @@ impl CaptureCtl {
     }
 }
 
-enum PortState {
-    Plain(Box<dyn Port>),
-    Capturing(Pcap<Box<dyn Port>, File>),
-    /// Only while switching.
-    Switching,
-}
-
-/// The stack's port: forwards to the real port, or through a [`Pcap`] while a capture runs.
-pub(super) struct CapturePort {
-    state: PortState,
-}
-
-impl CapturePort {
-    pub(super) fn new(port: Box<dyn Port>) -> CapturePort {
-        CapturePort {
-            state: PortState::Plain(port),
-        }
-    }
-
-    /// Serve a pending capture command (publish tick only) and report capture progress.
-    fn service(&mut self, ctl: &CaptureCtl, c: &CoreCounters<StackMetric>) {
-        if ctl.pending.load(Ordering::Acquire) {
-            if let Ok(mut m) = ctl.mailbox.try_lock() {
-                if let Some(cmd) = m.cmd.take() {
-                    m.reply = Some(self.apply(cmd));
-                }
-                ctl.pending.store(false, Ordering::Release);
-            }
-        }
-        if let PortState::Capturing(p) = &self.state {
-            let s = p.capture_stats();
-            ctl.set_stats(&s, p.is_enabled());
-            c.set(StackMetric::CaptureActive, u64::from(p.is_enabled()));
-            c.set(StackMetric::CapturePackets, s.packets);
-        } else {
-            c.set(StackMetric::CaptureActive, 0);
-        }
-    }
-
-    fn apply(&mut self, cmd: Cmd) -> Reply {
-        match (
-            cmd,
-            std::mem::replace(&mut self.state, PortState::Switching),
-        ) {
-            (Cmd::Start(w), PortState::Plain(p)) => {
-                self.state = PortState::Capturing(Pcap::with_writer(p, w));
-                Reply::Started
-            }
-            (Cmd::Start(w), st) => {
-                self.state = st;
-                Reply::Refused(w)
-            }
-            (Cmd::Stop, PortState::Capturing(pc)) => {
-                let (p, w) = pc.into_parts();
-                self.state = PortState::Plain(p);
-                Reply::Stopped(w)
-            }
-            (Cmd::Stop, st) => {
-                self.state = st;
-                Reply::NotRunning
-            }
-        }
-    }
-
-    #[inline]
-    fn port(&self) -> &dyn Port {
-        match &self.state {
-            PortState::Plain(p) => &**p,
-            PortState::Capturing(p) => p,
-            PortState::Switching => unreachable!("port used while switching capture"),
-        }
-    }
-
-    #[inline]
-    fn port_mut(&mut self) -> &mut dyn Port {
-        match &mut self.state {
-            PortState::Plain(p) => &mut **p,
-            PortState::Capturing(p) => p,
-            PortState::Switching => unreachable!("port used while switching capture"),
-        }
-    }
-}
-
-impl Port for CapturePort {
-    fn info(&self) -> PortInfo {
-        self.port().info()
-    }
-    #[inline]
-    fn link(&mut self) -> Link {
-        self.port_mut().link()
-    }
-    #[inline]
-    fn rx_burst(&mut self, out: &mut Vec<PktBuf>, max: usize) -> usize {
-        self.port_mut().rx_burst(out, max)
-    }
-    #[inline]
-    fn tx_burst(&mut self, pkts: &mut Vec<PktBuf>) -> usize {
-        self.port_mut().tx_burst(pkts)
-    }
-    #[inline]
-    fn alloc_tx(&mut self) -> Result<PktBuf, PoolExhausted> {
-        self.port_mut().alloc_tx()
-    }
-    fn stats(&self) -> PortStats {
-        self.port().stats()
-    }
-}
-
 /// What a stack records into; lives in the stack, used by its poll loop only.
 pub(super) struct StackMetrics {
     metrics: Metrics,
@@ -667,7 +587,7 @@ pub(super) struct StackMetrics {
     conns: ConnPublisher,
     live: Vec<bool>,
     capture: Arc<CaptureCtl>,
-    last_now: u64,
+    last_ns: u64,
     next_tick: u64,
     link_was_up: bool,
     last_malformed: u64,
@@ -713,7 +633,7 @@ impl StackMetrics {
             conns: r.conn_table(cap),
             live: vec![false; cap],
             capture,
-            last_now: 0,
+            last_ns: 0,
             next_tick: 0,
             link_was_up: true,
             last_malformed: 0,
@@ -731,12 +651,12 @@ impl StackMetrics {
 
     /// After each poll-loop iteration: the loop gap, and the publish tick when it is due.
     #[inline]
-    pub(super) fn after_poll(&mut self, rt: &mut Runtime<CapturePort, Transport, SystemClock>) {
-        let now = rt.now();
-        if self.last_now != 0 {
-            self.gap.record(now.saturating_sub(self.last_now));
+    pub(super) fn after_poll(&mut self, rt: &mut Runtime<StackPort, Transport, SystemClock>) {
+        let now = rt.now().as_nanos();
+        if self.last_ns != 0 {
+            self.gap.record(now.saturating_sub(self.last_ns));
         }
-        self.last_now = now;
+        self.last_ns = now;
         if now >= self.next_tick {
             self.next_tick = now + PUBLISH_INTERVAL_NS;
             self.publish(rt);
@@ -744,7 +664,7 @@ impl StackMetrics {
     }
 
     #[cold]
-    fn publish(&mut self, rt: &mut Runtime<CapturePort, Transport, SystemClock>) {
+    fn publish(&mut self, rt: &mut Runtime<StackPort, Transport, SystemClock>) {
         let (p, s) = (&self.port, &self.stack);
         let ps = rt.port().stats();
         let link_up = rt.port_mut().link().is_up();
@@ -822,11 +742,11 @@ impl StackMetrics {
         s.set(M::ArpConflicts, n.arp_conflicts);
 
         self.publish_conns(rt);
-        rt.port_mut().service(&self.capture, &self.stack);
+        self.capture.serve(rt.port_mut(), &self.stack);
         self.warnings(link_up, malformed);
     }
 
-    fn publish_conns(&mut self, rt: &mut Runtime<CapturePort, Transport, SystemClock>) {
+    fn publish_conns(&mut self, rt: &mut Runtime<StackPort, Transport, SystemClock>) {
         let ep = &mut rt.handler_mut().ep;
         let top = ep.handles().last().map_or(0, |h| h.0 as usize + 1);
         for i in 0..self.live.len() {

@@ -5,12 +5,11 @@
 use std::io;
 
 use bypass::mem::{HugePages, PktBuf, Pool, PoolConfig};
-use bypass::pmd::faults::{
-    Delay, FaultConfig, FaultSpec, Faults, Loss, ManualClock, RateLimit, Reorder,
-};
+use bypass::pmd::faults::{Delay, FaultConfig, FaultSpec, Faults, Loss, RateLimit, Reorder};
 use bypass::pmd::pair::pair;
 use bypass::pmd::pcap::{Pcap, PcapConfig};
 use bypass::pmd::Port;
+use bypass::time::ManualClock;
 
 use crate::counting::allocs;
 

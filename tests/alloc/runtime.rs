@@ -31,13 +31,13 @@ impl UdpHandler for Echo {
     fn on_datagram(&mut self, io: &mut Io<'_>, src: SocketAddrV4, dst_port: u16, payload: PktBuf) {
         self.received += 1;
         self.bytes += payload.len() as u64;
-        let deadline = io.now() + 1_000_000;
+        let deadline = io.now().add_nanos(1_000_000);
         match self.rto {
             Some(h) if io.reset_timer(h, deadline).is_ok() => {}
             _ => self.rto = Some(io.set_timer(deadline, 1).unwrap()),
         }
         // A short-lived timer armed and cancelled (an ack delay that gets piggybacked).
-        let t = io.set_timer(io.now() + 10_000, 2).unwrap();
+        let t = io.set_timer(io.now().add_nanos(10_000), 2).unwrap();
         assert_eq!(io.cancel_timer(t), Some(2));
         if self.echo {
             io.send_udp(dst_port, src, payload).unwrap();

@@ -8,6 +8,7 @@ use bypass::mem::{HugePages, PktBuf, Pool, PoolConfig};
 pub use bypass::pmd::pair::PairPort;
 use bypass::runtime::timer::TimerHandle;
 use bypass::runtime::{Io, UdpHandler};
+use bypass::time::Instant;
 
 /// Two ports joined back to back by `pmd::pair` (rings of `depth` frames each way), over a
 /// fresh pool of `slots` buffers.
@@ -23,7 +24,7 @@ pub fn pair(depth: usize, slots: u32) -> (PairPort, PairPort) {
 /// A datagram as the recorder saw it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Seen {
-    pub at: u64,
+    pub at: Instant,
     pub src: SocketAddrV4,
     pub dst_port: u16,
     pub payload: Vec<u8>,
@@ -35,8 +36,9 @@ pub struct Seen {
 #[derive(Debug, Default)]
 pub struct Recorder {
     pub seen: Vec<Seen>,
-    pub timers: Vec<(u64, u64)>,
+    pub timers: Vec<(Instant, u64)>,
     pub echo: bool,
+    /// Nanoseconds after a datagram's arrival.
     pub timer_after: Option<u64>,
 }
 
@@ -50,7 +52,8 @@ impl UdpHandler for Recorder {
             ecn: io.rx_ecn(),
         });
         if let Some(d) = self.timer_after {
-            io.set_timer(io.now() + d, dst_port as u64).unwrap();
+            io.set_timer(io.now().add_nanos(d), dst_port as u64)
+                .unwrap();
         }
         if self.echo {
             io.send_udp(dst_port, src, payload).unwrap();

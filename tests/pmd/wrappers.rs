@@ -6,10 +6,11 @@ use std::thread;
 
 use bypass::mem::{HugePages, PktBuf, Pool, PoolConfig};
 use bypass::pmd::faults::{
-    Clock, Delay, FaultConfig, FaultSpec, Faults, LaneStats, Loss, ManualClock, RateLimit, Reorder,
+    Delay, FaultConfig, FaultSpec, Faults, LaneStats, Loss, RateLimit, Reorder,
 };
 use bypass::pmd::pair::{pair, PairPort};
 use bypass::pmd::{Link, Port};
+use bypass::time::{Clock, ManualClock};
 use smoltcp::phy::ChecksumCapabilities;
 use smoltcp::wire::{
     EthernetAddress, EthernetFrame, EthernetProtocol, EthernetRepr, IpAddress, IpProtocol,

@@ -16,8 +16,9 @@ use crate::harness;
 use std::time::Duration;
 
 use bypass::runtime::clock::{
-    invariant_tsc, monotonic_raw_ns, Clock, ClockSource, SystemClock, DEFAULT_CALIBRATION_NS,
+    invariant_tsc, monotonic_raw_ns, ClockSource, SystemClock, DEFAULT_CALIBRATION_NS,
 };
+use bypass::time::Clock;
 
 /// A clock read bracketed by two reference reads; the narrowest of 64 tries.
 /// Returns (reference midpoint, clock reading, bracket width).

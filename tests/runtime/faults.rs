@@ -9,9 +9,9 @@ use bypass::mem::{HugePages, PktBuf, Pool, PoolConfig};
 use bypass::pmd::faults::{FaultConfig, FaultSpec, Faults, Loss};
 use bypass::pmd::pair::pair;
 use bypass::pmd::Port;
-use bypass::runtime::clock::ManualClock;
 use bypass::runtime::net::NetConfig;
 use bypass::runtime::{Io, Runtime, RuntimeConfig, UdpHandler};
+use bypass::time::ManualClock;
 
 const IP_A: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
 const IP_B: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);

@@ -7,9 +7,9 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 
 use bypass::mem::PktBuf;
 use bypass::pmd::Port;
-use bypass::runtime::clock::ManualClock;
 use bypass::runtime::net::{Net, NetConfig, SendError};
 use bypass::runtime::{Runtime, RuntimeConfig};
+use bypass::time::{Instant, ManualClock};
 use runtime_util::{pair, PairPort, Recorder, IP_A, IP_B};
 
 type Rt = Runtime<PairPort, Recorder, ManualClock>;
@@ -157,8 +157,8 @@ fn timers_fire_at_their_deadline_in_virtual_time() {
     assert_eq!(b.handler().timers.len(), 1);
     let (fired_at, token) = b.handler().timers[0];
     assert_eq!(token, 8000);
-    assert!(fired_at >= armed_at + 50_000);
-    assert!(fired_at < armed_at + 50_000 + 1024 + 2_100);
+    assert!(fired_at >= armed_at.add_nanos(50_000));
+    assert!(fired_at < armed_at.add_nanos(50_000 + 1024 + 2_100));
     assert_eq!(b.counters().timers_fired, 1);
 }
 
@@ -250,9 +250,13 @@ fn malformed_frames_are_dropped_and_counted() {
         let mut net = Net::new(cfg);
         let mut buf = raw.alloc_tx().unwrap();
         buf.extend_from_slice(b"payload!").unwrap();
-        net.send_udp(0, 7000, SocketAddrV4::new(IP_B, 8000), buf, &mut || {
-            raw.alloc_tx()
-        })
+        net.send_udp(
+            Instant::ZERO,
+            7000,
+            SocketAddrV4::new(IP_B, 8000),
+            buf,
+            &mut || raw.alloc_tx(),
+        )
         .unwrap();
         net.tx_queue().pop().unwrap().data().to_vec()
     };

@@ -10,9 +10,10 @@ use std::time::{Duration, Instant};
 
 use bypass::mem::{current_core, CoreError};
 use bypass::pmd::Port;
-use bypass::runtime::clock::{ManualClock, SystemClock};
+use bypass::runtime::clock::SystemClock;
 use bypass::runtime::net::NetConfig;
 use bypass::runtime::{Runtime, RuntimeConfig, RuntimeError};
+use bypass::time::ManualClock;
 use runtime_util::{pair, Recorder, IP_A, IP_B};
 
 /// The CPUs this thread may run on, from /proc (no unsafe needed).

@@ -8,6 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use bypass::runtime::timer::{TimerHandle, TimerWheel};
+use bypass::time::Instant;
 use proptest::prelude::*;
 
 #[derive(Debug, Clone)]
@@ -38,12 +39,16 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
+fn t(ns: u64) -> Instant {
+    Instant::from_nanos(ns)
+}
+
 fn due_tick(deadline: u64, shift: u32) -> u64 {
     deadline.div_ceil(1 << shift)
 }
 
 fn run(shift: u32, start: u64, ops: Vec<Op>) -> Result<(), TestCaseError> {
-    let mut w: TimerWheel<u64> = TimerWheel::new(256, shift, start);
+    let mut w: TimerWheel<u64> = TimerWheel::new(256, shift, t(start));
     let mut oracle: BTreeMap<u64, u64> = BTreeMap::new(); // id -> deadline
     let mut handles: Vec<(TimerHandle, u64)> = Vec::new(); // every handle ever issued
     let mut next_id = 0u64;
@@ -53,7 +58,7 @@ fn run(shift: u32, start: u64, ops: Vec<Op>) -> Result<(), TestCaseError> {
         match op {
             Op::Insert(d) => {
                 let deadline = now.saturating_add(d);
-                match w.insert(deadline, next_id) {
+                match w.insert(t(deadline), next_id) {
                     Ok(h) => {
                         oracle.insert(next_id, deadline);
                         handles.push((h, next_id));
@@ -70,7 +75,7 @@ fn run(shift: u32, start: u64, ops: Vec<Op>) -> Result<(), TestCaseError> {
             Op::Reset(i, d) if !handles.is_empty() => {
                 let (h, id) = handles[i % handles.len()];
                 let deadline = now.saturating_add(d);
-                let r = w.reset(h, deadline);
+                let r = w.reset(h, t(deadline));
                 match oracle.get_mut(&id) {
                     Some(dl) => {
                         prop_assert!(r.is_ok());
@@ -82,7 +87,7 @@ fn run(shift: u32, start: u64, ops: Vec<Op>) -> Result<(), TestCaseError> {
             Op::Advance(d) => {
                 now = now.saturating_add(d);
                 out.clear();
-                w.advance(now, &mut out);
+                w.advance(t(now), &mut out);
                 let got: BTreeSet<u64> = out.iter().map(|e| e.value).collect();
                 prop_assert_eq!(got.len(), out.len(), "a timer fired twice");
                 let now_tick = now >> shift;
@@ -93,8 +98,11 @@ fn run(shift: u32, start: u64, ops: Vec<Op>) -> Result<(), TestCaseError> {
                     .collect();
                 prop_assert_eq!(&got, &want, "now = {}", now);
                 for e in &out {
-                    prop_assert_eq!(Some(e.deadline), oracle.get(&e.value).copied());
-                    prop_assert!(due_tick(e.deadline, shift) <= now >> shift, "fired early");
+                    prop_assert_eq!(Some(e.deadline.as_nanos()), oracle.get(&e.value).copied());
+                    prop_assert!(
+                        due_tick(e.deadline.as_nanos(), shift) <= now >> shift,
+                        "fired early"
+                    );
                     prop_assert_eq!(w.deadline(e.handle), None, "handle still live");
                 }
                 for id in &want {
@@ -107,7 +115,7 @@ fn run(shift: u32, start: u64, ops: Vec<Op>) -> Result<(), TestCaseError> {
     }
     // Drain everything far in the future: every timer must come out exactly once.
     out.clear();
-    w.advance(u64::MAX, &mut out);
+    w.advance(t(u64::MAX), &mut out);
     let got: BTreeSet<u64> = out.iter().map(|e| e.value).collect();
     let want: BTreeSet<u64> = oracle.keys().copied().collect();
     prop_assert_eq!(got, want);
@@ -132,9 +140,9 @@ proptest! {
 /// Many timers in one slot far out cascade down correctly (a level boundary crossing).
 #[test]
 fn cascade_across_level_boundaries() {
-    let mut w: TimerWheel<u64> = TimerWheel::new(10_000, 0, (1 << 24) - 5);
+    let mut w: TimerWheel<u64> = TimerWheel::new(10_000, 0, t((1 << 24) - 5));
     for i in 0..10_000u64 {
-        w.insert((1 << 24) + i * 37, i).unwrap();
+        w.insert(t((1 << 24) + i * 37), i).unwrap();
     }
     let mut out = Vec::new();
     let mut fired = 0;
@@ -142,13 +150,13 @@ fn cascade_across_level_boundaries() {
     while !w.is_empty() {
         now += 1000;
         out.clear();
-        w.advance(now, &mut out);
+        w.advance(t(now), &mut out);
         for e in &out {
-            assert!(e.deadline <= now);
+            assert!(e.deadline.as_nanos() <= now);
             assert!(
-                e.deadline > now - 1000,
+                e.deadline.as_nanos() > now - 1000,
                 "fired late: {} at {now}",
-                e.deadline
+                e.deadline.as_nanos()
             );
         }
         fired += out.len();

@@ -10,9 +10,10 @@ use smoltcp::wire::{
 use super::super::arp::Learned;
 use super::{Net, SendError, ARP_LEN, ETH_LEN};
 use crate::mem::{PktBuf, PoolExhausted};
+use crate::time::Instant;
 
 impl Net {
-    pub(super) fn handle_arp(&mut self, now: u64, mut buf: PktBuf) {
+    pub(super) fn handle_arp(&mut self, now: Instant, mut buf: PktBuf) {
         let repr = match ArpPacket::new_checked(&buf.data()[ETH_LEN..]).and_then(|p| {
             // A wrong protocol or address length would make accessors index wrongly; the
             // repr parser checks all four type/length fields.
@@ -102,7 +103,7 @@ impl Net {
     /// Queue a frame until `hop` resolves, sending the first request.
     pub(super) fn park(
         &mut self,
-        now: u64,
+        now: Instant,
         hop: Ipv4Addr,
         buf: PktBuf,
         alloc: &mut dyn FnMut() -> Result<PktBuf, PoolExhausted>,
@@ -170,19 +171,23 @@ impl Net {
     /// Housekeeping, once per loop iteration: retry ARP requests, give up on destinations
     /// that stay unresolved (their frames are dropped and counted). Cheap when nothing waits.
     #[inline]
-    pub fn poll(&mut self, now: u64, alloc: &mut dyn FnMut() -> Result<PktBuf, PoolExhausted>) {
+    pub fn poll(&mut self, now: Instant, alloc: &mut dyn FnMut() -> Result<PktBuf, PoolExhausted>) {
         if self.arp.pending_count != 0 {
             self.retry_arp(now, alloc);
         }
     }
 
-    fn retry_arp(&mut self, now: u64, alloc: &mut dyn FnMut() -> Result<PktBuf, PoolExhausted>) {
+    fn retry_arp(
+        &mut self,
+        now: Instant,
+        alloc: &mut dyn FnMut() -> Result<PktBuf, PoolExhausted>,
+    ) {
         for i in 0..self.arp.pending.len() {
             let Some(ip) = self.arp.pending[i].ip else {
                 continue;
             };
             let p = &self.arp.pending[i];
-            if now.saturating_sub(p.last_request) < self.arp.cfg.retry_ns {
+            if now.nanos_since(p.last_request) < self.arp.cfg.retry_ns {
                 continue;
             }
             if p.tries >= self.arp.cfg.max_tries {
@@ -212,7 +217,7 @@ mod tests {
         assert_eq!(sent(&mut n), vec![ARP_REPLY.to_vec()]);
         assert_eq!(n.counters().arp_requests_in, 1);
         assert_eq!(n.counters().arp_replies_out, 1);
-        assert_eq!(n.arp_lookup(2, IP_PEER), Some(PEER));
+        assert_eq!(n.arp_lookup(Instant::from_nanos(2), IP_PEER), Some(PEER));
     }
 
     #[test]
@@ -228,14 +233,14 @@ mod tests {
         // A node that doesn't know the peer doesn't add it.
         let mut n = net();
         assert!(feed(&mut n, &p, &ann).is_none());
-        assert_eq!(n.arp_lookup(2, IP_PEER), None);
+        assert_eq!(n.arp_lookup(Instant::from_nanos(2), IP_PEER), None);
         assert_eq!(n.counters().arp_ignored, 1);
         assert!(sent(&mut n).is_empty(), "no reply to a gratuitous request");
         // One that knows it under an old MAC updates.
         let mut n = net();
-        n.arp.learn(0, IP_PEER, [2, 0, 0, 0, 0, 0x99]);
+        n.arp.learn(Instant::ZERO, IP_PEER, [2, 0, 0, 0, 0, 0x99]);
         assert!(feed(&mut n, &p, &ann).is_none());
-        assert_eq!(n.arp_lookup(2, IP_PEER), Some(PEER));
+        assert_eq!(n.arp_lookup(Instant::from_nanos(2), IP_PEER), Some(PEER));
         // Our own address claimed by someone else: ignored, counted.
         let mut me = Net::new(NetConfig::new(US, IP_PEER));
         assert!(feed(&mut me, &p, &ann).is_none());
@@ -252,7 +257,11 @@ mod tests {
         assert!(feed(&mut n, &p, &req).is_none());
         assert!(sent(&mut n).is_empty());
         assert_eq!(n.counters().arp_ignored, 1);
-        assert_eq!(n.arp_lookup(2, IP_PEER), None, "not learned: not about us");
+        assert_eq!(
+            n.arp_lookup(Instant::from_nanos(2), IP_PEER),
+            None,
+            "not learned: not about us"
+        );
     }
 
     #[test]
@@ -262,9 +271,13 @@ mod tests {
         for i in 0..3u8 {
             let mut b = p.alloc().unwrap();
             b.extend_from_slice(&[i]).unwrap();
-            n.send_udp(0, 7000, SocketAddrV4::new(IP_PEER, 5000), b, &mut || {
-                p.alloc()
-            })
+            n.send_udp(
+                Instant::from_nanos(0),
+                7000,
+                SocketAddrV4::new(IP_PEER, 5000),
+                b,
+                &mut || p.alloc(),
+            )
             .unwrap();
         }
         // One ARP request went out, the frames wait.
@@ -303,7 +316,13 @@ mod tests {
         let mut n = Net::new(cfg);
         for _ in 0..3 {
             let b = p.alloc().unwrap();
-            let _ = n.send_udp(0, 1, SocketAddrV4::new(IP_PEER, 2), b, &mut || p.alloc());
+            let _ = n.send_udp(
+                Instant::from_nanos(0),
+                1,
+                SocketAddrV4::new(IP_PEER, 2),
+                b,
+                &mut || p.alloc(),
+            );
         }
         assert_eq!(
             n.counters().arp_pending_full,
@@ -312,7 +331,7 @@ mod tests {
         );
         let mut requests = sent(&mut n).len();
         for t in (0..=1000).step_by(10) {
-            n.poll(t, &mut || p.alloc());
+            n.poll(Instant::from_nanos(t), &mut || p.alloc());
             requests += sent(&mut n).len();
         }
         assert_eq!(requests, 3, "max_tries requests");

@@ -4,11 +4,12 @@ use smoltcp::wire::{EthernetFrame, EthernetProtocol};
 
 use super::{Datagram, Net, ETH_LEN, UDP_HEADERS_LEN};
 use crate::mem::PktBuf;
+use crate::time::Instant;
 
 impl Net {
     /// Handle one received frame (see the module contract). Returns a datagram for the
     /// transport when it is UDP to a bound port; answers ARP and ICMP echo itself.
-    pub fn handle_frame(&mut self, now: u64, buf: PktBuf) -> Option<Datagram> {
+    pub fn handle_frame(&mut self, now: Instant, buf: PktBuf) -> Option<Datagram> {
         self.counters.rx_frames += 1;
         let (dst, ethertype) = match EthernetFrame::new_checked(buf.data()) {
             Ok(f) => (f.dst_addr(), f.ethertype()),

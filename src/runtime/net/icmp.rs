@@ -8,9 +8,10 @@ use smoltcp::wire::{
 
 use super::{EchoReply, Net, SendError, ETH_LEN, IPV4_LEN, TTL};
 use crate::mem::{PktBuf, PoolExhausted};
+use crate::time::Instant;
 
 impl Net {
-    pub(super) fn handle_icmp(&mut self, now: u64, mut buf: PktBuf) {
+    pub(super) fn handle_icmp(&mut self, now: Instant, mut buf: PktBuf) {
         let data = &buf.data()[ETH_LEN + IPV4_LEN..];
         let icmp = match Icmpv4Packet::new_checked(data) {
             Ok(p) if p.verify_checksum() => p,
@@ -64,7 +65,7 @@ impl Net {
     /// Send an ICMP echo request to `dst` with `payload_len` bytes of pattern data.
     pub fn send_ping(
         &mut self,
-        now: u64,
+        now: Instant,
         dst: Ipv4Addr,
         ident: u16,
         seq: u16,
@@ -127,6 +128,9 @@ mod tests {
         let mut n = Net::new(NetConfig::new(PEER, IP_PEER));
         assert!(feed(&mut n, &p, &PONG_FRAME).is_none());
         let r = n.last_echo_reply().unwrap();
-        assert_eq!((r.from, r.ident, r.seq, r.at), (IP_US, 0x0102, 7, 1));
+        assert_eq!(
+            (r.from, r.ident, r.seq, r.at),
+            (IP_US, 0x0102, 7, Instant::from_nanos(1))
+        );
     }
 }

@@ -6,11 +6,12 @@ use smoltcp::wire::{EthernetAddress, EthernetFrame, EthernetProtocol, IpProtocol
 
 use super::{Net, SendError, ETH_LEN, IPV4_LEN, TTL};
 use crate::mem::{PktBuf, PoolExhausted};
+use crate::time::Instant;
 
 impl Net {
     /// Validate the IPv4 header; answers ICMP echo itself (returns None). Some means a UDP
     /// packet to us, with the buffer truncated to the IPv4 total length.
-    pub(super) fn handle_ipv4(&mut self, now: u64, mut buf: PktBuf) -> Option<PktBuf> {
+    pub(super) fn handle_ipv4(&mut self, now: Instant, mut buf: PktBuf) -> Option<PktBuf> {
         let ip = &buf.data()[ETH_LEN..];
         if ip.len() < IPV4_LEN {
             self.counters.ip_malformed += 1;
@@ -61,7 +62,7 @@ impl Net {
     /// Prepend IPv4 and Ethernet headers and route the frame.
     pub(super) fn send_ipv4(
         &mut self,
-        now: u64,
+        now: Instant,
         dst_ip: Ipv4Addr,
         proto: IpProtocol,
         mut buf: PktBuf,
@@ -136,7 +137,13 @@ mod tests {
         let p = pool();
         let mut n = net();
         let far = SocketAddrV4::new(Ipv4Addr::new(192, 168, 1, 1), 9);
-        let r = n.send_udp(0, 1, far, p.alloc().unwrap(), &mut || p.alloc());
+        let r = n.send_udp(
+            Instant::from_nanos(0),
+            1,
+            far,
+            p.alloc().unwrap(),
+            &mut || p.alloc(),
+        );
         assert!(matches!(r, Err(SendError::NoRoute(_))));
         assert_eq!(n.counters().tx_no_route, 1);
         let mut cfg = NetConfig::new(US, IP_US);
@@ -144,8 +151,14 @@ mod tests {
         cfg.static_arp
             .push((Ipv4Addr::new(10, 0, 0, 254), [2, 0, 0, 0, 0, 0xfe]));
         let mut n = Net::new(cfg);
-        n.send_udp(0, 1, far, p.alloc().unwrap(), &mut || p.alloc())
-            .unwrap();
+        n.send_udp(
+            Instant::from_nanos(0),
+            1,
+            far,
+            p.alloc().unwrap(),
+            &mut || p.alloc(),
+        )
+        .unwrap();
         let f = sent(&mut n).pop().unwrap();
         assert_eq!(&f[0..6], &[2, 0, 0, 0, 0, 0xfe]);
         assert_eq!(&f[30..34], &[192, 168, 1, 1]);

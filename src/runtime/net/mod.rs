@@ -44,6 +44,7 @@ pub use super::arp::ArpConfig;
 use super::arp::ArpTable;
 use crate::mem::PktBuf;
 use crate::pmd::Offloads;
+use crate::time::Instant;
 
 const ETH_LEN: usize = 14;
 const IPV4_LEN: usize = 20;
@@ -261,7 +262,7 @@ pub struct EchoReply {
     /// Sequence number.
     pub seq: u16,
     /// When it arrived (runtime ns).
-    pub at: u64,
+    pub at: Instant,
 }
 
 /// The L2/L3 state of one runtime: addresses, ARP, UDP port bindings, the transmit queue.
@@ -352,7 +353,7 @@ impl Net {
     }
 
     /// The MAC the cache holds for `ip`, if fresh at `now`.
-    pub fn arp_lookup(&mut self, now: u64, ip: Ipv4Addr) -> Option<[u8; 6]> {
+    pub fn arp_lookup(&mut self, now: Instant, ip: Ipv4Addr) -> Option<[u8; 6]> {
         self.arp.lookup(now, ip)
     }
 
@@ -407,10 +408,22 @@ mod tests {
         let mut n = Net::new(cfg);
         let dst = SocketAddrV4::new(IP_PEER, 5000);
         for _ in 0..2 {
-            n.send_udp(0, 1, dst, p.alloc().unwrap(), &mut || p.alloc())
-                .unwrap();
+            n.send_udp(
+                Instant::from_nanos(0),
+                1,
+                dst,
+                p.alloc().unwrap(),
+                &mut || p.alloc(),
+            )
+            .unwrap();
         }
-        let r = n.send_udp(0, 1, dst, p.alloc().unwrap(), &mut || p.alloc());
+        let r = n.send_udp(
+            Instant::from_nanos(0),
+            1,
+            dst,
+            p.alloc().unwrap(),
+            &mut || p.alloc(),
+        );
         let Err(SendError::TxFull(b)) = r else {
             panic!("expected TxFull, got {r:?}")
         };

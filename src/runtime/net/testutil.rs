@@ -65,7 +65,7 @@ pub(super) fn frame(p: &Pool, bytes: &[u8]) -> PktBuf {
 
 /// Feed `bytes`; return the datagram if any.
 pub(super) fn feed(n: &mut Net, p: &Pool, bytes: &[u8]) -> Option<Datagram> {
-    n.handle_frame(1, frame(p, bytes))
+    n.handle_frame(crate::time::Instant::from_nanos(1), frame(p, bytes))
 }
 
 pub(super) fn sent(n: &mut Net) -> Vec<Vec<u8>> {

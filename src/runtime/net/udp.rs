@@ -6,6 +6,7 @@ use smoltcp::wire::{checksum, IpAddress, IpProtocol, Ipv4Packet, UdpPacket};
 
 use super::{Net, SendError, ETH_LEN, IPV4_LEN, UDP_HEADERS_LEN, UDP_LEN};
 use crate::mem::{PktBuf, PoolExhausted};
+use crate::time::Instant;
 
 impl Net {
     pub(super) fn check_udp(&mut self, buf: &PktBuf) -> Option<(SocketAddrV4, u16, usize, bool)> {
@@ -42,7 +43,7 @@ impl Net {
     /// for an ARP request when the next hop must be resolved.
     pub fn send_udp(
         &mut self,
-        now: u64,
+        now: Instant,
         src_port: u16,
         dst: SocketAddrV4,
         buf: PktBuf,
@@ -57,7 +58,7 @@ impl Net {
     /// read here. A port with transmit checksum offload fills it anyway.
     pub fn send_udp_checksum(
         &mut self,
-        now: u64,
+        now: Instant,
         src_port: u16,
         dst: SocketAddrV4,
         mut buf: PktBuf,
@@ -132,7 +133,9 @@ mod tests {
         let mut n = net();
         let b = frame(&p, &UDP_FRAME);
         let slot = b.slot();
-        let d = n.handle_frame(1, b).expect("delivered");
+        let d = n
+            .handle_frame(Instant::from_nanos(1), b)
+            .expect("delivered");
         assert_eq!(d.src, SocketAddrV4::new(IP_PEER, 5000));
         assert_eq!(d.dst_port, 7000);
         assert_eq!(d.payload.data(), b"hello");
@@ -163,12 +166,19 @@ mod tests {
         cfg.static_arp.push((IP_PEER, PEER));
         let mut n = Net::new(cfg);
         let b = p.alloc().unwrap();
-        n.send_udp(0, 1, SocketAddrV4::new(IP_PEER, 2), b, &mut || p.alloc())
-            .unwrap();
+        n.send_udp(
+            Instant::from_nanos(0),
+            1,
+            SocketAddrV4::new(IP_PEER, 2),
+            b,
+            &mut || p.alloc(),
+        )
+        .unwrap();
         let f = sent(&mut n).pop().unwrap();
         assert_eq!(f[15] & 3, 2, "ECT(0)");
         assert!(Ipv4Packet::new_checked(&f[14..]).unwrap().verify_checksum());
-        n.send_ping(0, IP_PEER, 1, 1, 0, &mut || p.alloc()).unwrap();
+        n.send_ping(Instant::from_nanos(0), IP_PEER, 1, 1, 0, &mut || p.alloc())
+            .unwrap();
         let f = sent(&mut n).pop().unwrap();
         assert_eq!(f[15] & 3, 0, "ICMP is not ECN-capable");
     }
@@ -181,9 +191,13 @@ mod tests {
         let mut b = p.alloc().unwrap();
         b.extend_from_slice(b"hello").unwrap();
         let slot = b.slot();
-        n.send_udp(0, 7000, SocketAddrV4::new(IP_PEER, 5000), b, &mut || {
-            p.alloc()
-        })
+        n.send_udp(
+            Instant::from_nanos(0),
+            7000,
+            SocketAddrV4::new(IP_PEER, 5000),
+            b,
+            &mut || p.alloc(),
+        )
         .unwrap();
         let q = n.tx_queue();
         assert_eq!(q.len(), 1);
@@ -199,7 +213,7 @@ mod tests {
         let mut b = p.alloc().unwrap();
         b.extend_from_slice(b"hello").unwrap();
         n.send_udp_checksum(
-            0,
+            Instant::ZERO,
             7000,
             SocketAddrV4::new(IP_PEER, 5000),
             b,
@@ -229,9 +243,13 @@ mod tests {
         let mut n = Net::new(cfg);
         let mut b = p.alloc().unwrap();
         b.extend_from_slice(b"hello").unwrap();
-        n.send_udp(0, 7000, SocketAddrV4::new(IP_PEER, 5000), b, &mut || {
-            p.alloc()
-        })
+        n.send_udp(
+            Instant::from_nanos(0),
+            7000,
+            SocketAddrV4::new(IP_PEER, 5000),
+            b,
+            &mut || p.alloc(),
+        )
         .unwrap();
         let f = sent(&mut n).pop().unwrap();
         assert_eq!(&f[24..26], &[0, 0], "IPv4 checksum left to the device");
@@ -252,13 +270,13 @@ mod tests {
         let mut b = p.alloc().unwrap();
         b.append(1500 - 28 + 1).unwrap();
         assert!(matches!(
-            n.send_udp(0, 1, dst, b, &mut || p.alloc()),
+            n.send_udp(Instant::from_nanos(0), 1, dst, b, &mut || p.alloc()),
             Err(SendError::NoRoom)
         ));
         let mut b = p.alloc().unwrap();
         b.set_data(0, 4).unwrap();
         assert!(matches!(
-            n.send_udp(0, 1, dst, b, &mut || p.alloc()),
+            n.send_udp(Instant::from_nanos(0), 1, dst, b, &mut || p.alloc()),
             Err(SendError::NoRoom)
         ));
         assert_eq!(n.counters().tx_no_room, 2);

@@ -1,0 +1,417 @@
+//! [`StackBuilder`]: a stack's settings, and [`build`](StackBuilder::build), which opens the
+//! backend, waits for its link and assembles port, runtime and transport.
+
+use std::cell::RefCell;
+use std::net::Ipv4Addr;
+#[cfg(feature = "metrics")]
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant as StdInstant};
+
+use crate::pmd::memif::{InterfaceConfig, Memif, MemifConfig};
+use crate::pmd::pcap::CapturePort;
+use crate::pmd::{Link, Port};
+use crate::proto::cc::swift::{SwiftConfig, SwiftFactory};
+use crate::proto::cc::ControllerFactory;
+use crate::proto::{ConnectionConfig, Endpoint, EndpointConfig};
+use crate::runtime::clock::SystemClock;
+use crate::runtime::net::NetConfig;
+use crate::runtime::{Runtime, RuntimeConfig};
+
+use super::metrics::{self, Metrics};
+use super::stack::{Inner, Transport};
+use super::{Backend, Error, Stack, DEFAULT_UDP_PORT};
+
+/// Builds a [`Stack`]. Start with [`Stack::builder`].
+#[derive(Debug)]
+pub struct StackBuilder {
+    backend: Backend,
+    ip: Ipv4Addr,
+    mac: Option<[u8; 6]>,
+    udp_port: u16,
+    mtu: u16,
+    static_arp: Vec<(Ipv4Addr, [u8; 6])>,
+    conn: ConnectionConfig,
+    cc: Option<Arc<dyn ControllerFactory>>,
+    max_connections: usize,
+    pin_core: Option<usize>,
+    core_slot: Option<usize>,
+    accept: bool,
+    link_timeout: Duration,
+    seed: Option<u64>,
+    metrics: Option<Metrics>,
+    #[cfg(feature = "metrics")]
+    metrics_addr: Option<SocketAddr>,
+    metrics_name: Option<String>,
+    omit_checksums: bool,
+    memif_ring: Option<u8>,
+    memif_extra: Option<u32>,
+}
+
+impl StackBuilder {
+    /// The defaults; [`Stack::builder`] is the public way in.
+    pub(super) fn new(backend: Backend, ip: Ipv4Addr) -> StackBuilder {
+        StackBuilder {
+            backend,
+            ip,
+            mac: None,
+            udp_port: DEFAULT_UDP_PORT,
+            mtu: 0,
+            static_arp: Vec::new(),
+            conn: ConnectionConfig {
+                max_message: 1 << 30,
+                ..ConnectionConfig::default()
+            },
+            cc: None,
+            max_connections: 4096,
+            pin_core: None,
+            core_slot: None,
+            accept: true,
+            link_timeout: Duration::from_secs(10),
+            seed: None,
+            metrics: None,
+            #[cfg(feature = "metrics")]
+            metrics_addr: None,
+            metrics_name: None,
+            omit_checksums: false,
+            memif_ring: None,
+            memif_extra: None,
+        }
+    }
+
+    /// Leave UDP checksums out between this stack and a peer stack that agrees, when both
+    /// ends' links are intact ([`Offloads::intact`](crate::pmd::Offloads::intact): memif, an
+    /// in-process pair). It saves a read of every payload on each side. Off by default:
+    /// turn it on only where the memif peer is the other stack itself (two processes on one
+    /// host). A memif peer that forwards frames on (a vswitch such as VPP in front of a NIC)
+    /// would carry them over wires and through switch memory with no end-to-end check.
+    pub fn omit_checksums(mut self, on: bool) -> Self {
+        self.omit_checksums = on;
+        self
+    }
+
+    /// Our IPv4 address.
+    pub fn ip(mut self, ip: Ipv4Addr) -> Self {
+        self.ip = ip;
+        self
+    }
+    /// Our Ethernet address (default: the port's).
+    pub fn mac(mut self, mac: [u8; 6]) -> Self {
+        self.mac = Some(mac);
+        self
+    }
+    /// The UDP port the transport listens on and sends from (default 7200).
+    pub fn udp_port(mut self, port: u16) -> Self {
+        self.udp_port = port;
+        self
+    }
+    /// IP MTU (default 9000 on memif: jumbo frames in 9216-byte buffers; the port's MTU
+    /// otherwise). memif sizes its buffers for it, up to 65000 (64 KiB frames, as Linux's
+    /// loopback has: a seventh of the packets of 9000 for bulk transfers; pair it with a
+    /// shorter [`memif_ring`](Self::memif_ring)).
+    pub fn mtu(mut self, mtu: u16) -> Self {
+        self.mtu = mtu;
+        self
+    }
+    /// memif: descriptors per ring, log2 (1..=14, default 10). Each ring holds that many
+    /// buffers of MTU size; with 64 KiB frames a short ring (6: 64 frames, 4 MiB) keeps
+    /// the memory the two cores pass between them small enough to stay in cache.
+    pub fn memif_ring(mut self, log2: u8) -> Self {
+        self.memif_ring = Some(log2);
+        self
+    }
+    /// memif: pool buffers beyond those the rings hold (default 1024), for frames the
+    /// application holds: received messages, and with
+    /// [`ConnectionConfig::rx_segments`] up to a receive window of packet buffers.
+    pub fn memif_extra_buffers(mut self, n: u32) -> Self {
+        self.memif_extra = Some(n);
+        self
+    }
+    /// A static ARP entry (no resolution for that address).
+    pub fn static_arp(mut self, ip: Ipv4Addr, mac: [u8; 6]) -> Self {
+        self.static_arp.push((ip, mac));
+        self
+    }
+    /// Largest message sent or accepted (default 1 GiB).
+    pub fn max_message(mut self, bytes: u64) -> Self {
+        self.conn.max_message = bytes;
+        self
+    }
+    /// Per-connection transport settings.
+    pub fn connection_config(mut self, conn: ConnectionConfig) -> Self {
+        self.conn = conn;
+        self
+    }
+    /// Congestion controller for new connections.
+    pub fn controller(mut self, cc: Arc<dyn ControllerFactory>) -> Self {
+        self.cc = Some(cc);
+        self
+    }
+    /// Most live connections (default 4096).
+    pub fn max_connections(mut self, n: usize) -> Self {
+        self.max_connections = n;
+        self
+    }
+    /// Pin the building thread (the poll loop) to this CPU.
+    pub fn pin_core(mut self, cpu: usize) -> Self {
+        self.pin_core = Some(cpu);
+        self
+    }
+    /// Claim this `mem::CoreSlot` for per-core buffer caches (default: the first free one).
+    pub fn core_slot(mut self, slot: usize) -> Self {
+        self.core_slot = Some(slot);
+        self
+    }
+    /// Refuse incoming connections (a client-only stack).
+    pub fn no_accept(mut self) -> Self {
+        self.accept = false;
+        self
+    }
+    /// How long [`build`](Self::build) waits for the link to come up (default 10 s; the
+    /// memif peer must be there by then).
+    pub fn link_timeout(mut self, d: Duration) -> Self {
+        self.link_timeout = d;
+        self
+    }
+    /// Seed for connection ids (default: from the OS).
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = Some(seed);
+        self
+    }
+
+    /// Record this stack's counters, connections and loop-gap histogram into `metrics`
+    /// (read them with [`Metrics::registry`]; serve them with `Metrics::serve`, feature
+    /// `metrics`) and let `metrics` switch packet capture of its port on and off. See
+    /// [`metrics`].
+    pub fn metrics(mut self, metrics: &Metrics) -> Self {
+        self.metrics = Some(metrics.clone());
+        self
+    }
+    /// As [`metrics`](Self::metrics) with a registry of the stack's own, served on `addr`
+    /// (`/metrics`, `/capture`) by an exporter thread the stack owns (port 0: any free port;
+    /// see [`Stack::metrics_addr`]). Cargo feature `metrics`.
+    #[cfg(feature = "metrics")]
+    pub fn metrics_addr(mut self, addr: SocketAddr) -> Self {
+        self.metrics_addr = Some(addr);
+        self
+    }
+    /// The name this stack's series carry in label `port` and its capture is addressed by
+    /// (default: the port's name). Give stacks of one process distinct names.
+    pub fn metrics_name(mut self, name: &str) -> Self {
+        self.metrics_name = Some(name.to_owned());
+        self
+    }
+
+    /// Start the stack: open the backend, wait for its link, build the runtime on this thread.
+    pub fn build(self) -> Result<Stack, Error> {
+        let (port, memif): (Box<dyn Port>, Option<Memif>) = match self.backend {
+            Backend::Memif { socket, role, id } => {
+                let mut ic = InterfaceConfig::new(id);
+                let mtu = if self.mtu == 0 { 9000 } else { self.mtu };
+                ic.buffer_size = (u32::from(mtu) + 14).div_ceil(64) * 64;
+                if let Some(r) = self.memif_ring {
+                    ic.log2_ring_size = r;
+                }
+                if let Some(n) = self.memif_extra {
+                    ic.extra_buffers = n;
+                }
+                let mut cfg = MemifConfig::new(&socket, role, id);
+                cfg.interfaces = vec![ic];
+                let m = Memif::new(cfg).map_err(|e| Error::Backend {
+                    what: format!("memif socket {}", socket.display()),
+                    why: e.to_string(),
+                    fix: "check the socket path's directory exists and is writable; one side \
+                          must be Role::Server and the other Role::Client with the same id",
+                })?;
+                let p = m.port(id, 0).map_err(|e| Error::Backend {
+                    what: "memif port".into(),
+                    why: e.to_string(),
+                    fix: "each interface queue can be opened once per process",
+                })?;
+                (Box::new(p), Some(m))
+            }
+            Backend::Port(p) => (p, None),
+        };
+        let pools: Vec<crate::mem::Pool> = memif.iter().filter_map(|m| m.pool(0)).collect();
+        let packet_pool = pools.first().cloned();
+        let mut port = port;
+        let info = port.info();
+        let deadline = StdInstant::now() + self.link_timeout;
+        while !port.link().is_up() {
+            if StdInstant::now() >= deadline {
+                return Err(Error::Backend {
+                    what: format!("port {}", info.name),
+                    why: format!("link still down after {:?}", self.link_timeout),
+                    fix: "start the peer (the other `bypass` process or memif application) \
+                          on the same socket with the opposite role, or raise link_timeout",
+                });
+            }
+            std::hint::spin_loop();
+            std::thread::yield_now();
+        }
+        let mtu = if self.mtu == 0 {
+            info.mtu.min(9000)
+        } else {
+            self.mtu.min(info.mtu)
+        };
+        let mut net = NetConfig::new(self.mac.unwrap_or(info.mac), self.ip);
+        net.mtu = mtu;
+        net.offloads = info.offloads;
+        let mut conn = self.conn;
+        // Both ends on intact links (memif, a pair) may leave UDP checksums out, where the
+        // application allows it.
+        conn.link_intact = info.offloads.intact && self.omit_checksums;
+        net.static_arp = self.static_arp;
+        let mut rcfg = RuntimeConfig::new(net);
+        rcfg.pin_core = self.pin_core;
+        // The stack claims its core slot itself (claim_any is atomic; probing first and
+        // letting the runtime claim would race with other stacks starting).
+        let core = match self.core_slot {
+            Some(s) => crate::mem::CoreSlot::claim(s),
+            None => crate::mem::CoreSlot::claim_any(),
+        }
+        .map_err(|e| Error::Backend {
+            what: "core slot".into(),
+            why: e.to_string(),
+            fix: "give each stack its own core slot (StackBuilder::core_slot), one per thread",
+        })?;
+        // Datagrams fill the MTU (jumbo frames on memif) unless the caller chose a size.
+        if conn.max_datagram == ConnectionConfig::default().max_datagram {
+            conn.max_datagram = u32::from(mtu) - 28;
+        }
+        conn.max_datagram = conn.max_datagram.min(u32::from(mtu) - 28);
+        let mut ecfg = EndpointConfig {
+            accept: self.accept,
+            max_connections: self.max_connections,
+            conn,
+            cookie_key: [os_random(), os_random()],
+            ..EndpointConfig::default()
+        };
+        ecfg.cc = match self.cc {
+            Some(cc) => cc,
+            None => {
+                let speed_mbps = match port.link() {
+                    Link::Up { speed_mbps } => speed_mbps,
+                    Link::Down => 0,
+                };
+                Arc::new(SwiftFactory {
+                    config: SwiftConfig {
+                        line_rate_bps: line_rate_bps(speed_mbps, info.offloads.intact),
+                        ..SwiftConfig::software()
+                    },
+                })
+            }
+        };
+        let max_message = ecfg.conn.max_message;
+        let max_send_msgs = ecfg.conn.max_send_msgs;
+        let seed = self.seed.unwrap_or_else(os_random);
+        let transport = Transport {
+            ep: Endpoint::new(ecfg, seed),
+            udp_port: self.udp_port,
+            spare: None,
+            tx_dropped: 0,
+            tx_pool_exhausted: 0,
+        };
+        let port = CapturePort::new(port);
+        let mut rt = Runtime::new(rcfg, port, transport, SystemClock::new()).map_err(|e| {
+            Error::Backend {
+                what: "runtime".into(),
+                why: e.to_string(),
+                fix: "choose a CPU that exists (pin_core) and a free core slot",
+            }
+        })?;
+        rt.net_mut().bind(self.udp_port);
+        #[cfg(feature = "metrics")]
+        let mut exporter = None;
+        #[cfg(feature = "metrics")]
+        let shared = match (self.metrics, self.metrics_addr) {
+            (Some(m), _) => Some(m),
+            (None, Some(addr)) => {
+                let m = Metrics::new();
+                exporter = Some(metrics::start_own(&m, addr).map_err(|e| Error::Backend {
+                    what: format!("metrics exporter on {addr}"),
+                    why: e.to_string(),
+                    fix: "choose a free address for metrics_addr (port 0 picks one)",
+                })?);
+                Some(m)
+            }
+            (None, None) => None,
+        };
+        #[cfg(not(feature = "metrics"))]
+        let shared = self.metrics;
+        let stack_metrics = shared.map(|m| {
+            let name = self.metrics_name.unwrap_or_else(|| info.name.clone());
+            metrics::StackMetrics::new(&m, &name, self.max_connections, pools)
+        });
+        Ok(Stack {
+            inner: Rc::new(RefCell::new(Inner {
+                rt,
+                metrics: stack_metrics,
+                #[cfg(feature = "metrics")]
+                _exporter: exporter,
+                _memif: memif,
+                packet_pool,
+                max_message,
+                max_send_msgs,
+                rest_deferred: false,
+                _core: core,
+            })),
+        })
+    }
+}
+
+/// Line rate the default controller paces at most at (Swift also sizes its bursts from it):
+/// the port's speed when it reports one; for a memory link (memif, a pair: intact, no speed)
+/// [`MEMORY_LINK_BPS`]; otherwise Swift's default (100 Gb/s).
+fn line_rate_bps(speed_mbps: u32, intact: bool) -> u64 {
+    if speed_mbps > 0 {
+        u64::from(speed_mbps) * 1_000_000
+    } else if intact {
+        MEMORY_LINK_BPS
+    } else {
+        SwiftConfig::default().line_rate_bps
+    }
+}
+
+/// The pacing cap on a memory link: it has no wire, and one core's copies stay below this
+/// (~35 GB/s = 280 Gb/s in cache here); Swift's 100 Gb/s default held a 1 MiB stream over
+/// memif at 98 Gb/s (bench/results/, "1 MiB stream").
+const MEMORY_LINK_BPS: u64 = 400_000_000_000;
+
+fn os_random() -> u64 {
+    let mut b = [0u8; 8];
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        use std::io::Read;
+        if f.read_exact(&mut b).is_ok() {
+            return u64::from_le_bytes(b);
+        }
+    }
+    // Fallback: time and address entropy (ids only need to be unpredictable to off-path
+    // attackers; the cookie key is what matters, and urandom exists on every Linux).
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    t ^ (&b as *const _ as u64).rotate_left(32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_controller_paces_at_the_ports_rate() {
+        // A NIC that reports 25 Gb/s.
+        assert_eq!(line_rate_bps(25_000, false), 25_000_000_000);
+        assert_eq!(line_rate_bps(25_000, true), 25_000_000_000);
+        // memif or a pair: memory, no speed.
+        assert_eq!(line_rate_bps(0, true), MEMORY_LINK_BPS);
+        assert!(MEMORY_LINK_BPS > SwiftConfig::default().line_rate_bps);
+        // A device that does not say: Swift's default.
+        assert_eq!(
+            line_rate_bps(0, false),
+            SwiftConfig::default().line_rate_bps
+        );
+    }
+}

@@ -1,0 +1,443 @@
+//! [`Stack`]: one runtime and its transport. `Transport` plugs a proto endpoint into the
+//! runtime; `Inner` is the state the stack and its sockets share (the runtime, its telemetry,
+//! the poll pieces); dropping the last of them lingers until the last packets left.
+
+use std::cell::RefCell;
+use std::fs::File;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::rc::Rc;
+use std::time::{Duration, Instant as StdInstant};
+
+use crate::mem::{PktBuf, PoolExhausted};
+use crate::pmd::memif::Memif;
+use crate::pmd::pcap::CapturePort;
+use crate::pmd::{Port, PortStats};
+use crate::proto::{CloseReason, Endpoint, EndpointStats};
+use crate::runtime::clock::SystemClock;
+use crate::runtime::net::NetCounters;
+use crate::runtime::{Io, Runtime, RuntimeCounters, UdpHandler};
+
+use super::metrics::{self, Metrics};
+use super::socket::SockState;
+use super::{Backend, Error, Listener, Socket, StackBuilder};
+
+/// The stack's port: the backend's, inside the wrapper that captures it on demand
+/// ([`Metrics::capture_start`]).
+pub(super) type StackPort = CapturePort<Box<dyn Port>, File>;
+
+/// The transport plugged into the runtime: a proto endpoint on one UDP port.
+pub(super) struct Transport {
+    pub(super) ep: Endpoint,
+    pub(super) udp_port: u16,
+    pub(super) spare: Option<PktBuf>,
+    pub(super) tx_dropped: u64,
+    pub(super) tx_pool_exhausted: u64,
+}
+
+impl UdpHandler for Transport {
+    #[inline]
+    fn on_datagram(&mut self, io: &mut Io<'_>, src: SocketAddrV4, _dst: u16, payload: PktBuf) {
+        self.ep.handle_rx(
+            io.now(),
+            SocketAddr::V4(src),
+            false,
+            io.rx_checksummed(),
+            payload,
+        );
+    }
+
+    /// Send what is ready; the deadlines come after the flush ([`after_flush`]), off the
+    /// path of a frame the application just queued.
+    #[inline]
+    fn on_poll(&mut self, io: &mut Io<'_>) {
+        // After this iteration's datagrams: the next ones tell whether the loop stalled.
+        self.ep.note_poll(io.now());
+        self.transmit(io);
+    }
+
+    /// The endpoint's deadlines (recomputed for the connections touched this iteration) and
+    /// the timeouts due; what they send goes out in this iteration.
+    #[inline]
+    fn after_flush(&mut self, io: &mut Io<'_>) {
+        let now = io.now();
+        if self.ep.poll_timeout().is_some_and(|t| t <= now) {
+            self.ep.handle_timeout(now);
+            self.transmit(io);
+        }
+    }
+}
+
+impl Transport {
+    /// Queue the endpoint's datagrams in the runtime's transmit queue.
+    #[inline]
+    pub(super) fn transmit(&mut self, io: &mut Io<'_>) {
+        let now = io.now();
+        // (Nothing ready: no buffer to prepare. Checked again after each datagram, so the
+        // last one goes to the flush without a call that finds nothing.)
+        while self.ep.has_transmit() {
+            // Leave room in the runtime's transmit queue: a datagram the endpoint produced
+            // and we could not queue would be a self-inflicted loss.
+            if io.net().tx_space() < 2 {
+                break;
+            }
+            let mut buf = match self.spare.take() {
+                Some(b) => b,
+                None => match io.alloc_tx() {
+                    Ok(b) => b,
+                    Err(PoolExhausted) => {
+                        self.tx_pool_exhausted += 1;
+                        break;
+                    }
+                },
+            };
+            match self
+                .ep
+                .poll_transmit_ex(now, &mut buf)
+                .map(|t| (t.dst, t.checksum))
+            {
+                Some((SocketAddr::V4(dst), checksum)) => {
+                    if io
+                        .send_udp_checksum(self.udp_port, dst, buf, checksum)
+                        .is_err()
+                    {
+                        self.tx_dropped += 1;
+                    }
+                }
+                Some((SocketAddr::V6(_), _)) => {
+                    self.tx_dropped += 1;
+                    buf.reset();
+                    self.spare = Some(buf);
+                }
+                None => {
+                    buf.reset();
+                    self.spare = Some(buf);
+                    break;
+                }
+            }
+        }
+    }
+}
+
+pub(super) struct Inner {
+    pub(super) rt: Runtime<StackPort, Transport, SystemClock>,
+    pub(super) metrics: Option<metrics::StackMetrics>,
+    #[cfg(feature = "metrics")]
+    pub(super) _exporter: Option<crate::telemetry::Exporter>,
+    pub(super) _memif: Option<Memif>,
+    /// The memif interface's packet-buffer pool (None over a [`Backend::Port`]).
+    pub(super) packet_pool: Option<crate::mem::Pool>,
+    pub(super) max_message: u64,
+    /// `ConnectionConfig::max_send_msgs`: a connection's send queue holds this many messages.
+    pub(super) max_send_msgs: usize,
+    /// The last iteration stopped after its receive half (`Socket::try_recv_msg` handed out
+    /// a message at once); the next `try_recv_msg` runs that rest first, any other poll
+    /// does a whole iteration.
+    pub(super) rest_deferred: bool,
+    // Declared after `rt`: released only after the runtime (and its buffers) are gone.
+    pub(super) _core: crate::mem::CoreSlot,
+}
+
+impl Inner {
+    /// The runtime's clock read now, never behind the loop's own `now`.
+    #[inline]
+    pub(super) fn fresh_now(&self) -> u64 {
+        use crate::time::Clock;
+        self.rt.clock().now().max(self.rt.now()).as_nanos()
+    }
+
+    #[inline]
+    pub(super) fn poll(&mut self) -> bool {
+        self.poll_result().busy()
+    }
+
+    #[inline]
+    pub(super) fn poll_result(&mut self) -> crate::runtime::PollResult {
+        let mut r = self.rt.poll_rx();
+        self.finish_poll(&mut r);
+        r
+    }
+
+    /// A message was just queued: if the last iteration stopped after its receive half
+    /// (`Socket::try_recv_msg` handed out a message before the rest), finish that iteration
+    /// now, at a fresh time, so the message leaves at once. This is the answer to the message
+    /// just received (request and response): between its queueing and its transmission there
+    /// is then no application code and no receive attempt.
+    #[inline]
+    pub(super) fn finish_deferred(&mut self) {
+        if self.rest_deferred {
+            let mut d = crate::runtime::PollResult {
+                now: self.rt.tick(),
+                ..Default::default()
+            };
+            self.finish_poll(&mut d);
+        }
+    }
+
+    /// The rest of an iteration begun with `rt.poll_rx()`.
+    #[inline]
+    pub(super) fn finish_poll(&mut self, r: &mut crate::runtime::PollResult) {
+        self.rest_deferred = false;
+        self.rt.poll_rest(r);
+        if let Some(m) = &mut self.metrics {
+            m.after_poll(&mut self.rt);
+        }
+    }
+    pub(super) fn ep(&mut self) -> &mut Endpoint {
+        &mut self.rt.handler_mut().ep
+    }
+}
+
+/// How long a dropped stack keeps polling to let its last packets out (see `Drop for Inner`).
+const LINGER: Duration = Duration::from_millis(100);
+
+impl Drop for Inner {
+    /// Lingers: polls until no connection is left (closes confirmed, drains over, resets
+    /// sent) and the port has taken every queued frame, or [`LINGER`] passes, so the last
+    /// acknowledgement or reset leaves before the port goes (a memif peer that is slow to
+    /// post receive buffers leaves frames queued here after their connection was freed).
+    /// Without it a process that exits right after `recv` reported the peer's close would
+    /// take the acknowledgement of that close with it, and the peer's `close` would end in
+    /// `ConnectionLost` instead of `Ok`.
+    fn drop(&mut self) {
+        let end = StdInstant::now() + LINGER;
+        loop {
+            let r = self.poll_result();
+            let idle = !r.busy() && r.tx_pending == 0;
+            if (idle && self.ep().connection_count() == 0) || StdInstant::now() >= end {
+                return;
+            }
+        }
+    }
+}
+
+/// A transport stack on one core. See the [module docs](super).
+///
+/// Over memif, one process serves the control socket and the other connects; both name the
+/// other's address with a static ARP entry (or let ARP resolve it):
+///
+/// ```no_run
+/// use std::net::{Ipv4Addr, SocketAddrV4};
+/// use std::time::Duration;
+///
+/// use bypass::pmd::memif::Role;
+/// use bypass::socket::{Backend, Stack, DEFAULT_UDP_PORT};
+///
+/// let stack = Stack::builder(
+///     Backend::Memif { socket: "/tmp/app.sock".into(), role: Role::Client, id: 0 },
+///     Ipv4Addr::new(10, 0, 0, 2),
+/// )
+/// .static_arp(Ipv4Addr::new(10, 0, 0, 1), [0x02, 0, 0, 0, 0, 1])
+/// .pin_core(2) // this thread becomes the poll loop of core 2
+/// .build()?;
+/// let sock = stack.connect(
+///     SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 1), DEFAULT_UDP_PORT),
+///     Duration::from_secs(5),
+/// )?;
+/// sock.send(b"request")?;
+/// let reply = sock.recv()?;
+/// # Ok::<(), bypass::socket::Error>(())
+/// ```
+pub struct Stack {
+    pub(super) inner: Rc<RefCell<Inner>>,
+}
+
+impl std::fmt::Debug for Stack {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stack").finish_non_exhaustive()
+    }
+}
+
+/// Counters of a whole stack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StackStats {
+    /// The port's counters.
+    pub port: PortStats,
+    /// Ethernet / ARP / IPv4 / UDP counters.
+    pub net: NetCounters,
+    /// Poll-loop counters.
+    pub runtime: RuntimeCounters,
+    /// Transport endpoint counters.
+    pub endpoint: EndpointStats,
+    /// Datagrams the transport produced that the runtime could not queue.
+    pub tx_dropped: u64,
+}
+
+impl Stack {
+    /// The poll loop's time (ns, read once per iteration from the runtime's clock: no
+    /// system call), for timeouts of blocking calls.
+    #[inline]
+    fn now_ns(&self) -> u64 {
+        self.inner.borrow().rt.now().as_nanos()
+    }
+
+    /// The clock read now (not the last iteration's time, which is stale by however long the
+    /// application ran since its last poll): where a blocking call's timeout starts.
+    #[inline]
+    fn start_ns(&self) -> u64 {
+        self.inner.borrow().fresh_now()
+    }
+
+    #[inline]
+    fn since(&self, start: u64) -> Duration {
+        Duration::from_nanos(self.now_ns().saturating_sub(start))
+    }
+    /// A builder for a stack over `backend`, with our address `ip`.
+    pub fn builder(backend: Backend, ip: Ipv4Addr) -> StackBuilder {
+        StackBuilder::new(backend, ip)
+    }
+
+    /// One iteration of the poll loop. True if it did anything.
+    #[inline]
+    pub fn poll(&self) -> bool {
+        self.inner.borrow_mut().poll()
+    }
+
+    /// Poll for `d`.
+    pub fn poll_for(&self, d: Duration) {
+        let start = self.start_ns();
+        while self.since(start) < d {
+            self.poll();
+        }
+    }
+
+    /// Connect to the stack at `addr` (its IP and UDP port), waiting up to `timeout` for the
+    /// handshake. The handshake is retried for all of `timeout`: a peer that starts a little
+    /// after us (two processes launched together) is reached, even when the transport's own
+    /// handshake attempts (`ConnectionConfig::handshake_attempts`, about half a second by
+    /// default) run out first; each new attempt is a fresh connection.
+    pub fn connect(&self, addr: SocketAddrV4, timeout: Duration) -> Result<Socket, Error> {
+        let start = self.start_ns();
+        loop {
+            let h = {
+                let mut i = self.inner.borrow_mut();
+                let now = i.rt.now();
+                i.ep()
+                    .connect(now, SocketAddr::V4(addr))
+                    .map_err(|_| Error::TooManyConnections)?
+            };
+            let sock = Socket::new(self.inner.clone(), h);
+            loop {
+                self.poll();
+                match sock.pump_events() {
+                    Some(SockState::Open) => return Ok(sock),
+                    // Nobody answered this connection's handshakes: try again with a new one
+                    // while the caller's time lasts.
+                    Some(SockState::Closed(CloseReason::HandshakeTimeout))
+                        if self.since(start) < timeout =>
+                    {
+                        break
+                    }
+                    Some(SockState::Closed(CloseReason::HandshakeTimeout)) => {
+                        return Err(Error::PeerUnreachable {
+                            addr,
+                            after: self.since(start),
+                        })
+                    }
+                    Some(SockState::Closed(r)) => return Err(Error::from_close(r)),
+                    _ => {}
+                }
+                if self.since(start) >= timeout {
+                    sock.abort();
+                    return Err(Error::PeerUnreachable {
+                        addr,
+                        after: timeout,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Accept incoming connections.
+    pub fn listen(&self) -> Listener {
+        Listener {
+            inner: self.inner.clone(),
+        }
+    }
+
+    /// Run the loop until one of `socks` has a message or event to take, or `timeout`
+    /// passes; returns the indices of the ready sockets (into `ready`, cleared first).
+    ///
+    /// One thread serving many connections:
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// # use bypass::socket::{Socket, Stack};
+    /// # fn serve(stack: &Stack, socks: Vec<Socket>) -> Result<(), bypass::socket::Error> {
+    /// let mut ready = Vec::new();
+    /// loop {
+    ///     let refs: Vec<&Socket> = socks.iter().collect();
+    ///     stack.poll_ready(&refs, &mut ready, Duration::from_millis(10));
+    ///     for &k in &ready {
+    ///         if let Some(msg) = socks[k].try_recv()? {
+    ///             socks[k].send_bytes(msg)?;
+    ///         }
+    ///     }
+    /// }
+    /// # }
+    /// ```
+    pub fn poll_ready(&self, socks: &[&Socket], ready: &mut Vec<usize>, timeout: Duration) {
+        ready.clear();
+        let start = self.start_ns();
+        loop {
+            self.poll();
+            for (k, s) in socks.iter().enumerate() {
+                if s.readable() {
+                    ready.push(k);
+                }
+            }
+            if !ready.is_empty() || self.since(start) >= timeout {
+                return;
+            }
+        }
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> StackStats {
+        let mut i = self.inner.borrow_mut();
+        let tx_dropped = i.rt.handler().tx_dropped;
+        StackStats {
+            port: i.rt.port().stats(),
+            net: *i.rt.net_counters(),
+            runtime: *i.rt.counters(),
+            endpoint: i.ep().stats(),
+            tx_dropped,
+        }
+    }
+
+    /// The packet-buffer pool of the stack's memif interface (None over a port given as
+    /// [`Backend::Port`], whose driver owns its buffers): its [`Pool::region`](crate::mem::Pool::region)
+    /// says whether the packets live on hugepages or on the 4 KiB fallback.
+    pub fn memif_pool(&self) -> Option<crate::mem::Pool> {
+        self.inner.borrow().packet_pool.clone()
+    }
+
+    /// Whether the port's link is up (memif: the peer process is there).
+    pub fn link_up(&self) -> bool {
+        self.inner.borrow_mut().rt.port_mut().link().is_up()
+    }
+
+    /// The telemetry this stack records into (None: built without metrics).
+    pub fn metrics(&self) -> Option<Metrics> {
+        self.inner
+            .borrow()
+            .metrics
+            .as_ref()
+            .map(|m| m.metrics().clone())
+    }
+
+    /// Where the stack's own exporter listens ([`StackBuilder::metrics_addr`]). Cargo feature
+    /// `metrics`.
+    #[cfg(feature = "metrics")]
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.inner
+            .borrow()
+            ._exporter
+            .as_ref()
+            .map(|e| e.local_addr())
+    }
+
+    /// Live connections.
+    pub fn connections(&self) -> usize {
+        self.inner.borrow_mut().ep().connection_count()
+    }
+}
