@@ -2,8 +2,9 @@
 """Draws docs/img/architecture.svg: the layers of bypass with the dependencies that exist
 between them, and the path of one packet through them.
 
-    scripts/arch-diagram.py            write docs/img/architecture.svg
-    scripts/arch-diagram.py --check    exit 1 when the committed SVG is not what the code gives
+    scripts/arch-diagram.py            write docs/img/architecture.svg and the dependency
+                                       block of docs/ARCHITECTURE.md (between its markers)
+    scripts/arch-diagram.py --check    exit 1 when either is not what the code gives
     scripts/arch-diagram.py --print    print the edges found, one `from -> to` a line
 
 The arrows are not typed by hand: each is a `crate::X` path (a `use` or an inline path) in the
@@ -12,7 +13,7 @@ non-test code of src/<layer>/ (or src/<layer>.rs), and, for the crates in front 
 skipped; code behind `#[cfg(test)]` or `#[cfg(feature = "testing")]` (a test module, the
 `proto::testing` harness) counts as test-only and is drawn dashed. A module the code gains or
 loses shows up here on the next run, and `--check` (a scripts/test.sh step) fails until the
-SVG is regenerated. The packet path (right) names functions; the script checks that each
+SVG and the list are regenerated. The packet path (right) names functions; the script checks that each
 still exists in the file it names.
 
 Python 3 standard library only: the SVG is written by hand.
@@ -24,6 +25,9 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SRC = os.path.join(ROOT, "src")
 OUT = os.path.join(ROOT, "docs", "img", "architecture.svg")
+DOC = os.path.join(ROOT, "docs", "ARCHITECTURE.md")
+BEGIN = "<!-- deps:begin (scripts/arch-diagram.py writes this block) -->"
+END = "<!-- deps:end -->"
 
 # The library's layers, one line each in the boxes (what the module owns).
 LAYERS = {
@@ -505,6 +509,34 @@ def steps(add, x, y, w, title, path):
     return y
 
 
+def deps_block(es):
+    """The layers top down, each with what it uses (the text twin of the picture)."""
+    rank = ranks(es)
+    order = sorted(LAYERS, key=lambda n: (-rank[n], list(LAYERS).index(n)))
+    lines = ["```text"]
+    for n in order:
+        def targets(test_only):
+            ts = [b for a, b, t in es if a == n and t == test_only]
+            return sorted(ts, key=lambda b: (-rank[b], list(LAYERS).index(b)))
+        live, test = targets(False), targets(True)
+        text = ", ".join(live) if live else "(no other layer)"
+        if test:
+            text += "; test-only code also " + ", ".join(test)
+        lines.append(f"{n:<10} -> {text}" if live else f"{n:<10}    {text}")
+    lines.append("```")
+    return "\n".join(lines)
+
+
+def doc_with_block(es):
+    with open(DOC, encoding="utf-8") as f:
+        doc = f.read()
+    if BEGIN not in doc or END not in doc:
+        sys.exit(f"arch-diagram: {os.path.relpath(DOC, ROOT)} lacks the markers {BEGIN} {END}")
+    head, rest = doc.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    return doc, f"{head}{BEGIN}\n{deps_block(es)}\n{END}{tail}"
+
+
 def main():
     args = sys.argv[1:]
     es = edges()
@@ -514,21 +546,23 @@ def main():
         return 0
     check_path_names()
     fresh = svg(es)
+    doc, fresh_doc = doc_with_block(es)
     if "--check" in args:
         try:
             with open(OUT, encoding="utf-8") as f:
                 old = f.read()
         except OSError:
             old = None
-        if old != fresh:
-            print(f"{os.path.relpath(OUT, ROOT)} is not what the code gives now: run "
+        stale = [p for p, a, b in ((OUT, old, fresh), (DOC, doc, fresh_doc)) if a != b]
+        for p in stale:
+            print(f"{os.path.relpath(p, ROOT)} is not what the code gives now: run "
                   f"scripts/arch-diagram.py and commit the result", file=sys.stderr)
-            return 1
-        return 0
+        return 1 if stale else 0
     os.makedirs(os.path.dirname(OUT), exist_ok=True)
-    with open(OUT, "w", encoding="utf-8") as f:
-        f.write(fresh)
-    print(f"wrote {os.path.relpath(OUT, ROOT)}")
+    for p, text in ((OUT, fresh), (DOC, fresh_doc)):
+        with open(p, "w", encoding="utf-8") as f:
+            f.write(text)
+        print(f"wrote {os.path.relpath(p, ROOT)}")
     return 0
 
 
