@@ -135,6 +135,7 @@ library_features() {
 }
 step "library: default features, none, all" library_features
 step "cargo doc (warnings are errors)" env RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --all-features
+step "architecture picture and dependency list match the code" python3 scripts/arch-diagram.py --check
 step "cargo test" cargo test --workspace --all-features --no-fail-fast
 # The steps below run test binaries and the CLI that step built, directly: a cargo command
 # selecting one target or package unifies features differently and would rebuild half the

@@ -1,20 +1,24 @@
 //! bypass: a userspace kernel-bypass transport stack.
 //!
-//! The crate is one library whose modules are the layers of the stack. Arrows point down;
-//! nothing imports upward (see `docs/ARCHITECTURE.md`):
+//! The crate is one library whose modules are the layers of the stack, listed here top down:
+//! a layer uses only layers below it, never one above (the exact dependencies, drawn from the
+//! code: `docs/ARCHITECTURE.md`).
 //!
 //! ```text
-//! socket     Stack, Listener, Socket: connect/accept/send/recv of whole messages
-//! runtime    one poll loop per core: Port <-> transport, clock, timer wheel, ARP/ICMP/UDP
-//! proto      sans-IO transport: Endpoint (demux, stateless handshake), Connection (loss
-//!            recovery, credits, messages); proto::cc congestion-controller trait
-//! wire       zero-copy header views: our transport header; Ethernet/IPv4/UDP/ARP/ICMP via smoltcp
-//! pmd        poll-mode drivers: trait Port; memif (pure Rust), dpdk (feature), sim;
-//!            wrappers over any Port: faults, pcap
+//! socket     Stack, Listener, Socket: connect/accept/send/recv of whole messages; a stack's
+//!            metrics (published into telemetry) and run-time capture
+//! runtime    one poll loop per core: Port <-> UdpHandler (the transport), clock, timer wheel;
+//!            runtime::net: Ethernet, ARP, IPv4, ICMP echo, UDP
 //! ccsim      congestion-control experiments: the proto::cc controllers in a simulator
 //!            (its front end, tables and plots: the `bypass` CLI's crate, cli/)
-//! mem        hugepage regions, buffer pools, PktBuf, zero-copy hand-off, memory kinds
-//! telemetry  per-core counters, histograms; the Prometheus HTTP exporter (feature `metrics`)
+//! proto      sans-IO transport: Endpoint (demux, stateless handshake), Connection (loss
+//!            recovery, credits, messages); proto::cc congestion controllers
+//! wire       zero-copy header views: our transport header; Ethernet/IPv4/UDP/ARP/ICMP via smoltcp
+//! pmd        poll-mode drivers: trait Port; memif (pure Rust), dpdk (feature), sim;
+//!            wrappers over any Port: faults, pcap, pair
+//! telemetry  per-core counters, histograms, the Registry a stack publishes into; the
+//!            Prometheus HTTP exporter (feature `metrics`)
+//! mem        hugepage regions, buffer pools, PktBuf, zero-copy hand-off, memory kinds, GPU memory
 //! time       Instant (every now and deadline), the Clock trait, ManualClock (virtual time),
 //!            MonotonicClock
 //! rng        seeded, non-cryptographic generators (SplitMix64, xoshiro256**)
@@ -26,8 +30,10 @@
 //! `bypass` command: benchmarks, plots, reports, memif-bench) are the crate `bypass-cli` in
 //! cli/, with their dependencies (clap, plotters, tracing-subscriber).
 //!
-//! Unsafe code is denied at the crate root and allowed only in `mem`, the `pmd` backends and
-//! (later) `capi`; every unsafe block carries a `// SAFETY:` comment.
+//! Unsafe code is denied at the crate root and allowed only in `mem`, the `pmd` backends
+//! (`memif`, `dpdk`) and `runtime::clock` (the TSC read); every unsafe block carries a
+//! `// SAFETY:` comment. (Outside this crate, the C API in capi/ and the Python package's
+//! buffer protocol use unsafe code too.)
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 

@@ -10,6 +10,14 @@
 //! - Frames are [`PktBuf`]s. Transmit buffers should come from [`Port::alloc_tx`], which gives
 //!   memory the device can send without a copy; a port copies a foreign buffer when it must.
 //! - Counters ([`PortStats`]) are kept by the port and read at any time.
+//! - Shared buffers ([`PktBuf::share`](crate::mem::PktBuf::share), zero-copy send: the
+//!   transport keeps the slot to retransmit from): no port writes into one. The memif client
+//!   posts it as is and drops that reference on reclaim; [`pair`] moves it to the peer, which
+//!   reads it in place (a write copies, as for any shared buffer); [`faults`] and [`sim`]
+//!   corrupt through `try_data_mut`, so a shared frame is copied before a bit flips (or
+//!   passes intact when the pool has no slot for the copy); [`pcap`] only reads; DPDK copies
+//!   it into a slot of its own (a driver frees an mbuf as its sole owner); the memif server
+//!   copies every frame anyway.
 //!
 //! Backends: [`memif`] (pure Rust, the default), `dpdk` (cargo feature), [`sim`]
 //! (virtual-time link model). Wrappers over any port: [`faults`], [`pcap`]; [`pair`] joins two

@@ -1,5 +1,6 @@
-//! Observability: counters, gauges and latency histograms every layer records into, read by
-//! a Prometheus endpoint, the CLI and tests; plus rate-limited logging.
+//! Observability: counters, gauges and latency histograms a stack records into (the socket
+//! layer copies the other layers' plain counters in; see `socket::metrics`), read by a
+//! Prometheus endpoint, the CLI and tests; plus rate-limited logging.
 //!
 //! Contract:
 //! - The data path records without a lock, an atomic read-modify-write, a syscall or an

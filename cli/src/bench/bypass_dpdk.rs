@@ -23,6 +23,16 @@
 //!   ignores the kernel's).
 //! - Setup errors say what to do: a build without the `dpdk` feature, missing options, an
 //!   EAL that does not start, a device that is not there, a peer that does not answer.
+//!
+//! Two hosts (the same shape works between two network namespaces over a veth pair, as
+//! cli/tests/bench_dpdk_peer.rs does):
+//!
+//! ```sh
+//! there$ bypass bench-peer --listen 192.168.1.1:7300 --transports bypass-dpdk \
+//!          --dpdk "-a 0000:01:00.0 --iova-mode=va" --dpdk-ip 10.9.0.1
+//! here$  bypass bench --peer 192.168.1.1:7300 --transports bypass-dpdk \
+//!          --dpdk "-a 0000:01:00.0 --iova-mode=va" --dpdk-ip 10.9.0.2
+//! ```
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 

@@ -22,6 +22,9 @@
 //! - Everything here uses the device's primary context, made current on the calling thread
 //!   by each call, so handles may move between threads.
 //!
+//! Payload reaches device memory only by the copy engine from host memory; a NIC writing
+//! into device memory by DMA (DPDK external memory, header/payload split) is not built.
+//!
 //! The unsafe code is fenced in this module: the `dlopen`/`dlsym` of the driver, the calls
 //! through its function pointers, and the `Send`/`Sync` of its handles.
 

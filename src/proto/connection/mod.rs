@@ -8,6 +8,14 @@
 //! advances and a duplicate is recognised by its number alone. Retransmission ambiguity is
 //! resolved by the echoed transmit timestamp, which names the transmission that arrived.
 //! ACK, RESET, and the stateless hello/ACCEPT take no number.
+//!
+//! Acknowledgement: at once for a packet out of order, one flagged `ACK_NOW`, or the second
+//! packet received since our last ACK; otherwise at the delayed-ACK deadline
+//! ([`ConnectionConfig::max_ack_delay`](crate::proto::ConnectionConfig::max_ack_delay)). A
+//! packet we answer with DATA (request and response) does not count toward that second one,
+//! so a conversation is acknowledged once per `max_ack_delay`, not by an ACK frame per
+//! exchange. A sender sets `ACK_NOW` on the packet that closes its window, and on CLOSE and
+//! PROBE.
 
 mod recovery;
 mod recv;
