@@ -2,7 +2,7 @@
 
 use smoltcp::wire::{EthernetFrame, EthernetProtocol};
 
-use super::{Datagram, Net, ETH_LEN, UDP_HEADERS_LEN};
+use super::{Datagram, Net, UDP_HEADERS_LEN};
 use crate::mem::PktBuf;
 use crate::time::Instant;
 
@@ -33,9 +33,11 @@ impl Net {
                     self.counters.ip_not_for_us += 1;
                     return None;
                 }
-                let mut buf = self.handle_ipv4(now, buf)?;
-                let (src, dst_port, len, checksummed) = self.check_udp(&buf)?;
-                let ecn = buf.data()[ETH_LEN + 1] & 3;
+                // Header fields come from one read each (handle_ipv4 and check_udp say
+                // why): the buffer may be memory a peer still writes.
+                let (mut buf, ip) = self.handle_ipv4(now, buf)?;
+                let (src, dst_port, len, checksummed) = self.check_udp(&buf, &ip)?;
+                let ecn = ip.ecn;
                 buf.advance(UDP_HEADERS_LEN);
                 buf.truncate(len);
                 self.counters.udp_delivered += 1;

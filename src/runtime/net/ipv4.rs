@@ -8,28 +8,61 @@ use super::{Net, SendError, ETH_LEN, IPV4_LEN, TTL};
 use crate::mem::{PktBuf, PoolExhausted};
 use crate::time::Instant;
 
+/// The fields of a received IPv4 header the layers above use, read once (see
+/// [`Net::handle_ipv4`]).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct IpHdr {
+    pub(super) src: Ipv4Addr,
+    pub(super) dst: Ipv4Addr,
+    /// Total length, checked: `IPV4_LEN..=` the bytes after the Ethernet header.
+    pub(super) total: usize,
+    /// The ECN bits of the TOS byte.
+    pub(super) ecn: u8,
+}
+
 impl Net {
     /// Validate the IPv4 header; answers ICMP echo itself (returns None). Some means a UDP
-    /// packet to us, with the buffer truncated to the IPv4 total length.
-    pub(super) fn handle_ipv4(&mut self, now: Instant, mut buf: PktBuf) -> Option<PktBuf> {
-        let ip = &buf.data()[ETH_LEN..];
-        if ip.len() < IPV4_LEN {
+    /// packet to us, with the buffer truncated to the IPv4 total length, and the header
+    /// fields the caller needs, from the one read of the header.
+    ///
+    /// The frame may lie in memory another process can still write while we read it (a
+    /// memif client receives zero-copy views of the region its peer maps): the header is
+    /// copied once into a local and every field (version, IHL, total length, flags,
+    /// addresses, protocol, ECN) is read and checked from that copy, never again from the
+    /// buffer, so a racing writer cannot pass a check with one value and be used with
+    /// another (a double fetch: a total length or IHL changed between the check and the
+    /// slicing would panic).
+    pub(super) fn handle_ipv4(&mut self, now: Instant, mut buf: PktBuf) -> Option<(PktBuf, IpHdr)> {
+        let data = buf.data();
+        let Some(avail) = data.len().checked_sub(ETH_LEN) else {
+            self.counters.ip_malformed += 1;
+            return None;
+        };
+        if avail < IPV4_LEN {
             self.counters.ip_malformed += 1;
             return None;
         }
-        let p = Ipv4Packet::new_unchecked(ip);
+        // The one read of the header (see above).
+        let mut hdr = [0u8; IPV4_LEN];
+        hdr.copy_from_slice(&data[ETH_LEN..ETH_LEN + IPV4_LEN]);
+        let p = Ipv4Packet::new_unchecked(&hdr[..]);
         if p.version() != 4 {
             self.counters.ip_bad_version += 1;
             return None;
         }
-        if p.check_len().is_err() {
+        // Lengths from the copy: IHL at least 20, the total at least the header and within
+        // the frame (what smoltcp's check_len checks, on values read once).
+        let ihl = p.header_len() as usize;
+        let total = p.total_len() as usize;
+        if ihl < IPV4_LEN || ihl > avail || total < ihl || total > avail {
             self.counters.ip_malformed += 1;
             return None;
         }
-        if p.header_len() as usize != IPV4_LEN {
+        if ihl != IPV4_LEN {
             self.counters.ip_options += 1;
             return None;
         }
+        // The checksum over the copy (IHL is 20: the copy is the whole header).
         if !self.cfg.offloads.rx_checksum && !p.verify_checksum() {
             self.counters.ip_bad_checksum += 1;
             return None;
@@ -42,12 +75,17 @@ impl Net {
             self.counters.ip_not_for_us += 1;
             return None;
         }
-        let total = p.total_len() as usize;
+        let h = IpHdr {
+            src: p.src_addr(),
+            dst: p.dst_addr(),
+            total,
+            ecn: hdr[1] & 3,
+        };
         let proto = p.next_header();
-        // Drop Ethernet padding after the IPv4 packet.
+        // Drop Ethernet padding after the IPv4 packet (`total` from the copy, checked above).
         buf.truncate(ETH_LEN + total);
         match proto {
-            IpProtocol::Udp => Some(buf),
+            IpProtocol::Udp => Some((buf, h)),
             IpProtocol::Icmp => {
                 self.handle_icmp(now, buf);
                 None

@@ -2,28 +2,61 @@
 
 use std::net::SocketAddrV4;
 
-use smoltcp::wire::{checksum, IpAddress, IpProtocol, Ipv4Packet, UdpPacket};
+use smoltcp::wire::{checksum, IpProtocol, UdpPacket};
 
+use super::ipv4::IpHdr;
 use super::{Net, SendError, ETH_LEN, IPV4_LEN, UDP_HEADERS_LEN, UDP_LEN};
 use crate::mem::{PktBuf, PoolExhausted};
 use crate::time::Instant;
 
 impl Net {
-    pub(super) fn check_udp(&mut self, buf: &PktBuf) -> Option<(SocketAddrV4, u16, usize, bool)> {
-        let ip = Ipv4Packet::new_unchecked(&buf.data()[ETH_LEN..]);
-        let (src_ip, dst_ip) = (ip.src_addr(), ip.dst_addr());
-        let udp = match UdpPacket::new_checked(ip.payload()) {
-            Ok(u) => u,
-            Err(_) => {
-                self.counters.udp_malformed += 1;
+    /// Validate the UDP header of a packet [`handle_ipv4`](Net::handle_ipv4) accepted (`ip`
+    /// is its header, read once there). Some: the source, the destination port, the
+    /// payload length and whether the datagram carried a checksum.
+    ///
+    /// As in `handle_ipv4`, the buffer may be memory a peer can still write: the UDP header
+    /// is copied once and its length, ports and checksum field are read from the copy only;
+    /// the IPv4 addresses and total length come from `ip`. Only the payload bytes are read
+    /// from the buffer (for the checksum), and what a writer changes there can alter the
+    /// verdict, never a length or a slice bound.
+    pub(super) fn check_udp(
+        &mut self,
+        buf: &PktBuf,
+        ip: &IpHdr,
+    ) -> Option<(SocketAddrV4, u16, usize, bool)> {
+        let data = buf.data();
+        // `ip.total` was checked against the frame in handle_ipv4, and the buffer was
+        // truncated to it; `get` keeps this safe even if a caller breaks that.
+        let Some(datagram) = data.get(ETH_LEN + IPV4_LEN..ETH_LEN + ip.total) else {
+            self.counters.udp_malformed += 1;
+            return None;
+        };
+        if datagram.len() < UDP_LEN {
+            self.counters.udp_malformed += 1;
+            return None;
+        }
+        // The one read of the UDP header.
+        let mut hdr = [0u8; UDP_LEN];
+        hdr.copy_from_slice(&datagram[..UDP_LEN]);
+        let udp = UdpPacket::new_unchecked(&hdr[..]);
+        let udp_len = udp.len() as usize;
+        if udp_len < UDP_LEN || udp_len > datagram.len() {
+            self.counters.udp_malformed += 1;
+            return None;
+        }
+        let sum = udp.checksum();
+        // 0: the sender computed no checksum (RFC 768), as smoltcp's verify_checksum.
+        if !self.cfg.offloads.rx_checksum && sum != 0 {
+            let ph = checksum::pseudo_header_v4(&ip.src, &ip.dst, IpProtocol::Udp, udp_len as u32);
+            let ok = checksum::combine(&[
+                ph,
+                checksum::data(&hdr),
+                checksum::data(&datagram[UDP_LEN..udp_len]),
+            ]) == !0;
+            if !ok {
+                self.counters.udp_bad_checksum += 1;
                 return None;
             }
-        };
-        if !self.cfg.offloads.rx_checksum
-            && !udp.verify_checksum(&IpAddress::Ipv4(src_ip), &IpAddress::Ipv4(dst_ip))
-        {
-            self.counters.udp_bad_checksum += 1;
-            return None;
         }
         let dst_port = udp.dst_port();
         if !self.is_bound(dst_port) {
@@ -31,10 +64,10 @@ impl Net {
             return None;
         }
         Some((
-            SocketAddrV4::new(src_ip, udp.src_port()),
+            SocketAddrV4::new(ip.src, udp.src_port()),
             dst_port,
-            udp.len() as usize - UDP_LEN,
-            udp.checksum() != 0,
+            udp_len - UDP_LEN,
+            sum != 0,
         ))
     }
 
@@ -126,6 +159,62 @@ mod tests {
     use super::super::testutil::*;
     use super::super::*;
     use super::*;
+    use smoltcp::wire::{IpAddress, Ipv4Packet};
+
+    /// UDP_FRAME with `f` applied and the IPv4 header checksum made right again (so each
+    /// case reaches the length check it is about). The UDP checksum is left stale: every
+    /// case below is refused before it, or clears it.
+    fn bent(f: impl Fn(&mut [u8])) -> Vec<u8> {
+        let mut b = UDP_FRAME.to_vec();
+        f(&mut b);
+        // (An IHL other than 5 is refused before the checksum is looked at.)
+        if b[ETH_LEN] & 0xf == 5 {
+            Ipv4Packet::new_unchecked(&mut b[ETH_LEN..]).fill_checksum();
+        }
+        b
+    }
+
+    /// Every length a header claims is checked, from one read, against the bytes that are
+    /// there: inconsistent IHL, total and UDP lengths are counted drops, never a panic (a
+    /// peer that changes them while we read gets one of these verdicts; see
+    /// `handle_ipv4`/`check_udp`: each field is read exactly once, from a local copy).
+    #[test]
+    fn inconsistent_header_lengths_are_counted_not_panics() {
+        let p = pool();
+        let mut n = net();
+        // IHL 4 (16 bytes) < 20; IHL 15 (60 bytes) past the frame; total 19 < the header;
+        // total past the frame; IHL 6 (24 bytes, within the frame): options.
+        for f in [
+            bent(|b| b[14] = 0x44),
+            bent(|b| b[14] = 0x4f),
+            bent(|b| b[16..18].copy_from_slice(&19u16.to_be_bytes())),
+            bent(|b| b[16..18].copy_from_slice(&200u16.to_be_bytes())),
+            bent(|b| b[14] = 0x46),
+        ] {
+            assert!(feed(&mut n, &p, &f).is_none());
+        }
+        assert_eq!(
+            n.counters().ip_malformed,
+            4,
+            "IHL 4, IHL 15, total 19, total 200"
+        );
+        assert_eq!(n.counters().ip_options, 1, "IHL 6: options");
+        // UDP length 7 (< its header), 100 (past the IPv4 total), 0: malformed.
+        for len in [7u16, 100, 0] {
+            let f = bent(|b| b[38..40].copy_from_slice(&len.to_be_bytes()));
+            assert!(feed(&mut n, &p, &f).is_none());
+        }
+        assert_eq!(n.counters().udp_malformed, 3);
+        // A total of exactly 28 (UDP header only, no payload, UDP length 8, no checksum).
+        let f = bent(|b| {
+            b[16..18].copy_from_slice(&28u16.to_be_bytes());
+            b[38..40].copy_from_slice(&8u16.to_be_bytes());
+            b[40..42].fill(0);
+        });
+        let d = feed(&mut n, &p, &f).expect("empty datagram delivered");
+        assert!(d.payload.is_empty());
+        assert!(!d.checksummed);
+    }
 
     #[test]
     fn udp_to_bound_port_is_delivered_zero_copy() {
