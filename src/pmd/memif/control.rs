@@ -116,6 +116,15 @@ pub enum ControlError {
     /// A ring in a region that was not added.
     #[error("ring in unknown region {0}")]
     RingRegion(u16),
+    /// A ring's interrupt descriptor that is not an eventfd (a pipe, a socket, a file): we
+    /// write to it from the data path, and only a non-blocking eventfd cannot stall us.
+    #[error("ring {index}'s interrupt fd is not an eventfd ({kind}); refused")]
+    InterruptFd {
+        /// Ring index.
+        index: u16,
+        /// What it is instead (its `/proc/self/fd` link), or why it could not be checked.
+        kind: String,
+    },
     /// A ring that does not fit inside its region, or is misaligned.
     #[error(
         "ring at offset {offset} ({size} bytes) outside region of {region_len} bytes or misaligned"
@@ -674,6 +683,17 @@ impl Control {
                         size,
                         region_len: r.len(),
                     });
+                }
+                // We write the ring's interrupt fd from the data path: it must be an eventfd,
+                // made non-blocking, or a pipe / a preloaded counter would stall us.
+                if let Some(fd) = &fd {
+                    sys::interrupt_fd(fd.as_fd()).map_err(|e| ControlError::InterruptFd {
+                        index,
+                        kind: match e {
+                            sys::NotEventfd::Kind(k) => k,
+                            sys::NotEventfd::Os(e) => format!("cannot check it: {e}"),
+                        },
+                    })?;
                 }
                 if list.len() <= index as usize {
                     list.resize_with(index as usize + 1, || None);

@@ -41,6 +41,9 @@
 //!   a peer passes: an unsealed one is logged (a `tracing` warning per region) and counted
 //!   ([`Memif::unsealed_regions`]), or refused with
 //!   [`MemifConfig::require_sealed_regions`] (off by default: not every peer seals).
+//! - The interrupt fd a peer passes for a ring must be an eventfd; we make it non-blocking,
+//!   so a full counter is a skipped, counted interrupt ([`Memif::interrupts_skipped`]),
+//!   never a stall.
 //! - Frames larger than one buffer ([`InterfaceConfig::buffer_size`], 2048 by default): the
 //!   server transmits them as descriptor chains (`MEMIF_DESC_FLAG_NEXT`) and receives chains
 //!   of up to `buffer_size + 128` bytes; the client sends its own buffers as chains when
@@ -81,6 +84,9 @@ mod sys;
 // sys (the tests reach these internals from inside the crate); region seals.
 #[cfg(test)]
 mod seal_tests;
+// A hostile peer's interrupt fds.
+#[cfg(test)]
+mod hostile_tests;
 #[cfg(test)]
 mod tests;
 
@@ -302,6 +308,8 @@ struct IfShared {
     connects: AtomicU64,
     /// Server: peer regions that arrived without `F_SEAL_SHRINK`.
     unsealed_regions: AtomicU64,
+    /// Interrupts not signalled because the peer's eventfd counter was full.
+    interrupts_skipped: AtomicU64,
 }
 
 impl IfShared {
@@ -387,6 +395,7 @@ impl Memif {
                 last_error: Mutex::new(None),
                 connects: AtomicU64::new(0),
                 unsealed_regions: AtomicU64::new(0),
+                interrupts_skipped: AtomicU64::new(0),
             }));
         }
         let wake = sys::eventfd().map_err(|source| MemifError::Socket {
@@ -530,6 +539,14 @@ impl Memif {
     /// id, malformed first message).
     pub fn refused(&self) -> u64 {
         self.shared.refused.load(Ordering::Relaxed)
+    }
+
+    /// Interrupts interface `id`'s ports did not signal because the peer's eventfd counter
+    /// was full (the write would have blocked; the frames were sent regardless).
+    pub fn interrupts_skipped(&self, id: u32) -> u64 {
+        self.iface(id)
+            .map(|i| i.interrupts_skipped.load(Ordering::Relaxed))
+            .unwrap_or(0)
     }
 
     /// The buffer pool of interface `id` (client: the shared region; server: local).

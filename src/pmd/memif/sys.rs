@@ -217,9 +217,61 @@ pub fn eventfd() -> io::Result<OwnedFd> {
     )?)
 }
 
-/// Signal an eventfd (best effort: a full counter or a closed peer is not our problem).
-pub fn eventfd_signal(fd: BorrowedFd<'_>) {
-    let _ = rustix::io::write(fd, &1u64.to_ne_bytes());
+/// Signal an eventfd; false when the write did not happen. Every eventfd written on the
+/// data path is non-blocking (ours are made so; a peer's is set so by [`interrupt_fd`]), so a
+/// counter the peer left full (`EAGAIN`) is a skipped signal, never a stall; the caller
+/// counts it. A closed peer or any other error is not our problem either.
+pub fn eventfd_signal(fd: BorrowedFd<'_>) -> bool {
+    matches!(rustix::io::write(fd, &1u64.to_ne_bytes()), Ok(8))
+}
+
+/// What a peer passed as a ring's interrupt descriptor, if it is not an eventfd.
+#[derive(Debug)]
+pub enum NotEventfd {
+    /// `/proc/self/fd/N` names something else (`pipe:[123]`, `/dev/null`, `socket:[..]`).
+    Kind(String),
+    /// A system call on it failed.
+    Os(io::Error),
+}
+
+/// Check that `fd`, a ring interrupt descriptor a peer passed, is an eventfd, and make it
+/// non-blocking, so that signalling it from the data path can never block (a pipe nobody
+/// reads, or an eventfd whose counter the peer preloaded to `u64::MAX - 1`, would stall a
+/// blocking write forever).
+///
+/// The check reads the link `/proc/self/fd/N`: the kernel names an eventfd
+/// `anon_inode:[eventfd]` (the name `eventfd_file_create` gives it, stable since eventfds
+/// exist). `fstat` alone cannot tell: every anonymous-inode descriptor (eventfd, timerfd,
+/// signalfd, epoll) shares one inode, and its `st_mode` type bits changed across kernel
+/// versions. Without procfs (a sandbox) we fall back to that `fstat` check: the same
+/// anonymous inode as an eventfd of our own; the other anonymous-inode kinds refuse an
+/// 8-byte write (`EINVAL`) rather than block, and `O_NONBLOCK` is set on all of them anyway.
+///
+/// `O_NONBLOCK` is a file status flag, shared with the peer's descriptor: the peer then
+/// reads its eventfd without blocking too, which is how memif peers open them anyway (DPDK,
+/// libmemif and VPP create them with `EFD_NONBLOCK` and wait in epoll).
+pub fn interrupt_fd(fd: BorrowedFd<'_>) -> Result<(), NotEventfd> {
+    use std::os::fd::AsRawFd;
+    let link = format!("/proc/self/fd/{}", fd.as_raw_fd());
+    match std::fs::read_link(&link) {
+        Ok(target) => {
+            if target.as_os_str() != "anon_inode:[eventfd]" {
+                return Err(NotEventfd::Kind(target.to_string_lossy().into_owned()));
+            }
+        }
+        Err(_) => {
+            let ours = eventfd().map_err(NotEventfd::Os)?;
+            let a = rustix::fs::fstat(fd).map_err(|e| NotEventfd::Os(e.into()))?;
+            let b = rustix::fs::fstat(&ours).map_err(|e| NotEventfd::Os(e.into()))?;
+            if (a.st_dev, a.st_ino) != (b.st_dev, b.st_ino) {
+                return Err(NotEventfd::Kind(format!("mode {:#o}", a.st_mode)));
+            }
+        }
+    }
+    let fl = rustix::fs::fcntl_getfl(fd).map_err(|e| NotEventfd::Os(e.into()))?;
+    rustix::fs::fcntl_setfl(fd, fl | rustix::fs::OFlags::NONBLOCK)
+        .map_err(|e| NotEventfd::Os(e.into()))?;
+    Ok(())
 }
 
 /// Drain an eventfd.

@@ -19,7 +19,7 @@ fn server(tag: &str) -> (Memif, String) {
     (m, sock)
 }
 
-fn recv(fd: &OwnedFd) -> Option<(Msg, Option<OwnedFd>)> {
+pub(super) fn recv(fd: &OwnedFd) -> Option<(Msg, Option<OwnedFd>)> {
     let mut buf = [0u8; MSG_SIZE];
     let end = Instant::now() + harness::SETTLE;
     while Instant::now() < end {
@@ -32,11 +32,11 @@ fn recv(fd: &OwnedFd) -> Option<(Msg, Option<OwnedFd>)> {
     panic!("waited {:?} for a reply from the server", harness::SETTLE);
 }
 
-fn send(fd: &OwnedFd, m: &Msg, with: Option<&OwnedFd>) {
+pub(super) fn send(fd: &OwnedFd, m: &Msg, with: Option<&OwnedFd>) {
     sys::send_msg(fd.as_fd(), &m.encode(), with.map(|f| f.as_fd())).unwrap();
 }
 
-fn expect_ack(fd: &OwnedFd) {
+pub(super) fn expect_ack(fd: &OwnedFd) {
     match recv(fd) {
         Some((Msg::Ack, _)) => {}
         other => panic!("expected ACK, got {other:?}"),
@@ -44,7 +44,7 @@ fn expect_ack(fd: &OwnedFd) {
 }
 
 /// The server answers with DISCONNECT whose reason contains `what`, then closes.
-fn expect_refused(fd: &OwnedFd, what: &str) {
+pub(super) fn expect_refused(fd: &OwnedFd, what: &str) {
     match recv(fd) {
         Some((Msg::Disconnect { reason, .. }, _)) => {
             let r = reason.to_string_lossy();
@@ -56,7 +56,7 @@ fn expect_refused(fd: &OwnedFd, what: &str) {
     assert!(recv(fd).is_none(), "server closes after refusing");
 }
 
-fn connect(sock: &str) -> OwnedFd {
+pub(super) fn connect(sock: &str) -> OwnedFd {
     let fd = sys::connect(std::path::Path::new(sock)).unwrap();
     match recv(&fd) {
         Some((Msg::Hello { min_version, .. }, _)) => assert_eq!(min_version, VERSION),
@@ -65,7 +65,7 @@ fn connect(sock: &str) -> OwnedFd {
     fd
 }
 
-fn init(id: u32, version: u16) -> Msg {
+pub(super) fn init(id: u32, version: u16) -> Msg {
     Msg::Init {
         version,
         id,
@@ -75,7 +75,7 @@ fn init(id: u32, version: u16) -> Msg {
     }
 }
 
-fn memfd(len: usize) -> OwnedFd {
+pub(super) fn memfd(len: usize) -> OwnedFd {
     // SAFETY: plain syscalls; the fd is fresh and owned here.
     unsafe {
         let fd = libc::memfd_create(c"bpx-test".as_ptr(), libc::MFD_CLOEXEC);
