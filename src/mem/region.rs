@@ -213,6 +213,13 @@ impl Region {
 
     /// Map `len` bytes of a region another process shared with us by `fd` (for example a
     /// memif peer's ADD_REGION). The region keeps the descriptor open.
+    ///
+    /// Neither `mlock`ed nor populated: `len` is the other process's choice (a sparse
+    /// 64 GiB memfd would otherwise be faulted in whole, under `CAP_IPC_LOCK`, and charged
+    /// to our `RLIMIT_MEMLOCK`), and the memory is its to keep resident: the owner locks
+    /// its own mapping (our own regions are locked, DPDK's are hugepages, never swapped),
+    /// and the pages are shared, so our mapping sees them resident too. Pages are faulted
+    /// in as we touch them (the memif server touches only what descriptors point at).
     pub fn from_fd(fd: OwnedFd, len: usize) -> Result<Region, RegionError> {
         if len == 0 {
             return Err(RegionError::Empty);
@@ -222,7 +229,16 @@ impl Region {
             source,
         })?;
         let sealed = rustix::fs::fcntl_get_seals(&fd).is_ok_and(|s| s.contains(SealFlags::SHRINK));
-        Ok(Self::finish(map, fd, PageSize::Foreign, sealed, None))
+        // Not locked: see above.
+        Ok(Region {
+            map,
+            fd,
+            pages: PageSize::Foreign,
+            locked: false,
+            sealed,
+            kind: MemoryKind::Host,
+            fallback: None,
+        })
     }
 
     fn finish(

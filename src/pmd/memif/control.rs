@@ -86,6 +86,22 @@ pub enum ControlError {
         /// Size of the file passed.
         file: u64,
     },
+    /// The peer's regions, this one included, add up to more than
+    /// [`MemifConfig::max_peer_region_bytes`](super::MemifConfig::max_peer_region_bytes)
+    /// allows (by default what the interface's queues need at the largest ring size we offer,
+    /// with slack): a peer cannot make us map, or fault in, memory of its choosing.
+    // Short: a DISCONNECT reason holds 96 bytes.
+    #[error("region {index} ({size} bytes) over the limit: peer regions {total} > {limit} bytes")]
+    RegionTooLarge {
+        /// Region index.
+        index: u16,
+        /// Size claimed.
+        size: u64,
+        /// Bytes of all the peer's regions with this one.
+        total: u64,
+        /// The limit.
+        limit: u64,
+    },
     /// A region whose file is not sealed against shrinking, refused because
     /// [`MemifConfig::require_sealed_regions`](super::MemifConfig::require_sealed_regions) is
     /// set.
@@ -632,6 +648,18 @@ impl Control {
                 let file = sys::file_size(fd.as_fd()).map_err(|e| sock_err("fstat", e))?;
                 if size == 0 || size > file || size > isize::MAX as u64 {
                     return Err(ControlError::RegionSize { index, size, file });
+                }
+                // The sizes are the peer's choice: bound what all its regions add up to.
+                let n = self.chans[i].iface.unwrap_or(0);
+                let limit = self.shared.cfg.peer_region_limit(&self.iface(n).cfg);
+                let total = regions.iter().map(|r| r.len() as u64).sum::<u64>() + size;
+                if total > limit {
+                    return Err(ControlError::RegionTooLarge {
+                        index,
+                        size,
+                        total,
+                        limit,
+                    });
                 }
                 if !sys::shrink_sealed(fd.as_fd()) {
                     self.unsealed_region(i, index)?;

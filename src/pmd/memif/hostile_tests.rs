@@ -1,6 +1,6 @@
 //! A hostile peer on a memif server, driven by hand (the helpers of `tests`): an interrupt
-//! fd that is not an eventfd, an eventfd whose counter is full. Each is refused with a clear
-//! reason or counted.
+//! fd that is not an eventfd, an eventfd whose counter is full, regions far larger than the
+//! interface needs. Each is refused with a clear reason or counted.
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::Ordering;
@@ -11,7 +11,7 @@ use super::ring::{Desc, Ring};
 use super::sys;
 use super::tests::{connect, expect_ack, expect_refused, init, memfd, recv, send};
 use super::{Memif, MemifConfig, Role};
-use crate::mem::HugePages;
+use crate::mem::{HugePages, Region};
 use crate::pmd::Port;
 use crate::test_harness as harness;
 
@@ -187,4 +187,88 @@ fn memif_full_peer_eventfd_does_not_block_tx() {
     drop(c);
     // SAFETY: unmapping our own mapping; the server keeps its own until it drops the conn.
     unsafe { libc::munmap(base.cast(), LEN) };
+}
+
+/// A peer offering a region far larger than the interface's rings and buffers need (a
+/// sparse 1 GiB memfd against a default limit of about 160 MiB) is refused before it is
+/// mapped, with a reason naming the limit; one within a configured limit passes.
+#[test]
+fn memif_refuses_oversized_peer_region() {
+    let (m, sock) = server_with("bigregion", |_| {});
+    let limit = m.shared.cfg.peer_region_limit(&m.shared.cfg.interfaces[0]);
+    println!("default peer region limit: {limit} bytes");
+    assert!(
+        limit < 1 << 30 && limit > 64 << 20,
+        "DPDK's largest layout fits"
+    );
+    let big = memfd(1 << 30);
+    let c = connect(&sock);
+    send(&c, &init(0, VERSION), None);
+    expect_ack(&c);
+    send(
+        &c,
+        &Msg::AddRegion {
+            index: 0,
+            size: 1 << 30,
+        },
+        Some(&big),
+    );
+    expect_refused(&c, "over the limit");
+
+    // Two regions that are each fine but together too much (a configured limit of 2 MiB).
+    let (_m2, sock2) = server_with("bigregion2", |c| c.max_peer_region_bytes = Some(2 << 20));
+    let r = memfd(1 << 20);
+    let c = connect(&sock2);
+    send(&c, &init(0, VERSION), None);
+    expect_ack(&c);
+    for (index, ok) in [(0u16, true), (1, true), (2, false)] {
+        send(
+            &c,
+            &Msg::AddRegion {
+                index,
+                size: 1 << 20,
+            },
+            Some(&r),
+        );
+        if ok {
+            expect_ack(&c);
+        } else {
+            expect_refused(
+                &c,
+                "region 2 (1048576 bytes) over the limit: peer regions 3145728 > 2097152",
+            );
+        }
+    }
+}
+
+fn rss_bytes() -> u64 {
+    let s = std::fs::read_to_string("/proc/self/statm").unwrap();
+    let pages: u64 = s.split_whitespace().nth(1).unwrap().parse().unwrap();
+    // SAFETY: sysconf has no preconditions.
+    pages * unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u64
+}
+
+/// A peer's region is mapped without `mlock` and without populating it: mapping a sparse
+/// 512 MiB memfd leaves our RSS where it was (before: `mlock` faulted in all of it where
+/// CAP_IPC_LOCK or RLIMIT_MEMLOCK allowed).
+#[test]
+fn memif_peer_region_is_not_locked_or_populated() {
+    const LEN: usize = 512 << 20;
+    let fd = memfd(LEN);
+    let before = rss_bytes();
+    let r = Region::from_fd(fd, LEN).unwrap();
+    let after = rss_bytes();
+    println!(
+        "RSS before {} MiB, after mapping 512 MiB: {} MiB, locked: {}",
+        before >> 20,
+        after >> 20,
+        r.is_locked()
+    );
+    assert!(!r.is_locked());
+    // Other tests run in parallel in this process: allow them some growth.
+    assert!(
+        after < before + (128 << 20),
+        "RSS grew by {} MiB",
+        (after - before) >> 20
+    );
 }

@@ -41,9 +41,11 @@
 //!   a peer passes: an unsealed one is logged (a `tracing` warning per region) and counted
 //!   ([`Memif::unsealed_regions`]), or refused with
 //!   [`MemifConfig::require_sealed_regions`] (off by default: not every peer seals).
-//! - The interrupt fd a peer passes for a ring must be an eventfd; we make it non-blocking,
-//!   so a full counter is a skipped, counted interrupt ([`Memif::interrupts_skipped`]),
-//!   never a stall.
+//! - A peer chooses the sizes of its regions: all together they may not exceed
+//!   [`MemifConfig::peer_region_limit`] (sized from the interface by default), and they are
+//!   mapped without `mlock` or populating (the owner locks its memory). The interrupt fd a
+//!   peer passes for a ring must be an eventfd; we make it non-blocking, so a full counter
+//!   is a skipped, counted interrupt ([`Memif::interrupts_skipped`]), never a stall.
 //! - Frames larger than one buffer ([`InterfaceConfig::buffer_size`], 2048 by default): the
 //!   server transmits them as descriptor chains (`MEMIF_DESC_FLAG_NEXT`) and receives chains
 //!   of up to `buffer_size + 128` bytes; the client sends its own buffers as chains when
@@ -84,7 +86,7 @@ mod sys;
 // sys (the tests reach these internals from inside the crate); region seals.
 #[cfg(test)]
 mod seal_tests;
-// A hostile peer's interrupt fds.
+// A hostile peer's interrupt fds, region sizes.
 #[cfg(test)]
 mod hostile_tests;
 #[cfg(test)]
@@ -177,6 +179,12 @@ pub struct MemifConfig {
     /// access to it fault (SIGBUS); turn this on when the peer may be hostile. (The client
     /// side maps only its own memory, which it seals.)
     pub require_sealed_regions: bool,
+    /// Server: most bytes a peer's regions may add up to, per connection; a region that
+    /// would go over is refused with [`ControlError::RegionTooLarge`]. `None` (the default)
+    /// sizes it from the interface, see [`MemifConfig::peer_region_limit`]. Region sizes are
+    /// the peer's choice: without a bound, a sparse 64 GiB memfd would be mapped as is.
+    /// (Peer regions are never `mlock`ed or populated: see [`Region::from_fd`].)
+    pub max_peer_region_bytes: Option<u64>,
 }
 
 impl MemifConfig {
@@ -189,7 +197,30 @@ impl MemifConfig {
             reconnect_interval: Duration::from_millis(100),
             app_name: "bypass".into(),
             require_sealed_regions: false,
+            max_peer_region_bytes: None,
         }
+    }
+
+    /// The most bytes a peer's regions may add up to on interface `ic`:
+    /// [`max_peer_region_bytes`](Self::max_peer_region_bytes) when set, else what the peer
+    /// needs for `ic`'s queue pairs at the largest ring we offer in HELLO
+    /// (2^[`MAX_LOG2_RING_SIZE`] descriptors): both rings per pair, one buffer of
+    /// `buffer_size + 128` per descriptor, and `extra_buffers` more, all times 2 for
+    /// slack (peers with larger buffers, their own layout), plus 16 MiB (hugepage rounding,
+    /// small interfaces). The ring size is only known after the regions (ADD_RING comes
+    /// later), so the limit assumes the largest. With the defaults (1 queue pair, 2048-byte
+    /// buffers) that is about 160 MiB; DPDK's client at its largest (`rsize=14`) needs
+    /// 64 MiB.
+    pub fn peer_region_limit(&self, ic: &InterfaceConfig) -> u64 {
+        if let Some(l) = self.max_peer_region_bytes {
+            return l;
+        }
+        let ring = 1u64 << MAX_LOG2_RING_SIZE;
+        let buf = ic.buffer_size as u64 + 128;
+        let qp = ic.queue_pairs as u64;
+        let need = 2 * qp * (ring::ring_bytes(MAX_LOG2_RING_SIZE) as u64 + ring * buf)
+            + ic.extra_buffers as u64 * buf;
+        2 * need + (16 << 20)
     }
 }
 
