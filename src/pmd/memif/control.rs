@@ -176,6 +176,20 @@ pub enum ControlError {
     /// The peer closed the socket.
     #[error("peer closed the control socket")]
     Closed,
+    /// More connections were waiting for their handshake than
+    /// [`MemifConfig::max_pending_handshakes`](super::MemifConfig::max_pending_handshakes):
+    /// the oldest was dropped to make room for a new one.
+    #[error("too many pending control connections (at most {0}); the oldest was dropped")]
+    TooManyPending(usize),
+    /// The peer's user id (`SO_PEERCRED`) is not
+    /// [`MemifConfig::allowed_uid`](super::MemifConfig::allowed_uid).
+    #[error("peer uid {uid} not allowed (only uid {allowed})")]
+    PeerUid {
+        /// The peer's uid, or `u32::MAX` when it could not be read.
+        uid: u32,
+        /// The uid allowed.
+        allowed: u32,
+    },
     /// The handshake did not finish in time (a stuck or hostile peer would otherwise hold the
     /// interface).
     #[error("handshake not finished within {0:?}")]
@@ -281,8 +295,11 @@ impl State {
     }
 }
 
-/// Longest a handshake may take before the channel is dropped.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// First pause after `accept` fails for want of descriptors or memory (`EMFILE`, `ENFILE`,
+/// `ENOBUFS`, `ENOMEM`); doubled on each failure in a row, up to [`ACCEPT_BACKOFF_MAX`].
+const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
+/// Longest pause of the listener after repeated `accept` failures.
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 struct Chan {
     sock: OwnedFd,
@@ -306,6 +323,11 @@ pub(super) struct Control {
     next_try: Vec<Instant>,
     /// Client: handshakes refused in a row (for back-off).
     refusals: Vec<u32>,
+    /// Server: the listener is not polled before this (after `accept` failed for want of
+    /// descriptors: polling a listener we cannot accept from would spin).
+    accept_paused_until: Option<Instant>,
+    /// Server: the current pause after `accept` failures in a row.
+    accept_backoff: Duration,
 }
 
 impl Control {
@@ -318,6 +340,8 @@ impl Control {
             busy: vec![false; n],
             next_try: vec![Instant::now(); n],
             refusals: vec![0; n],
+            accept_paused_until: None,
+            accept_backoff: ACCEPT_BACKOFF_MIN,
         }
     }
 
@@ -331,16 +355,28 @@ impl Control {
             if self.shared.cfg.role == Role::Client {
                 self.connect_clients(now);
             }
-            let timeout = self
+            let mut timeout = self
                 .shared
                 .cfg
                 .reconnect_interval
                 .min(Duration::from_millis(200))
                 .max(Duration::from_millis(1));
+            // The listener sits out its back-off after accept failed (EMFILE): it stays
+            // readable, and polling it would spin.
+            let listen = match self.accept_paused_until {
+                Some(t) if now < t => {
+                    timeout = timeout.min(t - now);
+                    false
+                }
+                _ => {
+                    self.accept_paused_until = None;
+                    true
+                }
+            };
             // The wake eventfd, the listener (server), then one socket per channel.
             let mut fds: Vec<BorrowedFd<'_>> = Vec::with_capacity(2 + self.chans.len());
             fds.push(self.shared.wake.as_fd());
-            fds.extend(self.listener.as_ref().map(|l| l.as_fd()));
+            fds.extend(self.listener.as_ref().filter(|_| listen).map(|l| l.as_fd()));
             let first_chan = fds.len();
             fds.extend(self.chans.iter().map(|c| c.sock.as_fd()));
             let polled = sys::poll(&fds, &mut ready, timeout);
@@ -353,7 +389,7 @@ impl Control {
             if ready[0] {
                 sys::eventfd_drain(self.shared.wake.as_fd());
             }
-            if self.listener.is_some() && ready[1] {
+            if self.listener.is_some() && listen && ready[1] {
                 self.accept_all();
             }
             let nchans = ready.len() - first_chan;
@@ -363,15 +399,17 @@ impl Control {
                 }
             }
             let now = Instant::now();
+            let limit = self.shared.cfg.handshake_timeout;
             for i in 0..self.chans.len() {
                 let c = &self.chans[i];
                 if !matches!(c.state, State::Connected | State::Dead)
-                    && now.duration_since(c.since) > HANDSHAKE_TIMEOUT
+                    && now.duration_since(c.since) > limit
                 {
-                    self.fail(i, ControlError::Timeout(HANDSHAKE_TIMEOUT));
+                    self.fail(i, ControlError::Timeout(limit));
                 }
             }
             self.reap();
+            self.shared.pending.store(self.pending(), Ordering::Relaxed);
         }
         // Shutting down: tell every peer, withdraw every connection.
         for i in 0..self.chans.len() {
@@ -414,11 +452,78 @@ impl Control {
         }
     }
 
+    /// Channels still in their handshake (server side: before CONNECT).
+    fn pending(&self) -> usize {
+        self.chans
+            .iter()
+            .filter(|c| matches!(c.state, State::AwaitInit | State::Configuring { .. }))
+            .count()
+    }
+
+    /// Make room for one more pending channel: while [`MemifConfig::max_pending_handshakes`]
+    /// are pending, drop the oldest (counted). The oldest rather than the newest: a flood
+    /// of idle connections then cannot keep a legitimate client out (its handshake takes
+    /// milliseconds; the flood's connections are older by then), and each dropped
+    /// connection gives its descriptor back at once.
+    ///
+    /// [`MemifConfig::max_pending_handshakes`]: super::MemifConfig::max_pending_handshakes
+    fn make_room(&mut self) {
+        let max = self.shared.cfg.max_pending_handshakes.max(1);
+        while self.pending() >= max {
+            if !self.drop_oldest_pending() {
+                return;
+            }
+        }
+    }
+
+    /// Drop the oldest channel still in its handshake (counted); false when there is none.
+    fn drop_oldest_pending(&mut self) -> bool {
+        let Some((i, _)) = self
+            .chans
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| matches!(c.state, State::AwaitInit | State::Configuring { .. }))
+            .min_by_key(|(_, c)| c.since)
+        else {
+            return false;
+        };
+        self.shared.pending_dropped.fetch_add(1, Ordering::Relaxed);
+        let max = self.shared.cfg.max_pending_handshakes.max(1);
+        self.fail(i, ControlError::TooManyPending(max));
+        true
+    }
+
+    /// Accept what the listener holds, at most `max_pending_handshakes` per call: a flood
+    /// that connects as fast as we accept then cannot keep the control thread from serving
+    /// the channels it has (poll returns at once while the backlog is not empty).
     fn accept_all(&mut self) {
-        let Some(l) = &self.listener else { return };
-        loop {
+        for _ in 0..self.shared.cfg.max_pending_handshakes.max(1) {
+            let Some(l) = &self.listener else { return };
             match sys::accept(l.as_fd()) {
                 Ok(Some(sock)) => {
+                    self.accept_backoff = ACCEPT_BACKOFF_MIN;
+                    if let Some(allowed) = self.shared.cfg.allowed_uid {
+                        let uid = sys::peer_uid(sock.as_fd()).unwrap_or(u32::MAX);
+                        if uid != allowed {
+                            let e = ControlError::PeerUid { uid, allowed };
+                            let _ = sys::send_msg(
+                                sock.as_fd(),
+                                &Msg::disconnect(&e.to_string()).encode(),
+                                None,
+                            );
+                            self.shared.refused.fetch_add(1, Ordering::Relaxed);
+                            tracing::warn!(
+                                socket = %self.shared.cfg.socket.display(),
+                                error = %e,
+                                "memif connection refused"
+                            );
+                            continue;
+                        }
+                    }
+                    self.make_room();
+                    // Close the dropped ones now: a flood must not hold descriptors until
+                    // the backlog is empty.
+                    self.reap();
                     let hello = Msg::Hello {
                         name: Name::new(&self.shared.cfg.app_name),
                         min_version: VERSION,
@@ -440,7 +545,19 @@ impl Control {
                 }
                 Ok(None) => break,
                 Err(e) => {
-                    tracing::warn!(error = %e, "memif accept failed");
+                    // Out of descriptors (EMFILE, ENFILE) or memory: the connection stays in
+                    // the backlog and the listener stays readable. Pause the listener with a
+                    // growing back-off rather than spin on it, and give a descriptor back by
+                    // dropping the oldest pending channel, if any.
+                    self.shared.accept_errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(
+                        error = %e,
+                        pause = ?self.accept_backoff,
+                        "memif accept failed; pausing the listener"
+                    );
+                    self.accept_paused_until = Some(Instant::now() + self.accept_backoff);
+                    self.accept_backoff = (self.accept_backoff * 2).min(ACCEPT_BACKOFF_MAX);
+                    self.drop_oldest_pending();
                     break;
                 }
             }
@@ -617,8 +734,8 @@ impl Control {
                 if mode != msg::MODE_ETHERNET {
                     return Err(ControlError::Mode(mode));
                 }
-                let want = self.iface(n).cfg.secret.clone().unwrap_or_default();
-                if secret.as_bytes() != want.as_bytes() {
+                let want = self.iface(n).cfg.secret.as_deref().unwrap_or("");
+                if !secret_eq(secret.as_bytes(), want.as_bytes()) {
                     return Err(ControlError::Secret);
                 }
                 self.busy[n] = true;
@@ -925,6 +1042,22 @@ impl Control {
             pending,
         })
     }
+}
+
+/// Compare a received secret with ours in time that does not depend on where they differ:
+/// both are padded into fixed buffers of the wire field's size and every byte is compared,
+/// with no early exit, so a peer cannot learn the secret a byte at a time by timing refusals.
+pub(super) fn secret_eq(got: &[u8], want: &[u8]) -> bool {
+    let mut a = [0u8; msg::SECRET_LEN];
+    let mut b = [0u8; msg::SECRET_LEN];
+    let (ga, wb) = (got.len().min(a.len()), want.len().min(b.len()));
+    a[..ga].copy_from_slice(&got[..ga]);
+    b[..wb].copy_from_slice(&want[..wb]);
+    let mut diff = (got.len() != want.len()) as u8;
+    for k in 0..a.len() {
+        diff |= a[k] ^ b[k];
+    }
+    std::hint::black_box(diff) == 0
 }
 
 /// Server side of CONNECT: check the rings and build the connection.

@@ -1,14 +1,17 @@
 //! A hostile peer on a memif server, driven by hand (the helpers of `tests`): an interrupt
 //! fd that is not an eventfd, an eventfd whose counter is full, regions far larger than the
-//! interface needs. Each is refused with a clear reason or counted.
+//! interface needs, a flood of connections that never handshake, wrong secrets and a peer
+//! uid that is not allowed. Each is refused with a clear reason or counted, and the server
+//! keeps serving a legitimate client.
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::path::Path;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use super::msg::{Msg, Name, ADD_RING_FLAG_C2S, VERSION};
+use super::msg::{Msg, Name, ADD_RING_FLAG_C2S, MSG_SIZE, VERSION};
 use super::ring::{Desc, Ring};
-use super::sys;
+use super::sys::{self, Recv};
 use super::tests::{connect, expect_ack, expect_refused, init, memfd, recv, send};
 use super::{Memif, MemifConfig, Role};
 use crate::mem::{HugePages, Region};
@@ -271,4 +274,131 @@ fn memif_peer_region_is_not_locked_or_populated() {
         "RSS grew by {} MiB",
         (after - before) >> 20
     );
+}
+
+/// 200 connections that never send INIT: the server keeps at most
+/// `max_pending_handshakes` (16) of them, drops the oldest (counted), and a legitimate
+/// client still connects.
+#[test]
+fn memif_control_flood_stays_bounded() {
+    let (m, sock) = server_with("flood", |_| {});
+    let mut flood = Vec::new();
+    let mut max_pending = 0;
+    let end = Instant::now() + harness::SETTLE;
+    while flood.len() < 200 {
+        // A full backlog refuses (EAGAIN) until the server accepts: retry.
+        match sys::connect(Path::new(&sock)) {
+            Ok(c) => flood.push(c),
+            Err(_) => std::thread::sleep(Duration::from_millis(1)),
+        }
+        max_pending = max_pending.max(m.pending_handshakes());
+        assert!(
+            Instant::now() < end,
+            "opened only {} connections",
+            flood.len()
+        );
+    }
+    harness::settle("the server to take the flood", || {
+        max_pending = max_pending.max(m.pending_handshakes());
+        m.pending_dropped() >= 200 - 16
+    });
+    println!(
+        "flood: 200 connections, pending at most {max_pending}, dropped {}",
+        m.pending_dropped()
+    );
+    assert!(max_pending <= 16, "pending {max_pending}");
+
+    let path = sock.clone();
+    let mut cfg = MemifConfig::new(&path, Role::Client, 0);
+    cfg.interfaces[0].hugepages = HugePages::Never;
+    cfg.interfaces[0].log2_ring_size = 4;
+    cfg.interfaces[0].extra_buffers = 0;
+    cfg.reconnect_interval = Duration::from_millis(20);
+    let client = Memif::new(cfg).unwrap();
+    assert!(
+        client.wait_up(0, harness::SETTLE),
+        "legitimate client connects despite the flood: {:?}",
+        client.last_error(0)
+    );
+    assert!(m.wait_up(0, harness::SETTLE));
+    assert!(m.pending_handshakes() <= 16);
+    assert_eq!(m.accept_errors(), 0);
+    drop(flood);
+}
+
+fn init_secret(secret: &str) -> Msg {
+    Msg::Init {
+        version: VERSION,
+        id: 0,
+        mode: 0,
+        secret: Name::new(secret),
+        name: Name::new("raw-test"),
+    }
+}
+
+/// A wrong secret is refused whatever it shares with the right one (prefix, all but the
+/// last byte, empty, longer); the right one is accepted. The comparison reads every byte.
+#[test]
+fn memif_wrong_secret_is_refused() {
+    let (_m, sock) = server_with("secret", |c| {
+        c.interfaces[0].secret = Some("s3cret-key".into())
+    });
+    for wrong in [
+        "",
+        "s",
+        "s3cret-ke",
+        "s3cret-kez",
+        "s3cret-key!",
+        "x3cret-key",
+    ] {
+        let c = connect(&sock);
+        send(&c, &init_secret(wrong), None);
+        expect_refused(&c, "incorrect secret");
+    }
+    let c = connect(&sock);
+    send(&c, &init_secret("s3cret-key"), None);
+    expect_ack(&c);
+
+    use super::control::secret_eq;
+    assert!(secret_eq(b"", b""));
+    assert!(secret_eq(b"abc", b"abc"));
+    assert!(!secret_eq(b"abc", b"abd"));
+    assert!(!secret_eq(b"ab", b"abc"));
+    assert!(!secret_eq(b"abc\0", b"abc"));
+}
+
+fn first_reply(fd: &OwnedFd) -> Msg {
+    let mut buf = [0u8; MSG_SIZE];
+    let end = Instant::now() + harness::SETTLE;
+    loop {
+        match sys::recv_msg(fd.as_fd(), &mut buf).unwrap() {
+            Recv::Msg { len, .. } => return Msg::decode(&buf[..len]).unwrap(),
+            Recv::Closed => panic!("closed without a message"),
+            Recv::WouldBlock => {
+                assert!(Instant::now() < end, "no reply");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+    }
+}
+
+/// With `allowed_uid`, a peer of another uid is refused before HELLO (counted in
+/// `refused`); a peer of the allowed uid gets HELLO.
+#[test]
+fn memif_allowed_uid_refuses_other_users() {
+    // SAFETY: getuid has no preconditions.
+    let me = unsafe { libc::getuid() };
+    let (m, sock) = server_with("uid", |c| c.allowed_uid = Some(me.wrapping_add(1)));
+    let c = sys::connect(Path::new(&sock)).unwrap();
+    match first_reply(&c) {
+        Msg::Disconnect { reason, .. } => {
+            let r = reason.to_string_lossy();
+            assert!(r.contains(&format!("peer uid {me} not allowed")), "{r}");
+        }
+        other => panic!("expected DISCONNECT, got {other:?}"),
+    }
+    harness::settle("the refusal counted", || m.refused() == 1);
+    let (_m2, sock2) = server_with("uid2", |c| c.allowed_uid = Some(me));
+    let c = sys::connect(Path::new(&sock2)).unwrap();
+    assert!(matches!(first_reply(&c), Msg::Hello { .. }));
 }

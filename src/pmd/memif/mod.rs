@@ -12,11 +12,11 @@
 //!   peer (the socket hangs up) and reconnects: a client retries every
 //!   [`MemifConfig::reconnect_interval`] (backing off up to 32x while the server keeps
 //!   refusing the handshake); a server accepts again. A handshake that does not finish in
-//!   5 s is dropped, so a stuck peer cannot hold an interface. The data path never makes a
-//!   system call for the control channel. (A thread rather than a `poll_control()` the
-//!   application must call: DPDK does the same with its interrupt thread, a handshake or a
-//!   reconnect never waits for a busy poll loop, and queue ports owned by different cores
-//!   need no shared owner of the socket.)
+//!   [`MemifConfig::handshake_timeout`] (5 s) is dropped, so a stuck peer cannot hold an
+//!   interface. The data path never makes a system call for the control channel. (A thread
+//!   rather than a `poll_control()` the application must call: DPDK does the same with its
+//!   interrupt thread, a handshake or a reconnect never waits for a busy poll loop, and
+//!   queue ports owned by different cores need no shared owner of the socket.)
 //! - [`Memif::port`] gives one [`MemifPort`] per queue pair; each is a
 //!   [`Port`](crate::pmd::Port) to be owned by one thread. A port polls its rings (no
 //!   syscall, no lock, no allocation per packet); it picks up a new or lost connection by one
@@ -45,7 +45,11 @@
 //!   [`MemifConfig::peer_region_limit`] (sized from the interface by default), and they are
 //!   mapped without `mlock` or populating (the owner locks its memory). The interrupt fd a
 //!   peer passes for a ring must be an eventfd; we make it non-blocking, so a full counter
-//!   is a skipped, counted interrupt ([`Memif::interrupts_skipped`]), never a stall.
+//!   is a skipped, counted interrupt ([`Memif::interrupts_skipped`]), never a stall. The
+//!   server bounds connections in their handshake ([`MemifConfig::max_pending_handshakes`],
+//!   oldest dropped first, [`Memif::pending_dropped`]), pauses its listener when `accept`
+//!   runs out of descriptors, can require a peer uid ([`MemifConfig::allowed_uid`]), and
+//!   compares secrets in constant time.
 //! - Frames larger than one buffer ([`InterfaceConfig::buffer_size`], 2048 by default): the
 //!   server transmits them as descriptor chains (`MEMIF_DESC_FLAG_NEXT`) and receives chains
 //!   of up to `buffer_size + 128` bytes; the client sends its own buffers as chains when
@@ -86,7 +90,7 @@ mod sys;
 // sys (the tests reach these internals from inside the crate); region seals.
 #[cfg(test)]
 mod seal_tests;
-// A hostile peer's interrupt fds, region sizes.
+// A hostile peer's interrupt fds, region sizes, control-socket flood, secrets, peer uid.
 #[cfg(test)]
 mod hostile_tests;
 #[cfg(test)]
@@ -94,7 +98,7 @@ mod tests;
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -185,6 +189,18 @@ pub struct MemifConfig {
     /// the peer's choice: without a bound, a sparse 64 GiB memfd would be mapped as is.
     /// (Peer regions are never `mlock`ed or populated: see [`Region::from_fd`].)
     pub max_peer_region_bytes: Option<u64>,
+    /// Server: most control connections waiting for their handshake at once (16 by
+    /// default); one more drops the oldest, counted in [`Memif::pending_dropped`]. Each
+    /// holds a descriptor: without a bound, a flood of idle connections would exhaust them.
+    pub max_pending_handshakes: usize,
+    /// Longest a handshake may take before its connection is dropped (5 s by default), so a
+    /// stuck or hostile peer cannot hold an interface or a pending slot.
+    pub handshake_timeout: Duration,
+    /// Server: when set, only a peer running as this user id (`SO_PEERCRED`) may connect;
+    /// others are refused with [`ControlError::PeerUid`] and counted in [`Memif::refused`].
+    /// `None` by default: the socket file's permissions decide (an abstract socket has
+    /// none: anyone in the network namespace can connect).
+    pub allowed_uid: Option<u32>,
 }
 
 impl MemifConfig {
@@ -198,6 +214,9 @@ impl MemifConfig {
             app_name: "bypass".into(),
             require_sealed_regions: false,
             max_peer_region_bytes: None,
+            max_pending_handshakes: 16,
+            handshake_timeout: Duration::from_secs(5),
+            allowed_uid: None,
         }
     }
 
@@ -369,6 +388,13 @@ struct Shared {
     stop: AtomicBool,
     wake: OwnedFd,
     refused: AtomicU64,
+    /// Server: pending connections dropped to stay within `max_pending_handshakes` (or to
+    /// free a descriptor after `accept` failed).
+    pending_dropped: AtomicU64,
+    /// Server: `accept` failures (out of descriptors or memory), each followed by a pause.
+    accept_errors: AtomicU64,
+    /// Server: connections in their handshake now (updated by the control thread).
+    pending: AtomicUsize,
 }
 
 /// A memif control socket with its interfaces and control thread. Dropping it disconnects
@@ -451,6 +477,9 @@ impl Memif {
             stop: AtomicBool::new(false),
             wake,
             refused: AtomicU64::new(0),
+            pending_dropped: AtomicU64::new(0),
+            accept_errors: AtomicU64::new(0),
+            pending: AtomicUsize::new(0),
         });
         let ctl = control::Control::new(shared.clone(), listener);
         let thread = std::thread::Builder::new()
@@ -570,6 +599,25 @@ impl Memif {
     /// id, malformed first message).
     pub fn refused(&self) -> u64 {
         self.shared.refused.load(Ordering::Relaxed)
+    }
+
+    /// Server: pending control connections dropped because
+    /// [`MemifConfig::max_pending_handshakes`] were already waiting (the oldest goes), or to
+    /// free a descriptor after `accept` failed.
+    pub fn pending_dropped(&self) -> u64 {
+        self.shared.pending_dropped.load(Ordering::Relaxed)
+    }
+
+    /// Server: control connections in their handshake now (at most
+    /// [`MemifConfig::max_pending_handshakes`]).
+    pub fn pending_handshakes(&self) -> usize {
+        self.shared.pending.load(Ordering::Relaxed)
+    }
+
+    /// Server: `accept` failures (out of descriptors or memory); after each the listener
+    /// pauses (10 ms, doubling up to 1 s) instead of spinning.
+    pub fn accept_errors(&self) -> u64 {
+        self.shared.accept_errors.load(Ordering::Relaxed)
     }
 
     /// Interrupts interface `id`'s ports did not signal because the peer's eventfd counter

@@ -274,6 +274,12 @@ pub fn interrupt_fd(fd: BorrowedFd<'_>) -> Result<(), NotEventfd> {
     Ok(())
 }
 
+/// The user id of the process at the other end of a UNIX socket (`SO_PEERCRED`: as it was
+/// when it connected).
+pub fn peer_uid(sock: BorrowedFd<'_>) -> io::Result<u32> {
+    Ok(rustix::net::sockopt::socket_peercred(sock)?.uid.as_raw())
+}
+
 /// Drain an eventfd.
 pub fn eventfd_drain(fd: BorrowedFd<'_>) {
     let mut v = [0u8; 8];
