@@ -402,3 +402,113 @@ fn memif_allowed_uid_refuses_other_users() {
     let c = sys::connect(Path::new(&sock2)).unwrap();
     assert!(matches!(first_reply(&c), Msg::Hello { .. }));
 }
+
+/// When `accept` fails for want of descriptors (EMFILE), the server pauses its listener
+/// with a growing back-off instead of polling it hot, and accepts again once descriptors
+/// are free. Runs in a child process: it exhausts the process's descriptors, which would
+/// break the other tests running beside it.
+#[test]
+fn memif_accept_emfile_backs_off() {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "pmd::memif::hostile_tests::emfile_child",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("BPX_EMFILE_CHILD", "1")
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    println!("{text}");
+    assert!(out.status.success(), "child failed");
+    assert!(text.contains("emfile: done"), "child did not run");
+}
+
+/// The child half of [`memif_accept_emfile_backs_off`].
+#[test]
+#[ignore = "child process of memif_accept_emfile_backs_off"]
+fn emfile_child() {
+    if std::env::var("BPX_EMFILE_CHILD").is_err() {
+        return;
+    }
+    use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
+    let (m, sock) = server_with("emfile", |_| {});
+    // Client sockets made now, connected once the descriptors are gone: they then wait in
+    // the listener's backlog, which the server cannot accept from.
+    let clients: Vec<OwnedFd> = (0..4)
+        .map(|_| {
+            rustix::net::socket_with(
+                AddressFamily::UNIX,
+                SocketType::SEQPACKET,
+                SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
+                None,
+            )
+            .unwrap()
+        })
+        .collect();
+    // The control thread's CPU time, from a stat file opened now (no descriptor to open
+    // one later).
+    let mut stat = std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .map(|t| t.unwrap().path())
+        .find(|t| std::fs::read_to_string(t.join("comm")).is_ok_and(|c| c.trim() == "memif-ctl"))
+        .map(|t| std::fs::File::open(t.join("stat")).unwrap())
+        .expect("the memif-ctl thread");
+    let null = std::fs::File::open("/dev/null").unwrap();
+    let mut hog = Vec::new();
+    loop {
+        match rustix::io::dup(&null) {
+            Ok(fd) => hog.push(fd),
+            Err(rustix::io::Errno::MFILE) => break,
+            Err(e) => panic!("dup: {e}"),
+        }
+    }
+    let addr = SocketAddrUnix::new(sock.as_str()).unwrap();
+    for c in &clients {
+        rustix::net::connect(c, &addr).unwrap();
+    }
+    let t0 = Instant::now();
+    let cpu0 = cpu_ticks(&mut stat);
+    std::thread::sleep(Duration::from_secs(2));
+    let cpu = cpu_ticks(&mut stat) - cpu0;
+    let errors = m.accept_errors();
+    println!(
+        "emfile: {} descriptors held, accept_errors {errors}, control thread CPU {} ms in {:?}",
+        hog.len(),
+        cpu * 10,
+        t0.elapsed()
+    );
+    // A hot loop burns a core: 2 s of CPU (less on a loaded machine, far above 0.5 s).
+    assert!(cpu < 50, "control thread used {} ms of CPU", cpu * 10);
+    // 10 ms doubling to 1 s: about 8 tries in 2 s; a hot loop would make millions.
+    assert!((1..=20).contains(&errors), "accept_errors {errors}");
+    drop(hog);
+    // Descriptors back: the queued connections are accepted (after at most 1 s of pause)
+    // and get HELLO.
+    for c in &clients {
+        match recv(c) {
+            Some((Msg::Hello { .. }, _)) => {}
+            other => panic!("expected HELLO, got {other:?}"),
+        }
+    }
+    println!("emfile: done, accept_errors {}", m.accept_errors());
+}
+
+/// utime + stime (clock ticks, 100 per second) from a `/proc/.../stat` file, re-read.
+fn cpu_ticks(f: &mut std::fs::File) -> u64 {
+    use std::io::{Read, Seek};
+    let mut s = String::new();
+    f.rewind().unwrap();
+    f.read_to_string(&mut s).unwrap();
+    let after = &s[s.rfind(')').unwrap() + 1..];
+    let v: Vec<u64> = after
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .map(|x| x.parse().unwrap())
+        .collect();
+    v[0] + v[1]
+}
