@@ -53,7 +53,9 @@ pub struct EndpointConfig {
     pub accept: bool,
     /// Most live connections.
     pub max_connections: usize,
-    /// Bytes of reassembly buffers all connections together may hold.
+    /// Bytes of reassembly buffers all connections together may hold, charged by what the
+    /// buffers hold (they grow with the bytes received), not by the lengths messages claim.
+    /// Default 4 GiB.
     pub rx_budget: u64,
     /// Most stateless answers queued (more are dropped and counted).
     pub stateless_queue: usize,

@@ -26,17 +26,24 @@
 //!   ([`MsgData::Segments`], a [`RecvSegments`]: zero copies). The sender copies
 //!   each payload byte once, from the application's `Bytes` into the transmit buffer (and
 //!   again only for a retransmission).
-//! - Memory a peer can make us hold is bounded: packet buffers by the credit we grant,
-//!   reassembly buffers by per-connection and per-endpoint budgets, queues by fixed
+//! - Memory a peer can make us hold is bounded, and grows with the bytes it sent, never
+//!   with the lengths it claims: packet buffers by the credit we grant and, for messages not
+//!   yet taken, [`ConnectionConfig::max_rx_slots`]; reassembly buffers grow with the bytes
+//!   that arrive (plus holes the credit bounds and at most 1 MiB per connection allocated
+//!   ahead), charged to per-connection and per-endpoint budgets; queues by fixed
 //!   capacities. Exhaustion is a `WouldBlock` for the application and a counted drop for the
-//!   peer (it retransmits), never growth.
+//!   peer (it retransmits), never growth; a failed allocation is a counted drop too, never an
+//!   abort.
 //! - Nothing a peer sends makes this code panic.
 //!
 //! Allocation: none per packet in steady state. Per connection: its queues (small at
 //! creation, grown to the bounds their windows set while the connection warms up, then kept)
 //! and the controller box. Per multi-packet message received: the reassembly buffer (unless a
-//! [`RecvTarget`] was posted), or with `rx_segments` the list of its packet buffers (one
-//! small allocation). `PktBytes -> bytes::Bytes` costs one small allocation in
+//! [`RecvTarget`] was posted; one allocation while the connection's buffers hold less than
+//! 1 MiB ahead of what arrived, else it grows geometrically with what arrives), or with
+//! `rx_segments` the list of its packet buffers (one small allocation up to 32 packets). A
+//! single-packet message past [`ConnectionConfig::max_rx_slots`] is copied into a buffer of
+//! its own. `PktBytes -> bytes::Bytes` costs one small allocation in
 //! `bytes` if the application converts.
 
 pub mod cc;
@@ -77,7 +84,9 @@ pub struct ConnectionConfig {
     pub max_datagram: u32,
     /// Credit granted to the peer: bytes of payload it may have outstanding with us.
     pub rx_window: u64,
-    /// Bytes of reassembly buffers this connection may hold.
+    /// Bytes of reassembly buffers this connection may hold. Charged by what the buffers
+    /// hold (they grow with the bytes that arrive, see [`MsgData::Buffer`]), not by the
+    /// lengths messages claim. Default 2 GiB.
     pub max_rx_buffer: u64,
     /// Largest message accepted (and sent).
     pub max_message: u64,
@@ -108,6 +117,23 @@ pub struct ConnectionConfig {
     pub handshake_attempts: u32,
     /// Most posted receive targets.
     pub max_targets: usize,
+    /// Most packet buffers (pool slots) this connection keeps for single-packet messages
+    /// received and not yet taken by the application ([`Connection::poll_recv`]). Past it, a
+    /// message is copied out of its buffer into a heap buffer of its length (delivered as
+    /// [`MsgData::Buffer`], charged to [`max_rx_buffer`](Self::max_rx_buffer) and the
+    /// endpoint's budget; refused, for the peer to retransmit, when over them) and the slot
+    /// goes back to the pool; counted in `ConnectionStats::rx_slots_copied`. Default 256.
+    ///
+    /// Why: the credit ([`rx_window`](Self::rx_window)) counts bytes, so without this bound
+    /// a peer sending empty messages to a connection nobody reads (one not accepted yet)
+    /// pins a slot per message, up to the message window (1024) per connection: nine such
+    /// connections exhaust a pool of 8192 slots. 256 slots (512 KiB of 2 KiB slots) cover a
+    /// reader a few bursts behind without a copy. The copy, not a refusal, past it: an empty
+    /// message needs no credit, so its sender could not tell a refusal from a loss and would
+    /// probe until it gave the connection up. A BATCH packet's messages count one slot each
+    /// (they share its buffer). Segments messages ([`rx_segments`](Self::rx_segments)) are
+    /// bounded by the credit instead.
+    pub max_rx_slots: usize,
     /// Accept BATCH packets (advertised with `FLAG_BATCH` in the handshake) and, when the
     /// peer accepts them too, pack small messages that are queued together into one BATCH
     /// packet instead of one DATA packet each. Never waits to fill a packet. Off: behave as
@@ -151,6 +177,7 @@ impl Default for ConnectionConfig {
             max_probes: 12,
             handshake_attempts: 8,
             max_targets: 64,
+            max_rx_slots: 256,
             batch: true,
             rx_segments: false,
         }
@@ -223,7 +250,11 @@ pub trait RecvTarget: std::any::Any + Send + fmt::Debug {
 pub enum MsgData {
     /// Single-packet message: a view of the receive buffer (0 copies).
     Packet(PktBytes),
-    /// Multi-packet message reassembled into one buffer (1 copy per byte).
+    /// Multi-packet message reassembled into one buffer (1 copy per byte), or a
+    /// single-packet message copied out of its packet buffer because the connection held
+    /// [`ConnectionConfig::max_rx_slots`] of them. The buffer grows with the bytes that arrive
+    /// (fallibly: a failed allocation refuses the packet, counted in
+    /// `ConnectionStats::rx_alloc_failed`), not with the length the first packet claims.
     Buffer(bytes::Bytes),
     /// Multi-packet message written into a posted target (1 copy per byte, no allocation).
     Target(Box<dyn RecvTarget>),

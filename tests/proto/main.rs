@@ -8,6 +8,7 @@ mod cc;
 mod close;
 mod faults;
 mod flow;
+mod hostile;
 mod large;
 mod multi;
 mod prop;

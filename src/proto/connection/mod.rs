@@ -189,6 +189,15 @@ pub struct Connection {
     rx_released: u64,
     rx_advertised: u64,
     rx_reasm: u64,
+    /// Zeros the reassembly buffers hold before parts that came ahead of others (counted
+    /// against the credit: see `on_data`).
+    rx_gap: u64,
+    /// Bytes the reassembly buffers hold allocated past their furthest part (bounded: see
+    /// `recv::REASM_AHEAD`).
+    rx_ahead: u64,
+    /// Single-packet messages received and not taken by the application yet: the pool
+    /// slots they hold (bounded by [`ConnectionConfig::max_rx_slots`]).
+    rx_slots: u64,
 
     last_rx: Instant,
     drain_until: Option<Instant>,
@@ -298,6 +307,9 @@ impl Connection {
             rx_released: 0,
             rx_advertised: cfg.rx_window,
             rx_reasm: 0,
+            rx_gap: 0,
+            rx_ahead: 0,
+            rx_slots: 0,
             last_rx: now,
             drain_until: None,
             events: VecDeque::with_capacity(INITIAL_QUEUE),
@@ -438,11 +450,16 @@ impl Connection {
         // Partial reassemblies and posted targets are released now; delivered messages stay
         // readable until the endpoint frees the connection.
         for slot in self.rx_msgs.iter_mut() {
-            if let RxSlot::Partial { len, dest, .. } = slot {
-                if matches!(dest, Dest::Vec(_) | Dest::Segs { .. }) {
-                    // (Dropping a Segs list below gives its packet buffers back.)
-                    self.rx_reasm -= *len;
-                    self.budget.used.fetch_sub(*len, Ordering::Relaxed);
+            if let RxSlot::Partial {
+                got, dest, charged, ..
+            } = slot
+            {
+                // (Dropping a Segs list below gives its packet buffers back.)
+                self.rx_reasm -= *charged;
+                self.budget.used.fetch_sub(*charged, Ordering::Relaxed);
+                if let Dest::Vec(v) = dest {
+                    self.rx_gap -= v.len() as u64 - *got;
+                    self.rx_ahead -= *charged - v.len() as u64;
                 }
                 *slot = RxSlot::Empty;
             }

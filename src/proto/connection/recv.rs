@@ -38,6 +38,10 @@ pub(crate) fn decode_hold(hold_ns: u32) -> (Duration, bool) {
 }
 
 pub(super) enum Dest {
+    /// A reassembly buffer that grows with what arrives: its length is the end of the
+    /// furthest part placed (the bytes before it that have not arrived yet are zeros, the
+    /// message's *gap*, counted against the credit), its capacity at most the message's
+    /// length. It never holds more than the peer sent plus the gaps the credit allows.
     Vec(Vec<u8>),
     Target(Box<dyn RecvTarget>),
     /// The packet buffers themselves (`ConnectionConfig::rx_segments`): `(offset, part)`,
@@ -58,6 +62,10 @@ pub(super) enum RxSlot {
         dest: Dest,
         /// The byte ranges taken so far (an overlapping part is refused).
         seen: Ranges,
+        /// Bytes this message holds against the reassembly budgets (the connection's and the
+        /// endpoint's): a buffer's capacity, or the bytes of a segments message's parts. The
+        /// message's length once it is complete.
+        charged: u64,
     },
     Ready(RecvMsg),
     Delivered,
@@ -65,6 +73,19 @@ pub(super) enum RxSlot {
 }
 
 pub(super) const PN_WORDS: usize = (PN_WINDOW / 64) as usize;
+
+/// Parts a segments message's list has room for at first: messages of up to this many
+/// packets cost one allocation; a longer one's list grows as its parts arrive (never sized
+/// by the length a peer claims).
+const SEGS_INITIAL: u64 = 32;
+
+/// Bytes of reassembly buffers a connection may hold allocated ahead of the bytes that
+/// arrived (capacity past the furthest part). Within it, a message's buffer is allocated at
+/// its whole length on its first part (one allocation, no copy as it grows); past it, a
+/// buffer grows geometrically with what arrives. So a peer's claims cost at most this much
+/// per connection beyond what it sent, while a message of up to 1 MiB (or several that fit
+/// together) costs one allocation.
+const REASM_AHEAD: u64 = 1 << 20;
 
 /// The byte ranges of a message received so far: `[0, contig)` and, past it, the disjoint
 /// ranges of parts that came out of order (sorted, adjacent ones merged). Each byte of a
@@ -78,6 +99,15 @@ pub(super) struct Ranges {
 }
 
 impl Ranges {
+    /// Whether `[start, end)` (not empty) overlaps nothing recorded.
+    pub(super) fn is_free(&self, start: u64, end: u64) -> bool {
+        if start < self.contig {
+            return false;
+        }
+        let i = self.rest.partition_point(|&(s, _)| s < start);
+        !((i > 0 && self.rest[i - 1].1 > start) || self.rest.get(i).is_some_and(|&(s, _)| s < end))
+    }
+
     /// Record `[start, end)` (not empty); false, recording nothing, if it overlaps.
     pub(super) fn insert(&mut self, start: u64, end: u64) -> bool {
         debug_assert!(start < end);
@@ -218,7 +248,10 @@ impl Connection {
             self.rx_base += 1;
         }
         match &m.data {
-            MsgData::Packet(_) => self.rx_released += m.len,
+            MsgData::Packet(_) => {
+                self.rx_released += m.len;
+                self.rx_slots -= 1;
+            }
             MsgData::Buffer(_) => {
                 self.rx_reasm -= m.len;
                 self.budget.used.fetch_sub(m.len, Ordering::Relaxed);
@@ -313,6 +346,13 @@ impl Connection {
     }
 
     /// Place a DATA payload. False: refused (not recorded; the peer will retransmit).
+    ///
+    /// What a message holds grows with the bytes that arrived, never with the length its
+    /// packets claim: a reassembly buffer grows (fallibly, charged to the budgets as it grows)
+    /// to the end of the furthest part placed, and the zeros it holds before parts that came
+    /// ahead of others (its gap) count against the credit, so a peer cannot make us hold a
+    /// hole larger than the credit it was granted. An allocation that fails is a refusal,
+    /// counted (`rx_alloc_failed`), never an abort.
     pub(super) fn on_data(&mut self, msg_id: u64, msg_len: u64, offset: u64, buf: PktBuf) -> bool {
         if msg_id < self.rx_base {
             return true; // message already delivered: a stale copy under a new number
@@ -322,9 +362,9 @@ impl Connection {
             return false;
         }
         let plen = buf.len() as u64;
-        if offset.checked_add(plen).is_none_or(|end| end > msg_len) {
+        let Some(end) = offset.checked_add(plen).filter(|&end| end <= msg_len) else {
             return false; // checked by the parser too; never trust it here
-        }
+        };
         if self.rx_distinct + plen > self.rx_released + self.cfg.rx_window {
             return false;
         }
@@ -342,24 +382,37 @@ impl Connection {
         match &mut self.rx_msgs[idx] {
             RxSlot::Empty => {
                 if offset == 0 && plen == msg_len {
+                    // A whole message in one packet: its buffer is held until the
+                    // application takes it, a pool slot per message whatever its size, so
+                    // past `max_rx_slots` of them the message is copied out and the slot
+                    // given back (refusing it instead would leave a sender of empty
+                    // messages, which need no credit, probing until it gave us up for dead).
+                    let data = if self.rx_slots < self.cfg.max_rx_slots as u64 {
+                        self.rx_slots += 1;
+                        MsgData::Packet(buf.freeze())
+                    } else {
+                        let Some(data) = self.copy_out(msg_id, &buf) else {
+                            return false;
+                        };
+                        self.rx_released += plen;
+                        data
+                    };
                     self.rx_distinct += plen;
                     let msg = RecvMsg {
                         id: msg_id,
                         len: msg_len,
-                        data: MsgData::Packet(buf.freeze()),
+                        data,
                     };
                     self.complete(idx, msg);
                     return true;
                 }
-                let Some(dest) = self.reassembly_dest(msg_id, msg_len, max_payload, &seg_cap)
-                else {
-                    return false;
-                };
+                let dest = self.reassembly_dest(msg_len, max_payload, &seg_cap);
                 self.rx_msgs[idx] = RxSlot::Partial {
                     len: msg_len,
                     got: 0,
                     dest,
                     seen: Ranges::default(),
+                    charged: 0,
                 };
             }
             RxSlot::Partial { len, .. } => {
@@ -369,42 +422,45 @@ impl Connection {
             }
             _ => return true, // complete already: duplicate content under a new number
         }
-        let RxSlot::Partial {
-            len,
-            got,
-            dest,
-            seen,
-        } = &mut self.rx_msgs[idx]
-        else {
-            return false;
-        };
+        if plen == 0 {
+            return true; // nothing to place (and no room held for nothing)
+        }
         // Each byte arrives once (duplicates are filtered by packet number): a part
         // overlapping what is here is a malformed peer's, refused, whatever the destination.
-        if plen > 0 && !seen.insert(offset, offset + plen) {
+        let RxSlot::Partial { seen, .. } = &self.rx_msgs[idx] else {
+            return false;
+        };
+        if !seen.is_free(offset, end) {
             return false;
         }
-        match dest {
-            Dest::Vec(v) => {
-                v[offset as usize..(offset + plen) as usize].copy_from_slice(&buf);
-                drop(buf);
-                self.rx_released += plen;
-            }
-            Dest::Target(t) => {
+        let placed = match self.rx_msgs[idx] {
+            RxSlot::Partial {
+                dest: Dest::Vec(_), ..
+            } => self.place_vec(idx, msg_id, offset, buf),
+            RxSlot::Partial {
+                dest: Dest::Target(_),
+                ..
+            } => {
+                let RxSlot::Partial {
+                    dest: Dest::Target(t),
+                    ..
+                } = &mut self.rx_msgs[idx]
+                else {
+                    return false;
+                };
                 t.write_buf(offset, buf);
                 self.rx_released += plen;
+                true
             }
-            Dest::Segs { parts, moved } => {
-                if plen == 0 {
-                    return true; // nothing to keep (and no slot held for nothing)
-                }
-                if let Some(v) = keep_part(parts, moved, offset, buf, *got, *len, &seg_cap) {
-                    // The copied bytes no longer hold receive buffers (as on the Vec path).
-                    self.rx_released += *got + plen;
-                    self.stats.rx_segment_copied += 1;
-                    *dest = Dest::Vec(v);
-                }
-            }
+            _ => self.place_part(idx, msg_id, offset, buf, &seg_cap),
+        };
+        if !placed {
+            return false;
         }
+        let RxSlot::Partial { len, got, seen, .. } = &mut self.rx_msgs[idx] else {
+            return false;
+        };
+        seen.insert(offset, end);
         *got += plen;
         self.rx_distinct += plen;
         if *got >= *len {
@@ -413,64 +469,273 @@ impl Connection {
         true
     }
 
+    /// Charge `add` more bytes of reassembly memory for message `msg_id` to the
+    /// connection's budget and the endpoint's. False: over one (nothing charged). In ordered
+    /// mode the message at the head of the line may exceed the per-connection budget (by at
+    /// most one message): the completed messages behind it hold the budget until it is
+    /// delivered, so refusing it would deadlock.
+    #[inline]
+    fn charge(&mut self, msg_id: u64, add: u64) -> bool {
+        let hol = self.cfg.ordered && msg_id == self.next_deliver;
+        let limit = if hol {
+            self.cfg.max_rx_buffer.saturating_add(self.cfg.max_message)
+        } else {
+            self.cfg.max_rx_buffer
+        };
+        if self.rx_reasm + add > limit {
+            return false;
+        }
+        let used = self.budget.used.fetch_add(add, Ordering::Relaxed);
+        if used + add > self.budget.limit {
+            self.budget.used.fetch_sub(add, Ordering::Relaxed);
+            return false;
+        }
+        self.rx_reasm += add;
+        true
+    }
+
+    /// A single-packet message's bytes copied out of its packet buffer (the connection holds
+    /// `max_rx_slots` buffers already), charged to the budgets as a reassembly buffer is
+    /// (`poll_recv` gives them back). `None`: over a budget, or the allocation failed.
+    fn copy_out(&mut self, msg_id: u64, bytes: &[u8]) -> Option<MsgData> {
+        let len = bytes.len() as u64;
+        if !self.charge(msg_id, len) {
+            return None;
+        }
+        let mut v = Vec::new();
+        if v.try_reserve_exact(bytes.len()).is_err() {
+            self.uncharge(len);
+            self.stats.rx_alloc_failed += 1;
+            return None;
+        }
+        v.extend_from_slice(bytes);
+        self.stats.rx_slots_copied += 1;
+        Some(MsgData::Buffer(Bytes::from(v)))
+    }
+
+    /// Give back `n` bytes charged by [`charge`](Self::charge).
+    #[inline]
+    fn uncharge(&mut self, n: u64) {
+        self.rx_reasm -= n;
+        self.budget.used.fetch_sub(n, Ordering::Relaxed);
+    }
+
+    /// Copy part `buf` (not empty, overlapping nothing received) at `offset` into the
+    /// reassembly buffer of the message in slot `idx`, growing it as needed. False: refused
+    /// (a gap beyond the credit, over a budget, or the allocation failed).
+    fn place_vec(&mut self, idx: usize, msg_id: u64, offset: u64, buf: PktBuf) -> bool {
+        let plen = buf.len() as u64;
+        let end = offset + plen;
+        let RxSlot::Partial {
+            len,
+            dest: Dest::Vec(v),
+            charged,
+            ..
+        } = &self.rx_msgs[idx]
+        else {
+            return false;
+        };
+        let (len, have, charged) = (*len, v.len() as u64, *charged);
+        // A part below the furthest one fills a hole (it cannot straddle the furthest end:
+        // the byte before that end arrived, and overlaps are refused before this).
+        if offset < have && end > have {
+            return false;
+        }
+        let filled = if offset < have { plen } else { 0 };
+        let new_gap = offset.saturating_sub(have);
+        if self.rx_distinct + plen + self.rx_gap + new_gap - filled
+            > self.rx_released + self.cfg.rx_window
+        {
+            return false; // a hole larger than the credit the peer was given
+        }
+        let mut cap = charged;
+        let ahead = charged - have; // allocated past the furthest part, before this one
+        if end > charged {
+            // The whole message at once while the connection's allowance for memory ahead
+            // of the bytes received lasts; else grow geometrically (amortised copies),
+            // never past the message's length.
+            let room = REASM_AHEAD.saturating_sub(self.rx_ahead - ahead);
+            cap = if len - end <= room {
+                len
+            } else {
+                charged.saturating_mul(2).max(end).min(len)
+            };
+            if !self.charge(msg_id, cap - charged) {
+                return false;
+            }
+        }
+        let RxSlot::Partial {
+            dest: Dest::Vec(v),
+            charged,
+            ..
+        } = &mut self.rx_msgs[idx]
+        else {
+            return false;
+        };
+        if cap > *charged {
+            if v.try_reserve_exact((cap - have) as usize).is_err() {
+                let add = cap - *charged;
+                self.uncharge(add);
+                self.stats.rx_alloc_failed += 1;
+                return false;
+            }
+            *charged = cap;
+        }
+        if offset >= have {
+            v.resize(offset as usize, 0);
+            v.extend_from_slice(&buf);
+        } else {
+            v[offset as usize..end as usize].copy_from_slice(&buf);
+        }
+        drop(buf);
+        self.rx_gap = self.rx_gap + new_gap - filled;
+        self.rx_ahead = self.rx_ahead - ahead + (cap - have.max(end));
+        self.rx_released += plen;
+        true
+    }
+
+    /// Keep part `buf` (not empty, overlapping nothing received) at `offset` among the
+    /// packet buffers of the segments message in slot `idx`, charged to the budgets by its
+    /// bytes; or, past the bound on parts for the bytes held (`seg_cap`) or on the parts
+    /// shifted by out-of-order insertions, copy the message so far into a reassembly buffer
+    /// instead (as [`place_vec`](Self::place_vec) would have grown it). False: refused.
+    fn place_part(
+        &mut self,
+        idx: usize,
+        msg_id: u64,
+        offset: u64,
+        buf: PktBuf,
+        seg_cap: &impl Fn(u64) -> usize,
+    ) -> bool {
+        let plen = buf.len() as u64;
+        let end = offset + plen;
+        let RxSlot::Partial {
+            len,
+            got,
+            dest: Dest::Segs { parts, moved },
+            charged,
+            ..
+        } = &mut self.rx_msgs[idx]
+        else {
+            return false;
+        };
+        let (len, got, charged0) = (*len, *got, *charged);
+        let part_end = |(o, p): &(u64, PktBytes)| o + p.len() as u64;
+        // Mostly in order: append; otherwise the sorted position.
+        let i = if parts.last().is_none_or(|l| part_end(l) <= offset) {
+            parts.len()
+        } else {
+            parts.partition_point(|(o, _)| *o < offset)
+        };
+        // Shifting parts for a packet that fills an earlier hole costs a move of those
+        // after it: cheap for the retransmissions of a few losses, but a peer sending in
+        // reverse order would make it quadratic. Past a bound, copy.
+        let shift = parts.len() - i;
+        let copy = parts.len() >= seg_cap(got + plen) || *moved + shift > 64 * seg_cap(len);
+        if !copy {
+            if !self.charge(msg_id, plen) {
+                return false;
+            }
+            let RxSlot::Partial {
+                dest: Dest::Segs { parts, moved },
+                charged,
+                ..
+            } = &mut self.rx_msgs[idx]
+            else {
+                return false;
+            };
+            *moved += shift;
+            *charged += plen;
+            parts.insert(i, (offset, buf.freeze()));
+            return true;
+        }
+        // Packets too small for the slots they hold, or too much reordering: copy the
+        // message so far into a buffer as long as its furthest part (the holes before it
+        // count against the credit, as on the buffer path), then give the parts back.
+        let furthest = parts.last().map_or(end, |l| part_end(l).max(end));
+        let gap = furthest - got - plen;
+        // The parts' bytes leave the credit (copied), the holes enter it.
+        if self.rx_distinct + self.rx_gap + gap > self.rx_released + got + plen + self.cfg.rx_window
+        {
+            return false;
+        }
+        if furthest > charged0 && !self.charge(msg_id, furthest - charged0) {
+            return false;
+        }
+        let mut v = Vec::new();
+        if v.try_reserve_exact(furthest as usize).is_err() {
+            if furthest > charged0 {
+                self.uncharge(furthest - charged0);
+            }
+            self.stats.rx_alloc_failed += 1;
+            return false;
+        }
+        v.resize(furthest as usize, 0);
+        let RxSlot::Partial { dest, charged, .. } = &mut self.rx_msgs[idx] else {
+            return false;
+        };
+        if let Dest::Segs { parts, .. } = dest {
+            for (o, p) in parts.drain(..) {
+                v[o as usize..o as usize + p.len()].copy_from_slice(&p);
+            }
+        }
+        v[offset as usize..end as usize].copy_from_slice(&buf);
+        drop(buf);
+        *dest = Dest::Vec(v);
+        *charged = furthest.max(charged0);
+        let _ = len;
+        self.rx_gap += gap;
+        // The copied bytes no longer hold receive buffers (as on the buffer path).
+        self.rx_released += got + plen;
+        self.stats.rx_segment_copied += 1;
+        true
+    }
+
     /// Where the first part of a multi-packet message of `msg_len` bytes goes: the first
-    /// posted target that fits it, else a reassembly buffer (or, with `rx_segments`, a list
-    /// for its packet buffers) reserved against the connection's and the endpoint's budgets.
-    /// `None`: refused (over a budget).
+    /// posted target that fits it, else a reassembly buffer that grows with what arrives
+    /// (or, with `rx_segments`, a list for its packet buffers). Nothing is reserved or
+    /// charged here: the budgets are charged by what each part makes the message hold.
     #[inline]
     fn reassembly_dest(
         &mut self,
-        msg_id: u64,
         msg_len: u64,
         max_payload: u64,
         seg_cap: &impl Fn(u64) -> usize,
-    ) -> Option<Dest> {
-        let dest = match self.targets.front() {
-            Some(t) if t.capacity() >= msg_len => Dest::Target(self.targets.pop_front()?),
-            _ => {
-                // In ordered mode the message at the head of the line may exceed the
-                // per-connection budget (by at most one message): the completed
-                // messages behind it hold the budget until it is delivered, so
-                // refusing it would deadlock.
-                let hol = self.cfg.ordered && msg_id == self.next_deliver;
-                let limit = if hol {
-                    self.cfg.max_rx_buffer.saturating_add(self.cfg.max_message)
-                } else {
-                    self.cfg.max_rx_buffer
-                };
-                if self.rx_reasm + msg_len > limit {
-                    return None;
-                }
-                let used = self.budget.used.fetch_add(msg_len, Ordering::Relaxed);
-                if used + msg_len > self.budget.limit {
-                    self.budget.used.fetch_sub(msg_len, Ordering::Relaxed);
-                    return None;
-                }
-                self.rx_reasm += msg_len;
-                if self.cfg.rx_segments && msg_len <= self.cfg.rx_window {
-                    // One allocation: room for the packets a full-size sender uses.
-                    let n = msg_len.div_ceil(max_payload).min(seg_cap(msg_len) as u64);
-                    Dest::Segs {
-                        parts: Vec::with_capacity(n as usize),
-                        moved: 0,
-                    }
-                } else {
-                    Dest::Vec(vec![0u8; msg_len as usize])
+    ) -> Dest {
+        match self.targets.front() {
+            Some(t) if t.capacity() >= msg_len => match self.targets.pop_front() {
+                Some(t) => Dest::Target(t),
+                None => Dest::Vec(Vec::new()),
+            },
+            _ if self.cfg.rx_segments && msg_len <= self.cfg.rx_window => {
+                // One allocation for the packets of a message up to SEGS_INITIAL parts; a
+                // longer one grows its list as its parts arrive (never sized by the claim).
+                let n = msg_len
+                    .div_ceil(max_payload)
+                    .min(seg_cap(msg_len) as u64)
+                    .min(SEGS_INITIAL);
+                Dest::Segs {
+                    parts: Vec::with_capacity(n as usize),
+                    moved: 0,
                 }
             }
-        };
-        Some(dest)
+            _ => Dest::Vec(Vec::new()),
+        }
     }
 
     /// The message in slot `idx` has all its bytes: hand it to [`complete`](Self::complete)
     /// in the form its destination gives.
     #[inline]
     fn complete_partial(&mut self, idx: usize, msg_id: u64) -> bool {
-        let RxSlot::Partial { len, dest, .. } =
-            std::mem::replace(&mut self.rx_msgs[idx], RxSlot::Empty)
+        let RxSlot::Partial {
+            len, dest, charged, ..
+        } = std::mem::replace(&mut self.rx_msgs[idx], RxSlot::Empty)
         else {
             return false;
         };
+        // Complete: a buffer grew to the message's length, a list holds all its bytes (and
+        // `poll_recv` gives back the message's length).
+        debug_assert!(matches!(dest, Dest::Target(_)) || charged == len);
         let data = match dest {
             Dest::Vec(v) => MsgData::Buffer(Bytes::from(v)),
             Dest::Target(t) => MsgData::Target(t),
@@ -539,10 +804,28 @@ impl Connection {
             }
             let len = r.len() as u64;
             self.rx_distinct += len;
+            // Each message keeps the packet's buffer (a slot) until it is taken: past
+            // `max_rx_slots`, copied out as in `on_data`. (Where the copy cannot be made, over
+            // a budget, the message keeps the buffer: the packet is taken as a whole.)
+            let copied = if self.rx_slots >= self.cfg.max_rx_slots as u64 {
+                self.copy_out(id, &data[r.clone()])
+            } else {
+                None
+            };
+            let msg_data = match copied {
+                Some(c) => {
+                    self.rx_released += len;
+                    c
+                }
+                None => {
+                    self.rx_slots += 1;
+                    MsgData::Packet(data.slice(r))
+                }
+            };
             let msg = RecvMsg {
                 id,
                 len,
-                data: MsgData::Packet(data.slice(r)),
+                data: msg_data,
             };
             self.complete(idx, msg);
         }
@@ -568,49 +851,6 @@ impl Connection {
             }
             self.next_deliver += 1;
         }
-    }
-}
-
-/// Keep part `buf` (not empty) at `offset` among the packet buffers `parts` of a segments
-/// message of `len` bytes, `got` of them received before it. Past the bound on parts for the
-/// bytes held (`seg_cap`) or on the parts shifted by out-of-order insertions, the message is
-/// copied instead: the buffer holding all of it so far comes back, and `parts` is emptied.
-#[inline]
-fn keep_part(
-    parts: &mut Vec<(u64, PktBytes)>,
-    moved: &mut usize,
-    offset: u64,
-    buf: PktBuf,
-    got: u64,
-    len: u64,
-    seg_cap: &impl Fn(u64) -> usize,
-) -> Option<Vec<u8>> {
-    let plen = buf.len() as u64;
-    let end = offset + plen;
-    let part_end = |(o, p): &(u64, PktBytes)| o + p.len() as u64;
-    // Mostly in order: append; otherwise the sorted position.
-    let i = if parts.last().is_none_or(|l| part_end(l) <= offset) {
-        parts.len()
-    } else {
-        parts.partition_point(|(o, _)| *o < offset)
-    };
-    // Shifting parts for a packet that fills an earlier hole costs a move of
-    // those after it: cheap for the retransmissions of a few losses, but a peer
-    // sending in reverse order would make it quadratic. Past a bound, copy.
-    *moved += parts.len() - i;
-    if parts.len() >= seg_cap(got + plen) || *moved > 64 * seg_cap(len) {
-        // Packets too small for the slots they hold, or too much reordering:
-        // copy the message instead.
-        let mut v = vec![0u8; len as usize];
-        for (o, p) in parts.drain(..) {
-            v[o as usize..o as usize + p.len()].copy_from_slice(&p);
-        }
-        v[offset as usize..end as usize].copy_from_slice(&buf);
-        drop(buf);
-        Some(v)
-    } else {
-        parts.insert(i, (offset, buf.freeze()));
-        None
     }
 }
 

@@ -40,4 +40,12 @@ pub struct ConnectionStats {
     /// packets were too small for the slots they held or came too far out of order
     /// ([`ConnectionConfig::rx_segments`](crate::proto::ConnectionConfig::rx_segments)).
     pub rx_segment_copied: u64,
+    /// Single-packet messages copied out of their packet buffer (delivered as
+    /// [`MsgData::Buffer`](crate::proto::MsgData::Buffer)) because this connection already
+    /// held [`max_rx_slots`](crate::proto::ConnectionConfig::max_rx_slots) buffers for
+    /// undelivered messages.
+    pub rx_slots_copied: u64,
+    /// Packets refused because growing a reassembly buffer failed to allocate (also counted
+    /// in `rx_refused`): the allocator's refusal is a drop, never an abort.
+    pub rx_alloc_failed: u64,
 }

@@ -1,0 +1,147 @@
+//! A hostile host on the network (issue 18): a peer that claims huge messages or pins pool
+//! slots with tiny ones, against an endpoint with its default budgets. Each hostile input is refused and counted, or held at what it cost the
+//! peer to send; everyone else goes on being served.
+
+use std::net::SocketAddr;
+
+use bypass::pmd::sim::LinkConfig;
+use bypass::proto::testing::{run_transfer, Pair, Peer, CLIENT_ADDR};
+use bypass::proto::{ConnectionConfig, ConnectionHandle, EndpointConfig};
+use bypass::wire::transport::{Kind, Repr};
+
+/// Feed the server of `p` a DATA packet for the connection behind the client handle `ch`, as
+/// its peer would send it (right ids and address), with `plen` payload bytes.
+fn inject_data(p: &mut Pair, ch: ConnectionHandle, pn: u64, kind: Kind, plen: usize) {
+    let c = p.client.connection_ref(ch).unwrap();
+    let r = Repr {
+        flags: 0,
+        dst_cid: c.remote_cid(),
+        src_cid: c.local_cid(),
+        pn,
+        tx_timestamp: p.now.as_nanos(),
+        kind,
+    };
+    let mut b = p.server_pool.alloc().expect("server pool");
+    b.extend_from_slice(&vec![0x5a; plen]).unwrap();
+    r.prepend_to(&mut b).unwrap();
+    let now = p.now;
+    p.server.handle(now, SocketAddr::V4(CLIENT_ADDR), false, b);
+}
+
+/// A peer that sends the first packet of many messages each claiming 1 GiB, on 8
+/// connections: the receiver holds about what it was sent, not what was claimed, and a
+/// legitimate connection beside them still moves multi-packet messages. Parts far past what
+/// was received (a hole the size of the claim) are refused and counted.
+#[test]
+fn huge_claims_hold_what_was_sent() {
+    let mut p = Pair::new(
+        EndpointConfig::default(),
+        EndpointConfig::default(),
+        LinkConfig::default(),
+        18,
+    );
+    let hostile: Vec<_> = (0..8).map(|_| p.connect().expect("connect")).collect();
+    let legit = p.connect().expect("connect legit");
+    let plen = 1400usize;
+    let claim = 1u64 << 30;
+    let mut sent = 0u64;
+    for (k, &(ch, _)) in hostile.iter().enumerate() {
+        for id in 0..64u64 {
+            let kind = Kind::Data {
+                msg_id: id,
+                msg_len: claim,
+                offset: 0,
+            };
+            inject_data(&mut p, ch, 100 + id, kind, plen);
+            sent += plen as u64;
+        }
+        // A part near the end of another claimed message: a hole of ~1 GiB before it.
+        let kind = Kind::Data {
+            msg_id: 64,
+            msg_len: claim,
+            offset: claim - plen as u64,
+        };
+        inject_data(&mut p, ch, 100 + 64, kind, plen);
+        let _ = k;
+    }
+    let held = p.server.rx_buffered();
+    let refused: u64 = hostile
+        .iter()
+        .map(|&(_, sh)| p.server.connection_ref(sh).unwrap().stats().rx_refused)
+        .sum();
+    println!("sent {sent} bytes of 1 GiB claims; the server holds {held}, refused {refused}");
+    assert!(
+        held <= 2 * sent,
+        "the server holds {held} bytes for {sent} bytes received"
+    );
+    assert_eq!(
+        refused, 8,
+        "each part past a claim-sized hole is refused and counted"
+    );
+    // The legitimate connection still moves multi-packet messages.
+    let sizes = [100_000usize, 300_000, 50_000];
+    run_transfer(
+        &mut p,
+        legit,
+        [&sizes, &sizes],
+        18,
+        2_000_000_000,
+        2_000_000,
+    )
+    .expect("legitimate transfer");
+}
+
+/// A peer sending 0-byte messages (one DATA packet each) on connections whose application
+/// never reads: each connection holds at most `max_rx_slots` pool slots (the messages past
+/// it are copied out of their buffers, counted), and a legitimate connection still works.
+#[test]
+fn tiny_messages_pin_bounded_slots() {
+    let client = EndpointConfig {
+        conn: ConnectionConfig {
+            batch: false, // one DATA packet, so one slot, per message
+            ..ConnectionConfig::default()
+        },
+        ..EndpointConfig::default()
+    };
+    let mut p = Pair::new(client, EndpointConfig::default(), LinkConfig::default(), 19);
+    let hostile: Vec<_> = (0..9).map(|_| p.connect().expect("connect")).collect();
+    let legit = p.connect().expect("connect legit");
+    let idle = p.client_pool.stats().in_use;
+    for _ in 0..20_000 {
+        for &(ch, _) in &hostile {
+            if let Some(c) = p.client.connection(ch) {
+                while c.send(bytes::Bytes::new()).is_ok() {}
+            }
+        }
+        p.step();
+        for &(ch, _) in &hostile {
+            p.drain(Peer::Client, ch, drop, drop);
+        }
+        // The server application never reads.
+    }
+    // Frames crossing the client-to-server link are client-pool buffers: the server's held
+    // messages show in that pool.
+    let held = p.client_pool.stats().in_use - idle;
+    let cap = ConnectionConfig::default().max_rx_slots as u64;
+    let copied: u64 = hostile
+        .iter()
+        .map(|&(_, sh)| p.server.connection_ref(sh).unwrap().stats().rx_slots_copied)
+        .sum();
+    println!(
+        "9 connections of 0-byte messages: {held} client-pool slots held, cap {cap} each, \
+         {copied} copied out, pool empty {}",
+        p.pool_empty
+    );
+    assert!(held <= 9 * cap + 64, "{held} slots held");
+    assert!(copied > 0);
+    let sizes = [10usize, 100_000, 1000];
+    run_transfer(
+        &mut p,
+        legit,
+        [&sizes, &sizes],
+        19,
+        2_000_000_000,
+        2_000_000,
+    )
+    .expect("legitimate transfer");
+}
