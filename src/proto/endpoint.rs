@@ -17,7 +17,7 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
@@ -53,6 +53,16 @@ pub struct EndpointConfig {
     pub accept: bool,
     /// Most live connections.
     pub max_connections: usize,
+    /// Most connections accepted from one source IP address (whatever its ports) alive at
+    /// once; a verified confirm past it is refused and counted
+    /// ([`EndpointStats::refused_per_source`]). Default 64.
+    ///
+    /// Why: the cookie proves only that the source can receive at its address, so without
+    /// it one host could fill the whole connection table ([`max_connections`](Self::max_connections),
+    /// 1024 by default) and starve every other; 64 leaves room for 16 such hosts and is far
+    /// above what one client process opens in practice. Connections this endpoint opened
+    /// itself ([`Endpoint::connect`]) do not count.
+    pub max_connections_per_source: usize,
     /// Bytes of reassembly buffers all connections together may hold, charged by what the
     /// buffers hold (they grow with the bytes received), not by the lengths messages claim.
     /// Default 4 GiB.
@@ -84,6 +94,7 @@ impl Default for EndpointConfig {
             cookie_period: Duration::from_secs(10),
             accept: true,
             max_connections: 1024,
+            max_connections_per_source: 64,
             rx_budget: 4 << 30,
             stateless_queue: 64,
             conn: ConnectionConfig::default(),
@@ -112,6 +123,9 @@ pub struct EndpointStats {
     pub accepted: u64,
     /// Verified confirms refused for lack of room.
     pub refused: u64,
+    /// Verified confirms refused because their source address already had
+    /// [`EndpointConfig::max_connections_per_source`] connections.
+    pub refused_per_source: u64,
     /// Stateless answers dropped because the queue was full.
     pub stateless_dropped: u64,
     /// Connections freed.
@@ -165,6 +179,9 @@ pub struct Endpoint {
     sched: Sched,
     live: usize,
     stats: EndpointStats,
+    /// Live accepted connections per source address
+    /// ([`EndpointConfig::max_connections_per_source`]).
+    per_source: HashMap<IpAddr, u32>,
     /// The last iteration of the driving loop ([`Endpoint::note_poll`]); `None`: not told.
     last_poll: Option<Instant>,
 }
@@ -271,6 +288,7 @@ impl Endpoint {
             sched: Sched::with_capacity(cap),
             live: 0,
             stats: EndpointStats::default(),
+            per_source: HashMap::with_capacity(cap.min(1024)),
             last_poll: None,
             cfg,
         }
@@ -511,6 +529,11 @@ impl Endpoint {
             self.stats.refused += 1;
             return;
         }
+        let from = self.per_source.get(&remote.ip()).copied().unwrap_or(0);
+        if from as usize >= self.cfg.max_connections_per_source {
+            self.stats.refused_per_source += 1;
+            return;
+        }
         let cc = self.cfg.cc.build(now, self.cfg.conn.max_datagram as u64);
         let mut c = Connection::new(
             Side::Server,
@@ -525,6 +548,7 @@ impl Endpoint {
         c.set_peer_params(credit, max_datagram, repr.flags);
         c.handle_packet(now, &repr, buf, ecn_ce, stall);
         let h = self.insert(c);
+        *self.per_source.entry(remote.ip()).or_insert(0) += 1;
         self.stats.accepted += 1;
         self.incoming.push_back(h);
     }
@@ -636,6 +660,15 @@ impl Endpoint {
                 c.handle_timeout(now);
             }
             if c.is_drained() {
+                if c.side() == Side::Server {
+                    let ip = c.remote.ip();
+                    if let Some(n) = self.per_source.get_mut(&ip) {
+                        *n -= 1;
+                        if *n == 0 {
+                            self.per_source.remove(&ip);
+                        }
+                    }
+                }
                 let cid = c.local_cid;
                 self.by_cid.remove(&cid);
                 self.conns[k] = None;

@@ -30,10 +30,11 @@
 //!   with the lengths it claims: packet buffers by the credit we grant and, for messages not
 //!   yet taken, [`ConnectionConfig::max_rx_slots`]; reassembly buffers grow with the bytes
 //!   that arrive (plus holes the credit bounds and at most 1 MiB per connection allocated
-//!   ahead), charged to per-connection and per-endpoint budgets; queues by fixed
-//!   capacities. Exhaustion is a `WouldBlock` for the application and a counted drop for the
-//!   peer (it retransmits), never growth; a failed allocation is a counted drop too, never an
-//!   abort.
+//!   ahead), charged to per-connection and per-endpoint budgets; connections by
+//!   [`EndpointConfig::max_connections`] and, per source address,
+//!   [`EndpointConfig::max_connections_per_source`]; queues by fixed capacities. Exhaustion
+//!   is a `WouldBlock` for the application and a counted drop for the peer (it retransmits),
+//!   never growth; a failed allocation is a counted drop too, never an abort.
 //! - Nothing a peer sends makes this code panic.
 //!
 //! Allocation: none per packet in steady state. Per connection: its queues (small at

@@ -1,13 +1,15 @@
-//! A hostile host on the network (issue 18): a peer that claims huge messages or pins pool
-//! slots with tiny ones, against an endpoint with its default budgets. Each hostile input is refused and counted, or held at what it cost the
+//! A hostile host on the network (issue 18): a peer that claims huge messages, pins pool
+//! slots with tiny ones or opens connections by the thousand, against an endpoint with its
+//! default budgets. Each hostile input is refused and counted, or held at what it cost the
 //! peer to send; everyone else goes on being served.
 
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 
+use bypass::mem::{HugePages, Pool, PoolConfig};
 use bypass::pmd::sim::LinkConfig;
 use bypass::proto::testing::{run_transfer, Pair, Peer, CLIENT_ADDR};
-use bypass::proto::{ConnectionConfig, ConnectionHandle, EndpointConfig};
-use bypass::wire::transport::{Kind, Repr};
+use bypass::proto::{ConnectionConfig, ConnectionHandle, Endpoint, EndpointConfig, Instant};
+use bypass::wire::transport::{Kind, Packet, Repr, FLAG_ACK_NOW};
 
 /// Feed the server of `p` a DATA packet for the connection behind the client handle `ch`, as
 /// its peer would send it (right ids and address), with `plen` payload bytes.
@@ -144,4 +146,70 @@ fn tiny_messages_pin_bounded_slots() {
         2_000_000,
     )
     .expect("legitimate transfer");
+}
+
+fn pool() -> Pool {
+    Pool::new(&PoolConfig {
+        hugepages: HugePages::Never,
+        cache_size: 0,
+        ..PoolConfig::new("hostile-handshakes", 256, 2048)
+    })
+    .unwrap()
+}
+
+/// Run a handshake from `addr` with client id `cid` against `ep` by hand: hello, ACCEPT,
+/// confirm. True if the server made a connection for it.
+fn handshake(ep: &mut Endpoint, pool: &Pool, now: Instant, addr: SocketAddr, cid: u64) -> bool {
+    let connect = |dst_cid: u64| Repr {
+        flags: FLAG_ACK_NOW,
+        dst_cid,
+        src_cid: cid,
+        pn: 0,
+        tx_timestamp: now.as_nanos(),
+        kind: Kind::Connect {
+            credit: 1 << 20,
+            max_datagram: 1472,
+        },
+    };
+    let mut b = pool.alloc().unwrap();
+    connect(0).prepend_to(&mut b).unwrap();
+    ep.handle(now, addr, false, b);
+    let mut out = pool.alloc().unwrap();
+    let _ = ep.poll_transmit(now, &mut out).expect("ACCEPT");
+    let accept = Repr::parse(&Packet::new_checked(out.data()).unwrap()).unwrap();
+    assert!(matches!(accept.kind, Kind::Accept { .. }));
+    let before = ep.stats().accepted;
+    let mut b = pool.alloc().unwrap();
+    connect(accept.src_cid).prepend_to(&mut b).unwrap();
+    ep.handle(now, addr, false, b);
+    while ep.poll_incoming().is_some() {}
+    ep.stats().accepted > before
+}
+
+/// One source address (any ports) opening more connections than the per-source limit is
+/// refused beyond it, counted; another source still connects.
+#[test]
+fn handshakes_per_source_are_limited() {
+    let cfg = EndpointConfig::default();
+    let limit = cfg.max_connections_per_source;
+    let mut ep = Endpoint::new(cfg, 5);
+    let pool = pool();
+    let now = Instant::from_nanos(1_000_000_000);
+    let bad = Ipv4Addr::new(10, 9, 9, 9);
+    let mut accepted = 0usize;
+    for i in 0..limit + 10 {
+        let addr = SocketAddr::V4(SocketAddrV4::new(bad, 1024 + i as u16));
+        if handshake(&mut ep, &pool, now, addr, 0x1000 + i as u64) {
+            accepted += 1;
+        }
+    }
+    println!(
+        "{accepted} of {} accepted from one source: {:?}",
+        limit + 10,
+        ep.stats()
+    );
+    assert_eq!(accepted, limit);
+    assert_eq!(ep.stats().refused_per_source, 10);
+    let good = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(10, 9, 9, 10), 5000));
+    assert!(handshake(&mut ep, &pool, now, good, 0x9999));
 }
