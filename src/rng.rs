@@ -12,6 +12,8 @@
 //!   algorithm, or how a method turns 64 bits into its result, changes every one of those
 //!   runs.
 //! - No allocation, no clock, no global state; every method is a few arithmetic operations.
+//! - The one exception, for secrets: [`os_fill`] and [`os_u64`] ask the operating system
+//!   (a system call each) and fail rather than fall back to anything predictable.
 //!
 //! Two algorithms, with the same methods:
 //! - [`SplitMix64`] (Steele, Lea and Flood; Vigna's `splitmix64.c`): one word of state. The
@@ -22,6 +24,35 @@
 //!
 //! [`mix64`] is SplitMix64's output function alone: a counter-based stream (`mix64` of a
 //! position) when values are needed by index rather than in order.
+
+/// Fill `buf` with random bytes from the operating system: `getrandom(2)`, or
+/// `/dev/urandom` where that system call is missing. For secrets (the handshake cookie key)
+/// and seeds that must not be guessed. An error when neither gives bytes: there is no
+/// fallback to anything predictable (the time of day), the caller decides what to do
+/// without randomness.
+pub fn os_fill(buf: &mut [u8]) -> std::io::Result<()> {
+    let mut done = 0;
+    while done < buf.len() {
+        match rustix::rand::getrandom(&mut buf[done..], rustix::rand::GetRandomFlags::empty()) {
+            Ok(n) => done += n,
+            Err(rustix::io::Errno::INTR) => {}
+            Err(rustix::io::Errno::NOSYS) | Err(rustix::io::Errno::PERM) => {
+                // No getrandom(2) (an old kernel, a seccomp filter): the device.
+                use std::io::Read;
+                return std::fs::File::open("/dev/urandom")?.read_exact(&mut buf[done..]);
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+/// Eight random bytes from the operating system ([`os_fill`]).
+pub fn os_u64() -> std::io::Result<u64> {
+    let mut b = [0u8; 8];
+    os_fill(&mut b)?;
+    Ok(u64::from_le_bytes(b))
+}
 
 /// SplitMix64's increment (the golden ratio as a 64-bit fraction).
 const GAMMA: u64 = 0x9e37_79b9_7f4a_7c15;

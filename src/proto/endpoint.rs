@@ -45,7 +45,13 @@ pub struct Transmit {
 /// Endpoint settings.
 #[derive(Debug, Clone)]
 pub struct EndpointConfig {
-    /// Secret for handshake cookies. Use a random key per process.
+    /// Secret for handshake cookies (SipHash-2-4 key). Default: the process's own key, drawn
+    /// once from the OS ([`crate::rng::os_u64`]), so that nobody can forge cookies from a
+    /// key written in the source. Should the OS have no randomness to give (no
+    /// `getrandom(2)` and no `/dev/urandom`), the default is the all-zero key, which the
+    /// endpoint takes as *no key*: it answers no hello (each counted in
+    /// [`EndpointStats::no_cookie_key`]) and logs an error, rather than accept with a key
+    /// anyone could guess. Tests that need repeatable cookies set their own.
     pub cookie_key: [u64; 2],
     /// Cookie time bucket; a cookie is valid for one to two periods.
     pub cookie_period: Duration,
@@ -90,7 +96,7 @@ pub struct EndpointConfig {
 impl Default for EndpointConfig {
     fn default() -> EndpointConfig {
         EndpointConfig {
-            cookie_key: [0x0123_4567_89ab_cdef, 0xfedc_ba98_7654_3210],
+            cookie_key: process_cookie_key(),
             cookie_period: Duration::from_secs(10),
             accept: true,
             max_connections: 1024,
@@ -102,6 +108,23 @@ impl Default for EndpointConfig {
             stall_threshold: Duration::from_micros(50),
         }
     }
+}
+
+/// The process's cookie key: drawn from the OS once, the all-zero key (no key: the endpoint
+/// answers no hello) if the OS has no randomness to give. See [`EndpointConfig::cookie_key`].
+fn process_cookie_key() -> [u64; 2] {
+    static KEY: std::sync::OnceLock<[u64; 2]> = std::sync::OnceLock::new();
+    *KEY.get_or_init(|| match (crate::rng::os_u64(), crate::rng::os_u64()) {
+        (Ok(a), Ok(b)) if [a, b] != [0, 0] => [a, b],
+        (a, b) => {
+            tracing::error!(
+                "no randomness from the OS for the handshake cookie key ({:?}): endpoints \
+                     with the default EndpointConfig::cookie_key accept no connection",
+                a.and(b).err()
+            );
+            [0, 0]
+        }
+    })
 }
 
 /// Endpoint counters.
@@ -126,6 +149,9 @@ pub struct EndpointStats {
     /// Verified confirms refused because their source address already had
     /// [`EndpointConfig::max_connections_per_source`] connections.
     pub refused_per_source: u64,
+    /// Hellos left unanswered because the endpoint has no cookie key (the all-zero key: the
+    /// OS had no randomness for the default, see [`EndpointConfig::cookie_key`]).
+    pub no_cookie_key: u64,
     /// Stateless answers dropped because the queue was full.
     pub stateless_dropped: u64,
     /// Connections freed.
@@ -457,6 +483,9 @@ impl Endpoint {
                 return;
             }
             match repr.kind {
+                Kind::Connect { .. } if self.cfg.accept && self.cfg.cookie_key == [0, 0] => {
+                    self.stats.no_cookie_key += 1;
+                }
                 Kind::Connect { .. } if self.cfg.accept && repr.src_cid != 0 => {
                     if self.stateless.len() >= self.cfg.stateless_queue {
                         self.stats.stateless_dropped += 1;

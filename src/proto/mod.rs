@@ -4,7 +4,9 @@
 //! Contract:
 //! - No clock, no socket, no global, no thread: every input carries `now` ([`Instant`], ns on
 //!   the caller's clock), every output is polled. Randomness (connection ids) comes from a
-//!   seed the caller supplies; the handshake cookie key is the caller's.
+//!   seed the caller supplies; the handshake cookie key is the caller's. (One exception to
+//!   "no global": `EndpointConfig::default()` draws the process's cookie key from the OS
+//!   once, see [`EndpointConfig::cookie_key`].)
 //! - Inputs: [`Endpoint::handle`] (a received datagram, in a [`PktBuf`]),
 //!   [`Endpoint::handle_timeout`], and application calls on a connection
 //!   ([`Connection::send`], [`Connection::close`], [`Connection::post_target`]).

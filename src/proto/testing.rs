@@ -123,13 +123,20 @@ impl Pair {
     }
 
     /// As [`Pair::new`] with different links per direction.
+    ///
+    /// Both endpoints' cookie keys are derived from `seed` (replacing the configs'), so that
+    /// a seeded run is the same in every process (the default key is random per process).
     pub fn with_links(
-        client: EndpointConfig,
-        server: EndpointConfig,
+        mut client: EndpointConfig,
+        mut server: EndpointConfig,
         c2s: LinkConfig,
         s2c: LinkConfig,
         seed: u64,
     ) -> Pair {
+        for (i, cfg) in [&mut client, &mut server].into_iter().enumerate() {
+            let k = seed ^ (0xc00c_1e00 + i as u64);
+            cfg.cookie_key = [crate::rng::mix64(k), crate::rng::mix64(!k)];
+        }
         let client_pool = pool("pair-client", 8192);
         let server_pool = pool("pair-server", 8192);
         let cmac = EthernetAddress([2, 0, 0, 0, 0, 1]);

@@ -285,7 +285,7 @@ impl StackBuilder {
             accept: self.accept,
             max_connections: self.max_connections,
             conn,
-            cookie_key: [os_random(), os_random()],
+            cookie_key: [os_random()?, os_random()?],
             ..EndpointConfig::default()
         };
         ecfg.cc = match self.cc {
@@ -305,7 +305,10 @@ impl StackBuilder {
         };
         let max_message = ecfg.conn.max_message;
         let max_send_msgs = ecfg.conn.max_send_msgs;
-        let seed = self.seed.unwrap_or_else(os_random);
+        let seed = match self.seed {
+            Some(s) => s,
+            None => os_random()?,
+        };
         let transport = Transport {
             ep: Endpoint::new(ecfg, seed),
             udp_port: self.udp_port,
@@ -379,21 +382,14 @@ fn line_rate_bps(speed_mbps: u32, intact: bool) -> u64 {
 /// memif at 98 Gb/s (bench/results/, "1 MiB stream").
 const MEMORY_LINK_BPS: u64 = 400_000_000_000;
 
-fn os_random() -> u64 {
-    let mut b = [0u8; 8];
-    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
-        use std::io::Read;
-        if f.read_exact(&mut b).is_ok() {
-            return u64::from_le_bytes(b);
-        }
-    }
-    // Fallback: time and address entropy (ids only need to be unpredictable to off-path
-    // attackers; the cookie key is what matters, and urandom exists on every Linux).
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0);
-    t ^ (&b as *const _ as u64).rotate_left(32)
+/// Eight bytes from the OS ([`crate::rng::os_u64`]) for the cookie key and the connection-id
+/// seed: an error when it has none, never a fallback anyone could guess (the time of day).
+fn os_random() -> Result<u64, Error> {
+    crate::rng::os_u64().map_err(|e| Error::Backend {
+        what: "randomness from the OS (handshake cookie key, connection ids)".into(),
+        why: e.to_string(),
+        fix: "allow getrandom(2) or /dev/urandom to the process (seccomp, chroot)",
+    })
 }
 
 #[cfg(test)]

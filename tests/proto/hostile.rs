@@ -1,5 +1,5 @@
 //! A hostile host on the network (issue 18): a peer that claims huge messages, pins pool
-//! slots with tiny ones or opens connections by the thousand, against an endpoint with its
+//! slots with tiny ones, or opens connections by the thousand, against an endpoint with its
 //! default budgets. Each hostile input is refused and counted, or held at what it cost the
 //! peer to send; everyone else goes on being served.
 
@@ -212,4 +212,53 @@ fn handshakes_per_source_are_limited() {
     assert_eq!(ep.stats().refused_per_source, 10);
     let good = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(10, 9, 9, 10), 5000));
     assert!(handshake(&mut ep, &pool, now, good, 0x9999));
+}
+
+/// The default cookie key is the process's own, from the OS: not a constant anyone can read
+/// in the source, the same for every default config of the process.
+#[test]
+fn default_cookie_key_is_random_per_process() {
+    let a = EndpointConfig::default().cookie_key;
+    let b = EndpointConfig::default().cookie_key;
+    assert_eq!(a, b, "one key per process");
+    assert_ne!(a, [0x0123_4567_89ab_cdef, 0xfedc_ba98_7654_3210]);
+    assert_ne!(a, [0, 0]);
+    // The OS source itself: two draws differ (2^-64 odds of a false failure).
+    let x = bypass::rng::os_u64().expect("OS randomness");
+    let y = bypass::rng::os_u64().expect("OS randomness");
+    assert_ne!(x, y);
+}
+
+/// An endpoint without a cookie key (the all-zero key: what the default is when the OS has
+/// no randomness) answers no hello, counted, rather than hand out cookies anyone can forge.
+#[test]
+fn zero_cookie_key_answers_no_hello() {
+    let mut ep = Endpoint::new(
+        EndpointConfig {
+            cookie_key: [0, 0],
+            ..EndpointConfig::default()
+        },
+        6,
+    );
+    let pool = pool();
+    let now = Instant::from_nanos(1_000_000_000);
+    let hello = Repr {
+        flags: FLAG_ACK_NOW,
+        dst_cid: 0,
+        src_cid: 0x4242,
+        pn: 0,
+        tx_timestamp: now.as_nanos(),
+        kind: Kind::Connect {
+            credit: 1 << 20,
+            max_datagram: 1472,
+        },
+    };
+    let mut b = pool.alloc().unwrap();
+    hello.prepend_to(&mut b).unwrap();
+    let addr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(10, 9, 9, 11), 5000));
+    ep.handle(now, addr, false, b);
+    let mut out = pool.alloc().unwrap();
+    assert!(ep.poll_transmit(now, &mut out).is_none(), "no ACCEPT");
+    assert_eq!(ep.stats().no_cookie_key, 1);
+    assert_eq!(ep.stats().hellos, 0);
 }
