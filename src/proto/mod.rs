@@ -151,8 +151,8 @@ pub struct ConnectionConfig {
     /// its bytes count against the credit ([`rx_window`](Self::rx_window)) until
     /// [`Connection::poll_recv`] hands it out, as a single-packet message's do: the receive
     /// pool needs about `rx_window / payload` slots beyond what the port keeps. It also
-    /// reserves its length in the reassembly budgets ([`max_rx_buffer`](Self::max_rx_buffer),
-    /// the endpoint's) as a copied message does. A message longer than `rx_window` (it could
+    /// charges its parts' bytes to the reassembly budgets
+    /// ([`max_rx_buffer`](Self::max_rx_buffer), the endpoint's) as they arrive. A message longer than `rx_window` (it could
     /// never complete under a credit it holds) and one whose packets are much smaller than
     /// the datagram allows (more than `2 * ceil(len / payload) + 2` parts: a slot per few
     /// bytes) or that arrive so far out of order that keeping the parts sorted would cost
