@@ -158,8 +158,14 @@ fn pool() -> Pool {
 }
 
 /// Run a handshake from `addr` with client id `cid` against `ep` by hand: hello, ACCEPT,
-/// confirm. True if the server made a connection for it.
-fn handshake(ep: &mut Endpoint, pool: &Pool, now: Instant, addr: SocketAddr, cid: u64) -> bool {
+/// confirm. The server's connection, if it made one.
+fn handshake(
+    ep: &mut Endpoint,
+    pool: &Pool,
+    now: Instant,
+    addr: SocketAddr,
+    cid: u64,
+) -> Option<ConnectionHandle> {
     let connect = |dst_cid: u64| Repr {
         flags: FLAG_ACK_NOW,
         dst_cid,
@@ -178,16 +184,18 @@ fn handshake(ep: &mut Endpoint, pool: &Pool, now: Instant, addr: SocketAddr, cid
     let _ = ep.poll_transmit(now, &mut out).expect("ACCEPT");
     let accept = Repr::parse(&Packet::new_checked(out.data()).unwrap()).unwrap();
     assert!(matches!(accept.kind, Kind::Accept { .. }));
-    let before = ep.stats().accepted;
     let mut b = pool.alloc().unwrap();
     connect(accept.src_cid).prepend_to(&mut b).unwrap();
     ep.handle(now, addr, false, b);
-    while ep.poll_incoming().is_some() {}
-    ep.stats().accepted > before
+    let h = ep.poll_incoming();
+    // (Its ACK of the confirm, if any, is not needed.)
+    while ep.poll_transmit(now, &mut pool.alloc().unwrap()).is_some() {}
+    h
 }
 
 /// One source address (any ports) opening more connections than the per-source limit is
-/// refused beyond it, counted; another source still connects.
+/// refused beyond it, counted; another source still connects, and once one of the first
+/// source's connections is freed, that source may open one again.
 #[test]
 fn handshakes_per_source_are_limited() {
     let cfg = EndpointConfig::default();
@@ -196,22 +204,34 @@ fn handshakes_per_source_are_limited() {
     let pool = pool();
     let now = Instant::from_nanos(1_000_000_000);
     let bad = Ipv4Addr::new(10, 9, 9, 9);
-    let mut accepted = 0usize;
+    let mut accepted = Vec::new();
     for i in 0..limit + 10 {
         let addr = SocketAddr::V4(SocketAddrV4::new(bad, 1024 + i as u16));
-        if handshake(&mut ep, &pool, now, addr, 0x1000 + i as u64) {
-            accepted += 1;
+        if let Some(h) = handshake(&mut ep, &pool, now, addr, 0x1000 + i as u64) {
+            accepted.push(h);
         }
     }
     println!(
-        "{accepted} of {} accepted from one source: {:?}",
+        "{} of {} accepted from one source: {:?}",
+        accepted.len(),
         limit + 10,
         ep.stats()
     );
-    assert_eq!(accepted, limit);
+    assert_eq!(accepted.len(), limit);
     assert_eq!(ep.stats().refused_per_source, 10);
     let good = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(10, 9, 9, 10), 5000));
-    assert!(handshake(&mut ep, &pool, now, good, 0x9999));
+    assert!(handshake(&mut ep, &pool, now, good, 0x9999).is_some());
+    // Free one of the first source's connections: it may open one again, and only one.
+    let c = ep.connection(accepted[0]).unwrap();
+    c.reset(now, 1);
+    while c.poll_event().is_some() {}
+    while ep.poll_transmit(now, &mut pool.alloc().unwrap()).is_some() {} // its RESET
+    ep.handle_timeout(now);
+    assert!(ep.connection_ref(accepted[0]).is_none(), "freed");
+    let again = |i: u16| SocketAddr::V4(SocketAddrV4::new(bad, 40_000 + i));
+    assert!(handshake(&mut ep, &pool, now, again(0), 0x7000).is_some());
+    assert!(handshake(&mut ep, &pool, now, again(1), 0x7001).is_none());
+    assert_eq!(ep.stats().refused_per_source, 11);
 }
 
 /// The default cookie key is the process's own, from the OS: not a constant anyone can read
