@@ -93,6 +93,39 @@ fn huge_claims_hold_what_was_sent() {
     .expect("legitimate transfer");
 }
 
+/// Claims a connection can afford in full (512 KiB each): each connection allocates at most
+/// 1 MiB ahead of the bytes it received (a message within it gets its whole buffer on its
+/// first packet); past that, buffers grow with what arrives.
+#[test]
+fn mid_size_claims_hold_at_most_the_allowance_ahead() {
+    let mut p = Pair::new(
+        EndpointConfig::default(),
+        EndpointConfig::default(),
+        LinkConfig::default(),
+        20,
+    );
+    let conns: Vec<_> = (0..8).map(|_| p.connect().expect("connect")).collect();
+    let plen = 1400usize;
+    let mut sent = 0u64;
+    for &(ch, _) in &conns {
+        for id in 0..64u64 {
+            let kind = Kind::Data {
+                msg_id: id,
+                msg_len: 512 << 10,
+                offset: 0,
+            };
+            inject_data(&mut p, ch, 100 + id, kind, plen);
+            sent += plen as u64;
+        }
+    }
+    let held = p.server.rx_buffered();
+    println!("sent {sent} bytes of 512 KiB claims on 8 connections; the server holds {held}");
+    assert!(
+        held <= sent + 8 * (1 << 20),
+        "the server holds {held} bytes for {sent} bytes received"
+    );
+}
+
 /// A peer sending 0-byte messages (one DATA packet each) on connections whose application
 /// never reads: each connection holds at most `max_rx_slots` pool slots (the messages past
 /// it are copied out of their buffers, counted), and a legitimate connection still works.
