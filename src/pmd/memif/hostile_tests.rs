@@ -284,7 +284,7 @@ fn memif_control_flood_stays_bounded() {
     let (m, sock) = server_with("flood", |_| {});
     let mut flood = Vec::new();
     let mut max_pending = 0;
-    let end = Instant::now() + harness::SETTLE;
+    let end = Instant::now() + crate::test_harness::SETTLE;
     while flood.len() < 200 {
         // A full backlog refuses (EAGAIN) until the server accepts: retry.
         match sys::connect(Path::new(&sock)) {
@@ -316,11 +316,11 @@ fn memif_control_flood_stays_bounded() {
     cfg.reconnect_interval = Duration::from_millis(20);
     let client = Memif::new(cfg).unwrap();
     assert!(
-        client.wait_up(0, harness::SETTLE),
+        client.wait_up(0, crate::test_harness::SETTLE),
         "legitimate client connects despite the flood: {:?}",
         client.last_error(0)
     );
-    assert!(m.wait_up(0, harness::SETTLE));
+    assert!(m.wait_up(0, crate::test_harness::SETTLE));
     assert!(m.pending_handshakes() <= 16);
     assert_eq!(m.accept_errors(), 0);
     drop(flood);
@@ -369,7 +369,7 @@ fn memif_wrong_secret_is_refused() {
 
 fn first_reply(fd: &OwnedFd) -> Msg {
     let mut buf = [0u8; MSG_SIZE];
-    let end = Instant::now() + harness::SETTLE;
+    let end = Instant::now() + crate::test_harness::SETTLE;
     loop {
         match sys::recv_msg(fd.as_fd(), &mut buf).unwrap() {
             Recv::Msg { len, .. } => return Msg::decode(&buf[..len]).unwrap(),
@@ -451,12 +451,28 @@ fn emfile_child() {
         .collect();
     // The control thread's CPU time, from a stat file opened now (no descriptor to open
     // one later).
-    let mut stat = std::fs::read_dir("/proc/self/task")
-        .unwrap()
-        .map(|t| t.unwrap().path())
-        .find(|t| std::fs::read_to_string(t.join("comm")).is_ok_and(|c| c.trim() == "memif-ctl"))
-        .map(|t| std::fs::File::open(t.join("stat")).unwrap())
-        .expect("the memif-ctl thread");
+    // A new thread names itself once it first runs, which on a loaded machine can be a
+    // while after it was spawned: look for it until the harness's settle deadline.
+    let find = || {
+        std::fs::read_dir("/proc/self/task")
+            .unwrap()
+            .map(|t| t.unwrap().path())
+            .find(|t| {
+                std::fs::read_to_string(t.join("comm")).is_ok_and(|c| c.trim() == "memif-ctl")
+            })
+    };
+    let end = Instant::now() + crate::test_harness::SETTLE;
+    let task = loop {
+        match find() {
+            Some(t) => break t,
+            None if Instant::now() < end => std::thread::sleep(Duration::from_millis(5)),
+            None => panic!(
+                "no thread named memif-ctl after {:?}",
+                crate::test_harness::SETTLE
+            ),
+        }
+    };
+    let mut stat = std::fs::File::open(task.join("stat")).unwrap();
     let null = std::fs::File::open("/dev/null").unwrap();
     let mut hog = Vec::new();
     loop {
