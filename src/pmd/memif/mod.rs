@@ -82,6 +82,7 @@
 #![allow(unsafe_code)]
 
 mod control;
+mod error;
 mod msg;
 mod port;
 mod ring;
