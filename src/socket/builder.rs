@@ -48,7 +48,7 @@ pub struct StackBuilder {
     capture_dir: Option<PathBuf>,
     capture_limits: CaptureLimits,
     #[cfg(feature = "metrics")]
-    metrics_token: Option<String>,
+    metrics_token: Option<Redacted>,
     #[cfg(feature = "metrics")]
     metrics_allow_remote: bool,
     omit_checksums: bool,
@@ -233,7 +233,7 @@ impl StackBuilder {
     /// Cargo feature `metrics`.
     #[cfg(feature = "metrics")]
     pub fn metrics_token(mut self, token: impl Into<String>) -> Self {
-        self.metrics_token = Some(token.into());
+        self.metrics_token = Some(Redacted(token.into()));
         self
     }
     /// Let [`metrics_addr`](Self::metrics_addr) be an address other than loopback
@@ -380,7 +380,7 @@ impl StackBuilder {
             (Some(m), _) => Some(m),
             (None, Some(addr)) => {
                 let m = Metrics::new();
-                let token = self.metrics_token.take();
+                let token = self.metrics_token.take().map(|t| t.0);
                 exporter =
                     Some(
                         metrics::start_own(&m, addr, token).map_err(|e| Error::Backend {
@@ -419,6 +419,17 @@ impl StackBuilder {
                 _core: core,
             })),
         })
+    }
+}
+
+/// A secret the builder's `Debug` does not print.
+#[cfg(feature = "metrics")]
+struct Redacted(String);
+
+#[cfg(feature = "metrics")]
+impl std::fmt::Debug for Redacted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
     }
 }
 

@@ -102,8 +102,8 @@ pub trait HttpControl: Send + Sync + 'static {
     fn handle(&self, method: &str, url: &str) -> Option<(u16, String)>;
 }
 
-/// Where and how to serve metrics.
-#[derive(Debug, Clone)]
+/// Where and how to serve metrics. Its `Debug` leaves the token out.
+#[derive(Clone)]
 pub struct ExporterConfig {
     /// Listen address, e.g. `127.0.0.1:9464` (port 0 picks a free one).
     pub addr: SocketAddr,
@@ -113,6 +113,16 @@ pub struct ExporterConfig {
     /// The bearer token state-changing requests (all but GET and HEAD) must carry; `None`:
     /// they are all refused (403).
     pub token: Option<String>,
+}
+
+impl std::fmt::Debug for ExporterConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExporterConfig")
+            .field("addr", &self.addr)
+            .field("cpu", &self.cpu)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
 }
 
 impl ExporterConfig {
@@ -296,5 +306,12 @@ mod tests {
         assert!(!constant_time_eq(b"s3cret", b"s3cres"));
         assert!(!constant_time_eq(b"s3cre", b"s3cret"));
         assert!(!constant_time_eq(b"", b"x"));
+    }
+
+    #[test]
+    fn debug_leaves_the_token_out() {
+        let mut c = ExporterConfig::new("127.0.0.1:0".parse().unwrap());
+        c.token = Some("s3cret".into());
+        assert!(!format!("{c:?}").contains("s3cret"));
     }
 }
