@@ -765,23 +765,24 @@ fn metrics_addr_off_loopback_is_refused_unless_allowed() {
         .link_timeout(Duration::from_millis(1))
     };
     for addr in ["0.0.0.0:0", "10.77.0.1:0", "[::]:0"] {
-        let e = b(addr).build().err().expect("built");
+        let Err(e) = b(addr).build() else {
+            panic!("built on {addr}")
+        };
         println!("{addr}: {e}");
         assert!(e.to_string().contains("metrics_allow_remote"), "{e}");
     }
     // Allowed: the check passes and build goes on (to the link, which never comes up here).
-    let e = b("0.0.0.0:0")
-        .metrics_allow_remote(true)
-        .build()
-        .err()
-        .expect("built without a peer");
+    let Err(e) = b("0.0.0.0:0").metrics_allow_remote(true).build() else {
+        panic!("built without a peer")
+    };
     assert!(!e.to_string().contains("metrics_allow_remote"), "{e}");
     // A capture directory that does not exist is refused too.
-    let e = b("127.0.0.1:0")
+    let Err(e) = b("127.0.0.1:0")
         .capture_dir("/nonexistent/bypass-capture")
         .build()
-        .err()
-        .expect("built");
+    else {
+        panic!("built with no capture directory")
+    };
     assert!(e.to_string().contains("capture directory"), "{e}");
     let _ = std::fs::remove_file(&path);
 }
