@@ -308,10 +308,17 @@ enum bypass_result bypass_config_set_hugepages(struct bypass_config cfg, uint32_
 
 // Serve this stack's Prometheus metrics (`/metrics`, `/capture`) on `addr`
 // (`"IP:PORT"`, port 0: any free port; read it back with `bypass_stack_metrics_addr`).
+// `bypass_stack_new` refuses an address other than loopback unless
+// `bypass_config_set_metrics_allow_remote` allows it. Capture cannot be enabled from C:
+// `POST /capture?on=1` answers 404, and every POST 403 (no token).
 //
 // # Safety
 // `addr` must be NULL or a NUL-terminated string.
 enum bypass_result bypass_config_set_metrics_addr(struct bypass_config cfg, const char *addr);
+
+// Let `bypass_config_set_metrics_addr` name an address other than loopback (anyone who
+// reaches it reads the metrics). Off by default.
+enum bypass_result bypass_config_set_metrics_allow_remote(struct bypass_config cfg, bool on);
 
 // The name this stack's metric series carry (label `port`; default: the port's name).
 //

@@ -63,6 +63,7 @@ pub(crate) struct Config {
     pub pin_core: Option<usize>,
     pub seed: Option<u64>,
     pub metrics_addr: Option<SocketAddr>,
+    pub metrics_allow_remote: bool,
     pub metrics_name: Option<String>,
     pub omit_checksums: bool,
     pub memif_ring: Option<u8>,
@@ -89,6 +90,7 @@ impl Config {
             pin_core: None,
             seed: None,
             metrics_addr: None,
+            metrics_allow_remote: false,
             metrics_name: None,
             omit_checksums: false,
             memif_ring: None,
@@ -496,6 +498,9 @@ pub extern "C" fn bypass_config_set_hugepages(cfg: bypass_config, policy: u32) -
 
 /// Serve this stack's Prometheus metrics (`/metrics`, `/capture`) on `addr`
 /// (`"IP:PORT"`, port 0: any free port; read it back with `bypass_stack_metrics_addr`).
+/// `bypass_stack_new` refuses an address other than loopback unless
+/// `bypass_config_set_metrics_allow_remote` allows it. Capture cannot be enabled from C:
+/// `POST /capture?on=1` answers 404, and every POST 403 (no token).
 ///
 /// # Safety
 /// `addr` must be NULL or a NUL-terminated string.
@@ -514,6 +519,21 @@ pub unsafe extern "C" fn bypass_config_set_metrics_addr(
         })?;
         with_config(cfg, |c| {
             c.metrics_addr = Some(a);
+            Ok(())
+        })
+    })
+}
+
+/// Let `bypass_config_set_metrics_addr` name an address other than loopback (anyone who
+/// reaches it reads the metrics). Off by default.
+#[no_mangle]
+pub extern "C" fn bypass_config_set_metrics_allow_remote(
+    cfg: bypass_config,
+    on: bool,
+) -> bypass_result {
+    guard("bypass_config_set_metrics_allow_remote", || {
+        with_config(cfg, |c| {
+            c.metrics_allow_remote = on;
             Ok(())
         })
     })

@@ -136,7 +136,9 @@ fn build(c: &Config) -> CResult<StackEntry> {
         b = b.seed(s);
     }
     if let Some(a) = c.metrics_addr {
-        b = b.metrics_addr(a);
+        b = b
+            .metrics_addr(a)
+            .metrics_allow_remote(c.metrics_allow_remote);
     }
     if let Some(n) = &c.metrics_name {
         b = b.metrics_name(n);

@@ -17,7 +17,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use bypass::pmd::memif::Role;
-use bypass::socket::{Backend, Metrics, Stack, DEFAULT_UDP_PORT};
+use bypass::socket::{Backend, CaptureLimits, Metrics, Stack, StackBuilder, DEFAULT_UDP_PORT};
 use bypass::telemetry::{Exporter, ExporterConfig};
 
 const SERVER_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
@@ -41,12 +41,24 @@ fn sock_path(tag: &str) -> PathBuf {
     p
 }
 
+/// The bearer token the tests' exporters require on state-changing requests.
+const TOKEN: &str = "test-token-5d1f";
+
 fn build(m: &Metrics, path: &Path, role: Role) -> Stack {
+    build_with(m, path, role, |b| b)
+}
+
+fn build_with(
+    m: &Metrics,
+    path: &Path,
+    role: Role,
+    more: impl FnOnce(StackBuilder) -> StackBuilder,
+) -> Stack {
     let (ip, mac, pip, pmac, name) = match role {
         Role::Server => (SERVER_IP, SERVER_MAC, CLIENT_IP, CLIENT_MAC, "server"),
         Role::Client => (CLIENT_IP, CLIENT_MAC, SERVER_IP, SERVER_MAC, "client"),
     };
-    Stack::builder(
+    let b = Stack::builder(
         Backend::Memif {
             socket: path.to_owned(),
             role,
@@ -58,9 +70,8 @@ fn build(m: &Metrics, path: &Path, role: Role) -> Stack {
     .static_arp(pip, pmac)
     .metrics(m)
     .metrics_name(name)
-    .link_timeout(Duration::from_secs(20))
-    .build()
-    .unwrap()
+    .link_timeout(Duration::from_secs(20));
+    more(b).build().unwrap()
 }
 
 /// A server stack on its own thread: accepts one connection and receives (counting) until
@@ -98,11 +109,17 @@ fn connect(stack: &Stack) -> bypass::socket::Socket {
 }
 
 fn http(addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
+    http_auth(addr, method, path, None)
+}
+
+/// `method path`, with `Authorization: Bearer <token>` when `token` is given.
+fn http_auth(addr: SocketAddr, method: &str, path: &str, token: Option<&str>) -> (u16, String) {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
     write!(
         s,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n"
     )
     .unwrap();
     let mut resp = String::new();
@@ -163,8 +180,9 @@ fn scrape(addr: SocketAddr) -> (String, Samples) {
 }
 
 fn serve(m: &Metrics) -> Exporter {
-    m.serve(&ExporterConfig::new("127.0.0.1:0".parse().unwrap()))
-        .unwrap()
+    let mut cfg = ExporterConfig::new("127.0.0.1:0".parse().unwrap());
+    cfg.token = Some(TOKEN.to_owned());
+    m.serve(&cfg).unwrap()
 }
 
 #[test]
@@ -330,12 +348,22 @@ fn counters_move_by_the_traffic_sent_and_promtool_accepts_the_exposition() {
     let _ = std::fs::remove_file(&path);
 }
 
-/// Run `method path` on the exporter from another thread while this thread polls `stack`
-/// (the capture command is served by the poll loop).
+/// Run `method path` (with the token) on the exporter from another thread while this thread
+/// polls `stack` (the capture command is served by the poll loop).
 fn http_while_polling(stack: &Stack, addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
+    http_while_polling_auth(stack, addr, method, path, Some(TOKEN))
+}
+
+fn http_while_polling_auth(
+    stack: &Stack,
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&'static str>,
+) -> (u16, String) {
     let (tx, rx) = mpsc::channel();
     let (method, path) = (method.to_owned(), path.to_owned());
-    let h = thread::spawn(move || tx.send(http(addr, &method, &path)).unwrap());
+    let h = thread::spawn(move || tx.send(http_auth(addr, &method, &path, token)).unwrap());
     let r = loop {
         stack.poll();
         if let Ok(r) = rx.try_recv() {
@@ -371,32 +399,72 @@ fn capture_switched_on_at_run_time_opens_in_tshark_without_malformed_frames() {
     let addr = exp.local_addr();
     let stop = Arc::new(AtomicBool::new(false));
     let server = spawn_server(&m, &path, stop.clone());
-    let stack = build(&m, &path, Role::Client);
+    let dir = std::env::temp_dir().join(format!("bypass-cap-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    // Capture is off until the application names a directory: the server stack did not.
+    let (code, body) = http_auth(
+        addr,
+        "POST",
+        "/capture?on=1&port=server&file=s.pcap",
+        Some(TOKEN),
+    );
+    assert_eq!(code, 404, "{body}");
+    assert!(body.contains("capture not enabled"), "{body}");
+    let stack = build_with(&m, &path, Role::Client, |b| {
+        b.capture_dir(&dir).capture_limits(CaptureLimits {
+            max_packets: Some(1000),
+            max_bytes: Some(10 << 20),
+            snaplen: 65535,
+        })
+    });
     let sock = connect(&stack);
     sock.send(b"before capture").unwrap();
     sock.flush().unwrap();
 
-    let dir = std::env::temp_dir().join(format!("bypass-cap-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("client.pcap");
-    let (code, body) = http_while_polling(
-        &stack,
-        addr,
-        "POST",
-        &format!("/capture?on=1&port=client&file={}", file.display()),
-    );
+    let on = "/capture?on=1&port=client&file=client.pcap";
+    // No token, a wrong one, a token in another scheme: 403, and no file.
+    for token in [None, Some("test-token-5d1e"), Some("")] {
+        let (code, body) = http_while_polling_auth(&stack, addr, "POST", on, token);
+        assert_eq!(code, 403, "{token:?}: {body}");
+    }
+    assert!(!file.exists());
+    // Names outside the directory, and caps over the ceilings or lifted with 0: 400.
+    for bad in [
+        "file=..%2Fescaped.pcap",
+        "file=%2Ftmp%2Fescaped.pcap",
+        "file=",
+        "file=x.pcap&max_packets=0",
+        "file=x.pcap&max_bytes=0",
+        "file=x.pcap&max_packets=1001",
+        "file=x.pcap&max_bytes=20000000",
+        "file=x.pcap&snaplen=65536",
+    ] {
+        let (code, body) = http_while_polling(
+            &stack,
+            addr,
+            "POST",
+            &format!("/capture?on=1&port=client&{bad}"),
+        );
+        assert_eq!(code, 400, "{bad}: {body}");
+    }
+    assert!(!dir.join("x.pcap").exists());
+    assert!(!dir.parent().unwrap().join("escaped.pcap").exists());
+    let (code, body) = http_while_polling(&stack, addr, "POST", on);
     println!("capture on: {code} {body}");
     assert_eq!(code, 200, "{body}");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{mode:o}");
+    }
     // A second start on the same port is refused while the first runs.
     let (code, body) = http_while_polling(
         &stack,
         addr,
         "POST",
-        &format!(
-            "/capture?on=1&port=client&file={}",
-            dir.join("x.pcap").display()
-        ),
+        "/capture?on=1&port=client&file=x.pcap",
     );
     assert_eq!(code, 409, "{body}");
     assert!(!dir.join("x.pcap").exists());
@@ -418,6 +486,11 @@ fn capture_switched_on_at_run_time_opens_in_tshark_without_malformed_frames() {
     // Stopping again: nothing runs.
     let (code, _) = http_while_polling(&stack, addr, "POST", "/capture?on=0&port=client");
     assert_eq!(code, 409);
+    // An existing file is never reopened or truncated.
+    let before = std::fs::metadata(&file).unwrap().len();
+    let (code, body) = http_while_polling(&stack, addr, "POST", on);
+    assert_eq!(code, 409, "{body}");
+    assert_eq!(std::fs::metadata(&file).unwrap().len(), before);
 
     // A capped capture: exactly max_packets frames, the rest counted as skipped.
     let capped = dir.join("capped.pcap");
@@ -425,10 +498,7 @@ fn capture_switched_on_at_run_time_opens_in_tshark_without_malformed_frames() {
         &stack,
         addr,
         "POST",
-        &format!(
-            "/capture?on=1&port=client&max_packets=5&file={}",
-            capped.display()
-        ),
+        "/capture?on=1&port=client&max_packets=5&file=capped.pcap",
     );
     assert_eq!(code, 200, "{body}");
     for i in 0..20u32 {
@@ -677,4 +747,64 @@ fn stat_live_view_in_a_real_terminal() {
             "{port} shows no rates:\n{screen}"
         );
     }
+}
+
+#[test]
+fn metrics_addr_off_loopback_is_refused_unless_allowed() {
+    let path = sock_path("remote");
+    let b = |addr: &str| {
+        Stack::builder(
+            Backend::Memif {
+                socket: path.clone(),
+                role: Role::Server,
+                id: 0,
+            },
+            SERVER_IP,
+        )
+        .metrics_addr(addr.parse().unwrap())
+        .link_timeout(Duration::from_millis(1))
+    };
+    for addr in ["0.0.0.0:0", "10.77.0.1:0", "[::]:0"] {
+        let Err(e) = b(addr).build() else {
+            panic!("built on {addr}")
+        };
+        println!("{addr}: {e}");
+        assert!(e.to_string().contains("metrics_allow_remote"), "{e}");
+    }
+    // Allowed: the check passes and build goes on (to the link, which never comes up here).
+    let Err(e) = b("0.0.0.0:0").metrics_allow_remote(true).build() else {
+        panic!("built without a peer")
+    };
+    assert!(!e.to_string().contains("metrics_allow_remote"), "{e}");
+    // A capture directory that does not exist is refused too.
+    let Err(e) = b("127.0.0.1:0")
+        .capture_dir("/nonexistent/bypass-capture")
+        .build()
+    else {
+        panic!("built with no capture directory")
+    };
+    assert!(e.to_string().contains("capture directory"), "{e}");
+    let _ = std::fs::remove_file(&path);
+}
+
+#[test]
+fn an_idle_connection_does_not_block_other_clients() {
+    let m = Metrics::new();
+    let exp = serve(&m);
+    let addr = exp.local_addr();
+    // Slowloris: one connection that says nothing, one that sends half a request line.
+    let _idle = TcpStream::connect(addr).unwrap();
+    let mut half = TcpStream::connect(addr).unwrap();
+    half.write_all(b"GET /metr").unwrap();
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || tx.send(http(addr, "GET", "/metrics")).unwrap());
+    let (code, body) = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("/metrics blocked by an idle connection");
+    assert_eq!(code, 200, "{body}");
+    // State-changing requests without the token are refused on any path.
+    let (code, _) = http(addr, "POST", "/capture?on=0");
+    assert_eq!(code, 403);
+    let (code, _) = http(addr, "DELETE", "/metrics");
+    assert_eq!(code, 403);
 }

@@ -5,6 +5,7 @@ use std::cell::RefCell;
 use std::net::Ipv4Addr;
 #[cfg(feature = "metrics")]
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant as StdInstant};
@@ -19,7 +20,7 @@ use crate::runtime::clock::SystemClock;
 use crate::runtime::net::NetConfig;
 use crate::runtime::{Runtime, RuntimeConfig};
 
-use super::metrics::{self, Metrics};
+use super::metrics::{self, CaptureLimits, CapturePolicy, Metrics};
 use super::stack::{Inner, Transport};
 use super::{Backend, Error, Stack, DEFAULT_UDP_PORT};
 
@@ -44,6 +45,12 @@ pub struct StackBuilder {
     #[cfg(feature = "metrics")]
     metrics_addr: Option<SocketAddr>,
     metrics_name: Option<String>,
+    capture_dir: Option<PathBuf>,
+    capture_limits: CaptureLimits,
+    #[cfg(feature = "metrics")]
+    metrics_token: Option<Redacted>,
+    #[cfg(feature = "metrics")]
+    metrics_allow_remote: bool,
     omit_checksums: bool,
     memif_ring: Option<u8>,
     memif_extra: Option<u32>,
@@ -74,6 +81,12 @@ impl StackBuilder {
             #[cfg(feature = "metrics")]
             metrics_addr: None,
             metrics_name: None,
+            capture_dir: None,
+            capture_limits: CaptureLimits::default(),
+            #[cfg(feature = "metrics")]
+            metrics_token: None,
+            #[cfg(feature = "metrics")]
+            metrics_allow_remote: false,
             omit_checksums: false,
             memif_ring: None,
             memif_extra: None,
@@ -196,6 +209,40 @@ impl StackBuilder {
         self.metrics_addr = Some(addr);
         self
     }
+    /// Let the HTTP capture switch (`POST /capture`) record this stack's frames into new files
+    /// (mode 0600) in `dir`, which must exist; without this, `/capture` answers 404 "capture
+    /// not enabled". Requests name a bare file name and may lower, never lift, the
+    /// [`capture_limits`](Self::capture_limits). Sets the policy of the stack's
+    /// [`Metrics`] (shared ones too: see [`Metrics::enable_capture`]).
+    pub fn capture_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.capture_dir = Some(dir.into());
+        self
+    }
+    /// The ceilings of an HTTP capture (default [`CaptureLimits::default`]: 100 000 frames,
+    /// 100 MiB, snap length 65535): what a request gets when it names none, and the most it
+    /// may ask for. A `None` cap here lets requests record without that cap.
+    pub fn capture_limits(mut self, ceilings: CaptureLimits) -> Self {
+        self.capture_limits = ceilings;
+        self
+    }
+    /// The bearer token the stack's own exporter ([`metrics_addr`](Self::metrics_addr))
+    /// requires on state-changing requests (every method but GET and HEAD, e.g.
+    /// `POST /capture`): `Authorization: Bearer <token>`, compared in constant time; without
+    /// it or with another: 403. With no token set, such requests are always refused (no
+    /// token is generated). `GET /metrics` and `GET /capture` stay open (read-only).
+    /// Cargo feature `metrics`.
+    #[cfg(feature = "metrics")]
+    pub fn metrics_token(mut self, token: impl Into<String>) -> Self {
+        self.metrics_token = Some(Redacted(token.into()));
+        self
+    }
+    /// Let [`metrics_addr`](Self::metrics_addr) be an address other than loopback
+    /// (127.0.0.0/8, ::1); `build` refuses one otherwise. Cargo feature `metrics`.
+    #[cfg(feature = "metrics")]
+    pub fn metrics_allow_remote(mut self, allow: bool) -> Self {
+        self.metrics_allow_remote = allow;
+        self
+    }
     /// The name this stack's series carry in label `port` and its capture is addressed by
     /// (default: the port's name). Give stacks of one process distinct names.
     pub fn metrics_name(mut self, name: &str) -> Self {
@@ -204,7 +251,8 @@ impl StackBuilder {
     }
 
     /// Start the stack: open the backend, wait for its link, build the runtime on this thread.
-    pub fn build(self) -> Result<Stack, Error> {
+    pub fn build(mut self) -> Result<Stack, Error> {
+        self.check_telemetry()?;
         let (port, memif): (Box<dyn Port>, Option<Memif>) = match self.backend {
             Backend::Memif { socket, role, id } => {
                 let mut ic = InterfaceConfig::new(id);
@@ -332,17 +380,27 @@ impl StackBuilder {
             (Some(m), _) => Some(m),
             (None, Some(addr)) => {
                 let m = Metrics::new();
-                exporter = Some(metrics::start_own(&m, addr).map_err(|e| Error::Backend {
-                    what: format!("metrics exporter on {addr}"),
-                    why: e.to_string(),
-                    fix: "choose a free address for metrics_addr (port 0 picks one)",
-                })?);
+                let token = self.metrics_token.take().map(|t| t.0);
+                exporter =
+                    Some(
+                        metrics::start_own(&m, addr, token).map_err(|e| Error::Backend {
+                            what: format!("metrics exporter on {addr}"),
+                            why: e.to_string(),
+                            fix: "choose a free address for metrics_addr (port 0 picks one)",
+                        })?,
+                    );
                 Some(m)
             }
             (None, None) => None,
         };
         #[cfg(not(feature = "metrics"))]
         let shared = self.metrics;
+        if let (Some(m), Some(dir)) = (&shared, self.capture_dir.take()) {
+            m.enable_capture(CapturePolicy {
+                dir,
+                ceilings: self.capture_limits,
+            });
+        }
         let stack_metrics = shared.map(|m| {
             let name = self.metrics_name.unwrap_or_else(|| info.name.clone());
             metrics::StackMetrics::new(&m, &name, self.max_connections, pools)
@@ -361,6 +419,47 @@ impl StackBuilder {
                 _core: core,
             })),
         })
+    }
+}
+
+/// A secret the builder's `Debug` does not print.
+#[cfg(feature = "metrics")]
+struct Redacted(String);
+
+#[cfg(feature = "metrics")]
+impl std::fmt::Debug for Redacted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl StackBuilder {
+    /// Refuse, before anything opens, a metrics address off loopback that was not allowed and
+    /// a capture directory that is not one.
+    fn check_telemetry(&self) -> Result<(), Error> {
+        #[cfg(feature = "metrics")]
+        if let Some(addr) = self.metrics_addr {
+            if !addr.ip().is_loopback() && !self.metrics_allow_remote {
+                return Err(Error::Backend {
+                    what: format!("metrics exporter on {addr}"),
+                    why: "the address is not loopback: anyone who reaches it reads the \
+                          metrics"
+                        .into(),
+                    fix: "bind 127.0.0.1 (or ::1), or allow it with \
+                          StackBuilder::metrics_allow_remote(true)",
+                });
+            }
+        }
+        if let Some(dir) = &self.capture_dir {
+            if !dir.is_dir() {
+                return Err(Error::Backend {
+                    what: format!("capture directory {}", dir.display()),
+                    why: "not a directory".into(),
+                    fix: "create it (mode 0700, owned by the application) before build",
+                });
+            }
+        }
+        Ok(())
     }
 }
 

@@ -254,6 +254,48 @@ impl CounterSet for StackMetric {
 pub struct Metrics {
     registry: Registry,
     captures: Arc<Mutex<Vec<Arc<CaptureCtl>>>>,
+    /// What the HTTP `/capture` switch may do; `None` (the default): nothing.
+    capture_policy: Arc<Mutex<Option<CapturePolicy>>>,
+}
+
+/// What the HTTP capture switch (`POST /capture`) may do, set by the application with
+/// [`Metrics::enable_capture`] (or `StackBuilder::capture_dir`). Without one, `/capture`
+/// answers 404 "capture not enabled". With one, a request names a bare file name (no `/`,
+/// not `.` or `..`, not empty), created new (`O_CREAT|O_EXCL`, mode 0600) inside `dir`, and
+/// its caps may lower `ceilings` but never lift them (`0` is refused, not "unlimited").
+/// The in-process [`Metrics::capture_start`] is the application's own call and takes any path
+/// and limits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CapturePolicy {
+    /// The directory capture files are created in (it must exist).
+    pub dir: PathBuf,
+    /// The largest caps and snap length an HTTP request may ask for; they are also what it
+    /// gets when it names none. A `None` cap here lets requests record without that cap.
+    pub ceilings: CaptureLimits,
+}
+
+impl CapturePolicy {
+    /// Files in `dir`, ceilings [`CaptureLimits::default`].
+    pub fn new(dir: impl Into<PathBuf>) -> CapturePolicy {
+        CapturePolicy {
+            dir: dir.into(),
+            ceilings: CaptureLimits::default(),
+        }
+    }
+
+    /// The path of the capture file `name` inside [`dir`](Self::dir), or why `name` is not a
+    /// bare file name.
+    pub fn file(&self, name: &str) -> Result<PathBuf, &'static str> {
+        if name.is_empty() || name == "." || name == ".." {
+            return Err("file must be a file name, not empty, . or ..");
+        }
+        if name.contains('/') || name.contains('\\') || name.contains('\0') {
+            return Err(
+                "file must be a bare file name (no /): it is created in the capture directory",
+            );
+        }
+        Ok(self.dir.join(name))
+    }
 }
 
 impl std::fmt::Debug for Metrics {
@@ -349,6 +391,24 @@ impl Metrics {
         &self.registry
     }
 
+    /// Let the HTTP capture switch record into files in `policy.dir` within
+    /// `policy.ceilings` (replaces an earlier policy). Without this, `POST /capture` is
+    /// refused; [`Metrics::capture_start`] works either way.
+    pub fn enable_capture(&self, policy: CapturePolicy) {
+        *self
+            .capture_policy
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(policy);
+    }
+
+    /// The policy set by [`Metrics::enable_capture`], if any.
+    pub fn capture_policy(&self) -> Option<CapturePolicy> {
+        self.capture_policy
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
     fn find(&self, port: Option<&str>) -> Result<Arc<CaptureCtl>, CaptureError> {
         let all = self.captures.lock().unwrap_or_else(PoisonError::into_inner);
         match port {
@@ -371,8 +431,8 @@ impl Metrics {
     }
 
     /// Start capturing the frames of stack `port` (its metrics name; `None`: the only stack)
-    /// into a new pcap file at `file` (which must not exist). Waits up to 2 s for the stack's
-    /// poll loop to take it.
+    /// into a new pcap file at `file` (which must not exist; created with mode 0600). Waits up
+    /// to 2 s for the stack's poll loop to take it.
     pub fn capture_start(
         &self,
         port: Option<&str>,
@@ -380,9 +440,13 @@ impl Metrics {
         limits: CaptureLimits,
     ) -> Result<CaptureStatus, CaptureError> {
         let ctl = self.find(port)?;
+        use std::os::unix::fs::OpenOptionsExt;
+        // O_CREAT|O_EXCL: never an existing file, never through a symlink; 0600: the frames
+        // are the application's traffic.
         let f = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
+            .mode(0o600)
             .open(file)
             .map_err(|source| CaptureError::File {
                 path: file.to_owned(),

@@ -124,7 +124,7 @@ pub use builder::StackBuilder;
 pub use error::Error;
 pub use gpu::{GpuMsg, GpuRecvStats, GpuTarget};
 pub use listener::Listener;
-pub use metrics::{CaptureError, CaptureLimits, CaptureStatus, Metrics};
+pub use metrics::{CaptureError, CaptureLimits, CapturePolicy, CaptureStatus, Metrics};
 pub use sendbuf::SendBuf;
 pub use socket::Socket;
 pub use stack::{Stack, StackStats};

@@ -12,6 +12,10 @@
 //! [`HttpControl`] given to [`Exporter::start_with_control`] (the stack's run-time capture
 //! switch uses this), and what it does not take gets 404. It is `tiny_http` on one thread:
 //! scrapes are serialised, which is what a metrics endpoint needs.
+//!
+//! Reads (GET, HEAD) need no credential. Every other request changes state and needs
+//! `Authorization: Bearer <token>` with [`ExporterConfig::token`] (compared in constant
+//! time); without it, with another, or when no token is configured: 403.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -98,20 +102,37 @@ pub trait HttpControl: Send + Sync + 'static {
     fn handle(&self, method: &str, url: &str) -> Option<(u16, String)>;
 }
 
-/// Where and how to serve metrics.
-#[derive(Debug, Clone)]
+/// Where and how to serve metrics. Its `Debug` leaves the token out.
+#[derive(Clone)]
 pub struct ExporterConfig {
     /// Listen address, e.g. `127.0.0.1:9464` (port 0 picks a free one).
     pub addr: SocketAddr,
     /// Pin the exporter thread to this CPU (choose one no poll loop runs on). `None`: the
     /// scheduler places it.
     pub cpu: Option<usize>,
+    /// The bearer token state-changing requests (all but GET and HEAD) must carry; `None`:
+    /// they are all refused (403).
+    pub token: Option<String>,
+}
+
+impl std::fmt::Debug for ExporterConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExporterConfig")
+            .field("addr", &self.addr)
+            .field("cpu", &self.cpu)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
 }
 
 impl ExporterConfig {
     /// Serve on `addr`, unpinned.
     pub fn new(addr: SocketAddr) -> ExporterConfig {
-        ExporterConfig { addr, cpu: None }
+        ExporterConfig {
+            addr,
+            cpu: None,
+            token: None,
+        }
     }
 }
 
@@ -175,9 +196,10 @@ impl Exporter {
         let server = Arc::new(server);
         let s = server.clone();
         let cpu = cfg.cpu;
+        let token = cfg.token.clone();
         let thread = std::thread::Builder::new()
             .name("bypass-metrics".into())
-            .spawn(move || serve(&s, &registry, cpu, control.as_deref()))?;
+            .spawn(move || serve(&s, &registry, cpu, token.as_deref(), control.as_deref()))?;
         tracing::info!(%addr, "serving Prometheus metrics on /metrics");
         Ok(Exporter {
             server,
@@ -201,10 +223,39 @@ impl Drop for Exporter {
     }
 }
 
+/// Whether `req` carries `Authorization: Bearer <token>` (`token` set).
+fn authorized(req: &tiny_http::Request, token: Option<&str>) -> bool {
+    let Some(token) = token else {
+        return false;
+    };
+    req.headers()
+        .iter()
+        .filter(|h| h.field.equiv("Authorization"))
+        .any(|h| {
+            let v = h.value.as_str().trim();
+            match (v.get(..7), v.get(7..)) {
+                (Some(scheme), Some(t)) if scheme.eq_ignore_ascii_case("bearer ") => {
+                    constant_time_eq(t.trim_start().as_bytes(), token.as_bytes())
+                }
+                _ => false,
+            }
+        })
+}
+
+/// `a == b` in time that depends on their lengths only, not on where they differ.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let diff = a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y));
+    std::hint::black_box(diff) == 0
+}
+
 fn serve(
     server: &tiny_http::Server,
     registry: &Registry,
     cpu: Option<usize>,
+    token: Option<&str>,
     control: Option<&dyn HttpControl>,
 ) {
     if let Some(id) = cpu {
@@ -217,9 +268,20 @@ fn serve(
     // `recv` returns an error once `unblock` is called (or the listener dies).
     while let Ok(req) = server.recv() {
         let path = req.url().split('?').next().unwrap_or("");
+        let read_only = matches!(
+            *req.method(),
+            tiny_http::Method::Get | tiny_http::Method::Head
+        );
         let resp = if *req.method() == tiny_http::Method::Get && (path == "/metrics" || path == "/")
         {
             tiny_http::Response::from_string(encode_text(registry)).with_header(header.clone())
+        } else if !read_only && !authorized(&req, token) {
+            tiny_http::Response::from_string(if token.is_some() {
+                "forbidden: state-changing requests need Authorization: Bearer <token>\n"
+            } else {
+                "forbidden: no token is configured for state-changing requests\n"
+            })
+            .with_status_code(403)
         } else if let Some((code, body)) =
             control.and_then(|c| c.handle(req.method().as_str(), req.url()))
         {
@@ -231,5 +293,25 @@ fn serve(
         if let Err(e) = req.respond(resp) {
             tracing::debug!(error = %e, "metrics response not delivered");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_compare_whole() {
+        assert!(constant_time_eq(b"s3cret", b"s3cret"));
+        assert!(!constant_time_eq(b"s3cret", b"s3cres"));
+        assert!(!constant_time_eq(b"s3cre", b"s3cret"));
+        assert!(!constant_time_eq(b"", b"x"));
+    }
+
+    #[test]
+    fn debug_leaves_the_token_out() {
+        let mut c = ExporterConfig::new("127.0.0.1:0".parse().unwrap());
+        c.token = Some("s3cret".into());
+        assert!(!format!("{c:?}").contains("s3cret"));
     }
 }
