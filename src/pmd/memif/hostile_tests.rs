@@ -4,7 +4,7 @@
 //! uid that is not allowed. Each is refused with a clear reason or counted, and the server
 //! keeps serving a legitimate client.
 
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, FromRawFd, OwnedFd};
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use super::msg::{Msg, Name, ADD_RING_FLAG_C2S, MSG_SIZE, VERSION};
 use super::ring::{Desc, Ring};
 use super::sys::{self, Recv};
-use super::tests::{connect, expect_ack, expect_refused, init, memfd, recv, send};
+use super::tests::{connect, expect_ack, expect_refused, init, map_shared, memfd, recv, send};
 use super::{Memif, MemifConfig, Role};
 use crate::mem::{HugePages, Region};
 use crate::pmd::Port;
@@ -101,19 +101,8 @@ fn memif_full_peer_eventfd_does_not_block_tx() {
     const LEN: usize = 1 << 20;
     const LOG2: u8 = 4;
     let fd = memfd(LEN);
-    // SAFETY: mapping our own memfd of LEN bytes, shared.
-    let base = unsafe {
-        let p = libc::mmap(
-            std::ptr::null_mut(),
-            LEN,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED,
-            fd.as_raw_fd(),
-            0,
-        );
-        assert_ne!(p, libc::MAP_FAILED);
-        p.cast::<u8>()
-    };
+    let map = map_shared(&fd, LEN);
+    let base = map.as_mut_ptr();
     // SAFETY: both rings lie inside the mapping (offsets 0 and 4096), which outlives them.
     let (c2s, s2c) = unsafe { (Ring::new(base, LOG2), Ring::new(base.add(4096), LOG2)) };
     c2s.init(0);
@@ -188,8 +177,8 @@ fn memif_full_peer_eventfd_does_not_block_tx() {
     rustix::io::read(&full, &mut v).unwrap();
     assert_eq!(u64::from_ne_bytes(v), u64::MAX - 1);
     drop(c);
-    // SAFETY: unmapping our own mapping; the server keeps its own until it drops the conn.
-    unsafe { libc::munmap(base.cast(), LEN) };
+    // (Our mapping goes with `map`, after the rings that point into it.)
+    drop(map);
 }
 
 /// A peer offering a region far larger than the interface's rings and buffers need (a

@@ -75,6 +75,14 @@ pub(super) fn init(id: u32, version: u16) -> Msg {
     }
 }
 
+/// Our own shared read-write mapping of `fd` (`len` bytes); unmapped when dropped.
+pub(super) fn map_shared(fd: &OwnedFd, len: usize) -> memmap2::MmapRaw {
+    memmap2::MmapOptions::new()
+        .len(len)
+        .map_raw(fd.as_raw_fd())
+        .expect("mmap our memfd")
+}
+
 pub(super) fn memfd(len: usize) -> OwnedFd {
     // SAFETY: plain syscalls; the fd is fresh and owned here.
     unsafe {
@@ -283,19 +291,8 @@ fn memif_server_validates_descriptors() {
     const LEN: usize = 1 << 20;
     const LOG2: u8 = 4;
     let fd = memfd(LEN);
-    // SAFETY: mapping our own memfd of LEN bytes, shared.
-    let base = unsafe {
-        let p = libc::mmap(
-            std::ptr::null_mut(),
-            LEN,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED,
-            fd.as_raw_fd(),
-            0,
-        );
-        assert_ne!(p, libc::MAP_FAILED);
-        p.cast::<u8>()
-    };
+    let map = map_shared(&fd, LEN);
+    let base = map.as_mut_ptr();
     let rb = ring_bytes(LOG2);
     // SAFETY: both rings lie inside the mapping (offsets 0 and 4096), which outlives them.
     let (c2s, s2c) = unsafe { (Ring::new(base, LOG2), Ring::new(base.add(4096), LOG2)) };
@@ -402,8 +399,8 @@ fn memif_server_validates_descriptors() {
     harness::settle("the link down after the client went away", || {
         !port.link().is_up()
     });
-    // SAFETY: unmapping our own mapping; the server has dropped its own.
-    unsafe { libc::munmap(base.cast(), LEN) };
+    // (Our mapping goes with `map`, after the rings that point into it.)
+    drop(map);
 }
 
 /// A hand-driven server that completes the handshake with our client, then returns bad
