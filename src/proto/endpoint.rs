@@ -85,9 +85,8 @@ pub struct EndpointConfig {
     /// ([`Endpoint::note_poll`]) is a stall: the loop was descheduled (or the application
     /// kept it from polling) and what arrived meanwhile waited for it. A receiver adds the
     /// stall to the hold time it echoes and flags it; a sender does not read the delays of
-    /// the ACKs it finds after one as a queue ([`AckEvent::stalled`]). Default 50 us, far
-    /// above an iteration of a running loop (well under 1 us idle, tens of us for a full
-    /// burst of copies).
+    /// the ACKs it finds after one as a queue ([`AckEvent::stalled`]). Default 50 us: above
+    /// an iteration of a running loop, below a scheduler slice (milliseconds).
     ///
     /// [`AckEvent::stalled`]: super::cc::AckEvent::stalled
     pub stall_threshold: Duration,
