@@ -133,8 +133,9 @@ pub struct ConnectionConfig {
     /// connections exhaust a pool of 8192 slots. 256 slots (512 KiB of 2 KiB slots) cover a
     /// reader a few bursts behind without a copy. The copy, not a refusal, past it: an empty
     /// message needs no credit, so its sender could not tell a refusal from a loss and would
-    /// probe until it gave the connection up. A BATCH packet's messages count one slot each
-    /// (they share its buffer). Segments messages ([`rx_segments`](Self::rx_segments)) are
+    /// probe until it gave the connection up. The messages of one BATCH packet share its slot
+    /// (each counts `1/count` of it), so a reader behind by a few thousand small batched
+    /// messages holds a few dozen slots and nothing is copied. Segments messages ([`rx_segments`](Self::rx_segments)) are
     /// bounded by the credit instead.
     pub max_rx_slots: usize,
     /// Accept BATCH packets (advertised with `FLAG_BATCH` in the handshake) and, when the

@@ -183,7 +183,8 @@ pub struct Connection {
     rx_base: u64,
     next_deliver: u64,
     rx_msgs: VecDeque<RxSlot>,
-    ready: VecDeque<RecvMsg>,
+    /// Whole messages for [`poll_recv`](Self::poll_recv), each with the slot units it holds.
+    ready: VecDeque<(RecvMsg, u32)>,
     targets: VecDeque<Box<dyn RecvTarget>>,
     rx_distinct: u64,
     rx_released: u64,
@@ -195,9 +196,11 @@ pub struct Connection {
     /// Bytes the reassembly buffers hold allocated past their furthest part (bounded: see
     /// `recv::REASM_AHEAD`).
     rx_ahead: u64,
-    /// Single-packet messages received and not taken by the application yet: the pool
-    /// slots they hold (bounded by [`ConnectionConfig::max_rx_slots`]).
-    rx_slots: u64,
+    /// The pool slots that single-packet messages received and not yet taken by the
+    /// application hold, in `recv::SLOT_UNITS` per slot (bounded by
+    /// [`ConnectionConfig::max_rx_slots`] slots). A DATA packet's message holds a whole slot;
+    /// the messages of one BATCH packet share its slot, a `1/count` share each (rounded up).
+    rx_slot_units: u64,
 
     last_rx: Instant,
     drain_until: Option<Instant>,
@@ -309,7 +312,7 @@ impl Connection {
             rx_reasm: 0,
             rx_gap: 0,
             rx_ahead: 0,
-            rx_slots: 0,
+            rx_slot_units: 0,
             last_rx: now,
             drain_until: None,
             events: VecDeque::with_capacity(INITIAL_QUEUE),

@@ -67,7 +67,9 @@ pub(super) enum RxSlot {
         /// message's length once it is complete.
         charged: u64,
     },
-    Ready(RecvMsg),
+    /// Complete, waiting for the messages before it (ordered mode), with the slot units it
+    /// holds.
+    Ready(RecvMsg, u32),
     Delivered,
     Done,
 }
@@ -78,6 +80,11 @@ pub(super) const PN_WORDS: usize = (PN_WINDOW / 64) as usize;
 /// packets cost one allocation; a longer one's list grows as its parts arrive (never sized
 /// by the length a peer claims).
 const SEGS_INITIAL: u64 = 32;
+
+/// One pool slot in the units `Connection::rx_slot_units` counts. A BATCH packet's `count`
+/// messages share its slot and are charged `SLOT_UNITS.div_ceil(count)` each, so the shares
+/// of one packet add up to at least a whole slot (count is at most 65535).
+pub(super) const SLOT_UNITS: u32 = 1 << 16;
 
 /// Bytes of reassembly buffers a connection may hold allocated ahead of the bytes that
 /// arrived (capacity past the furthest part). Within it, a message's buffer is allocated at
@@ -236,7 +243,7 @@ impl Connection {
     /// Next whole message.
     #[must_use]
     pub fn poll_recv(&mut self) -> Option<RecvMsg> {
-        let m = self.ready.pop_front()?;
+        let (m, units) = self.ready.pop_front()?;
         if let Some(slot) =
             m.id.checked_sub(self.rx_base)
                 .and_then(|i| self.rx_msgs.get_mut(i as usize))
@@ -250,7 +257,7 @@ impl Connection {
         match &m.data {
             MsgData::Packet(_) => {
                 self.rx_released += m.len;
-                self.rx_slots -= 1;
+                self.rx_slot_units -= u64::from(units);
             }
             MsgData::Buffer(_) => {
                 self.rx_reasm -= m.len;
@@ -387,15 +394,15 @@ impl Connection {
                     // past `max_rx_slots` of them the message is copied out and the slot
                     // given back (refusing it instead would leave a sender of empty
                     // messages, which need no credit, probing until it gave us up for dead).
-                    let data = if self.rx_slots < self.cfg.max_rx_slots as u64 {
-                        self.rx_slots += 1;
-                        MsgData::Packet(buf.freeze())
+                    let (data, units) = if self.slot_room(SLOT_UNITS) {
+                        self.rx_slot_units += u64::from(SLOT_UNITS);
+                        (MsgData::Packet(buf.freeze()), SLOT_UNITS)
                     } else {
                         let Some(data) = self.copy_out(msg_id, &buf) else {
                             return false;
                         };
                         self.rx_released += plen;
-                        data
+                        (data, 0)
                     };
                     self.rx_distinct += plen;
                     let msg = RecvMsg {
@@ -403,7 +410,7 @@ impl Connection {
                         len: msg_len,
                         data,
                     };
-                    self.complete(idx, msg);
+                    self.complete(idx, msg, units);
                     return true;
                 }
                 let dest = self.reassembly_dest(msg_len, max_payload, &seg_cap);
@@ -751,6 +758,7 @@ impl Connection {
                 len,
                 data,
             },
+            0,
         );
         true
     }
@@ -792,6 +800,8 @@ impl Connection {
         if self.rx_distinct + new > self.rx_released + self.cfg.rx_window {
             return false;
         }
+        // This packet's slot, shared by its messages (count >= 1: checked by the parser).
+        let share = SLOT_UNITS.div_ceil(u32::from(count.max(1)));
         for (id, r) in (first..).zip(entries) {
             let Some(idx) = id.checked_sub(self.rx_base).map(|i| i as usize) else {
                 continue; // delivered already
@@ -804,22 +814,23 @@ impl Connection {
             }
             let len = r.len() as u64;
             self.rx_distinct += len;
-            // Each message keeps the packet's buffer (a slot) until it is taken: past
-            // `max_rx_slots`, copied out as in `on_data`. (Where the copy cannot be made, over
-            // a budget, the message keeps the buffer: the packet is taken as a whole.)
-            let copied = if self.rx_slots >= self.cfg.max_rx_slots as u64 {
-                self.copy_out(id, &data[r.clone()])
-            } else {
+            // Each message keeps the packet's buffer until it is taken, the messages of the
+            // packet sharing its slot (`share` each): past `max_rx_slots`, copied out as in
+            // `on_data`. (Where the copy cannot be made, over a budget, the message keeps the
+            // buffer: the packet is taken as a whole.)
+            let copied = if self.slot_room(share) {
                 None
+            } else {
+                self.copy_out(id, &data[r.clone()])
             };
-            let msg_data = match copied {
+            let (msg_data, units) = match copied {
                 Some(c) => {
                     self.rx_released += len;
-                    c
+                    (c, 0)
                 }
                 None => {
-                    self.rx_slots += 1;
-                    MsgData::Packet(data.slice(r))
+                    self.rx_slot_units += u64::from(share);
+                    (MsgData::Packet(data.slice(r)), share)
                 }
             };
             let msg = RecvMsg {
@@ -827,27 +838,37 @@ impl Connection {
                 len,
                 data: msg_data,
             };
-            self.complete(idx, msg);
+            self.complete(idx, msg, units);
         }
         self.stats.rx_batches += 1;
         true
     }
 
-    fn complete(&mut self, idx: usize, msg: RecvMsg) {
+    /// Whether `units` more of pool slots fit under `max_rx_slots` (see `rx_slot_units`).
+    #[inline]
+    fn slot_room(&self, units: u32) -> bool {
+        self.rx_slot_units + u64::from(units)
+            <= self.cfg.max_rx_slots as u64 * u64::from(SLOT_UNITS)
+    }
+
+    /// `msg` (holding `units` of pool slots) is whole: to the application, in order when the
+    /// connection is ordered.
+    fn complete(&mut self, idx: usize, msg: RecvMsg, units: u32) {
         if !self.cfg.ordered {
             self.rx_msgs[idx] = RxSlot::Delivered;
-            self.ready.push_back(msg);
+            self.ready.push_back((msg, units));
             return;
         }
-        self.rx_msgs[idx] = RxSlot::Ready(msg);
+        self.rx_msgs[idx] = RxSlot::Ready(msg, units);
         while let Some(i) = self
             .next_deliver
             .checked_sub(self.rx_base)
             .map(|i| i as usize)
-            .filter(|&i| matches!(self.rx_msgs.get(i), Some(RxSlot::Ready(_))))
+            .filter(|&i| matches!(self.rx_msgs.get(i), Some(RxSlot::Ready(..))))
         {
-            if let RxSlot::Ready(m) = std::mem::replace(&mut self.rx_msgs[i], RxSlot::Delivered) {
-                self.ready.push_back(m);
+            if let RxSlot::Ready(m, u) = std::mem::replace(&mut self.rx_msgs[i], RxSlot::Delivered)
+            {
+                self.ready.push_back((m, u));
             }
             self.next_deliver += 1;
         }
