@@ -61,7 +61,7 @@ skip_step() {
 }
 
 # ---- 1. system packages ------------------------------------------------------------------
-PKGS=(libdpdk-dev dpdk-dev pkg-config clang libclang-dev tshark valgrind iproute2 iputils-ping socat
+PKGS=(libdpdk-dev dpdk-dev pkg-config clang libclang-dev tshark valgrind iproute2 iputils-ping socat curl
   prometheus tmux fonts-dejavu-core python3 python3-venv)
 install_packages() {
   local missing=()

@@ -26,7 +26,7 @@
 //!
 //! The default build is what an embedder needs. Cargo features: `dpdk` (the DPDK backend,
 //! needs the system's DPDK), `metrics` (the HTTP exporter: `telemetry::Exporter`,
-//! `StackBuilder::metrics_addr`; tiny_http, prometheus-client, serde_json). The tools (the
+//! `StackBuilder::metrics_addr`; prometheus-client, serde_json). The tools (the
 //! `bypass` command: benchmarks, plots, reports, memif-bench) are the crate `bypass-cli` in
 //! cli/, with their dependencies (clap, plotters, tracing-subscriber).
 //!

@@ -374,6 +374,35 @@ fn http_while_polling_auth(
     r
 }
 
+/// Run the `curl` binary with `args` from another thread while this thread polls `stack`;
+/// returns the HTTP status and the body (`-w` appends the status on a line of its own).
+fn curl_while_polling(stack: &Stack, args: &[&str]) -> (u16, String) {
+    let argv: Vec<String> = ["-sS", "--max-time", "60", "-w", "\n%{http_code}"]
+        .iter()
+        .chain(args)
+        .map(|a| a.to_string())
+        .collect();
+    println!("curl {}", argv[5..].join(" "));
+    let (tx, rx) = mpsc::channel();
+    let h = thread::spawn(move || tx.send(Command::new("curl").args(&argv).output()).unwrap());
+    let out = loop {
+        stack.poll();
+        if let Ok(o) = rx.try_recv() {
+            break o.expect("running curl");
+        }
+    };
+    h.join().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "curl {args:?}: {}; stdout {text:?}; stderr {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (body, code) = text.rsplit_once('\n').expect("curl's -w status line");
+    (code.trim().parse().expect("HTTP status"), body.to_string())
+}
+
 fn tshark(args: &[&str]) -> Option<String> {
     match Command::new("tshark").args(args).output() {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
@@ -519,6 +548,41 @@ fn capture_switched_on_at_run_time_opens_in_tshark_without_malformed_frames() {
         capped_st["skipped_limit"].as_u64().unwrap() > 0,
         "{capped_st}"
     );
+
+    // The same switch driven by the `curl` binary, as an operator would (docs/PLAYBOOK.md):
+    // without the token 403 and no file; with it 200 and a 0600 file inside the directory.
+    if harness::require_tool("curl", "curl", "the curl run of /capture") {
+        let url = format!("http://{addr}/capture?on=1&port=client&file=curl.pcap");
+        let curl_file = dir.join("curl.pcap");
+        let (code, body) = curl_while_polling(&stack, &["-X", "POST", &url]);
+        assert_eq!(code, 403, "curl without the token: {body}");
+        assert!(
+            !curl_file.exists(),
+            "a refused request created {curl_file:?}"
+        );
+        let auth = format!("Authorization: Bearer {TOKEN}");
+        let (code, body) = curl_while_polling(&stack, &["-X", "POST", "-H", &auth, &url]);
+        assert_eq!(code, 200, "curl with the token: {body}");
+        use std::os::unix::fs::PermissionsExt;
+        let meta = std::fs::symlink_metadata(&curl_file).unwrap();
+        assert!(meta.is_file(), "{curl_file:?} is not a plain file");
+        assert_eq!(
+            meta.permissions().mode() & 0o777,
+            0o600,
+            "{:o}",
+            meta.permissions().mode()
+        );
+        assert_eq!(
+            curl_file.canonicalize().unwrap().parent(),
+            Some(dir.canonicalize().unwrap().as_path()),
+            "the capture file is not inside the capture directory"
+        );
+        let off = format!("http://{addr}/capture?on=0&port=client");
+        let (code, body) = curl_while_polling(&stack, &["-X", "POST", &off]);
+        assert_eq!(code, 403, "curl without the token: {body}");
+        let (code, body) = curl_while_polling(&stack, &["-X", "POST", "-H", &auth, &off]);
+        assert_eq!(code, 200, "curl with the token: {body}");
+    }
 
     sock.close().unwrap();
     stop.store(true, Ordering::Relaxed);

@@ -33,7 +33,10 @@ mod registry;
 pub use conn::{ConnInfo, ConnPublisher, ConnSource, ConnTable, SlotOutOfRange};
 pub use counters::{CoreCounters, CounterSet, MetricDesc, MetricKind, PortMetric};
 #[cfg(feature = "metrics")]
-pub use export::{encode_text, Exporter, ExporterConfig, ExporterError, HttpControl, CONTENT_TYPE};
+pub use export::{
+    encode_text, Exporter, ExporterConfig, ExporterError, ExporterStats, HttpControl, CONTENT_TYPE,
+    DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_HEADER_BYTES, DEFAULT_REQUEST_TIMEOUT, MIN_HEADER_BYTES,
+};
 pub use histogram::{
     bucket_high, bucket_low, bucket_of, CoreHistogram, HistogramSnapshot, Percentiles, BUCKETS,
     SUB_BITS,

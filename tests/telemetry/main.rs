@@ -5,3 +5,4 @@ mod harness;
 
 mod counters;
 mod http;
+mod http_hostile;
