@@ -9,6 +9,7 @@ mod socket_pair;
 
 mod api;
 mod checksum;
+mod knobs;
 mod multicore;
 mod sendbuf;
 mod sendbuf_memif;
