@@ -545,7 +545,8 @@ impl StackBuilder {
         }
         let stack_metrics = shared.map(|m| {
             let name = self.metrics_name.unwrap_or_else(|| info.name.clone());
-            metrics::StackMetrics::new(&m, &name, self.max_connections, pools)
+            let memif_id = memif.as_ref().map(|_| memif_id);
+            metrics::StackMetrics::new(&m, &name, self.max_connections, pools, memif_id)
         });
         Ok(Stack {
             inner: Rc::new(RefCell::new(Inner {
