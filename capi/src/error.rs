@@ -100,6 +100,7 @@ impl From<SockError> for CError {
             SockError::SendBuf(_) => BYPASS_ERR_SEND_BUFFER,
             SockError::TooManyConnections => BYPASS_ERR_TOO_MANY_CONNECTIONS,
             SockError::Backend { .. } => BYPASS_ERR_BACKEND,
+            SockError::Config { .. } => BYPASS_ERR_INVALID_ARGUMENT,
             // Receive targets and GPU receive are not part of the C API; should one of their
             // errors come out anyway, say what it was.
             _ => BYPASS_ERR_INTERNAL,

@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use super::cc::swift::SwiftFactory;
 use super::cc::ControllerFactory;
-use super::connection::{Budget, Connection, Side};
+use super::connection::{Budget, Connection, ConnectionStats, Side};
 use super::cookie::siphash24;
 use super::{ConnectionConfig, Instant};
 use crate::mem::PktBuf;
@@ -159,6 +159,24 @@ pub struct EndpointStats {
     /// confirm unless both ends offer `INTACT`, or a packet of a connection whose ends did
     /// not both offer it (dropped: corruption on the way would have gone unnoticed).
     pub rx_no_checksum: u64,
+    /// `ConnectionStats::rx_refused` of every connection, freed and live, summed: packets
+    /// refused over a receive limit (credit, `max_message`, `max_rx_buffer`, `rx_budget`) or
+    /// because a reassembly buffer could not grow.
+    pub conn_rx_refused: u64,
+    /// `ConnectionStats::rx_alloc_failed` of every connection, summed (also in
+    /// `conn_rx_refused`).
+    pub conn_rx_alloc_failed: u64,
+    /// `ConnectionStats::rx_slots_copied` of every connection, summed.
+    pub conn_rx_slots_copied: u64,
+}
+
+impl EndpointStats {
+    /// Add a connection's receive-limit counters to the `conn_*` totals.
+    fn add_connection(&mut self, c: &ConnectionStats) {
+        self.conn_rx_refused += c.rx_refused;
+        self.conn_rx_alloc_failed += c.rx_alloc_failed;
+        self.conn_rx_slots_copied += c.rx_slots_copied;
+    }
 }
 
 /// Names a connection of an endpoint.
@@ -319,9 +337,14 @@ impl Endpoint {
         }
     }
 
-    /// Counters.
+    /// Counters. The `conn_*` totals read every live connection: O(connection slots), for a
+    /// publish tick or a test, not per packet.
     pub fn stats(&self) -> EndpointStats {
-        self.stats
+        let mut s = self.stats;
+        for c in self.conns.iter().flatten() {
+            s.add_connection(&c.stats());
+        }
+        s
     }
 
     /// Live connections (including closed ones whose last event was not taken yet).
@@ -698,6 +721,8 @@ impl Endpoint {
                     }
                 }
                 let cid = c.local_cid;
+                let cs = c.stats();
+                self.stats.add_connection(&cs);
                 self.by_cid.remove(&cid);
                 self.conns[k] = None;
                 self.free.push(i);

@@ -4,7 +4,14 @@
 //! - The cache is bounded (`capacity` entries, allocated at start-up). Dynamic entries expire
 //!   `ttl_ns` after they were last confirmed; static entries never expire and are never
 //!   overwritten by what arrives off the wire. When the cache is full a new dynamic entry
-//!   evicts an expired one, else the one closest to expiry (counted).
+//!   evicts an expired one, else a gleaned one (below) closest to expiry, else the entry
+//!   closest to expiry (counted).
+//! - Gleaned entries: the source MAC of a UDP datagram from an on-link address we have no
+//!   entry for ([`ArpTable::glean`]), so that the answer to an unsolicited packet (a
+//!   handshake's stateless ACCEPT) goes back where the packet came from without an ARP
+//!   request: hosts that send from many (spoofed) addresses then fill the cache, bounded and
+//!   evicting each other first, never the pending table the stack's own destinations need.
+//!   A glean never replaces an entry; ARP traffic about the address confirms or corrects it.
 //! - Lookups allocate nothing. Inserts allocate nothing while the table is within its
 //!   capacity (std's `HashMap` with preallocated capacity; churn of removals and inserts can
 //!   make it rehash in place, which allocates nothing either).
@@ -45,6 +52,8 @@ pub(crate) struct CacheEntry {
     pub mac: [u8; 6],
     /// `None` for a static entry.
     pub expires: Option<Instant>,
+    /// Learned from an IPv4 frame's source, not from ARP (evicted first).
+    pub gleaned: bool,
 }
 
 /// ARP settings.
@@ -146,9 +155,33 @@ impl ArpTable {
 
     pub fn insert_static(&mut self, ip: Ipv4Addr, mac: [u8; 6]) -> Learned {
         let r = self.make_room(ip, Instant::MAX);
-        self.cache
-            .insert(ip.to_bits(), CacheEntry { mac, expires: None });
+        self.cache.insert(
+            ip.to_bits(),
+            CacheEntry {
+                mac,
+                expires: None,
+                gleaned: false,
+            },
+        );
         r
+    }
+
+    /// Add `ip` at `mac`, learned from a frame `ip` sent us (not from ARP), unless the cache
+    /// has an entry for it already (None: left as is).
+    pub fn glean(&mut self, now: Instant, ip: Ipv4Addr, mac: [u8; 6]) -> Option<Learned> {
+        if self.cache.contains_key(&ip.to_bits()) {
+            return None;
+        }
+        let r = self.make_room(ip, now);
+        self.cache.insert(
+            ip.to_bits(),
+            CacheEntry {
+                mac,
+                expires: Some(now.add_nanos(self.cfg.ttl_ns)),
+                gleaned: true,
+            },
+        );
+        Some(r)
     }
 
     pub fn learn(&mut self, now: Instant, ip: Ipv4Addr, mac: [u8; 6]) -> Learned {
@@ -160,6 +193,7 @@ impl ArpTable {
             *e = CacheEntry {
                 mac,
                 expires: Some(now.add_nanos(self.cfg.ttl_ns)),
+                gleaned: false,
             };
             return Learned::Updated;
         }
@@ -169,6 +203,7 @@ impl ArpTable {
             CacheEntry {
                 mac,
                 expires: Some(now.add_nanos(self.cfg.ttl_ns)),
+                gleaned: false,
             },
         );
         r
@@ -179,14 +214,21 @@ impl ArpTable {
         if self.cache.len() < self.cfg.capacity || self.cache.contains_key(&ip.to_bits()) {
             return Learned::Updated;
         }
-        // Control path (an ARP packet, not a data packet): a scan is fine.
+        // Control path (an ARP packet, or a datagram from an address not cached yet): a scan
+        // is fine. Expired entries go first, then gleaned ones, then those closest to expiry.
         let victim = self
             .cache
             .iter()
-            .filter_map(|(k, e)| e.expires.map(|t| (*k, t)))
-            .min_by_key(|&(_, t)| if t <= now { Instant::ZERO } else { t });
+            .filter_map(|(k, e)| e.expires.map(|t| (*k, t, e.gleaned)))
+            .min_by_key(|&(_, t, gleaned)| {
+                if t <= now {
+                    (0, Instant::ZERO)
+                } else {
+                    (if gleaned { 1 } else { 2 }, t)
+                }
+            });
         match victim {
-            Some((k, _)) => {
+            Some((k, _, _)) => {
                 self.cache.remove(&k);
                 Learned::Evicted
             }
@@ -275,6 +317,37 @@ mod tests {
         );
         assert_eq!(t.len(), 2);
         assert_eq!(t.lookup(Instant::from_nanos(200), ip(4)), Some([4; 6]));
+    }
+
+    #[test]
+    fn gleaned_entries_never_replace_and_are_evicted_first() {
+        let mut t = ArpTable::new(ArpConfig {
+            capacity: 3,
+            ttl_ns: 1000,
+            ..Default::default()
+        });
+        let at = Instant::from_nanos;
+        t.learn(at(0), ip(1), [1; 6]);
+        t.insert_static(ip(2), [2; 6]);
+        assert_eq!(t.glean(at(1), ip(1), [9; 6]), None, "an ARP entry stays");
+        assert_eq!(t.glean(at(1), ip(2), [9; 6]), None, "a static entry stays");
+        assert_eq!(t.lookup(at(2), ip(1)), Some([1; 6]));
+        assert_eq!(t.glean(at(5), ip(3), [3; 6]), Some(Learned::Updated));
+        // Full: the next glean evicts the gleaned entry, though the ARP one expires first.
+        assert_eq!(t.glean(at(10), ip(4), [4; 6]), Some(Learned::Evicted));
+        assert!(t.contains(ip(1)) && !t.contains(ip(3)) && t.contains(ip(4)));
+        // ARP about a gleaned address confirms it (no longer evicted first).
+        assert_eq!(t.learn(at(20), ip(4), [5; 6]), Learned::Updated);
+        assert_eq!(t.glean(at(30), ip(5), [6; 6]), Some(Learned::Evicted));
+        assert!(
+            !t.contains(ip(1)),
+            "no gleaned entry left: the one closest to expiry"
+        );
+        assert_eq!(t.lookup(at(30), ip(4)), Some([5; 6]));
+        // An expired entry goes before a gleaned one.
+        assert_eq!(t.glean(at(1025), ip(6), [7; 6]), Some(Learned::Evicted));
+        assert!(!t.contains(ip(4)), "expired at 1020");
+        assert!(t.contains(ip(5)));
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant as StdInstant};
 
-use crate::pmd::memif::{InterfaceConfig, Memif, MemifConfig};
+use crate::pmd::memif::{InterfaceConfig, Memif, MemifConfig, Role};
 use crate::pmd::pcap::CapturePort;
 use crate::pmd::{Link, Port};
 use crate::proto::cc::swift::{SwiftConfig, SwiftFactory};
@@ -54,6 +54,61 @@ pub struct StackBuilder {
     omit_checksums: bool,
     memif_ring: Option<u8>,
     memif_extra: Option<u32>,
+    memif: MemifKnobs,
+    rx_budget: Option<u64>,
+    max_connections_per_source: usize,
+}
+
+/// The hostile-peer settings of a memif backend ([`MemifConfig`]) the builder passes on;
+/// `None`: `MemifConfig::new`'s default.
+#[derive(Debug, Default)]
+struct MemifKnobs {
+    require_sealed_regions: Option<bool>,
+    max_peer_region_bytes: Option<u64>,
+    max_pending_handshakes: Option<usize>,
+    allowed_uid: Option<u32>,
+    handshake_timeout: Option<Duration>,
+}
+
+impl MemifKnobs {
+    /// The first setting that only a memif server uses, if one was given.
+    fn server_only(&self) -> Option<&'static str> {
+        if self.require_sealed_regions.is_some() {
+            Some("memif_require_sealed_regions")
+        } else if self.max_peer_region_bytes.is_some() {
+            Some("memif_max_peer_region_bytes")
+        } else if self.max_pending_handshakes.is_some() {
+            Some("memif_max_pending_handshakes")
+        } else if self.allowed_uid.is_some() {
+            Some("memif_allowed_uid")
+        } else {
+            None
+        }
+    }
+
+    /// The first setting given, if any.
+    fn any(&self) -> Option<&'static str> {
+        self.server_only()
+            .or(self.handshake_timeout.map(|_| "memif_handshake_timeout"))
+    }
+
+    fn apply(&self, cfg: &mut MemifConfig) {
+        if let Some(v) = self.require_sealed_regions {
+            cfg.require_sealed_regions = v;
+        }
+        if let Some(v) = self.max_peer_region_bytes {
+            cfg.max_peer_region_bytes = Some(v);
+        }
+        if let Some(v) = self.max_pending_handshakes {
+            cfg.max_pending_handshakes = v;
+        }
+        if let Some(v) = self.allowed_uid {
+            cfg.allowed_uid = Some(v);
+        }
+        if let Some(v) = self.handshake_timeout {
+            cfg.handshake_timeout = v;
+        }
+    }
 }
 
 impl StackBuilder {
@@ -90,6 +145,9 @@ impl StackBuilder {
             omit_checksums: false,
             memif_ring: None,
             memif_extra: None,
+            memif: MemifKnobs::default(),
+            rx_budget: None,
+            max_connections_per_source: EndpointConfig::default().max_connections_per_source,
         }
     }
 
@@ -146,14 +204,84 @@ impl StackBuilder {
         self.static_arp.push((ip, mac));
         self
     }
-    /// Largest message sent or accepted (default 1 GiB).
+    /// Largest message sent or accepted (default 1 GiB; at least 1). A longer message is
+    /// refused by `send` ([`Error::MessageTooLarge`]) and, from a peer, packet by packet
+    /// (`ConnectionStats::rx_refused`). Set it after
+    /// [`connection_config`](Self::connection_config), which replaces it.
     pub fn max_message(mut self, bytes: u64) -> Self {
         self.conn.max_message = bytes;
         self
     }
-    /// Per-connection transport settings.
+    /// Per-connection transport settings (replaces what [`max_message`](Self::max_message)
+    /// and [`max_rx_slots`](Self::max_rx_slots) set before).
     pub fn connection_config(mut self, conn: ConnectionConfig) -> Self {
         self.conn = conn;
+        self
+    }
+    /// Bytes of reassembly buffers all connections together may hold
+    /// ([`EndpointConfig::rx_budget`]; at least 1). Charged with the bytes that arrived, not
+    /// the lengths messages claim; a packet over it is refused (the peer retransmits) and
+    /// counted in `ConnectionStats::rx_refused`. Default: [`default_rx_budget`] of the
+    /// machine's memory, read once by `build` (4 GiB, or a quarter of the physical memory
+    /// where that is less).
+    pub fn rx_budget(mut self, bytes: u64) -> Self {
+        self.rx_budget = Some(bytes);
+        self
+    }
+    /// Most connections accepted from one source IP address alive at once
+    /// ([`EndpointConfig::max_connections_per_source`], default 64; at least 1 unless
+    /// [`no_accept`](Self::no_accept)). One more is refused and counted
+    /// (`EndpointStats::refused_per_source`): one host cannot take the whole table.
+    pub fn max_connections_per_source(mut self, n: usize) -> Self {
+        self.max_connections_per_source = n;
+        self
+    }
+    /// Most pool slots one connection keeps for received single-packet messages the
+    /// application has not taken ([`ConnectionConfig::max_rx_slots`], default 256); past it
+    /// they are copied out of their slots (`ConnectionStats::rx_slots_copied`), so a peer
+    /// cannot pin the pool with messages nobody reads. 0 copies every one. Set it after
+    /// [`connection_config`](Self::connection_config), which replaces it.
+    pub fn max_rx_slots(mut self, n: usize) -> Self {
+        self.conn.max_rx_slots = n;
+        self
+    }
+
+    /// memif server: refuse a client region not sealed against shrinking
+    /// ([`MemifConfig::require_sealed_regions`], default off: accepted and counted in
+    /// `Memif::unsealed_regions`). Turn it on when the peer may be hostile: one that
+    /// truncates a region we mapped crashes us (SIGBUS). [`Backend::Memif`] with
+    /// `Role::Server` only.
+    pub fn memif_require_sealed_regions(mut self, on: bool) -> Self {
+        self.memif.require_sealed_regions = Some(on);
+        self
+    }
+    /// memif server: most bytes a client's regions may add up to
+    /// ([`MemifConfig::max_peer_region_bytes`]; default: sized from the interface, see
+    /// [`MemifConfig::peer_region_limit`]). A region over it is refused. At least
+    /// [`MIN_PEER_REGION_BYTES`]. [`Backend::Memif`] with `Role::Server` only.
+    pub fn memif_max_peer_region_bytes(mut self, bytes: u64) -> Self {
+        self.memif.max_peer_region_bytes = Some(bytes);
+        self
+    }
+    /// memif server: most control connections in their handshake at once
+    /// ([`MemifConfig::max_pending_handshakes`], default 16; at least 1); one more drops the
+    /// oldest (`Memif::pending_dropped`). [`Backend::Memif`] with `Role::Server` only.
+    pub fn memif_max_pending_handshakes(mut self, n: usize) -> Self {
+        self.memif.max_pending_handshakes = Some(n);
+        self
+    }
+    /// memif server: let only a client running as user `uid` connect (`SO_PEERCRED`,
+    /// [`MemifConfig::allowed_uid`]; default: whoever may open the socket). Others are
+    /// refused (`Memif::refused`). [`Backend::Memif`] with `Role::Server` only.
+    pub fn memif_allowed_uid(mut self, uid: u32) -> Self {
+        self.memif.allowed_uid = Some(uid);
+        self
+    }
+    /// memif: longest a control handshake may take before its connection is dropped
+    /// ([`MemifConfig::handshake_timeout`], default 5 s; more than 0). [`Backend::Memif`]
+    /// only.
+    pub fn memif_handshake_timeout(mut self, d: Duration) -> Self {
+        self.memif.handshake_timeout = Some(d);
         self
     }
     /// Congestion controller for new connections.
@@ -251,9 +379,12 @@ impl StackBuilder {
     }
 
     /// Start the stack: open the backend, wait for its link, build the runtime on this thread.
+    ///
+    /// A setting that makes no sense is refused first, with [`Error::Config`] naming it.
     pub fn build(mut self) -> Result<Stack, Error> {
+        self.check_limits()?;
         self.check_telemetry()?;
-        let (port, memif): (Box<dyn Port>, Option<Memif>) = match self.backend {
+        let (port, memif, memif_id): (Box<dyn Port>, Option<Memif>, u32) = match self.backend {
             Backend::Memif { socket, role, id } => {
                 let mut ic = InterfaceConfig::new(id);
                 let mtu = if self.mtu == 0 { 9000 } else { self.mtu };
@@ -266,6 +397,7 @@ impl StackBuilder {
                 }
                 let mut cfg = MemifConfig::new(&socket, role, id);
                 cfg.interfaces = vec![ic];
+                self.memif.apply(&mut cfg);
                 let m = Memif::new(cfg).map_err(|e| Error::Backend {
                     what: format!("memif socket {}", socket.display()),
                     why: e.to_string(),
@@ -277,9 +409,9 @@ impl StackBuilder {
                     why: e.to_string(),
                     fix: "each interface queue can be opened once per process",
                 })?;
-                (Box::new(p), Some(m))
+                (Box::new(p), Some(m), id)
             }
-            Backend::Port(p) => (p, None),
+            Backend::Port(p) => (p, None, 0),
         };
         let pools: Vec<crate::mem::Pool> = memif.iter().filter_map(|m| m.pool(0)).collect();
         let packet_pool = pools.first().cloned();
@@ -288,9 +420,15 @@ impl StackBuilder {
         let deadline = StdInstant::now() + self.link_timeout;
         while !port.link().is_up() {
             if StdInstant::now() >= deadline {
+                // A memif peer that came and was refused says why (a limit set here).
+                let refused = memif
+                    .as_ref()
+                    .and_then(|m| m.last_error(memif_id))
+                    .map(|e| format!(" (the last peer was dropped: {e})"))
+                    .unwrap_or_default();
                 return Err(Error::Backend {
                     what: format!("port {}", info.name),
-                    why: format!("link still down after {:?}", self.link_timeout),
+                    why: format!("link still down after {:?}{refused}", self.link_timeout),
                     fix: "start the peer (the other `bypass` process or memif application) \
                           on the same socket with the opposite role, or raise link_timeout",
                 });
@@ -332,6 +470,10 @@ impl StackBuilder {
         let mut ecfg = EndpointConfig {
             accept: self.accept,
             max_connections: self.max_connections,
+            max_connections_per_source: self.max_connections_per_source,
+            rx_budget: self
+                .rx_budget
+                .unwrap_or_else(|| default_rx_budget(machine_memory_bytes())),
             conn,
             cookie_key: [os_random()?, os_random()?],
             ..EndpointConfig::default()
@@ -403,7 +545,8 @@ impl StackBuilder {
         }
         let stack_metrics = shared.map(|m| {
             let name = self.metrics_name.unwrap_or_else(|| info.name.clone());
-            metrics::StackMetrics::new(&m, &name, self.max_connections, pools)
+            let memif_id = memif.as_ref().map(|_| memif_id);
+            metrics::StackMetrics::new(&m, &name, self.max_connections, pools, memif_id)
         });
         Ok(Stack {
             inner: Rc::new(RefCell::new(Inner {
@@ -433,7 +576,128 @@ impl std::fmt::Debug for Redacted {
     }
 }
 
+/// The smallest [`StackBuilder::memif_max_peer_region_bytes`]: a ring of 2 descriptors
+/// and one 2 KiB buffer each way, rounded up to a 2 MiB hugepage. A smaller limit refuses
+/// every client.
+pub const MIN_PEER_REGION_BYTES: u64 = 2 << 20;
+
+/// The receive budget a stack gets by default ([`StackBuilder::rx_budget`]) on a machine with
+/// `memory` bytes of physical memory (`None`: unknown): 4 GiB, or a quarter of the memory
+/// where that is less, so that one stack's peers cannot make it hold more than the machine
+/// can spare (the budget counts bytes they really sent, but it is reached by a peer that sends
+/// messages and never completes them).
+pub fn default_rx_budget(memory: Option<u64>) -> u64 {
+    const CAP: u64 = 4 << 30;
+    match memory {
+        Some(m) => (m / 4).clamp(1 << 20, CAP),
+        None => CAP,
+    }
+}
+
+/// The machine's physical memory (`MemTotal` of /proc/meminfo), read when a stack is built.
+fn machine_memory_bytes() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = s.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: u64 = line
+        .trim_start_matches("MemTotal:")
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    kib.checked_mul(1024)
+}
+
 impl StackBuilder {
+    /// Refuse, before anything opens, limits that make no sense: a zero where at least one
+    /// is needed, memif settings for another backend, a memif server's settings on a client.
+    fn check_limits(&self) -> Result<(), Error> {
+        let zero = |what: &'static str, fix: &'static str| {
+            Err(Error::Config {
+                what,
+                why: "0 makes no sense".into(),
+                fix,
+            })
+        };
+        if self.conn.max_message == 0 {
+            return zero(
+                "max_message",
+                "give the largest message the application sends or receives (default 1 GiB)",
+            );
+        }
+        if self.max_connections == 0 {
+            return zero(
+                "max_connections",
+                "allow at least 1 connection (default 4096)",
+            );
+        }
+        if self.accept && self.max_connections_per_source == 0 {
+            return zero(
+                "max_connections_per_source",
+                "allow at least 1 connection per source address (default 64), or build a \
+                 client-only stack with no_accept()",
+            );
+        }
+        if self.rx_budget == Some(0) {
+            return zero(
+                "rx_budget",
+                "give the bytes of reassembly buffers all connections may hold (default: a \
+                 quarter of the machine's memory, at most 4 GiB)",
+            );
+        }
+        let role = match &self.backend {
+            Backend::Memif { role, .. } => Some(*role),
+            Backend::Port(_) => None,
+        };
+        match (role, self.memif.any()) {
+            (None, Some(what)) => {
+                return Err(Error::Config {
+                    what,
+                    why: "the stack's backend is not memif".into(),
+                    fix: "use Backend::Memif, or set it on the MemifConfig of the Memif whose \
+                          port you pass as Backend::Port",
+                })
+            }
+            (Some(Role::Client), _) => {
+                if let Some(what) = self.memif.server_only() {
+                    return Err(Error::Config {
+                        what,
+                        why: "only a memif server uses it (a client maps only its own memory \
+                              and accepts no connection)"
+                            .into(),
+                        fix: "set it on the Role::Server side",
+                    });
+                }
+            }
+            _ => {}
+        }
+        if self.memif.max_pending_handshakes == Some(0) {
+            return zero(
+                "memif_max_pending_handshakes",
+                "allow at least 1 pending handshake (default 16)",
+            );
+        }
+        if self.memif.handshake_timeout == Some(Duration::ZERO) {
+            return zero(
+                "memif_handshake_timeout",
+                "give a handshake time to complete (default 5 s)",
+            );
+        }
+        if let Some(b) = self.memif.max_peer_region_bytes {
+            if b < MIN_PEER_REGION_BYTES {
+                return Err(Error::Config {
+                    what: "memif_max_peer_region_bytes",
+                    why: format!(
+                        "{b} bytes is less than any client's region ({MIN_PEER_REGION_BYTES})"
+                    ),
+                    fix: "allow at least 2 MiB, or leave it to the default (sized from the \
+                          interface)",
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// Refuse, before anything opens, a metrics address off loopback that was not allowed and
     /// a capture directory that is not one.
     fn check_telemetry(&self) -> Result<(), Error> {
@@ -494,6 +758,25 @@ fn os_random() -> Result<u64, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_default_rx_budget_is_a_quarter_of_a_small_machine() {
+        assert_eq!(default_rx_budget(None), 4 << 30, "unknown: 4 GiB");
+        assert_eq!(
+            default_rx_budget(Some(64 << 30)),
+            4 << 30,
+            "capped at 4 GiB"
+        );
+        assert_eq!(
+            default_rx_budget(Some(2 << 30)),
+            512 << 20,
+            "a quarter of 2 GiB"
+        );
+        assert_eq!(default_rx_budget(Some(1000)), 1 << 20, "at least 1 MiB");
+        let m = machine_memory_bytes().expect("MemTotal from /proc/meminfo");
+        assert!(m >= 64 << 20, "{m} bytes of memory?");
+        assert_eq!(default_rx_budget(Some(m)), (m / 4).min(4 << 30));
+    }
 
     #[test]
     fn the_default_controller_paces_at_the_ports_rate() {

@@ -66,6 +66,18 @@ pub enum Error {
         /// The message's length.
         len: u64,
     },
+    /// A [`StackBuilder`](super::StackBuilder) setting makes no sense (a limit of 0, a
+    /// memif setting without memif, a server's setting on a client); `build` refused it
+    /// before opening anything.
+    #[error("{what}: {why}; to fix: {fix}")]
+    Config {
+        /// The setting.
+        what: &'static str,
+        /// What is wrong with its value.
+        why: String,
+        /// What to do about it.
+        fix: &'static str,
+    },
     /// The backend (memif, DPDK) or the runtime could not start.
     #[error("{what}: {why}; to fix: {fix}")]
     Backend {

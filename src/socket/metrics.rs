@@ -35,6 +35,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant as StdInstant};
 
 use crate::mem::Pool;
+use crate::pmd::memif::Memif;
 use crate::pmd::pcap::{PcapConfig, PcapError, PcapStats, PcapWriter};
 use crate::pmd::Port;
 use crate::proto::ConnectionHandle;
@@ -122,6 +123,94 @@ pub enum StackMetric {
     CapturePackets,
     /// ARP packets whose sender claimed our IPv4 address.
     ArpConflicts,
+    /// Verified confirms refused: `max_connections_per_source` from that address.
+    RefusedPerSource,
+    /// Hellos unanswered: the endpoint has no cookie key.
+    TransportRxNoCookieKey,
+    /// Hellos whose stateless answer was dropped: the answer queue was full.
+    TransportRxStatelessQueueFull,
+    /// Packets a connection refused over a receive limit (credit, message size, reassembly
+    /// budgets).
+    TransportRxOverLimit,
+    /// Packets refused because a reassembly buffer could not grow.
+    TransportRxAllocFailed,
+    /// Single-packet messages copied out of their slots (`max_rx_slots`).
+    TransportRxCopiedMessages,
+    /// ARP cache entries gleaned from UDP datagrams.
+    ArpGleaned,
+}
+
+/// A memif stack's control-channel counters (labels `port`, `queue`; registered only for a
+/// stack over [`Backend::Memif`](super::Backend::Memif)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum MemifMetric {
+    /// Control connections refused at or before INIT
+    /// ([`Memif::refused`](crate::pmd::memif::Memif::refused)).
+    DroppedRefused,
+    /// Pending control connections dropped: `max_pending_handshakes` were waiting.
+    DroppedPendingFull,
+    /// Handshakes on the stack's interface that ended before the link came up.
+    DroppedFailed,
+    /// `accept` failures (out of descriptors), each followed by a pause.
+    AcceptErrors,
+    /// Peer regions not sealed against shrinking.
+    UnsealedRegions,
+    /// Interrupts not signalled because the peer's eventfd counter was full.
+    InterruptsSkipped,
+    /// Control connections in their handshake now.
+    PendingHandshakes,
+}
+
+const MEMIF_DROP: &str = "bypass_memif_dropped_handshakes";
+const MEMIF_DROP_HELP: &str = "memif control connections dropped before their link came up, by \
+     cause: refused (at or before INIT: a malformed message, an unknown id, a wrong secret, \
+     an interface already connected, a peer uid not allowed), pending_full \
+     (max_pending_handshakes were waiting), failed (after INIT: a region too large or \
+     unsealed, a bad ring, a protocol error, a timeout).";
+
+const MEMIF_DESCS: &[MetricDesc] = &[
+    d(MEMIF_DROP, MEMIF_DROP_HELP, C, Some(("cause", "refused"))),
+    d(
+        MEMIF_DROP,
+        MEMIF_DROP_HELP,
+        C,
+        Some(("cause", "pending_full")),
+    ),
+    d(MEMIF_DROP, MEMIF_DROP_HELP, C, Some(("cause", "failed"))),
+    d(
+        "bypass_memif_accept_errors",
+        "accept() failures on the memif socket (out of descriptors), each followed by a pause.",
+        C,
+        None,
+    ),
+    d(
+        "bypass_memif_unsealed_regions",
+        "memif peer regions not sealed against shrinking (accepted unless \
+         require_sealed_regions, then refused).",
+        C,
+        None,
+    ),
+    d(
+        "bypass_memif_interrupts_skipped",
+        "memif interrupts not signalled because the peer's eventfd counter was full.",
+        C,
+        None,
+    ),
+    d(
+        "bypass_memif_pending_handshakes",
+        "memif control connections in their handshake now.",
+        G,
+        None,
+    ),
+];
+
+impl CounterSet for MemifMetric {
+    const DESCS: &'static [MetricDesc] = MEMIF_DESCS;
+    #[inline]
+    fn index(self) -> usize {
+        self as usize
+    }
 }
 
 const fn d(
@@ -146,6 +235,9 @@ const NET_TX: &str = "bypass_net_tx_dropped_packets";
 const NET_TX_HELP: &str = "Frames the IP layer did not send, by cause.";
 const TR_RX: &str = "bypass_transport_rx_dropped_datagrams";
 const TR_RX_HELP: &str = "Transport datagrams dropped on receive, by cause.";
+const REFUSED: &str = "bypass_transport_refused_connections";
+const REFUSED_HELP: &str = "Incoming connections refused, by cause: max_connections (the table \
+     is full), per_source (max_connections_per_source from that address).";
 
 const STACK_DESCS: &[MetricDesc] = &[
     d(
@@ -208,12 +300,7 @@ const STACK_DESCS: &[MetricDesc] = &[
         C,
         None,
     ),
-    d(
-        "bypass_transport_refused_connections",
-        "Incoming connections refused because max_connections was reached.",
-        C,
-        None,
-    ),
+    d(REFUSED, REFUSED_HELP, C, Some(("cause", "max_connections"))),
     d(
         "bypass_transport_closed_connections",
         "Connections closed and freed.",
@@ -235,6 +322,30 @@ const STACK_DESCS: &[MetricDesc] = &[
     d(
         "bypass_net_arp_conflicts",
         "ARP packets from another host claiming our IPv4 address (a duplicate address).",
+        C,
+        None,
+    ),
+    d(REFUSED, REFUSED_HELP, C, Some(("cause", "per_source"))),
+    d(TR_RX, TR_RX_HELP, C, Some(("cause", "no_cookie_key"))),
+    d(
+        TR_RX,
+        TR_RX_HELP,
+        C,
+        Some(("cause", "stateless_queue_full")),
+    ),
+    d(TR_RX, TR_RX_HELP, C, Some(("cause", "over_limit"))),
+    d(TR_RX, TR_RX_HELP, C, Some(("cause", "alloc_failed"))),
+    d(
+        "bypass_transport_rx_copied_messages",
+        "Single-packet messages copied out of their pool slot because their connection held \
+         max_rx_slots undelivered ones.",
+        C,
+        None,
+    ),
+    d(
+        "bypass_net_arp_gleaned_entries",
+        "ARP cache entries learned from the source of a UDP datagram (an on-link sender not \
+         in the cache), not from ARP.",
         C,
         None,
     ),
@@ -649,6 +760,8 @@ pub(super) struct StackMetrics {
     rtt: CoreHistogram,
     completion: CoreHistogram,
     conns: ConnPublisher,
+    /// memif's counters and the stack's interface id (a memif backend only).
+    memif: Option<(CoreCounters<MemifMetric>, u32)>,
     live: Vec<bool>,
     capture: Arc<CaptureCtl>,
     last_ns: u64,
@@ -674,6 +787,7 @@ impl StackMetrics {
         name: &str,
         max_connections: usize,
         pools: Vec<Pool>,
+        memif_id: Option<u32>,
     ) -> StackMetrics {
         let r = &metrics.registry;
         let labels = [("port", name), ("queue", "0")];
@@ -695,6 +809,7 @@ impl StackMetrics {
             rtt: r.histogram(&hist::RTT, &labels),
             completion: r.histogram(&hist::MESSAGE_COMPLETION, &labels),
             conns: r.conn_table(cap),
+            memif: memif_id.map(|id| (r.counters(&labels), id)),
             live: vec![false; cap],
             capture,
             last_ns: 0,
@@ -713,9 +828,14 @@ impl StackMetrics {
         &self.metrics
     }
 
-    /// After each poll-loop iteration: the loop gap, and the publish tick when it is due.
+    /// After each poll-loop iteration: the loop gap, and the publish tick when it is due
+    /// (`memif`: the stack's memif backend, whose counters it copies too).
     #[inline]
-    pub(super) fn after_poll(&mut self, rt: &mut Runtime<StackPort, Transport, SystemClock>) {
+    pub(super) fn after_poll(
+        &mut self,
+        rt: &mut Runtime<StackPort, Transport, SystemClock>,
+        memif: Option<&Memif>,
+    ) {
         let now = rt.now().as_nanos();
         if self.last_ns != 0 {
             self.gap.record(now.saturating_sub(self.last_ns));
@@ -724,7 +844,24 @@ impl StackMetrics {
         if now >= self.next_tick {
             self.next_tick = now + PUBLISH_INTERVAL_NS;
             self.publish(rt);
+            self.publish_memif(memif);
         }
+    }
+
+    /// memif's control-channel counters (relaxed loads of its atomics).
+    #[cold]
+    fn publish_memif(&self, memif: Option<&Memif>) {
+        let (Some((c, id)), Some(m)) = (&self.memif, memif) else {
+            return;
+        };
+        use MemifMetric as M;
+        c.set(M::DroppedRefused, m.refused());
+        c.set(M::DroppedPendingFull, m.pending_dropped());
+        c.set(M::DroppedFailed, m.handshakes_failed(*id));
+        c.set(M::AcceptErrors, m.accept_errors());
+        c.set(M::UnsealedRegions, m.unsealed_regions(*id));
+        c.set(M::InterruptsSkipped, m.interrupts_skipped(*id));
+        c.set(M::PendingHandshakes, m.pending_handshakes() as u64);
     }
 
     #[cold]
@@ -804,6 +941,16 @@ impl StackMetrics {
         s.set(M::Refused, es.refused);
         s.set(M::Closed, es.freed);
         s.set(M::ArpConflicts, n.arp_conflicts);
+        s.set(M::RefusedPerSource, es.refused_per_source);
+        s.set(M::TransportRxNoCookieKey, es.no_cookie_key);
+        s.set(M::TransportRxStatelessQueueFull, es.stateless_dropped);
+        s.set(
+            M::TransportRxOverLimit,
+            es.conn_rx_refused - es.conn_rx_alloc_failed.min(es.conn_rx_refused),
+        );
+        s.set(M::TransportRxAllocFailed, es.conn_rx_alloc_failed);
+        s.set(M::TransportRxCopiedMessages, es.conn_rx_slots_copied);
+        s.set(M::ArpGleaned, n.arp_gleaned);
 
         self.publish_conns(rt);
         self.capture.serve(rt.port_mut(), &self.stack);
@@ -930,8 +1077,24 @@ mod tests {
     #[test]
     fn stack_descs_match_enum_order() {
         assert_eq!(
-            StackMetric::ArpConflicts.index() + 1,
+            StackMetric::ArpGleaned.index() + 1,
             StackMetric::DESCS.len()
+        );
+        assert_eq!(
+            StackMetric::DESCS[StackMetric::RefusedPerSource.index()].label,
+            Some(("cause", "per_source"))
+        );
+        assert_eq!(
+            StackMetric::DESCS[StackMetric::TransportRxAllocFailed.index()].label,
+            Some(("cause", "alloc_failed"))
+        );
+        assert_eq!(
+            MemifMetric::PendingHandshakes.index() + 1,
+            MemifMetric::DESCS.len()
+        );
+        assert_eq!(
+            MemifMetric::DESCS[MemifMetric::DroppedFailed.index()].label,
+            Some(("cause", "failed"))
         );
         assert_eq!(
             StackMetric::DESCS[StackMetric::RxUdpNoPort.index()].label,

@@ -120,7 +120,7 @@ use std::path::PathBuf;
 use crate::pmd::memif::Role;
 use crate::pmd::Port;
 
-pub use builder::StackBuilder;
+pub use builder::{default_rx_budget, StackBuilder, MIN_PEER_REGION_BYTES};
 pub use error::Error;
 pub use gpu::{GpuMsg, GpuRecvStats, GpuTarget};
 pub use listener::Listener;

@@ -179,7 +179,7 @@ impl Inner {
         self.rest_deferred = false;
         self.rt.poll_rest(r);
         if let Some(m) = &mut self.metrics {
-            m.after_poll(&mut self.rt);
+            m.after_poll(&mut self.rt, self._memif.as_ref());
         }
     }
     pub(super) fn ep(&mut self) -> &mut Endpoint {

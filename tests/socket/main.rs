@@ -9,6 +9,8 @@ mod socket_pair;
 
 mod api;
 mod checksum;
+mod hostile_metrics;
+mod knobs;
 mod multicore;
 mod sendbuf;
 mod sendbuf_memif;

@@ -12,7 +12,9 @@
 //!   can serve every device and every backend.
 //! - [`Device::open`] configures a device with N rx/tx queue pairs (RSS over IP/UDP when
 //!   N > 1 and the device can hash; IPv4/UDP checksum offloads when the device reports them,
-//!   [`Offloads`](super::Offloads) says which, software otherwise), starts it and returns one
+//!   [`Offloads`](super::Offloads) says which, software otherwise; on receive a frame skips
+//!   the software check only where the device verified its checksums, see
+//!   [`DpdkPort::rx_bad_checksum`]), starts it and returns one
 //!   [`DpdkPort`] per queue pair. [`Device`] gives link status, device stats and xstats; the
 //!   device is stopped and closed when the `Device` and all of its ports are dropped.
 //! - Every DPDK call that can fail goes through one helper ([`DpdkError`] carries the call's

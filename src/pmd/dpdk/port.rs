@@ -301,6 +301,8 @@ impl Device {
                 },
                 stats: PortStats::default(),
                 copies: 0,
+                rx_bad_checksum: 0,
+                rx_checksum_software: 0,
                 mbufs: vec![std::ptr::null_mut(); MAX_BURST].into_boxed_slice(),
                 scratch: Vec::with_capacity(MAX_BURST),
                 copied: vec![false; MAX_BURST].into_boxed_slice(),
@@ -427,6 +429,8 @@ pub struct DpdkPort {
     info: PortInfo,
     stats: PortStats,
     copies: u64,
+    rx_bad_checksum: u64,
+    rx_checksum_software: u64,
     mbufs: Box<[*mut sys::rte_mbuf]>,
     scratch: Vec<PktBuf>,
     copied: Box<[bool]>,
@@ -455,6 +459,19 @@ impl DpdkPort {
         self.copies
     }
 
+    /// Frames dropped on receive for a wrong IPv4 or UDP checksum, with receive checksum
+    /// offload on: flagged BAD by the device, or found wrong by the software check of a frame
+    /// whose status was UNKNOWN. Also counted in `PortStats::rx_errors`.
+    pub fn rx_bad_checksum(&self) -> u64 {
+        self.rx_bad_checksum
+    }
+
+    /// Frames checked in software despite receive checksum offload because the device
+    /// reported no status (UNKNOWN) for one of their checksums.
+    pub fn rx_checksum_software(&self) -> u64 {
+        self.rx_checksum_software
+    }
+
     /// The pool this port receives into and `alloc_tx` takes from.
     pub fn pool(&self) -> &Pool {
         &self.pool
@@ -471,18 +488,43 @@ impl DpdkPort {
     }
 
     /// Turn a received mbuf into a PktBuf: the slot itself when the mbuf is one segment of a
-    /// DpdkPool, else a copy.
+    /// DpdkPool, else a copy. With receive checksum offload, a frame the device flagged BAD
+    /// is dropped, and one whose status is UNKNOWN is checked in software
+    /// ([`rx_checksum_verdict`]); both drops count in `rx_errors` and
+    /// [`rx_bad_checksum`](Self::rx_bad_checksum).
     #[inline]
     fn take_mbuf(&mut self, m: *mut sys::rte_mbuf) -> Option<PktBuf> {
         // SAFETY: m is a valid mbuf the driver just gave us.
         let flags = unsafe { sys::shim_pktmbuf_ol_flags(m) };
-        let bad = (sys::RTE_MBUF_F_RX_IP_CKSUM_BAD | sys::RTE_MBUF_F_RX_L4_CKSUM_BAD) as u64;
-        if self.info.offloads.rx_checksum && flags & bad != 0 {
+        let offload = self.info.offloads.rx_checksum;
+        if offload
+            && (CsumStatus::ip(flags) == CsumStatus::Bad
+                || CsumStatus::l4(flags) == CsumStatus::Bad)
+        {
             self.stats.rx_errors += 1;
+            self.rx_bad_checksum += 1;
             // SAFETY: we own m and free it once.
             unsafe { sys::shim_pktmbuf_free(m) };
             return None;
         }
+        let b = self.mbuf_to_buf(m)?;
+        if offload
+            && (CsumStatus::ip(flags) == CsumStatus::Unknown
+                || CsumStatus::l4(flags) == CsumStatus::Unknown)
+        {
+            self.rx_checksum_software += 1;
+            if rx_checksum_verdict(flags, b.data()) == RxVerdict::Drop {
+                self.stats.rx_errors += 1;
+                self.rx_bad_checksum += 1;
+                return None;
+            }
+        }
+        Some(b)
+    }
+
+    /// A received mbuf as a PktBuf (see [`take_mbuf`](Self::take_mbuf)); consumes `m`.
+    #[inline]
+    fn mbuf_to_buf(&mut self, m: *mut sys::rte_mbuf) -> Option<PktBuf> {
         let (mut ctx, mut slot, mut off, mut len) = (std::ptr::null_mut(), 0u32, 0u32, 0u32);
         // SAFETY: m is valid; out-pointers are valid.
         let r = unsafe { sys::shim_extpool_take(m, &mut ctx, &mut slot, &mut off, &mut len) };
@@ -538,6 +580,112 @@ impl DpdkPort {
             unsafe { sys::shim_pktmbuf_tx_offload(m, flags, ETH_HDR as u16, l3_len) };
         }
     }
+}
+
+/// What a port with receive checksum offload does with a received frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RxVerdict {
+    /// Deliver it.
+    Accept,
+    /// Drop it: a checksum is wrong.
+    Drop,
+}
+
+/// What the device says about one checksum of a received frame (DPDK's `RX_*_CKSUM_*`
+/// statuses, two bits each for IP and L4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CsumStatus {
+    /// The device verified it: right (`GOOD`), or "not correct in the packet data, but the
+    /// integrity is verified" (`NONE`: a virtual device that skipped a checksum nothing
+    /// could have spoiled, a UDP datagram sent without one).
+    Verified,
+    /// The device found it wrong.
+    Bad,
+    /// No information (`UNKNOWN`): the device did not look (a protocol it does not parse,
+    /// a chained mbuf on net_tap). Only software can tell.
+    Unknown,
+}
+
+impl CsumStatus {
+    fn decode(flags: u64, mask: u64, good: u64, bad: u64) -> CsumStatus {
+        match flags & mask {
+            f if f == good || f == mask => CsumStatus::Verified,
+            f if f == bad => CsumStatus::Bad,
+            _ => CsumStatus::Unknown,
+        }
+    }
+    fn ip(flags: u64) -> CsumStatus {
+        Self::decode(
+            flags,
+            sys::RTE_MBUF_F_RX_IP_CKSUM_MASK as u64,
+            sys::RTE_MBUF_F_RX_IP_CKSUM_GOOD as u64,
+            sys::RTE_MBUF_F_RX_IP_CKSUM_BAD as u64,
+        )
+    }
+    fn l4(flags: u64) -> CsumStatus {
+        Self::decode(
+            flags,
+            sys::RTE_MBUF_F_RX_L4_CKSUM_MASK as u64,
+            sys::RTE_MBUF_F_RX_L4_CKSUM_GOOD as u64,
+            sys::RTE_MBUF_F_RX_L4_CKSUM_BAD as u64,
+        )
+    }
+}
+
+/// The verdict on a received `frame` from its mbuf's offload flags, on a port with receive
+/// checksum offload (the IP layer above then checks nothing): a `BAD` status drops it; an
+/// `UNKNOWN` one is checked here in software ([`software_checksums_ok`]); only what the
+/// device verified is taken on its word.
+fn rx_checksum_verdict(flags: u64, frame: &[u8]) -> RxVerdict {
+    let (ip, l4) = (CsumStatus::ip(flags), CsumStatus::l4(flags));
+    if ip == CsumStatus::Bad || l4 == CsumStatus::Bad {
+        return RxVerdict::Drop;
+    }
+    let (check_ip, check_l4) = (ip == CsumStatus::Unknown, l4 == CsumStatus::Unknown);
+    if (check_ip || check_l4) && !software_checksums_ok(frame, check_ip, check_l4) {
+        return RxVerdict::Drop;
+    }
+    RxVerdict::Accept
+}
+
+/// Software check of an Ethernet/IPv4 frame's IPv4 header checksum (`check_ip`) and UDP
+/// checksum (`check_l4`; 0 in the field is "none sent", RFC 768, left to the transport).
+/// True for whatever it cannot judge (not IPv4, options, a fragment, inconsistent lengths):
+/// the IP layer drops those by their own cause. Reads each header field once.
+fn software_checksums_ok(f: &[u8], check_ip: bool, check_l4: bool) -> bool {
+    use smoltcp::wire::{checksum, IpProtocol};
+    let Some(hdr) = f.get(ETH_HDR..ETH_HDR + 20) else {
+        return true;
+    };
+    let mut ip = [0u8; 20];
+    ip.copy_from_slice(hdr);
+    if f[12..14] != [0x08, 0x00] || ip[0] != 0x45 {
+        return true;
+    }
+    if check_ip && checksum::data(&ip) != !0 {
+        return false;
+    }
+    let total = u16::from_be_bytes([ip[2], ip[3]]) as usize;
+    let fragment = u16::from_be_bytes([ip[6], ip[7]]) & 0x3fff != 0;
+    if !check_l4 || ip[9] != 17 || fragment {
+        return true;
+    }
+    let Some(seg) = f.get(ETH_HDR + 20..ETH_HDR + total.max(20)) else {
+        return true;
+    };
+    let Some(udp) = seg.get(..8) else {
+        return true;
+    };
+    let mut uh = [0u8; 8];
+    uh.copy_from_slice(udp);
+    let udp_len = u16::from_be_bytes([uh[4], uh[5]]) as usize;
+    if udp_len < 8 || udp_len > seg.len() || uh[6..8] == [0, 0] {
+        return true;
+    }
+    let src = std::net::Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]);
+    let dst = std::net::Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]);
+    let ph = checksum::pseudo_header_v4(&src, &dst, IpProtocol::Udp, udp_len as u32);
+    checksum::combine(&[ph, checksum::data(&uh), checksum::data(&seg[8..udp_len])]) == !0
 }
 
 /// Prepare an Ethernet/IPv4 frame for the device to fill its checksums: the IPv4 header
@@ -766,6 +914,119 @@ mod tests {
         arp[12..14].copy_from_slice(&[0x08, 0x06]);
         assert!(prepare_cksum_offload(&mut arp).is_none());
         assert!(prepare_cksum_offload(&mut [0u8; 10]).is_none());
+    }
+
+    /// An Ethernet/IPv4/UDP frame with right checksums, 10.77.1.1:4791 -> 10.77.1.2:9000.
+    fn udp_frame(payload: &[u8]) -> Vec<u8> {
+        use smoltcp::phy::ChecksumCapabilities;
+        use smoltcp::wire::*;
+        let udp = UdpRepr {
+            src_port: 4791,
+            dst_port: 9000,
+        };
+        let (src, dst) = (
+            Ipv4Address::new(10, 77, 1, 1),
+            Ipv4Address::new(10, 77, 1, 2),
+        );
+        let ipr = Ipv4Repr {
+            src_addr: src,
+            dst_addr: dst,
+            next_header: IpProtocol::Udp,
+            payload_len: udp.header_len() + payload.len(),
+            hop_limit: 64,
+        };
+        let mut f = vec![0u8; 14 + ipr.buffer_len() + udp.header_len() + payload.len()];
+        f[12..14].copy_from_slice(&[0x08, 0x00]);
+        let caps = ChecksumCapabilities::default();
+        let mut ip = Ipv4Packet::new_unchecked(&mut f[14..]);
+        ipr.emit(&mut ip, &caps);
+        let mut u = UdpPacket::new_unchecked(ip.payload_mut());
+        udp.emit(
+            &mut u,
+            &src.into(),
+            &dst.into(),
+            payload.len(),
+            |b| b.copy_from_slice(payload),
+            &caps,
+        );
+        f
+    }
+
+    /// Issue 18: with receive checksum offload on, only a GOOD status (or NONE: "not correct
+    /// in the packet data, but the integrity is verified", DPDK's definition) lets a frame
+    /// skip the software check; BAD drops it; UNKNOWN (the device did not look: a chained
+    /// mbuf on net_tap, a protocol it does not parse) is verified here, in software.
+    #[test]
+    fn rx_checksum_flags_only_trust_what_the_device_verified() {
+        use RxVerdict::{Accept, Drop};
+        let good = udp_frame(b"checksummed payload");
+        let mut bad_udp = good.clone();
+        *bad_udp.last_mut().unwrap() ^= 0x5a;
+        let mut bad_ip = good.clone();
+        bad_ip[24] ^= 0x01;
+        let mut no_udp_sum = bad_udp.clone();
+        no_udp_sum[40..42].fill(0);
+        let mut arp = vec![0u8; 60];
+        arp[12..14].copy_from_slice(&[0x08, 0x06]);
+        let (ip_good, ip_bad, ip_none) = (
+            sys::RTE_MBUF_F_RX_IP_CKSUM_GOOD as u64,
+            sys::RTE_MBUF_F_RX_IP_CKSUM_BAD as u64,
+            sys::RTE_MBUF_F_RX_IP_CKSUM_NONE as u64,
+        );
+        let (l4_good, l4_bad, l4_none) = (
+            sys::RTE_MBUF_F_RX_L4_CKSUM_GOOD as u64,
+            sys::RTE_MBUF_F_RX_L4_CKSUM_BAD as u64,
+            sys::RTE_MBUF_F_RX_L4_CKSUM_NONE as u64,
+        );
+        let unknown = 0u64;
+        let cases: &[(&str, u64, &[u8], RxVerdict)] = &[
+            ("both GOOD", ip_good | l4_good, &good, Accept),
+            (
+                "both GOOD: the device is trusted",
+                ip_good | l4_good,
+                &bad_udp,
+                Accept,
+            ),
+            ("L4 BAD", ip_good | l4_bad, &good, Drop),
+            ("IP BAD", ip_bad | l4_good, &good, Drop),
+            (
+                "both NONE (verified, field not filled)",
+                ip_none | l4_none,
+                &bad_udp,
+                Accept,
+            ),
+            ("L4 UNKNOWN, good frame", ip_good | unknown, &good, Accept),
+            (
+                "L4 UNKNOWN, bad UDP checksum",
+                ip_good | unknown,
+                &bad_udp,
+                Drop,
+            ),
+            ("all UNKNOWN, bad UDP checksum", unknown, &bad_udp, Drop),
+            ("all UNKNOWN, bad IPv4 checksum", unknown, &bad_ip, Drop),
+            (
+                "IP UNKNOWN, L4 GOOD, bad IPv4 checksum",
+                l4_good,
+                &bad_ip,
+                Drop,
+            ),
+            (
+                "L4 UNKNOWN, UDP checksum 0 (none sent)",
+                ip_good,
+                &no_udp_sum,
+                Accept,
+            ),
+            ("UNKNOWN, not IPv4", unknown, &arp, Accept),
+            ("UNKNOWN, truncated", unknown, &good[..20], Accept),
+        ];
+        let wrong: Vec<String> = cases
+            .iter()
+            .filter_map(|&(what, flags, frame, want)| {
+                let got = rx_checksum_verdict(flags, frame);
+                (got != want).then(|| format!("{what}: {got:?}, want {want:?}"))
+            })
+            .collect();
+        assert!(wrong.is_empty(), "wrong verdicts:\n{}", wrong.join("\n"));
     }
 
     #[test]

@@ -415,6 +415,8 @@ impl Control {
             );
         }
         let was_up = matches!(c.state, State::Connected);
+        // A pending channel dropped to make room is counted in `pending_dropped` alone.
+        let dropped = matches!(e, ControlError::TooManyPending(_));
         c.state = State::Dead;
         match c.iface {
             Some(n) => {
@@ -426,6 +428,11 @@ impl Control {
                         "memif link down"
                     );
                 } else {
+                    if !dropped {
+                        self.shared.ifaces[n]
+                            .handshakes_failed
+                            .fetch_add(1, Ordering::Relaxed);
+                    }
                     tracing::warn!(
                         socket = %self.shared.cfg.socket.display(),
                         id = self.shared.ifaces[n].cfg.id,
@@ -436,7 +443,9 @@ impl Control {
                 self.shared.ifaces[n].set_error(e);
             }
             None => {
-                self.shared.refused.fetch_add(1, Ordering::Relaxed);
+                if !dropped {
+                    self.shared.refused.fetch_add(1, Ordering::Relaxed);
+                }
                 tracing::warn!(
                     socket = %self.shared.cfg.socket.display(),
                     error = %e,

@@ -361,6 +361,8 @@ struct IfShared {
     unsealed_regions: AtomicU64,
     /// Interrupts not signalled because the peer's eventfd counter was full.
     interrupts_skipped: AtomicU64,
+    /// Handshakes on this interface that ended before its link came up.
+    handshakes_failed: AtomicU64,
 }
 
 impl IfShared {
@@ -454,6 +456,7 @@ impl Memif {
                 connects: AtomicU64::new(0),
                 unsealed_regions: AtomicU64::new(0),
                 interrupts_skipped: AtomicU64::new(0),
+                handshakes_failed: AtomicU64::new(0),
             }));
         }
         let wake = sys::eventfd().map_err(|source| MemifError::Socket {
@@ -583,6 +586,18 @@ impl Memif {
     pub fn unsealed_regions(&self, id: u32) -> u64 {
         self.iface(id)
             .map(|i| i.unsealed_regions.load(Ordering::Relaxed))
+            .unwrap_or(0)
+    }
+
+    /// Handshakes on interface `id` that ended after its INIT was accepted and before its
+    /// link came up: refused (a region too large or unsealed, a bad ring, a protocol error:
+    /// [`last_error`](Self::last_error) says which was last), timed out, or abandoned by the
+    /// peer. Those refused at or before INIT (a wrong secret or id, an interface already
+    /// connected) are in [`refused`](Self::refused); pending ones dropped to make room in
+    /// [`pending_dropped`](Self::pending_dropped) only.
+    pub fn handshakes_failed(&self, id: u32) -> u64 {
+        self.iface(id)
+            .map(|i| i.handshakes_failed.load(Ordering::Relaxed))
             .unwrap_or(0)
     }
 

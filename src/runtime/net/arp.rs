@@ -79,6 +79,40 @@ impl Net {
         }
     }
 
+    /// A UDP datagram from `ip` arrived in a frame from `mac`: where the cache has no entry
+    /// for an on-link `ip`, add one (the answer to an unsolicited datagram, a handshake's
+    /// stateless ACCEPT, then goes out without an ARP request and takes no pending queue),
+    /// and release frames waiting on it. Never replaces an entry: only ARP does (RFC 826).
+    /// One comparison when the sender is the last one seen.
+    #[inline]
+    pub(super) fn glean(&mut self, now: Instant, ip: Ipv4Addr, mac: [u8; 6]) {
+        let key = (ip.to_bits(), mac);
+        if self.last_glean != key {
+            self.last_glean = key;
+            self.glean_new(now, ip, mac);
+        }
+    }
+
+    #[inline(never)]
+    fn glean_new(&mut self, now: Instant, ip: Ipv4Addr, mac: [u8; 6]) {
+        if !EthernetAddress(mac).is_unicast()
+            || !self.on_link(ip)
+            || ip == self.cfg.ip
+            || ip.is_broadcast()
+            || ip.is_unspecified()
+        {
+            return;
+        }
+        let Some(learned) = self.arp.glean(now, ip, mac) else {
+            return;
+        };
+        self.counters.arp_gleaned += 1;
+        if learned == Learned::Evicted {
+            self.counters.arp_evictions += 1;
+        }
+        self.release_waiting(ip, mac);
+    }
+
     /// Frames waiting on `ip` get its MAC and go to the transmit queue.
     fn release_waiting(&mut self, ip: Ipv4Addr, mac: [u8; 6]) {
         let Some(i) = self.arp.pending_index(ip) else {
@@ -304,6 +338,103 @@ mod tests {
             assert_eq!(f[UDP_HEADERS_LEN], i as u8, "in order");
         }
         assert_eq!(n.arp_waiting(), 0);
+    }
+
+    /// UDP_FRAME as sent by `mac`/`ip` (a spoofed source), its UDP checksum left out (0) and
+    /// its IPv4 header checksum made right.
+    fn udp_from(ip: Ipv4Addr, mac: [u8; 6]) -> Vec<u8> {
+        let mut f = UDP_FRAME.to_vec();
+        f[6..12].copy_from_slice(&mac);
+        f[26..30].copy_from_slice(&ip.octets());
+        f[40..42].fill(0);
+        f[24..26].fill(0);
+        let c = !smoltcp::wire::checksum::data(&f[14..34]);
+        f[24..26].copy_from_slice(&c.to_be_bytes());
+        f
+    }
+
+    /// Issue 18: an on-link host that sends hellos from many spoofed source addresses makes
+    /// the transport answer each one; the answers must not take the ARP pending table (16
+    /// destinations) from the destinations the stack itself needs to resolve. The answers
+    /// go to the MAC the hello came from, and a peer we resolved by ARP keeps its entry
+    /// while spoofed sources churn through a cache they overflow.
+    #[test]
+    fn spoofed_on_link_sources_do_not_starve_arp_resolution() {
+        let p = crate::mem::Pool::new(&crate::mem::PoolConfig {
+            hugepages: crate::mem::HugePages::Never,
+            ..crate::mem::PoolConfig::new("net-arp-spoof", 1024, 2048)
+        })
+        .unwrap();
+        let mut cfg = NetConfig::new(US, IP_US);
+        cfg.prefix_len = 16;
+        let mut n = Net::new(cfg);
+        n.bind(7000);
+        let now = Instant::from_nanos(1);
+        let reply_to = |n: &mut Net, to: SocketAddrV4| {
+            let mut b = p.alloc().unwrap();
+            b.extend_from_slice(b"accept").unwrap();
+            n.send_udp(now, 7000, to, b, &mut || p.alloc())
+        };
+        // A peer we resolved by ARP before the attack.
+        let known = Ipv4Addr::new(10, 0, 0, 3);
+        let known_mac = [2, 0, 0, 0, 0, 3];
+        n.arp.learn(now, known, known_mac);
+        // The attack: more spoofed on-link sources than the ARP cache holds (256), each
+        // answered as the transport answers a hello.
+        let spoofed = 300u16;
+        let mut refused = 0;
+        for k in 0..spoofed {
+            let [hi, lo] = k.to_be_bytes();
+            let ip = Ipv4Addr::new(10, 0, 100 + hi, lo);
+            let mac = [2, 0, 0, 1, hi, lo];
+            let d = n
+                .handle_frame(now, frame(&p, &udp_from(ip, mac)))
+                .expect("spoofed hello delivered to the bound port");
+            if reply_to(&mut n, d.src).is_err() {
+                refused += 1;
+            }
+            for f in sent(&mut n) {
+                if f[12..14] == [0x08, 0x00] {
+                    assert_eq!(
+                        &f[0..6],
+                        &mac,
+                        "the answer goes to the MAC the hello came from"
+                    );
+                }
+            }
+        }
+        // The stack's own traffic to an unresolved on-link peer: it must get a pending entry
+        // and an ARP request, and be sent when the peer answers.
+        let r = reply_to(&mut n, SocketAddrV4::new(IP_PEER, 5000));
+        assert!(
+            r.is_ok(),
+            "a legitimate destination could not be resolved after {spoofed} spoofed hellos \
+             ({refused} answers refused, arp_pending_full = {}): {r:?}",
+            n.counters().arp_pending_full
+        );
+        let out = sent(&mut n);
+        assert_eq!(out.len(), 1, "one ARP request for the legitimate peer");
+        assert_eq!(&out[0][38..42], &IP_PEER.octets(), "ARP target");
+        let mut reply = ARP_REPLY;
+        reply[0..6].copy_from_slice(&US);
+        reply[6..12].copy_from_slice(&PEER);
+        reply[22..28].copy_from_slice(&PEER);
+        reply[28..32].copy_from_slice(&IP_PEER.octets());
+        reply[32..38].copy_from_slice(&US);
+        reply[38..42].copy_from_slice(&IP_US.octets());
+        assert!(feed(&mut n, &p, &reply).is_none());
+        let out = sent(&mut n);
+        assert_eq!(out.len(), 1, "the parked frame is released");
+        assert_eq!(&out[0][0..6], &PEER, "to the resolved MAC");
+        // The peer resolved before the attack still is, without a new request.
+        assert_eq!(n.arp_lookup(now, known), Some(known_mac));
+        reply_to(&mut n, SocketAddrV4::new(known, 5000)).unwrap();
+        let out = sent(&mut n);
+        assert_eq!(&out[0][0..6], &known_mac, "sent at once to the known peer");
+        assert_eq!(refused, 0, "no answer to a hello was refused");
+        assert_eq!(n.counters().arp_pending_full, 0);
+        assert_eq!(n.counters().arp_gleaned, u64::from(spoofed));
+        assert!(n.arp_entries() <= 256, "the cache stays bounded");
     }
 
     #[test]

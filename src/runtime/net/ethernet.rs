@@ -11,8 +11,8 @@ impl Net {
     /// transport when it is UDP to a bound port; answers ARP and ICMP echo itself.
     pub fn handle_frame(&mut self, now: Instant, buf: PktBuf) -> Option<Datagram> {
         self.counters.rx_frames += 1;
-        let (dst, ethertype) = match EthernetFrame::new_checked(buf.data()) {
-            Ok(f) => (f.dst_addr(), f.ethertype()),
+        let (dst, src_mac, ethertype) = match EthernetFrame::new_checked(buf.data()) {
+            Ok(f) => (f.dst_addr(), f.src_addr(), f.ethertype()),
             Err(_) => {
                 self.counters.rx_truncated += 1;
                 return None;
@@ -38,6 +38,7 @@ impl Net {
                 let (mut buf, ip) = self.handle_ipv4(now, buf)?;
                 let (src, dst_port, len, checksummed) = self.check_udp(&buf, &ip)?;
                 let ecn = ip.ecn;
+                self.glean(now, ip.src, src_mac.0);
                 buf.advance(UDP_HEADERS_LEN);
                 buf.truncate(len);
                 self.counters.udp_delivered += 1;

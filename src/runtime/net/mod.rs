@@ -18,7 +18,9 @@
 //!   unless the port reports transmit checksum offload, resolves the next hop (on-link
 //!   destination, else the gateway) through the ARP cache and queues the frame for the port.
 //!   An unresolved next hop parks the frame in a bounded per-destination queue and sends an
-//!   ARP request (see [`ArpConfig`]).
+//!   ARP request (see [`ArpConfig`]). A UDP datagram from an on-link address the cache does
+//!   not hold leaves its source MAC there (gleaned), so the answer to it needs neither: a
+//!   host sending from many spoofed addresses cannot take the pending queues.
 //! - The transmit queue ([`Net::tx_queue`]) is bounded; a full queue is backpressure
 //!   ([`SendError::TxFull`] gives the buffer back). The runtime flushes it into the port and
 //!   keeps what the port did not take for the next iteration.
@@ -128,6 +130,9 @@ pub struct NetCounters {
     pub arp_requests_out: u64,
     /// Learned entries that evicted another from the full cache.
     pub arp_evictions: u64,
+    /// Cache entries gleaned from UDP datagrams: the source MAC of an on-link sender we had
+    /// no entry for, so that answers to it need no ARP request (see [`ArpConfig`]).
+    pub arp_gleaned: u64,
     /// Frames dropped because their destination stayed unresolved.
     pub arp_unresolved_drops: u64,
     /// Frames dropped because the ARP pending queue (or the number of pending destinations)
@@ -275,6 +280,9 @@ pub struct Net {
     counters: NetCounters,
     last_echo_reply: Option<EchoReply>,
     ip_ident: u16,
+    /// The source (IPv4 address, MAC) last gleaned or found cached: a stream from one
+    /// sender costs one comparison per datagram, not a cache lookup.
+    last_glean: (u32, [u8; 6]),
 }
 
 impl std::fmt::Debug for Net {
@@ -309,6 +317,7 @@ impl Net {
             counters: NetCounters::default(),
             last_echo_reply: None,
             ip_ident: 0,
+            last_glean: (0, [0; 6]),
             cfg: NetConfig {
                 tx_queue_limit: limit,
                 ..cfg
