@@ -65,12 +65,12 @@ pub struct Span {
 
 impl Span {
     fn at(&self, off: usize, size: usize) -> Option<*mut u8> {
-        if off.checked_add(size)? > self.len || off % size != 0 {
+        if off.checked_add(size)? > self.len || !off.is_multiple_of(size) {
             return None;
         }
         // SAFETY: off + size <= len, so the pointer stays inside the span.
         let p = unsafe { self.base.add(off) };
-        (p as usize % size == 0).then_some(p)
+        (p as usize).is_multiple_of(size).then_some(p)
     }
     fn load_u8(&self, off: usize) -> Option<u8> {
         let p = self.at(off, 1)?;
