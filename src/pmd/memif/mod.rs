@@ -96,6 +96,10 @@ mod seal_tests;
 mod hostile_tests;
 #[cfg(test)]
 mod tests;
+// Not API: the hostile-peer harness's view of a connection's memory (tests/memif_hostile.rs).
+#[cfg(feature = "testing")]
+#[doc(hidden)]
+pub mod testing;
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;

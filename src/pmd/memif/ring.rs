@@ -82,6 +82,12 @@ impl Ring {
         self.mask.wrapping_add(1)
     }
 
+    /// The ring's address (feature `testing`: where the harness finds it in a region).
+    #[cfg(feature = "testing")]
+    pub fn base(&self) -> *mut u8 {
+        self.base
+    }
+
     /// Mask for indices.
     #[inline]
     pub fn mask(&self) -> u16 {
