@@ -153,8 +153,11 @@ fn transport_refusals_are_exported_by_cause() {
         },
     );
     let _second = stack.connect(SocketAddrV4::new(SERVER, PORT), Duration::from_secs(1));
+    // One at a time, each acknowledged before the next is sent: a DATA packet, so a pool
+    // slot, per message (the messages of one BATCH packet would share its slot).
     for k in 0..20u8 {
         sock.send(&[k; 100]).unwrap();
+        sock.flush().unwrap();
     }
     // Delivered before the large message takes the whole receive budget.
     sock.flush().unwrap();

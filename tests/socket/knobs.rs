@@ -177,8 +177,11 @@ fn unread_messages_with_slots(slots: Option<usize>) -> (u64, bool) {
             (copied, intact)
         },
     );
+    // One at a time, each acknowledged before the next is sent: a DATA packet, so a pool
+    // slot, per message (the messages of one BATCH packet would share its slot).
     for k in 0..20u8 {
         sock.send(&[k; 100]).unwrap();
+        sock.flush().unwrap();
     }
     sock.flush().unwrap();
     acked.store(true, Ordering::Relaxed);
