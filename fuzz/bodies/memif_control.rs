@@ -182,16 +182,7 @@ fn message(t: u16, fields: &[(usize, &[u8])]) -> [u8; MSG_SIZE] {
 
 /// Region sizes worth trying: page multiples around what a client needs, zero, one over the
 /// server's limit (about 160 MiB with its defaults), huge.
-const SIZES: [u64; 8] = [
-    4096,
-    8192,
-    65536,
-    1 << 20,
-    16 << 20,
-    200 << 20,
-    0,
-    1 << 40,
-];
+const SIZES: [u64; 8] = [4096, 8192, 65536, 1 << 20, 16 << 20, 200 << 20, 0, 1 << 40];
 
 /// Offsets worth trying in a region: the ring header's fields, the first descriptors, the
 /// start of a second ring of each size.
@@ -269,11 +260,8 @@ fn fds(f: &mut Fields<'_>, s: u8, held: &mut Held) -> Vec<OwnedFd> {
 /// where a ring of any size could start (offset 0 and right after a first ring), or not. A
 /// duplicate stays in `held` for `poke`.
 fn memfd(size: u64, sealed: bool, cookies: bool, held: &mut Held) -> Option<OwnedFd> {
-    let fd = rustix::fs::memfd_create(
-        MEMFD_NAME,
-        MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING,
-    )
-    .ok()?;
+    let fd = rustix::fs::memfd_create(MEMFD_NAME, MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING)
+        .ok()?;
     rustix::fs::ftruncate(&fd, size).ok()?;
     if cookies {
         let c = RING_COOKIE.to_le_bytes();
@@ -336,8 +324,12 @@ impl Client {
         if !borrowed.is_empty() {
             ctl.push(SendAncillaryMessage::ScmRights(&borrowed));
         }
-        match rustix::net::sendmsg(&self.sock, &[IoSlice::new(bytes)], &mut ctl, SendFlags::NOSIGNAL)
-        {
+        match rustix::net::sendmsg(
+            &self.sock,
+            &[IoSlice::new(bytes)],
+            &mut ctl,
+            SendFlags::NOSIGNAL,
+        ) {
             Ok(_) => true,
             Err(rustix::io::Errno::AGAIN) => panic!("the memif server stopped reading (hang)"),
             Err(_) => {
@@ -360,7 +352,11 @@ impl Client {
         ) {
             Ok(r) if r.bytes == 0 => Answer::Closed,
             Ok(r) => {
-                assert_eq!(r.bytes, MSG_SIZE, "the server sent a datagram of {} bytes", r.bytes);
+                assert_eq!(
+                    r.bytes, MSG_SIZE,
+                    "the server sent a datagram of {} bytes",
+                    r.bytes
+                );
                 Answer::Type(u16::from_le_bytes([buf[0], buf[1]]))
             }
             Err(rustix::io::Errno::AGAIN) => {
@@ -497,7 +493,11 @@ fn run_one(h: &mut Harness, data: &[u8]) -> Reached {
     let mut held = Held::default();
     let mut c = Client::connect(&h.socket);
     // The server speaks first.
-    assert_eq!(c.recv(), Answer::Type(T_HELLO), "no HELLO from the memif server");
+    assert_eq!(
+        c.recv(),
+        Answer::Type(T_HELLO),
+        "no HELLO from the memif server"
+    );
     let mut f = Fields(data);
     while !c.done {
         let Some(&op) = f.0.first() else { break };
@@ -563,7 +563,11 @@ fn run_one(h: &mut Harness, data: &[u8]) -> Reached {
                 c.exchange(&m, &fds, &mut reached);
             }
             3 => {
-                let name: [u8; 32] = if v & 1 == 0 { *b"fuzz-client\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0" } else { f.bytes() };
+                let name: [u8; 32] = if v & 1 == 0 {
+                    *b"fuzz-client\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0"
+                } else {
+                    f.bytes()
+                };
                 c.exchange(&message(T_CONNECT, &[(2, &name)]), &[], &mut reached);
             }
             4 => {
