@@ -223,11 +223,7 @@ fn fds(f: &mut Fields<'_>, s: u8, held: &mut Held) -> Vec<OwnedFd> {
                 .into_iter()
                 .collect()
         }
-        2 => eventfd(0, EventfdFlags::CLOEXEC)
-            .ok()
-            .into_iter()
-            .map(OwnedFd::from)
-            .collect(),
+        2 => eventfd(0, EventfdFlags::CLOEXEC).ok().into_iter().collect(),
         3 => {
             // An eventfd whose counter is one short of its maximum: one more write would
             // block (or fail, non-blocking).
