@@ -20,9 +20,13 @@ mod ack;
 mod endpoint;
 #[path = "../fuzz/bodies/header.rs"]
 mod header;
+#[path = "../fuzz/bodies/memif_control.rs"]
+mod memif_control;
+#[path = "../fuzz/bodies/stack_frames.rs"]
+mod stack_frames;
 
 const SEEDS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/seeds");
-const TARGETS: [&str; 3] = ["header", "ack", "endpoint"];
+const TARGETS: [&str; 5] = ["header", "ack", "endpoint", "memif_control", "stack_frames"];
 
 /// One wire packet: `r`'s header, then `payload`.
 fn packet(r: &Repr, payload: &[u8]) -> Vec<u8> {
@@ -374,6 +378,528 @@ fn endpoint_seeds() -> Vec<(String, Vec<u8>)> {
     ]
 }
 
+/// The `memif_control` target's input: an op byte (low 4 bits: what, high 4 bits:
+/// variations), then the fields that op reads (see fuzz/bodies/memif_control.rs).
+struct Ctl(Vec<u8>);
+
+/// Descriptor selectors of the `memif_control` target (low 3 bits of its selector byte).
+mod fd {
+    pub const NONE: u8 = 0;
+    /// A memfd, sealed (8), with ring cookies (16); its size from the table of sizes.
+    pub const MEMFD: u8 = 1;
+    pub const SEALED: u8 = 8;
+    pub const COOKIES: u8 = 16;
+    pub const EVENTFD: u8 = 2;
+    pub const FULL_EVENTFD: u8 = 3;
+    pub const PIPE_READ: u8 = 4;
+    pub const PIPE_WRITE: u8 = 5;
+    pub const DEV_NULL: u8 = 6;
+    /// Several eventfds: 2 + (bits 3..) % 6 of them.
+    pub const SEVERAL: u8 = 7;
+}
+
+/// Indices into the target's table of region sizes (4 KiB, 8 KiB, 64 KiB, 1 MiB, 16 MiB,
+/// 200 MiB, 0, 1 TiB).
+const S_4K: u8 = 0;
+const S_64K: u8 = 2;
+const S_1M: u8 = 3;
+const S_200M: u8 = 5;
+const S_ZERO: u8 = 6;
+
+impl Ctl {
+    fn new() -> Self {
+        Ctl(Vec::new())
+    }
+    fn op(&mut self, op: u8, fields: &[u8]) -> &mut Self {
+        self.0.push(op);
+        self.0.extend_from_slice(fields);
+        self
+    }
+    /// INIT with our version, id 0, Ethernet mode, no secret.
+    fn init(&mut self) -> &mut Self {
+        self.op(0x00, &[])
+    }
+    /// ADD_REGION `index` of a size from the table, with a descriptor `sel` (a memfd's size
+    /// from the table too).
+    fn region(&mut self, index: u8, size: u8, sel: u8, memfd_size: u8) -> &mut Self {
+        let mut f = vec![index, size, sel];
+        if sel & 7 == fd::MEMFD {
+            f.push(memfd_size);
+        }
+        self.op(0x01, &f)
+    }
+    /// ADD_RING: `c2s`, queue `index`, in `region` at `offset` (raw), `1 << log2`
+    /// descriptors, with a descriptor `sel`.
+    fn ring(
+        &mut self,
+        c2s: bool,
+        index: u8,
+        region: u8,
+        offset: u32,
+        log2: u8,
+        sel: u8,
+    ) -> &mut Self {
+        // v: bit 0 the C2S flag, bit 2 a raw offset, bit 3 a raw log2.
+        let mut f = vec![index, region];
+        f.extend_from_slice(&offset.to_le_bytes());
+        f.push(log2);
+        f.extend_from_slice(&0u16.to_le_bytes());
+        f.push(sel);
+        self.op(0x02 | (u8::from(c2s) << 4) | 0x40 | 0x80, &f)
+    }
+    fn connect(&mut self) -> &mut Self {
+        self.op(0x03, &[])
+    }
+    /// The whole valid handshake with rings of `1 << log2` descriptors (1..=8).
+    fn handshake(&mut self, log2: u8) -> &mut Self {
+        self.op(0x08 | ((log2 - 1) << 4), &[])
+    }
+    /// Write 16 bytes at `offset` of the input's memfd `k`, then the server port's bursts.
+    fn poke(&mut self, k: u8, offset: u32, bytes: [u8; 16]) -> &mut Self {
+        let mut f = vec![k];
+        f.extend_from_slice(&offset.to_le_bytes());
+        f.extend_from_slice(&bytes);
+        self.op(0x17, &f)
+    }
+}
+
+fn memif_control_seeds() -> Vec<(String, Vec<u8>)> {
+    let mut v: Vec<(String, Ctl)> = Vec::new();
+    let mut add = |n: &str, c: &mut Ctl| v.push((n.to_string(), std::mem::replace(c, Ctl::new())));
+    let mut c = Ctl::new();
+    add("gen-handshake", c.handshake(6));
+    add("gen-handshake-smallest", c.handshake(1));
+    // Connected, then a frame on the client-to-server ring (log2 6: the ring at offset 0 of
+    // region 0, its first descriptor at 128): descriptor 0 names 60 bytes at offset 0 of
+    // region 1, then head = 1. The server port receives it.
+    let mut desc = [0u8; 16];
+    desc[2..4].copy_from_slice(&1u16.to_le_bytes());
+    desc[4..8].copy_from_slice(&60u32.to_le_bytes());
+    let mut head = [0u8; 16];
+    head[..2].copy_from_slice(&1u16.to_le_bytes());
+    add(
+        "gen-connected-frame",
+        c.handshake(6).poke(0, 128, desc).poke(0, 6, head),
+    );
+    // Hostile descriptors once connected: a descriptor past its region, a head far ahead.
+    let mut bad = desc;
+    bad[8..12].copy_from_slice(&(1u32 << 20).to_le_bytes());
+    let mut far = [0u8; 16];
+    far[..2].copy_from_slice(&40000u16.to_le_bytes());
+    add(
+        "gen-connected-bad-desc",
+        c.handshake(6)
+            .poke(0, 128, bad)
+            .poke(0, 6, head)
+            .poke(0, 6, far),
+    );
+    // The handshake by hand: INIT, regions (sealed memfds with cookies), rings, CONNECT.
+    let mem = fd::MEMFD | fd::SEALED | fd::COOKIES;
+    c.init()
+        .region(0, S_4K, mem, S_4K)
+        .region(1, S_1M, mem, S_1M)
+        .ring(true, 0, 0, 0, 6, fd::EVENTFD)
+        .ring(false, 0, 0, 128 + 16 * 64, 6, fd::EVENTFD)
+        .connect();
+    add("gen-by-hand", &mut c);
+    // The same, refused at each step.
+    add("gen-refused-version", c.op(0x10, &[0x00, 0x01]));
+    add("gen-refused-unknown-id", c.op(0x20, &[7, 0, 0, 0]));
+    add("gen-refused-mode", c.op(0x40, &[1]));
+    add(
+        "gen-refused-secret",
+        c.op(0x80, b"not-the-secret-at-all!!!"),
+    );
+    add(
+        "gen-refused-region-no-fd",
+        c.init().region(0, S_4K, fd::NONE, 0),
+    );
+    add(
+        "gen-refused-region-zero",
+        c.init().region(0, S_ZERO, mem, S_4K),
+    );
+    add(
+        "gen-refused-region-past-file",
+        c.init().region(0, S_1M, mem, S_64K),
+    );
+    add(
+        "gen-refused-region-too-large",
+        c.init().region(0, S_200M, mem, S_200M),
+    );
+    add(
+        "gen-refused-region-index",
+        c.init().region(3, S_4K, mem, S_4K),
+    );
+    add(
+        "gen-refused-region-pipe",
+        c.init().region(0, S_4K, fd::PIPE_READ, 0),
+    );
+    // Accepted, counted: a region not sealed against shrinking.
+    c.init()
+        .region(0, S_4K, fd::MEMFD | fd::COOKIES, S_4K)
+        .region(1, S_1M, mem, S_1M)
+        .ring(true, 0, 0, 0, 6, fd::EVENTFD)
+        .ring(false, 0, 0, 128 + 16 * 64, 6, fd::EVENTFD)
+        .connect();
+    add("gen-unsealed-region", &mut c);
+    let regions = |c: &mut Ctl| {
+        c.init()
+            .region(0, S_4K, mem, S_4K)
+            .region(1, S_1M, mem, S_1M);
+    };
+    regions(&mut c);
+    add(
+        "gen-refused-ring-pipe",
+        c.ring(true, 0, 0, 0, 6, fd::PIPE_WRITE),
+    );
+    regions(&mut c);
+    add(
+        "gen-refused-ring-dev-null",
+        c.ring(true, 0, 0, 0, 6, fd::DEV_NULL),
+    );
+    regions(&mut c);
+    c.ring(true, 0, 0, 0, 6, fd::FULL_EVENTFD)
+        .ring(false, 0, 0, 128 + 16 * 64, 6, fd::FULL_EVENTFD)
+        .connect();
+    add("gen-full-eventfds", &mut c);
+    regions(&mut c);
+    add(
+        "gen-refused-ring-bounds",
+        c.ring(true, 0, 0, 4000, 6, fd::EVENTFD),
+    );
+    regions(&mut c);
+    add(
+        "gen-refused-ring-log2",
+        c.ring(true, 0, 0, 0, 15, fd::EVENTFD),
+    );
+    regions(&mut c);
+    add(
+        "gen-refused-ring-region",
+        c.ring(true, 0, 9, 0, 6, fd::EVENTFD),
+    );
+    regions(&mut c);
+    add(
+        "gen-refused-ring-twice",
+        c.ring(true, 0, 0, 0, 6, fd::EVENTFD)
+            .ring(true, 0, 0, 0, 6, fd::EVENTFD),
+    );
+    regions(&mut c);
+    add("gen-refused-no-rings", c.connect());
+    regions(&mut c);
+    c.ring(true, 0, 0, 8, 6, fd::EVENTFD)
+        .ring(false, 0, 0, 128 + 16 * 64, 6, fd::EVENTFD)
+        .connect();
+    add("gen-refused-ring-cookie", &mut c);
+    add(
+        "gen-refused-many-fds",
+        c.init().region(0, S_4K, fd::SEVERAL | (5 << 3), 0),
+    );
+    // Out of order, or messages only the server sends.
+    add("gen-refused-connect-first", c.connect());
+    add("gen-refused-ack", c.op(0x05, &[]));
+    add("gen-refused-hello", c.op(0x15, &[]));
+    add("gen-refused-connected", c.init().op(0x25, &[]));
+    add("gen-refused-unknown-type", c.op(0x45, &[0x34, 0x12]));
+    add(
+        "gen-disconnect",
+        c.init().op(0x04, &[1, 0, 0, 0, b'b', b'y', b'e']),
+    );
+    // Datagrams of the wrong size: empty (a hang-up on seqpacket), short, long.
+    add("gen-refused-short", c.op(0x06, &[10, 0, 3, 0]));
+    add("gen-refused-long", c.op(0x06, &[0x2c, 0x01, 3, 0]));
+    add("gen-empty-datagram", c.init().op(0x06, &[0, 0]));
+    add("gen-idle", &mut c);
+    let mut out: Vec<(String, Vec<u8>)> = v.into_iter().map(|(n, c)| (n, c.0)).collect();
+    out.push(("edge-all-ones".into(), vec![0xff; 64]));
+    out
+}
+
+/// The `stack_frames` target's input: an op byte (low 3 bits: what, high 5 bits:
+/// variations), then the fields that op reads (see fuzz/bodies/stack_frames.rs).
+struct Frames(Vec<u8>);
+
+/// Selectors of the target's tables: addresses (then a host byte for ON_LINK), ports (then a
+/// byte for EPHEMERAL).
+mod sel {
+    pub const IP_VICTIM: u8 = 0;
+    pub const IP_PEER: u8 = 1;
+    pub const IP_ON_LINK: u8 = 2;
+    pub const IP_OFF_LINK: u8 = 3;
+    pub const IP_BROADCAST: u8 = 5;
+    pub const MAC_HOSTILE: u8 = 3;
+    pub const MAC_ZERO: u8 = 4;
+    pub const PORT_EPHEMERAL: u8 = 1;
+}
+
+impl Frames {
+    fn new() -> Self {
+        Frames(Vec::new())
+    }
+    fn op(&mut self, op: u8, fields: &[u8]) -> &mut Self {
+        self.0.push(op);
+        self.0.extend_from_slice(fields);
+        self
+    }
+    /// Virtual time forward by `us` microseconds.
+    fn time(&mut self, us: u16) -> &mut Self {
+        self.op(0x00, &us.to_le_bytes())
+    }
+    /// A legitimate message of 8 + `len` bytes (`len` < 9000).
+    fn send(&mut self, len: u16) -> &mut Self {
+        self.op(0x01 | (2 << 3), &len.to_le_bytes())
+    }
+    /// ARP `oper` (1 request, 2 reply) from a hostile MAC claiming `spa` (an address
+    /// selector and its host byte), asking about `tpa`.
+    fn arp(&mut self, oper: u8, spa: &[u8], tpa: &[u8], extra: u8, tail: &[u8]) -> &mut Self {
+        let mut f = vec![sel::MAC_HOSTILE];
+        f.extend_from_slice(spa);
+        f.push(sel::MAC_ZERO);
+        f.extend_from_slice(tpa);
+        f.extend_from_slice(tail);
+        self.op(0x03 | ((oper - 1 + extra) << 3), &f)
+    }
+    /// ICMP echo request from on-link host `host`, `len` payload bytes.
+    fn ping(&mut self, v: u8, host: u8, len: u16, tail: &[u8]) -> &mut Self {
+        let mut f = Vec::new();
+        if v & 1 != 0 {
+            f.extend_from_slice(&[13, 0]); // timestamp request
+        }
+        f.extend_from_slice(&[sel::IP_ON_LINK, host]);
+        f.extend_from_slice(&0x1234u16.to_le_bytes());
+        f.extend_from_slice(&7u16.to_le_bytes());
+        f.extend_from_slice(&len.to_le_bytes());
+        f.extend(std::iter::repeat_n(0xab, usize::from(len)));
+        f.extend_from_slice(tail);
+        self.op(0x04 | (v << 3), &f)
+    }
+    /// A transport packet from on-link host `host` (port 40000 + `host`) to our port:
+    /// `kind` and its fields (as `transport` reads them), flags, packet number, timestamp,
+    /// then `after` (a BATCH's length table), then up to `payload` bytes. `aimed`: to the
+    /// legitimate connection's id. `sum`: 0 right, 1 none, 2 wrong.
+    #[allow(clippy::too_many_arguments)]
+    fn transport(
+        &mut self,
+        host: u8,
+        aimed: bool,
+        sum: u8,
+        kind: u8,
+        fields: &[u8],
+        after: &[u8],
+        payload: &[u8],
+    ) -> &mut Self {
+        let mut f = vec![sel::IP_ON_LINK, host, sel::PORT_EPHEMERAL, host];
+        if !aimed {
+            f.extend_from_slice(&0x1111_2222_3333_4444u64.to_le_bytes());
+        }
+        f.extend_from_slice(&(0x5555_0000u64 + u64::from(host)).to_le_bytes());
+        f.push(kind);
+        f.extend_from_slice(fields);
+        f.extend_from_slice(&0u16.to_le_bytes()); // flags
+        f.extend_from_slice(&small(1).to_le_bytes()); // packet number
+        f.extend_from_slice(&1_000u64.to_le_bytes()); // timestamp
+        f.extend_from_slice(after);
+        f.extend_from_slice(&(payload.len() as u16).to_le_bytes());
+        f.extend_from_slice(payload);
+        self.op(0x05 | (u8::from(aimed) << 4) | (sum << 6), &f)
+    }
+    /// A UDP datagram of raw bytes from on-link host `host` to `port` (ours unless given).
+    fn udp(&mut self, host: u8, port: Option<u16>, sum: u8, payload: &[u8]) -> &mut Self {
+        let mut f = vec![sel::IP_ON_LINK, host, sel::PORT_EPHEMERAL, host];
+        if let Some(p) = port {
+            f.push(2);
+            f.extend_from_slice(&p.to_le_bytes());
+        }
+        f.extend_from_slice(&(payload.len() as u16).to_le_bytes());
+        f.extend_from_slice(payload);
+        self.op(0x06 | u8::from(port.is_some()) << 3 | (sum << 6), &f)
+    }
+    /// IPv4 from `src` (selector bytes) with header variations `tweaks` (selector byte then
+    /// its fields), protocol `proto` and `len` payload bytes.
+    fn ip(&mut self, src: &[u8], tweaks: &[u8], proto: u8, len: u16) -> &mut Self {
+        let mut f = src.to_vec();
+        f.extend_from_slice(tweaks);
+        f.extend_from_slice(&len.to_le_bytes());
+        f.push(proto);
+        f.extend(std::iter::repeat_n(0x11, usize::from(len)));
+        self.op(0x07, &f)
+    }
+    /// UDP to our port whose length field is `delta` off.
+    fn udp_len(&mut self, host: u8, delta: u16, len: u16) -> &mut Self {
+        let mut f = vec![sel::IP_ON_LINK, host, 0];
+        f.extend_from_slice(&len.to_le_bytes());
+        f.extend_from_slice(&[sel::PORT_EPHEMERAL, host]);
+        f.extend_from_slice(&delta.to_le_bytes());
+        f.extend(std::iter::repeat_n(0x22, usize::from(len)));
+        self.op(0x07 | (1 << 3), &f)
+    }
+    /// `bytes` as a whole frame; `ours`: our MAC written over the first six.
+    fn raw(&mut self, ours: bool, ethertype: u8, bytes: &[u8]) -> &mut Self {
+        let mut f = (bytes.len() as u16).to_le_bytes().to_vec();
+        f.extend_from_slice(bytes);
+        self.op(0x02 | (u8::from(ours) << 3) | (ethertype << 4), &f)
+    }
+}
+
+fn stack_frames_seeds() -> Vec<(String, Vec<u8>)> {
+    let mut v: Vec<(String, Frames)> = Vec::new();
+    let mut add =
+        |n: &str, f: &mut Frames| v.push((n.to_string(), std::mem::replace(f, Frames::new())));
+    let mut f = Frames::new();
+    // The legitimate connection alone: small and multi-packet messages.
+    add(
+        "gen-legit-stream",
+        f.send(100).time(50).send(3000).send(0).time(200).send(8000),
+    );
+    let on_link = |h: u8| [sel::IP_ON_LINK, h];
+    // ARP: a request for our address, a reply, one claiming our own address, one claiming
+    // the peer's (spoofing: the peer's messages may then be lost), broken and cut ones.
+    add(
+        "gen-arp-request",
+        f.arp(1, &on_link(9), &[sel::IP_VICTIM], 0, &[]),
+    );
+    add(
+        "gen-arp-reply",
+        f.arp(2, &on_link(9), &[sel::IP_VICTIM], 0, &[]).send(10),
+    );
+    add(
+        "gen-arp-conflict",
+        f.arp(1, &[sel::IP_VICTIM], &[sel::IP_VICTIM], 0, &[]),
+    );
+    add(
+        "gen-arp-spoof-peer",
+        f.send(10)
+            .arp(2, &[sel::IP_PEER], &[sel::IP_VICTIM], 0, &[])
+            .send(10),
+    );
+    add(
+        "gen-arp-broken",
+        f.arp(1, &on_link(9), &[sel::IP_VICTIM], 4, &[6, 0, 8, 0, 6, 4]),
+    );
+    add(
+        "gen-arp-truncated",
+        f.arp(1, &on_link(9), &[sel::IP_VICTIM], 8, &[20]),
+    );
+    // Many on-link hosts asking: the cache stays bounded.
+    for h in 0..40u8 {
+        f.arp(1, &on_link(h), &[sel::IP_VICTIM], 0, &[]);
+    }
+    add("gen-arp-many", f.send(10));
+    // ICMP: an echo request, another type, a bad checksum, a fragment.
+    add("gen-icmp-echo", f.ping(0, 9, 56, &[]).time(1000));
+    add("gen-icmp-other", f.ping(1, 9, 8, &[]));
+    add("gen-icmp-bad-checksum", f.ping(2, 9, 8, &[]));
+    add("gen-icmp-fragment", f.ping(4, 9, 8, &[4, 0x20, 0x00]));
+    // Pings from many unresolved hosts: the replies wait on ARP, bounded.
+    for h in 0..40u8 {
+        f.ping(0, h, 8, &[]);
+    }
+    add("gen-icmp-many", f.time(60000).time(60000).send(10));
+    // Transport packets of every kind to our port from a host with no connection.
+    let data = [small(1), small(5), small(0)]
+        .iter()
+        .flat_map(|x| x.to_le_bytes())
+        .collect::<Vec<_>>();
+    let ack: Vec<u8> = [small(3)]
+        .iter()
+        .flat_map(|x| x.to_le_bytes())
+        .chain([1])
+        .chain(0b101u64.to_le_bytes())
+        .chain(0u64.to_le_bytes())
+        .chain(100u32.to_le_bytes())
+        .chain(0u32.to_le_bytes())
+        .chain((1u64 << 20).to_le_bytes())
+        .collect();
+    let nack: Vec<u8> = small(2)
+        .to_le_bytes()
+        .into_iter()
+        .chain(3u32.to_le_bytes())
+        .collect();
+    let hello: Vec<u8> = (1u64 << 20)
+        .to_le_bytes()
+        .into_iter()
+        .chain(1472u32.to_le_bytes())
+        .collect();
+    let code = 9u32.to_le_bytes().to_vec();
+    // A BATCH of three (count - 1 = 2) of 3, 4 and 5 bytes.
+    let batch: Vec<u8> = small(4).to_le_bytes().into_iter().chain([2]).collect();
+    type Kinds<'a> = [(&'a str, u8, &'a [u8], &'a [u8], &'a [u8]); 9];
+    let kinds: Kinds<'_> = [
+        ("data", 0, &data, &[], b"hello"),
+        ("ack", 1, &ack, &[], &[]),
+        ("nack", 2, &nack, &[], &[]),
+        ("connect", 3, &hello, &[], &[]),
+        ("accept", 4, &hello, &[], &[]),
+        ("close", 5, &code, &[], &[]),
+        ("reset", 6, &code, &[], &[]),
+        ("batch", 7, &batch, &[3, 4, 5], &[1; 12]),
+        ("probe", 8, &[], &[], &[]),
+    ];
+    for (name, k, fields, after, payload) in kinds {
+        f.transport(9, false, 0, k, fields, after, payload);
+        add(&format!("gen-transport-{name}"), f.send(10));
+        // The same aimed at the legitimate connection's id, from the wrong address.
+        f.send(10).transport(9, true, 0, k, fields, after, payload);
+        add(&format!("gen-aimed-{name}"), f.send(10));
+    }
+    // A CONNECT from many hosts: stateless answers, no state.
+    for h in 0..40u8 {
+        f.transport(h, false, 0, 3, &hello, &[], &[]);
+    }
+    add("gen-connect-many", f.send(10));
+    add(
+        "gen-transport-no-checksum",
+        f.transport(9, false, 1, 3, &hello, &[], &[]),
+    );
+    add(
+        "gen-transport-bad-checksum",
+        f.transport(9, false, 2, 3, &hello, &[], &[]),
+    );
+    // UDP: raw bytes to our port, to another port, with lengths that disagree.
+    add("gen-udp-garbage", f.udp(9, None, 0, &[0xee; 40]));
+    add("gen-udp-other-port", f.udp(9, Some(9999), 0, &[0xee; 40]));
+    add("gen-udp-length-short", f.udp_len(9, 0xfffc, 40));
+    add("gen-udp-length-long", f.udp_len(9, 100, 40));
+    // IPv4: options, a fragment, a wrong total length, a bad header checksum, an unknown
+    // protocol, a wrong version; from off the subnet and from broadcast.
+    add("gen-ip-options", f.ip(&on_link(9), &[1, 3], 17, 20));
+    add(
+        "gen-ip-fragment",
+        f.ip(&on_link(9), &[4, 0x20, 0x00], 17, 20),
+    );
+    add(
+        "gen-ip-total-length",
+        f.ip(&on_link(9), &[2, 0x00, 0x10], 17, 20),
+    );
+    add("gen-ip-bad-checksum", f.ip(&on_link(9), &[64], 17, 20));
+    add("gen-ip-unknown-protocol", f.ip(&on_link(9), &[0], 99, 20));
+    add("gen-ip-version", f.ip(&on_link(9), &[32, 0x60], 17, 20));
+    add("gen-ip-off-link", f.ip(&[sel::IP_OFF_LINK], &[0], 1, 8));
+    add(
+        "gen-ip-from-broadcast",
+        f.ip(&[sel::IP_BROADCAST], &[0], 1, 8),
+    );
+    // Garbage frames: short, an unknown ethertype, IPv4 and ARP ethertypes.
+    add("gen-garbage-short", f.raw(false, 0, &[1, 2, 3]));
+    add("gen-garbage-ethertype", f.raw(true, 0, &[0x99; 60]));
+    add("gen-garbage-ipv4", f.raw(true, 1, &[0x45; 60]));
+    add("gen-garbage-arp", f.raw(true, 2, &[0x00; 42]));
+    // Everything mixed with the legitimate messages.
+    f.send(500)
+        .arp(1, &on_link(7), &[sel::IP_VICTIM], 0, &[])
+        .send(5000);
+    f.ping(0, 7, 100, &[])
+        .transport(7, false, 0, 0, &data, &[], b"hello");
+    f.transport(7, true, 0, 1, &ack, &[], &[])
+        .time(1000)
+        .send(20)
+        .raw(true, 1, &[0x45; 30]);
+    f.time(30000).send(7000);
+    add("gen-mixed", &mut f);
+    let mut out: Vec<(String, Vec<u8>)> = v.into_iter().map(|(n, f)| (n, f.0)).collect();
+    out.push(("edge-empty".into(), Vec::new()));
+    out
+}
+
 fn generated(target: &str) -> Vec<(String, Vec<u8>)> {
     match target {
         "header" => header_seeds()
@@ -385,6 +911,8 @@ fn generated(target: &str) -> Vec<(String, Vec<u8>)> {
             .collect(),
         "ack" => ack_seeds(),
         "endpoint" => endpoint_seeds(),
+        "memif_control" => memif_control_seeds(),
+        "stack_frames" => stack_frames_seeds(),
         _ => unreachable!("unknown target {target}"),
     }
 }
@@ -407,8 +935,14 @@ fn committed(target: &str) -> Vec<(String, Vec<u8>)> {
     v
 }
 
+/// The tests of this file one at a time: the `memif_control` body checks that an input
+/// leaves the process's descriptor count as it found it, which another test opening seed
+/// files at the same moment would upset.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn committed_seeds_are_what_the_encoders_make() {
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     for t in TARGETS {
         let gen = generated(t);
         if std::env::var_os("BYPASS_UPDATE_FUZZ_SEEDS").is_some() {
@@ -433,6 +967,7 @@ fn committed_seeds_are_what_the_encoders_make() {
 
 #[test]
 fn every_seed_replays_through_its_target() {
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let mut counts = Vec::new();
     for t in TARGETS {
         let seeds = committed(t);
@@ -466,8 +1001,96 @@ fn every_seed_replays_through_its_target() {
                         assert_eq!(r.received, 5, "fuzz/seeds/{t}/{name}: {r:?}");
                     }
                 }
+                "memif_control" => {
+                    let r = memif_control::run(data);
+                    let up = name.starts_with("gen-handshake")
+                        || name.starts_with("gen-connected")
+                        || ["gen-by-hand", "gen-unsealed-region", "gen-full-eventfds"]
+                            .contains(&name.as_str());
+                    if up {
+                        assert!(r.connected, "fuzz/seeds/{t}/{name} did not connect: {r:?}");
+                    }
+                    if name.starts_with("gen-refused-") {
+                        assert!(r.refused, "fuzz/seeds/{t}/{name} was not refused: {r:?}");
+                        assert!(!r.connected, "fuzz/seeds/{t}/{name}: {r:?}");
+                    }
+                    if name == "gen-connected-frame" {
+                        assert_eq!(r.frames, 1, "fuzz/seeds/{t}/{name}: {r:?}");
+                    }
+                }
+                "stack_frames" => {
+                    let r = stack_frames::run(data);
+                    let net = r.net;
+                    let ep = r.ep;
+                    let at_least = |what: &str, n: u64| {
+                        assert!(n >= 1, "fuzz/seeds/{t}/{name}: no {what}: {r:?}");
+                    };
+                    if !r.spoofed {
+                        assert_eq!(r.received, r.sent, "fuzz/seeds/{t}/{name}: {r:?}");
+                    }
+                    match name.as_str() {
+                        "gen-legit-stream" => assert_eq!(r.received, 4, "{name}: {r:?}"),
+                        "gen-arp-request" => at_least("ARP reply", net.arp_replies_out),
+                        "gen-arp-conflict" => at_least("ARP conflict", net.arp_conflicts),
+                        "gen-arp-spoof-peer" => assert!(r.spoofed, "{name}: {r:?}"),
+                        "gen-arp-broken" | "gen-arp-truncated" => {
+                            at_least("malformed ARP", net.arp_malformed)
+                        }
+                        "gen-icmp-echo" => at_least("echo request", net.icmp_echo_requests_in),
+                        "gen-icmp-other" => at_least("other ICMP", net.icmp_other),
+                        "gen-icmp-bad-checksum" => at_least("bad ICMP", net.icmp_malformed),
+                        "gen-icmp-fragment" | "gen-ip-fragment" => {
+                            at_least("fragment", net.ip_fragments)
+                        }
+                        "gen-connect-many" => at_least("hello", ep.hellos),
+                        "gen-transport-bad-checksum" => {
+                            at_least("bad UDP checksum", net.udp_bad_checksum)
+                        }
+                        "gen-transport-no-checksum" => at_least("no checksum", ep.rx_no_checksum),
+                        "gen-udp-other-port" => at_least("UDP to no port", net.udp_no_port),
+                        // Shorter than the IP payload: read as that long, so the checksum
+                        // (over the whole) fails; longer: malformed.
+                        "gen-udp-length-short" => {
+                            at_least("bad UDP checksum", net.udp_bad_checksum)
+                        }
+                        "gen-udp-length-long" => at_least("malformed UDP", net.udp_malformed),
+                        "gen-ip-options" => at_least("IP options", net.ip_options),
+                        "gen-ip-total-length" => at_least("malformed IP", net.ip_malformed),
+                        "gen-ip-bad-checksum" => at_least("bad IP checksum", net.ip_bad_checksum),
+                        "gen-ip-unknown-protocol" => {
+                            at_least("unknown protocol", net.ip_unknown_protocol)
+                        }
+                        "gen-ip-version" => at_least("bad IP version", net.ip_bad_version),
+                        "gen-garbage-short" => at_least("truncated frame", net.rx_truncated),
+                        "gen-garbage-ethertype" => {
+                            at_least("unknown ethertype", net.rx_unknown_ethertype)
+                        }
+                        n if n.starts_with("gen-aimed-") => {
+                            at_least("packet from the wrong address", ep.rx_wrong_addr)
+                        }
+                        n if n.starts_with("gen-transport-") => {
+                            at_least("datagram", ep.rx_datagrams)
+                        }
+                        _ => {}
+                    }
+                    if name.starts_with("gen-") {
+                        assert!(
+                            r.up,
+                            "fuzz/seeds/{t}/{name}: the connection went down: {r:?}"
+                        );
+                    }
+                }
                 _ => unreachable!(),
             }
+        }
+        if t == "memif_control" {
+            // After every hostile connection, the server still serves a legitimate client.
+            assert!(
+                memif_control::legit_client_connects(),
+                "a legitimate memif client could not connect after the seeds"
+            );
+            let (refused, connects) = memif_control::server_counts();
+            eprintln!("memif_control: {refused} connections refused, {connects} completed");
         }
         counts.push(format!("{t} {}", seeds.len()));
     }

@@ -12,22 +12,24 @@ use std::time::{Duration, Instant as StdInstant};
 
 use crate::pmd::memif::{InterfaceConfig, Memif, MemifConfig, Role};
 use crate::pmd::pcap::CapturePort;
-use crate::pmd::{Link, Port};
+use crate::pmd::{Link, Port, PortInfo};
 use crate::proto::cc::swift::{SwiftConfig, SwiftFactory};
 use crate::proto::cc::ControllerFactory;
 use crate::proto::{ConnectionConfig, Endpoint, EndpointConfig};
 use crate::runtime::clock::SystemClock;
 use crate::runtime::net::NetConfig;
 use crate::runtime::{Runtime, RuntimeConfig};
+use crate::time::Clock;
 
 use super::metrics::{self, CaptureLimits, CapturePolicy, Metrics};
-use super::stack::{Inner, Transport};
+use super::stack::{Inner, StackPort, Transport};
 use super::{Backend, Error, Stack, DEFAULT_UDP_PORT};
 
 /// Builds a [`Stack`]. Start with [`Stack::builder`].
 #[derive(Debug)]
 pub struct StackBuilder {
-    backend: Backend,
+    /// Taken by `build` (an `Option` so the settings stay borrowable after it).
+    pub(super) backend: Option<Backend>,
     ip: Ipv4Addr,
     mac: Option<[u8; 6]>,
     udp_port: u16,
@@ -115,7 +117,7 @@ impl StackBuilder {
     /// The defaults; [`Stack::builder`] is the public way in.
     pub(super) fn new(backend: Backend, ip: Ipv4Addr) -> StackBuilder {
         StackBuilder {
-            backend,
+            backend: Some(backend),
             ip,
             mac: None,
             udp_port: DEFAULT_UDP_PORT,
@@ -384,8 +386,9 @@ impl StackBuilder {
     pub fn build(mut self) -> Result<Stack, Error> {
         self.check_limits()?;
         self.check_telemetry()?;
-        let (port, memif, memif_id): (Box<dyn Port>, Option<Memif>, u32) = match self.backend {
-            Backend::Memif { socket, role, id } => {
+        let (port, memif, memif_id): (Box<dyn Port>, Option<Memif>, u32) = match self.backend.take()
+        {
+            Some(Backend::Memif { socket, role, id }) => {
                 let mut ic = InterfaceConfig::new(id);
                 let mtu = if self.mtu == 0 { 9000 } else { self.mtu };
                 ic.buffer_size = (u32::from(mtu) + 14).div_ceil(64) * 64;
@@ -411,7 +414,8 @@ impl StackBuilder {
                 })?;
                 (Box::new(p), Some(m), id)
             }
-            Backend::Port(p) => (p, None, 0),
+            Some(Backend::Port(p)) => (p, None, 0),
+            None => return Err(no_backend()),
         };
         let pools: Vec<crate::mem::Pool> = memif.iter().filter_map(|m| m.pool(0)).collect();
         let packet_pool = pools.first().cloned();
@@ -436,21 +440,6 @@ impl StackBuilder {
             std::hint::spin_loop();
             std::thread::yield_now();
         }
-        let mtu = if self.mtu == 0 {
-            info.mtu.min(9000)
-        } else {
-            self.mtu.min(info.mtu)
-        };
-        let mut net = NetConfig::new(self.mac.unwrap_or(info.mac), self.ip);
-        net.mtu = mtu;
-        net.offloads = info.offloads;
-        let mut conn = self.conn;
-        // Both ends on intact links (memif, a pair) may leave UDP checksums out, where the
-        // application allows it.
-        conn.link_intact = info.offloads.intact && self.omit_checksums;
-        net.static_arp = self.static_arp;
-        let mut rcfg = RuntimeConfig::new(net);
-        rcfg.pin_core = self.pin_core;
         // The stack claims its core slot itself (claim_any is atomic; probing first and
         // letting the runtime claim would race with other stacks starting).
         let core = match self.core_slot {
@@ -462,59 +451,9 @@ impl StackBuilder {
             why: e.to_string(),
             fix: "give each stack its own core slot (StackBuilder::core_slot), one per thread",
         })?;
-        // Datagrams fill the MTU (jumbo frames on memif) unless the caller chose a size.
-        if conn.max_datagram == ConnectionConfig::default().max_datagram {
-            conn.max_datagram = u32::from(mtu) - 28;
-        }
-        conn.max_datagram = conn.max_datagram.min(u32::from(mtu) - 28);
-        let mut ecfg = EndpointConfig {
-            accept: self.accept,
-            max_connections: self.max_connections,
-            max_connections_per_source: self.max_connections_per_source,
-            rx_budget: self
-                .rx_budget
-                .unwrap_or_else(|| default_rx_budget(machine_memory_bytes())),
-            conn,
-            cookie_key: [os_random()?, os_random()?],
-            ..EndpointConfig::default()
-        };
-        ecfg.cc = match self.cc {
-            Some(cc) => cc,
-            None => {
-                let speed_mbps = match port.link() {
-                    Link::Up { speed_mbps } => speed_mbps,
-                    Link::Down => 0,
-                };
-                Arc::new(SwiftFactory {
-                    config: SwiftConfig {
-                        line_rate_bps: line_rate_bps(speed_mbps, info.offloads.intact),
-                        ..SwiftConfig::software()
-                    },
-                })
-            }
-        };
-        let max_message = ecfg.conn.max_message;
-        let max_send_msgs = ecfg.conn.max_send_msgs;
-        let seed = match self.seed {
-            Some(s) => s,
-            None => os_random()?,
-        };
-        let transport = Transport {
-            ep: Endpoint::new(ecfg, seed),
-            udp_port: self.udp_port,
-            spare: None,
-            tx_dropped: 0,
-            tx_pool_exhausted: 0,
-        };
-        let port = CapturePort::new(port);
-        let mut rt = Runtime::new(rcfg, port, transport, SystemClock::new()).map_err(|e| {
-            Error::Backend {
-                what: "runtime".into(),
-                why: e.to_string(),
-                fix: "choose a CPU that exists (pin_core) and a free core slot",
-            }
-        })?;
-        rt.net_mut().bind(self.udp_port);
+        let max_message = self.conn.max_message;
+        let max_send_msgs = self.conn.max_send_msgs;
+        let rt = self.assemble(port, &info, SystemClock::new())?;
         #[cfg(feature = "metrics")]
         let mut exporter = None;
         #[cfg(feature = "metrics")]
@@ -646,8 +585,8 @@ impl StackBuilder {
             );
         }
         let role = match &self.backend {
-            Backend::Memif { role, .. } => Some(*role),
-            Backend::Port(_) => None,
+            Some(Backend::Memif { role, .. }) => Some(*role),
+            _ => None,
         };
         match (role, self.memif.any()) {
             (None, Some(what)) => {
@@ -696,6 +635,95 @@ impl StackBuilder {
             }
         }
         Ok(())
+    }
+}
+
+/// `build` without a backend: cannot happen (it consumes the builder), an error rather than
+/// a panic all the same.
+fn no_backend() -> Error {
+    Error::Backend {
+        what: "stack backend".into(),
+        why: "the builder's backend was already taken".into(),
+        fix: "make a new StackBuilder for each stack",
+    }
+}
+
+impl StackBuilder {
+    /// The runtime and transport over `port` (whose link is up; `info` is its
+    /// [`Port::info`]), with this builder's settings and `clock`: everything of a stack but
+    /// its core slot, telemetry and memif control socket. `build` runs it with the system
+    /// clock; `testing::StackCore` with a virtual one.
+    pub(super) fn assemble<C: Clock>(
+        &mut self,
+        mut port: Box<dyn Port>,
+        info: &PortInfo,
+        clock: C,
+    ) -> Result<Runtime<StackPort, Transport, C>, Error> {
+        let mtu = if self.mtu == 0 {
+            info.mtu.min(9000)
+        } else {
+            self.mtu.min(info.mtu)
+        };
+        let mut net = NetConfig::new(self.mac.unwrap_or(info.mac), self.ip);
+        net.mtu = mtu;
+        net.offloads = info.offloads;
+        let mut conn = self.conn.clone();
+        // Both ends on intact links (memif, a pair) may leave UDP checksums out, where the
+        // application allows it.
+        conn.link_intact = info.offloads.intact && self.omit_checksums;
+        net.static_arp = std::mem::take(&mut self.static_arp);
+        let mut rcfg = RuntimeConfig::new(net);
+        rcfg.pin_core = self.pin_core;
+        // Datagrams fill the MTU (jumbo frames on memif) unless the caller chose a size.
+        if conn.max_datagram == ConnectionConfig::default().max_datagram {
+            conn.max_datagram = u32::from(mtu) - 28;
+        }
+        conn.max_datagram = conn.max_datagram.min(u32::from(mtu) - 28);
+        let mut ecfg = EndpointConfig {
+            accept: self.accept,
+            max_connections: self.max_connections,
+            max_connections_per_source: self.max_connections_per_source,
+            rx_budget: self
+                .rx_budget
+                .unwrap_or_else(|| default_rx_budget(machine_memory_bytes())),
+            conn,
+            cookie_key: [os_random()?, os_random()?],
+            ..EndpointConfig::default()
+        };
+        ecfg.cc = match self.cc.take() {
+            Some(cc) => cc,
+            None => {
+                let speed_mbps = match port.link() {
+                    Link::Up { speed_mbps } => speed_mbps,
+                    Link::Down => 0,
+                };
+                Arc::new(SwiftFactory {
+                    config: SwiftConfig {
+                        line_rate_bps: line_rate_bps(speed_mbps, info.offloads.intact),
+                        ..SwiftConfig::software()
+                    },
+                })
+            }
+        };
+        let seed = match self.seed {
+            Some(s) => s,
+            None => os_random()?,
+        };
+        let transport = Transport {
+            ep: Endpoint::new(ecfg, seed),
+            udp_port: self.udp_port,
+            spare: None,
+            tx_dropped: 0,
+            tx_pool_exhausted: 0,
+        };
+        let port = CapturePort::new(port);
+        let mut rt = Runtime::new(rcfg, port, transport, clock).map_err(|e| Error::Backend {
+            what: "runtime".into(),
+            why: e.to_string(),
+            fix: "choose a CPU that exists (pin_core) and a free core slot",
+        })?;
+        rt.net_mut().bind(self.udp_port);
+        Ok(rt)
     }
 
     /// Refuse, before anything opens, a metrics address off loopback that was not allowed and

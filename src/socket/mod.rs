@@ -114,6 +114,9 @@ mod sendbuf;
 )]
 mod socket;
 mod stack;
+#[cfg(feature = "testing")]
+#[doc(hidden)]
+pub mod testing;
 
 use std::path::PathBuf;
 
