@@ -19,7 +19,10 @@ use std::sync::Arc;
 
 use super::{Conn, Memif};
 
-pub use super::msg::{Msg, Name, ADD_RING_FLAG_C2S, MSG_SIZE, RING_COOKIE, VERSION};
+pub use super::msg::{
+    Msg, Name, ADD_RING_FLAG_C2S, MODE_ETHERNET, MSG_SIZE, NAME_LEN, REASON_LEN, RING_COOKIE,
+    SECRET_LEN, VERSION,
+};
 pub use super::ring::{ring_bytes, DESC_FLAG_NEXT, DESC_SIZE, RING_HEADER};
 pub use super::sys::{connect, eventfd, recv_msg, send_msg, Recv};
 
