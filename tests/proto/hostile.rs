@@ -93,6 +93,95 @@ fn huge_claims_hold_what_was_sent() {
     .expect("legitimate transfer");
 }
 
+/// The process's resident set size in bytes (`VmRSS` of /proc/self/status).
+fn rss_bytes() -> u64 {
+    let s = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    let kib: u64 = s
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS");
+    kib * 1024
+}
+
+/// The receiver of 1 GiB claims on 8 connections, alone in a process of its own (the test
+/// below runs it): prints its resident memory before and after, and what it was sent.
+#[test]
+#[ignore = "run by huge_claims_grow_the_receivers_rss_by_what_was_sent in a child process"]
+fn huge_claims_rss_child() {
+    let mut p = Pair::new(
+        EndpointConfig::default(),
+        EndpointConfig::default(),
+        LinkConfig::default(),
+        31,
+    );
+    let hostile: Vec<_> = (0..8).map(|_| p.connect().expect("connect")).collect();
+    let plen = 1400usize;
+    let claim = 1u64 << 30;
+    let before = rss_bytes();
+    let mut sent = 0u64;
+    for &(ch, _) in &hostile {
+        for id in 0..256u64 {
+            let kind = Kind::Data {
+                msg_id: id,
+                msg_len: claim,
+                offset: 0,
+            };
+            inject_data(&mut p, ch, 100 + id, kind, plen);
+            sent += plen as u64;
+        }
+    }
+    let after = rss_bytes();
+    println!(
+        "rss_child sent={sent} held={} rss_before={before} rss_after={after}",
+        p.server.rx_buffered()
+    );
+}
+
+/// A peer claiming 1 GiB messages on 8 connections (256 first packets each, 2.9 MB sent):
+/// the receiving process's resident memory grows by about what was sent (plus the 1 MiB a
+/// connection may allocate ahead), never by the claims. Measured in a child process so that
+/// the other tests of this binary do not move the figure.
+#[test]
+fn huge_claims_grow_the_receivers_rss_by_what_was_sent() {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "hostile::huge_claims_rss_child",
+            "--ignored",
+            "--nocapture",
+        ])
+        .output()
+        .expect("run the child");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "child failed: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = text
+        .lines()
+        .find_map(|l| l.split("rss_child ").nth(1))
+        .unwrap_or_else(|| panic!("no figures from the child: {text}"));
+    let field = |k: &str| -> u64 {
+        line.split_whitespace()
+            .find_map(|kv| kv.strip_prefix(k)?.strip_prefix('='))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{k} missing in {line}"))
+    };
+    let (sent, before, after) = (field("sent"), field("rss_before"), field("rss_after"));
+    let grew = after.saturating_sub(before);
+    println!(
+        "1 GiB claims on 8 connections: sent {sent} B, RSS {before} -> {after} B (+{grew}), \
+         claimed {} B",
+        8 * 256 * (1u64 << 30)
+    );
+    assert!(
+        grew <= 2 * sent + 8 * (1 << 20),
+        "RSS grew by {grew} bytes for {sent} bytes sent"
+    );
+}
+
 /// Claims a connection can afford in full (512 KiB each): each connection allocates at most
 /// 1 MiB ahead of the bytes it received (a message within it gets its whole buffer on its
 /// first packet); past that, buffers grow with what arrives.
