@@ -215,6 +215,22 @@ fn mid_size_claims_hold_at_most_the_allowance_ahead() {
     );
 }
 
+/// The clients of `hostile` send empty messages as fast as their windows allow for 20,000
+/// steps while the server application reads nothing.
+fn flood_empty_messages(p: &mut Pair, hostile: &[(ConnectionHandle, ConnectionHandle)]) {
+    for _ in 0..20_000 {
+        for &(ch, _) in hostile {
+            if let Some(c) = p.client.connection(ch) {
+                while c.send(bytes::Bytes::new()).is_ok() {}
+            }
+        }
+        p.step();
+        for &(ch, _) in hostile {
+            p.drain(Peer::Client, ch, drop, drop);
+        }
+    }
+}
+
 /// A peer sending 0-byte messages (one DATA packet each) on connections whose application
 /// never reads: each connection holds at most `max_rx_slots` pool slots (the messages past
 /// it are copied out of their buffers, counted), and a legitimate connection still works.
@@ -231,18 +247,7 @@ fn tiny_messages_pin_bounded_slots() {
     let hostile: Vec<_> = (0..9).map(|_| p.connect().expect("connect")).collect();
     let legit = p.connect().expect("connect legit");
     let idle = p.client_pool.stats().in_use;
-    for _ in 0..20_000 {
-        for &(ch, _) in &hostile {
-            if let Some(c) = p.client.connection(ch) {
-                while c.send(bytes::Bytes::new()).is_ok() {}
-            }
-        }
-        p.step();
-        for &(ch, _) in &hostile {
-            p.drain(Peer::Client, ch, drop, drop);
-        }
-        // The server application never reads.
-    }
+    flood_empty_messages(&mut p, &hostile);
     // Frames crossing the client-to-server link are client-pool buffers: the server's held
     // messages show in that pool.
     let held = p.client_pool.stats().in_use - idle;
@@ -283,17 +288,7 @@ fn tiny_batched_messages_pin_bounded_slots() {
     );
     let hostile: Vec<_> = (0..9).map(|_| p.connect().expect("connect")).collect();
     let idle = p.client_pool.stats().in_use;
-    for _ in 0..20_000 {
-        for &(ch, _) in &hostile {
-            if let Some(c) = p.client.connection(ch) {
-                while c.send(bytes::Bytes::new()).is_ok() {}
-            }
-        }
-        p.step();
-        for &(ch, _) in &hostile {
-            p.drain(Peer::Client, ch, drop, drop);
-        }
-    }
+    flood_empty_messages(&mut p, &hostile);
     let held = p.client_pool.stats().in_use - idle;
     let cap = ConnectionConfig::default().max_rx_slots as u64;
     let (batches, copied) = hostile.iter().fold((0, 0), |(b, c), &(_, sh)| {
