@@ -8,7 +8,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -276,13 +276,14 @@ fn sending_after_the_local_shutdown_is_refused() {
 }
 
 /// A port that can be cut: once `dead` is set it sends nothing and receives nothing, as a
-/// peer whose process died (or whose cable was pulled) would. While `held` is set its
-/// transmit side takes no frame (a memif peer that has not posted receive buffers), so
-/// frames stay queued in the runtime.
+/// peer whose process died (or whose cable was pulled) would. While `held` is above 0 its
+/// transmit side takes no frame, counting it down (a memif peer that has not posted receive
+/// buffers yet), so frames stay queued in the runtime.
 struct Cuttable {
     inner: PairPort,
     dead: Arc<AtomicBool>,
-    held: Arc<AtomicBool>,
+    /// Transmit bursts still to refuse (0: not held).
+    held: Arc<AtomicU32>,
 }
 
 impl Port for Cuttable {
@@ -304,7 +305,8 @@ impl Port for Cuttable {
             pkts.clear();
             return n;
         }
-        if self.held.load(Ordering::Relaxed) {
+        if self.held.load(Ordering::Relaxed) > 0 {
+            self.held.fetch_sub(1, Ordering::Relaxed);
             return 0;
         }
         self.inner.tx_burst(pkts)
@@ -325,7 +327,7 @@ fn a_dead_peer_is_reported_as_connection_lost_within_the_idle_timeout() {
     let port = Cuttable {
         inner: a,
         dead: dead.clone(),
-        held: Arc::new(AtomicBool::new(false)),
+        held: Arc::new(AtomicU32::new(0)),
     };
     let idle = Duration::from_secs(1);
     let conn = ConnectionConfig {
@@ -395,7 +397,7 @@ fn a_dead_peer_is_reported_as_connection_lost_within_the_idle_timeout() {
 fn a_dropped_stack_lingers_until_its_last_frames_leave() {
     let _pair = harness::one_pair_at_a_time();
     let (a, b, _pool) = ports();
-    let held = Arc::new(AtomicBool::new(false));
+    let held = Arc::new(AtomicU32::new(0));
     let port = Cuttable {
         inner: a,
         dead: Arc::new(AtomicBool::new(false)),
@@ -423,21 +425,15 @@ fn a_dropped_stack_lingers_until_its_last_frames_leave() {
             assert_eq!(&sock.recv().unwrap()[..], b"hello");
             // The port stops taking frames; the socket is dropped (its RESET is queued) and
             // the connection, now closed with nothing left to say, is freed at once. The
-            // stack's drop must keep polling until the port takes the RESET (released 20 ms
-            // later here).
-            held.store(true, Ordering::Relaxed);
-            let release = {
-                let held = held.clone();
-                thread::spawn(move || {
-                    thread::sleep(Duration::from_millis(20));
-                    held.store(false, Ordering::Relaxed);
-                })
-            };
+            // stack's drop must keep polling until the port takes the RESET (the port
+            // refuses the next 50 transmit bursts: counted in the port itself, not timed by
+            // another thread, so a loaded machine that delays a thread cannot fail it).
+            held.store(50, Ordering::Relaxed);
             drop(sock);
             let t0 = Instant::now();
             drop(stack);
             let lingered = t0.elapsed();
-            release.join().unwrap();
+            assert_eq!(held.load(Ordering::Relaxed), 0, "the stack stopped polling");
             lingered
         },
     );
