@@ -48,6 +48,10 @@ pub mod telemetry;
 pub mod time;
 pub mod wire;
 
+/// The `bytes` crate, whose `Bytes` the socket API hands out and takes: use it from here and
+/// the versions always match.
+pub use bytes;
+
 /// Shared with the integration tests: one way to skip a check, waits with generous deadlines.
 #[cfg(test)]
 #[path = "../tests/harness/mod.rs"]

@@ -559,6 +559,15 @@ impl PktBytes {
     pub fn slot(&self) -> u32 {
         self.slot
     }
+
+    /// True when fewer than `per_mille` thousandths of this view's pool are free (as seen
+    /// from this thread: the shared free list and this core's cache). Used by the socket
+    /// layer to stop lending packet buffers to the application when the pool runs low.
+    #[inline]
+    pub(crate) fn pool_below(&self, per_mille: u32) -> bool {
+        let i = self.inner();
+        (i.free_here() as u64) * 1000 < u64::from(i.nslots()) * u64::from(per_mille)
+    }
 }
 
 impl Clone for PktBytes {

@@ -268,6 +268,24 @@ impl PoolInner {
         Some((&c.len, slots))
     }
 
+    /// Free slots this thread can see without walking other cores' caches: the shared ring's
+    /// and this core's cache. Two or three loads, no write: cheap enough to sample on a
+    /// receive path (other cores' caches hold at most `cache_size` each, so this can only
+    /// under-count).
+    #[inline]
+    pub(crate) fn free_here(&self) -> usize {
+        let mine = match self.cache_size {
+            0 => 0,
+            _ => core_slot::current().map_or(0, |i| self.caches[i].0.len.load(Ordering::Relaxed)),
+        };
+        self.ring.len() + mine
+    }
+
+    #[inline]
+    pub(crate) fn nslots(&self) -> u32 {
+        self.nslots
+    }
+
     /// `k` slots just left the shared ring: count them (the caller holds a handle, so the
     /// inner is live) and sample the high-water mark.
     #[inline]

@@ -59,6 +59,8 @@ pub struct StackBuilder {
     memif: MemifKnobs,
     rx_budget: Option<u64>,
     max_connections_per_source: usize,
+    /// Per mille (see `rx_pool_reserve`).
+    rx_pool_reserve: u32,
 }
 
 /// The hostile-peer settings of a memif backend ([`MemifConfig`]) the builder passes on;
@@ -150,6 +152,7 @@ impl StackBuilder {
             memif: MemifKnobs::default(),
             rx_budget: None,
             max_connections_per_source: EndpointConfig::default().max_connections_per_source,
+            rx_pool_reserve: DEFAULT_RX_POOL_RESERVE,
         }
     }
 
@@ -245,6 +248,28 @@ impl StackBuilder {
     /// [`connection_config`](Self::connection_config), which replaces it.
     pub fn max_rx_slots(mut self, n: usize) -> Self {
         self.conn.max_rx_slots = n;
+        self
+    }
+
+    /// The share of the receive pool (0.0-1.0, default 0.25) kept for receiving: while fewer
+    /// than this share of its packet buffers are free, received messages are handed to the
+    /// application copied into memory of their own (as the kernel's copybreak does), and
+    /// their packet buffers go back to the pool at once; zero copy resumes when twice the
+    /// share is free again. Counted in [`StackStats::rx_pool_low_copies`](super::StackStats::rx_pool_low_copies) and
+    /// `bypass_rx_pool_low_copied_messages_total`, logged (a warning) when it starts.
+    ///
+    /// Why: a received message is a view of the packet buffer it arrived in (zero copy),
+    /// and a `Bytes` the application keeps keeps that buffer. An application that keeps
+    /// what it receives (a store keeping the values of PUTs) would otherwise take every
+    /// buffer of the pool, the port could receive nothing more, and its connections would
+    /// die of silence (seen: 3,072 PUTs, then "idle timeout"). 0 turns the copy off: then
+    /// the application must copy what it keeps for long.
+    pub fn rx_pool_reserve(mut self, share: f64) -> Self {
+        self.rx_pool_reserve = if share.is_finite() {
+            (share.clamp(0.0, 1.0) * 1000.0).round() as u32
+        } else {
+            u32::MAX
+        };
         self
     }
 
@@ -498,11 +523,15 @@ impl StackBuilder {
                 max_message,
                 max_send_msgs,
                 rest_deferred: false,
+                rx_pressure: super::stack::RxPressure::new(self.rx_pool_reserve),
                 _core: core,
             })),
         })
     }
 }
+
+/// [`StackBuilder::rx_pool_reserve`]'s default, per mille.
+const DEFAULT_RX_POOL_RESERVE: u32 = 250;
 
 /// A secret the builder's `Debug` does not print.
 #[cfg(feature = "metrics")]
@@ -576,6 +605,13 @@ impl StackBuilder {
                 "allow at least 1 connection per source address (default 64), or build a \
                  client-only stack with no_accept()",
             );
+        }
+        if self.rx_pool_reserve > 1000 {
+            return Err(Error::Config {
+                what: "rx_pool_reserve",
+                why: "not a number".into(),
+                fix: "give the share of the receive pool kept free, 0.0 to 1.0 (default 0.25)",
+            });
         }
         if self.rx_budget == Some(0) {
             return zero(

@@ -138,6 +138,8 @@ pub enum StackMetric {
     TransportRxCopiedMessages,
     /// ARP cache entries gleaned from UDP datagrams.
     ArpGleaned,
+    /// Received messages copied out of the pool because it was low.
+    RxPoolLowCopies,
 }
 
 /// A memif stack's control-channel counters (labels `port`, `queue`; registered only for a
@@ -346,6 +348,13 @@ const STACK_DESCS: &[MetricDesc] = &[
         "bypass_net_arp_gleaned_entries",
         "ARP cache entries learned from the source of a UDP datagram (an on-link sender not \
          in the cache), not from ARP.",
+        C,
+        None,
+    ),
+    d(
+        "bypass_rx_pool_low_copied_messages",
+        "Received messages handed to the application copied out of the packet-buffer pool \
+         because fewer than rx_pool_reserve of its buffers were free.",
         C,
         None,
     ),
@@ -835,6 +844,7 @@ impl StackMetrics {
         &mut self,
         rt: &mut Runtime<StackPort, Transport, SystemClock>,
         memif: Option<&Memif>,
+        rx_pool_low_copies: u64,
     ) {
         let now = rt.now().as_nanos();
         if self.last_ns != 0 {
@@ -844,6 +854,8 @@ impl StackMetrics {
         if now >= self.next_tick {
             self.next_tick = now + PUBLISH_INTERVAL_NS;
             self.publish(rt);
+            self.stack
+                .set(StackMetric::RxPoolLowCopies, rx_pool_low_copies);
             self.publish_memif(memif);
         }
     }
@@ -1077,7 +1089,7 @@ mod tests {
     #[test]
     fn stack_descs_match_enum_order() {
         assert_eq!(
-            StackMetric::ArpGleaned.index() + 1,
+            StackMetric::RxPoolLowCopies.index() + 1,
             StackMetric::DESCS.len()
         );
         assert_eq!(

@@ -321,7 +321,7 @@ impl Socket {
         // (Checked without rescheduling the connection: an empty check changes nothing.)
         if i.ep().connection_ref(self.h).is_some_and(|c| c.has_recv()) {
             if let Some(m) = i.ep().connection(self.h).and_then(|c| c.poll_recv()) {
-                return Ok(Some(m));
+                return Ok(Some(i.rx_pressure.deliver(m)));
             }
         }
         // The previous call returned a message before the rest of its iteration (below):
@@ -351,7 +351,7 @@ impl Socket {
                     } else {
                         i.rest_deferred = true;
                     }
-                    return Ok(Some(m));
+                    return Ok(Some(i.rx_pressure.deliver(m)));
                 }
             }
         }
@@ -360,7 +360,7 @@ impl Socket {
         }
         if i.ep().connection_ref(self.h).is_some_and(|c| c.has_recv()) {
             if let Some(m) = i.ep().connection(self.h).and_then(|c| c.poll_recv()) {
-                return Ok(Some(m));
+                return Ok(Some(i.rx_pressure.deliver(m)));
             }
         }
         drop(i);
@@ -415,6 +415,14 @@ impl Socket {
     /// posted target are returned by [`recv_msg`](Self::recv_msg) only). A message
     /// delivered as packet buffers (`ConnectionConfig::rx_segments`) is copied into one
     /// `Bytes` here: use `recv_msg` to read its parts in place.
+    ///
+    /// What a kept `Bytes` holds: a single-packet message is a view of the packet buffer it
+    /// arrived in, and keeping the `Bytes` (or any slice of it) keeps that whole buffer out
+    /// of the stack's receive pool until the last clone drops; a message reassembled from
+    /// several packets is memory of its own. Keeping many messages is safe: while fewer than
+    /// [`StackBuilder::rx_pool_reserve`](super::StackBuilder::rx_pool_reserve) of the pool's
+    /// buffers are free, messages arrive copied into memory of their own instead (logged,
+    /// and counted in `StackStats::rx_pool_low_copies`).
     pub fn recv(&self) -> Result<Bytes, Error> {
         self.recv_msg()?.into_bytes().ok_or(Error::TargetMessage)
     }

@@ -133,8 +133,110 @@ pub(super) struct Inner {
     /// a message at once); the next `try_recv_msg` runs that rest first, any other poll
     /// does a whole iteration.
     pub(super) rest_deferred: bool,
+    /// Lending packet buffers to the application is stopped while the receive pool is low
+    /// ([`StackBuilder::rx_pool_reserve`]).
+    pub(super) rx_pressure: RxPressure,
     // Declared after `rt`: released only after the runtime (and its buffers) are gone.
     pub(super) _core: crate::mem::CoreSlot,
+}
+
+/// The state of [`StackBuilder::rx_pool_reserve`]: whether received messages are being
+/// copied out of the pool (the pool is low), and the counts.
+#[derive(Debug)]
+pub(super) struct RxPressure {
+    /// Per mille of the pool that must stay free (0: never copy).
+    pub(super) reserve: u32,
+    /// Copying now: entered below `reserve`, left at twice it (hysteresis, so the state does
+    /// not flap with every burst while the application holds the pool near the line).
+    on: bool,
+    /// Messages delivered; the pool is sampled every `SAMPLE` of them while not copying.
+    delivered: u32,
+    /// Messages copied out of the pool because it was low.
+    pub(super) copies: u64,
+    /// Times the pool went low.
+    pub(super) episodes: u64,
+    log: crate::telemetry::RateLimited,
+}
+
+impl RxPressure {
+    /// The pool is looked at once per this many messages while it is not low: at most this
+    /// many more slots can be lent after it crosses the line.
+    const SAMPLE: u32 = 16;
+
+    pub(super) fn new(reserve: u32) -> RxPressure {
+        RxPressure {
+            reserve,
+            on: false,
+            delivered: 0,
+            copies: 0,
+            episodes: 0,
+            log: crate::telemetry::RateLimited::new(2, Duration::from_secs(10)),
+        }
+    }
+
+    /// A message on its way to the application: handed over as it is (a view of its packet
+    /// buffers: zero copy) unless the pool those buffers belong to is low, in which case it
+    /// is copied into memory of its own and the buffers go back to the pool at once, so
+    /// messages the application keeps cannot take the buffers the port needs to receive.
+    #[inline]
+    pub(super) fn deliver(&mut self, mut m: crate::proto::RecvMsg) -> crate::proto::RecvMsg {
+        use crate::proto::MsgData;
+        if self.reserve == 0 {
+            return m;
+        }
+        let low = match &m.data {
+            MsgData::Packet(_) | MsgData::Segments(_) => {
+                self.delivered = self.delivered.wrapping_add(1);
+                if !self.on && !self.delivered.is_multiple_of(Self::SAMPLE) {
+                    return m;
+                }
+                // Leaving needs twice the reserve free (capped at the whole pool).
+                let line = if self.on {
+                    (2 * self.reserve).min(1000)
+                } else {
+                    self.reserve
+                };
+                let first = match &m.data {
+                    MsgData::Packet(p) => Some(p),
+                    MsgData::Segments(s) => s.part(0),
+                    _ => None,
+                };
+                first.is_some_and(|p| p.pool_below(line))
+            }
+            MsgData::Buffer(_) | MsgData::Target(_) => return m,
+        };
+        if low != self.on {
+            self.on = low;
+            if low {
+                self.episodes += 1;
+                crate::warn_rate_limited!(
+                    self.log,
+                    StdInstant::now(),
+                    reserve_percent = f64::from(self.reserve) / 10.0,
+                    episodes = self.episodes,
+                    "receive pool low: fewer than the reserve of its buffers are free, most \
+                     likely held by received messages the application keeps; received \
+                     messages are now copied out of the pool until it recovers (copy what you \
+                     keep, drop messages sooner, or give the stack a larger pool)"
+                );
+            } else {
+                tracing::info!(
+                    copies = self.copies,
+                    "receive pool recovered: zero-copy again"
+                );
+            }
+        }
+        if self.on {
+            let bytes = match &m.data {
+                MsgData::Packet(p) => bytes::Bytes::copy_from_slice(p),
+                MsgData::Segments(s) => s.to_bytes(),
+                _ => return m,
+            };
+            m.data = MsgData::Buffer(bytes);
+            self.copies += 1;
+        }
+        m
+    }
 }
 
 impl Inner {
@@ -179,7 +281,7 @@ impl Inner {
         self.rest_deferred = false;
         self.rt.poll_rest(r);
         if let Some(m) = &mut self.metrics {
-            m.after_poll(&mut self.rt, self._memif.as_ref());
+            m.after_poll(&mut self.rt, self._memif.as_ref(), self.rx_pressure.copies);
         }
     }
     pub(super) fn ep(&mut self) -> &mut Endpoint {
@@ -260,6 +362,11 @@ pub struct StackStats {
     pub endpoint: EndpointStats,
     /// Datagrams the transport produced that the runtime could not queue.
     pub tx_dropped: u64,
+    /// Received messages copied out of the packet-buffer pool because it was low
+    /// ([`StackBuilder::rx_pool_reserve`]).
+    pub rx_pool_low_copies: u64,
+    /// Times the receive pool went low.
+    pub rx_pool_low_episodes: u64,
 }
 
 impl Stack {
@@ -401,6 +508,8 @@ impl Stack {
             runtime: *i.rt.counters(),
             endpoint: i.ep().stats(),
             tx_dropped,
+            rx_pool_low_copies: i.rx_pressure.copies,
+            rx_pool_low_episodes: i.rx_pressure.episodes,
         }
     }
 
