@@ -87,6 +87,9 @@ impl Transport for BypassMemif {
 
     fn listen(&self, _host: &str, opts: &ConnOpts) -> Result<Box<dyn Listener>, ConnError> {
         let n = NEXT_LISTENER.fetch_add(1, Ordering::Relaxed);
+        if n == 0 {
+            sweep_stale_sockets(&std::env::temp_dir());
+        }
         let base = std::env::temp_dir().join(format!("bypass-bench-{}-{n}", std::process::id()));
         Ok(Box::new(BypassListener {
             base,
@@ -111,6 +114,38 @@ impl Transport for BypassMemif {
             opts,
         )))
     }
+}
+
+/// Remove the memif sockets (`bypass-bench-PID-N-I.sock`) that runs killed before they could
+/// clean up left in `dir`: those whose process no longer exists. A run that ends normally
+/// removes its own; a killed one (a timeout, Ctrl-C twice) cannot. Returns how many went.
+fn sweep_stale_sockets(dir: &std::path::Path) -> usize {
+    use std::os::unix::fs::FileTypeExt;
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("bypass-bench-"))
+            .filter(|n| n.ends_with(".sock"))
+            .and_then(|n| n.split('-').next())
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let is_socket = e.file_type().is_ok_and(|t| t.is_socket());
+        if is_socket
+            && pid != std::process::id()
+            && !std::path::Path::new(&format!("/proc/{pid}")).exists()
+            && std::fs::remove_file(e.path()).is_ok()
+        {
+            removed += 1;
+        }
+    }
+    removed
 }
 
 fn socket_path(base: &std::path::Path, i: u32) -> PathBuf {
@@ -492,5 +527,39 @@ impl Drop for BypassConn {
             }
         });
         self.setup.cleanup();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stale_sockets_of_dead_runs_are_swept_and_live_ones_kept() {
+        let dir = std::env::temp_dir().join(format!("bypass-sweep-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir(&dir).unwrap();
+        // Above the kernel's largest pid (pid_max is at most 2^22): no such process.
+        let dead = dir.join("bypass-bench-4194999-0-0.sock");
+        let live = dir.join(format!("bypass-bench-{}-0-0.sock", std::process::id()));
+        let init = dir.join("bypass-bench-1-3-1.sock");
+        let not_a_socket = dir.join("bypass-bench-4194998-0-0.sock");
+        for p in [&dead, &live, &init] {
+            // Binding leaves the socket file behind when the listener drops, as a killed
+            // run does.
+            drop(std::os::unix::net::UnixListener::bind(p).unwrap());
+        }
+        std::fs::write(&not_a_socket, b"x").unwrap();
+        assert_eq!(sweep_stale_sockets(&dir), 1);
+        assert!(!dead.exists(), "a dead run's socket was kept");
+        assert!(
+            live.exists() && init.exists(),
+            "a live process's socket was removed"
+        );
+        assert!(
+            not_a_socket.exists(),
+            "a file that is not a socket was removed"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
