@@ -251,6 +251,10 @@ struct Sched {
     dirty: Vec<u32>,
     ready: VecDeque<u32>,
     heap: BinaryHeap<Reverse<(Instant, u32, u32)>>,
+    /// Slots touched or freed since the last [`Endpoint::drain_changed`] (and whether a
+    /// slot is on the list), for publishers that copy per-connection state out.
+    in_changed: Vec<bool>,
+    changed: Vec<u32>,
 }
 
 impl Sched {
@@ -263,6 +267,8 @@ impl Sched {
             dirty: Vec::with_capacity(cap),
             ready: VecDeque::with_capacity(cap),
             heap: BinaryHeap::with_capacity(2 * cap + 64),
+            in_changed: Vec::with_capacity(cap),
+            changed: Vec::with_capacity(cap),
         }
     }
 
@@ -273,6 +279,7 @@ impl Sched {
             self.due.push(None);
             self.in_dirty.push(false);
             self.in_ready.push(false);
+            self.in_changed.push(false);
         }
     }
 
@@ -289,6 +296,17 @@ impl Sched {
         if !self.in_dirty[k] {
             self.in_dirty[k] = true;
             self.dirty.push(i);
+        }
+        self.mark_changed(i);
+    }
+
+    /// Its state may have changed (or it was freed): a publisher should look at it.
+    #[inline]
+    fn mark_changed(&mut self, i: u32) {
+        let k = i as usize;
+        if !self.in_changed[k] {
+            self.in_changed[k] = true;
+            self.changed.push(i);
         }
     }
 
@@ -345,6 +363,31 @@ impl Endpoint {
             s.add_connection(&c.stats());
         }
         s
+    }
+
+    /// The counters of the endpoint and of the connections already freed: [`stats`]
+    /// without the live connections' `conn_*` counters. O(1): a publisher adds the live ones
+    /// it follows through [`drain_changed`](Self::drain_changed).
+    ///
+    /// [`stats`]: Self::stats
+    pub fn base_stats(&self) -> EndpointStats {
+        self.stats
+    }
+
+    /// Visit each connection slot touched (a packet handled, a timer, a transmission, the
+    /// application through [`connection`](Self::connection)) or freed since the last call,
+    /// once: `f(handle, Some(connection))`, or `None` for a slot whose connection was freed
+    /// since (a slot freed and taken again by a new connection in between shows the new
+    /// one). For publishers that copy per-connection state out on a tick: O(changed), not
+    /// O(connections), and nothing is rescheduled (what `f` may change through the `&mut`
+    /// must not move a deadline: draining RTT samples, reading stats). Idle connections are
+    /// not visited.
+    pub fn drain_changed(&mut self, mut f: impl FnMut(ConnectionHandle, Option<&mut Connection>)) {
+        while let Some(i) = self.sched.changed.pop() {
+            let k = i as usize;
+            self.sched.in_changed[k] = false;
+            f(ConnectionHandle(i), self.conns[k].as_mut());
+        }
     }
 
     /// Live connections (including closed ones whose last event was not taken yet).
@@ -728,6 +771,7 @@ impl Endpoint {
                 self.free.push(i);
                 self.live -= 1;
                 self.stats.freed += 1;
+                self.sched.mark_changed(i);
                 // Its heap entries are stale from now on (slot reuse bumps the generation).
                 self.sched.gen[k] = self.sched.gen[k].wrapping_add(1);
                 self.sched.due[k] = None;

@@ -266,6 +266,20 @@ impl Pair {
     /// One round at the current time: timers, transmits, arrivals. If nothing happened,
     /// advance virtual time to the next event. Returns false when there is no next event.
     pub fn step(&mut self) -> bool {
+        self.step_to(None)
+    }
+
+    /// [`step`](Self::step), never moving time past `limit`: when nothing is due before it,
+    /// time moves to `limit` and false is returned (as `step` returns false when nothing is
+    /// due at all). For a test that watches what happens in a span of virtual time.
+    pub fn step_until(&mut self, limit: Instant) -> bool {
+        if self.now >= limit {
+            return false;
+        }
+        self.step_to(Some(limit))
+    }
+
+    fn step_to(&mut self, limit: Option<Instant>) -> bool {
         let on = [self.runs(Peer::Client), self.runs(Peer::Server)];
         // A running loop polls all the time: it last ran just now, or, woken since the last
         // step, when it was descheduled (the end of its previous run).
@@ -335,12 +349,21 @@ impl Pair {
         .into_iter()
         .flatten()
         .min();
-        match next {
-            Some(t) => {
-                self.now = t.max(Instant::from_nanos(self.now.as_nanos() + 1));
+        let next = next.map(|t| t.max(Instant::from_nanos(self.now.as_nanos() + 1)));
+        match (next, limit) {
+            (Some(t), Some(l)) if t > l => {
+                self.now = l;
+                false
+            }
+            (Some(t), _) => {
+                self.now = t;
                 true
             }
-            None => false,
+            (None, Some(l)) => {
+                self.now = l;
+                false
+            }
+            (None, None) => false,
         }
     }
 

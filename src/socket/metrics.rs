@@ -38,7 +38,6 @@ use crate::mem::Pool;
 use crate::pmd::memif::Memif;
 use crate::pmd::pcap::{PcapConfig, PcapError, PcapStats, PcapWriter};
 use crate::pmd::Port;
-use crate::proto::ConnectionHandle;
 use crate::runtime::clock::SystemClock;
 use crate::runtime::Runtime;
 use crate::telemetry::{
@@ -760,6 +759,13 @@ impl CaptureCtl {
     }
 }
 
+/// See `StackMetrics::seen`.
+#[derive(Debug, Clone, Copy, Default)]
+struct SeenConn {
+    cid: Option<u64>,
+    counts: [u64; 3],
+}
+
 /// What a stack records into; lives in the stack, used by its poll loop only.
 pub(super) struct StackMetrics {
     metrics: Metrics,
@@ -772,6 +778,13 @@ pub(super) struct StackMetrics {
     /// memif's counters and the stack's interface id (a memif backend only).
     memif: Option<(CoreCounters<MemifMetric>, u32)>,
     live: Vec<bool>,
+    /// Per connection slot: the `conn_*` counters last added into `live_sums`, and the
+    /// connection they came from (a slot is reused by new connections).
+    seen: Vec<SeenConn>,
+    /// The live connections' `conn_*` counters (refused, alloc failed, slots copied), kept
+    /// up to date from the connections that changed: with `Endpoint::base_stats` the
+    /// endpoint's totals without reading every connection per tick.
+    live_sums: [u64; 3],
     capture: Arc<CaptureCtl>,
     last_ns: u64,
     next_tick: u64,
@@ -820,6 +833,8 @@ impl StackMetrics {
             conns: r.conn_table(cap),
             memif: memif_id.map(|id| (r.counters(&labels), id)),
             live: vec![false; cap],
+            seen: Vec::new(),
+            live_sums: [0; 3],
             capture,
             last_ns: 0,
             next_tick: 0,
@@ -878,6 +893,9 @@ impl StackMetrics {
 
     #[cold]
     fn publish(&mut self, rt: &mut Runtime<StackPort, Transport, SystemClock>) {
+        // The connections that changed since the last tick (O(changed), not O(connections):
+        // idle connections cost nothing here), and with them the endpoint's totals.
+        self.publish_conns(rt);
         let (p, s) = (&self.port, &self.stack);
         let ps = rt.port().stats();
         let link_up = rt.port_mut().link().is_up();
@@ -885,7 +903,10 @@ impl StackMetrics {
         let r = *rt.counters();
         let tr = rt.handler();
         let (tx_dropped, tx_pool_exhausted) = (tr.tx_dropped, tr.tx_pool_exhausted);
-        let es = tr.ep.stats();
+        let mut es = tr.ep.base_stats();
+        es.conn_rx_refused += self.live_sums[0];
+        es.conn_rx_alloc_failed += self.live_sums[1];
+        es.conn_rx_slots_copied += self.live_sums[2];
         let conns = tr.ep.connection_count() as u64;
 
         p.set(PortMetric::RxPackets, ps.rx_packets);
@@ -964,68 +985,80 @@ impl StackMetrics {
         s.set(M::TransportRxCopiedMessages, es.conn_rx_slots_copied);
         s.set(M::ArpGleaned, n.arp_gleaned);
 
-        self.publish_conns(rt);
         self.capture.serve(rt.port_mut(), &self.stack);
         self.warnings(link_up, malformed);
     }
 
     fn publish_conns(&mut self, rt: &mut Runtime<StackPort, Transport, SystemClock>) {
-        let ep = &mut rt.handler_mut().ep;
-        let top = ep.handles().last().map_or(0, |h| h.0 as usize + 1);
-        for i in 0..self.live.len() {
-            let c = if i < top {
-                ep.connection(ConnectionHandle(i as u32))
-            } else {
-                None
-            };
-            match c {
-                Some(c) => {
-                    // The connection keeps its last 64 samples; at one drain per ms that is
-                    // every sample unless a connection takes more than 64 per ms.
-                    let rtt = &self.rtt;
-                    c.drain_rtt_samples(|ns| rtt.record(ns));
-                    let st = c.stats();
-                    let cc = c.controller();
-                    let info = ConnInfo {
-                        conn_id: c.local_cid(),
-                        peer: c.remote(),
-                        srtt: c.rtt(),
-                        min_rtt: c.min_rtt(),
-                        rttvar: c.rttvar(),
-                        cwnd_bytes: cc.window(),
-                        pacing_rate_bytes_per_second: cc.pacing_rate().unwrap_or(0),
-                        bytes_in_flight: c.bytes_in_flight(),
-                        credit_bytes: c.send_credit(),
-                        retransmitted_packets: st.retransmits,
-                        lost_packets: st.lost,
-                        reorder_window: c.reorder_window(),
-                        delivered_messages: st.rx_messages,
-                        delivered_bytes: st.rx_message_bytes,
-                        tx_zero_copy_packets: c.tx_zero_copy(),
-                        tx_batches: st.tx_batches,
-                        tx_batched_messages: st.tx_batched_msgs,
-                        rx_batches: st.rx_batches,
-                        rx_segment_messages: st.rx_segment_msgs,
-                        rx_segment_copied: st.rx_segment_copied,
-                    };
-                    // In range: i < capacity.
-                    let _ = self.conns.publish(i, &info);
-                    self.live[i] = true;
-                }
-                None if self.live[i] => {
-                    let _ = self.conns.clear(i);
-                    self.live[i] = false;
-                }
-                None => {
-                    if i >= top {
-                        // Slots past the last live handle that were never live: done.
-                        if !self.live[i..].iter().any(|&l| l) {
-                            break;
-                        }
-                    }
-                }
+        let (live, seen, sums) = (&mut self.live, &mut self.seen, &mut self.live_sums);
+        let (conns, rtt) = (&self.conns, &self.rtt);
+        rt.handler_mut().ep.drain_changed(|h, c| {
+            let i = h.0 as usize;
+            if i >= seen.len() {
+                // A slot past any seen before: the table grows (rarely, and never per packet).
+                seen.resize(i + 1, SeenConn::default());
             }
-        }
+            let old = seen[i];
+            // Whatever was added for the slot's previous connection leaves the live sums:
+            // freed, its counters are in the endpoint's base now.
+            let fresh = c.as_ref().map(|c| c.local_cid());
+            if old.cid.is_some() && fresh != old.cid {
+                for (s, o) in sums.iter_mut().zip(old.counts) {
+                    *s -= o;
+                }
+                seen[i] = SeenConn::default();
+            }
+            let Some(c) = c else {
+                if i < live.len() && live[i] {
+                    let _ = conns.clear(i);
+                    live[i] = false;
+                }
+                return;
+            };
+            let st = c.stats();
+            let counts = [st.rx_refused, st.rx_alloc_failed, st.rx_slots_copied];
+            let prev = seen[i].counts;
+            for ((s, n), p) in sums.iter_mut().zip(counts).zip(prev) {
+                *s += n - p;
+            }
+            seen[i] = SeenConn {
+                cid: Some(c.local_cid()),
+                counts,
+            };
+            if i >= live.len() {
+                return; // beyond the published table
+            }
+            // The connection keeps its last 64 samples; a connection that received ACKs
+            // changed, so it is drained each tick it had samples (every one unless it takes
+            // more than 64 per ms).
+            c.drain_rtt_samples(|ns| rtt.record(ns));
+            let cc = c.controller();
+            let info = ConnInfo {
+                conn_id: c.local_cid(),
+                peer: c.remote(),
+                srtt: c.rtt(),
+                min_rtt: c.min_rtt(),
+                rttvar: c.rttvar(),
+                cwnd_bytes: cc.window(),
+                pacing_rate_bytes_per_second: cc.pacing_rate().unwrap_or(0),
+                bytes_in_flight: c.bytes_in_flight(),
+                credit_bytes: c.send_credit(),
+                retransmitted_packets: st.retransmits,
+                lost_packets: st.lost,
+                reorder_window: c.reorder_window(),
+                delivered_messages: st.rx_messages,
+                delivered_bytes: st.rx_message_bytes,
+                tx_zero_copy_packets: c.tx_zero_copy(),
+                tx_batches: st.tx_batches,
+                tx_batched_messages: st.tx_batched_msgs,
+                rx_batches: st.rx_batches,
+                rx_segment_messages: st.rx_segment_msgs,
+                rx_segment_copied: st.rx_segment_copied,
+            };
+            // In range: i < capacity.
+            let _ = conns.publish(i, &info);
+            live[i] = true;
+        });
     }
 
     fn warnings(&mut self, link_up: bool, malformed: u64) {

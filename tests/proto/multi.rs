@@ -268,3 +268,133 @@ fn thousands_of_connections_share_one_endpoint() {
         0
     );
 }
+
+/// `Endpoint::drain_changed` visits the connections that did something since the last call,
+/// not every connection: an idle connection costs a publisher nothing, a busy one is visited
+/// once however many packets it handled, a freed one is reported once as `None`.
+#[test]
+fn drain_changed_visits_only_what_changed() {
+    const N: usize = 50;
+    // A long idle timeout: no keepalive (idle_timeout / 3) inside the test's idle spans.
+    let cfg = || {
+        let mut c = EndpointConfig::default();
+        c.conn.idle_timeout = std::time::Duration::from_secs(3600);
+        c
+    };
+    let mut p = Pair::new(cfg(), cfg(), LinkConfig::default(), 7);
+    // All at once (one by one, each handshake would take its own slice of virtual time and
+    // their keepalives, idle_timeout / 3 after each, would never leave a quiet window).
+    let cs: Vec<ConnectionHandle> = (0..N)
+        .map(|_| {
+            p.client
+                .connect(p.now, SocketAddr::V4(SERVER_ADDR))
+                .unwrap()
+        })
+        .collect();
+    let mut ss = Vec::new();
+    while ss.len() < N {
+        p.step();
+        while let Some(h) = p.server.poll_incoming() {
+            ss.push(h);
+        }
+    }
+    let pairs: Vec<(ConnectionHandle, ConnectionHandle)> = cs
+        .iter()
+        .map(|&c| {
+            let cid = p.client.connection(c).unwrap().local_cid();
+            let s = *ss
+                .iter()
+                .find(|&&s| p.server.connection(s).unwrap().remote_cid() == cid)
+                .unwrap();
+            (c, s)
+        })
+        .collect();
+    let visited = |ep: &mut bypass::proto::Endpoint| {
+        let mut v = Vec::new();
+        ep.drain_changed(|h, c| v.push((h, c.is_some())));
+        v
+    };
+    // Every connection was new (touched), once each.
+    let first = visited(&mut p.server);
+    assert_eq!(first.len(), N, "{first:?}");
+    // Idle for 10 s of virtual time, drained after every step as a publisher's tick would:
+    // once the handshakes' last ACKs are in, nothing is visited at all.
+    let end = p.now + std::time::Duration::from_millis(100);
+    while p.step_until(end) {}
+    let _ = visited(&mut p.server);
+    let end = p.now + std::time::Duration::from_secs(10);
+    let (mut visits, mut steps) = (0usize, 0usize);
+    loop {
+        let more = p.step_until(end);
+        visits += visited(&mut p.server).len();
+        steps += 1;
+        if !more {
+            break;
+        }
+    }
+    assert_eq!(p.now, end);
+    println!("10 s idle: {steps} steps, {visits} connections visited");
+    assert_eq!(visits, 0, "idle connections were visited");
+    // Traffic on one connection: that connection once however many packets it handled,
+    // and besides it only those whose packet counts moved (a keepalive that was on its way).
+    let _ = visited(&mut p.server);
+    let counts = |p: &Pair| -> Vec<(u64, u64)> {
+        pairs
+            .iter()
+            .map(|&(_, s)| {
+                let st = p.server.connection_ref(s).unwrap().stats();
+                (st.rx_packets, st.tx_packets)
+            })
+            .collect()
+    };
+    let before = counts(&p);
+    let (c, s) = pairs[17];
+    for k in 0..20u64 {
+        p.client
+            .connection(c)
+            .unwrap()
+            .send(pattern(k, 3000))
+            .unwrap();
+    }
+    let mut got = 0;
+    while got < 20 {
+        p.step();
+        while let Some(m) = p.server.connection(s).unwrap().poll_recv() {
+            assert!(check_pattern(m.id, m.as_slice().unwrap()));
+            got += 1;
+        }
+    }
+    let after = counts(&p);
+    let mut moved: Vec<(ConnectionHandle, bool)> = (0..N)
+        .filter(|&k| before[k] != after[k])
+        .map(|k| (pairs[k].1, true))
+        .collect();
+    let mut v = visited(&mut p.server);
+    v.sort_by_key(|x| x.0 .0);
+    moved.sort_by_key(|x| x.0 .0);
+    assert_eq!(moved, vec![(s, true)], "other connections had traffic");
+    assert_eq!(v, moved, "visited other than the connection that moved");
+    // A connection reset by the peer and freed: reported once, as gone.
+    let (c, s) = pairs[3];
+    p.client.connection(c).unwrap().reset(p.now, 0);
+    for _ in 0..10_000 {
+        p.step();
+        let _ = p
+            .server
+            .connection(s)
+            .map(|c| while c.poll_event().is_some() {});
+        if p.server.connection_ref(s).is_none() {
+            break;
+        }
+    }
+    assert!(
+        p.server.connection_ref(s).is_none(),
+        "the reset connection was not freed"
+    );
+    let v = visited(&mut p.server);
+    assert!(
+        v.contains(&(s, false)),
+        "the freed slot was not reported: {v:?}"
+    );
+    assert!(v.len() <= 2, "{v:?}");
+}
