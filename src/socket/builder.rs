@@ -417,7 +417,8 @@ impl StackBuilder {
             Some(Backend::Port(p)) => (p, None, 0),
             None => return Err(no_backend()),
         };
-        let pools: Vec<crate::mem::Pool> = memif.iter().filter_map(|m| m.pool(0)).collect();
+        let pools: Vec<crate::mem::Pool> =
+            memif.iter().filter_map(|m| m.pool(memif_id)).collect();
         let packet_pool = pools.first().cloned();
         let mut port = port;
         let info = port.info();
