@@ -312,7 +312,7 @@ impl StackBuilder {
         self
     }
     /// How long [`build`](Self::build) waits for the link to come up (default 10 s; the
-    /// memif peer must be there by then).
+    /// memif peer must be there by then). A memif server does not wait: it listens.
     pub fn link_timeout(mut self, d: Duration) -> Self {
         self.link_timeout = d;
         self
@@ -380,7 +380,12 @@ impl StackBuilder {
         self
     }
 
-    /// Start the stack: open the backend, wait for its link, build the runtime on this thread.
+    /// Start the stack: open the backend, wait for its link (up to
+    /// [`link_timeout`](Self::link_timeout)), build the runtime on this thread.
+    ///
+    /// A memif server ([`Backend::Memif`] with [`Role::Server`]) does not wait: it returns
+    /// as soon as its socket listens, and its link comes up when a client connects (and goes
+    /// down and up again as clients leave and come: the stack outlives them).
     ///
     /// A setting that makes no sense is refused first, with [`Error::Config`] naming it.
     pub fn build(mut self) -> Result<Stack, Error> {
@@ -417,13 +422,14 @@ impl StackBuilder {
             Some(Backend::Port(p)) => (p, None, 0),
             None => return Err(no_backend()),
         };
-        let pools: Vec<crate::mem::Pool> =
-            memif.iter().filter_map(|m| m.pool(memif_id)).collect();
+        let pools: Vec<crate::mem::Pool> = memif.iter().filter_map(|m| m.pool(memif_id)).collect();
         let packet_pool = pools.first().cloned();
         let mut port = port;
         let info = port.info();
+        // A memif server listens: its clients come (and go) after it started.
+        let server = matches!(&memif, Some(m) if m.role() == Role::Server);
         let deadline = StdInstant::now() + self.link_timeout;
-        while !port.link().is_up() {
+        while !server && !port.link().is_up() {
             if StdInstant::now() >= deadline {
                 // A memif peer that came and was refused says why (a limit set here).
                 let refused = memif

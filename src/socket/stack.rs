@@ -416,6 +416,18 @@ impl Stack {
         self.inner.borrow_mut().rt.port_mut().link().is_up()
     }
 
+    /// Why the memif peer on interface `id` was last refused or dropped, as memif's control
+    /// channel recorded it ([`Memif::last_error`]): a client's region over a limit, a peer's
+    /// DISCONNECT and its reason, ... `None` over another backend, for an interface the stack
+    /// does not have, or when nothing went wrong.
+    pub fn memif_last_error(&self, id: u32) -> Option<crate::pmd::memif::ControlError> {
+        self.inner
+            .borrow()
+            ._memif
+            .as_ref()
+            .and_then(|m| m.last_error(id))
+    }
+
     /// The telemetry this stack records into (None: built without metrics).
     pub fn metrics(&self) -> Option<Metrics> {
         self.inner

@@ -505,6 +505,16 @@ impl Memif {
         })
     }
 
+    /// Our role on the socket.
+    pub fn role(&self) -> Role {
+        self.shared.cfg.role
+    }
+
+    /// The socket's path (`@name`: in the abstract namespace).
+    pub fn socket(&self) -> &std::path::Path {
+        &self.shared.cfg.socket
+    }
+
     fn iface(&self, id: u32) -> Option<&Arc<IfShared>> {
         self.shared.ifaces.iter().find(|i| i.cfg.id == id)
     }
