@@ -212,7 +212,8 @@ impl Drop for Inner {
 
 /// A transport stack on one core. See the [module docs](super).
 ///
-/// Over memif, one process serves the control socket and the other connects; both name the
+/// Over memif, one process serves the control socket and the others connect (one client per
+/// interface; a server serves [`StackBuilder::memif_peers`] of them); both name the
 /// other's address with a static ARP entry (or let ARP resolve it):
 ///
 /// ```no_run

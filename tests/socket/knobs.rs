@@ -314,6 +314,8 @@ fn nonsensical_limits_are_refused_by_build() {
         ("memif_handshake_timeout", client(), |b| {
             b.memif_handshake_timeout(Duration::ZERO)
         }),
+        ("memif_peers", client(), |b| b.memif_peers(2)),
+        ("memif_peers", port(), |b| b.memif_peers(2)),
     ];
     for (name, backend, set) in cases {
         match set(Stack::builder(backend, CLIENT)).build() {

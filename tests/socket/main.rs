@@ -11,6 +11,7 @@ mod api;
 mod checksum;
 mod hostile_metrics;
 mod knobs;
+mod manypeers;
 mod multicore;
 mod sendbuf;
 mod sendbuf_memif;

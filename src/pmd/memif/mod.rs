@@ -470,12 +470,14 @@ impl Memif {
         // Listen last, so a failure above leaves no socket file behind.
         let listener = match cfg.role {
             Role::Server => {
-                Some(
-                    sys::listen(&cfg.socket).map_err(|source| MemifError::Socket {
+                // Room for as many clients connecting at once as may be in their handshake.
+                let backlog = cfg.max_pending_handshakes.clamp(16, 4096) as i32;
+                Some(sys::listen_backlog(&cfg.socket, backlog).map_err(|source| {
+                    MemifError::Socket {
                         path: cfg.socket.clone(),
                         source,
-                    })?,
-                )
+                    }
+                })?)
             }
             Role::Client => None,
         };
