@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant as StdInstant};
 
 use crate::pmd::fanin::FanIn;
-use crate::pmd::memif::{InterfaceConfig, Memif, MemifConfig, Role};
+use crate::pmd::memif::{InterfaceConfig, Memif, MemifConfig, MemifError, Role};
 use crate::pmd::pcap::CapturePort;
 use crate::pmd::{Link, Port, PortInfo};
 use crate::proto::cc::swift::{SwiftConfig, SwiftFactory};
@@ -463,6 +463,12 @@ impl StackBuilder {
         let server = matches!(&memif, Some(m) if m.role() == Role::Server);
         let deadline = StdInstant::now() + self.link_timeout;
         while !server && !port.link().is_up() {
+            // A server that refused our handshake for good says why: no need to wait.
+            if let Some(m) = &memif {
+                if let Some(e) = refused_for_good(m, memif_id) {
+                    return Err(e);
+                }
+            }
             if StdInstant::now() >= deadline {
                 // A memif peer that came and was refused says why (a limit set here).
                 let refused = memif
@@ -579,9 +585,17 @@ impl StackBuilder {
         self.memif.apply(&mut cfg);
         let m = Memif::new(cfg).map_err(|e| Error::Backend {
             what: format!("memif socket {}", socket.display()),
+            fix: match e {
+                MemifError::AlreadyServed { .. } => {
+                    "serve every client from the one server stack (StackBuilder::memif_peers), \
+                     or give this stack another socket path"
+                }
+                _ => {
+                    "check the socket path's directory exists and is writable; one side must \
+                     be Role::Server and the other Role::Client with the same id"
+                }
+            },
             why: e.to_string(),
-            fix: "check the socket path's directory exists and is writable; one side \
-                  must be Role::Server and the other Role::Client with the same id",
         })?;
         let mut ports = Vec::with_capacity(n as usize);
         for k in 0..n {
@@ -601,6 +615,31 @@ impl StackBuilder {
             })?)
         };
         Ok((m, port))
+    }
+}
+
+/// A memif client's handshake refused in a way that waiting does not cure: the interface
+/// serves another client, or the server has no such interface.
+fn refused_for_good(m: &Memif, id: u32) -> Option<Error> {
+    let e = m.last_error(id)?;
+    let path = m.socket().display();
+    if e.interface_busy() {
+        Some(Error::Backend {
+            what: format!("memif interface {id} on {path}"),
+            why: format!("it is serving another client (the server said: {e})"),
+            fix: "use another interface id (Backend::Memif's id): each client of a server \
+                  needs its own, and the server serves ids id..id+n \
+                  (StackBuilder::memif_peers)",
+        })
+    } else if e.interface_unknown() {
+        Some(Error::Backend {
+            what: format!("memif interface {id} on {path}"),
+            why: format!("the server has no such interface (it said: {e})"),
+            fix: "use an id the server serves: Backend::Memif's id on the server up to \
+                  id + StackBuilder::memif_peers - 1",
+        })
+    } else {
+        None
     }
 }
 

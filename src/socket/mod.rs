@@ -13,7 +13,9 @@
 //!   one socket, each on an interface of its own, all through the stack's one poll loop
 //!   (a fan-in port, [`pmd::fanin`](crate::pmd::fanin)); their connections arrive at the
 //!   one [`Listener`]. Each client needs its own interface id and IPv4 address (a memif
-//!   stack's default MAC is derived from its address: [`mac_for_ip`]).
+//!   stack's default MAC is derived from its address: [`mac_for_ip`]); a client whose id
+//!   serves another client, or a second server on the same socket in one process, gets an
+//!   [`Error::Backend`] saying so at once.
 //! - Every call that waits (`connect`, `accept`, `recv`, `send` under backpressure) busy-polls
 //!   the stack until it can proceed or its timeout passes; nothing sleeps in the kernel. The
 //!   `try_*` forms never wait: "nothing yet" is `Ok(None)`, not an error.

@@ -1,6 +1,7 @@
 //! One memif server stack, many client processes (here: threads, each with its own client
 //! `Stack`, interface id and address): the server listens before any client, serves N
-//! interfaces through one poll loop, and outlives its clients.
+//! interfaces through one poll loop, outlives its clients, and says what is wrong when a
+//! client takes a busy interface or a second server opens its socket.
 
 use std::collections::{HashMap, HashSet};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
@@ -333,4 +334,83 @@ fn a_client_leaves_and_another_takes_its_interface_id() {
         "both clients served, one after the other, on interface 1"
     );
     assert_eq!(s.messages.len(), 2 * SIZES.len());
+}
+
+#[test]
+fn a_client_on_a_busy_interface_is_told_so_at_once() {
+    let _pair = harness::one_pair_at_a_time();
+    let path = socket_path("busy");
+    let stop = Arc::new(AtomicBool::new(false));
+    let (server, _) = start_server(&path, 1, &stop);
+    let first = small(Stack::builder(
+        Backend::Memif {
+            socket: path.clone(),
+            role: Role::Client,
+            id: 0,
+        },
+        client_ip(0),
+    ))
+    .no_accept()
+    .link_timeout(LONG)
+    .build()
+    .expect("the first client");
+    let t0 = Instant::now();
+    let second = small(Stack::builder(
+        Backend::Memif {
+            socket: path.clone(),
+            role: Role::Client,
+            id: 0,
+        },
+        client_ip(1),
+    ))
+    .no_accept()
+    .link_timeout(LONG)
+    .build();
+    let took = t0.elapsed();
+    let e = second.expect_err("interface 0 is taken").to_string();
+    assert!(
+        e.contains("memif interface 0 on")
+            && e.contains("serving another client")
+            && e.contains("use another interface id"),
+        "the error names the busy interface and what to do: {e}"
+    );
+    assert!(
+        took < LONG / 2,
+        "told at the refusal, not after the link timeout ({LONG:?}): took {took:?}"
+    );
+    drop(first);
+    stop.store(true, Ordering::Relaxed);
+    server.join().unwrap();
+}
+
+#[test]
+fn a_second_server_on_the_same_socket_in_one_process_is_told_so() {
+    let path = socket_path("twice");
+    let _ = std::fs::remove_file(&path);
+    let server = |ip| {
+        Stack::builder(
+            Backend::Memif {
+                socket: path.clone(),
+                role: Role::Server,
+                id: 0,
+            },
+            ip,
+        )
+        .memif_hugepages(HugePages::Never)
+        .build()
+    };
+    let first = server(SERVER).expect("the first server");
+    let e = server(client_ip(0))
+        .expect_err("the socket is served")
+        .to_string();
+    assert!(
+        e.contains("this process already serves memif socket")
+            && e.contains(&path.display().to_string())
+            && e.contains("memif_peers"),
+        "the error says this process serves the socket, and what to do: {e}"
+    );
+    drop(first);
+    // Released with the first stack: a server may open it again.
+    let again = server(SERVER).expect("a server after the first one closed");
+    drop(again);
 }
