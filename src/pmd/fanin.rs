@@ -30,7 +30,11 @@
 //! - [`FanIn::link`] is up while any member is; [`FanIn::stats`] sums the members'
 //!   counters; [`FanIn::alloc_tx`] takes from the members' pools in turn (the transport holds
 //!   sent buffers until acknowledged: this spreads them over every pool), skipping one that
-//!   is exhausted.
+//!   is exhausted. [`FanIn::stats_handle`] reads the fan-in's own counters from elsewhere
+//!   (`Stack::fanin_stats` over a memif server with many peers).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use super::{Link, Offloads, Port, PortInfo, PortStats, MAX_BURST};
 use crate::mem::{PktBuf, PoolExhausted};
@@ -61,6 +65,50 @@ pub struct FanInStats {
     pub evicted: u64,
     /// Entries forgotten because their member's link went down.
     pub forgotten: u64,
+}
+
+impl FanInStats {
+    fn to_array(self) -> [u64; 8] {
+        [
+            self.tx_unknown,
+            self.tx_member_down,
+            self.tx_broadcast,
+            self.tx_broadcast_dropped,
+            self.learned,
+            self.moved,
+            self.evicted,
+            self.forgotten,
+        ]
+    }
+
+    fn from_array(a: [u64; 8]) -> FanInStats {
+        let [tx_unknown, tx_member_down, tx_broadcast, tx_broadcast_dropped, learned, moved, evicted, forgotten] =
+            a;
+        FanInStats {
+            tx_unknown,
+            tx_member_down,
+            tx_broadcast,
+            tx_broadcast_dropped,
+            learned,
+            moved,
+            evicted,
+            forgotten,
+        }
+    }
+}
+
+/// A reader of a [`FanIn`]'s [`FanInStats`] from anywhere (another thread, after the port
+/// was moved into a runtime): the port copies its counters here, with relaxed stores, at
+/// the end of a burst in which one changed (they change with rare events, never per frame
+/// of a steady flow).
+#[derive(Debug, Clone)]
+pub struct FanInStatsHandle(Arc<[AtomicU64; 8]>);
+
+impl FanInStatsHandle {
+    /// The counters as last published.
+    pub fn get(&self) -> FanInStats {
+        FanInStats::from_array(std::array::from_fn(|i| self.0[i].load(Ordering::Relaxed)))
+    }
 }
 
 /// A preallocated MAC table: `sets` x [`WAYS`] entries, each `mac << 16 | (member + 1)`, 0
@@ -169,6 +217,9 @@ pub struct FanIn<P: Port> {
     work: Vec<(usize, PktBuf)>,
     batch: Vec<PktBuf>,
     stats: FanInStats,
+    /// `stats` as last published to `shared`.
+    published: FanInStats,
+    shared: FanInStatsHandle,
     info: PortInfo,
 }
 
@@ -213,8 +264,26 @@ impl<P: Port> FanIn<P> {
             work: Vec::with_capacity(MAX_BURST),
             batch: Vec::with_capacity(MAX_BURST),
             stats: FanInStats::default(),
+            published: FanInStats::default(),
+            shared: FanInStatsHandle(Arc::new(std::array::from_fn(|_| AtomicU64::new(0)))),
             info,
         })
+    }
+
+    /// A handle that reads this port's [`FanInStats`] from elsewhere.
+    pub fn stats_handle(&self) -> FanInStatsHandle {
+        self.shared.clone()
+    }
+
+    /// Copy the counters to the handle when one changed.
+    #[inline]
+    fn publish(&mut self) {
+        if self.stats != self.published {
+            self.published = self.stats;
+            for (c, v) in self.shared.0.iter().zip(self.stats.to_array()) {
+                c.store(v, Ordering::Relaxed);
+            }
+        }
     }
 
     /// The members, in order.
@@ -315,6 +384,7 @@ impl<P: Port> Port for FanIn<P> {
         for i in 0..self.members.len() {
             any |= self.refresh(i);
         }
+        self.publish();
         if any {
             Link::Up { speed_mbps: 0 }
         } else {
@@ -348,6 +418,7 @@ impl<P: Port> Port for FanIn<P> {
             i = if i + 1 == n { 0 } else { i + 1 };
         }
         self.next_rx = i;
+        self.publish();
         got
     }
 
@@ -382,6 +453,7 @@ impl<P: Port> Port for FanIn<P> {
         }
         self.work = work;
         self.batch = batch;
+        self.publish();
         queued - pkts.len()
     }
 

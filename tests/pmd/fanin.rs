@@ -97,6 +97,11 @@ fn unicast_goes_to_the_member_the_source_address_was_learned_behind() {
     }
     assert_eq!(f.fanin_stats().learned, 4);
     assert_eq!(f.fanin_stats().tx_unknown, 0);
+    assert_eq!(
+        f.stats_handle().get(),
+        f.fanin_stats(),
+        "published to the handle"
+    );
 }
 
 #[test]
@@ -158,6 +163,11 @@ fn unknown_unicast_is_counted_and_dropped_and_a_member_going_down_forgets_its_ad
     assert_eq!(f.tx_burst(&mut out), 1, "removed from the queue");
     assert!(out.is_empty());
     assert_eq!(f.fanin_stats().tx_unknown, 1);
+    assert_eq!(
+        f.stats_handle().get().tx_unknown,
+        1,
+        "readable from elsewhere"
+    );
     assert_eq!(pool.free_slots(), free, "its buffer went back to the pool");
     assert!(recv_all(&mut peers[0]).is_empty() && recv_all(&mut peers[1]).is_empty());
 
