@@ -10,7 +10,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant as StdInstant};
 
-use crate::pmd::fanin::FanIn;
+use crate::pmd::fanin::{FanIn, FanInStatsHandle};
 use crate::pmd::memif::{InterfaceConfig, Memif, MemifConfig, MemifError, Role};
 use crate::pmd::pcap::CapturePort;
 use crate::pmd::{Link, Port, PortInfo};
@@ -439,13 +439,15 @@ impl StackBuilder {
     pub fn build(mut self) -> Result<Stack, Error> {
         self.check_limits()?;
         self.check_telemetry()?;
+        let mut fanin = None;
         let (port, memif, memif_id): (Box<dyn Port>, Option<Memif>, u32) = match self.backend.take()
         {
             Some(Backend::Memif { socket, role, id }) => {
                 if self.mac.is_none() {
                     self.mac = Some(mac_for_ip(self.ip));
                 }
-                let (m, p) = self.open_memif(&socket, role, id)?;
+                let (m, p, f) = self.open_memif(&socket, role, id)?;
+                fanin = f;
                 (p, Some(m), id)
             }
             Some(Backend::Port(p)) => (p, None, 0),
@@ -540,6 +542,7 @@ impl StackBuilder {
                 #[cfg(feature = "metrics")]
                 _exporter: exporter,
                 _memif: memif,
+                fanin,
                 packet_pool,
                 max_message,
                 max_send_msgs,
@@ -570,13 +573,14 @@ impl StackBuilder {
     }
 
     /// Open the memif socket with [`memif_peers`](Self::memif_peers) interfaces from `id`,
-    /// and the stack's port over them: the interface's own, or a fan-in over all of them.
+    /// and the stack's port over them: the interface's own, or a fan-in over all of them
+    /// (with the handle to its counters).
     fn open_memif(
         &self,
         socket: &std::path::Path,
         role: Role,
         id: u32,
-    ) -> Result<(Memif, Box<dyn Port>), Error> {
+    ) -> Result<(Memif, Box<dyn Port>, Option<FanInStatsHandle>), Error> {
         let n = self.memif_peers;
         let mut cfg = MemifConfig::new(socket, role, id);
         cfg.interfaces = (0..n).map(|k| self.memif_interface(id + k)).collect();
@@ -605,16 +609,16 @@ impl StackBuilder {
                 fix: "each interface queue can be opened once per process",
             })?);
         }
-        let port: Box<dyn Port> = if n == 1 {
-            Box::new(ports.pop().ok_or_else(no_backend)?)
-        } else {
-            Box::new(FanIn::new(ports).map_err(|e| Error::Config {
-                what: "memif_peers",
-                why: e.to_string(),
-                fix: "serve 1..=65534 peers on one socket",
-            })?)
-        };
-        Ok((m, port))
+        if n == 1 {
+            return Ok((m, Box::new(ports.pop().ok_or_else(no_backend)?), None));
+        }
+        let f = FanIn::new(ports).map_err(|e| Error::Config {
+            what: "memif_peers",
+            why: e.to_string(),
+            fix: "serve 1..=65534 peers on one socket",
+        })?;
+        let h = f.stats_handle();
+        Ok((m, Box::new(f), Some(h)))
     }
 }
 

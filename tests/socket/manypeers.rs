@@ -77,6 +77,8 @@ struct Served {
     messages: HashSet<(u32, u32)>,
     /// Most connections open at once.
     max_open: usize,
+    /// The server's fan-in counters at the end.
+    fanin: Option<bypass::pmd::fanin::FanInStats>,
     errors: Vec<String>,
 }
 
@@ -121,6 +123,7 @@ fn serve_echo(stack: Stack, stop: Arc<AtomicBool>) -> Served {
         if stop.load(Ordering::Relaxed) {
             let t = *stopping.get_or_insert_with(Instant::now);
             if socks.is_empty() || t.elapsed() > LONG {
+                s.fanin = stack.fanin_stats();
                 return s;
             }
         }
@@ -289,6 +292,14 @@ fn one_server_stack_serves_256_memif_clients_32_at_once() {
         N as usize * SIZES.len(),
         "every message once"
     );
+    let f = s
+        .fanin
+        .expect("a server with 256 peers serves them through a fan-in");
+    assert!(
+        f.learned >= N as u64,
+        "the fan-in learned each client's MAC behind its interface: {f:?}"
+    );
+    assert_eq!(f.moved, 0, "no two clients share a MAC: {f:?}");
     assert!(
         s.max_open >= WAVE as usize,
         "{WAVE} connections open at once on the server (most seen: {})",
