@@ -553,6 +553,10 @@ impl StackBuilder {
     }
 }
 
+/// What [`StackBuilder::open_memif`] opened: the socket, the stack's port, and the fan-in's
+/// counters when the port is one.
+type OpenedMemif = (Memif, Box<dyn Port>, Option<FanInStatsHandle>);
+
 impl StackBuilder {
     /// Interface `id` as this builder sizes it: buffers that hold a frame of the MTU (9000
     /// by default), the ring and extra buffers asked for.
@@ -580,7 +584,7 @@ impl StackBuilder {
         socket: &std::path::Path,
         role: Role,
         id: u32,
-    ) -> Result<(Memif, Box<dyn Port>, Option<FanInStatsHandle>), Error> {
+    ) -> Result<OpenedMemif, Error> {
         let n = self.memif_peers;
         let mut cfg = MemifConfig::new(socket, role, id);
         cfg.interfaces = (0..n).map(|k| self.memif_interface(id + k)).collect();
