@@ -272,7 +272,7 @@ enum bypass_result bypass_config_set_max_connections(struct bypass_config cfg, u
 enum bypass_result bypass_config_set_no_accept(struct bypass_config cfg, bool on);
 
 // How long `bypass_stack_new` waits for the link (memif: the peer) to come up, in
-// milliseconds (default 10000).
+// milliseconds (default 10000). A memif server does not wait: it listens.
 enum bypass_result bypass_config_set_link_timeout_ms(struct bypass_config cfg, uint64_t ms);
 
 // Seed for connection ids (default: from the OS).
@@ -531,9 +531,10 @@ enum bypass_result bypass_socket_peer(struct bypass_socket sock,
                                       size_t *needed);
 
 // Builds a stack from `cfg` on this thread, waiting for its link (memif: the peer) up to the
-// link timeout, and writes it to `*out`. This thread becomes its poll loop: the stack, its
-// listeners, sockets, send buffers and messages are used from this thread only (calls from
-// another return `BYPASS_ERR_WRONG_THREAD`). One stack per thread (each claims a core slot
+// link timeout (a memif server does not wait: it listens), and writes it to `*out`. This
+// thread becomes its poll loop: the stack, its listeners, sockets, send buffers and
+// messages are used from this thread only (calls from another return
+// `BYPASS_ERR_WRONG_THREAD`). One stack per thread (each claims a core slot
 // for its buffer caches).
 //
 // # Safety

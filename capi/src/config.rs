@@ -369,7 +369,7 @@ pub extern "C" fn bypass_config_set_no_accept(cfg: bypass_config, on: bool) -> b
 }
 
 /// How long `bypass_stack_new` waits for the link (memif: the peer) to come up, in
-/// milliseconds (default 10000).
+/// milliseconds (default 10000). A memif server does not wait: it listens.
 #[no_mangle]
 pub extern "C" fn bypass_config_set_link_timeout_ms(cfg: bypass_config, ms: u64) -> bypass_result {
     guard("bypass_config_set_link_timeout_ms", || {

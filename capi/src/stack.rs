@@ -258,9 +258,10 @@ mod dpdk {
 }
 
 /// Builds a stack from `cfg` on this thread, waiting for its link (memif: the peer) up to the
-/// link timeout, and writes it to `*out`. This thread becomes its poll loop: the stack, its
-/// listeners, sockets, send buffers and messages are used from this thread only (calls from
-/// another return `BYPASS_ERR_WRONG_THREAD`). One stack per thread (each claims a core slot
+/// link timeout (a memif server does not wait: it listens), and writes it to `*out`. This
+/// thread becomes its poll loop: the stack, its listeners, sockets, send buffers and
+/// messages are used from this thread only (calls from another return
+/// `BYPASS_ERR_WRONG_THREAD`). One stack per thread (each claims a core slot
 /// for its buffer caches).
 ///
 /// # Safety

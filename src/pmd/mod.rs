@@ -20,11 +20,13 @@
 //!   copies every frame anyway.
 //!
 //! Backends: [`memif`] (pure Rust, the default), `dpdk` (cargo feature), [`sim`]
-//! (virtual-time link model). Wrappers over any port: [`faults`], [`pcap`]; [`pair`] joins two
-//! ports in one process for tests.
+//! (virtual-time link model). Wrappers over any port: [`faults`], [`pcap`]; [`fanin`] makes
+//! one port of many (a learning bridge: a memif server's interfaces, one peer on each);
+//! [`pair`] joins two ports in one process for tests.
 
 #[cfg(feature = "dpdk")]
 pub mod dpdk;
+pub mod fanin;
 pub mod faults;
 pub mod memif;
 pub mod pair;

@@ -10,7 +10,8 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant as StdInstant};
 
-use crate::pmd::memif::{InterfaceConfig, Memif, MemifConfig, Role};
+use crate::pmd::fanin::{FanIn, FanInStatsHandle};
+use crate::pmd::memif::{InterfaceConfig, Memif, MemifConfig, MemifError, Role};
 use crate::pmd::pcap::CapturePort;
 use crate::pmd::{Link, Port, PortInfo};
 use crate::proto::cc::swift::{SwiftConfig, SwiftFactory};
@@ -31,6 +32,7 @@ pub struct StackBuilder {
     /// Taken by `build` (an `Option` so the settings stay borrowable after it).
     pub(super) backend: Option<Backend>,
     ip: Ipv4Addr,
+    prefix_len: u8,
     mac: Option<[u8; 6]>,
     udp_port: u16,
     mtu: u16,
@@ -56,6 +58,8 @@ pub struct StackBuilder {
     omit_checksums: bool,
     memif_ring: Option<u8>,
     memif_extra: Option<u32>,
+    memif_peers: u32,
+    memif_hugepages: Option<crate::mem::HugePages>,
     memif: MemifKnobs,
     rx_budget: Option<u64>,
     max_connections_per_source: usize,
@@ -121,6 +125,7 @@ impl StackBuilder {
         StackBuilder {
             backend: Some(backend),
             ip,
+            prefix_len: 24,
             mac: None,
             udp_port: DEFAULT_UDP_PORT,
             mtu: 0,
@@ -149,6 +154,8 @@ impl StackBuilder {
             omit_checksums: false,
             memif_ring: None,
             memif_extra: None,
+            memif_peers: 1,
+            memif_hugepages: None,
             memif: MemifKnobs::default(),
             rx_budget: None,
             max_connections_per_source: EndpointConfig::default().max_connections_per_source,
@@ -172,7 +179,17 @@ impl StackBuilder {
         self.ip = ip;
         self
     }
-    /// Our Ethernet address (default: the port's).
+    /// The length of our subnet's prefix (default 24, at most 32): the addresses reached
+    /// directly, by ARP. A server with more [`memif_peers`](Self::memif_peers) than a /24
+    /// holds (253 besides itself) needs a shorter one, e.g. 16.
+    pub fn prefix_len(mut self, len: u8) -> Self {
+        self.prefix_len = len.min(32);
+        self
+    }
+    /// Our Ethernet address. Default over [`Backend::Memif`]: derived from our IPv4 address
+    /// ([`mac_for_ip`]: `02:b9:` and the four bytes of the address), so that the clients of
+    /// one server, which have distinct addresses, have distinct MACs; over
+    /// [`Backend::Port`]: the port's.
     pub fn mac(mut self, mac: [u8; 6]) -> Self {
         self.mac = Some(mac);
         self
@@ -202,6 +219,37 @@ impl StackBuilder {
     /// [`ConnectionConfig::rx_segments`] up to a receive window of packet buffers.
     pub fn memif_extra_buffers(mut self, n: u32) -> Self {
         self.memif_extra = Some(n);
+        self
+    }
+    /// memif server: serve `n` client processes at once on the one socket (default 1), each
+    /// on its own interface: ids `id..id + n` of [`Backend::Memif`]'s `id`. Each interface
+    /// is sized as the stack's only one would be (buffers for the [`mtu`](Self::mtu),
+    /// [`memif_ring`](Self::memif_ring), [`memif_extra_buffers`](Self::memif_extra_buffers))
+    /// and has its own buffer pool, so the server's packet memory is `n` times one
+    /// interface's: with many peers, shorten the rings and the extra buffers. The stack's
+    /// one poll loop serves them all through one port ([`pmd::fanin`](crate::pmd::fanin):
+    /// each interface in turn on receive; on transmit, a frame goes to the interface its
+    /// destination MAC was last seen on, a broadcast (ARP) to every connected one); the
+    /// clients are remote hosts on the server's subnet, and connections from all of them
+    /// arrive at the one [`Listener`](super::Listener).
+    ///
+    /// Each client needs its own interface id (a second client asking for an id that is
+    /// serving gets [`Error::Backend`] "interface .. is serving another client" from its
+    /// `build`) and its own IPv4 address (a client stack's default MAC is derived from its
+    /// address, see [`mac`](Self::mac)). A client leaving frees its id for the next one.
+    /// `n` is 1..=65534; [`Role::Server`] only. The default of
+    /// [`memif_max_pending_handshakes`](Self::memif_max_pending_handshakes) grows to `n`.
+    pub fn memif_peers(mut self, n: u32) -> Self {
+        self.memif_peers = n;
+        self
+    }
+    /// memif: where the interfaces' buffer pools (and a client's rings) live (default
+    /// [`HugePages::Prefer`](crate::mem::HugePages::Prefer): 2 MiB hugepages, 4 KiB pages
+    /// when none are free). Each pool takes at least one hugepage: a server with many
+    /// [`memif_peers`](Self::memif_peers) and small pools may rather leave the machine's
+    /// hugepages to others with `HugePages::Never`.
+    pub fn memif_hugepages(mut self, policy: crate::mem::HugePages) -> Self {
+        self.memif_hugepages = Some(policy);
         self
     }
     /// A static ARP entry (no resolution for that address).
@@ -337,7 +385,7 @@ impl StackBuilder {
         self
     }
     /// How long [`build`](Self::build) waits for the link to come up (default 10 s; the
-    /// memif peer must be there by then).
+    /// memif peer must be there by then). A memif server does not wait: it listens.
     pub fn link_timeout(mut self, d: Duration) -> Self {
         self.link_timeout = d;
         self
@@ -405,49 +453,49 @@ impl StackBuilder {
         self
     }
 
-    /// Start the stack: open the backend, wait for its link, build the runtime on this thread.
+    /// Start the stack: open the backend, wait for its link (up to
+    /// [`link_timeout`](Self::link_timeout)), build the runtime on this thread.
+    ///
+    /// A memif server ([`Backend::Memif`] with [`Role::Server`]) does not wait: it returns
+    /// as soon as its socket listens, and its link comes up when a client connects (and goes
+    /// down and up again as clients leave and come: the stack outlives them).
     ///
     /// A setting that makes no sense is refused first, with [`Error::Config`] naming it.
     pub fn build(mut self) -> Result<Stack, Error> {
         self.check_limits()?;
         self.check_telemetry()?;
+        let mut fanin = None;
         let (port, memif, memif_id): (Box<dyn Port>, Option<Memif>, u32) = match self.backend.take()
         {
             Some(Backend::Memif { socket, role, id }) => {
-                let mut ic = InterfaceConfig::new(id);
-                let mtu = if self.mtu == 0 { 9000 } else { self.mtu };
-                ic.buffer_size = (u32::from(mtu) + 14).div_ceil(64) * 64;
-                if let Some(r) = self.memif_ring {
-                    ic.log2_ring_size = r;
+                if self.mac.is_none() {
+                    self.mac = Some(mac_for_ip(self.ip));
                 }
-                if let Some(n) = self.memif_extra {
-                    ic.extra_buffers = n;
-                }
-                let mut cfg = MemifConfig::new(&socket, role, id);
-                cfg.interfaces = vec![ic];
-                self.memif.apply(&mut cfg);
-                let m = Memif::new(cfg).map_err(|e| Error::Backend {
-                    what: format!("memif socket {}", socket.display()),
-                    why: e.to_string(),
-                    fix: "check the socket path's directory exists and is writable; one side \
-                          must be Role::Server and the other Role::Client with the same id",
-                })?;
-                let p = m.port(id, 0).map_err(|e| Error::Backend {
-                    what: "memif port".into(),
-                    why: e.to_string(),
-                    fix: "each interface queue can be opened once per process",
-                })?;
-                (Box::new(p), Some(m), id)
+                let (m, p, f) = self.open_memif(&socket, role, id)?;
+                fanin = f;
+                (p, Some(m), id)
             }
             Some(Backend::Port(p)) => (p, None, 0),
             None => return Err(no_backend()),
         };
-        let pools: Vec<crate::mem::Pool> = memif.iter().filter_map(|m| m.pool(0)).collect();
+        let peers = if memif.is_some() { self.memif_peers } else { 1 };
+        let pools: Vec<crate::mem::Pool> = memif
+            .iter()
+            .flat_map(|m| (0..peers).filter_map(move |k| m.pool(memif_id + k)))
+            .collect();
         let packet_pool = pools.first().cloned();
         let mut port = port;
         let info = port.info();
+        // A memif server listens: its clients come (and go) after it started.
+        let server = matches!(&memif, Some(m) if m.role() == Role::Server);
         let deadline = StdInstant::now() + self.link_timeout;
-        while !port.link().is_up() {
+        while !server && !port.link().is_up() {
+            // A server that refused our handshake for good says why: no need to wait.
+            if let Some(m) = &memif {
+                if let Some(e) = refused_for_good(m, memif_id) {
+                    return Err(e);
+                }
+            }
             if StdInstant::now() >= deadline {
                 // A memif peer that came and was refused says why (a limit set here).
                 let refused = memif
@@ -519,6 +567,7 @@ impl StackBuilder {
                 #[cfg(feature = "metrics")]
                 _exporter: exporter,
                 _memif: memif,
+                fanin,
                 packet_pool,
                 max_message,
                 max_send_msgs,
@@ -532,6 +581,112 @@ impl StackBuilder {
 
 /// [`StackBuilder::rx_pool_reserve`]'s default, per mille.
 const DEFAULT_RX_POOL_RESERVE: u32 = 250;
+
+/// What [`StackBuilder::open_memif`] opened: the socket, the stack's port, and the fan-in's
+/// counters when the port is one.
+type OpenedMemif = (Memif, Box<dyn Port>, Option<FanInStatsHandle>);
+
+impl StackBuilder {
+    /// Interface `id` as this builder sizes it: buffers that hold a frame of the MTU (9000
+    /// by default), the ring and extra buffers asked for.
+    fn memif_interface(&self, id: u32) -> InterfaceConfig {
+        let mut ic = InterfaceConfig::new(id);
+        let mtu = if self.mtu == 0 { 9000 } else { self.mtu };
+        ic.buffer_size = (u32::from(mtu) + 14).div_ceil(64) * 64;
+        if let Some(r) = self.memif_ring {
+            ic.log2_ring_size = r;
+        }
+        if let Some(n) = self.memif_extra {
+            ic.extra_buffers = n;
+        }
+        if let Some(h) = self.memif_hugepages {
+            ic.hugepages = h;
+        }
+        ic
+    }
+
+    /// Open the memif socket with [`memif_peers`](Self::memif_peers) interfaces from `id`,
+    /// and the stack's port over them: the interface's own, or a fan-in over all of them
+    /// (with the handle to its counters).
+    fn open_memif(
+        &self,
+        socket: &std::path::Path,
+        role: Role,
+        id: u32,
+    ) -> Result<OpenedMemif, Error> {
+        let n = self.memif_peers;
+        let mut cfg = MemifConfig::new(socket, role, id);
+        cfg.interfaces = (0..n).map(|k| self.memif_interface(id + k)).collect();
+        // As many clients may be in their handshake at once as there are interfaces.
+        cfg.max_pending_handshakes = cfg.max_pending_handshakes.max(n as usize);
+        self.memif.apply(&mut cfg);
+        let m = Memif::new(cfg).map_err(|e| Error::Backend {
+            what: format!("memif socket {}", socket.display()),
+            fix: match e {
+                MemifError::AlreadyServed { .. } => {
+                    "serve every client from the one server stack (StackBuilder::memif_peers), \
+                     or give this stack another socket path"
+                }
+                _ => {
+                    "check the socket path's directory exists and is writable; one side must \
+                     be Role::Server and the other Role::Client with the same id"
+                }
+            },
+            why: e.to_string(),
+        })?;
+        let mut ports = Vec::with_capacity(n as usize);
+        for k in 0..n {
+            ports.push(m.port(id + k, 0).map_err(|e| Error::Backend {
+                what: "memif port".into(),
+                why: e.to_string(),
+                fix: "each interface queue can be opened once per process",
+            })?);
+        }
+        if n == 1 {
+            return Ok((m, Box::new(ports.pop().ok_or_else(no_backend)?), None));
+        }
+        let f = FanIn::new(ports).map_err(|e| Error::Config {
+            what: "memif_peers",
+            why: e.to_string(),
+            fix: "serve 1..=65534 peers on one socket",
+        })?;
+        let h = f.stats_handle();
+        Ok((m, Box::new(f), Some(h)))
+    }
+}
+
+/// A memif client's handshake refused in a way that waiting does not cure: the interface
+/// serves another client, or the server has no such interface.
+fn refused_for_good(m: &Memif, id: u32) -> Option<Error> {
+    let e = m.last_error(id)?;
+    let path = m.socket().display();
+    if e.interface_busy() {
+        Some(Error::Backend {
+            what: format!("memif interface {id} on {path}"),
+            why: format!("it is serving another client (the server said: {e})"),
+            fix: "use another interface id (Backend::Memif's id): each client of a server \
+                  needs its own, and the server serves ids id..id+n \
+                  (StackBuilder::memif_peers)",
+        })
+    } else if e.interface_unknown() {
+        Some(Error::Backend {
+            what: format!("memif interface {id} on {path}"),
+            why: format!("the server has no such interface (it said: {e})"),
+            fix: "use an id the server serves: Backend::Memif's id on the server up to \
+                  id + StackBuilder::memif_peers - 1",
+        })
+    } else {
+        None
+    }
+}
+
+/// The Ethernet address a memif stack takes by default ([`StackBuilder::mac`]): locally
+/// administered unicast `02:b9:` followed by the four bytes of `ip`, so that stacks with
+/// distinct addresses have distinct MACs.
+pub fn mac_for_ip(ip: Ipv4Addr) -> [u8; 6] {
+    let o = ip.octets();
+    [0x02, 0xb9, o[0], o[1], o[2], o[3]]
+}
 
 /// A secret the builder's `Debug` does not print.
 #[cfg(feature = "metrics")]
@@ -646,6 +801,45 @@ impl StackBuilder {
             }
             _ => {}
         }
+        if self.memif_peers != 1 {
+            let id = match &self.backend {
+                Some(Backend::Memif { id, .. }) => Some(*id),
+                _ => None,
+            };
+            let why = match (role, id) {
+                (Some(Role::Server), Some(id)) => {
+                    if self.memif_peers == 0 {
+                        Some("0 makes no sense".to_string())
+                    } else if self.memif_peers as usize > crate::pmd::fanin::MAX_MEMBERS {
+                        Some(format!(
+                            "more than {} peers on one socket",
+                            crate::pmd::fanin::MAX_MEMBERS
+                        ))
+                    } else if id.checked_add(self.memif_peers - 1).is_none() {
+                        Some(format!(
+                            "interface ids {id}..{id}+{} run past u32::MAX",
+                            self.memif_peers
+                        ))
+                    } else {
+                        None
+                    }
+                }
+                (Some(Role::Client), _) => Some(
+                    "a client is one peer: it connects on one interface id (give each client \
+                     its own id)"
+                        .to_string(),
+                ),
+                _ => Some("the stack's backend is not memif".to_string()),
+            };
+            if let Some(why) = why {
+                return Err(Error::Config {
+                    what: "memif_peers",
+                    why,
+                    fix: "set memif_peers(1..=65534) on a Backend::Memif server; each client \
+                          connects with its own id in id..id+n",
+                });
+            }
+        }
         if self.memif.max_pending_handshakes == Some(0) {
             return zero(
                 "memif_max_pending_handshakes",
@@ -702,6 +896,9 @@ impl StackBuilder {
         };
         let mut net = NetConfig::new(self.mac.unwrap_or(info.mac), self.ip);
         net.mtu = mtu;
+        net.prefix_len = self.prefix_len;
+        // An entry for each peer of a memif server, and room for the others.
+        net.arp.capacity = net.arp.capacity.max(self.memif_peers as usize + 16);
         net.offloads = info.offloads;
         let mut conn = self.conn.clone();
         // Both ends on intact links (memif, a pair) may leave UDP checksums out, where the

@@ -386,7 +386,7 @@ impl Stack {
     /// port's pool (`Ok(None)`): register the pool you built the port with, with
     /// [`Gpu::pin_pool`]. Keep the returned registration while receiving into GPU memory.
     pub fn pin_for_gpu(&self, gpu: &Gpu) -> Result<Option<PinnedPool>, Error> {
-        let pool = self.inner.borrow()._memif.as_ref().and_then(|m| m.pool(0));
+        let pool = self.inner.borrow().packet_pool.clone();
         match pool {
             Some(p) => Ok(Some(gpu.pin_pool(&p)?)),
             None => Ok(None),

@@ -6,6 +6,16 @@
 //!   driven by the thread that owns it: run-to-completion, the application thread *is* the
 //!   poll loop, which gives the lowest latency. `Stack`, `Listener` and `Socket` are `!Send`;
 //!   give each core its own stack.
+//! - Over memif ([`Backend::Memif`]) a server stack listens from the moment
+//!   [`StackBuilder::build`] returns (it does not wait for a client) and outlives its
+//!   clients: one that leaves frees its interface for the next. With
+//!   [`StackBuilder::memif_peers`] one server stack serves N client processes at once on
+//!   one socket, each on an interface of its own, all through the stack's one poll loop
+//!   (a fan-in port, [`pmd::fanin`](crate::pmd::fanin)); their connections arrive at the
+//!   one [`Listener`]. Each client needs its own interface id and IPv4 address (a memif
+//!   stack's default MAC is derived from its address: [`mac_for_ip`]); a client whose id
+//!   serves another client, or a second server on the same socket in one process, gets an
+//!   [`Error::Backend`] saying so at once.
 //! - Every call that waits (`connect`, `accept`, `recv`, `send` under backpressure) busy-polls
 //!   the stack until it can proceed or its timeout passes; nothing sleeps in the kernel. The
 //!   `try_*` forms never wait: "nothing yet" is `Ok(None)`, not an error.
@@ -123,7 +133,7 @@ use std::path::PathBuf;
 use crate::pmd::memif::Role;
 use crate::pmd::Port;
 
-pub use builder::{default_rx_budget, StackBuilder, MIN_PEER_REGION_BYTES};
+pub use builder::{default_rx_budget, mac_for_ip, StackBuilder, MIN_PEER_REGION_BYTES};
 pub use error::Error;
 pub use gpu::{GpuMsg, GpuRecvStats, GpuTarget};
 pub use listener::Listener;

@@ -124,6 +124,8 @@ pub(super) struct Inner {
     #[cfg(feature = "metrics")]
     pub(super) _exporter: Option<crate::telemetry::Exporter>,
     pub(super) _memif: Option<Memif>,
+    /// The fan-in port's counters (a memif server with more than one peer).
+    pub(super) fanin: Option<crate::pmd::fanin::FanInStatsHandle>,
     /// The memif interface's packet-buffer pool (None over a [`Backend::Port`]).
     pub(super) packet_pool: Option<crate::mem::Pool>,
     pub(super) max_message: u64,
@@ -314,7 +316,8 @@ impl Drop for Inner {
 
 /// A transport stack on one core. See the [module docs](super).
 ///
-/// Over memif, one process serves the control socket and the other connects; both name the
+/// Over memif, one process serves the control socket and the others connect (one client per
+/// interface; a server serves [`StackBuilder::memif_peers`] of them); both name the
 /// other's address with a static ARP entry (or let ARP resolve it):
 ///
 /// ```no_run
@@ -523,6 +526,27 @@ impl Stack {
     /// Whether the port's link is up (memif: the peer process is there).
     pub fn link_up(&self) -> bool {
         self.inner.borrow_mut().rt.port_mut().link().is_up()
+    }
+
+    /// The counters of the port a memif server with more than one
+    /// [`memif_peers`](StackBuilder::memif_peers) serves them through
+    /// ([`pmd::fanin`](crate::pmd::fanin)): frames to a MAC no client was seen with (dropped),
+    /// broadcasts, MACs learned and moved between interfaces (two clients with one address
+    /// show as moves). `None` for any other stack.
+    pub fn fanin_stats(&self) -> Option<crate::pmd::fanin::FanInStats> {
+        self.inner.borrow().fanin.as_ref().map(|h| h.get())
+    }
+
+    /// Why the memif peer on interface `id` was last refused or dropped, as memif's control
+    /// channel recorded it ([`Memif::last_error`]): a client's region over a limit, a peer's
+    /// DISCONNECT and its reason, ... `None` over another backend, for an interface the stack
+    /// does not have, or when nothing went wrong.
+    pub fn memif_last_error(&self, id: u32) -> Option<crate::pmd::memif::ControlError> {
+        self.inner
+            .borrow()
+            ._memif
+            .as_ref()
+            .and_then(|m| m.last_error(id))
     }
 
     /// The telemetry this stack records into (None: built without metrics).

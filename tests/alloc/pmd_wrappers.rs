@@ -109,3 +109,66 @@ fn wrappers_allocate_nothing_per_frame() {
     assert!(s.duplicated > 0 && s.reordered > 0 && s.delayed > 0 && r.duplicated > 0);
     assert_eq!(allocs, 0, "heap allocations in steady state");
 }
+
+/// `pmd::fanin` allocates nothing per frame once warm: receiving from 8 members (learning
+/// their addresses), unicast to each, broadcast copies to all.
+#[test]
+fn fanin_allocates_nothing_per_frame() {
+    use bypass::pmd::fanin::FanIn;
+    let mut cfg = PoolConfig::new("pmd-fanin-alloc", 4096, 2048);
+    cfg.hugepages = HugePages::Never;
+    let pool = Pool::new(&cfg).unwrap();
+    let (mut ours, mut peers) = (Vec::new(), Vec::new());
+    for _ in 0..8 {
+        let (a, b) = pair(&pool, 256, 1500).unwrap();
+        ours.push(a);
+        peers.push(b);
+    }
+    let mut fan = FanIn::new(ours).unwrap();
+    let server = [2, 0xaa, 0, 0, 0, 1];
+    let mac = |k: usize| [2, 0xbb, 0, 0, 0, k as u8];
+    let frame = |pool: &Pool, dst: [u8; 6], src: [u8; 6]| {
+        let mut f = pool.alloc().unwrap();
+        f.extend_from_slice(&dst).unwrap();
+        f.extend_from_slice(&src).unwrap();
+        f.extend_from_slice(&[8, 0, 0, 0, 0, 0]).unwrap();
+        f
+    };
+    let mut v: Vec<PktBuf> = Vec::with_capacity(256);
+    let mut out: Vec<PktBuf> = Vec::with_capacity(256);
+    let (mut sent, mut got) = (0usize, 0usize);
+    let mut round = |fan: &mut FanIn<_>, peers: &mut Vec<_>| {
+        for (k, p) in peers.iter_mut().enumerate() {
+            v.push(frame(&pool, server, mac(k)));
+            v.push(frame(&pool, server, mac(k)));
+            Port::tx_burst(p, &mut v);
+        }
+        while fan.rx_burst(&mut out, 32) > 0 {
+            got += out.len();
+            out.clear();
+        }
+        for k in 0..8 {
+            out.push(frame(&pool, mac(k), server));
+        }
+        out.push(frame(&pool, [0xff; 6], server));
+        sent += fan.tx_burst(&mut out);
+        out.clear();
+        for p in peers.iter_mut() {
+            while Port::rx_burst(p, &mut v, 64) > 0 {
+                v.clear();
+            }
+        }
+    };
+    for _ in 0..8 {
+        round(&mut fan, &mut peers);
+    }
+    let before = allocs();
+    for _ in 0..200 {
+        round(&mut fan, &mut peers);
+    }
+    let n = allocs() - before;
+    assert_eq!(sent, 208 * 9, "every unicast and broadcast frame left");
+    assert_eq!(got, 208 * 16, "every peer's frames arrived");
+    assert_eq!(fan.fanin_stats().tx_unknown, 0);
+    assert_eq!(n, 0, "{n} allocations in 200 rounds of 25 frames");
+}

@@ -3,5 +3,6 @@
 #[path = "../harness/mod.rs"]
 mod harness;
 
+mod fanin;
 mod wrappers;
 mod wrappers_pcap;

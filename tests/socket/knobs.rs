@@ -209,8 +209,9 @@ fn socket_path(what: &str) -> PathBuf {
     std::env::temp_dir().join(format!("bypass-knobs-{what}-{}.sock", std::process::id()))
 }
 
-/// A memif server stack built with `server` and a client stack on the same socket: the
-/// server's and the client's `build` results, as errors' texts (`Ok` = the link came up).
+/// A memif server stack built with `server` and a client stack on the same socket: whether
+/// the server's link was up once the client's `build` returned (`Err`: why not, from
+/// `Stack::memif_last_error`) and the client's `build` result, as errors' texts.
 fn memif_pair(
     what: &str,
     server: impl FnOnce(StackBuilder) -> StackBuilder + Send + 'static,
@@ -225,12 +226,20 @@ fn memif_pair(
     let sb = backend(Role::Server);
     let (done_tx, done_rx) = mpsc::channel::<()>();
     let srv = thread::spawn(move || {
-        let r = server(Stack::builder(sb, SERVER))
-            .link_timeout(Duration::from_secs(3))
-            .build();
+        // A server listens: its build does not wait for a client.
+        let stack = server(Stack::builder(sb, SERVER))
+            .build()
+            .map_err(|e| e.to_string())?;
         // Keep the stack (and its link) until the client's build is over.
         let _ = done_rx.recv();
-        r.map(drop).map_err(|e| e.to_string())
+        if stack.link_up() {
+            Ok(())
+        } else {
+            Err(format!(
+                "link down; last memif error: {:?}",
+                stack.memif_last_error(0).map(|e| e.to_string())
+            ))
+        }
     });
     harness::settle("the memif server's socket to appear", || path.exists());
     let client = Stack::builder(backend(Role::Client), CLIENT)
@@ -305,6 +314,8 @@ fn nonsensical_limits_are_refused_by_build() {
         ("memif_handshake_timeout", client(), |b| {
             b.memif_handshake_timeout(Duration::ZERO)
         }),
+        ("memif_peers", client(), |b| b.memif_peers(2)),
+        ("memif_peers", port(), |b| b.memif_peers(2)),
     ];
     for (name, backend, set) in cases {
         match set(Stack::builder(backend, CLIENT)).build() {

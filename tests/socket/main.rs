@@ -12,6 +12,7 @@ mod checksum;
 mod hostile_metrics;
 mod kept;
 mod knobs;
+mod manypeers;
 mod multicore;
 mod sendbuf;
 mod sendbuf_memif;

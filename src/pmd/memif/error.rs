@@ -189,6 +189,23 @@ pub enum ControlError {
     },
 }
 
+impl ControlError {
+    /// The server refused our handshake because the interface we asked for already has a
+    /// peer: its DISCONNECT said so (ours: "interface N already connected"; DPDK's and
+    /// libmemif's: "Already connected").
+    pub fn interface_busy(&self) -> bool {
+        matches!(self, ControlError::PeerDisconnect(r)
+            if r.to_ascii_lowercase().contains("already connected"))
+    }
+
+    /// The server refused our handshake because it has no interface with the id we asked
+    /// for (ours and DPDK's: "ID N not found").
+    pub fn interface_unknown(&self) -> bool {
+        matches!(self, ControlError::PeerDisconnect(r)
+            if r.starts_with("ID ") && r.ends_with("not found"))
+    }
+}
+
 pub(super) fn sock_err(op: &'static str, e: std::io::Error) -> ControlError {
     ControlError::Socket {
         op,

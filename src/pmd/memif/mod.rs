@@ -276,6 +276,16 @@ pub enum MemifError {
         /// Queue index.
         queue: u16,
     },
+    /// A server on this socket path is already open in this process (another [`Memif`]).
+    #[error(
+        "this process already serves memif socket {}: one Memif (one stack) per socket; it \
+         serves many clients on interfaces of their own",
+        path.display()
+    )]
+    AlreadyServed {
+        /// Socket path.
+        path: PathBuf,
+    },
     /// The port for this queue was already taken.
     #[error("memif interface {id} queue {queue} is already taken")]
     QueueTaken {
@@ -410,6 +420,39 @@ struct Shared {
 pub struct Memif {
     shared: Arc<Shared>,
     thread: Option<JoinHandle<()>>,
+    /// Server: this process's claim on the socket path (released after `Drop` removed the
+    /// socket file).
+    _served: Option<Served>,
+}
+
+/// The socket paths memif servers of this process listen on.
+static SERVED: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+/// A server's claim on its socket path in [`SERVED`]: a second server of the same process on
+/// the same path is refused with [`MemifError::AlreadyServed`] instead of finding the path
+/// taken "by another process".
+struct Served(PathBuf);
+
+impl Served {
+    fn claim(path: &std::path::Path) -> Result<Served, MemifError> {
+        let mut served = SERVED.lock().unwrap_or_else(|e| e.into_inner());
+        if served.iter().any(|p| p == path) {
+            return Err(MemifError::AlreadyServed {
+                path: path.to_path_buf(),
+            });
+        }
+        served.push(path.to_path_buf());
+        Ok(Served(path.to_path_buf()))
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let mut served = SERVED.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(i) = served.iter().position(|p| *p == self.0) {
+            served.swap_remove(i);
+        }
+    }
 }
 
 impl std::fmt::Debug for Memif {
@@ -468,16 +511,22 @@ impl Memif {
             source,
         })?;
         // Listen last, so a failure above leaves no socket file behind.
-        let listener = match cfg.role {
+        let (listener, served) = match cfg.role {
             Role::Server => {
-                Some(
-                    sys::listen(&cfg.socket).map_err(|source| MemifError::Socket {
+                // Before listen: its probe of a live socket would take ours for another
+                // process's.
+                let served = Served::claim(&cfg.socket)?;
+                // Room for as many clients connecting at once as may be in their handshake.
+                let backlog = cfg.max_pending_handshakes.clamp(16, 4096) as i32;
+                let l = sys::listen_backlog(&cfg.socket, backlog).map_err(|source| {
+                    MemifError::Socket {
                         path: cfg.socket.clone(),
                         source,
-                    })?,
-                )
+                    }
+                })?;
+                (Some(l), Some(served))
             }
-            Role::Client => None,
+            Role::Client => (None, None),
         };
         let shared = Arc::new(Shared {
             cfg,
@@ -502,7 +551,18 @@ impl Memif {
         Ok(Memif {
             shared,
             thread: Some(thread),
+            _served: served,
         })
+    }
+
+    /// Our role on the socket.
+    pub fn role(&self) -> Role {
+        self.shared.cfg.role
+    }
+
+    /// The socket's path (`@name`: in the abstract namespace).
+    pub fn socket(&self) -> &std::path::Path {
+        &self.shared.cfg.socket
     }
 
     fn iface(&self, id: u32) -> Option<&Arc<IfShared>> {

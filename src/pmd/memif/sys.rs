@@ -66,7 +66,14 @@ fn seqpacket() -> io::Result<OwnedFd> {
 /// A listening seqpacket socket bound at `path` (non-blocking). A stale socket left by a dead
 /// process is removed first; anything else at `path` (a live listener, a file that is not a
 /// socket) is an error.
+#[cfg(test)]
 pub fn listen(path: &Path) -> io::Result<OwnedFd> {
+    listen_backlog(path, 16)
+}
+
+/// [`listen`] with room for `backlog` connections not yet accepted (clients that connect at
+/// once; one more is refused with `EAGAIN` and retries).
+pub fn listen_backlog(path: &Path, backlog: i32) -> io::Result<OwnedFd> {
     let fd = seqpacket()?;
     let addr = sockaddr(path)?;
     let file = if is_abstract(path) {
@@ -92,7 +99,7 @@ pub fn listen(path: &Path) -> io::Result<OwnedFd> {
         std::fs::remove_file(path)?;
     }
     rustix::net::bind(&fd, &addr)?;
-    rustix::net::listen(&fd, 16)?;
+    rustix::net::listen(&fd, backlog)?;
     Ok(fd)
 }
 
