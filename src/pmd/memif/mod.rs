@@ -309,6 +309,9 @@ struct QueueRings {
     /// The eventfd to signal after transmitting, when the peer asks for interrupts: an index
     /// into [`Conn::fds`].
     tx_int: Option<usize>,
+    /// The eventfd the peer signals after transmitting to us while our receive ring's
+    /// `RING_FLAG_MASK_INT` is clear (a sleeping loop): an index into [`Conn::fds`].
+    rx_int: Option<usize>,
 }
 
 /// One live connection: the mappings and rings. Shared (Arc) by the control thread and the
@@ -322,7 +325,8 @@ struct Conn {
     /// Owners of the mappings and descriptors the pointers above refer to.
     _regions: Vec<Region>,
     _pool: Option<Pool>,
-    /// Ring eventfds, held open for the connection's life ([`QueueRings::tx_int`] indexes it).
+    /// Ring eventfds, held open for the connection's life ([`QueueRings::tx_int`] and
+    /// [`QueueRings::rx_int`] index it).
     fds: Vec<OwnedFd>,
 }
 
