@@ -23,7 +23,7 @@ use crate::time::Clock;
 
 use super::metrics::{self, CaptureLimits, CapturePolicy, Metrics};
 use super::stack::{Inner, StackPort, Transport};
-use super::{Backend, Error, Stack, DEFAULT_UDP_PORT};
+use super::{Backend, Error, IdlePoll, Stack, DEFAULT_UDP_PORT};
 
 /// Builds a [`Stack`]. Start with [`Stack::builder`].
 #[derive(Debug)]
@@ -59,6 +59,7 @@ pub struct StackBuilder {
     memif: MemifKnobs,
     rx_budget: Option<u64>,
     max_connections_per_source: usize,
+    idle_poll: IdlePoll,
 }
 
 /// The hostile-peer settings of a memif backend ([`MemifConfig`]) the builder passes on;
@@ -150,7 +151,16 @@ impl StackBuilder {
             memif: MemifKnobs::default(),
             rx_budget: None,
             max_connections_per_source: EndpointConfig::default().max_connections_per_source,
+            idle_poll: IdlePoll::default(),
         }
+    }
+
+    /// What blocking calls do while nothing happens: sleep after an idle spell (the default,
+    /// [`IdlePoll::Sleep`] after 1 ms, 10 ms at most per sleep) or spin ([`IdlePoll::Spin`],
+    /// for latency benchmarks). See [`IdlePoll`].
+    pub fn idle_poll(mut self, policy: IdlePoll) -> Self {
+        self.idle_poll = policy;
+        self
     }
 
     /// Leave UDP checksums out between this stack and a peer stack that agrees, when both
@@ -498,6 +508,7 @@ impl StackBuilder {
                 max_message,
                 max_send_msgs,
                 rest_deferred: false,
+                idle: super::stack::Idle::new(self.idle_poll),
                 _core: core,
             })),
         })
@@ -576,6 +587,19 @@ impl StackBuilder {
                 "allow at least 1 connection per source address (default 64), or build a \
                  client-only stack with no_accept()",
             );
+        }
+        if let IdlePoll::Sleep { max_sleep, .. } = self.idle_poll {
+            if max_sleep < crate::runtime::MIN_SLEEP {
+                return Err(Error::Config {
+                    what: "idle_poll",
+                    why: format!(
+                        "a max_sleep of {max_sleep:?} is below the shortest sleep ({:?}): it \
+                         would never sleep",
+                        crate::runtime::MIN_SLEEP
+                    ),
+                    fix: "give a max_sleep of 1 ms or more (default 10 ms), or IdlePoll::Spin",
+                });
+            }
         }
         if self.rx_budget == Some(0) {
             return zero(
