@@ -23,6 +23,9 @@
 //!   [`net::NetConfig::tx_ecn`] marks what it sends.
 //! - Nothing in an iteration allocates on the heap, makes a system call (the TSC clock is
 //!   read in user space; see [`clock`]) or takes a lock, given a port that doesn't.
+//! - Idle: [`Runtime::sleep`], called by the application's loop (the socket layer's blocking
+//!   calls, after an idle spell: `socket::IdlePoll`), is the one place the loop sleeps: on the
+//!   port's receive interrupts until a frame, a deadline, the next timer or a ceiling.
 //! - Threading: construct the runtime on the thread that will run it. With
 //!   [`RuntimeConfig::pin_core`] it pins that thread to a CPU (core_affinity); with
 //!   [`RuntimeConfig::core_slot`] it claims a [`CoreSlot`] so the pools give this thread a
