@@ -311,9 +311,10 @@ pub enum Slept {
 pub const MIN_SLEEP: Duration = Duration::from_micros(50);
 
 /// How long a loop whose port has no receive interrupts ([`RxIntr::Unsupported`]) sleeps at a
-/// time: what the first frame after idle may wait, on top of the wake-up. About 100 µs
-/// keeps an idle loop to a few percent of a core (each nap costs a few microseconds of CPU).
-pub const NAP: Duration = Duration::from_micros(100);
+/// time: what the first frame after idle may wait, on top of the wake-up (timer slack adds
+/// about 50 µs). 250 µs keeps an idle loop to a few percent of a core (each nap costs a few
+/// microseconds of CPU; 100 µs naps cost 7 % of a core on the development VM).
+pub const NAP: Duration = Duration::from_micros(250);
 
 /// One poll loop: a port, the L2/L3 layer, a clock, a timer wheel and a handler.
 pub struct Runtime<P: Port, H: UdpHandler, C: Clock> {
