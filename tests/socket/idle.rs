@@ -404,3 +404,77 @@ fn blocking_calls_return_at_their_timeout_while_sleeping() {
     }
     assert!(slept >= 3, "the server slept {slept} times in three waits");
 }
+
+/// A port without receive interrupts (an in-process `pmd::pair`, as DPDK here): the
+/// sleeping policy naps instead, which costs a little CPU but far from a core, and a message
+/// still reaches the napping server.
+#[test]
+fn a_port_without_interrupts_naps_instead() {
+    use crate::socket_pair::{serve_and_connect, End};
+    use bypass::mem::{HugePages, Pool, PoolConfig};
+    use bypass::pmd::pair::pair;
+
+    let _pair = harness::one_pair_at_a_time();
+    let pool = Pool::new(&PoolConfig {
+        hugepages: HugePages::Never,
+        ..PoolConfig::new("socket-idle-nap", 4096, 9216 + 256)
+    })
+    .unwrap();
+    let (a, b) = pair(&pool, 1024, 9000).unwrap();
+    let (srv, stack, sock) = serve_and_connect(
+        End {
+            ip: SERVER,
+            port: a,
+            build: |b: StackBuilder| b.idle_poll(IdlePoll::default()),
+        },
+        End {
+            ip: CLIENT,
+            port: b,
+            build: |b: StackBuilder| b.idle_poll(IdlePoll::default()),
+        },
+        |stack, sock| {
+            sock.set_timeout(Some(Duration::from_secs(2)));
+            let (r, cpu, _) = measure(|| sock.recv());
+            assert!(
+                matches!(r, Err(Error::TimedOut { .. })),
+                "recv on a silent connection should time out: {r:?}"
+            );
+            sock.set_timeout(Some(Duration::from_secs(30)));
+            let m = sock.recv().expect("the client's message");
+            sock.send_bytes(m).expect("echo");
+            sock.flush().expect("the echo acknowledged");
+            (cpu, stack.stats().runtime)
+        },
+    );
+    // While the server measures, this side waits too (napping as well); then one echo.
+    sock.set_timeout(Some(Duration::from_secs(30)));
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_millis(2500) {
+        stack.poll_for(Duration::from_millis(100));
+    }
+    sock.send(b"after the naps").expect("send");
+    assert_eq!(&sock.recv().expect("the echo")[..], b"after the naps");
+    let end = Instant::now() + Duration::from_secs(60);
+    while !srv.is_finished() && Instant::now() < end {
+        stack.poll_for(Duration::from_millis(5));
+    }
+    let (cpu, rt) = srv.join().expect("server thread");
+    println!(
+        "a port without interrupts (pmd::pair), server blocked 2 s in recv: {:.1} % of a core, \
+         {} naps ({} woken by a frame: none expected)",
+        cpu * 100.0,
+        rt.sleeps,
+        rt.sleep_wakeups
+    );
+    assert!(
+        rt.sleeps > 1000,
+        "the server napped only {} times",
+        rt.sleeps
+    );
+    assert_eq!(rt.sleep_wakeups, 0, "a nap cannot be woken by a frame");
+    assert!(
+        cpu < 0.5,
+        "napping, the server used {:.1} % of a core",
+        cpu * 100.0
+    );
+}
