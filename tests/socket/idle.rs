@@ -274,9 +274,10 @@ fn a_message_wakes_a_sleeping_server_which_answers_it() {
     let mut sorted = cold.clone();
     let cold_median = median(&mut sorted);
     println!(
-        "64 B-ish echo over memif: warm RTT p50 {:.1} us; first after 150 ms idle (server \
-         asleep): p50 {:.1} us, max {:.1} us; the wake-up adds {:.1} us (p50); server: {} \
-         sleeps, {} woken by a frame",
+        "4 B echo over memif, threads unpinned (the woken server may queue behind the \
+         spinning client on one CPU: examples/idle_wake --pin measures it pinned): warm RTT \
+         p50 {:.1} us; first after 150 ms idle (server asleep): p50 {:.1} us, max {:.1} us; \
+         the wake-up adds {:.1} us (p50); server: {} sleeps, {} woken by a frame",
         warm.as_secs_f64() * 1e6,
         cold_median.as_secs_f64() * 1e6,
         sorted.last().unwrap().as_secs_f64() * 1e6,
