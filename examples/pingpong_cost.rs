@@ -54,6 +54,7 @@ fn stack(path: &std::path::Path, role: Role) -> (Memif, Stack) {
         Role::Client => (CLIENT_IP, CLIENT_MAC, SERVER_IP, SERVER_MAC),
     };
     let s = Stack::builder(Backend::Port(Box::new(m.port(0, 0).expect("port"))), ip)
+        .idle_poll(bypass::socket::IdlePoll::Spin)
         .mac(mac)
         .static_arp(pip, pmac)
         .omit_checksums(true)

@@ -31,7 +31,8 @@
 //! cli/, with their dependencies (clap, plotters, tracing-subscriber).
 //!
 //! Unsafe code is denied at the crate root and allowed only in `mem`, the `pmd` backends
-//! (`memif`, `dpdk`) and `runtime::clock` (the TSC read); every unsafe block carries a
+//! (`memif`, `dpdk`), `pmd::intr` (the `ppoll` an idle loop sleeps in) and `runtime::clock`
+//! (the TSC read); every unsafe block carries a
 //! `// SAFETY:` comment. (Outside this crate, the C API in capi/ and the Python package's
 //! buffer protocol use unsafe code too.)
 #![deny(unsafe_code)]

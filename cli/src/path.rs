@@ -325,6 +325,7 @@ fn side(
         ..ConnectionConfig::default()
     };
     let mut b = Stack::builder(Backend::Port(Box::new(bn)), ip)
+        .idle_poll(bypass::socket::IdlePoll::Spin)
         .mac(mac)
         .mtu(o.mtu)
         .static_arp(peer_ip, peer_mac)

@@ -36,7 +36,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use super::{Link, Offloads, Port, PortInfo, PortStats, MAX_BURST};
+use super::{Link, Offloads, Port, PortInfo, PortStats, RxIntr, RxWait, MAX_BURST};
 use crate::mem::{PktBuf, PoolExhausted};
 
 /// Ways per set of the MAC table.
@@ -376,6 +376,33 @@ impl<P: Port> FanIn<P> {
 impl<P: Port> Port for FanIn<P> {
     fn info(&self) -> PortInfo {
         self.info.clone()
+    }
+
+    /// Arms every member into the one `wait` (the loop sleeps until a frame reaches any
+    /// member). A member with frames already waiting makes it `Pending` at once; a member
+    /// without receive interrupts makes the whole port `Unsupported` (the loop then naps),
+    /// and the members armed so far are disarmed again.
+    fn rx_intr_arm(&mut self, wait: &mut RxWait) -> RxIntr {
+        for i in 0..self.members.len() {
+            match self.members[i].rx_intr_arm(wait) {
+                RxIntr::Armed => {}
+                // The caller disarms the port (every member) before its next receive.
+                RxIntr::Pending => return RxIntr::Pending,
+                RxIntr::Unsupported => {
+                    for m in &mut self.members[..i] {
+                        m.rx_intr_disarm();
+                    }
+                    return RxIntr::Unsupported;
+                }
+            }
+        }
+        RxIntr::Armed
+    }
+
+    fn rx_intr_disarm(&mut self) {
+        for m in &mut self.members {
+            m.rx_intr_disarm();
+        }
     }
 
     /// Up while any member is (visits every member: a member gone down forgets its entries).

@@ -756,6 +756,23 @@ impl<P: Port, C: Clock + Send> Port for Faults<P, C> {
         s.tx_ring_full += self.tx_refused;
         s
     }
+
+    /// The inner port's interrupts when this wrapper holds no frames back (no delay, loss or
+    /// reordering configured); otherwise none (its queues release frames by time, not by
+    /// interrupt).
+    fn rx_intr_arm(&mut self, wait: &mut crate::pmd::RxWait) -> crate::pmd::RxIntr {
+        if self.tx.noop && self.rx.noop {
+            self.inner.rx_intr_arm(wait)
+        } else {
+            crate::pmd::RxIntr::Unsupported
+        }
+    }
+
+    fn rx_intr_disarm(&mut self) {
+        if self.tx.noop && self.rx.noop {
+            self.inner.rx_intr_disarm()
+        }
+    }
 }
 
 #[cfg(test)]

@@ -19,6 +19,10 @@
 //!   it into a slot of its own (a driver frees an mbuf as its sole owner); the memif server
 //!   copies every frame anyway.
 //!
+//! - A loop that is idle may sleep until a frame arrives: [`Port::rx_intr_arm`] gives the
+//!   descriptors to sleep on ([`intr`]; memif: the rings' interrupt eventfds). A port without
+//!   receive interrupts (the default; `sim`, `pair`, DPDK here) says so and the loop naps.
+//!
 //! Backends: [`memif`] (pure Rust, the default), `dpdk` (cargo feature), [`sim`]
 //! (virtual-time link model). Wrappers over any port: [`faults`], [`pcap`]; [`fanin`] makes
 //! one port of many (a learning bridge: a memif server's interfaces, one peer on each);
@@ -28,11 +32,13 @@
 pub mod dpdk;
 pub mod fanin;
 pub mod faults;
+pub mod intr;
 pub mod memif;
 pub mod pair;
 pub mod pcap;
 
 use crate::mem::{PktBuf, PoolExhausted};
+pub use intr::{RxIntr, RxWait};
 pub mod sim;
 
 /// Largest burst any port accepts in one call.
@@ -127,6 +133,23 @@ pub trait Port: Send {
     fn alloc_tx(&mut self) -> Result<PktBuf, PoolExhausted>;
     /// Counters.
     fn stats(&self) -> PortStats;
+
+    /// Arm receive interrupts, for a loop about to sleep because it is idle: add to `wait` the
+    /// descriptors that become readable when a frame arrives. A port made of several ports
+    /// arms each member into the same `wait`. After arming, the port checks its receive
+    /// queue once more: a frame that arrived between the loop's last poll and the arming is
+    /// [`RxIntr::Pending`] (the loop must not sleep past it). Every `Armed` or `Pending` is
+    /// followed by one [`rx_intr_disarm`](Self::rx_intr_disarm), before the next `rx_burst`.
+    /// The default: [`RxIntr::Unsupported`] (the loop naps for a short bounded time
+    /// instead). Not on the data path: it may make system calls.
+    fn rx_intr_arm(&mut self, wait: &mut RxWait) -> RxIntr {
+        let _ = wait;
+        RxIntr::Unsupported
+    }
+
+    /// Disarm receive interrupts after a sleep (or a `Pending` arm): the peer stops
+    /// signalling, and what it signalled meanwhile is consumed.
+    fn rx_intr_disarm(&mut self) {}
 }
 
 impl<P: Port + ?Sized> Port for Box<P> {
@@ -147,5 +170,11 @@ impl<P: Port + ?Sized> Port for Box<P> {
     }
     fn stats(&self) -> PortStats {
         (**self).stats()
+    }
+    fn rx_intr_arm(&mut self, wait: &mut RxWait) -> RxIntr {
+        (**self).rx_intr_arm(wait)
+    }
+    fn rx_intr_disarm(&mut self) {
+        (**self).rx_intr_disarm()
     }
 }

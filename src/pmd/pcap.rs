@@ -474,6 +474,12 @@ impl<P: Port, W: Write + Send> Port for Pcap<P, W> {
     fn stats(&self) -> PortStats {
         self.inner.stats()
     }
+    fn rx_intr_arm(&mut self, wait: &mut crate::pmd::RxWait) -> crate::pmd::RxIntr {
+        self.inner.rx_intr_arm(wait)
+    }
+    fn rx_intr_disarm(&mut self) {
+        self.inner.rx_intr_disarm()
+    }
 }
 
 enum CaptureState<P: Port, W: Write + Send> {
@@ -579,6 +585,12 @@ impl<P: Port, W: Write + Send> Port for CapturePort<P, W> {
     }
     fn stats(&self) -> PortStats {
         forward!(&self.state, p => p.stats())
+    }
+    fn rx_intr_arm(&mut self, wait: &mut crate::pmd::RxWait) -> crate::pmd::RxIntr {
+        forward!(&mut self.state, p => p.rx_intr_arm(wait))
+    }
+    fn rx_intr_disarm(&mut self) {
+        forward!(&mut self.state, p => p.rx_intr_disarm())
     }
 }
 

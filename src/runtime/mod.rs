@@ -23,6 +23,9 @@
 //!   [`net::NetConfig::tx_ecn`] marks what it sends.
 //! - Nothing in an iteration allocates on the heap, makes a system call (the TSC clock is
 //!   read in user space; see [`clock`]) or takes a lock, given a port that doesn't.
+//! - Idle: [`Runtime::sleep`], called by the application's loop (the socket layer's blocking
+//!   calls, after an idle spell: `socket::IdlePoll`), is the one place the loop sleeps: on the
+//!   port's receive interrupts until a frame, a deadline, the next timer or a ceiling.
 //! - Threading: construct the runtime on the thread that will run it. With
 //!   [`RuntimeConfig::pin_core`] it pins that thread to a CPU (core_affinity); with
 //!   [`RuntimeConfig::core_slot`] it claims a [`CoreSlot`] so the pools give this thread a
@@ -36,8 +39,10 @@ mod arp;
 
 use std::net::SocketAddrV4;
 
+use std::time::Duration;
+
 use crate::mem::{CoreError, CoreSlot, PktBuf, PoolExhausted};
-use crate::pmd::{Port, MAX_BURST};
+use crate::pmd::{Port, RxIntr, RxWait, MAX_BURST};
 
 use self::net::{Net, NetConfig, NetCounters, SendError};
 use self::timer::{Expired, StaleHandle, TimerHandle, TimerWheel, WheelFull};
@@ -279,7 +284,37 @@ pub struct RuntimeCounters {
     pub timers_fired: u64,
     /// Times the clock read earlier than the previous iteration (clamped).
     pub clock_clamped: u64,
+    /// Times the loop slept ([`Runtime::sleep`]: on the port's interrupts, or a nap).
+    pub sleeps: u64,
+    /// Sleeps a port's interrupt ended (a frame arrived), not the timeout.
+    pub sleep_wakeups: u64,
+    /// Time spent in those sleeps, in ns.
+    pub slept_ns: u64,
 }
+
+/// How a [`Runtime::sleep`] went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Slept {
+    /// It did not sleep: frames were waiting, or the deadline was nearer than
+    /// [`MIN_SLEEP`].
+    No,
+    /// It slept on the port's interrupts until a frame arrived.
+    Woken,
+    /// It slept on the port's interrupts to its timeout.
+    TimedOut,
+    /// The port has no receive interrupts: it napped ([`NAP`] at most).
+    Napped,
+}
+
+/// A deadline nearer than this is spun to, not slept to (a sleep's own cost and the timer's
+/// slack are tens of microseconds).
+pub const MIN_SLEEP: Duration = Duration::from_micros(50);
+
+/// How long a loop whose port has no receive interrupts ([`RxIntr::Unsupported`]) sleeps at a
+/// time: what the first frame after idle may wait, on top of the wake-up (timer slack adds
+/// about 50 µs). 250 µs keeps an idle loop to a few percent of a core (each nap costs a few
+/// microseconds of CPU; 100 µs naps cost 7 % of a core on the development VM).
+pub const NAP: Duration = Duration::from_micros(250);
 
 /// One poll loop: a port, the L2/L3 layer, a clock, a timer wheel and a handler.
 pub struct Runtime<P: Port, H: UdpHandler, C: Clock> {
@@ -293,6 +328,8 @@ pub struct Runtime<P: Port, H: UdpHandler, C: Clock> {
     rx_burst: usize,
     now: Instant,
     counters: RuntimeCounters,
+    /// The descriptors `sleep` waits on (capacity kept between sleeps).
+    wait: RxWait,
     _core: Option<CoreSlot>,
 }
 
@@ -331,6 +368,7 @@ impl<P: Port, H: UdpHandler, C: Clock> Runtime<P, H, C> {
             rx_burst,
             now,
             counters: RuntimeCounters::default(),
+            wait: RxWait::new(),
             _core: core,
             port,
             handler,
@@ -488,6 +526,58 @@ impl<P: Port, H: UdpHandler, C: Clock> Runtime<P, H, C> {
                 return;
             }
         }
+    }
+
+    /// Sleep while idle: until the port has a frame, `deadline` or the next timer of the
+    /// wheel, and for `max` at most (a ceiling on what a missed interrupt can cost). The
+    /// caller decides when the loop is idle (nothing received, sent or due for a while); the
+    /// deadline is its own (the transport's next timeout, a blocking call's end).
+    ///
+    /// The port arms its receive interrupts ([`Port::rx_intr_arm`]) and the thread sleeps in
+    /// `ppoll(2)` on them; a port that has frames already waiting is not slept on
+    /// ([`Slept::No`]). A port without interrupts makes this a nap of [`NAP`] (or less, to
+    /// the deadline). A deadline nearer than [`MIN_SLEEP`] is not slept to. The clock is read
+    /// here (not on the data path: only a loop that decided to sleep calls it); nothing is
+    /// allocated once the descriptor set has held the port's descriptors.
+    pub fn sleep(&mut self, deadline: Option<Instant>, max: Duration) -> Slept {
+        let now = self.clock.now().max(self.now);
+        let mut until = now + max;
+        if let Some(d) = deadline {
+            until = until.min(d);
+        }
+        if let Some(t) = self.timers.next_deadline() {
+            until = until.min(t);
+        }
+        let mut timeout = until.saturating_duration_since(now);
+        if timeout < MIN_SLEEP {
+            return Slept::No;
+        }
+        self.wait.clear();
+        let armed = self.port.rx_intr_arm(&mut self.wait);
+        let slept = match armed {
+            RxIntr::Pending => Slept::No,
+            RxIntr::Armed => match self.wait.wait(timeout) {
+                Ok(true) => Slept::Woken,
+                Ok(false) => Slept::TimedOut,
+                // (ppoll fails only on a bad argument: spin rather than sleep wrongly.)
+                Err(_) => Slept::No,
+            },
+            RxIntr::Unsupported => {
+                timeout = timeout.min(NAP);
+                std::thread::sleep(timeout);
+                Slept::Napped
+            }
+        };
+        if armed != RxIntr::Unsupported {
+            self.port.rx_intr_disarm();
+        }
+        if slept != Slept::No {
+            self.counters.sleeps += 1;
+            self.counters.sleep_wakeups += u64::from(slept == Slept::Woken);
+            let after = self.clock.now();
+            self.counters.slept_ns += after.nanos_since(now);
+        }
+        slept
     }
 
     /// Run `f` with an [`Io`] at the last iteration's `now` (to send or set timers from

@@ -24,7 +24,7 @@ use crate::time::Clock;
 
 use super::metrics::{self, CaptureLimits, CapturePolicy, Metrics};
 use super::stack::{Inner, StackPort, Transport};
-use super::{Backend, Error, Stack, DEFAULT_UDP_PORT};
+use super::{Backend, Error, IdlePoll, Stack, DEFAULT_UDP_PORT};
 
 /// Builds a [`Stack`]. Start with [`Stack::builder`].
 #[derive(Debug)]
@@ -65,6 +65,7 @@ pub struct StackBuilder {
     max_connections_per_source: usize,
     /// Per mille (see `rx_pool_reserve`).
     rx_pool_reserve: u32,
+    idle_poll: IdlePoll,
 }
 
 /// The hostile-peer settings of a memif backend ([`MemifConfig`]) the builder passes on;
@@ -160,7 +161,16 @@ impl StackBuilder {
             rx_budget: None,
             max_connections_per_source: EndpointConfig::default().max_connections_per_source,
             rx_pool_reserve: DEFAULT_RX_POOL_RESERVE,
+            idle_poll: IdlePoll::default(),
         }
+    }
+
+    /// What blocking calls do while nothing happens: sleep after an idle spell (the default,
+    /// [`IdlePoll::Sleep`] after 1 ms, 10 ms at most per sleep) or spin ([`IdlePoll::Spin`],
+    /// for latency benchmarks). See [`IdlePoll`].
+    pub fn idle_poll(mut self, policy: IdlePoll) -> Self {
+        self.idle_poll = policy;
+        self
     }
 
     /// Leave UDP checksums out between this stack and a peer stack that agrees, when both
@@ -573,6 +583,7 @@ impl StackBuilder {
                 max_send_msgs,
                 rest_deferred: false,
                 rx_pressure: super::stack::RxPressure::new(self.rx_pool_reserve),
+                idle: super::stack::Idle::new(self.idle_poll),
                 _core: core,
             })),
         })
@@ -767,6 +778,19 @@ impl StackBuilder {
                 why: "not a number".into(),
                 fix: "give the share of the receive pool kept free, 0.0 to 1.0 (default 0.25)",
             });
+        }
+        if let IdlePoll::Sleep { max_sleep, .. } = self.idle_poll {
+            if max_sleep < crate::runtime::MIN_SLEEP {
+                return Err(Error::Config {
+                    what: "idle_poll",
+                    why: format!(
+                        "a max_sleep of {max_sleep:?} is below the shortest sleep ({:?}): it \
+                         would never sleep",
+                        crate::runtime::MIN_SLEEP
+                    ),
+                    fix: "give a max_sleep of 1 ms or more (default 10 ms), or IdlePoll::Spin",
+                });
+            }
         }
         if self.rx_budget == Some(0) {
             return zero(

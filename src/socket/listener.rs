@@ -58,6 +58,9 @@ impl Listener {
             if self.since(start) >= timeout {
                 return Err(Error::TimedOut { after: timeout });
             }
+            self.inner
+                .borrow_mut()
+                .idle_wait(Some(start.saturating_add(timeout.as_nanos() as u64)));
         }
     }
 }

@@ -16,9 +16,16 @@
 //!   stack's default MAC is derived from its address: [`mac_for_ip`]); a client whose id
 //!   serves another client, or a second server on the same socket in one process, gets an
 //!   [`Error::Backend`] saying so at once.
-//! - Every call that waits (`connect`, `accept`, `recv`, `send` under backpressure) busy-polls
-//!   the stack until it can proceed or its timeout passes; nothing sleeps in the kernel. The
-//!   `try_*` forms never wait: "nothing yet" is `Ok(None)`, not an error.
+//! - Every call that waits (`connect`, `accept`, `recv`, `send` under backpressure, `flush`,
+//!   `close`, [`Stack::poll_ready`], [`Stack::poll_for`]) polls the stack until it can
+//!   proceed or its timeout passes. While traffic flows it spins. With the default
+//!   [`IdlePoll::Sleep`], once nothing was received, sent or due for `sleep_after` (1 ms),
+//!   it sleeps in the kernel until a frame arrives (memif: the ring's interrupt eventfd,
+//!   which the peer signals only while we sleep), a timer or connection deadline is due, or
+//!   the call's timeout, and for `max_sleep` (10 ms) at most; an idle stack then costs well
+//!   under 1 % of a core. [`IdlePoll::Spin`] (`StackBuilder::idle_poll`) never sleeps: the
+//!   lowest latency, a whole core per waiting stack. The `try_*` forms never wait:
+//!   "nothing yet" is `Ok(None)`, not an error.
 //! - [`Stack::poll`] runs one iteration; [`Stack::poll_ready`] runs iterations until one of
 //!   many sockets has something to read, for one thread serving thousands of connections.
 //! - A stack is freed when its `Stack` and all its sockets are dropped; it first keeps polling
@@ -144,6 +151,53 @@ pub use stack::{Stack, StackStats};
 
 /// The UDP port the transport uses unless told otherwise.
 pub const DEFAULT_UDP_PORT: u16 = 7200;
+
+/// What a stack's blocking calls do while nothing happens ([`StackBuilder::idle_poll`]).
+///
+/// The default is [`IdlePoll::Sleep`] with [`IdlePoll::DEFAULT_SLEEP_AFTER`] and
+/// [`IdlePoll::DEFAULT_MAX_SLEEP`]: a service that waits for clients most of the time must not
+/// burn a core per stack, and while requests keep coming (more than one per
+/// `sleep_after`) the loop never sleeps, so it costs nothing under load. What it costs is
+/// the first message after an idle spell: the wake-up (tens of microseconds, measured in
+/// bench/results/2026-12-07-adaptive-poll.md). A latency benchmark, or a service whose every
+/// microsecond counts even after a quiet second, chooses [`IdlePoll::Spin`] (as
+/// `bypass bench` does).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdlePoll {
+    /// Busy-poll forever: every blocking call spins on the port (one core per waiting
+    /// stack, the lowest latency).
+    Spin,
+    /// Spin while traffic flows; after `sleep_after` with nothing received, sent or due,
+    /// sleep until a frame arrives (the port's receive interrupt: a memif ring's eventfd),
+    /// the next timer or connection deadline is due, or the blocking call's own timeout
+    /// comes, and for `max_sleep` at most: the most a missed interrupt can cost. A port
+    /// without receive interrupts (DPDK here, an in-process pair, `sim`) naps for
+    /// [`runtime::NAP`](crate::runtime::NAP) at a time instead.
+    Sleep {
+        /// Idle time before the first sleep.
+        sleep_after: std::time::Duration,
+        /// Longest single sleep (a ceiling on a missed wake-up).
+        max_sleep: std::time::Duration,
+    },
+}
+
+impl IdlePoll {
+    /// Default idle time before sleeping: 1 ms (a stream of more than 1,000 requests a
+    /// second never sleeps between them).
+    pub const DEFAULT_SLEEP_AFTER: std::time::Duration = std::time::Duration::from_millis(1);
+    /// Default ceiling of one sleep: 10 ms (an idle stack wakes at most about 100 times a
+    /// second without traffic or timers).
+    pub const DEFAULT_MAX_SLEEP: std::time::Duration = std::time::Duration::from_millis(10);
+}
+
+impl Default for IdlePoll {
+    fn default() -> Self {
+        IdlePoll::Sleep {
+            sleep_after: IdlePoll::DEFAULT_SLEEP_AFTER,
+            max_sleep: IdlePoll::DEFAULT_MAX_SLEEP,
+        }
+    }
+}
 
 /// Where the stack's frames go.
 pub enum Backend {

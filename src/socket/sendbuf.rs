@@ -117,7 +117,9 @@ impl Socket {
                     if !in_flight || timeout.is_some_and(|t| self.since(t0) >= t) {
                         return Err(Error::PoolExhausted);
                     }
-                    self.inner.borrow_mut().poll();
+                    if !self.inner.borrow_mut().poll() {
+                        self.idle_wait(t0, timeout);
+                    }
                 }
                 r => return r,
             }
@@ -245,7 +247,9 @@ impl<'a> SendBuf<'a> {
                     after: timeout.unwrap_or_default(),
                 });
             }
-            sock.inner.borrow_mut().poll();
+            if !sock.inner.borrow_mut().poll() {
+                sock.idle_wait(t0, timeout);
+            }
         }
     }
 

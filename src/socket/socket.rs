@@ -79,6 +79,14 @@ impl Socket {
     pub(super) fn since(&self, start: u64) -> Duration {
         Duration::from_nanos(self.now_ns().saturating_sub(start))
     }
+    /// The idle step of a blocking call begun at `start` with `timeout`
+    /// ([`Inner::idle_wait`]).
+    #[inline]
+    pub(super) fn idle_wait(&self, start: u64, timeout: Option<Duration>) {
+        let until = timeout.map(|t| start.saturating_add(t.as_nanos() as u64));
+        self.inner.borrow_mut().idle_wait(until);
+    }
+
     pub(super) fn new(inner: Rc<RefCell<Inner>>, h: ConnectionHandle) -> Socket {
         let remote = inner
             .borrow_mut()
@@ -212,7 +220,9 @@ impl Socket {
                     after: timeout.unwrap_or_default(),
                 });
             }
-            self.inner.borrow_mut().poll();
+            if !self.inner.borrow_mut().poll() {
+                self.idle_wait(start, timeout);
+            }
         }
     }
 
@@ -227,6 +237,7 @@ impl Socket {
         }
         let timeout = self.s.borrow().timeout;
         let start = StdInstant::now();
+        let loop_start = self.start_ns();
         loop {
             if let Some(id) = self.try_send_copy(msg)? {
                 return Ok(id);
@@ -236,7 +247,9 @@ impl Socket {
                     after: timeout.unwrap_or_default(),
                 });
             }
-            self.inner.borrow_mut().poll();
+            if !self.inner.borrow_mut().poll() {
+                self.idle_wait(loop_start, timeout);
+            }
         }
     }
 
@@ -338,6 +351,9 @@ impl Socket {
         // response, not a burst of a stream, whose ACKs and credit must not wait for the
         // application).
         let mut r = i.rt.poll_rx();
+        if r.rx > 0 {
+            i.idle.last_active = r.now.as_nanos();
+        }
         if r.rx > 0
             && i.ep()
                 .connection_ref(self.h)
@@ -408,6 +424,7 @@ impl Socket {
                     return Err(Error::TimedOut { after: t });
                 }
             }
+            self.idle_wait(start, timeout);
         }
     }
 
@@ -474,6 +491,7 @@ impl Socket {
                     return Err(Error::TimedOut { after: t });
                 }
             }
+            self.idle_wait(start, timeout);
         }
     }
 
@@ -520,6 +538,7 @@ impl Socket {
             if self.since(start) >= timeout {
                 return Err(Error::TimedOut { after: timeout });
             }
+            self.idle_wait(start, Some(timeout));
         }
     }
 }
@@ -539,6 +558,7 @@ impl Socket {
         }
         let timeout = self.s.borrow().timeout.unwrap_or(Duration::from_secs(10));
         let start = StdInstant::now();
+        let loop_start = self.start_ns();
         loop {
             self.inner.borrow_mut().poll();
             self.pump_events();
@@ -552,6 +572,7 @@ impl Socket {
             if start.elapsed() >= timeout {
                 return Err(Error::TimedOut { after: timeout });
             }
+            self.idle_wait(loop_start, Some(timeout));
         }
     }
 }

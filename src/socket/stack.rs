@@ -19,7 +19,7 @@ use crate::runtime::{Io, Runtime, RuntimeCounters, UdpHandler};
 
 use super::metrics::{self, Metrics};
 use super::socket::SockState;
-use super::{Backend, Error, Listener, Socket, StackBuilder};
+use super::{Backend, Error, IdlePoll, Listener, Socket, StackBuilder};
 
 /// The stack's port: the backend's, inside the wrapper that captures it on demand
 /// ([`Metrics::capture_start`]).
@@ -118,6 +118,32 @@ impl Transport {
     }
 }
 
+/// A stack's idle-poll policy ([`IdlePoll`]) and the loop time (ns) of its last activity:
+/// a frame received, sent or still queued, a timer fired.
+pub(super) struct Idle {
+    /// `IdlePoll::Sleep`'s settings in ns (`None`: spin).
+    sleep: Option<(u64, std::time::Duration)>,
+    pub(super) last_active: u64,
+}
+
+impl Idle {
+    pub(super) fn new(policy: IdlePoll) -> Idle {
+        Idle {
+            sleep: match policy {
+                IdlePoll::Spin => None,
+                IdlePoll::Sleep {
+                    sleep_after,
+                    max_sleep,
+                } => Some((
+                    u64::try_from(sleep_after.as_nanos()).unwrap_or(u64::MAX),
+                    max_sleep,
+                )),
+            },
+            last_active: 0,
+        }
+    }
+}
+
 pub(super) struct Inner {
     pub(super) rt: Runtime<StackPort, Transport, SystemClock>,
     pub(super) metrics: Option<metrics::StackMetrics>,
@@ -138,6 +164,8 @@ pub(super) struct Inner {
     /// Lending packet buffers to the application is stopped while the receive pool is low
     /// ([`StackBuilder::rx_pool_reserve`]).
     pub(super) rx_pressure: RxPressure,
+    /// The idle-poll policy and when the loop last did anything.
+    pub(super) idle: Idle,
     // Declared after `rt`: released only after the runtime (and its buffers) are gone.
     pub(super) _core: crate::mem::CoreSlot,
 }
@@ -282,10 +310,40 @@ impl Inner {
     pub(super) fn finish_poll(&mut self, r: &mut crate::runtime::PollResult) {
         self.rest_deferred = false;
         self.rt.poll_rest(r);
+        if r.busy() || r.tx_pending > 0 {
+            self.idle.last_active = r.now.as_nanos();
+        }
         if let Some(m) = &mut self.metrics {
             m.after_poll(&mut self.rt, self._memif.as_ref(), self.rx_pressure.copies);
         }
     }
+    /// Called by a blocking call after an iteration that did not give it what it waits for:
+    /// with [`IdlePoll::Sleep`], once the loop has been idle for `sleep_after`, sleep until a
+    /// frame arrives, the endpoint's next deadline, `until` (the call's own timeout, loop
+    /// time in ns) or the ceiling ([`Runtime::sleep`](crate::runtime::Runtime::sleep)).
+    /// While traffic flows this is one comparison.
+    #[inline]
+    pub(super) fn idle_wait(&mut self, until: Option<u64>) {
+        let Some((after, max)) = self.idle.sleep else {
+            return;
+        };
+        let now = self.rt.now().as_nanos();
+        if now.saturating_sub(self.idle.last_active) < after {
+            return;
+        }
+        self.sleep(until, max);
+    }
+
+    #[cold]
+    fn sleep(&mut self, until: Option<u64>, max: Duration) {
+        let mut deadline = self.ep().poll_timeout();
+        if let Some(u) = until {
+            let u = crate::time::Instant::from_nanos(u);
+            deadline = Some(deadline.map_or(u, |d| d.min(u)));
+        }
+        self.rt.sleep(deadline, max);
+    }
+
     pub(super) fn ep(&mut self) -> &mut Endpoint {
         &mut self.rt.handler_mut().ep
     }
@@ -402,12 +460,21 @@ impl Stack {
         self.inner.borrow_mut().poll()
     }
 
-    /// Poll for `d`.
+    /// Poll for `d` (sleeping while idle, as blocking calls do: [`IdlePoll`]).
     pub fn poll_for(&self, d: Duration) {
         let start = self.start_ns();
+        let end = start.saturating_add(d.as_nanos() as u64);
         while self.since(start) < d {
-            self.poll();
+            if !self.poll() {
+                self.idle_wait(Some(end));
+            }
         }
+    }
+
+    /// [`Inner::idle_wait`] (the blocking calls' idle step).
+    #[inline]
+    pub(super) fn idle_wait(&self, until: Option<u64>) {
+        self.inner.borrow_mut().idle_wait(until);
     }
 
     /// Connect to the stack at `addr` (its IP and UDP port), waiting up to `timeout` for the
@@ -453,6 +520,7 @@ impl Stack {
                         after: timeout,
                     });
                 }
+                self.idle_wait(Some(start.saturating_add(timeout.as_nanos() as u64)));
             }
         }
     }
@@ -498,6 +566,7 @@ impl Stack {
             if !ready.is_empty() || self.since(start) >= timeout {
                 return;
             }
+            self.idle_wait(Some(start.saturating_add(timeout.as_nanos() as u64)));
         }
     }
 

@@ -10,6 +10,7 @@ mod socket_pair;
 mod api;
 mod checksum;
 mod hostile_metrics;
+mod idle;
 mod kept;
 mod knobs;
 mod manypeers;

@@ -29,6 +29,7 @@ fn main() {
     let server = thread::spawn(move || {
         core_affinity::set_for_current(core_affinity::CoreId { id: 1 });
         let stack = Stack::builder(Backend::Port(Box::new(a)), Ipv4Addr::new(10, 9, 0, 1))
+            .idle_poll(bypass::socket::IdlePoll::Spin)
             .build()
             .expect("server stack");
         tx.send(()).expect("main thread waits");
@@ -49,6 +50,7 @@ fn main() {
     rx.recv().expect("server up");
     core_affinity::set_for_current(core_affinity::CoreId { id: 0 });
     let stack = Stack::builder(Backend::Port(Box::new(b)), Ipv4Addr::new(10, 9, 0, 2))
+        .idle_poll(bypass::socket::IdlePoll::Spin)
         .build()
         .expect("client stack");
     let sock = stack

@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 use bypass::pmd::memif::Role;
 use bypass::proto::cc::ControllerFactory;
 use bypass::proto::{MsgData, RecvMsg};
-use bypass::socket::{Backend, Error, Socket, Stack, DEFAULT_UDP_PORT};
+use bypass::socket::{Backend, Error, IdlePoll, Socket, Stack, DEFAULT_UDP_PORT};
 use bytes::Bytes;
 
 use super::transport::{ConnError, ConnOpts, Listener, MsgConn, Transport, Wait};
@@ -221,7 +221,9 @@ impl Setup for MemifSetup {
             builder = stream_config(builder, opts.max_msg);
         }
         // Two bench processes over memif: the link is memory shared by the two stacks.
+        // A latency benchmark: never sleep between messages (IdlePoll's default would).
         let stack = builder
+            .idle_poll(IdlePoll::Spin)
             .omit_checksums(true)
             .mac(mac)
             .static_arp(peer_ip, peer_mac)

@@ -469,6 +469,7 @@ mod with_dpdk {
             let setup = setup_timeout(opts);
             let port = LentPort::lend(&self.shared)?;
             let mut b = Stack::builder(Backend::Port(Box::new(port)), self.shared.ip)
+                .idle_poll(bypass::socket::IdlePoll::Spin)
                 .max_message(MAX_MSG as u64)
                 .link_timeout(setup);
             for &(ip, mac) in &self.shared.arp {

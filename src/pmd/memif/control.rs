@@ -915,7 +915,10 @@ fn server_conn(
         }
         // We poll our receive ring: ask the client not to signal it.
         rxr.set_flags(RING_FLAG_MASK_INT);
-        fds.extend(rx.fd);
+        let rx_int = rx.fd.map(|f| {
+            fds.push(f);
+            fds.len() - 1
+        });
         let tx_int = tx.fd.map(|f| {
             fds.push(f);
             fds.len() - 1
@@ -924,6 +927,7 @@ fn server_conn(
             tx: txr,
             rx: rxr,
             tx_int,
+            rx_int,
         });
     }
     Ok(Arc::new(Conn {
@@ -956,10 +960,12 @@ fn client_conn(setup: ClientSetup, f: &IfShared, peer: String) -> Arc<Conn> {
             let rx = setup.s2c[q];
             // We poll our receive rings: ask the server not to signal them.
             rx.set_flags(RING_FLAG_MASK_INT);
+            // Eventfds: client-to-server rings, then server-to-client rings.
             QueueRings {
                 tx: setup.c2s[q],
                 rx,
                 tx_int: Some(q),
+                rx_int: Some(nqp + q),
             }
         })
         .collect();

@@ -22,6 +22,12 @@
 //!   syscall, no lock, no allocation per packet); it picks up a new or lost connection by one
 //!   atomic load per burst (Acquire: a plain load on x86), and reports it through
 //!   [`Port::link`](crate::pmd::Port::link).
+//! - Receive interrupts, both roles: our receive rings carry `RING_FLAG_MASK_INT` (the peer
+//!   does not signal) while we poll. A loop that goes to sleep clears it
+//!   ([`Port::rx_intr_arm`](crate::pmd::Port::rx_intr_arm)), looks at the ring once more and
+//!   sleeps on the ring's eventfd, which the peer's transmit then signals; on waking it sets
+//!   the flag again and drains the eventfd. Our transmit signals a peer's eventfd only while
+//!   that peer's flag is clear: no system call while both sides poll.
 //! - Client: owns the memory. Its buffer pool ([`Pool`], hugepages preferred) is memif region
 //!   1, the rings are region 0. Received frames are [`PktBuf`](crate::mem::PktBuf)s over the shared region (zero
 //!   copy); buffers from [`Port::alloc_tx`](crate::pmd::Port::alloc_tx) are sent without a
@@ -319,6 +325,9 @@ struct QueueRings {
     /// The eventfd to signal after transmitting, when the peer asks for interrupts: an index
     /// into [`Conn::fds`].
     tx_int: Option<usize>,
+    /// The eventfd the peer signals after transmitting to us while our receive ring's
+    /// `RING_FLAG_MASK_INT` is clear (a sleeping loop): an index into [`Conn::fds`].
+    rx_int: Option<usize>,
 }
 
 /// One live connection: the mappings and rings. Shared (Arc) by the control thread and the
@@ -332,7 +341,8 @@ struct Conn {
     /// Owners of the mappings and descriptors the pointers above refer to.
     _regions: Vec<Region>,
     _pool: Option<Pool>,
-    /// Ring eventfds, held open for the connection's life ([`QueueRings::tx_int`] indexes it).
+    /// Ring eventfds, held open for the connection's life ([`QueueRings::tx_int`] and
+    /// [`QueueRings::rx_int`] index it).
     fds: Vec<OwnedFd>,
 }
 

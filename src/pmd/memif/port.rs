@@ -7,7 +7,7 @@ use std::sync::Arc;
 use super::ring::{Desc, Ring, DESC_FLAG_NEXT, RING_FLAG_MASK_INT};
 use super::{sys, Conn, IfShared, Role};
 use crate::mem::{PktBuf, Pool, PoolExhausted};
-use crate::pmd::{Link, Offloads, Port, PortInfo, PortStats, MAX_BURST};
+use crate::pmd::{Link, Offloads, Port, PortInfo, PortStats, RxIntr, RxWait, MAX_BURST};
 
 /// Region index of the client's buffer pool (region 0 holds the rings).
 const BUFFER_REGION: u16 = 1;
@@ -46,6 +46,11 @@ struct Active {
     tx: Ring,
     rx: Ring,
     tx_int: Option<usize>,
+    /// The eventfd the peer signals while our receive ring is unmasked (index into the
+    /// connection's fds).
+    rx_int: Option<usize>,
+    /// Receive interrupts are armed (our receive ring's `RING_FLAG_MASK_INT` is clear).
+    armed: bool,
     /// Client: pool slot posted at each ring index.
     tx_slots: Box<[u32]>,
     rx_slots: Box<[u32]>,
@@ -176,6 +181,8 @@ impl MemifPort {
             tx: q.tx,
             rx: q.rx,
             tx_int: q.tx_int,
+            rx_int: q.rx_int,
+            armed: false,
             tx_slots: if client {
                 vec![0; size].into_boxed_slice()
             } else {
@@ -655,6 +662,56 @@ impl Port for MemifPort {
 
     fn stats(&self) -> PortStats {
         self.stats
+    }
+
+    /// Unmask our receive ring's interrupt, so the peer signals its eventfd when it posts
+    /// (both roles: the peer's transmit checks `RING_FLAG_MASK_INT`), then look at the ring
+    /// once more: a frame posted before the peer could see the flag clear is `Pending`. No
+    /// link yet: `Armed` with no descriptor (the loop sleeps to its timeout or ceiling and
+    /// finds the link at its next poll).
+    fn rx_intr_arm(&mut self, wait: &mut RxWait) -> RxIntr {
+        self.sync();
+        let client = self.iface.role == Role::Client;
+        let Some(a) = self.active.as_mut() else {
+            return RxIntr::Armed;
+        };
+        let Some(k) = a.rx_int else {
+            // The peer passed no eventfd for this ring: it cannot wake us.
+            return RxIntr::Unsupported;
+        };
+        a.rx.set_interrupt(true);
+        a.armed = true;
+        // (A sequentially consistent store above, and a load here: the peer publishes its
+        // head or tail before it reads the flag, so either it sees the flag clear and
+        // signals, or we see its frame now. A peer that does not order its publication before
+        // its flag read, as DPDK's and libmemif's transmit do not, can miss the signal in a
+        // window of a store buffer's drain; the loop's sleep ceiling bounds that.)
+        let pending = if client {
+            a.rx.tail(Ordering::SeqCst) != a.rx_tail
+        } else {
+            a.rx.head(Ordering::SeqCst) != a.rx_tail
+        };
+        if pending {
+            return RxIntr::Pending;
+        }
+        wait.push(a.conn.fds[k].as_fd());
+        RxIntr::Armed
+    }
+
+    /// Mask the ring's interrupt again (the peer stops signalling while we poll) and drain
+    /// the eventfd of what it signalled meanwhile.
+    fn rx_intr_disarm(&mut self) {
+        let Some(a) = self.active.as_mut() else {
+            return;
+        };
+        if !a.armed {
+            return;
+        }
+        a.armed = false;
+        a.rx.set_interrupt(false);
+        if let Some(k) = a.rx_int {
+            sys::eventfd_drain(a.conn.fds[k].as_fd());
+        }
     }
 }
 

@@ -96,7 +96,7 @@ impl Ring {
 
     #[inline]
     fn atomic(&self, off: usize) -> &AtomicU16 {
-        // SAFETY: off is 6 (head) or 64 (tail), inside the ring header; base is 8-aligned so
+        // SAFETY: off is 4 (flags), 6 (head) or 64 (tail), inside the ring header; base is 8-aligned so
         // the u16 is 2-aligned; the mapping outlives self (constructor contract). Both
         // processes access these words only atomically.
         unsafe { AtomicU16::from_ptr(self.base.add(off).cast::<u16>()) }
@@ -144,6 +144,15 @@ impl Ring {
     pub fn set_flags(&self, f: u16) {
         // SAFETY: offset 4 is inside the ring header, 2-aligned.
         unsafe { std::ptr::write_volatile(self.base.add(4).cast::<u16>(), f) }
+    }
+
+    /// Ask the producer to signal the ring's interrupt (`on`: clear `RING_FLAG_MASK_INT`) or
+    /// not (set it), as the ring's consumer. A sequentially consistent store: a load of
+    /// head or tail after it is ordered after the flag's change, so the consumer's re-check
+    /// after arming sees a frame the producer published without seeing the flag clear.
+    pub fn set_interrupt(&self, on: bool) {
+        let f = if on { 0 } else { RING_FLAG_MASK_INT };
+        self.atomic(4).store(f, Ordering::SeqCst)
     }
 
     /// Initialise a fresh ring we own: cookie, flags, head = tail = 0, descriptors zeroed.

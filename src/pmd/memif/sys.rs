@@ -214,8 +214,8 @@ pub fn recv_msg(sock: BorrowedFd<'_>, buf: &mut [u8; MSG_SIZE]) -> io::Result<Re
     })
 }
 
-/// A non-blocking eventfd (memif's per-ring interrupt line; we poll, but the protocol passes
-/// one per ring and a peer in interrupt mode waits on it).
+/// A non-blocking eventfd (memif's per-ring interrupt line: the protocol passes one per ring;
+/// a consumer that sleeps, the peer's or ours when idle, waits on it).
 pub fn eventfd() -> io::Result<OwnedFd> {
     use rustix::event::EventfdFlags;
     Ok(rustix::event::eventfd(
