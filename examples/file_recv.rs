@@ -13,7 +13,12 @@
 //! - `BYPE` + FNV-1a 64 of the whole file (u64 LE): the trailer.
 //!
 //! The receiver hashes what it wrote, answers `BYPA` + its hash + its length, and exits with
-//! status 0 only if length and hash both match the sender's.
+//! status 0 only if length and hash both match the sender's. It asks for messages in send
+//! order (`StackBuilder::ordered`): by default they are delivered in completion order, and
+//! under loss a later chunk can complete before an earlier one.
+//!
+//! To watch it survive a bad network, run both with e.g.
+//! `BYPASS_FAULTS=loss=0.05,reorder=0.05,seed=7` (frames lost and reordered at random).
 
 mod common;
 
@@ -72,7 +77,7 @@ fn u64_at(m: &[u8], at: usize) -> Result<u64, String> {
 }
 
 fn run(socket: PathBuf, out: PathBuf) -> Result<bool, Box<dyn std::error::Error>> {
-    let stack = Stack::builder(
+    let builder = Stack::builder(
         Backend::Memif {
             socket: socket.clone(),
             role: Role::Server,
@@ -83,6 +88,13 @@ fn run(socket: PathBuf, out: PathBuf) -> Result<bool, Box<dyn std::error::Error>
     .mac(RECV_MAC)
     .static_arp(SEND_IP, SEND_MAC)
     .link_timeout(Duration::from_secs(3600))
+    // Chunks are written in the order they were sent: deliver in send order (the default
+    // is completion order, in which under loss a later chunk can overtake an earlier one).
+    .ordered(true);
+    let stack = match common::faults_from_env() {
+        Some(f) => builder.faults(f),
+        None => builder,
+    }
     .build()?;
     println!("file_recv: waiting on memif {}", socket.display());
     let sock = stack.listen().accept(Duration::from_secs(3600))?;

@@ -66,7 +66,7 @@ fn usage() -> ! {
 fn run(socket: PathBuf, input: PathBuf, chunk: usize) -> Result<bool, Box<dyn std::error::Error>> {
     let data = Bytes::from(std::fs::read(&input)?);
     let hash = fnv1a64(&data);
-    let stack = Stack::builder(
+    let builder = Stack::builder(
         Backend::Memif {
             socket,
             role: Role::Client,
@@ -77,7 +77,11 @@ fn run(socket: PathBuf, input: PathBuf, chunk: usize) -> Result<bool, Box<dyn st
     .mac(SEND_MAC)
     .static_arp(RECV_IP, RECV_MAC)
     .no_accept()
-    .link_timeout(Duration::from_secs(20))
+    .link_timeout(Duration::from_secs(20));
+    let stack = match common::faults_from_env() {
+        Some(f) => builder.faults(f),
+        None => builder,
+    }
     .build()?;
     let sock = stack.connect(
         SocketAddrV4::new(RECV_IP, DEFAULT_UDP_PORT),

@@ -24,3 +24,42 @@ pub fn args(usage: &str) -> Vec<String> {
     }
     args
 }
+
+/// Faults to inject, from the environment: `BYPASS_FAULTS=loss=0.05,reorder=0.05,seed=7`
+/// (each optional; `loss` and `reorder` are probabilities per frame, applied to the frames
+/// this process sends and receives). For trying an example on a bad network: the transport
+/// recovers what the faults take. Unset: none.
+#[allow(dead_code)] // (not every example offers it)
+pub fn faults_from_env() -> Option<bypass::pmd::faults::FaultConfig> {
+    use bypass::pmd::faults::{FaultConfig, FaultSpec, Loss, Reorder};
+    let spec = std::env::var("BYPASS_FAULTS").ok()?;
+    let (mut loss, mut reorder, mut seed) = (0.0, 0.0, 1u64);
+    for kv in spec.split(',').filter(|s| !s.is_empty()) {
+        let bad = || -> ! {
+            eprintln!("BYPASS_FAULTS: cannot read {kv:?} (want loss=P,reorder=P,seed=N)");
+            std::process::exit(2)
+        };
+        let (k, v) = kv.split_once('=').unwrap_or_else(|| bad());
+        match k {
+            "loss" => loss = v.parse().unwrap_or_else(|_| bad()),
+            "reorder" => reorder = v.parse().unwrap_or_else(|_| bad()),
+            "seed" => seed = v.parse().unwrap_or_else(|_| bad()),
+            _ => bad(),
+        }
+    }
+    let lane = FaultSpec {
+        loss: Loss::Random { p: loss },
+        reorder: (reorder > 0.0).then_some(Reorder {
+            probability: reorder,
+            after: 3,
+            max_hold_ns: 200_000,
+        }),
+        ..FaultSpec::default()
+    };
+    eprintln!("faults injected (BYPASS_FAULTS): loss {loss}, reorder {reorder}, seed {seed}");
+    Some(FaultConfig {
+        seed,
+        tx: lane.clone(),
+        rx: lane,
+    })
+}

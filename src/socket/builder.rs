@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant as StdInstant};
 
 use crate::pmd::fanin::{FanIn, FanInStatsHandle};
+use crate::pmd::faults::{FaultConfig, Faults};
 use crate::pmd::memif::{InterfaceConfig, Memif, MemifConfig, MemifError, Role};
 use crate::pmd::pcap::CapturePort;
 use crate::pmd::{Link, Port, PortInfo};
@@ -65,6 +66,7 @@ pub struct StackBuilder {
     max_connections_per_source: usize,
     /// Per mille (see `rx_pool_reserve`).
     rx_pool_reserve: u32,
+    faults: Option<FaultConfig>,
     idle_poll: IdlePoll,
 }
 
@@ -161,6 +163,7 @@ impl StackBuilder {
             rx_budget: None,
             max_connections_per_source: EndpointConfig::default().max_connections_per_source,
             rx_pool_reserve: DEFAULT_RX_POOL_RESERVE,
+            faults: None,
             idle_poll: IdlePoll::default(),
         }
     }
@@ -306,6 +309,27 @@ impl StackBuilder {
     /// [`connection_config`](Self::connection_config), which replaces it.
     pub fn max_rx_slots(mut self, n: usize) -> Self {
         self.conn.max_rx_slots = n;
+        self
+    }
+
+    /// Deliver each connection's messages in the order they were sent
+    /// ([`ConnectionConfig::ordered`]) instead of the order they completed (the default: a
+    /// message whose packets all arrived is handed over at once, even if an earlier one still
+    /// waits for a retransmission). Turn it on when the application needs send order, as
+    /// one writing a stream of chunks to a file in arrival order does; it costs head-of-line
+    /// blocking under loss. Set it after [`connection_config`](Self::connection_config),
+    /// which replaces it.
+    pub fn ordered(mut self, on: bool) -> Self {
+        self.conn.ordered = on;
+        self
+    }
+
+    /// Wrap the stack's port in the fault injector ([`Faults`]): loss, duplication,
+    /// corruption, reordering, delay and rate limits on either direction, drawn from the
+    /// config's seed. For testing how an application behaves on a bad network (the
+    /// transport recovers what the faults take); never set in production.
+    pub fn faults(mut self, cfg: FaultConfig) -> Self {
+        self.faults = Some(cfg);
         self
     }
 
@@ -494,7 +518,14 @@ impl StackBuilder {
             .flat_map(|m| (0..peers).filter_map(move |k| m.pool(memif_id + k)))
             .collect();
         let packet_pool = pools.first().cloned();
-        let mut port = port;
+        let mut port = match self.faults.take() {
+            Some(cfg) => Box::new(Faults::new(port, cfg).map_err(|e| Error::Config {
+                what: "faults",
+                why: e.to_string(),
+                fix: "give probabilities between 0 and 1 and non-zero queue sizes",
+            })?) as Box<dyn Port>,
+            None => port,
+        };
         let info = port.info();
         // A memif server listens: its clients come (and go) after it started.
         let server = matches!(&memif, Some(m) if m.role() == Role::Server);

@@ -43,6 +43,16 @@ pub(super) struct SockInner {
 /// the path did) for the connection's idle timeout
 /// ([`ConnectionConfig::idle_timeout`](crate::proto::ConnectionConfig::idle_timeout), set with
 /// [`StackBuilder::connection_config`](super::StackBuilder::connection_config)).
+///
+/// Dropping a `Socket` without [`close`](Self::close) **resets** the connection, at once:
+/// - messages queued with `send` that the peer has not acknowledged completely may never
+///   arrive (none arrives in part: the peer's application gets whole messages or nothing,
+///   then [`Error::ConnectionReset`]);
+/// - messages received and not taken yet are discarded.
+///
+/// So the peer has every message sent when `close` returned `Ok` (it waits for the peer's
+/// confirmation), or when [`flush`](Self::flush) returned before the drop.
+/// (`socket::api::dropping_a_socket_resets_and_loses_only_unacknowledged_messages` pins it.)
 pub struct Socket {
     pub(super) inner: Rc<RefCell<Inner>>,
     pub(super) h: ConnectionHandle,

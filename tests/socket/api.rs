@@ -627,3 +627,86 @@ fn an_answer_leaves_inside_send_when_its_request_was_just_received() {
         "only {deferred} of {pings} requests handed out before the rest of their iteration"
     );
 }
+
+/// What `Socket`'s docs promise about a drop (issue 20, "close that does not lose data"):
+/// dropping a socket that still has messages in flight resets the connection; the peer gets
+/// whole messages only, each once, then `ConnectionReset`, and never more than was sent.
+/// After `flush` the drop loses nothing; with `close` the peer sees `Closed` after all.
+#[test]
+fn dropping_a_socket_resets_and_loses_only_unacknowledged_messages() {
+    const N: usize = 64;
+    const LEN: usize = 64 << 10;
+    for how in ["drop", "flush then drop", "close"] {
+        let _pair = harness::one_pair_at_a_time();
+        let (a, b, _pool) = ports();
+        let (server, stack, sock) = serve_and_connect(
+            End {
+                ip: SERVER,
+                port: a,
+                build: plain,
+            },
+            End {
+                ip: CLIENT,
+                port: b,
+                build: plain,
+            },
+            |_stack, sock| {
+                sock.set_timeout(Some(Duration::from_secs(30)));
+                let mut seen = [false; N];
+                loop {
+                    match sock.recv() {
+                        Ok(m) => {
+                            assert_eq!(m.len(), LEN, "a message arrived in part");
+                            let k = m[0] as usize;
+                            assert!(k < N && !seen[k], "message {k} twice or unknown");
+                            assert!(m[..] == pattern(LEN, k as u8)[..], "message {k} changed");
+                            seen[k] = true;
+                        }
+                        Err(e) => return (seen.iter().filter(|&&s| s).count(), e),
+                    }
+                }
+            },
+        );
+        for k in 0..N {
+            // (A pattern's first byte is its seed: the message's number.)
+            sock.send(&pattern(LEN, k as u8)).unwrap();
+        }
+        match how {
+            "drop" => drop(sock),
+            "flush then drop" => {
+                sock.set_timeout(Some(Duration::from_secs(30)));
+                sock.flush().unwrap();
+                drop(sock);
+            }
+            _ => {
+                sock.set_timeout(Some(Duration::from_secs(30)));
+                sock.close().unwrap();
+            }
+        }
+        // Keep the client's stack polling (its reset or close must leave) until the server
+        // has seen the end.
+        let end = Instant::now() + Duration::from_secs(60);
+        while !server.is_finished() && Instant::now() < end {
+            stack.poll_for(Duration::from_millis(1));
+        }
+        let (got, err) = server.join().unwrap();
+        println!("{how}: the peer received {got} of {N} messages, then `{err}`");
+        match how {
+            "close" => {
+                assert_eq!(got, N);
+                assert!(matches!(err, Error::Closed), "{err:?}");
+            }
+            "flush then drop" => {
+                assert_eq!(got, N);
+                assert!(
+                    matches!(err, Error::ConnectionReset(CloseReason::PeerReset(_))),
+                    "{err:?}"
+                );
+            }
+            _ => assert!(
+                matches!(err, Error::ConnectionReset(CloseReason::PeerReset(_))),
+                "{err:?}"
+            ),
+        }
+    }
+}
