@@ -132,6 +132,9 @@ fn build(c: &Config) -> CResult<StackEntry> {
     if let Some(p) = c.pin_core {
         b = b.pin_core(p);
     }
+    if c.spin {
+        b = b.idle_poll(bypass_core::socket::IdlePoll::Spin);
+    }
     if let Some(s) = c.seed {
         b = b.seed(s);
     }

@@ -54,7 +54,7 @@ def child(argv) -> None:
     if kind == "bypass-echo":
         import bypass
 
-        with bypass.Stack(argv[2], "server", link_timeout=60) as st:
+        with bypass.Stack(argv[2], "server", link_timeout=60, spin=True) as st:
             sock = st.listen().accept(timeout=60)
             sock.timeout = None
             buf = bytearray(PING)
@@ -127,7 +127,7 @@ def rtt_bypass(iters, cores):
     srv = spawn("bypass-echo", cores[0], path)
     pin(cores[1])
     try:
-        with bypass.Stack(path, "client", link_timeout=30) as st:
+        with bypass.Stack(path, "client", link_timeout=30, spin=True) as st:
             sock = st.connect(timeout=20)
             msg = bytes(PING)
             buf = bytearray(PING)
@@ -239,7 +239,7 @@ def recv_bypass_py(count, cores, examples):
     try:
         buf = np.empty(size, np.uint8)
         link = dict(mtu=65000, ring_log2=6, pool_buffers=512, omit_checksums=True)
-        with bypass.Stack(path, "client", link_timeout=30, **link) as st:
+        with bypass.Stack(path, "client", link_timeout=30, spin=True, **link) as st:
             sock = st.connect(timeout=20)
             sock.send(struct.pack("<QQ", count, size))
             sock.recv_into(buf)

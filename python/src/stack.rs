@@ -86,6 +86,7 @@ impl Stack {
         link_timeout = 10.0,
         omit_checksums = false,
         pin_core = None,
+        spin = false,
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -109,6 +110,7 @@ impl Stack {
         link_timeout: Option<f64>,
         omit_checksums: bool,
         pin_core: Option<usize>,
+        spin: bool,
     ) -> PyResult<Stack> {
         let (role, my_ip, my_mac, other_ip, other_mac) = match role {
             "server" => (Role::Server, SERVER_IP, SERVER_MAC, CLIENT_IP, CLIENT_MAC),
@@ -185,6 +187,11 @@ impl Stack {
         }
         if let Some(c) = pin_core {
             b = b.pin_core(c);
+        }
+        // Waiting calls sleep once idle (the default, IdlePoll::Sleep); `spin` keeps them
+        // polling (the lowest latency, a whole core).
+        if spin {
+            b = b.idle_poll(bypass::socket::IdlePoll::Spin);
         }
         // Waiting for the memif peer can take the whole link timeout: without the GIL. The
         // stack is built on this thread (its poll loop) and stays here.

@@ -24,8 +24,10 @@ def connect(client, peer, *args, **kw):
     return p, stack, sock
 
 
-def test_echo_every_buffer_kind(client, peer):
-    p, stack, sock = connect(client, peer, "echo")
+@pytest.mark.parametrize("spin", [False, True])
+def test_echo_every_buffer_kind(client, peer, spin):
+    """Both waiting policies: sleeping once idle (the default) and spinning."""
+    p, stack, sock = connect(client, peer, "echo", spin=spin)
     with sock:
         for n in SIZES:
             data = pattern(n, n)
