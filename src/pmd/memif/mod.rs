@@ -352,7 +352,9 @@ struct IfShared {
     cfg: InterfaceConfig,
     role: Role,
     socket: PathBuf,
-    /// Bumped (Release) after `conn` changes; ports compare it once per burst.
+    /// Bumped (Release) after `conn` changes, while its lock is still held (so that a
+    /// port that reads both under the lock gets the pair that goes together); ports compare
+    /// it once per burst.
     gen: AtomicU64,
     conn: Mutex<Option<Arc<Conn>>>,
     /// Client: the shared buffer pool (memif region 1). Server: the local pool frames are
@@ -379,8 +381,8 @@ impl IfShared {
             self.connects.fetch_add(1, Ordering::Relaxed);
         }
         *g = conn;
-        drop(g);
         self.gen.fetch_add(1, Ordering::Release);
+        drop(g);
     }
 
     fn set_error(&self, e: ControlError) {

@@ -146,20 +146,21 @@ impl MemifPort {
     fn sync(&mut self) {
         let g = self.iface.gen.load(Ordering::Acquire);
         if g != self.seen_gen {
-            self.resync(g);
+            self.resync();
         }
     }
 
     #[cold]
-    fn resync(&mut self, g: u64) {
+    fn resync(&mut self) {
         self.active = None;
-        self.seen_gen = g;
-        let conn = self
-            .iface
-            .conn
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        let guard = self.iface.conn.lock().unwrap_or_else(|e| e.into_inner());
+        // The generation that goes with this connection: `publish` bumps it before it lets
+        // go of the lock. (The one `sync` loaded may be older: taken from it, a connection
+        // published in between would be taken up twice, the second time over buffers
+        // already posted and perhaps filled.)
+        self.seen_gen = self.iface.gen.load(Ordering::Acquire);
+        let conn = guard.clone();
+        drop(guard);
         let Some(conn) = conn else { return };
         let Some(q) = conn.queues.get(self.queue as usize).copied() else {
             return;
