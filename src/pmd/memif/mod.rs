@@ -96,6 +96,9 @@ mod seal_tests;
 mod hostile_tests;
 #[cfg(test)]
 mod tests;
+// A ring left inconsistent by the peer: counted once, torn down, reconnected.
+#[cfg(test)]
+mod wedge_tests;
 // Not API: the hostile-peer harness's view of a connection's memory (tests/memif_hostile.rs).
 #[cfg(feature = "testing")]
 #[doc(hidden)]
@@ -206,6 +209,17 @@ pub struct MemifConfig {
     /// `None` by default: the socket file's permissions decide (an abstract socket has
     /// none: anyone in the network namespace can connect).
     pub allowed_uid: Option<u32>,
+    /// How long a ring of a live connection may stay inconsistent (an index out of range, a
+    /// posted buffer outside the peer's regions or of length 0, a descriptor chain never
+    /// finished: no frame can move on it) while its port keeps polling it, before the
+    /// control thread tears the connection down with [`ControlError::RingWedged`] (sent to
+    /// the peer in a DISCONNECT, counted in [`Memif::rings_wedged`]); a client then
+    /// reconnects, a server accepts again. 1 s by default: a peer's own indexes are never
+    /// inconsistent, and one that rewrites and restores them (a hostile peer's transient
+    /// mutation, held for microseconds, or a scheduler slice when it is preempted) is back
+    /// in range long before; and a reconnect within about a second leaves the transport's
+    /// connections above alive (their idle timeouts are seconds).
+    pub wedge_timeout: Duration,
 }
 
 impl MemifConfig {
@@ -222,6 +236,7 @@ impl MemifConfig {
             max_pending_handshakes: 16,
             handshake_timeout: Duration::from_secs(5),
             allowed_uid: None,
+            wedge_timeout: Duration::from_secs(1),
         }
     }
 
@@ -369,6 +384,23 @@ struct IfShared {
     interrupts_skipped: AtomicU64,
     /// Handshakes on this interface that ended before its link came up.
     handshakes_failed: AtomicU64,
+    /// What each port found wrong with its rings, for the control thread: two per queue pair
+    /// (`2 * queue + 0` the port's receive ring, `+ 1` its transmit ring).
+    rings: Box<[RingWatch]>,
+    /// Connections torn down because a ring stayed wedged ([`ControlError::RingWedged`]).
+    rings_wedged: AtomicU64,
+}
+
+/// One ring's health as its port last saw it, written by the port only when it changes (and
+/// on each burst that finds it wrong), read by the control thread: a ring that stays wrong
+/// for [`MemifConfig::wedge_timeout`] while the port keeps polling it is torn down.
+#[derive(Default)]
+struct RingWatch {
+    /// 0 while the ring is consistent; else `episode << 8 | fault code` (see
+    /// `port::Fault`): a new episode each time the port finds the ring wrong anew.
+    state: AtomicU64,
+    /// Bursts of the current episode that found the ring wrong.
+    bursts: AtomicU64,
 }
 
 impl IfShared {
@@ -463,6 +495,10 @@ impl Memif {
                 unsealed_regions: AtomicU64::new(0),
                 interrupts_skipped: AtomicU64::new(0),
                 handshakes_failed: AtomicU64::new(0),
+                rings: (0..2 * ic.queue_pairs as usize)
+                    .map(|_| RingWatch::default())
+                    .collect(),
+                rings_wedged: AtomicU64::new(0),
             }));
         }
         let wake = sys::eventfd().map_err(|source| MemifError::Socket {
@@ -604,6 +640,16 @@ impl Memif {
     pub fn handshakes_failed(&self, id: u32) -> u64 {
         self.iface(id)
             .map(|i| i.handshakes_failed.load(Ordering::Relaxed))
+            .unwrap_or(0)
+    }
+
+    /// Connections of interface `id` torn down because one of their rings stayed wedged
+    /// for [`MemifConfig::wedge_timeout`] ([`ControlError::RingWedged`]; the peer was told
+    /// why in a DISCONNECT, and [`last_error`](Self::last_error) names the ring). Each wedge
+    /// counts one `rx_errors` on the port when it is first seen, not one per burst.
+    pub fn rings_wedged(&self, id: u32) -> u64 {
+        self.iface(id)
+            .map(|i| i.rings_wedged.load(Ordering::Relaxed))
             .unwrap_or(0)
     }
 
