@@ -32,7 +32,13 @@
 //!   to the peer in a DISCONNECT, logged, readable from [`Memif::last_error`]); every
 //!   descriptor is validated on the data path (region index, offset + length inside the
 //!   region, ring indices within what was posted) and bad ones are counted in
-//!   [`PortStats::rx_errors`](crate::pmd::PortStats::rx_errors). A peer that writes garbage
+//!   [`PortStats::rx_errors`](crate::pmd::PortStats::rx_errors). A ring the peer leaves
+//!   inconsistent (an index out of range, a posted buffer the transmitter cannot use, a
+//!   chain never finished: no frame can move) is counted once when the port first finds it;
+//!   when it stays so for [`MemifConfig::wedge_timeout`] while the port keeps polling, the
+//!   control thread tears the connection down with [`ControlError::RingWedged`] (the port
+//!   only stores to two atomics when a ring's health changes: no system call) and the
+//!   client reconnects. A peer that writes garbage
 //!   into shared buffers can corrupt the frames it shares with us, nothing else. One hazard
 //!   is outside what validation can catch:
 //!   a peer that truncates a region file after we mapped it makes our next access to it
