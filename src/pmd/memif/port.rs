@@ -135,6 +135,8 @@ pub struct MemifPort {
     cap: u32,
     /// Client: the last receive call found nothing (the next empty one does the upkeep).
     idle: bool,
+    /// Server: receive polls that found nothing (wrapping; see `server_rx`).
+    idle_polls: u16,
     faults: Faults,
 }
 
@@ -244,6 +246,7 @@ impl MemifPort {
             headroom,
             cap,
             idle: false,
+            idle_polls: 0,
         }
     }
 
@@ -382,6 +385,14 @@ impl MemifPort {
                 }
                 if a.tx_head != a.tx_tail {
                     Self::reclaim_tx(a, &mut self.stats, &mut self.faults);
+                }
+                // Our own heads as the server reads them: one the peer put back would
+                // leave both sides waiting with rings that look healthy.
+                if ring.head(Ordering::Relaxed) != a.rx_head {
+                    restore_head(&ring, a.rx_head, &mut self.stats);
+                }
+                if a.tx.head(Ordering::Relaxed) != a.tx_head {
+                    restore_head(&a.tx, a.tx_head, &mut self.stats);
                 }
             }
             self.faults.ok(RX);
@@ -584,8 +595,14 @@ impl MemifPort {
         }
         if avail == 0 {
             // Nothing new: touch nothing the client reads (an idle poll must not pull the
-            // tail's cache line away from the transmitter on every spin).
+            // tail's cache line away from the transmitter on every spin), except once in
+            // 65536 idle polls our own tail as the client reads it: one the peer put back
+            // would leave the client's transmit ring full of frames we took.
             self.faults.ok(RX);
+            self.idle_polls = self.idle_polls.wrapping_add(1);
+            if self.idle_polls == 0 && ring.tail(Ordering::Relaxed) != tail0 {
+                restore_tail(&ring, tail0, &mut self.stats);
+            }
             return 0;
         }
         let mut n = 0;
@@ -676,6 +693,12 @@ impl MemifPort {
                     a.tx_head = h;
                     head = h;
                     if slot == head {
+                        // Full. If the tail in the ring is not the one we wrote (the peer
+                        // put back an older one), the client waits for frames we already
+                        // gave it while we wait for buffers: write ours again.
+                        if n == 0 && ring.tail(Ordering::Relaxed) != a.tx_tail {
+                            restore_tail(&ring, a.tx_tail, &mut self.stats);
+                        }
                         slot = start;
                         break 'frames;
                     }
@@ -733,6 +756,24 @@ impl MemifPort {
         self.stats.tx_ring_full += pkts.len() as u64;
         n
     }
+}
+
+/// Write again an index we own (a tail on the server, a head on the client) that the peer
+/// overwrote with another value, counted in `rx_errors` (once per rewrite: the next check
+/// finds ours). Safe against a hostile peer: the value is our own state, the one we would
+/// store at our next transfer anyway; the peer, which can write the word at any time,
+/// learns and gains nothing, and what it wrote is only ever read by itself.
+#[cold]
+fn restore_tail(ring: &Ring, v: u16, stats: &mut PortStats) {
+    ring.set_tail(v, Ordering::Release);
+    stats.rx_errors += 1;
+}
+
+/// [`restore_tail`] for a head.
+#[cold]
+fn restore_head(ring: &Ring, v: u16, stats: &mut PortStats) {
+    ring.set_head(v, Ordering::Release);
+    stats.rx_errors += 1;
 }
 
 /// Append the buffer `d` describes to `b`; false when the descriptor points outside the

@@ -329,3 +329,52 @@ fn memif_transient_bad_index_is_counted_once_and_not_torn_down() {
     one_frame(&mut p.cp, &mut p.sp, 0x22);
     one_frame(&mut p.sp, &mut p.cp, 0x33);
 }
+
+/// A peer that puts back an older value of an index we own (here the server's tail of the
+/// server-to-client ring, set back to what the client had already taken, after the server
+/// filled every buffer posted) leaves both sides waiting with rings that look healthy: the
+/// client sees nothing new, the server a full ring. No index is out of range, so nothing
+/// can be detected as a wedge. The server writes its own tail again when it finds the ring
+/// full (counted once per rewrite), and the frames it had written reach the client.
+#[test]
+fn memif_server_writes_its_tail_again_after_the_peer_put_back_an_old_one() {
+    let mut p = pair("owntail");
+    let conn = client_conn(&p.client);
+    let s2c: Ring = conn.queues[0].rx;
+    let mut out: Vec<_> = (0..16).map(|_| frame(&mut p.sp, 0x22)).collect();
+    assert_eq!(p.sp.tx_burst(&mut out), 16, "every posted buffer filled");
+    assert_eq!(s2c.tail(Ordering::Acquire), 16);
+    s2c.set_tail(0, Ordering::Release); // the peer puts back the tail it read before
+    let errors0 = p.sp.stats().rx_errors;
+    let mut got = Vec::new();
+    let mut out = vec![frame(&mut p.sp, 0x33)];
+    harness::settle(
+        "the 16 frames the server had written, at the client",
+        || {
+            if !out.is_empty() {
+                p.sp.tx_burst(&mut out);
+            }
+            p.cp.rx_burst(&mut got, 32);
+            got.len() >= 16
+        },
+    );
+    assert!(got[..16]
+        .iter()
+        .all(|f| f.len() == 60 && f.data().iter().all(|&b| b == 0x22)));
+    assert_eq!(
+        p.sp.stats().rx_errors - errors0,
+        1,
+        "one rewrite, counted once"
+    );
+    harness::settle("the next frame at the client", || {
+        if !out.is_empty() {
+            p.sp.tx_burst(&mut out);
+        }
+        p.cp.rx_burst(&mut got, 32);
+        got.len() == 17
+    });
+    assert!(got[16].data().iter().all(|&b| b == 0x33));
+    drop(conn);
+    assert_eq!(p.server.rings_wedged(0) + p.client.rings_wedged(0), 0);
+    assert_eq!(p.server.connects(0), 1, "no teardown");
+}
