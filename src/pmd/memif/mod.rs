@@ -38,7 +38,8 @@
 //!   when it stays so for [`MemifConfig::wedge_timeout`] while the port keeps polling, the
 //!   control thread tears the connection down with [`ControlError::RingWedged`] (the port
 //!   only stores to two atomics when a ring's health changes: no system call) and the
-//!   client reconnects. A peer that writes garbage
+//!   client reconnects. An index of ours the peer overwrote is written again from our own
+//!   state when the ring is found full or idle (counted). A peer that writes garbage
 //!   into shared buffers can corrupt the frames it shares with us, nothing else. One hazard
 //!   is outside what validation can catch:
 //!   a peer that truncates a region file after we mapped it makes our next access to it
