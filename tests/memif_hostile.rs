@@ -357,6 +357,7 @@ fn target_main() {
     result("memif_pending_dropped", memif.pending_dropped());
     result("memif_unsealed_regions", memif.unsealed_regions(0));
     result("memif_interrupts_skipped", memif.interrupts_skipped(0));
+    result("memif_rings_wedged", memif.rings_wedged(0));
     result(
         "memif_last_error",
         format!("{:?}", memif.last_error(0)).replace(' ', "_"),

@@ -159,6 +159,8 @@ pub enum MemifMetric {
     UnsealedRegions,
     /// Interrupts not signalled because the peer's eventfd counter was full.
     InterruptsSkipped,
+    /// Connections torn down because a ring stayed wedged.
+    RingsWedged,
     /// Control connections in their handshake now.
     PendingHandshakes,
 }
@@ -195,6 +197,13 @@ const MEMIF_DESCS: &[MetricDesc] = &[
     d(
         "bypass_memif_interrupts_skipped",
         "memif interrupts not signalled because the peer's eventfd counter was full.",
+        C,
+        None,
+    ),
+    d(
+        "bypass_memif_rings_wedged",
+        "memif connections torn down because a ring stayed inconsistent (no frame could move \
+         on it) for wedge_timeout; the client reconnects.",
         C,
         None,
     ),
@@ -888,6 +897,7 @@ impl StackMetrics {
         c.set(M::AcceptErrors, m.accept_errors());
         c.set(M::UnsealedRegions, m.unsealed_regions(*id));
         c.set(M::InterruptsSkipped, m.interrupts_skipped(*id));
+        c.set(M::RingsWedged, m.rings_wedged(*id));
         c.set(M::PendingHandshakes, m.pending_handshakes() as u64);
     }
 

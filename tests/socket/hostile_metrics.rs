@@ -315,6 +315,7 @@ fn memif_refusals_are_exported_by_cause() {
         (s("bypass_memif_accept_errors_total", ""), 0),
         (s("bypass_memif_unsealed_regions_total", ""), 0),
         (s("bypass_memif_interrupts_skipped_total", ""), 0),
+        (s("bypass_memif_rings_wedged_total", ""), 0),
     ] {
         assert_eq!(line_value(&text, &series), want, "{series}");
     }

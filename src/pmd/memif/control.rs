@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::msg::{self, Msg, Name, MSG_SIZE, VERSION};
+use super::port::Fault;
 use super::ring::{ring_bytes, Ring, RING_FLAG_MASK_INT};
 use super::sys::{self, Recv};
 use super::{Conn, IfShared, QueueRings, RegionMap, Role, Shared, MAX_LOG2_RING_SIZE, MAX_REGIONS};
@@ -127,13 +128,23 @@ pub(super) struct Control {
     accept_paused_until: Option<Instant>,
     /// Server: the current pause after `accept` failures in a row.
     accept_backoff: Duration,
+    /// Per interface, per ring watched (`IfShared::rings`): the fault its port reported when
+    /// first seen, when, and the port's bursts then.
+    watch: Vec<Vec<Option<Seen>>>,
+}
+
+/// A ring fault as the control thread first saw it (see [`Control::watch_rings`]).
+#[derive(Debug, Clone, Copy)]
+struct Seen {
+    state: u64,
+    since: Instant,
+    bursts: u64,
 }
 
 impl Control {
     pub(super) fn new(shared: Arc<Shared>, listener: Option<OwnedFd>) -> Control {
         let n = shared.ifaces.len();
         Control {
-            shared,
             listener,
             chans: Vec::new(),
             busy: vec![false; n],
@@ -141,6 +152,12 @@ impl Control {
             refusals: vec![0; n],
             accept_paused_until: None,
             accept_backoff: ACCEPT_BACKOFF_MIN,
+            watch: shared
+                .ifaces
+                .iter()
+                .map(|f| vec![None; f.rings.len()])
+                .collect(),
+            shared,
         }
     }
 
@@ -207,6 +224,7 @@ impl Control {
                     self.fail(i, ControlError::Timeout(limit));
                 }
             }
+            self.watch_rings(now);
             self.reap();
             self.shared.pending.store(self.pending(), Ordering::Relaxed);
         }
@@ -221,6 +239,73 @@ impl Control {
             self.chans[i].state = State::Dead;
         }
         self.reap();
+    }
+
+    /// Tear down a connection whose ring stays wedged: a fault its port reported (the same
+    /// episode) that lasts [`MemifConfig::wedge_timeout`] while the port keeps finding it
+    /// (its count of faulted bursts went up meanwhile: a port nobody polls, or one that has
+    /// not yet seen a new connection, reports nothing new and tears nothing down). Runs at
+    /// every turn of the loop (at least every 200 ms, the poll timeout), so the data path
+    /// never makes a system call for this: the port only stores to two atomics when a
+    /// ring's health changes or a burst finds it wrong.
+    ///
+    /// [`MemifConfig::wedge_timeout`]: super::MemifConfig::wedge_timeout
+    fn watch_rings(&mut self, now: Instant) {
+        let limit = self.shared.cfg.wedge_timeout;
+        for n in 0..self.shared.ifaces.len() {
+            let up = self
+                .chans
+                .iter()
+                .position(|c| c.iface == Some(n) && matches!(c.state, State::Connected));
+            let Some(i) = up else {
+                self.watch[n].fill(None);
+                continue;
+            };
+            let f = self.shared.ifaces[n].clone();
+            let mut wedged = None;
+            for (k, r) in f.rings.iter().enumerate() {
+                let state = r.state.load(Ordering::Acquire);
+                let bursts = r.bursts.load(Ordering::Relaxed);
+                let w = &mut self.watch[n][k];
+                match *w {
+                    _ if state == 0 => *w = None,
+                    Some(s) if s.state == state => {
+                        let held = now.duration_since(s.since);
+                        if held >= limit && bursts > s.bursts && wedged.is_none() {
+                            wedged = Some((k, state, held));
+                        }
+                    }
+                    _ => {
+                        *w = Some(Seen {
+                            state,
+                            since: now,
+                            bursts,
+                        })
+                    }
+                }
+            }
+            let Some((k, state, held)) = wedged else {
+                continue;
+            };
+            self.watch[n].fill(None);
+            // Slot 2q is the port's receive ring, 2q + 1 its transmit ring.
+            let rx = k % 2 == 0;
+            let c2s = rx == (self.shared.cfg.role == Role::Server);
+            let e = ControlError::RingWedged {
+                ring: if c2s { "c2s" } else { "s2c" },
+                queue: (k / 2) as u16,
+                what: Fault::what(state as u8),
+                ms: held.as_millis() as u64,
+            };
+            f.rings_wedged.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                socket = %self.shared.cfg.socket.display(),
+                id = f.cfg.id,
+                error = %e,
+                "memif ring wedged; tearing the connection down"
+            );
+            self.fail(i, e);
+        }
     }
 
     fn iface(&self, i: usize) -> &Arc<IfShared> {

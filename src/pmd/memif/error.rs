@@ -176,6 +176,22 @@ pub enum ControlError {
     /// interface).
     #[error("handshake not finished within {0:?}")]
     Timeout(Duration),
+    /// A ring of the live connection stayed inconsistent, so that no frame could move on
+    /// it, for [`MemifConfig::wedge_timeout`](super::MemifConfig::wedge_timeout) while our
+    /// port kept polling it: the connection was torn down (a client reconnects, a server
+    /// accepts again). `ring` is `c2s` or `s2c`, `what` the inconsistency.
+    #[error("{ring} ring {queue} wedged: {what} for {ms} ms")]
+    RingWedged {
+        /// `c2s` (client to server) or `s2c`.
+        ring: &'static str,
+        /// Queue pair.
+        queue: u16,
+        /// What was wrong: an index out of range, a posted buffer outside the regions or of
+        /// length 0, a descriptor chain never finished.
+        what: &'static str,
+        /// How long it stayed so, as the control thread saw it.
+        ms: u64,
+    },
     /// We could not build our side (memory, eventfd).
     #[error("local setup failed: {0}")]
     Setup(String),

@@ -38,7 +38,14 @@
 //!   to the peer in a DISCONNECT, logged, readable from [`Memif::last_error`]); every
 //!   descriptor is validated on the data path (region index, offset + length inside the
 //!   region, ring indices within what was posted) and bad ones are counted in
-//!   [`PortStats::rx_errors`](crate::pmd::PortStats::rx_errors). A peer that writes garbage
+//!   [`PortStats::rx_errors`](crate::pmd::PortStats::rx_errors). A ring the peer leaves
+//!   inconsistent (an index out of range, a posted buffer the transmitter cannot use, a
+//!   chain never finished: no frame can move) is counted once when the port first finds it;
+//!   when it stays so for [`MemifConfig::wedge_timeout`] while the port keeps polling, the
+//!   control thread tears the connection down with [`ControlError::RingWedged`] (the port
+//!   only stores to two atomics when a ring's health changes: no system call) and the
+//!   client reconnects. An index of ours the peer overwrote is written again from our own
+//!   state when the ring is found full or idle (counted). A peer that writes garbage
 //!   into shared buffers can corrupt the frames it shares with us, nothing else. One hazard
 //!   is outside what validation can catch:
 //!   a peer that truncates a region file after we mapped it makes our next access to it
@@ -102,6 +109,9 @@ mod seal_tests;
 mod hostile_tests;
 #[cfg(test)]
 mod tests;
+// A ring left inconsistent by the peer: counted once, torn down, reconnected.
+#[cfg(test)]
+mod wedge_tests;
 // Not API: the hostile-peer harness's view of a connection's memory (tests/memif_hostile.rs).
 #[cfg(feature = "testing")]
 #[doc(hidden)]
@@ -212,6 +222,17 @@ pub struct MemifConfig {
     /// `None` by default: the socket file's permissions decide (an abstract socket has
     /// none: anyone in the network namespace can connect).
     pub allowed_uid: Option<u32>,
+    /// How long a ring of a live connection may stay inconsistent (an index out of range, a
+    /// posted buffer outside the peer's regions or of length 0, a descriptor chain never
+    /// finished: no frame can move on it) while its port keeps polling it, before the
+    /// control thread tears the connection down with [`ControlError::RingWedged`] (sent to
+    /// the peer in a DISCONNECT, counted in [`Memif::rings_wedged`]); a client then
+    /// reconnects, a server accepts again. 1 s by default: a peer's own indexes are never
+    /// inconsistent, and one that rewrites and restores them (a hostile peer's transient
+    /// mutation, held for microseconds, or a scheduler slice when it is preempted) is back
+    /// in range long before; and a reconnect within about a second leaves the transport's
+    /// connections above alive (their idle timeouts are seconds).
+    pub wedge_timeout: Duration,
 }
 
 impl MemifConfig {
@@ -228,6 +249,7 @@ impl MemifConfig {
             max_pending_handshakes: 16,
             handshake_timeout: Duration::from_secs(5),
             allowed_uid: None,
+            wedge_timeout: Duration::from_secs(1),
         }
     }
 
@@ -372,7 +394,9 @@ struct IfShared {
     cfg: InterfaceConfig,
     role: Role,
     socket: PathBuf,
-    /// Bumped (Release) after `conn` changes; ports compare it once per burst.
+    /// Bumped (Release) after `conn` changes, while its lock is still held (so that a
+    /// port that reads both under the lock gets the pair that goes together); ports compare
+    /// it once per burst.
     gen: AtomicU64,
     conn: Mutex<Option<Arc<Conn>>>,
     /// Client: the shared buffer pool (memif region 1). Server: the local pool frames are
@@ -387,6 +411,23 @@ struct IfShared {
     interrupts_skipped: AtomicU64,
     /// Handshakes on this interface that ended before its link came up.
     handshakes_failed: AtomicU64,
+    /// What each port found wrong with its rings, for the control thread: two per queue pair
+    /// (`2 * queue + 0` the port's receive ring, `+ 1` its transmit ring).
+    rings: Box<[RingWatch]>,
+    /// Connections torn down because a ring stayed wedged ([`ControlError::RingWedged`]).
+    rings_wedged: AtomicU64,
+}
+
+/// One ring's health as its port last saw it, written by the port only when it changes (and
+/// on each burst that finds it wrong), read by the control thread: a ring that stays wrong
+/// for [`MemifConfig::wedge_timeout`] while the port keeps polling it is torn down.
+#[derive(Default)]
+struct RingWatch {
+    /// 0 while the ring is consistent; else `episode << 8 | fault code` (see
+    /// `port::Fault`): a new episode each time the port finds the ring wrong anew.
+    state: AtomicU64,
+    /// Bursts of the current episode that found the ring wrong.
+    bursts: AtomicU64,
 }
 
 impl IfShared {
@@ -399,8 +440,8 @@ impl IfShared {
             self.connects.fetch_add(1, Ordering::Relaxed);
         }
         *g = conn;
-        drop(g);
         self.gen.fetch_add(1, Ordering::Release);
+        drop(g);
     }
 
     fn set_error(&self, e: ControlError) {
@@ -514,6 +555,10 @@ impl Memif {
                 unsealed_regions: AtomicU64::new(0),
                 interrupts_skipped: AtomicU64::new(0),
                 handshakes_failed: AtomicU64::new(0),
+                rings: (0..2 * ic.queue_pairs as usize)
+                    .map(|_| RingWatch::default())
+                    .collect(),
+                rings_wedged: AtomicU64::new(0),
             }));
         }
         let wake = sys::eventfd().map_err(|source| MemifError::Socket {
@@ -672,6 +717,16 @@ impl Memif {
     pub fn handshakes_failed(&self, id: u32) -> u64 {
         self.iface(id)
             .map(|i| i.handshakes_failed.load(Ordering::Relaxed))
+            .unwrap_or(0)
+    }
+
+    /// Connections of interface `id` torn down because one of their rings stayed wedged
+    /// for [`MemifConfig::wedge_timeout`] ([`ControlError::RingWedged`]; the peer was told
+    /// why in a DISCONNECT, and [`last_error`](Self::last_error) names the ring). Each wedge
+    /// counts one `rx_errors` on the port when it is first seen, not one per burst.
+    pub fn rings_wedged(&self, id: u32) -> u64 {
+        self.iface(id)
+            .map(|i| i.rings_wedged.load(Ordering::Relaxed))
             .unwrap_or(0)
     }
 

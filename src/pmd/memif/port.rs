@@ -24,6 +24,103 @@ const TX_FREE_BATCH: u16 = 32;
 /// drops that reference instead of freeing the slot. Pools have fewer than 2^31 slots.
 const SHARED_SLOT: u32 = 1 << 31;
 
+/// Why no frame can move on a ring (the peer left it inconsistent). Reported to the control
+/// thread through the interface's [`RingWatch`](super::RingWatch) slots; one that lasts
+/// [`MemifConfig::wedge_timeout`](super::MemifConfig::wedge_timeout) tears the connection
+/// down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub(super) enum Fault {
+    /// The peer's index claims more than a ring (server) or than we posted (client), or is
+    /// behind what we already took: we refuse the claim and wait.
+    Index = 1,
+    /// Server transmit: the next buffer the client posted lies outside its regions.
+    Outside = 2,
+    /// Server transmit: the next buffer the client posted has length 0.
+    ZeroLength = 3,
+    /// Receive: the descriptors up to the peer's index end in an unfinished chain
+    /// (`DESC_FLAG_NEXT` on the last one). Not counted in `rx_errors` (a chain may be
+    /// published in pieces); torn down only if it stays so.
+    Unfinished = 4,
+}
+
+impl Fault {
+    /// What a fault code means, for [`ControlError::RingWedged`](super::ControlError).
+    pub(super) fn what(code: u8) -> &'static str {
+        match code {
+            1 => "index out of range",
+            2 => "posted buffer outside the regions",
+            3 => "posted buffer of length 0",
+            4 => "descriptor chain never finished",
+            _ => "inconsistent",
+        }
+    }
+}
+
+/// Index of the receive ring's [`Faults`] entry.
+const RX: usize = 0;
+/// Index of the transmit ring's.
+const TX: usize = 1;
+
+/// The faults a port's two rings are in, mirrored into its interface's `RingWatch` slots
+/// when they change. An inconsistency is counted in `rx_errors` once, when the ring enters
+/// it, not once per burst that finds it still there.
+struct Faults {
+    iface: Arc<IfShared>,
+    /// Index of this queue's receive ring slot in `IfShared::rings` (the transmit one is
+    /// next).
+    base: usize,
+    /// The fault code of each ring (0: none).
+    code: [u8; 2],
+    /// Bursts of the current episode of each ring that found it wrong.
+    bursts: [u64; 2],
+    /// Episodes so far (a new one each time a ring enters a fault).
+    episode: u64,
+}
+
+impl Faults {
+    /// The ring `dir` is consistent (one compare of a local byte when it already was).
+    #[inline]
+    fn ok(&mut self, dir: usize) {
+        if self.code[dir] != 0 {
+            self.clear(dir);
+        }
+    }
+
+    #[cold]
+    fn clear(&mut self, dir: usize) {
+        self.code[dir] = 0;
+        self.iface.rings[self.base + dir]
+            .state
+            .store(0, Ordering::Release);
+    }
+
+    /// The ring `dir` is in fault `f` in this burst: counted in `rx_errors` (when `count`)
+    /// on entering it; the burst is counted for the control thread.
+    #[cold]
+    fn fault(&mut self, dir: usize, f: Fault, count: bool, stats: &mut PortStats) {
+        let w = &self.iface.rings[self.base + dir];
+        if self.code[dir] != f as u8 {
+            self.code[dir] = f as u8;
+            if count {
+                stats.rx_errors += 1;
+            }
+            self.episode += 1;
+            self.bursts[dir] = 0;
+            w.state
+                .store(self.episode << 8 | f as u64, Ordering::Release);
+        }
+        self.bursts[dir] += 1;
+        w.bursts.store(self.bursts[dir], Ordering::Relaxed);
+    }
+
+    /// A new connection (or none): both rings start clean.
+    fn reset(&mut self) {
+        self.clear(RX);
+        self.clear(TX);
+    }
+}
+
 /// One queue pair of a memif interface. Owned by one thread; see the module docs.
 pub struct MemifPort {
     iface: Arc<IfShared>,
@@ -38,6 +135,9 @@ pub struct MemifPort {
     cap: u32,
     /// Client: the last receive call found nothing (the next empty one does the upkeep).
     idle: bool,
+    /// Server: receive polls that found nothing (wrapping; see `server_rx`).
+    idle_polls: u16,
+    faults: Faults,
 }
 
 /// Per-connection state of the queue pair.
@@ -132,7 +232,15 @@ impl MemifPort {
                 ..Offloads::default()
             },
         };
+        let faults = Faults {
+            iface: iface.clone(),
+            base: 2 * queue as usize,
+            code: [0; 2],
+            bursts: [0; 2],
+            episode: 0,
+        };
         MemifPort {
+            faults,
             iface,
             queue,
             seen_gen: u64::MAX,
@@ -143,6 +251,7 @@ impl MemifPort {
             headroom,
             cap,
             idle: false,
+            idle_polls: 0,
         }
     }
 
@@ -151,20 +260,22 @@ impl MemifPort {
     fn sync(&mut self) {
         let g = self.iface.gen.load(Ordering::Acquire);
         if g != self.seen_gen {
-            self.resync(g);
+            self.resync();
         }
     }
 
     #[cold]
-    fn resync(&mut self, g: u64) {
+    fn resync(&mut self) {
         self.active = None;
-        self.seen_gen = g;
-        let conn = self
-            .iface
-            .conn
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        self.faults.reset();
+        let guard = self.iface.conn.lock().unwrap_or_else(|e| e.into_inner());
+        // The generation that goes with this connection: `publish` bumps it before it lets
+        // go of the lock. (The one `sync` loaded may be older: taken from it, a connection
+        // published in between would be taken up twice, the second time over buffers
+        // already posted and perhaps filled.)
+        self.seen_gen = self.iface.gen.load(Ordering::Acquire);
+        let conn = guard.clone();
+        drop(guard);
         let Some(conn) = conn else { return };
         let Some(q) = conn.queues.get(self.queue as usize).copied() else {
             return;
@@ -243,15 +354,16 @@ impl MemifPort {
 
     /// Client: take back the transmit ring's buffers the server has consumed (reads the
     /// tail the server's core writes).
-    fn reclaim_tx(a: &mut Active, stats: &mut PortStats) {
+    fn reclaim_tx(a: &mut Active, stats: &mut PortStats, faults: &mut Faults) {
         let ring = a.tx;
         let mask = ring.mask();
         let outstanding = a.tx_head.wrapping_sub(a.tx_tail);
         let tail = ring.tail(Ordering::Acquire);
         if tail.wrapping_sub(a.tx_tail) > outstanding {
-            stats.rx_errors += 1;
+            faults.fault(TX, Fault::Index, true, stats);
             return;
         }
+        faults.ok(TX);
         while a.tx_tail != tail {
             let slot = a.tx_slots[(a.tx_tail & mask) as usize];
             // SAFETY: posted at this index by into_raw (shared or not as marked); the peer
@@ -279,9 +391,18 @@ impl MemifPort {
                     Self::refill(a, self.cap, &mut self.stats);
                 }
                 if a.tx_head != a.tx_tail {
-                    Self::reclaim_tx(a, &mut self.stats);
+                    Self::reclaim_tx(a, &mut self.stats, &mut self.faults);
+                }
+                // Our own heads as the server reads them: one the peer put back would
+                // leave both sides waiting with rings that look healthy.
+                if ring.head(Ordering::Relaxed) != a.rx_head {
+                    restore_head(&ring, a.rx_head, &mut self.stats);
+                }
+                if a.tx.head(Ordering::Relaxed) != a.tx_head {
+                    restore_head(&a.tx, a.tx_head, &mut self.stats);
                 }
             }
+            self.faults.ok(RX);
             self.idle = true;
             return 0;
         }
@@ -289,9 +410,12 @@ impl MemifPort {
         let avail = tail.wrapping_sub(a.rx_tail);
         let posted = a.rx_head.wrapping_sub(a.rx_tail);
         let mut n = 0;
+        let tail0 = a.rx_tail;
+        let mut unfinished = false;
         if avail > posted {
-            // The peer claims to have filled buffers we never posted: ignore the claim.
-            self.stats.rx_errors += 1;
+            // The peer claims to have filled buffers we never posted (or its tail went back
+            // behind what we took): ignore the claim.
+            self.faults.fault(RX, Fault::Index, true, &mut self.stats);
         } else {
             while n < max && a.rx_tail != tail {
                 let idx = a.rx_tail;
@@ -308,6 +432,7 @@ impl MemifPort {
                     end = end.wrapping_add(1);
                 }
                 if last.flags & DESC_FLAG_NEXT != 0 {
+                    unfinished = true;
                     break; // the rest of the chain is not published yet
                 }
                 a.rx_tail = end;
@@ -337,6 +462,12 @@ impl MemifPort {
                 out.push(b);
                 n += 1;
             }
+            if unfinished && a.rx_tail == tail0 {
+                self.faults
+                    .fault(RX, Fault::Unfinished, false, &mut self.stats);
+            } else {
+                self.faults.ok(RX);
+            }
         }
         self.stats.rx_packets += n as u64;
         // Refill in batches while frames keep coming (one head store per batch, no
@@ -361,7 +492,7 @@ impl MemifPort {
         // are outstanding or the frames to send may not fit.
         let outstanding = a.tx_head.wrapping_sub(a.tx_tail);
         if outstanding >= TX_FREE_BATCH || ring.size() - outstanding < pkts.len() as u16 {
-            Self::reclaim_tx(a, &mut self.stats);
+            Self::reclaim_tx(a, &mut self.stats, &mut self.faults);
         }
         let mut free = ring.size() - a.tx_head.wrapping_sub(a.tx_tail);
         let mut n = 0;
@@ -465,15 +596,24 @@ impl MemifPort {
         let tail0 = a.rx_tail;
         let avail = head.wrapping_sub(tail0);
         if avail > ring.size() {
-            self.stats.rx_errors += 1;
+            // More than a ring posted, or a head behind what we already took.
+            self.faults.fault(RX, Fault::Index, true, &mut self.stats);
             return 0;
         }
         if avail == 0 {
             // Nothing new: touch nothing the client reads (an idle poll must not pull the
-            // tail's cache line away from the transmitter on every spin).
+            // tail's cache line away from the transmitter on every spin), except once in
+            // 65536 idle polls our own tail as the client reads it: one the peer put back
+            // would leave the client's transmit ring full of frames we took.
+            self.faults.ok(RX);
+            self.idle_polls = self.idle_polls.wrapping_add(1);
+            if self.idle_polls == 0 && ring.tail(Ordering::Relaxed) != tail0 {
+                restore_tail(&ring, tail0, &mut self.stats);
+            }
             return 0;
         }
         let mut n = 0;
+        let mut unfinished = false;
         while n < max && a.rx_tail != head {
             let start = a.rx_tail;
             let mut buf = match a.pool.alloc() {
@@ -501,6 +641,7 @@ impl MemifPort {
             if !complete {
                 // A chain the client has not finished publishing: take it next time.
                 a.rx_tail = start;
+                unfinished = true;
                 break;
             }
             match buf {
@@ -516,6 +657,10 @@ impl MemifPort {
         }
         if a.rx_tail != tail0 {
             ring.set_tail(a.rx_tail, Ordering::Release);
+            self.faults.ok(RX);
+        } else if unfinished {
+            self.faults
+                .fault(RX, Fault::Unfinished, false, &mut self.stats);
         }
         self.stats.rx_packets += n as u64;
         n
@@ -525,6 +670,9 @@ impl MemifPort {
         let Some(a) = self.active.as_mut() else {
             return 0;
         };
+        if pkts.is_empty() {
+            return 0; // (checks nothing: says nothing about the ring's health)
+        }
         let ring = a.tx;
         // The buffers the client posted run up to its head. The client keeps the ring
         // nearly full, so the head read earlier usually still covers this burst: read it
@@ -534,6 +682,8 @@ impl MemifPort {
         let mut slot = a.tx_tail;
         let mut n = 0;
         let mut bytes = 0u64;
+        // Why the burst stopped short, if the ring is at fault.
+        let mut fault = None;
         'frames: for p in pkts.iter() {
             let start = slot;
             let mut src = p.data();
@@ -541,13 +691,21 @@ impl MemifPort {
                 if slot == head {
                     let h = ring.head(Ordering::Acquire);
                     if h.wrapping_sub(a.tx_tail) > ring.size() {
-                        self.stats.rx_errors += 1;
+                        // More than a ring posted, or a head behind the buffers we already
+                        // filled (a head the client wrote back after we read a later one).
+                        fault = Some(Fault::Index);
                         slot = start;
                         break 'frames;
                     }
                     a.tx_head = h;
                     head = h;
                     if slot == head {
+                        // Full. If the tail in the ring is not the one we wrote (the peer
+                        // put back an older one), the client waits for frames we already
+                        // gave it while we wait for buffers: write ours again.
+                        if n == 0 && ring.tail(Ordering::Relaxed) != a.tx_tail {
+                            restore_tail(&ring, a.tx_tail, &mut self.stats);
+                        }
                         slot = start;
                         break 'frames;
                     }
@@ -555,12 +713,12 @@ impl MemifPort {
                 let d = ring.read_desc(slot);
                 let Some(dst) = a.conn.buffer(d.region, d.offset, d.length) else {
                     // A buffer outside the client's regions: refuse to write there.
-                    self.stats.rx_errors += 1;
+                    fault = Some(Fault::Outside);
                     slot = start;
                     break 'frames;
                 };
                 if d.length == 0 && !src.is_empty() {
-                    self.stats.rx_errors += 1;
+                    fault = Some(Fault::ZeroLength);
                     slot = start;
                     break 'frames;
                 }
@@ -596,11 +754,33 @@ impl MemifPort {
             }
             pkts.drain(..n);
         }
+        match fault {
+            Some(f) => self.faults.fault(TX, f, true, &mut self.stats),
+            None => self.faults.ok(TX),
+        }
         self.stats.tx_packets += n as u64;
         self.stats.tx_bytes += bytes;
         self.stats.tx_ring_full += pkts.len() as u64;
         n
     }
+}
+
+/// Write again an index we own (a tail on the server, a head on the client) that the peer
+/// overwrote with another value, counted in `rx_errors` (once per rewrite: the next check
+/// finds ours). Safe against a hostile peer: the value is our own state, the one we would
+/// store at our next transfer anyway; the peer, which can write the word at any time,
+/// learns and gains nothing, and what it wrote is only ever read by itself.
+#[cold]
+fn restore_tail(ring: &Ring, v: u16, stats: &mut PortStats) {
+    ring.set_tail(v, Ordering::Release);
+    stats.rx_errors += 1;
+}
+
+/// [`restore_tail`] for a head.
+#[cold]
+fn restore_head(ring: &Ring, v: u16, stats: &mut PortStats) {
+    ring.set_head(v, Ordering::Release);
+    stats.rx_errors += 1;
 }
 
 /// Append the buffer `d` describes to `b`; false when the descriptor points outside the
