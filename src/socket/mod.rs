@@ -26,8 +26,11 @@
 //!   under 1 % of a core. [`IdlePoll::Spin`] (`StackBuilder::idle_poll`) never sleeps: the
 //!   lowest latency, a whole core per waiting stack. The `try_*` forms never wait:
 //!   "nothing yet" is `Ok(None)`, not an error.
-//! - [`Stack::poll`] runs one iteration; [`Stack::poll_ready`] runs iterations until one of
-//!   many sockets has something to read, for one thread serving thousands of connections.
+//! - [`Stack::poll`] runs one iteration. For one thread serving thousands of connections,
+//!   [`Stack::poll_events`] runs iterations until some socket got a message or an event (or
+//!   a connection waits to be accepted) and lists them by [`SocketId`]: the readiness event
+//!   list, O(ready) per call, nothing per idle connection. [`Stack::poll_ready`] does the
+//!   same for a slice of sockets it scans on every spin (O(sockets given)).
 //! - A stack is freed when its `Stack` and all its sockets are dropped; it first keeps polling
 //!   for up to 100 ms, until no connection is left, so that its last packets (the
 //!   acknowledgement of the peer's close, the reset of a dropped socket) leave before the port
@@ -147,7 +150,7 @@ pub use listener::Listener;
 pub use metrics::{CaptureError, CaptureLimits, CapturePolicy, CaptureStatus, Metrics};
 pub use sendbuf::SendBuf;
 pub use socket::Socket;
-pub use stack::{Stack, StackStats};
+pub use stack::{SocketId, Stack, StackStats};
 
 /// The UDP port the transport uses unless told otherwise.
 pub const DEFAULT_UDP_PORT: u16 = 7200;
