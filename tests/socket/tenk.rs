@@ -283,8 +283,21 @@ fn echo_until(
     let mut socks: Vec<Option<(Socket, Option<bytes::Bytes>)>> = Vec::new();
     let mut ready = Vec::new();
     let mut echoed = 0u64;
+    // TENK_SERVER=poll_ready: the same server over `poll_ready` and all its sockets, for
+    // the comparison in the RTT measurement.
+    let scan = std::env::var("TENK_SERVER").is_ok_and(|v| v == "poll_ready");
+    let mut idx = Vec::new();
     while !stop.load(Ordering::Relaxed) {
-        if stack.poll_events(&mut ready, Duration::from_millis(10)) > 0 {
+        let incoming = if scan {
+            let refs: Vec<&Socket> = socks.iter().flatten().map(|(s, _)| s).collect();
+            stack.poll_ready(&refs, &mut idx, Duration::from_millis(10));
+            ready.clear();
+            ready.extend(idx.iter().map(|&k| refs[k].id()));
+            1
+        } else {
+            stack.poll_events(&mut ready, Duration::from_millis(10))
+        };
+        if incoming > 0 {
             while let Some(s) = listener.try_accept() {
                 let k = s.id().index();
                 if socks.len() <= k {
