@@ -563,6 +563,22 @@ impl Socket {
 }
 
 impl Socket {
+    /// Start a graceful close without waiting for it: queued messages are delivered first,
+    /// then the peer confirms. [`Stack::poll_events`](super::Stack::poll_events) reports the
+    /// socket when the close is over; its `try_recv` then returns [`Error::Closed`] (or the
+    /// error that ended it otherwise). Keep the socket until then: dropping it earlier
+    /// resets the connection. For a thread closing many connections at once, where
+    /// [`close`](Self::close) would wait for each peer in turn. Closing again is a no-op.
+    pub fn close_start(&self) {
+        let mut i = self.inner.borrow_mut();
+        let now = i.rt.now();
+        if let Some(c) = i.ep().connection(self.h) {
+            if matches!(c.state(), State::Handshake | State::Established) {
+                c.close(now, 0);
+            }
+        }
+    }
+
     /// Close gracefully, as [`close`](Self::close) does, but keep the socket: every later
     /// `send`/`recv` reports [`Error::Closed`]. Closing again is a no-op.
     pub fn shutdown(&self) -> Result<(), Error> {
