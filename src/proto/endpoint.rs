@@ -255,6 +255,13 @@ struct Sched {
     /// slot is on the list), for publishers that copy per-connection state out.
     in_changed: Vec<bool>,
     changed: Vec<u32>,
+    /// Slots that got a message or an event since the application last took the list
+    /// ([`Endpoint::pop_readable`]), and whether a slot is on it: the readiness event list.
+    in_readable: Vec<bool>,
+    readable: VecDeque<u32>,
+    /// Per slot: an application object names it ([`Endpoint::hold`]); the slot is not
+    /// reused while held, even after its connection was freed.
+    held: Vec<bool>,
 }
 
 impl Sched {
@@ -269,6 +276,9 @@ impl Sched {
             heap: BinaryHeap::with_capacity(2 * cap + 64),
             in_changed: Vec::with_capacity(cap),
             changed: Vec::with_capacity(cap),
+            in_readable: Vec::with_capacity(cap),
+            readable: VecDeque::with_capacity(cap),
+            held: Vec::with_capacity(cap),
         }
     }
 
@@ -280,6 +290,18 @@ impl Sched {
             self.in_dirty.push(false);
             self.in_ready.push(false);
             self.in_changed.push(false);
+            self.in_readable.push(false);
+            self.held.push(false);
+        }
+    }
+
+    /// It has something for the application (a message, an event): on the event list.
+    #[inline]
+    fn mark_readable(&mut self, i: u32) {
+        let k = i as usize;
+        if !self.in_readable[k] {
+            self.in_readable[k] = true;
+            self.readable.push_back(i);
         }
     }
 
@@ -390,6 +412,71 @@ impl Endpoint {
         }
     }
 
+    /// The next connection that got a message or an event (a connection established or
+    /// closed, a message acknowledged) since it was last taken from this list, each once
+    /// however much it got: the readiness event list, O(1) per connection, never a scan of
+    /// all connections. The connection may have been freed since (check
+    /// [`connection_ref`](Self::connection_ref)). Bounded by the connection slots: a list
+    /// nobody takes costs nothing but its slots.
+    #[inline]
+    pub fn pop_readable(&mut self) -> Option<ConnectionHandle> {
+        let i = self.sched.readable.pop_front()?;
+        self.sched.in_readable[i as usize] = false;
+        Some(ConnectionHandle(i))
+    }
+
+    /// Put `h` on the event list ([`pop_readable`](Self::pop_readable)) if its connection has
+    /// a message or an event waiting; false if it has none (or is gone).
+    #[inline]
+    pub fn requeue_readable(&mut self, h: ConnectionHandle) -> bool {
+        let Some(c) = self.connection_ref(h) else {
+            return false;
+        };
+        if !(c.has_recv() || c.has_event()) {
+            return false;
+        }
+        self.sched.mark_readable(h.0);
+        true
+    }
+
+    /// Whether `h` has a message waiting (without rescheduling it).
+    #[inline]
+    pub fn has_recv(&self, h: ConnectionHandle) -> bool {
+        self.connection_ref(h).is_some_and(|c| c.has_recv())
+    }
+
+    /// An application object names `h` (a socket): its slot is not given to another
+    /// connection, even once this one is freed, until [`release`](Self::release), so the
+    /// handle keeps naming this connection (or none) for as long as it is held. False (and
+    /// nothing held) if the connection is already gone.
+    pub fn hold(&mut self, h: ConnectionHandle) -> bool {
+        let k = h.0 as usize;
+        if self.conns.get(k).is_none_or(|c| c.is_none()) {
+            return false;
+        }
+        self.sched.held[k] = true;
+        true
+    }
+
+    /// Let go of a slot taken with [`hold`](Self::hold): if its connection was freed
+    /// meanwhile, the slot is free for the next connection.
+    pub fn release(&mut self, h: ConnectionHandle) {
+        let k = h.0 as usize;
+        if !self.sched.held.get(k).copied().unwrap_or(false) {
+            return;
+        }
+        self.sched.held[k] = false;
+        if self.conns[k].is_none() {
+            self.free.push(h.0);
+        }
+    }
+
+    /// Whether `h` is held ([`hold`](Self::hold)).
+    #[inline]
+    pub fn is_held(&self, h: ConnectionHandle) -> bool {
+        self.sched.held.get(h.0 as usize).copied().unwrap_or(false)
+    }
+
     /// Live connections (including closed ones whose last event was not taken yet).
     pub fn connection_count(&self) -> usize {
         self.live
@@ -474,6 +561,12 @@ impl Endpoint {
             self.budget.clone(),
         );
         Ok(self.insert(c))
+    }
+
+    /// Connections accepted and not yet taken with [`poll_incoming`](Self::poll_incoming).
+    #[inline]
+    pub fn incoming_len(&self) -> usize {
+        self.incoming.len()
     }
 
     /// A connection the endpoint accepted since the last call.
@@ -592,9 +685,13 @@ impl Endpoint {
             // Asked to transmit only if the packet left it something to send (an ACK owed,
             // window opened by an ACK, a loss to repair).
             let ready = c.may_transmit();
+            let readable = c.has_recv() || c.has_event();
             self.sched.touch_timers(i);
             if ready {
                 self.sched.make_ready(i);
+            }
+            if readable {
+                self.sched.mark_readable(i);
             }
             return;
         }
@@ -641,7 +738,11 @@ impl Endpoint {
         );
         c.set_peer_params(credit, max_datagram, repr.flags);
         c.handle_packet(now, &repr, buf, ecn_ce, stall);
+        let readable = c.has_recv() || c.has_event();
         let h = self.insert(c);
+        if readable {
+            self.sched.mark_readable(h.0);
+        }
         *self.per_source.entry(remote.ip()).or_insert(0) += 1;
         self.stats.accepted += 1;
         self.incoming.push_back(h);
@@ -752,6 +853,9 @@ impl Endpoint {
             };
             if c.poll_timeout().is_some_and(|t| now >= t) {
                 c.handle_timeout(now);
+                if c.has_event() {
+                    self.sched.mark_readable(i);
+                }
             }
             if c.is_drained() {
                 if c.side() == Side::Server {
@@ -768,7 +872,10 @@ impl Endpoint {
                 self.stats.add_connection(&cs);
                 self.by_cid.remove(&cid);
                 self.conns[k] = None;
-                self.free.push(i);
+                // A held slot is freed when its holder lets go ([`Endpoint::release`]).
+                if !self.sched.held[k] {
+                    self.free.push(i);
+                }
                 self.live -= 1;
                 self.stats.freed += 1;
                 self.sched.mark_changed(i);

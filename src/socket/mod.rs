@@ -17,17 +17,22 @@
 //!   serves another client, or a second server on the same socket in one process, gets an
 //!   [`Error::Backend`] saying so at once.
 //! - Every call that waits (`connect`, `accept`, `recv`, `send` under backpressure, `flush`,
-//!   `close`, [`Stack::poll_ready`], [`Stack::poll_for`]) polls the stack until it can
-//!   proceed or its timeout passes. While traffic flows it spins. With the default
-//!   [`IdlePoll::Sleep`], once nothing was received, sent or due for `sleep_after` (1 ms),
-//!   it sleeps in the kernel until a frame arrives (memif: the ring's interrupt eventfd,
+//!   `close`, [`Stack::poll_events`], [`Stack::poll_ready`], [`Stack::poll_for`]) polls the
+//!   stack until it can proceed or its timeout passes. While traffic flows it spins. With the
+//!   default [`IdlePoll::Sleep`], once nothing was received, sent or due for `sleep_after`
+//!   (1 ms), it sleeps in the kernel until a frame arrives (memif: the ring's interrupt eventfd,
 //!   which the peer signals only while we sleep), a timer or connection deadline is due, or
 //!   the call's timeout, and for `max_sleep` (10 ms) at most; an idle stack then costs well
 //!   under 1 % of a core. [`IdlePoll::Spin`] (`StackBuilder::idle_poll`) never sleeps: the
 //!   lowest latency, a whole core per waiting stack. The `try_*` forms never wait:
 //!   "nothing yet" is `Ok(None)`, not an error.
-//! - [`Stack::poll`] runs one iteration; [`Stack::poll_ready`] runs iterations until one of
-//!   many sockets has something to read, for one thread serving thousands of connections.
+//! - [`Stack::poll`] runs one iteration. For one thread serving thousands of connections,
+//!   [`Stack::poll_events`] runs iterations until some socket got a message or an event (or
+//!   a connection waits to be accepted) and lists them by [`SocketId`]: the readiness event
+//!   list, O(ready) per call, nothing per idle connection. [`Stack::poll_ready`] does the
+//!   same for a slice of sockets it scans on every spin (O(sockets given)). With
+//!   [`Stack::connect_start`] and [`Socket::close_start`] such a thread opens and closes
+//!   many connections at once, each reported by `poll_events` when it is done.
 //! - A stack is freed when its `Stack` and all its sockets are dropped; it first keeps polling
 //!   for up to 100 ms, until no connection is left, so that its last packets (the
 //!   acknowledgement of the peer's close, the reset of a dropped socket) leave before the port
@@ -147,7 +152,7 @@ pub use listener::Listener;
 pub use metrics::{CaptureError, CaptureLimits, CapturePolicy, CaptureStatus, Metrics};
 pub use sendbuf::SendBuf;
 pub use socket::Socket;
-pub use stack::{Stack, StackStats};
+pub use stack::{SocketId, Stack, StackStats};
 
 /// The UDP port the transport uses unless told otherwise.
 pub const DEFAULT_UDP_PORT: u16 = 7200;

@@ -98,12 +98,17 @@ impl Socket {
     }
 
     pub(super) fn new(inner: Rc<RefCell<Inner>>, h: ConnectionHandle) -> Socket {
-        let remote = inner
-            .borrow_mut()
-            .ep()
-            .connection(h)
-            .map(|c| c.remote())
-            .unwrap_or(SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0)));
+        let remote = {
+            let mut i = inner.borrow_mut();
+            let ep = i.ep();
+            // The slot stays this socket's until it drops (its id names it alone), and what
+            // arrived before the socket existed is on the event list.
+            ep.hold(h);
+            ep.requeue_readable(h);
+            ep.connection(h)
+                .map(|c| c.remote())
+                .unwrap_or(SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0)))
+        };
         Socket {
             inner,
             h,
@@ -196,6 +201,20 @@ impl Socket {
             SockState::Closed(r) => Some(Error::from_close(r)),
             _ => None,
         }
+    }
+
+    /// This socket's id in [`Stack::poll_events`](super::Stack::poll_events): its slot in
+    /// the stack, unique among the stack's live sockets.
+    pub fn id(&self) -> super::SocketId {
+        super::SocketId(self.h.0)
+    }
+
+    /// Whether the connection is established and not closed (a socket from
+    /// [`Stack::connect_start`](super::Stack::connect_start) is not until its handshake
+    /// completes).
+    pub fn is_open(&self) -> bool {
+        self.pump_events();
+        self.s.borrow().state == SockState::Open
     }
 
     /// The peer's address.
@@ -554,6 +573,22 @@ impl Socket {
 }
 
 impl Socket {
+    /// Start a graceful close without waiting for it: queued messages are delivered first,
+    /// then the peer confirms. [`Stack::poll_events`](super::Stack::poll_events) reports the
+    /// socket when the close is over; its `try_recv` then returns [`Error::Closed`] (or the
+    /// error that ended it otherwise). Keep the socket until then: dropping it earlier
+    /// resets the connection. For a thread closing many connections at once, where
+    /// [`close`](Self::close) would wait for each peer in turn. Closing again is a no-op.
+    pub fn close_start(&self) {
+        let mut i = self.inner.borrow_mut();
+        let now = i.rt.now();
+        if let Some(c) = i.ep().connection(self.h) {
+            if matches!(c.state(), State::Handshake | State::Established) {
+                c.close(now, 0);
+            }
+        }
+    }
+
     /// Close gracefully, as [`close`](Self::close) does, but keep the socket: every later
     /// `send`/`recv` reports [`Error::Closed`]. Closing again is a no-op.
     pub fn shutdown(&self) -> Result<(), Error> {
@@ -606,5 +641,6 @@ impl Drop for Socket {
             while c.poll_event().is_some() {}
             while c.poll_recv().is_some() {}
         }
+        i.ep().release(self.h);
     }
 }

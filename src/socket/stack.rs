@@ -344,6 +344,19 @@ impl Inner {
         self.rt.sleep(deadline, max);
     }
 
+    /// [`Stack::poll_events`]'s harvest: the endpoint's event list (sockets only: a
+    /// connection not yet accepted is listed again when its socket is made). Returns the
+    /// connections waiting to be accepted.
+    fn take_events(&mut self, ready: &mut Vec<SocketId>) -> usize {
+        let ep = self.ep();
+        while let Some(h) = ep.pop_readable() {
+            if ep.is_held(h) {
+                ready.push(SocketId(h.0));
+            }
+        }
+        ep.incoming_len()
+    }
+
     pub(super) fn ep(&mut self) -> &mut Endpoint {
         &mut self.rt.handler_mut().ep
     }
@@ -407,6 +420,19 @@ pub struct Stack {
 impl std::fmt::Debug for Stack {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Stack").finish_non_exhaustive()
+    }
+}
+
+/// Names a [`Socket`] of a stack in [`Stack::poll_events`]: its slot, a small integer
+/// below the stack's `max_connections`, unique among the stack's live sockets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SocketId(pub(super) u32);
+
+impl SocketId {
+    /// The slot as an index, for a `Vec` that maps ids back to sockets.
+    #[inline]
+    pub fn index(self) -> usize {
+        self.0 as usize
     }
 }
 
@@ -525,6 +551,23 @@ impl Stack {
         }
     }
 
+    /// Start connecting to the stack at `addr` without waiting: the socket is returned at
+    /// once, its handshake runs as the stack is polled, and [`poll_events`](Self::poll_events)
+    /// reports the socket when it is established ([`Socket::is_open`]) or failed (its next
+    /// call returns the error, [`Error::ConnectionLost`] when nobody answered within the
+    /// transport's handshake attempts). For a client opening many connections from one
+    /// thread; sending before it is open waits in `send` (or `try_send` returns `Ok(None)`).
+    pub fn connect_start(&self, addr: SocketAddrV4) -> Result<Socket, Error> {
+        let h = {
+            let mut i = self.inner.borrow_mut();
+            let now = i.rt.now();
+            i.ep()
+                .connect(now, SocketAddr::V4(addr))
+                .map_err(|_| Error::TooManyConnections)?
+        };
+        Ok(Socket::new(self.inner.clone(), h))
+    }
+
     /// Accept incoming connections.
     pub fn listen(&self) -> Listener {
         Listener {
@@ -534,6 +577,10 @@ impl Stack {
 
     /// Run the loop until one of `socks` has a message or event to take, or `timeout`
     /// passes; returns the indices of the ready sockets (into `ready`, cleared first).
+    ///
+    /// Cost: every iteration of the loop looks at every socket given, O(`socks.len()`) per
+    /// spin whether they are active or not; a thread serving many connections should use
+    /// [`poll_events`](Self::poll_events), which costs O(ready).
     ///
     /// One thread serving many connections:
     ///
@@ -565,6 +612,84 @@ impl Stack {
             }
             if !ready.is_empty() || self.since(start) >= timeout {
                 return;
+            }
+            self.idle_wait(Some(start.saturating_add(timeout.as_nanos() as u64)));
+        }
+    }
+
+    /// Run the loop until some socket of this stack got something, a connection waits to
+    /// be accepted, or `timeout` passes: the readiness event list, for one thread serving
+    /// many connections. `ready` (cleared first) receives the [`SocketId`] of each socket
+    /// that got a message or an event (established, closed, a message acknowledged, which
+    /// also frees room in its send queue) since the last call, once each. Returns how many
+    /// connections wait for [`Listener::try_accept`].
+    ///
+    /// Cost: O(sockets ready) per call and nothing per idle connection (the endpoint lists
+    /// the connections a datagram or a timer touched; no socket is scanned), against
+    /// [`poll_ready`](Self::poll_ready)'s O(sockets given) per spin. No allocation once
+    /// `ready` has grown to the largest batch.
+    ///
+    /// The contract is edge-triggered (epoll's `EPOLLET`): a socket is reported when something
+    /// arrives for it, not while something is waiting. On a socket reported, call
+    /// [`Socket::try_recv`] (or `try_recv_msg`) until it returns `Ok(None)` or an error (a
+    /// closed connection shows as the error of that call); what is left unread is reported
+    /// again only with the next arrival. So a socket the application holds back on purpose (a
+    /// peer that does not read our answers: its `try_send` returns `Ok(None)`) costs nothing
+    /// per call until its peer acknowledges something, which reports it again. A socket
+    /// accepted (or connected with [`connect_start`](Self::connect_start)) after its first
+    /// messages arrived is reported by the next call.
+    ///
+    /// A [`SocketId`] is the socket's slot in the stack: a small integer below
+    /// [`max_connections`](StackBuilder::max_connections), unique among the stack's live
+    /// sockets (a slot is not reused while its `Socket` exists), so a `Vec` indexed by
+    /// [`SocketId::index`] maps it back to the socket:
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// # use bypass::socket::{Socket, Stack};
+    /// # fn serve(stack: &Stack) -> Result<(), bypass::socket::Error> {
+    /// let listener = stack.listen();
+    /// let mut socks: Vec<Option<Socket>> = Vec::new();
+    /// let mut ready = Vec::new();
+    /// loop {
+    ///     if stack.poll_events(&mut ready, Duration::from_millis(10)) > 0 {
+    ///         while let Some(s) = listener.try_accept() {
+    ///             let k = s.id().index();
+    ///             if socks.len() <= k {
+    ///                 socks.resize_with(k + 1, || None);
+    ///             }
+    ///             socks[k] = Some(s);
+    ///         }
+    ///     }
+    ///     for id in &ready {
+    ///         let Some(s) = socks.get(id.index()).and_then(|s| s.as_ref()) else { continue };
+    ///         let closed = loop {
+    ///             match s.try_recv() {
+    ///                 Ok(Some(msg)) => {
+    ///                     s.send_bytes(msg)?;
+    ///                 }
+    ///                 Ok(None) => break false,
+    ///                 Err(_) => break true,
+    ///             }
+    ///         };
+    ///         if closed {
+    ///             socks[id.index()] = None; // drop it
+    ///         }
+    ///     }
+    /// }
+    /// # }
+    /// ```
+    pub fn poll_events(&self, ready: &mut Vec<SocketId>, timeout: Duration) -> usize {
+        ready.clear();
+        let start = self.start_ns();
+        loop {
+            let incoming = {
+                let mut i = self.inner.borrow_mut();
+                i.poll();
+                i.take_events(ready)
+            };
+            if !ready.is_empty() || incoming > 0 || self.since(start) >= timeout {
+                return incoming;
             }
             self.idle_wait(Some(start.saturating_add(timeout.as_nanos() as u64)));
         }

@@ -255,3 +255,118 @@ fn send_buf_allocates_nothing_per_message() {
         );
     }
 }
+
+/// One thread serving many connections with `Stack::poll_events` allocates nothing per
+/// event once warm: 64 connections, each with a request in flight at once, answered from a
+/// reused `Bytes`, received with `try_recv_msg`; counted on the server's and the client's
+/// threads over MEASURED requests after WARM.
+#[test]
+fn poll_events_allocates_nothing_per_event() {
+    let _pair = harness::one_pair_at_a_time();
+    const CONNS: usize = 64;
+    let pool = pool();
+    let (a, b) = pair(&pool, 1024, 9000).unwrap();
+    let (up_tx, up_rx) = mpsc::channel();
+    let server = thread::spawn(move || {
+        let stack = Stack::builder(Backend::Port(Box::new(a)), SERVER)
+            .build()
+            .unwrap();
+        let listener = stack.listen();
+        up_tx.send(()).unwrap();
+        let mut socks: Vec<Option<Socket>> = Vec::new();
+        socks.resize_with(CONNS + 64, || None);
+        let mut ready = Vec::with_capacity(CONNS + 64);
+        let answer = Bytes::from(vec![7u8; 64]);
+        let (mut answered, mut before, mut closed) = (0u64, 0u64, 0usize);
+        while closed < CONNS {
+            if stack.poll_events(&mut ready, Duration::from_millis(100)) > 0 {
+                while let Some(s) = listener.try_accept() {
+                    let k = s.id().index();
+                    socks[k] = Some(s);
+                }
+            }
+            for id in &ready {
+                let Some(s) = socks[id.index()].as_ref() else {
+                    continue;
+                };
+                loop {
+                    match s.try_recv_msg() {
+                        Ok(Some(m)) => {
+                            assert_eq!(m.len, 64);
+                            drop(m);
+                            s.send_bytes(answer.clone()).unwrap();
+                            answered += 1;
+                            if answered == WARM {
+                                before = allocs();
+                                arm_trap();
+                            }
+                            if answered == WARM + MEASURED {
+                                disarm_trap();
+                                before = allocs() - before;
+                            }
+                        }
+                        Ok(None) => break,
+                        Err(_) => {
+                            closed += 1;
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        before
+    });
+    up_rx.recv().unwrap();
+    let stack = Stack::builder(Backend::Port(Box::new(b)), CLIENT)
+        .build()
+        .unwrap();
+    let addr = SocketAddrV4::new(SERVER, bypass::socket::DEFAULT_UDP_PORT);
+    let socks: Vec<Socket> = (0..CONNS)
+        .map(|_| stack.connect(addr, Duration::from_secs(20)).unwrap())
+        .collect();
+    let mut by_id: Vec<usize> = vec![usize::MAX; CONNS + 64];
+    for (j, s) in socks.iter().enumerate() {
+        by_id[s.id().index()] = j;
+    }
+    let request = Bytes::from(vec![1u8; 64]);
+    let mut ready = Vec::with_capacity(CONNS + 64);
+    let (mut sent, mut got, mut before) = (0u64, 0u64, 0u64);
+    let total = WARM + MEASURED;
+    for s in &socks {
+        s.send_bytes(request.clone()).unwrap();
+        sent += 1;
+    }
+    while got < total {
+        stack.poll_events(&mut ready, Duration::from_millis(100));
+        for id in &ready {
+            let s = &socks[by_id[id.index()]];
+            while let Some(m) = s.try_recv_msg().unwrap() {
+                assert_eq!(m.len, 64);
+                drop(m);
+                got += 1;
+                if got == WARM {
+                    before = allocs();
+                    arm_trap();
+                }
+                if got == total {
+                    disarm_trap();
+                    before = allocs() - before;
+                }
+                if sent < total {
+                    s.send_bytes(request.clone()).unwrap();
+                    sent += 1;
+                }
+            }
+        }
+    }
+    let client = before;
+    for s in socks {
+        s.close().unwrap();
+    }
+    let server = server.join().unwrap();
+    eprintln!(
+        "poll_events: allocations over {MEASURED} messages: client {client}, server {server}"
+    );
+    assert_eq!(client, 0, "client allocations over {MEASURED} messages");
+    assert_eq!(server, 0, "server allocations over {MEASURED} messages");
+}

@@ -6,6 +6,7 @@ mod basic;
 mod batch;
 mod cc;
 mod close;
+mod events;
 mod faults;
 mod flow;
 mod hostile;

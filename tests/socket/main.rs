@@ -17,3 +17,4 @@ mod manypeers;
 mod multicore;
 mod sendbuf;
 mod sendbuf_memif;
+mod tenk;
