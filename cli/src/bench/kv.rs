@@ -202,8 +202,8 @@ pub fn main(a: &KvArgs, quiet: bool) -> std::process::ExitCode {
         }
     } else {
         println!(
-            "kv GET of {} B values ({} keys), N connections from one client thread; latency {}",
-            a.value, a.keys, "p50 / p99 / p99.9 / max"
+            "kv GET of {} B values ({} keys), N connections from one client thread",
+            a.value, a.keys
         );
         println!(
             "{:<13} {:>5} {:>8} {:>12} {:>10} {:>10} {:>10} {:>10}  note",

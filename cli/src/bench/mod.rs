@@ -232,7 +232,7 @@ enum BenchCmd {
     },
     /// A key-value service's GETs: N connections from one client thread, bypass (one stack,
     /// poll_ready) against kernel TCP with epoll, in one run (both ends in this process)
-    Kv(kv::KvArgs),
+    Kv(Box<kv::KvArgs>),
     /// PNG plots of a saved --json run
     Plot {
         /// The run (`bypass bench --json`)
