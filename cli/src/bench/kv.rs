@@ -141,6 +141,12 @@ pub struct KvRow {
 #[derive(Debug, Serialize)]
 struct KvReport {
     mode: &'static str,
+    git_rev: &'static str,
+    date_utc: String,
+    command_line: Vec<String>,
+    /// /proc/loadavg when the run started (the machine's state: a loaded machine's spinning
+    /// threads wait for a core, which open-loop latencies count).
+    loadavg_start: String,
     value: usize,
     keys: usize,
     duration_s: f64,
@@ -152,6 +158,11 @@ struct KvReport {
 
 /// `bypass bench kv`.
 pub fn main(a: &KvArgs, quiet: bool) -> std::process::ExitCode {
+    let date_utc = super::meta::rfc3339(std::time::SystemTime::now());
+    let loadavg_start = std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .trim()
+        .to_owned();
     let mut rows = Vec::new();
     for t in &a.transports {
         for &n in &a.conns {
@@ -184,6 +195,10 @@ pub fn main(a: &KvArgs, quiet: bool) -> std::process::ExitCode {
     if a.json {
         let rep = KvReport {
             mode: "kv",
+            git_rev: super::meta::git_rev(),
+            date_utc,
+            command_line: std::env::args().collect(),
+            loadavg_start,
             value: a.value,
             keys: a.keys,
             duration_s: a.duration.as_secs_f64(),
@@ -202,7 +217,8 @@ pub fn main(a: &KvArgs, quiet: bool) -> std::process::ExitCode {
         }
     } else {
         println!(
-            "kv GET of {} B values ({} keys), N connections from one client thread",
+            "kv GET of {} B values ({} keys), N connections from one client thread; {date_utc}, \
+             load average at start {loadavg_start}",
             a.value, a.keys
         );
         println!(
