@@ -468,13 +468,15 @@ fn memif_path() -> PathBuf {
     ))
 }
 
-struct BypassClient {
-    stack: Stack,
-    socks: Vec<Socket>,
+/// The client's N sockets, as the slice of references `poll_ready` takes (made once, not
+/// per poll).
+struct BypassClient<'a> {
+    stack: &'a Stack,
+    socks: Vec<&'a Socket>,
     ready: Vec<usize>,
 }
 
-impl KvClient for BypassClient {
+impl KvClient for BypassClient<'_> {
     fn conns(&self) -> usize {
         self.socks.len()
     }
@@ -487,11 +489,10 @@ impl KvClient for BypassClient {
     }
     fn poll(&mut self, out: &mut Vec<(usize, usize, u8)>) -> Result<(), String> {
         out.clear();
-        let refs: Vec<&Socket> = self.socks.iter().collect();
         self.stack
-            .poll_ready(&refs, &mut self.ready, Duration::ZERO);
+            .poll_ready(&self.socks, &mut self.ready, Duration::ZERO);
         for &c in &self.ready {
-            while let Some(m) = refs[c]
+            while let Some(m) = self.socks[c]
                 .try_recv()
                 .map_err(|e| format!("recv on connection {c}: {e}"))?
             {
@@ -611,8 +612,8 @@ fn cell_bypass(a: &KvArgs, n: usize, load: Load) -> Result<KvRow, String> {
             socks.push(s);
         }
         let mut cl = BypassClient {
-            stack,
-            socks,
+            stack: &stack,
+            socks: socks.iter().collect(),
             ready: Vec::new(),
         };
         drive(&mut cl, a, load, BYPASS)
