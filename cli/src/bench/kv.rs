@@ -8,7 +8,9 @@
 //!   `Stack::poll_ready`, the store keeps the PUT messages as received (`Bytes`) and answers a
 //!   GET with `send_bytes` of a slice of one (no copy): the protocol of examples/kv_server.rs.
 //!   The client is one stack with N sockets, driven by `poll_ready` too. Both spin
-//!   (`IdlePoll::Spin`), as every bypass benchmark does.
+//!   (`IdlePoll::Spin`), as every bypass benchmark does; `--bypass-sleep` lets the server
+//!   sleep when idle, as the kernel's does (on a loaded machine a spinning thread waits for
+//!   its core, which open-loop latencies count).
 //! - kernel-tcp: one epoll server thread with N non-blocking connections (level-triggered;
 //!   it sleeps in `epoll_wait`, or spins with `--kernel-busy`), and one client thread with N
 //!   non-blocking connections on an epoll set it spins on (`epoll_wait` with a zero timeout).
@@ -70,6 +72,10 @@ pub struct KvArgs {
     /// kernel-tcp: the server spins on epoll_wait (default: it sleeps in it)
     #[arg(long)]
     kernel_busy: bool,
+    /// bypass-memif: the server stack sleeps when idle (`IdlePoll::Sleep`, woken by the memif
+    /// interrupt; default: it spins), as the kernel's server sleeps in epoll_wait
+    #[arg(long)]
+    bypass_sleep: bool,
     /// Core of the client thread
     #[arg(long, value_name = "N", default_value_t = 0)]
     client_core: usize,
@@ -133,6 +139,9 @@ pub struct KvRow {
     pub p999_ns: u64,
     /// Largest, ns.
     pub max_ns: u64,
+    /// Open loop: how far the client's sends fell behind their schedule at worst, ns (a
+    /// client thread waiting for its core shows here).
+    pub late_ns: u64,
     /// Why the cell failed, if it did.
     pub error: Option<String>,
 }
@@ -152,6 +161,7 @@ struct KvReport {
     duration_s: f64,
     warmup_s: f64,
     kernel_server_wait: &'static str,
+    bypass_server_wait: &'static str,
     machine: String,
     rows: Vec<KvRow>,
 }
@@ -186,6 +196,7 @@ pub fn main(a: &KvArgs, quiet: bool) -> std::process::ExitCode {
                     p99_ns: 0,
                     p999_ns: 0,
                     max_ns: 0,
+                    late_ns: 0,
                     error: Some(e),
                 }));
             }
@@ -208,6 +219,7 @@ pub fn main(a: &KvArgs, quiet: bool) -> std::process::ExitCode {
             } else {
                 "blocking"
             },
+            bypass_server_wait: if a.bypass_sleep { "sleep" } else { "spin" },
             machine: super::machine(),
             rows,
         };
@@ -222,8 +234,8 @@ pub fn main(a: &KvArgs, quiet: bool) -> std::process::ExitCode {
             a.value, a.keys
         );
         println!(
-            "{:<13} {:>5} {:>8} {:>12} {:>10} {:>10} {:>10} {:>10}  note",
-            "transport", "conns", "offered", "GET/s", "p50", "p99", "p99.9", "max"
+            "{:<13} {:>5} {:>8} {:>12} {:>10} {:>10} {:>10} {:>10} {:>10}  note",
+            "transport", "conns", "offered", "GET/s", "p50", "p99", "p99.9", "max", "late"
         );
         for r in &rows {
             let offered = match r.load {
@@ -237,7 +249,7 @@ pub fn main(a: &KvArgs, quiet: bool) -> std::process::ExitCode {
                 (None, lost) => format!("{lost} unanswered"),
             };
             println!(
-                "{:<13} {:>5} {:>8} {:>12.0} {:>10} {:>10} {:>10} {:>10}  {note}",
+                "{:<13} {:>5} {:>8} {:>12.0} {:>10} {:>10} {:>10} {:>10} {:>10}  {note}",
                 r.transport,
                 r.conns,
                 offered,
@@ -245,7 +257,12 @@ pub fn main(a: &KvArgs, quiet: bool) -> std::process::ExitCode {
                 us(r.p50_ns),
                 us(r.p99_ns),
                 us(r.p999_ns),
-                us(r.max_ns)
+                us(r.max_ns),
+                if r.load == Load::Max {
+                    "-".into()
+                } else {
+                    us(r.late_ns)
+                }
             );
         }
     }
@@ -383,7 +400,7 @@ fn drive(
         Load::Rate(r) => 1.0 / r,
         Load::Max => 0.0,
     };
-    let (mut scheduled, mut next_due) = (0u64, start);
+    let (mut scheduled, mut next_due, mut late) = (0u64, start, Duration::ZERO);
     let mut drain_until = None;
     loop {
         let now = Instant::now();
@@ -391,6 +408,7 @@ fn drive(
             // Everything due by now (at most a burst: responses are read in between).
             let mut burst = 0;
             while next_due <= now && next_due < end && burst < 64 {
+                late = late.max(now - next_due);
                 let c = (scheduled % n as u64) as usize;
                 sent += u64::from(send(cl, c, next_due, &mut due)?);
                 scheduled += 1;
@@ -434,6 +452,7 @@ fn drive(
         p99_ns: hist.value_at_quantile(0.99),
         p999_ns: hist.value_at_quantile(0.999),
         max_ns: hist.max(),
+        late_ns: late.as_nanos() as u64,
         error: None,
     })
 }
@@ -507,6 +526,7 @@ fn bypass_server(
     path: PathBuf,
     conns: usize,
     core: Option<usize>,
+    sleep: bool,
     up: mpsc::Sender<Result<(), String>>,
     stop: Arc<AtomicBool>,
 ) -> Result<(), String> {
@@ -521,8 +541,13 @@ fn bypass_server(
     if let Some(c) = core {
         b = b.pin_core(c);
     }
+    let idle = if sleep {
+        IdlePoll::default()
+    } else {
+        IdlePoll::Spin
+    };
     let stack = match b
-        .idle_poll(IdlePoll::Spin)
+        .idle_poll(idle)
         .omit_checksums(true)
         .max_connections_per_source(conns + 4)
         .build()
@@ -578,8 +603,8 @@ fn cell_bypass(a: &KvArgs, n: usize, load: Load) -> Result<KvRow, String> {
     let (up_tx, up_rx) = mpsc::channel();
     let server = {
         let (path, stop) = (path.clone(), stop.clone());
-        let core = (!a.no_pin).then_some(a.server_core);
-        thread::spawn(move || bypass_server(path, n, core, up_tx, stop))
+        let (core, sleep) = ((!a.no_pin).then_some(a.server_core), a.bypass_sleep);
+        thread::spawn(move || bypass_server(path, n, core, sleep, up_tx, stop))
     };
     // The client on a thread of its own too: a thread spawned by a pinned thread inherits
     // its CPU set, so the calling thread stays unpinned for the next cell's server.
