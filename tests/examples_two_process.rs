@@ -244,3 +244,85 @@ fn file_under_five_percent_loss_and_reorder() {
         &[("BYPASS_FAULTS", "loss=0.05,reorder=0.05,seed=11")],
     );
 }
+
+/// kv_server on two cores and four kv_client processes (ids 0-3, two on each core), each
+/// PUTting 4 KiB, 64 KiB and 1 MiB values and GETting every one back twice with every byte
+/// checked; the server counts each core's connections and operations.
+#[test]
+fn kv_server_serves_four_client_processes_on_two_cores_with_values_intact() {
+    let _one = harness::one_pair_at_a_time();
+    let sock = TempPath::new("kv.sock");
+    let core_sock = |c: u32| {
+        let mut s = sock.0.clone().into_os_string();
+        s.push(format!(".{c}"));
+        PathBuf::from(s)
+    };
+    let (p, two, four) = (Path::new, Path::new("2"), Path::new("4"));
+    let server = Proc::spawn(
+        "kv_server",
+        &[
+            &sock.0,
+            p("--clients"),
+            four,
+            p("--cores"),
+            two,
+            p("--exit-after"),
+            four,
+        ],
+    );
+    const KEYS: u32 = 12;
+    let ids = ["0", "1", "2", "3"];
+    let clients: Vec<Proc> = ids
+        .iter()
+        .map(|id| {
+            Proc::spawn(
+                "kv_client",
+                &[
+                    &sock.0,
+                    p("--id"),
+                    p(id),
+                    p("--cores"),
+                    two,
+                    p("--keys"),
+                    p("12"),
+                    p("--verify"),
+                ],
+            )
+        })
+        .collect();
+    let deadline = Instant::now() + DEADLINE;
+    for (id, c) in ids.iter().zip(clients) {
+        let (ok, out, err) = c.finish(deadline);
+        assert!(ok, "kv_client --id {id} failed:\n{out}\n{err}");
+        // 12 keys GET twice each (the default --rounds 2).
+        assert!(
+            out.contains(&format!(
+                "kv_client {id}: all {} values intact (every byte checked)",
+                2 * KEYS
+            )),
+            "kv_client --id {id} did not report every value intact:\n{out}\n{err}"
+        );
+        assert!(
+            out.contains(&format!("kv_client {id}: {KEYS} PUTs, {} GETs", 2 * KEYS)),
+            "{out}"
+        );
+    }
+    let (ok, out, err) = server.finish(deadline);
+    assert!(ok, "kv_server failed:\n{out}\n{err}");
+    // Two clients per core; each client's GET of a missing key counts among the GETs.
+    for c in 0..2 {
+        let want = format!(
+            "kv_server: core {c}: 2 connections, {} PUTs, {} GETs, {} keys held",
+            2 * KEYS,
+            2 * (2 * KEYS + 1),
+            2 * KEYS
+        );
+        assert!(out.contains(&want), "expected {want:?} in:\n{out}\n{err}");
+        let path = core_sock(c);
+        assert!(
+            !path.exists(),
+            "memif socket {} left behind",
+            path.display()
+        );
+    }
+}

@@ -3,7 +3,9 @@
 //!
 //! Modes: `pingpong` (round-trip time per message size), `stream` (one-way Gb/s and msg/s,
 //! one connection and several), `rpc` (open-loop latency against offered load, measured from
-//! each request's scheduled send time). With no mode, all three run.
+//! each request's scheduled send time). With no mode, all three run. `bypass bench kv` (see
+//! [`kv`]) is a key-value service's GETs with N connections from one client thread, bypass
+//! against kernel TCP with epoll, both ends in this process.
 //!
 //! Both ends run by default: this process is the client, pinned to core 0, and it starts its
 //! own executable as `bypass bench-peer` pinned to core 1 (see [`peer`]). `--peer ADDR` runs
@@ -21,6 +23,7 @@ pub mod bypass;
 pub mod bypass_dpdk;
 pub mod compare;
 pub mod kernel;
+pub mod kv;
 pub mod meta;
 pub mod modes;
 pub mod peer;
@@ -149,7 +152,7 @@ enum ModeArg {
 #[derive(clap::Args, Debug)]
 #[command(after_help = AFTER_HELP, args_conflicts_with_subcommands = true)]
 pub struct BenchArgs {
-    /// Work on saved `--json` runs instead of running
+    /// Work on saved `--json` runs instead of running, or run the kv benchmark
     #[command(subcommand)]
     cmd: Option<BenchCmd>,
     /// Which benchmarks [default: all]
@@ -227,6 +230,9 @@ enum BenchCmd {
         #[arg(value_name = "NEW.json")]
         new: String,
     },
+    /// A key-value service's GETs: N connections from one client thread, bypass (one stack,
+    /// poll_ready) against kernel TCP with epoll, in one run (both ends in this process)
+    Kv(Box<kv::KvArgs>),
     /// PNG plots of a saved --json run
     Plot {
         /// The run (`bypass bench --json`)
@@ -429,6 +435,7 @@ pub fn main(mut args: BenchArgs, quiet: bool) -> ExitCode {
     match args.cmd.take() {
         Some(BenchCmd::Compare { old, new }) => return compare::main(&[old, new]),
         Some(BenchCmd::Plot { run, dir }) => return plot::main(&[run, dir]),
+        Some(BenchCmd::Kv(a)) => return kv::main(&a, quiet),
         None => {}
     }
     let opts = match args.into_opts(quiet) {
