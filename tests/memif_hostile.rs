@@ -462,7 +462,7 @@ impl Mutator<'_> {
                 // sustained phase put back after a moment unless someone wrote it since (a
                 // bad buffer left posted stalls the transmitter of the ring for good: its
                 // owner's own loss, the wedge phase's business).
-                let at = d + [0, 4, 8, 0][kind];
+                let at = d + [4, 8, 0, 0][kind]; // length at 4, offset at 8, flags and region share 0
                 let Some(old) = m.load_u32(ring.region, at) else {
                     return self.count(kind, false);
                 };

@@ -23,7 +23,7 @@ use super::port::Fault;
 use super::ring::{ring_bytes, Ring, RING_FLAG_MASK_INT};
 use super::sys::{self, Recv};
 use super::{Conn, IfShared, QueueRings, RegionMap, Role, Shared, MAX_LOG2_RING_SIZE, MAX_REGIONS};
-use crate::mem::{HugePages, Region};
+use crate::mem::Region;
 
 pub use super::error::ControlError;
 use super::error::{sock_err, type_name};
@@ -854,14 +854,11 @@ impl Control {
             .min(max_s2c.saturating_add(1));
         let log2 = cfg.log2_ring_size.min(max_log2);
         let rb = ring_bytes(log2);
-        let huge = match cfg.hugepages {
-            HugePages::Require => HugePages::Require,
-            _ => HugePages::Prefer,
-        };
+        // The interface's policy holds for the rings too: `Never` means no hugepage at all.
         let ring_region = Region::new(
             &format!("memif{}-rings", cfg.id),
             2 * nqp as usize * rb,
-            huge,
+            cfg.hugepages,
         )
         .map_err(|e| ControlError::Setup(e.to_string()))?;
         let mut c2s = Vec::new();
