@@ -87,6 +87,14 @@ enum Sim {
 
 /// The `bypass` command.
 pub fn main() -> ExitCode {
+    // Rust ignores SIGPIPE, so `bypass bench | head` would panic in `println!` once head
+    // exits. Restore the default: a closed stdout ends the process quietly, as for any
+    // Unix filter (a killed bench leaves socket files that the next run sweeps).
+    // SAFETY: the first thing main does, before any thread exists; SIG_DFL is a valid
+    // disposition for SIGPIPE.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     log::init(cli.log);
     match cli.command {

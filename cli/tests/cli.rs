@@ -267,3 +267,26 @@ fn bench_passes_its_verbosity_to_the_peer() {
         "{err}"
     );
 }
+
+/// `bypass ... | head` closes the pipe early: the process ends quietly on SIGPIPE, as any
+/// Unix filter does, instead of panicking in `println!` with "failed printing to stdout".
+#[test]
+fn a_closed_stdout_ends_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader); // closed before the first write: every write fails with EPIPE
+    let o = Command::new(EXE)
+        .args(["completions", "bash"])
+        .env_remove("RUST_LOG")
+        .stdout(writer)
+        .output()
+        .expect("run bypass");
+    let err = text(&o.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(
+        o.status.signal(),
+        Some(libc::SIGPIPE),
+        "status {:?}, stderr: {err}",
+        o.status
+    );
+}
