@@ -25,7 +25,11 @@
 //!   never point at the ring region: both would let the peer wedge its own link, which is
 //!   the next phase. As the client the peer touches frame bytes only in frames in flight and
 //!   never redirects the target's writes into another of its slots: either could change the
-//!   peer's own next frame before its checksum, a message corrupted at the source.
+//!   peer's own next frame before its checksum, a message corrupted at the source. The
+//!   mutations are paced by the traffic, at most one per 4 frames the link carried
+//!   (`BYPASS_HOSTILE_FRAMES_PER_MUTATION`), not per second: at a fixed rate a loaded
+//!   machine, which moves fewer frames, had nearly every retransmission corrupted and the
+//!   legitimate connection timed out, whatever the target did.
 //!
 //!   Against a client target, a legitimate connection lost in this phase is printed as a
 //!   NOTE, not failed (`BYPASS_HOSTILE_STRICT=1` fails it): seen in 3 of 11 million-frame
@@ -398,9 +402,53 @@ struct Mutator<'a> {
     peer_owns: bool,
     wedge: bool,
     counts: [u64; KINDS.len()],
+    /// Sustained phase: at most one mutation per this many frames the link carried, so the
+    /// legitimate connection keeps a share of intact frames however slowly the machine runs
+    /// (a fixed rate per second, on a loaded machine, corrupted nearly every retransmission
+    /// while the target slept between polls, and the connection died of it: a test of the
+    /// load, not of the target). 4 is the ratio of the recorded million-frame runs.
+    frames_per_mutation: u64,
+    /// The data index of each ring last read (the producer's: head of client-to-server,
+    /// tail of server-to-client), to count frames.
+    seen: [Option<u16>; 2],
+    frames: u64,
+    spent: u64,
 }
 
 impl Mutator<'_> {
+    /// Frames the link carried since the last call, added to `frames`. A step that would
+    /// go past an index the mutator itself flipped for a moment (more than a ring) counts
+    /// nothing and keeps the last value.
+    fn observe(&mut self) {
+        for (k, &(ring, s2c)) in self.rings.iter().enumerate() {
+            let at = if s2c { ring.tail() } else { ring.head() };
+            let Some(now) = self.mem.load_u16(ring.region, at) else {
+                continue;
+            };
+            match self.seen[k] {
+                Some(last) if now.wrapping_sub(last) > ring.size() => {}
+                Some(last) => {
+                    self.frames += now.wrapping_sub(last) as u64;
+                    self.seen[k] = Some(now);
+                }
+                None => self.seen[k] = Some(now),
+            }
+        }
+    }
+
+    /// Whether the sustained phase may mutate now (always in the wedge phase).
+    fn may_mutate(&mut self) -> bool {
+        if self.wedge {
+            return true;
+        }
+        self.observe();
+        if self.spent * self.frames_per_mutation >= self.frames {
+            return false;
+        }
+        self.spent += 1;
+        true
+    }
+
     fn count(&mut self, kind: usize, ok: bool) {
         self.counts[if ok { kind } else { KINDS.len() - 1 }] += 1;
     }
@@ -612,10 +660,16 @@ fn mutator(mem: SharedMemory, seed: u64, wedge: bool, stop: Arc<AtomicBool>) -> 
         peer_owns: !s2c_is_tx,
         wedge,
         counts: [0; KINDS.len()],
+        frames_per_mutation: env_u64("BYPASS_HOSTILE_FRAMES_PER_MUTATION", 4).max(1),
+        seen: [None; 2],
+        frames: 0,
+        spent: 0,
     };
     let pace = Duration::from_micros(env_u64("BYPASS_HOSTILE_PACE_US", 30));
     while !stop.load(Ordering::Relaxed) {
-        mu.step();
+        if mu.may_mutate() {
+            mu.step();
+        }
         std::thread::sleep(pace);
     }
     mu.counts
