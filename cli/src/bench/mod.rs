@@ -34,7 +34,7 @@ pub mod transport;
 
 use std::process::ExitCode;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -320,6 +320,8 @@ const RATES: &[f64] = &[10e3, 50e3, 100e3, 200e3];
 const RPC_DRAIN: Duration = Duration::from_secs(1);
 /// Pause between the stream senders stopping and the peer counting what arrived.
 const STREAM_DRAIN: Duration = Duration::from_millis(50);
+/// How long a stream cell waits for all its connections to be ready to send.
+const STREAM_SETUP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Parses `64`, `1k`/`1ki` (1024), `1m`/`1mi` (1048576).
 fn parse_size(s: &str) -> Option<usize> {
@@ -756,20 +758,39 @@ impl Session {
         let conns = self.start_cell(c)?;
         let msg = modes::payload(c.size);
         let stop = Arc::new(AtomicBool::new(false));
+        let prepared = Arc::new(AtomicUsize::new(0));
         let core = self.client_core;
         let senders: Vec<_> = conns
             .into_iter()
             .map(|mut conn| {
-                let (msg, stop) = (msg.clone(), stop.clone());
+                let (msg, stop, prepared) = (msg.clone(), stop.clone(), prepared.clone());
                 std::thread::spawn(move || {
                     if let Some(c) = core {
                         pin_to_core(c);
                     }
-                    modes::stream_send(conn.as_mut(), &msg, &stop)
+                    modes::stream_send(conn.as_mut(), &msg, &stop, &prepared)
                 })
             })
             .collect();
         let measured = (|| {
+            // The warm-up and the window start once every sender is sending: building N
+            // stacks and bringing their links up on one core can take longer than a cell on
+            // a loaded machine, and a window that ends first measures nothing.
+            let setup_deadline = Instant::now() + STREAM_SETUP_TIMEOUT;
+            while prepared.load(Ordering::Acquire) < senders.len() {
+                if senders.iter().any(|s| s.is_finished()) {
+                    break; // a sender failed: its error is reported below
+                }
+                if Instant::now() >= setup_deadline {
+                    return Err(format!(
+                        "{} of {} connections ready after {} s",
+                        prepared.load(Ordering::Acquire),
+                        senders.len(),
+                        STREAM_SETUP_TIMEOUT.as_secs()
+                    ));
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
             std::thread::sleep(o.warmup);
             let m0 = peer::Control::counts(&self.ctl.request("MARK", "COUNT")?)?;
             let t0 = Instant::now();
@@ -794,6 +815,11 @@ impl Session {
             return Err(e);
         }
         let (recv, _) = done?;
+        if sent == 0 || msgs == 0 {
+            return Err(format!(
+                "nothing measured: {sent} messages sent, {msgs} received in the window"
+            ));
+        }
         let secs = dt.as_secs_f64();
         Ok(StreamRound {
             status: Status::Ok,

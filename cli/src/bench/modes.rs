@@ -4,7 +4,7 @@
 //! The drivers only talk to [`MsgConn`], so every transport runs the same loops. Clocks are
 //! `std::time::Instant` (CLOCK_MONOTONIC); latencies go into an hdrhistogram with 1 ns
 //! resolution and 3 significant digits.
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -180,13 +180,17 @@ pub fn pingpong(
     }
 }
 
-/// Sends `msg` on `conn` until `stop` is set; returns the number of messages sent.
+/// Sends `msg` on `conn` until `stop` is set; returns the number of messages sent. Adds one
+/// to `prepared` once the connection is ready (a bypass stack is built on first use), so the
+/// caller starts its measurement only when every sender is sending.
 pub fn stream_send(
     conn: &mut dyn MsgConn,
     msg: &Bytes,
     stop: &AtomicBool,
+    prepared: &AtomicUsize,
 ) -> Result<u64, ConnError> {
     conn.prepare()?;
+    prepared.fetch_add(1, Ordering::Release);
     let mut sent = 0u64;
     while !stop.load(Ordering::Relaxed) {
         conn.send_msg(msg)?;
@@ -316,6 +320,9 @@ mod tests {
         stall_to: Duration,
         queue: VecDeque<(Instant, Bytes)>,
         last: Bytes,
+        /// When each send was made and each receive returned.
+        sends: Vec<Instant>,
+        recvs: Vec<Instant>,
     }
 
     impl FakeConn {
@@ -327,6 +334,8 @@ mod tests {
                 stall_to: stall.1,
                 queue: VecDeque::new(),
                 last: Bytes::new(),
+                sends: Vec::new(),
+                recvs: Vec::new(),
             }
         }
     }
@@ -337,6 +346,7 @@ mod tests {
             if at >= self.stall_from && at < self.stall_to {
                 std::thread::sleep(self.stall_to - at);
             }
+            self.sends.push(Instant::now());
             self.queue
                 .push_back((Instant::now() + self.delay, msg.clone()));
             Ok(())
@@ -345,6 +355,7 @@ mod tests {
             let (ready, _) = *self.queue.front().ok_or(ConnError::TimedOut)?;
             while Instant::now() < ready {}
             self.last = self.queue.pop_front().expect("front exists").1;
+            self.recvs.push(Instant::now());
             Ok(&self.last)
         }
         fn recv_msg_before(&mut self, deadline: Instant) -> Result<Option<&[u8]>, ConnError> {
@@ -367,16 +378,28 @@ mod tests {
     #[test]
     fn pingpong_records_every_round_trip_after_the_warmup() {
         let mut c = FakeConn::new(Duration::from_micros(50), (Duration::MAX, Duration::MAX));
-        let h = pingpong(
-            &mut c,
-            64,
-            Duration::from_millis(20),
-            Duration::from_millis(100),
-        )
-        .unwrap();
-        // About 100 ms / 50 us round trips, each at least the fake's delay.
-        assert!(h.len() > 100 && h.len() <= 2000, "{}", h.len());
-        assert!(h.min() >= 50_000, "{}", h.min());
+        let warmup = Duration::from_millis(20);
+        let before = Instant::now();
+        let h = pingpong(&mut c, 64, warmup, Duration::from_millis(100)).unwrap();
+        // Round trip i (i >= 1) starts when the answer to i - 1 was taken: between the fake's
+        // return of receive i - 1 and its send i. It is recorded when it starts after the
+        // warm-up, which ends `warmup` after pingpong's start (between `before` and the first
+        // send). So the count lies between these bounds however the machine schedules us;
+        // a 100 ms window of 50 us round trips has room for up to 2,000.
+        let (s, r) = (&c.sends, &c.recvs);
+        assert_eq!(s.len(), r.len());
+        let surely = (1..r.len()).filter(|&i| r[i - 1] >= s[0] + warmup).count() as u64;
+        let maybe = (1..s.len()).filter(|&i| s[i] >= before + warmup).count() as u64;
+        assert!(
+            surely <= h.len() && h.len() <= maybe && h.len() <= 2000,
+            "{surely} <= {} <= {maybe} of {} round trips",
+            h.len(),
+            s.len()
+        );
+        if !h.is_empty() {
+            // Each at least the fake's delay.
+            assert!(h.min() >= 50_000, "{}", h.min());
+        }
     }
 
     #[test]
