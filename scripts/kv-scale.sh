@@ -9,9 +9,11 @@
 #   CLIENTS_PER_CORE  client processes per server core (default 2)
 #   KEYS, SIZES, ROUNDS  each client's --keys, --sizes, --rounds (default 64, 64,1k, 20:
 #                     small values, so the table is about requests, not bytes)
-#   SHARD=1           run the server with --shard-by-key and the clients with --key-space
-#                     shared (every client reads every client's keys: about (k-1)/k of the
-#                     requests are handed to another core); adds a column of hand-offs
+#   SHARD=1           run the server with --shard-by-key: about (k-1)/k of the requests
+#                     arrive on a core that does not own their key and are handed over;
+#                     adds a column of hand-offs (same clients' work as without: compare)
+#   KEY_SPACE=shared  with SHARD=1: every client GETs every client's keys (--key-space
+#                     shared; k times the GETs of own keys, and waits for keys not PUT yet)
 #   PROFILE           cargo profile of the examples (default release)
 #   BIN               a folder holding kv_server and kv_client already built (no build)
 #   OUT               where the raw outputs go (default /tmp/kv-scale)
@@ -29,6 +31,7 @@ KEYS=${KEYS:-64}
 SIZES=${SIZES:-64,1k}
 ROUNDS=${ROUNDS:-20}
 SHARD=${SHARD:-0}
+KEY_SPACE=${KEY_SPACE:-own}
 PROFILE=${PROFILE:-release}
 OUT=${OUT:-/tmp/kv-scale}
 mkdir -p "$OUT"
@@ -58,7 +61,7 @@ server_args=()
 client_args=()
 [[ $SHARD == 1 ]] && server_args+=(--shard-by-key)
 
-echo "kv-scale: 1..$N cores, $CLIENTS_PER_CORE clients per core, --keys $KEYS --sizes $SIZES --rounds $ROUNDS$([[ $SHARD == 1 ]] && echo ', --shard-by-key, --key-space shared')"
+echo "kv-scale: 1..$N cores, $CLIENTS_PER_CORE clients per core, --keys $KEYS --sizes $SIZES --rounds $ROUNDS$([[ $SHARD == 1 ]] && echo ", --shard-by-key, --key-space $KEY_SPACE")"
 echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 printf '%-6s %-8s %12s %10s %10s%s\n' cores clients ops/s p50_us p99_us \
   "$([[ $SHARD == 1 ]] && printf ' %10s' handed_off)"
@@ -70,7 +73,7 @@ for ((k = 1; k <= N; k++)); do
   server=$!
   PIDS+=("$server")
   client_args=(--cores "$k" --keys "$KEYS" --sizes "$SIZES" --rounds "$ROUNDS" --verify)
-  [[ $SHARD == 1 ]] && client_args+=(--key-space shared --clients "$clients")
+  [[ $SHARD == 1 ]] && client_args+=(--key-space "$KEY_SPACE" --clients "$clients")
   cpids=()
   for ((i = 0; i < clients; i++)); do
     timeout 300 "$BIN/kv_client" "$SOCK" --id "$i" "${client_args[@]}" \
