@@ -12,6 +12,15 @@
 //! `--cores`), and the address 10.78.x.y of its own: several clients run at once, each with
 //! its own id. Each request is built once as one `Bytes` and sent with `send_bytes` (no copy);
 //! each response is checked in the `Bytes` it arrived in.
+//!
+//! `--key-space shared --clients P`: after PUTting its own keys, the client GETs the keys of
+//! all P clients (ids 0..P, each with the same `--keys` and `--sizes`), so it reads values
+//! written through other cores of a server run with `--shard-by-key`; a key another client
+//! has not PUT yet is asked again until it is there. Values are known from (client, key), so
+//! `--verify` checks those too.
+//!
+//! Besides the human line, the client prints one line for scripts (scripts/kv-scale.sh):
+//! `kv_client I summary: ops=N secs=S ops_per_s=R p50_us=A p99_us=B`.
 
 mod common;
 
@@ -23,7 +32,9 @@ use bypass::bytes::{BufMut, Bytes, BytesMut};
 use bypass::pmd::memif::Role;
 use bypass::socket::{Backend, Socket, Stack, DEFAULT_UDP_PORT};
 
-const USAGE: &str = "usage: kv_client SOCKET_PATH [--id I] [--cores K] [--keys N] [--sizes LIST] [--rounds R] [--verify]
+const USAGE: &str =
+    "usage: kv_client SOCKET_PATH [--id I] [--cores K] [--keys N] [--sizes LIST] [--rounds R]
+                  [--key-space own|shared] [--clients P] [--verify]
 
   SOCKET_PATH   the server's memif socket (as given to kv_server)
   --id I        this client's number, distinct among the clients running at once (default 0;
@@ -32,12 +43,19 @@ const USAGE: &str = "usage: kv_client SOCKET_PATH [--id I] [--cores K] [--keys N
   --keys N      keys to PUT (default 24), sizes taken in turn from --sizes
   --sizes LIST  value sizes, e.g. 4k,64k,1m (default 4k,64k,1m; 1 B to 1 GiB)
   --rounds R    GET every key R times (default 2)
+  --key-space S own (default): GET the keys this client PUT; shared: GET the keys of every
+                client 0..P (same --keys and --sizes), waiting for those not PUT yet (with
+                a server run with --shard-by-key)
+  --clients P   with --key-space shared: the clients whose keys to read (default 1)
   --verify      check every byte of every value the server returns (otherwise: lengths)
 
 Start kv_server first.";
 
 const OK: u8 = 0;
 const NOT_FOUND: u8 = 1;
+
+/// With `--key-space shared`: the longest wait for another client's key to be PUT.
+const SHARED_WAIT: Duration = Duration::from_secs(60);
 
 fn main() {
     common::init_log();
@@ -49,6 +67,8 @@ fn main() {
         sizes: vec![4 << 10, 64 << 10, 1 << 20],
         rounds: 2,
         verify: false,
+        shared: false,
+        clients: 1,
     };
     let mut socket = None;
     let mut args = common::args(USAGE).into_iter();
@@ -84,6 +104,12 @@ fn main() {
                     .collect();
             }
             "--verify" => o.verify = true,
+            "--clients" => o.clients = num("--clients", val("--clients"), 1),
+            "--key-space" => match val("--key-space").as_str() {
+                "own" => o.shared = false,
+                "shared" => o.shared = true,
+                v => usage(&format!("--key-space is own or shared, not {v:?}")),
+            },
             _ if a.starts_with('-') => usage(&format!("unknown option {a}")),
             _ if socket.is_none() => socket = Some(PathBuf::from(a)),
             _ => usage("one SOCKET_PATH only"),
@@ -93,6 +119,9 @@ fn main() {
         usage("give the server's memif socket path, e.g. /tmp/kv.sock")
     };
     o.socket = socket;
+    if o.shared && o.id >= o.clients {
+        usage("with --key-space shared, --clients P must be above --id");
+    }
     if let Err(e) = run(&o) {
         eprintln!("kv_client {}: {e}", o.id);
         std::process::exit(1);
@@ -112,6 +141,9 @@ struct Opts {
     sizes: Vec<usize>,
     rounds: u32,
     verify: bool,
+    /// `--key-space shared`: GET the keys of clients 0..`clients`.
+    shared: bool,
+    clients: u32,
 }
 
 /// `64`, `4k` (4096), `1m` (1048576): 1 B to 1 GiB.
@@ -229,27 +261,56 @@ fn run(o: &Opts) -> Result<(), String> {
         bytes += len as u64;
         puts.push((req, at));
     }
-    let mut gets = 0u64;
+    // Whose keys to read: ours, or every client's (their PUTs known from (client, key)).
+    let readers: Vec<u32> = if o.shared {
+        (0..o.clients).collect()
+    } else {
+        vec![o.id]
+    };
+    let mut want_of: Vec<Vec<(Bytes, usize)>> = Vec::with_capacity(readers.len());
+    for &owner in &readers {
+        want_of.push(if owner == o.id {
+            puts.clone()
+        } else {
+            (0..o.keys)
+                .map(|j| put_request(owner, j, o.sizes[j as usize % o.sizes.len()]))
+                .collect()
+        });
+    }
+    let (mut gets, mut others, mut not_yet) = (0u64, 0u64, 0u64);
     for _ in 0..o.rounds {
-        for (j, (put, at)) in puts.iter().enumerate() {
-            let resp = call(&sock, get_request(o.id, j as u32), &mut lat)?;
-            // The response is the status byte, then the value: what follows the key in the PUT.
-            let want = &put[at - 1..];
-            if resp.len() != want.len() || resp.first() != Some(&OK) {
-                return Err(format!(
-                    "GET of key {j}: {} bytes ({:?}), expected {} (status 0)",
-                    resp.len(),
-                    status(&resp),
-                    want.len()
-                ));
-            }
-            if o.verify {
-                if let Some(i) = resp.iter().zip(want).position(|(a, b)| a != b) {
-                    return Err(format!("GET of key {j}: value byte {} differs", i - 1));
+        for (&owner, wants) in readers.iter().zip(&want_of) {
+            for (j, (put, at)) in wants.iter().enumerate() {
+                let mut resp = call(&sock, get_request(owner, j as u32), &mut lat)?;
+                // Another client's key may not be PUT yet: ask again.
+                let since = Instant::now();
+                while owner != o.id && resp[..] == [NOT_FOUND] && since.elapsed() < SHARED_WAIT {
+                    not_yet += 1;
+                    std::thread::sleep(Duration::from_micros(200));
+                    resp = call(&sock, get_request(owner, j as u32), &mut lat)?;
                 }
+                // The response is the status byte, then the value: what follows the key in the PUT.
+                let want = &put[at - 1..];
+                if resp.len() != want.len() || resp.first() != Some(&OK) {
+                    return Err(format!(
+                        "GET of client {owner}'s key {j}: {} bytes ({:?}), expected {} (status 0)",
+                        resp.len(),
+                        status(&resp),
+                        want.len()
+                    ));
+                }
+                if o.verify {
+                    if let Some(i) = resp.iter().zip(want).position(|(a, b)| a != b) {
+                        return Err(format!(
+                            "GET of client {owner}'s key {j}: value byte {} differs",
+                            i - 1
+                        ));
+                    }
+                }
+                gets += 1;
+                others += u64::from(owner != o.id);
+                bytes += (want.len() - 1) as u64;
             }
-            gets += 1;
-            bytes += (want.len() - 1) as u64;
         }
     }
     let took = t0.elapsed();
@@ -267,6 +328,20 @@ fn run(o: &Opts) -> Result<(), String> {
         pct(0.999),
         lat[lat.len() - 1]
     );
+    println!(
+        "kv_client {} summary: ops={ops} secs={:.6} ops_per_s={:.0} p50_us={:.1} p99_us={:.1}",
+        o.id,
+        took.as_secs_f64(),
+        ops as f64 / took.as_secs_f64(),
+        pct(0.5).as_secs_f64() * 1e6,
+        pct(0.99).as_secs_f64() * 1e6
+    );
+    if o.shared {
+        println!(
+            "kv_client {}: {others} GETs of keys other clients PUT ({not_yet} asked again before the key was there)",
+            o.id
+        );
+    }
     if o.verify {
         println!(
             "kv_client {}: all {gets} values intact (every byte checked)",

@@ -223,7 +223,7 @@ capi_examples() {
 }
 step "C API examples against the Rust ones (valgrind)" capi_examples
 
-# ---- 4. valgrind over the unsafe code in mem ----------------------------------------------
+# ---- 4. valgrind over the unsafe code in mem and runtime::handoff ------------------------
 valgrind_mem() {
   local bin
   # target/debug/bypass: the CLI as the cargo test step built it (test profile, all features).
@@ -235,13 +235,21 @@ valgrind_mem() {
   [ -n "$bin" ] || { echo "no test binary mem in the cargo test build"; return 1; }
   valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite \
     --show-possibly-lost=no "$bin" pool:: --test-threads=2 --skip model_ 2>&1 | tail -3
+  # The hand-off queue between cores (runtime::handoff, the runtime's other unsafe code): its
+  # unit tests, drops counted, the two-thread stress test shortened.
+  bin=$(echo "$TEST_BUILD" | grep '"kind":\["lib"\][^}]*"name":"bypass"' |
+    sed 's/.*"executable":"\([^"]*\)".*/\1/' | head -1)
+  [ -n "$bin" ] || { echo "no unit-test binary of the library in the cargo test build"; return 1; }
+  BYPASS_HANDOFF_STRESS_N=20000 valgrind -q --error-exitcode=99 --leak-check=full \
+    --errors-for-leak-kinds=definite --show-possibly-lost=no "$bin" runtime::handoff:: \
+    --test-threads=2 2>&1 | tail -3
 }
 if [ -n "${QUICK:-}" ]; then
-  skip_step "valgrind memcheck (mem)" "QUICK=1"
+  skip_step "valgrind memcheck (mem, runtime::handoff)" "QUICK=1"
 elif ! command -v valgrind >/dev/null; then
-  skip_step "valgrind memcheck (mem)" "valgrind not installed (Debian package valgrind)" fatal
+  skip_step "valgrind memcheck (mem, runtime::handoff)" "valgrind not installed (Debian package valgrind)" fatal
 else
-  step "valgrind memcheck (mem)" valgrind_mem
+  step "valgrind memcheck (mem, runtime::handoff)" valgrind_mem
 fi
 
 # ---- 5. fuzz targets ------------------------------------------------------------------------

@@ -8,7 +8,8 @@
 //! socket     Stack, Listener, Socket: connect/accept/send/recv of whole messages; a stack's
 //!            metrics (published into telemetry) and run-time capture
 //! runtime    one poll loop per core: Port <-> UdpHandler (the transport), clock, timer wheel;
-//!            runtime::net: Ethernet, ARP, IPv4, ICMP echo, UDP
+//!            runtime::net: Ethernet, ARP, IPv4, ICMP echo, UDP; runtime::handoff: queues
+//!            between cores
 //! ccsim      congestion-control experiments: the proto::cc controllers in a simulator
 //!            (its front end, tables and plots: the `bypass` CLI's crate, cli/)
 //! proto      sans-IO transport: Endpoint (demux, stateless handshake), Connection (loss
@@ -31,8 +32,9 @@
 //! cli/, with their dependencies (clap, plotters, tracing-subscriber).
 //!
 //! Unsafe code is denied at the crate root and allowed only in `mem`, the `pmd` backends
-//! (`memif`, `dpdk`), `pmd::intr` (the `ppoll` an idle loop sleeps in) and `runtime::clock`
-//! (the TSC read); every unsafe block carries a
+//! (`memif`, `dpdk`), `pmd::intr` (the `ppoll` an idle loop sleeps in), `runtime::clock`
+//! (the TSC read) and `runtime::handoff` (the slots of its queue between cores); every unsafe
+//! block carries a
 //! `// SAFETY:` comment. (Outside this crate, the C API in capi/ and the Python package's
 //! buffer protocol use unsafe code too.)
 #![deny(unsafe_code)]

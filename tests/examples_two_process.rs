@@ -326,3 +326,128 @@ fn kv_server_serves_four_client_processes_on_two_cores_with_values_intact() {
         );
     }
 }
+
+/// Issue 20: kv_server on two cores sharded by key (`--shard-by-key`): four kv_client
+/// processes, two on each core, each PUT 12 keys and then GET the keys of all four clients
+/// (`--key-space shared`), every byte checked. A key lives on core hash(key) % 2, so about
+/// half of each client's requests arrive on a core that does not own their key and are
+/// handed over through the cores' lock-free queues and answered back: each core reports
+/// requests handed off (> 0), and what one core handed off the other served.
+#[test]
+fn kv_server_sharded_by_key_serves_keys_written_through_the_other_core() {
+    let _one = harness::one_pair_at_a_time();
+    let sock = TempPath::new("kvshard.sock");
+    let (p, two, four) = (Path::new, Path::new("2"), Path::new("4"));
+    let server = Proc::spawn(
+        "kv_server",
+        &[
+            &sock.0,
+            p("--clients"),
+            four,
+            p("--cores"),
+            two,
+            p("--shard-by-key"),
+            p("--exit-after"),
+            four,
+        ],
+    );
+    const KEYS: u32 = 12;
+    let ids = ["0", "1", "2", "3"];
+    let clients: Vec<Proc> = ids
+        .iter()
+        .map(|id| {
+            Proc::spawn(
+                "kv_client",
+                &[
+                    &sock.0,
+                    p("--id"),
+                    p(id),
+                    p("--cores"),
+                    two,
+                    p("--keys"),
+                    p("12"),
+                    p("--sizes"),
+                    p("100,4k,64k,200k"),
+                    p("--key-space"),
+                    p("shared"),
+                    p("--clients"),
+                    four,
+                    p("--verify"),
+                ],
+            )
+        })
+        .collect();
+    let deadline = Instant::now() + DEADLINE;
+    for (id, c) in ids.iter().zip(clients) {
+        let (ok, out, err) = c.finish(deadline);
+        assert!(ok, "kv_client --id {id} failed:\n{out}\n{err}");
+        // Every client's 12 keys GET twice each (the default --rounds 2), three quarters of
+        // them PUT by the other clients, half of those through the other core.
+        let gets = 2 * 4 * KEYS;
+        assert!(
+            out.contains(&format!(
+                "kv_client {id}: all {gets} values intact (every byte checked)"
+            )),
+            "kv_client --id {id} did not report every value intact:\n{out}\n{err}"
+        );
+        assert!(
+            out.contains(&format!("kv_client {id}: {KEYS} PUTs, {gets} GETs")),
+            "{out}"
+        );
+        assert!(
+            out.contains(&format!(
+                "kv_client {id}: {} GETs of keys other clients PUT",
+                2 * 3 * KEYS
+            )),
+            "{out}"
+        );
+    }
+    let (ok, out, err) = server.finish(deadline);
+    assert!(ok, "kv_server failed:\n{out}\n{err}");
+    // "kv_server: core C: N requests handed off to other cores, M served for other cores"
+    let counts = |c: u32| -> (u64, u64) {
+        let prefix = format!("kv_server: core {c}: ");
+        let line = out
+            .lines()
+            .filter_map(|l| l.strip_prefix(&prefix))
+            .find(|l| l.contains("requests handed off"))
+            .unwrap_or_else(|| panic!("no hand-off count of core {c} in:\n{out}\n{err}"));
+        let num = |after: &str| -> u64 {
+            line.split(after)
+                .next()
+                .unwrap()
+                .split(' ')
+                .next_back()
+                .unwrap()
+                .parse()
+                .unwrap()
+        };
+        (num(" requests handed off"), num(" served for other cores"))
+    };
+    let (h0, s0) = counts(0);
+    let (h1, s1) = counts(1);
+    assert!(
+        h0 > 0 && h1 > 0,
+        "no requests handed off between the cores:\n{out}"
+    );
+    assert_eq!((h0, h1), (s1, s0), "hand-offs lost or doubled:\n{out}");
+    // Every PUT was executed once, by the key's core: 48 keys held between them.
+    let total = format!(
+        "kv_server: 4 connections served on 2 cores, {} PUTs",
+        4 * KEYS
+    );
+    assert!(out.contains(&total), "expected {total:?} in:\n{out}\n{err}");
+    let held: usize = (0..2)
+        .map(|c| {
+            let prefix = format!("kv_server: core {c}: 2 connections, ");
+            let line = out
+                .lines()
+                .find_map(|l| l.strip_prefix(&prefix))
+                .unwrap_or_else(|| panic!("no line of core {c} in:\n{out}\n{err}"));
+            let (_, rest) = line.split_once(" GETs, ").unwrap();
+            rest.split(' ').next().unwrap().parse::<usize>().unwrap()
+        })
+        .sum();
+    assert_eq!(held, 4 * KEYS as usize, "{out}");
+    eprintln!("{out}");
+}

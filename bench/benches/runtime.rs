@@ -1,5 +1,6 @@
 //! runtime micro-benchmarks: the timer wheel against a `BTreeMap` and a `BinaryHeap` run the
-//! same workload, and the net layer's UDP receive and transmit paths.
+//! same workload, the net layer's UDP receive and transmit paths, and the hand-off queue
+//! between cores against std's bounded channel (`sync_channel`) doing the same.
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
 use std::hint::black_box;
@@ -263,5 +264,88 @@ fn poll(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, timers, net, poll);
+/// One value through the queue: `try_send` then `try_recv` on one thread (the operations'
+/// own cost, lines hot), and a stream of values from a producer thread to this one (each
+/// value's share of the time, the index lines moving between cores), each against std's
+/// bounded channel.
+fn handoff(c: &mut Criterion) {
+    use bypass::bytes::Bytes;
+    use bypass::runtime::handoff::channel;
+    use std::sync::mpsc::sync_channel;
+    use std::time::Instant as StdInstant;
+
+    let mut g = c.benchmark_group("handoff");
+    g.throughput(Throughput::Elements(1));
+    let v = Bytes::from_static(b"a request for another core");
+    g.bench_function("spsc_send_recv_one_thread", |b| {
+        let (mut tx, mut rx) = channel::<Bytes>(1024);
+        b.iter(|| {
+            let _ = tx.try_send(black_box(v.clone()));
+            black_box(rx.try_recv())
+        })
+    });
+    g.bench_function("std_sync_channel_send_recv_one_thread", |b| {
+        let (tx, rx) = sync_channel::<Bytes>(1024);
+        b.iter(|| {
+            let _ = tx.try_send(black_box(v.clone()));
+            black_box(rx.try_recv().ok())
+        })
+    });
+    // Two threads: iters values streamed, the receiver spinning on try_recv.
+    g.bench_function("spsc_stream_two_threads", |b| {
+        b.iter_custom(|iters| {
+            let (mut tx, mut rx) = channel::<u64>(1024);
+            let t0 = StdInstant::now();
+            let p = std::thread::spawn(move || {
+                for i in 0..iters {
+                    let mut x = i;
+                    while let Err(back) = tx.try_send(x) {
+                        x = back.0;
+                        std::hint::spin_loop();
+                    }
+                }
+            });
+            let mut n = 0;
+            while n < iters {
+                if rx.try_recv().is_some() {
+                    n += 1;
+                } else {
+                    std::hint::spin_loop();
+                }
+            }
+            let took = t0.elapsed();
+            p.join().unwrap();
+            took
+        })
+    });
+    g.bench_function("std_sync_channel_stream_two_threads", |b| {
+        b.iter_custom(|iters| {
+            let (tx, rx) = sync_channel::<u64>(1024);
+            let t0 = StdInstant::now();
+            let p = std::thread::spawn(move || {
+                for i in 0..iters {
+                    let mut x = i;
+                    while let Err(std::sync::mpsc::TrySendError::Full(back)) = tx.try_send(x) {
+                        x = back;
+                        std::hint::spin_loop();
+                    }
+                }
+            });
+            let mut n = 0;
+            while n < iters {
+                if rx.try_recv().is_ok() {
+                    n += 1;
+                } else {
+                    std::hint::spin_loop();
+                }
+            }
+            let took = t0.elapsed();
+            p.join().unwrap();
+            took
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, timers, net, poll, handoff);
 criterion_main!(benches);

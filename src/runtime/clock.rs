@@ -16,8 +16,8 @@
 //! - [`ManualClock`](crate::time::ManualClock) is advanced by hand, for tests in virtual
 //!   time; it and the [`Clock`] trait live in [`crate::time`].
 //!
-//! This is the only module of `runtime` with unsafe code: the `rdtsc` intrinsic and the
-//! `clock_gettime` call, each fenced by a `// SAFETY:` comment.
+//! One of two modules of `runtime` with unsafe code (the other: [`super::handoff`]): the
+//! `rdtsc` intrinsic and the `clock_gettime` call, each fenced by a `// SAFETY:` comment.
 #![allow(unsafe_code)]
 
 use crate::time::Clock;

@@ -30,8 +30,13 @@
 //!   [`RuntimeConfig::pin_core`] it pins that thread to a CPU (core_affinity); with
 //!   [`RuntimeConfig::core_slot`] it claims a [`CoreSlot`] so the pools give this thread a
 //!   per-core cache. Holding a core slot makes the runtime `!Send`.
+//! - Between cores: runtimes share nothing; an application whose request must reach another
+//!   core's shard hands it over through [`handoff`] (bounded single-producer single-consumer
+//!   queues, one each way between two cores: [`handoff::mesh`]), never by a lock or a wait
+//!   on the other core: no allocation, system call or lock per hand-off.
 
 pub mod clock;
+pub mod handoff;
 pub mod net;
 pub mod timer;
 

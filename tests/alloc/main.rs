@@ -11,6 +11,7 @@ mod harness;
 #[path = "../harness/runtime_util.rs"]
 mod runtime_util;
 
+mod handoff;
 mod idle;
 mod mem;
 mod pmd_wrappers;
