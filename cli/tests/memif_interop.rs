@@ -133,6 +133,10 @@ fn memif_client_against_testpmd_server() {
         "100",
         "--link-timeout",
         "30s",
+        // A loaded machine can hold testpmd off the CPU for longer than the 200 ms default:
+        // a late answer is not a lost frame.
+        "--answer-timeout",
+        "10s",
     ]);
     check_ping(ok, &text);
 }
@@ -377,6 +381,10 @@ fn memif_abstract_socket_against_testpmd_both_roles() {
         "100",
         "--link-timeout",
         "30s",
+        // A loaded machine can hold testpmd off the CPU for longer than the 200 ms default:
+        // a late answer is not a lost frame.
+        "--answer-timeout",
+        "10s",
     ]);
     drop(tp);
     check_ping(ok, &text);
@@ -463,6 +471,8 @@ fn spawn_bypass_server_ping(sock: &str) -> std::process::Child {
             "100",
             "--link-timeout",
             "30s",
+            "--answer-timeout",
+            "10s",
         ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

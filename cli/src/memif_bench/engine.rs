@@ -50,6 +50,10 @@ pub struct Options {
     pub link_timeout: Duration,
     /// Ring size, log2.
     pub log2_ring: u8,
+    /// Ping: a measured frame not answered within this long is given up on (counted lost; a
+    /// warm-up frame after at most 200 ms); an intact answer that comes later is counted
+    /// late, not bad.
+    pub answer_timeout: Duration,
 }
 
 impl Default for Options {
@@ -66,6 +70,7 @@ impl Default for Options {
             core: None,
             link_timeout: Duration::from_secs(30),
             log2_ring: 10,
+            answer_timeout: Duration::from_millis(200),
         }
     }
 }
@@ -344,6 +349,9 @@ pub fn run(o: &Options) -> Result<String, String> {
     Ok(out)
 }
 
+/// How long ping waits for the answer to a warm-up frame at most.
+const WARMUP_ANSWER_TIMEOUT: Duration = Duration::from_millis(200);
+
 fn ping(port: &mut impl Port, o: &Options, out: &mut String) -> Result<(), String> {
     let mut h = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3)
         .map_err(|e| e.to_string())?;
@@ -352,9 +360,10 @@ fn ping(port: &mut impl Port, o: &Options, out: &mut String) -> Result<(), Strin
     let mut bad = 0u64;
     let mut lost = 0u64;
     let mut lost_warmup = 0u64;
-    // Intact answers to warm-up frames given up on (counted in lost_warmup) that came after
+    // Intact answers to frames given up on (counted in lost_warmup or lost) that came after
     // all: a peer still starting, or a loaded machine, answers late; not a bad frame.
     let mut late_warmup = 0u64;
+    let mut late = 0u64;
     let total = o.warmup + o.count;
     let mut seq = 0u64;
     while seq < total {
@@ -377,6 +386,8 @@ fn ping(port: &mut impl Port, o: &Options, out: &mut String) -> Result<(), Strin
                         got = true;
                     } else if late_answer(f.data(), o.size, seq.min(o.warmup)) {
                         late_warmup += 1;
+                    } else if late_answer(f.data(), o.size, seq) {
+                        late += 1;
                     } else {
                         bad += 1;
                     }
@@ -386,12 +397,20 @@ fn ping(port: &mut impl Port, o: &Options, out: &mut String) -> Result<(), Strin
                 }
             }
             spins += 1;
-            if !got && spins.is_multiple_of(65536) && t0.elapsed() > Duration::from_millis(200) {
+            // Warm-up frames are given up on after 200 ms at most: a peer still starting
+            // drops some, and waiting longer for them only delays the run.
+            let limit = if seq < o.warmup {
+                o.answer_timeout.min(WARMUP_ANSWER_TIMEOUT)
+            } else {
+                o.answer_timeout
+            };
+            if !got && spins.is_multiple_of(65536) && t0.elapsed() > limit {
                 // A frame sent while the peer was still starting may be dropped by it.
                 if seq < o.warmup {
                     tracing::warn!(
                         seq,
-                        "memif-bench: frame not answered within 200 ms (warmup)"
+                        timeout = ?o.answer_timeout,
+                        "memif-bench: frame not answered in time (warmup)"
                     );
                     lost_warmup += 1;
                 } else {
@@ -419,7 +438,7 @@ fn ping(port: &mut impl Port, o: &Options, out: &mut String) -> Result<(), Strin
     let _ = writeln!(
         out,
         "ping bad_frames={bad} lost={lost} lost_in_warmup={lost_warmup} \
-         late_in_warmup={late_warmup}"
+         late_in_warmup={late_warmup} late={late}"
     );
     if bad > 0 || lost > 0 {
         return Err(format!("{out}ping: {bad} bad frames, {lost} lost"));

@@ -77,6 +77,10 @@ pub struct MemifBenchArgs {
     /// Ring size, log2
     #[arg(long = "ring", value_name = "LOG2", default_value_t = 10)]
     pub log2_ring: u8,
+    /// Ping: give a measured frame up (lost) when not answered within this long (a warm-up
+    /// frame after at most 200 ms); an answer that comes later counts as late
+    #[arg(long, value_name = "TIME", default_value = "200ms", value_parser = super::duration::parse)]
+    pub answer_timeout: Duration,
 }
 
 impl MemifBenchArgs {
@@ -107,6 +111,7 @@ impl MemifBenchArgs {
             core: self.core,
             link_timeout: self.link_timeout,
             log2_ring: self.log2_ring,
+            answer_timeout: self.answer_timeout,
             mode,
         }
     }
