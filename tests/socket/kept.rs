@@ -92,11 +92,23 @@ fn keep_puts(puts: u32, reserve: f64) -> Served {
                 // Let the answer's acknowledgement come back before the stack goes.
                 let _ = sock.close();
                 let st = stack.stats();
-                let value = m.registry().value(
-                    "bypass_rx_pool_low_copied_messages",
-                    &[("port", "kept"), ("queue", "0")],
+                // The metrics are published by the poll loop's tick (1 ms): copies made
+                // after the last tick show once the loop has ticked again.
+                let value = || {
+                    m.registry().value(
+                        "bypass_rx_pool_low_copied_messages",
+                        &[("port", "kept"), ("queue", "0")],
+                    )
+                };
+                let _ = harness::wait_for(
+                    "the copied-messages metric to be published",
+                    harness::SETTLE,
+                    || {
+                        stack.poll();
+                        value() == Some(st.rx_pool_low_copies)
+                    },
                 );
-                (kept, st, value)
+                (kept, st, value())
             })
         })
     };
