@@ -149,6 +149,14 @@ test_exe() { # test_exe NAME: the executable of integration test NAME
   echo "$TEST_BUILD" | grep "\"kind\":\[\"test\"\][^}]*\"name\":\"$1\"" |
     sed 's/.*"executable":"\([^"]*\)".*/\1/' | head -1
 }
+lib_test_exe() { # the executable of the library's unit tests (crate bypass, all features)
+  if [ -z "$TEST_BUILD" ]; then
+    TEST_BUILD=$(cargo test --workspace --all-features --no-run --message-format=json 2>/dev/null |
+      grep '"executable":"')
+  fi
+  echo "$TEST_BUILD" | grep '"kind":\["lib"\][^}]*"name":"bypass"' |
+    sed 's/.*"executable":"\([^"]*\)".*/\1/' | head -1
+}
 run_test() { # run_test NAME ARGS...: run integration test NAME's binary (tests/NAME/main.rs or
   # tests/NAME.rs; a layer's binary holds its files as modules: `run_test proto prop::`)
   local exe
@@ -237,8 +245,8 @@ valgrind_mem() {
     --show-possibly-lost=no "$bin" pool:: --test-threads=2 --skip model_ 2>&1 | tail -3
   # The hand-off queue between cores (runtime::handoff, the runtime's other unsafe code): its
   # unit tests, drops counted, the two-thread stress test shortened.
-  bin=$(echo "$TEST_BUILD" | grep '"kind":\["lib"\][^}]*"name":"bypass"' |
-    sed 's/.*"executable":"\([^"]*\)".*/\1/' | head -1)
+  # (test_exe and lib_test_exe run in $(...): each lists the build itself.)
+  bin=$(lib_test_exe)
   [ -n "$bin" ] || { echo "no unit-test binary of the library in the cargo test build"; return 1; }
   BYPASS_HANDOFF_STRESS_N=20000 valgrind -q --error-exitcode=99 --leak-check=full \
     --errors-for-leak-kinds=definite --show-possibly-lost=no "$bin" runtime::handoff:: \
