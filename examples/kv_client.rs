@@ -25,7 +25,7 @@
 mod common;
 
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use bypass::bytes::{BufMut, Bytes, BytesMut};
@@ -158,20 +158,6 @@ fn parse_size(s: &str) -> Option<usize> {
     (1..=1 << 30).contains(&n).then_some(n)
 }
 
-/// The server's socket and address for core `c` (as kv_server names them).
-fn core_socket(path: &Path, c: u32, cores: u32) -> PathBuf {
-    if cores == 1 {
-        return path.to_path_buf();
-    }
-    let mut s = path.as_os_str().to_owned();
-    s.push(format!(".{c}"));
-    PathBuf::from(s)
-}
-
-fn server_ip(c: u32) -> Ipv4Addr {
-    Ipv4Addr::new(10, 78, 0, 1 + c as u8)
-}
-
 /// Client `id`'s address: 10.78.1.0 onwards (the server's /16), one each.
 fn client_ip(id: u32) -> Ipv4Addr {
     let h = 256 + id;
@@ -213,7 +199,7 @@ fn call(sock: &Socket, req: Bytes, lat: &mut Vec<Duration>) -> Result<Bytes, Str
 
 fn run(o: &Opts) -> Result<(), String> {
     let core = o.id % o.cores;
-    let path = core_socket(&o.socket, core, o.cores);
+    let path = common::kv_core_socket(&o.socket, core, o.cores);
     let stack = Stack::builder(
         Backend::Memif {
             socket: path.clone(),
@@ -236,7 +222,7 @@ fn run(o: &Opts) -> Result<(), String> {
             o.cores
         )
     })?;
-    let server = SocketAddrV4::new(server_ip(core), DEFAULT_UDP_PORT);
+    let server = SocketAddrV4::new(common::kv_server_ip(core), DEFAULT_UDP_PORT);
     let sock = stack
         .connect(server, Duration::from_secs(30))
         .map_err(|e| format!("connect to {server}: {e}"))?;

@@ -74,7 +74,7 @@
 mod common;
 
 use std::collections::HashMap;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
@@ -155,7 +155,7 @@ fn main() {
     let done = Arc::new(AtomicU32::new(0));
     let threads: Vec<_> = (0..cores)
         .map(|c| {
-            let path = core_socket(&socket, c, cores);
+            let path = common::kv_core_socket(&socket, c, cores);
             // Spread the end condition: core c stops after its share of the connections.
             let quota =
                 exit_after.map(|m| m / cores as u64 + u64::from((c as u64) < m % cores as u64));
@@ -207,21 +207,6 @@ fn main() {
 fn usage(why: &str) -> ! {
     eprintln!("kv_server: {why}\n{USAGE}");
     std::process::exit(2);
-}
-
-/// Core `c`'s memif socket: the path itself with one core, `PATH.c` with several.
-fn core_socket(path: &Path, c: u32, cores: u32) -> PathBuf {
-    if cores == 1 {
-        return path.to_path_buf();
-    }
-    let mut s = path.as_os_str().to_owned();
-    s.push(format!(".{c}"));
-    PathBuf::from(s)
-}
-
-/// Core `c`'s server address (clients: see kv_client).
-fn server_ip(c: u32) -> Ipv4Addr {
-    Ipv4Addr::new(10, 78, 0, 1 + c as u8)
 }
 
 /// What one core did.
@@ -297,7 +282,7 @@ fn serve_core(
             role: Role::Server,
             id: 0,
         },
-        server_ip(c),
+        common::kv_server_ip(c),
     );
     if pin {
         // One core each: shared nothing.
@@ -314,7 +299,7 @@ fn serve_core(
         .build()?;
     println!(
         "kv_server: core {c}: {} serving {peers} clients over memif {}",
-        server_ip(c),
+        common::kv_server_ip(c),
         path.display()
     );
     let listener = stack.listen();

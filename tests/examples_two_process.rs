@@ -257,65 +257,32 @@ fn kv_server_serves_four_client_processes_on_two_cores_with_values_intact() {
         s.push(format!(".{c}"));
         PathBuf::from(s)
     };
-    let (p, two, four) = (Path::new, Path::new("2"), Path::new("4"));
-    let server = Proc::spawn(
-        "kv_server",
-        &[
-            &sock.0,
-            p("--clients"),
-            four,
-            p("--cores"),
-            two,
-            p("--exit-after"),
-            four,
-        ],
-    );
-    const KEYS: u32 = 12;
-    let ids = ["0", "1", "2", "3"];
-    let clients: Vec<Proc> = ids
-        .iter()
-        .map(|id| {
-            Proc::spawn(
-                "kv_client",
-                &[
-                    &sock.0,
-                    p("--id"),
-                    p(id),
-                    p("--cores"),
-                    two,
-                    p("--keys"),
-                    p("12"),
-                    p("--verify"),
-                ],
-            )
-        })
-        .collect();
-    let deadline = Instant::now() + DEADLINE;
-    for (id, c) in ids.iter().zip(clients) {
-        let (ok, out, err) = c.finish(deadline);
-        assert!(ok, "kv_client --id {id} failed:\n{out}\n{err}");
+    let (clients, (ok, out, err)) = kv_two_cores(&sock, &[], &[]);
+    for (id, out, err) in &clients {
         // 12 keys GET twice each (the default --rounds 2).
         assert!(
             out.contains(&format!(
                 "kv_client {id}: all {} values intact (every byte checked)",
-                2 * KEYS
+                2 * KV_KEYS
             )),
             "kv_client --id {id} did not report every value intact:\n{out}\n{err}"
         );
         assert!(
-            out.contains(&format!("kv_client {id}: {KEYS} PUTs, {} GETs", 2 * KEYS)),
+            out.contains(&format!(
+                "kv_client {id}: {KV_KEYS} PUTs, {} GETs",
+                2 * KV_KEYS
+            )),
             "{out}"
         );
     }
-    let (ok, out, err) = server.finish(deadline);
     assert!(ok, "kv_server failed:\n{out}\n{err}");
     // Two clients per core; each client's GET of a missing key counts among the GETs.
     for c in 0..2 {
         let want = format!(
             "kv_server: core {c}: 2 connections, {} PUTs, {} GETs, {} keys held",
-            2 * KEYS,
-            2 * (2 * KEYS + 1),
-            2 * KEYS
+            2 * KV_KEYS,
+            2 * (2 * KV_KEYS + 1),
+            2 * KV_KEYS
         );
         assert!(out.contains(&want), "expected {want:?} in:\n{out}\n{err}");
         let path = core_sock(c);
@@ -337,53 +304,22 @@ fn kv_server_serves_four_client_processes_on_two_cores_with_values_intact() {
 fn kv_server_sharded_by_key_serves_keys_written_through_the_other_core() {
     let _one = harness::one_pair_at_a_time();
     let sock = TempPath::new("kvshard.sock");
-    let (p, two, four) = (Path::new, Path::new("2"), Path::new("4"));
-    let server = Proc::spawn(
-        "kv_server",
+    let (clients, (ok, out, err)) = kv_two_cores(
+        &sock,
+        &["--shard-by-key"],
         &[
-            &sock.0,
-            p("--clients"),
-            four,
-            p("--cores"),
-            two,
-            p("--shard-by-key"),
-            p("--exit-after"),
-            four,
+            "--sizes",
+            "100,4k,64k,200k",
+            "--key-space",
+            "shared",
+            "--clients",
+            "4",
         ],
     );
-    const KEYS: u32 = 12;
-    let ids = ["0", "1", "2", "3"];
-    let clients: Vec<Proc> = ids
-        .iter()
-        .map(|id| {
-            Proc::spawn(
-                "kv_client",
-                &[
-                    &sock.0,
-                    p("--id"),
-                    p(id),
-                    p("--cores"),
-                    two,
-                    p("--keys"),
-                    p("12"),
-                    p("--sizes"),
-                    p("100,4k,64k,200k"),
-                    p("--key-space"),
-                    p("shared"),
-                    p("--clients"),
-                    four,
-                    p("--verify"),
-                ],
-            )
-        })
-        .collect();
-    let deadline = Instant::now() + DEADLINE;
-    for (id, c) in ids.iter().zip(clients) {
-        let (ok, out, err) = c.finish(deadline);
-        assert!(ok, "kv_client --id {id} failed:\n{out}\n{err}");
+    for (id, out, err) in &clients {
         // Every client's 12 keys GET twice each (the default --rounds 2), three quarters of
         // them PUT by the other clients, half of those through the other core.
-        let gets = 2 * 4 * KEYS;
+        let gets = 2 * 4 * KV_KEYS;
         assert!(
             out.contains(&format!(
                 "kv_client {id}: all {gets} values intact (every byte checked)"
@@ -391,18 +327,17 @@ fn kv_server_sharded_by_key_serves_keys_written_through_the_other_core() {
             "kv_client --id {id} did not report every value intact:\n{out}\n{err}"
         );
         assert!(
-            out.contains(&format!("kv_client {id}: {KEYS} PUTs, {gets} GETs")),
+            out.contains(&format!("kv_client {id}: {KV_KEYS} PUTs, {gets} GETs")),
             "{out}"
         );
         assert!(
             out.contains(&format!(
                 "kv_client {id}: {} GETs of keys other clients PUT",
-                2 * 3 * KEYS
+                2 * 3 * KV_KEYS
             )),
             "{out}"
         );
     }
-    let (ok, out, err) = server.finish(deadline);
     assert!(ok, "kv_server failed:\n{out}\n{err}");
     // "kv_server: core C: N requests handed off to other cores, M served for other cores"
     let counts = |c: u32| -> (u64, u64) {
@@ -434,7 +369,7 @@ fn kv_server_sharded_by_key_serves_keys_written_through_the_other_core() {
     // Every PUT was executed once, by the key's core: 48 keys held between them.
     let total = format!(
         "kv_server: 4 connections served on 2 cores, {} PUTs",
-        4 * KEYS
+        4 * KV_KEYS
     );
     assert!(out.contains(&total), "expected {total:?} in:\n{out}\n{err}");
     let held: usize = (0..2)
@@ -448,6 +383,56 @@ fn kv_server_sharded_by_key_serves_keys_written_through_the_other_core() {
             rest.split(' ').next().unwrap().parse::<usize>().unwrap()
         })
         .sum();
-    assert_eq!(held, 4 * KEYS as usize, "{out}");
+    assert_eq!(held, 4 * KV_KEYS as usize, "{out}");
     eprintln!("{out}");
+}
+
+/// Keys each kv_client of the kv tests PUTs.
+const KV_KEYS: u32 = 12;
+
+/// kv_server on two cores (`--clients 4 --cores 2 --exit-after 4` and `server_args`) and
+/// four kv_client processes, ids 0-3, two on each core (`--cores 2 --keys 12 --verify` and
+/// `client_args`). Returns each client's id, stdout and stderr (each exited 0) and the
+/// server's exit, stdout and stderr.
+#[allow(clippy::type_complexity)]
+fn kv_two_cores(
+    sock: &TempPath,
+    server_args: &[&str],
+    client_args: &[&str],
+) -> (Vec<(String, String, String)>, (bool, String, String)) {
+    let spawn = |exe: &'static str, argv: Vec<String>| {
+        let mut args = vec![sock.0.as_path()];
+        args.extend(argv.iter().map(Path::new));
+        Proc::spawn(exe, &args)
+    };
+    let own = |fixed: &[&str], extra: &[&str]| -> Vec<String> {
+        fixed.iter().chain(extra).map(|a| a.to_string()).collect()
+    };
+    let server = spawn(
+        "kv_server",
+        own(
+            &["--clients", "4", "--cores", "2", "--exit-after", "4"],
+            server_args,
+        ),
+    );
+    let keys = KV_KEYS.to_string();
+    let clients: Vec<(String, Proc)> = (0..4)
+        .map(|id| {
+            let id = id.to_string();
+            let mut argv = own(&["--id", &id, "--cores", "2", "--keys", &keys], client_args);
+            argv.push("--verify".into());
+            let c = spawn("kv_client", argv);
+            (id, c)
+        })
+        .collect();
+    let deadline = Instant::now() + DEADLINE;
+    let outs = clients
+        .into_iter()
+        .map(|(id, c)| {
+            let (ok, out, err) = c.finish(deadline);
+            assert!(ok, "kv_client --id {id} failed:\n{out}\n{err}");
+            (id, out, err)
+        })
+        .collect();
+    (outs, server.finish(deadline))
 }

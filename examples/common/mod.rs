@@ -63,3 +63,21 @@ pub fn faults_from_env() -> Option<bypass::pmd::faults::FaultConfig> {
         rx: lane,
     })
 }
+
+/// kv_server's memif socket of core `c` (kv_client connects to it): the path itself with one
+/// core, `PATH.c` with several.
+#[allow(dead_code)] // (the kv examples only)
+pub fn kv_core_socket(path: &std::path::Path, c: u32, cores: u32) -> std::path::PathBuf {
+    if cores == 1 {
+        return path.to_path_buf();
+    }
+    let mut s = path.as_os_str().to_owned();
+    s.push(format!(".{c}"));
+    std::path::PathBuf::from(s)
+}
+
+/// kv_server's address on core `c`.
+#[allow(dead_code)] // (the kv examples only)
+pub fn kv_server_ip(c: u32) -> std::net::Ipv4Addr {
+    std::net::Ipv4Addr::new(10, 78, 0, 1 + c as u8)
+}
