@@ -78,7 +78,7 @@ pub fn run(data: &[u8]) {
                     credit: u64_at(chunk, 30),
                 };
                 let a = AckRepr {
-                    sack_base: a.cumulative + (u64_at(chunk, 33) % 80),
+                    sack_base: a.cumulative.saturating_add(u64_at(chunk, 33) % 80),
                     ..a
                 };
                 let r = Repr {

@@ -148,7 +148,7 @@ pub fn run(data: &[u8]) -> Reached {
                 };
                 let kind = match kind {
                     Kind::Ack(a) => Kind::Ack(AckRepr {
-                        sack_base: a.cumulative + (f.u64() % 100),
+                        sack_base: a.cumulative.saturating_add(f.u64() % 100),
                         ..a
                     }),
                     k => k,
