@@ -121,6 +121,11 @@ pub fn decap(buf: &mut PktBuf) -> Result<Decapped, DecapError> {
         let total = ip.total_len() as usize;
         let udp_bytes = &ip_bytes[hl..total];
         let udp = UdpPacket::new_checked(udp_bytes).map_err(|_| DecapError::Malformed)?;
+        // The UDP length must be the IPv4 payload's exactly (as the runtime's net layer
+        // checks): a shorter one can come from a corrupted frame that the checksum passes.
+        if udp.len() as usize != udp_bytes.len() {
+            return Err(DecapError::Malformed);
+        }
         let (s, t) = (
             IpAddress::Ipv4(ip_repr.src_addr),
             IpAddress::Ipv4(ip_repr.dst_addr),

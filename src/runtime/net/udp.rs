@@ -40,7 +40,12 @@ impl Net {
         hdr.copy_from_slice(&datagram[..UDP_LEN]);
         let udp = UdpPacket::new_unchecked(&hdr[..]);
         let udp_len = udp.len() as usize;
-        if udp_len < UDP_LEN || udp_len > datagram.len() {
+        // The UDP length must be the IPv4 payload's, exactly. A shorter one is never sent by
+        // a peer of ours; accepting it trusted a length that a corrupted frame can carry
+        // past the checksum (a bit flip in a field the sum counts twice), and the transport
+        // then acknowledged a truncated packet whose data never came again: a message lost
+        // (tests/proto/prop.rs, regression_ordered_acked_undelivered).
+        if udp_len != datagram.len() {
             self.counters.udp_malformed += 1;
             return None;
         }
@@ -199,12 +204,18 @@ mod tests {
             "IHL 4, IHL 15, total 19, total 200"
         );
         assert_eq!(n.counters().ip_options, 1, "IHL 6: options");
-        // UDP length 7 (< its header), 100 (past the IPv4 total), 0: malformed.
+        // UDP length 7 (< its header), 100 (past the IPv4 total), 0, and one byte short of
+        // the IPv4 payload: malformed.
         for len in [7u16, 100, 0] {
             let f = bent(|b| b[38..40].copy_from_slice(&len.to_be_bytes()));
             assert!(feed(&mut n, &p, &f).is_none());
         }
-        assert_eq!(n.counters().udp_malformed, 3);
+        let f = bent(|b| {
+            let l = u16::from_be_bytes([b[38], b[39]]) - 1;
+            b[38..40].copy_from_slice(&l.to_be_bytes());
+        });
+        assert!(feed(&mut n, &p, &f).is_none());
+        assert_eq!(n.counters().udp_malformed, 4);
         // A total of exactly 28 (UDP header only, no payload, UDP length 8, no checksum).
         let f = bent(|b| {
             b[16..18].copy_from_slice(&28u16.to_be_bytes());
