@@ -376,6 +376,13 @@ fn ping(port: &mut impl Port, o: &Options, out: &mut String) -> Result<(), Strin
                 return Err(format!("link went down at seq {seq}: {:?}", port.stats()));
             }
         }
+        // Warm-up frames are given up on after 200 ms at most: a peer still starting drops
+        // some, and waiting longer for them only delays the run.
+        let limit = if seq < o.warmup {
+            o.answer_timeout.min(WARMUP_ANSWER_TIMEOUT)
+        } else {
+            o.answer_timeout
+        };
         let mut spins = 0u64;
         let mut got = false;
         while !got {
@@ -397,13 +404,6 @@ fn ping(port: &mut impl Port, o: &Options, out: &mut String) -> Result<(), Strin
                 }
             }
             spins += 1;
-            // Warm-up frames are given up on after 200 ms at most: a peer still starting
-            // drops some, and waiting longer for them only delays the run.
-            let limit = if seq < o.warmup {
-                o.answer_timeout.min(WARMUP_ANSWER_TIMEOUT)
-            } else {
-                o.answer_timeout
-            };
             if !got && spins.is_multiple_of(65536) && t0.elapsed() > limit {
                 // A frame sent while the peer was still starting may be dropped by it.
                 if seq < o.warmup {
