@@ -44,10 +44,12 @@
 //! At the end the target reports (lines `RESULT key value` on stdout): messages intact,
 //! corrupted, out of order; its port, net and endpoint drop counters; memif's counters; the
 //! pool's `in_use` with the link down and after the stack is gone (must be 0). The test
-//! asserts no panic (exit status), no reordered message, no corrupted one on the server
-//! (which copies frames out of the peer's memory before checking them; a client's received
-//! frames stay in memory the peer writes, so corrupted deliveries there are printed, the
-//! documented hazard), the hostility seen in the drop counters, the pool back to idle.
+//! asserts no panic (exit status), no reordered message, no corrupted one (the server copies
+//! frames out of the peer's memory before checking them, and so does the client target, with
+//! `InterfaceConfig::copy_rx`; with `BYPASS_HOSTILE_COPY_RX=0` a zero-copy client's received
+//! frames stay in memory the peer writes, and corrupted deliveries there are printed, the
+//! documented hazard), the hostility seen in the drop counters, the pool (and the client's
+//! private receive pool) back to idle.
 //!
 //! Separately, `unsealed_region_shrunk_under_default_server`: with the default
 //! `require_sealed_regions = false`, a peer that shrinks its unsealed region while the
