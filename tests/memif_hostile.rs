@@ -44,10 +44,12 @@
 //! At the end the target reports (lines `RESULT key value` on stdout): messages intact,
 //! corrupted, out of order; its port, net and endpoint drop counters; memif's counters; the
 //! pool's `in_use` with the link down and after the stack is gone (must be 0). The test
-//! asserts no panic (exit status), no reordered message, no corrupted one on the server
-//! (which copies frames out of the peer's memory before checking them; a client's received
-//! frames stay in memory the peer writes, so corrupted deliveries there are printed, the
-//! documented hazard), the hostility seen in the drop counters, the pool back to idle.
+//! asserts no panic (exit status), no reordered message, no corrupted one (the server copies
+//! frames out of the peer's memory before checking them, and so does the client target, with
+//! `InterfaceConfig::copy_rx`; with `BYPASS_HOSTILE_COPY_RX=0` a zero-copy client's received
+//! frames stay in memory the peer writes, and corrupted deliveries there are printed, the
+//! documented hazard), the hostility seen in the drop counters, the pool (and the client's
+//! private receive pool) back to idle.
 //!
 //! Separately, `unsealed_region_shrunk_under_default_server`: with the default
 //! `require_sealed_regions = false`, a peer that shrinks its unsealed region while the
@@ -111,6 +113,12 @@ fn memif_role(s: &str) -> Role {
         "client" => Role::Client,
         other => panic!("memif role {other:?}"),
     }
+}
+
+/// Whether a client target copies received frames out of the shared memory
+/// (`InterfaceConfig::copy_rx`): yes unless `BYPASS_HOSTILE_COPY_RX=0`.
+fn copy_rx() -> bool {
+    env("BYPASS_HOSTILE_COPY_RX").as_deref() != Some("0")
 }
 
 fn memif_cfg(sock: &str, role: Role) -> MemifConfig {
@@ -223,8 +231,12 @@ fn target_main() {
     let stop = PathBuf::from(env("BYPASS_HOSTILE_STOP").expect("stop file"));
     let mut cfg = memif_cfg(&sock, role);
     cfg.require_sealed_regions = env("BYPASS_HOSTILE_SEALED").is_some_and(|v| v == "1");
+    // A client target copies what it receives out of the server's reach (the defence);
+    // BYPASS_HOSTILE_COPY_RX=0 runs it zero copy, to see the hazard it defends against.
+    cfg.interfaces[0].copy_rx = role == Role::Client && copy_rx();
     let memif = Memif::new(cfg).expect("target memif");
     let pool = memif.pool(0).expect("pool");
+    let rx_pool = memif.rx_copy_pool(0);
     let port = memif.port(0, 0).expect("port");
     let stack = Stack::builder(Backend::Port(Box::new(port)), TARGET_IP)
         .mac(TARGET_MAC)
@@ -366,11 +378,17 @@ fn target_main() {
         "memif_last_error",
         format!("{:?}", memif.last_error(0)).replace(' ', "_"),
     );
-    result("pool_in_use_link_down", pool.stats().in_use);
+    let rx_in_use = || rx_pool.as_ref().map_or(0, |p| p.stats().in_use);
+    result("pool_in_use_link_down", pool.stats().in_use + rx_in_use());
     drop(listener);
     drop(stack);
-    result("pool_in_use_after", pool.stats().in_use);
+    result("pool_in_use_after", pool.stats().in_use + rx_in_use());
     result("pool_failed", pool.stats().failed);
+    result("rx_copy", u64::from(rx_pool.is_some()));
+    result(
+        "rx_copy_pool_failed",
+        rx_pool.as_ref().map_or(0, |p| p.stats().failed),
+    );
     println!("target done");
 }
 
@@ -1405,13 +1423,14 @@ fn hostile_run(target_role: &'static str) {
         "in-order connections deliver in order"
     );
     let corrupt = num(&r, "msgs_corrupt");
-    if target_role == "server" {
-        // The server copies every frame out of the peer's memory before it checks it.
+    if target_role == "server" || num(&r, "rx_copy") == 1 {
+        // The server, and a client with copy_rx, copy every frame out of the peer's reach
+        // before anything checks it.
         assert_eq!(corrupt, 0, "a corrupted message reached the application");
     } else if corrupt > 0 {
-        // The client's received frames are memory the peer can still write (SECURITY.md,
-        // "Not defended"); reported, not failed.
-        println!("NOTE: {corrupt} messages were delivered corrupted to the client target");
+        // A zero-copy client's received frames are memory the peer can still write
+        // (SECURITY.md); reported, not failed.
+        println!("NOTE: {corrupt} messages were delivered corrupted to the zero-copy client");
     }
     // The hostility was seen and counted.
     assert!(num(&r, "port_rx_errors") > 0, "descriptor drops counted");

@@ -79,6 +79,7 @@ struct MemifKnobs {
     max_pending_handshakes: Option<usize>,
     allowed_uid: Option<u32>,
     handshake_timeout: Option<Duration>,
+    copy_rx: Option<bool>,
 }
 
 impl MemifKnobs {
@@ -101,6 +102,7 @@ impl MemifKnobs {
     fn any(&self) -> Option<&'static str> {
         self.server_only()
             .or(self.handshake_timeout.map(|_| "memif_handshake_timeout"))
+            .or(self.copy_rx.map(|_| "memif_copy_rx"))
     }
 
     fn apply(&self, cfg: &mut MemifConfig) {
@@ -352,6 +354,18 @@ impl StackBuilder {
         } else {
             u32::MAX
         };
+        self
+    }
+
+    /// memif client: copy each received frame out of the memory the server shares into a
+    /// private pool before the stack reads it ([`InterfaceConfig::copy_rx`], default off:
+    /// zero copy). Turn it on when the server may be hostile: without it, a received
+    /// frame lies in memory the server can still write, so it can change a message after
+    /// its checksum was verified, even while the application holds it (docs/SECURITY.md).
+    /// One copy per frame; a memif server always copies (there it changes nothing).
+    /// [`Backend::Memif`] only.
+    pub fn memif_copy_rx(mut self, on: bool) -> Self {
+        self.memif.copy_rx = Some(on);
         self
     }
 
@@ -643,6 +657,9 @@ impl StackBuilder {
         }
         if let Some(h) = self.memif_hugepages {
             ic.hugepages = h;
+        }
+        if let Some(c) = self.memif.copy_rx {
+            ic.copy_rx = c;
         }
         ic
     }

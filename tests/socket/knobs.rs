@@ -285,6 +285,55 @@ fn memif_max_peer_region_bytes_reaches_the_memif_server() {
     assert_eq!((server, client), (Ok(()), Ok(())), "256 MiB lets it in");
 }
 
+/// `memif_copy_rx` on a client stack: messages of one segment and of many arrive intact
+/// and stay intact while the client holds them all (in its private receive pool), and the
+/// echo goes back out of the shared region (a foreign buffer is copied into it).
+#[test]
+fn memif_copy_rx_client_stack_exchanges_messages() {
+    let _pair = harness::one_pair_at_a_time();
+    let path = socket_path("copy-rx");
+    let _ = std::fs::remove_file(&path);
+    let backend = |role| Backend::Memif {
+        socket: path.clone(),
+        role,
+        id: 0,
+    };
+    let sb = backend(Role::Server);
+    let sizes = [1usize, 100, 1400, 20_000, 3];
+    let srv = thread::spawn(move || {
+        let stack = Stack::builder(sb, SERVER).build().unwrap();
+        let sock = stack.listen().accept(Duration::from_secs(20)).unwrap();
+        for _ in 0..sizes.len() {
+            let m = sock.recv().unwrap();
+            sock.send_bytes(m).unwrap();
+        }
+        assert_eq!(sock.recv().unwrap_err(), Error::Closed);
+    });
+    harness::settle("the memif server's socket to appear", || path.exists());
+    let stack = Stack::builder(backend(Role::Client), CLIENT)
+        .memif_copy_rx(true)
+        .link_timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let sock = stack
+        .connect(SocketAddrV4::new(SERVER, PORT), Duration::from_secs(10))
+        .unwrap();
+    let msg = |i: usize, n: usize| -> Vec<u8> { (0..n).map(|j| (i * 31 + j) as u8).collect() };
+    let mut held = Vec::new();
+    for (i, &n) in sizes.iter().enumerate() {
+        sock.send_bytes(msg(i, n).into()).unwrap();
+        held.push(sock.recv().unwrap());
+    }
+    for (i, (m, &n)) in held.iter().zip(&sizes).enumerate() {
+        assert_eq!(&m[..], &msg(i, n)[..], "echo {i} of {n} bytes");
+    }
+    drop(held);
+    sock.close().unwrap();
+    srv.join().unwrap();
+    assert_eq!(stack.stats().port.rx_no_buffer, 0);
+    let _ = std::fs::remove_file(&path);
+}
+
 #[test]
 fn nonsensical_limits_are_refused_by_build() {
     let port = || {
@@ -314,6 +363,7 @@ fn nonsensical_limits_are_refused_by_build() {
         ("memif_handshake_timeout", client(), |b| {
             b.memif_handshake_timeout(Duration::ZERO)
         }),
+        ("memif_copy_rx", port(), |b| b.memif_copy_rx(true)),
         ("memif_peers", client(), |b| b.memif_peers(2)),
         ("memif_peers", port(), |b| b.memif_peers(2)),
     ];

@@ -54,6 +54,8 @@ pub struct Options {
     /// warm-up frame after at most 200 ms); an intact answer that comes later is counted
     /// late, not bad.
     pub answer_timeout: Duration,
+    /// Client: copy received frames out of the shared region (`InterfaceConfig::copy_rx`).
+    pub copy_rx: bool,
 }
 
 impl Default for Options {
@@ -71,6 +73,7 @@ impl Default for Options {
             link_timeout: Duration::from_secs(30),
             log2_ring: 10,
             answer_timeout: Duration::from_millis(200),
+            copy_rx: false,
         }
     }
 }
@@ -234,6 +237,7 @@ pub fn loopback(o: &Options) -> Result<String, String> {
     let mk = |role| {
         let mut cfg = MemifConfig::new(&sock, role, o.id);
         cfg.interfaces[0].log2_ring_size = o.log2_ring;
+        cfg.interfaces[0].copy_rx = o.copy_rx;
         Memif::new(cfg).map_err(|e| e.to_string())
     };
     let server = mk(Role::Server)?;
@@ -288,9 +292,10 @@ pub fn loopback(o: &Options) -> Result<String, String> {
     let cpu = thread_cpu() - t0;
     let f = (hops - h0) as f64;
     Ok(format!(
-        "loopback size={} hops={} cpu_ns_per_hop={:.1} mpps_per_cpu={:.2} \
+        "loopback size={} copy_rx={} hops={} cpu_ns_per_hop={:.1} mpps_per_cpu={:.2} \
          (one hop = rx_burst on one side + tx_burst of the same frame back out of it)\n",
         o.size,
+        o.copy_rx,
         hops - h0,
         cpu / f * 1e9,
         f / cpu / 1e6
@@ -308,6 +313,7 @@ pub fn run(o: &Options) -> Result<String, String> {
     let mut cfg = MemifConfig::new(&o.socket, o.role, o.id);
     let mut ic = InterfaceConfig::new(o.id);
     ic.log2_ring_size = o.log2_ring;
+    ic.copy_rx = o.copy_rx;
     cfg.interfaces = vec![ic];
     cfg.reconnect_interval = Duration::from_millis(20);
     let memif = Memif::new(cfg).map_err(|e| e.to_string())?;

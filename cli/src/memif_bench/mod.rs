@@ -81,6 +81,10 @@ pub struct MemifBenchArgs {
     /// frame after at most 200 ms); an answer that comes later counts as late
     #[arg(long, value_name = "TIME", default_value = "200ms", value_parser = super::duration::parse)]
     pub answer_timeout: Duration,
+    /// Client: copy each received frame out of the memory the server writes before reading
+    /// it (the defence against a hostile server; docs/SECURITY.md)
+    #[arg(long)]
+    pub copy_rx: bool,
 }
 
 impl MemifBenchArgs {
@@ -112,6 +116,7 @@ impl MemifBenchArgs {
             link_timeout: self.link_timeout,
             log2_ring: self.log2_ring,
             answer_timeout: self.answer_timeout,
+            copy_rx: self.copy_rx,
             mode,
         }
     }

@@ -106,6 +106,8 @@ mod sys;
 mod seal_tests;
 // A hostile peer's interrupt fds, region sizes, control-socket flood, secrets, peer uid.
 #[cfg(test)]
+mod copy_tests;
+#[cfg(test)]
 mod hostile_tests;
 #[cfg(test)]
 mod tests;
@@ -165,6 +167,16 @@ pub struct InterfaceConfig {
     pub mac: [u8; 6],
     /// Hugepage policy for the buffer pool (and, on the client, the rings).
     pub hugepages: HugePages,
+    /// Client: copy each received frame out of the shared region into a private pool
+    /// before the stack reads it (a server always does). Off by default: a received frame
+    /// is then handed up as it lies in the region (zero copy), which the server can still
+    /// write, also after the frame's checksums were verified, so a hostile server can
+    /// change a message the application already holds. Turn it on when the peer may be
+    /// hostile (docs/SECURITY.md). It costs one copy of each frame and a second pool of
+    /// `queue_pairs * 2^log2_ring_size + extra_buffers` buffers
+    /// ([`Memif::rx_copy_pool`]); a frame that finds it empty is dropped and counted in
+    /// `PortStats::rx_no_buffer`.
+    pub copy_rx: bool,
 }
 
 impl InterfaceConfig {
@@ -180,6 +192,7 @@ impl InterfaceConfig {
             name: format!("bypass-memif{id}"),
             mac: [0x02, 0xb9, 0x70, 0, (id >> 8) as u8, id as u8],
             hugepages: HugePages::Prefer,
+            copy_rx: false,
         }
     }
 }
@@ -402,6 +415,9 @@ struct IfShared {
     /// Client: the shared buffer pool (memif region 1). Server: the local pool frames are
     /// copied into.
     pool: Pool,
+    /// Client with [`InterfaceConfig::copy_rx`]: the private pool received frames are
+    /// copied into.
+    rx_copy: Option<Pool>,
     taken: Mutex<Vec<bool>>,
     last_error: Mutex<Option<ControlError>>,
     connects: AtomicU64,
@@ -542,6 +558,20 @@ impl Memif {
                     "buffer pool over 4 GiB: memif offsets are 32-bit".into(),
                 ));
             }
+            // A client's received frames, copied out of the region the server writes: as
+            // many as its receive rings hold, plus those the application keeps.
+            let rx_copy = if cfg.role == Role::Client && ic.copy_rx {
+                let mut rc = PoolConfig::new(
+                    &format!("memif{}-rx", ic.id),
+                    ic.queue_pairs as u32 * ring + ic.extra_buffers,
+                    ic.buffer_size + 128,
+                );
+                rc.headroom = 128;
+                rc.hugepages = ic.hugepages;
+                Some(Pool::new(&rc)?)
+            } else {
+                None
+            };
             ifaces.push(Arc::new(IfShared {
                 cfg: ic.clone(),
                 role: cfg.role,
@@ -549,6 +579,7 @@ impl Memif {
                 gen: AtomicU64::new(0),
                 conn: Mutex::new(None),
                 pool,
+                rx_copy,
                 taken: Mutex::new(vec![false; ic.queue_pairs as usize]),
                 last_error: Mutex::new(None),
                 connects: AtomicU64::new(0),
@@ -776,6 +807,13 @@ impl Memif {
     /// The buffer pool of interface `id` (client: the shared region; server: local).
     pub fn pool(&self, id: u32) -> Option<Pool> {
         self.iface(id).map(|i| i.pool.clone())
+    }
+
+    /// The private pool a client's received frames are copied into
+    /// ([`InterfaceConfig::copy_rx`]); `None` without it (or on a server, which copies into
+    /// [`Memif::pool`]).
+    pub fn rx_copy_pool(&self, id: u32) -> Option<Pool> {
+        self.iface(id).and_then(|i| i.rx_copy.clone())
     }
 }
 

@@ -130,6 +130,9 @@ pub struct MemifPort {
     stats: PortStats,
     info: PortInfo,
     pool: Pool,
+    /// Client with `InterfaceConfig::copy_rx`: the private pool received frames are copied
+    /// into before the stack reads them.
+    rx_copy: Option<Pool>,
     headroom: u32,
     /// Data bytes of one buffer (what a client posts as a descriptor's length).
     cap: u32,
@@ -217,6 +220,7 @@ impl Drop for Active {
 impl MemifPort {
     pub(super) fn new(iface: Arc<IfShared>, queue: u16) -> MemifPort {
         let pool = iface.pool.clone();
+        let rx_copy = iface.rx_copy.clone();
         let headroom = pool.headroom() as u32;
         let cap = (pool.slot_size() as u32 - headroom).min(iface.cfg.buffer_size.max(1));
         let info = PortInfo {
@@ -248,6 +252,7 @@ impl MemifPort {
             stats: PortStats::default(),
             info,
             pool,
+            rx_copy,
             headroom,
             cap,
             idle: false,
@@ -456,6 +461,24 @@ impl MemifPort {
                     // A length beyond the posted buffer, or a chain longer than one buffer.
                     self.stats.rx_errors += 1;
                     continue;
+                }
+                if let Some(rp) = &self.rx_copy {
+                    // Out of the memory the server writes, before anything reads the frame:
+                    // what the stack checks is what the application gets. The shared slot
+                    // goes back to the pool (and to the ring at the next refill).
+                    match rp.alloc() {
+                        Ok(mut c) => {
+                            if c.extend_from_slice(b.data()).is_err() {
+                                self.stats.rx_errors += 1;
+                                continue;
+                            }
+                            b = c;
+                        }
+                        Err(PoolExhausted) => {
+                            self.stats.rx_no_buffer += 1;
+                            continue;
+                        }
+                    }
                 }
                 b.meta.queue = self.queue;
                 self.stats.rx_bytes += b.len() as u64;
