@@ -19,7 +19,7 @@ use crate::proto::cc::swift::{SwiftConfig, SwiftFactory};
 use crate::proto::cc::ControllerFactory;
 use crate::proto::{ConnectionConfig, Endpoint, EndpointConfig};
 use crate::runtime::clock::SystemClock;
-use crate::runtime::net::NetConfig;
+use crate::runtime::net::{ArpConfig, NetConfig};
 use crate::runtime::{Runtime, RuntimeConfig};
 use crate::time::Clock;
 
@@ -68,6 +68,8 @@ pub struct StackBuilder {
     rx_pool_reserve: u32,
     faults: Option<FaultConfig>,
     idle_poll: IdlePoll,
+    arp: Option<ArpConfig>,
+    stateless_queue: Option<usize>,
 }
 
 /// The hostile-peer settings of a memif backend ([`MemifConfig`]) the builder passes on;
@@ -80,6 +82,8 @@ struct MemifKnobs {
     allowed_uid: Option<u32>,
     handshake_timeout: Option<Duration>,
     copy_rx: Option<bool>,
+    wedge_timeout: Option<Duration>,
+    secret: Option<String>,
 }
 
 impl MemifKnobs {
@@ -103,6 +107,8 @@ impl MemifKnobs {
         self.server_only()
             .or(self.handshake_timeout.map(|_| "memif_handshake_timeout"))
             .or(self.copy_rx.map(|_| "memif_copy_rx"))
+            .or(self.wedge_timeout.map(|_| "memif_wedge_timeout"))
+            .or(self.secret.as_ref().map(|_| "memif_secret"))
     }
 
     fn apply(&self, cfg: &mut MemifConfig) {
@@ -120,6 +126,9 @@ impl MemifKnobs {
         }
         if let Some(v) = self.handshake_timeout {
             cfg.handshake_timeout = v;
+        }
+        if let Some(v) = self.wedge_timeout {
+            cfg.wedge_timeout = v;
         }
     }
 }
@@ -167,6 +176,8 @@ impl StackBuilder {
             rx_pool_reserve: DEFAULT_RX_POOL_RESERVE,
             faults: None,
             idle_poll: IdlePoll::default(),
+            arp: None,
+            stateless_queue: None,
         }
     }
 
@@ -405,6 +416,43 @@ impl StackBuilder {
     /// only.
     pub fn memif_handshake_timeout(mut self, d: Duration) -> Self {
         self.memif.handshake_timeout = Some(d);
+        self
+    }
+    /// memif: how long a ring of a live connection may stay inconsistent (no frame can move
+    /// on it) before the connection is torn down and counted in `Memif::rings_wedged`
+    /// ([`MemifConfig::wedge_timeout`], default 1 s; more than 0). Shorter gives a link back
+    /// sooner after a peer wedged it; below a few milliseconds a peer merely preempted in the
+    /// middle of an update could be torn down. [`Backend::Memif`] only.
+    pub fn memif_wedge_timeout(mut self, d: Duration) -> Self {
+        self.memif.wedge_timeout = Some(d);
+        self
+    }
+    /// memif: the interface's shared secret (at most 23 bytes; DPDK's `secret=`). A server
+    /// refuses a client that does not present it (`ControlError::Secret`, sent in the
+    /// DISCONNECT, logged); a client presents it. Default none. A secret is no
+    /// authentication against a local user who can read it (it travels in the clear over
+    /// the socket): restrict the socket by file mode or
+    /// [`memif_allowed_uid`](Self::memif_allowed_uid) for that. [`Backend::Memif`] only.
+    pub fn memif_secret(mut self, secret: impl Into<String>) -> Self {
+        self.memif.secret = Some(secret.into());
+        self
+    }
+    /// ARP: the cache's size and the bounds on unresolved destinations
+    /// ([`ArpConfig`]; default 256 entries (at least `memif_peers` + 16), 16 destinations
+    /// waiting at once with 64 frames queued each, a request every 200 ms, 5 tries, entries
+    /// kept 60 s). A host that sends spoofed hellos from many on-link addresses fills the
+    /// pending destinations (counted; the oldest is dropped), never more.
+    pub fn arp(mut self, cfg: ArpConfig) -> Self {
+        self.arp = Some(cfg);
+        self
+    }
+    /// Stateless replies (cookie challenges, resets to unknown connections) queued for the
+    /// next transmit at most ([`EndpointConfig::stateless_queue`], default 64, at least 1);
+    /// one more is dropped and counted
+    /// (`bypass_transport_rx_dropped_datagrams{cause="stateless_queue_full"}`), so a flood of
+    /// hellos cannot grow memory.
+    pub fn stateless_queue(mut self, n: usize) -> Self {
+        self.stateless_queue = Some(n);
         self
     }
     /// Congestion controller for new connections.
@@ -660,6 +708,9 @@ impl StackBuilder {
         }
         if let Some(c) = self.memif.copy_rx {
             ic.copy_rx = c;
+        }
+        if let Some(s) = &self.memif.secret {
+            ic.secret = Some(s.clone());
         }
         ic
     }
@@ -924,6 +975,52 @@ impl StackBuilder {
                 "give a handshake time to complete (default 5 s)",
             );
         }
+        if self.memif.wedge_timeout == Some(Duration::ZERO) {
+            return zero(
+                "memif_wedge_timeout",
+                "give a wedged ring time to come back (default 1 s)",
+            );
+        }
+        if let Some(s) = &self.memif.secret {
+            if s.len() > 23 {
+                return Err(Error::Config {
+                    what: "memif_secret",
+                    why: format!("{} bytes; memif carries at most 23", s.len()),
+                    fix: "give a secret of at most 23 bytes",
+                });
+            }
+        }
+        if self.stateless_queue == Some(0) {
+            return zero(
+                "stateless_queue",
+                "queue at least 1 stateless reply (default 64): with none, no handshake \
+                 could be answered",
+            );
+        }
+        if let Some(a) = self.arp {
+            for (what, v) in [
+                ("capacity", a.capacity),
+                ("pending_dests", a.pending_dests),
+                ("queue_per_dest", a.queue_per_dest),
+                ("max_tries", a.max_tries as usize),
+            ] {
+                if v == 0 {
+                    return Err(Error::Config {
+                        what: "arp",
+                        why: format!("ArpConfig::{what} is 0"),
+                        fix: "give at least 1 (see ArpConfig::default())",
+                    });
+                }
+            }
+            if a.retry_ns == 0 || a.ttl_ns == 0 {
+                return Err(Error::Config {
+                    what: "arp",
+                    why: "ArpConfig::retry_ns or ttl_ns is 0".into(),
+                    fix: "give a retry interval and an entry life above 0 (see \
+                          ArpConfig::default())",
+                });
+            }
+        }
         if let Some(b) = self.memif.max_peer_region_bytes {
             if b < MIN_PEER_REGION_BYTES {
                 return Err(Error::Config {
@@ -970,6 +1067,9 @@ impl StackBuilder {
         net.mtu = mtu;
         net.prefix_len = self.prefix_len;
         // An entry for each peer of a memif server, and room for the others.
+        if let Some(a) = self.arp {
+            net.arp = a;
+        }
         net.arp.capacity = net.arp.capacity.max(self.memif_peers as usize + 16);
         net.offloads = info.offloads;
         let mut conn = self.conn.clone();
@@ -995,6 +1095,9 @@ impl StackBuilder {
             cookie_key: [os_random()?, os_random()?],
             ..EndpointConfig::default()
         };
+        if let Some(n) = self.stateless_queue {
+            ecfg.stateless_queue = n;
+        }
         ecfg.cc = match self.cc.take() {
             Some(cc) => cc,
             None => {

@@ -17,6 +17,7 @@ use crate::socket_pair::{plain, serve_and_connect, End, PORT};
 use bypass::mem::{HugePages, Pool, PoolConfig};
 use bypass::pmd::memif::Role;
 use bypass::pmd::pair::{pair, PairPort};
+use bypass::runtime::net::ArpConfig;
 use bypass::socket::{Backend, Error, Stack, StackBuilder};
 
 const SERVER: Ipv4Addr = Ipv4Addr::new(10, 97, 0, 1);
@@ -216,6 +217,15 @@ fn memif_pair(
     what: &str,
     server: impl FnOnce(StackBuilder) -> StackBuilder + Send + 'static,
 ) -> (Result<(), String>, Result<(), String>) {
+    memif_pair_with(what, server, |b| b)
+}
+
+/// [`memif_pair`] with the client's builder set by `client` too.
+fn memif_pair_with(
+    what: &str,
+    server: impl FnOnce(StackBuilder) -> StackBuilder + Send + 'static,
+    client: impl FnOnce(StackBuilder) -> StackBuilder,
+) -> (Result<(), String>, Result<(), String>) {
     let path = socket_path(what);
     let _ = std::fs::remove_file(&path);
     let backend = |role| Backend::Memif {
@@ -242,7 +252,7 @@ fn memif_pair(
         }
     });
     harness::settle("the memif server's socket to appear", || path.exists());
-    let client = Stack::builder(backend(Role::Client), CLIENT)
+    let client = client(Stack::builder(backend(Role::Client), CLIENT))
         .link_timeout(Duration::from_secs(2))
         .build();
     let _ = done_tx.send(());
@@ -267,6 +277,72 @@ fn memif_allowed_uid_reaches_the_memif_server() {
         (server, client),
         (Ok(()), Ok(())),
         "a client of the allowed user connects"
+    );
+}
+
+#[test]
+fn memif_secret_reaches_both_ends() {
+    let _pair = harness::one_pair_at_a_time();
+    let (server, client) = memif_pair("secret-none", |b| b.memif_secret("s3cret"));
+    let client = client.expect_err("a client without the secret must be refused");
+    assert!(
+        client.contains("secret"),
+        "the client's error should say the secret was refused: {client}"
+    );
+    assert!(server.is_err(), "the server saw no link: {server:?}");
+    let (server, client) = memif_pair_with(
+        "secret-wrong",
+        |b| b.memif_secret("s3cret"),
+        |b| b.memif_secret("guess"),
+    );
+    assert!(client.is_err() && server.is_err(), "{client:?} {server:?}");
+    let (server, client) = memif_pair_with(
+        "secret-same",
+        |b| b.memif_secret("s3cret"),
+        |b| b.memif_secret("s3cret"),
+    );
+    assert_eq!(
+        (server, client),
+        (Ok(()), Ok(())),
+        "the same secret connects"
+    );
+}
+
+/// `arp(ArpConfig { pending_dests, .. })`: connections to on-link addresses nobody answers
+/// for wait on ARP; with room for one waiting destination the others are counted in
+/// `arp_pending_full`, with the default's 16 none is.
+#[test]
+fn arp_limits_reach_the_runtime() {
+    let pending_full = |arp: Option<ArpConfig>| {
+        let (a, _b, _pool) = ports();
+        let mut b = Stack::builder(Backend::Port(Box::new(a)), CLIENT)
+            .no_accept()
+            .link_timeout(Duration::from_millis(100));
+        if let Some(c) = arp {
+            b = b.arp(c);
+        }
+        let stack = b.build().unwrap();
+        let socks: Vec<_> = (10..14)
+            .map(|n| {
+                stack
+                    .connect_start(SocketAddrV4::new(Ipv4Addr::new(10, 97, 0, n), PORT))
+                    .unwrap()
+            })
+            .collect();
+        for _ in 0..100 {
+            stack.poll();
+        }
+        drop(socks);
+        stack.stats().net.arp_pending_full
+    };
+    assert_eq!(pending_full(None), 0, "16 destinations may wait by default");
+    let one = ArpConfig {
+        pending_dests: 1,
+        ..ArpConfig::default()
+    };
+    assert!(
+        pending_full(Some(one)) >= 3,
+        "three of four destinations found no room"
     );
 }
 
@@ -364,6 +440,27 @@ fn nonsensical_limits_are_refused_by_build() {
             b.memif_handshake_timeout(Duration::ZERO)
         }),
         ("memif_copy_rx", port(), |b| b.memif_copy_rx(true)),
+        ("memif_wedge_timeout", port(), |b| {
+            b.memif_wedge_timeout(Duration::from_secs(1))
+        }),
+        ("memif_wedge_timeout", client(), |b| {
+            b.memif_wedge_timeout(Duration::ZERO)
+        }),
+        ("memif_secret", port(), |b| b.memif_secret("s")),
+        ("memif_secret", client(), |b| b.memif_secret("x".repeat(24))),
+        ("stateless_queue", port(), |b| b.stateless_queue(0)),
+        ("arp", port(), |b| {
+            b.arp(ArpConfig {
+                pending_dests: 0,
+                ..ArpConfig::default()
+            })
+        }),
+        ("arp", port(), |b| {
+            b.arp(ArpConfig {
+                retry_ns: 0,
+                ..ArpConfig::default()
+            })
+        }),
         ("memif_peers", client(), |b| b.memif_peers(2)),
         ("memif_peers", port(), |b| b.memif_peers(2)),
     ];
