@@ -568,6 +568,13 @@ impl PktBytes {
         let i = self.inner();
         (i.free_here() as u64) * 1000 < u64::from(i.nslots()) * u64::from(per_mille)
     }
+
+    /// This view's pool: its slots free as [`pool_below`](Self::pool_below) sees them, and
+    /// all its slots (for a message saying how low it is).
+    pub(crate) fn pool_free(&self) -> (usize, u32) {
+        let i = self.inner();
+        (i.free_here(), i.nslots())
+    }
 }
 
 impl Clone for PktBytes {

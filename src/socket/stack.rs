@@ -231,23 +231,29 @@ impl RxPressure {
                     MsgData::Segments(s) => s.part(0),
                     _ => None,
                 };
-                first.is_some_and(|p| p.pool_below(line))
+                match first {
+                    Some(p) if p.pool_below(line) => Some(p.pool_free()),
+                    _ => None,
+                }
             }
             MsgData::Buffer(_) | MsgData::Target(_) => return m,
         };
-        if low != self.on {
-            self.on = low;
-            if low {
+        if low.is_some() != self.on {
+            self.on = low.is_some();
+            if let Some((free, slots)) = low {
                 self.episodes += 1;
                 crate::warn_rate_limited!(
                     self.log,
                     StdInstant::now(),
+                    free,
+                    slots,
                     reserve_percent = f64::from(self.reserve) / 10.0,
                     episodes = self.episodes,
-                    "receive pool low: fewer than the reserve of its buffers are free, most \
-                     likely held by received messages the application keeps; received \
-                     messages are now copied out of the pool until it recovers (copy what you \
-                     keep, drop messages sooner, or give the stack a larger pool)"
+                    "receive pool low: fewer buffers free than the reserve, held by received \
+                     messages the application has not read yet or keeps (or by messages still \
+                     being reassembled); received messages are copied out of the pool until it \
+                     recovers (read sooner, copy what you keep, or give the stack a larger \
+                     pool: memif_extra_buffers)"
                 );
             } else {
                 tracing::info!(

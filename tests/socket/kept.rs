@@ -195,6 +195,11 @@ fn a_server_that_keeps_every_value_loses_no_connection() {
         "no warning in the log: {}",
         s.log
     );
+    assert!(
+        s.log.contains("free=") && s.log.contains("slots="),
+        "the warning says how low the pool is: {}",
+        s.log
+    );
     assert_eq!(s.rx_no_buffer, 0, "the port ran out of receive buffers");
 }
 
