@@ -4,7 +4,9 @@
 //! round trips of a 64 B message: back to back (warm), and each after `--idle-ms` of silence
 //! (cold: the server is asleep in `ppoll` on the ring's eventfd). As a floor, the same
 //! machine's bare kernel wake-up: one thread writes an eventfd another sleeps on in `ppoll`
-//! and spins until it woke (what any sleeping receiver pays, whatever the stack).
+//! and spins until it woke (what any sleeping receiver pays, whatever the stack). And a
+//! stack's `Doorbell`: a stack asleep in `poll_events` (a memif server with no peer), woken
+//! by another thread's `ring`, one way, measured as the floor is.
 //!
 //! `cargo run --profile test --example idle_wake -- [--rounds N] [--idle-ms MS]
 //! [--max-sleep-ms MS] [--server-spin]` (the server's sleep ceiling, default 10 as
@@ -21,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use bypass::pmd::memif::Role;
 use bypass::pmd::RxWait;
-use bypass::socket::{Backend, Error, IdlePoll, Stack, DEFAULT_UDP_PORT};
+use bypass::socket::{Backend, Doorbell, Error, IdlePoll, Stack, DEFAULT_UDP_PORT};
 
 const SERVER: Ipv4Addr = Ipv4Addr::new(10, 80, 0, 1);
 const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 80, 0, 2);
@@ -80,6 +82,67 @@ fn eventfd_floor(rounds: u64, idle: Duration) -> Vec<Duration> {
     sleeper.join().expect("sleeper")
 }
 
+/// One-way wake-up of a stack asleep in `poll_events` by another thread's
+/// `Doorbell::ring`, `rounds` times after `idle`.
+fn doorbell_wake(rounds: u64, idle: Duration, max_sleep: Duration, pin: bool) -> Vec<Duration> {
+    let path = std::env::temp_dir().join(format!("bypass-idle-bell-{}.sock", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let base = Instant::now();
+    let sent = Arc::new(AtomicU64::new(0));
+    let done = Arc::new(AtomicU64::new(0));
+    let (s, d, p) = (sent.clone(), done.clone(), path.clone());
+    let (bell_tx, bell_rx) = mpsc::channel();
+    let sleeper = thread::spawn(move || {
+        let b = Stack::builder(
+            Backend::Memif {
+                socket: p,
+                role: Role::Server,
+                id: 0,
+            },
+            SERVER,
+        )
+        .idle_poll(IdlePoll::Sleep {
+            sleep_after: IdlePoll::DEFAULT_SLEEP_AFTER,
+            max_sleep,
+        });
+        let stack = if pin { b.pin_core(1) } else { b }
+            .build()
+            .expect("doorbell stack");
+        bell_tx.send(stack.doorbell().expect("doorbell")).unwrap();
+        let mut ready = Vec::new();
+        let mut lat = Vec::new();
+        while (lat.len() as u64) < rounds {
+            stack.poll_events(&mut ready, Duration::from_secs(10));
+            let woke = base.elapsed().as_nanos() as u64;
+            let at = s.load(Ordering::Acquire);
+            if at > 0 {
+                s.store(0, Ordering::Release);
+                lat.push(Duration::from_nanos(woke.saturating_sub(at)));
+                d.store(lat.len() as u64, Ordering::Release);
+            }
+        }
+        (lat, stack.stats().runtime)
+    });
+    let bell: Doorbell = bell_rx.recv().expect("the stack's doorbell");
+    for k in 0..rounds {
+        thread::sleep(idle);
+        sent.store(base.elapsed().as_nanos() as u64, Ordering::Release);
+        bell.ring();
+        while done.load(Ordering::Acquire) <= k {
+            std::hint::spin_loop();
+        }
+    }
+    let (lat, rt) = sleeper.join().expect("sleeper");
+    let _ = std::fs::remove_file(&path);
+    println!(
+        "doorbell: {} rings, {} eventfd writes; the stack slept {} times",
+        bell.counts().0,
+        bell.counts().1,
+        rt.sleeps
+    );
+    lat
+}
+
 fn main() {
     let rounds = arg("--rounds", 50);
     let idle = Duration::from_millis(arg("--idle-ms", 150));
@@ -91,6 +154,7 @@ fn main() {
     // scheduler cannot queue the woken server behind the spinning client on one CPU.
     let pin = std::env::args().any(|a| a == "--pin");
     let mut floor = eventfd_floor(rounds, idle);
+    let mut bell = doorbell_wake(rounds, idle, max_sleep, pin);
 
     let path = std::env::temp_dir().join(format!("bypass-idle-wake-{}.sock", std::process::id()));
     let _ = std::fs::remove_file(&path);
@@ -175,6 +239,13 @@ fn main() {
         pct(&mut floor, 0.5),
         pct(&mut floor, 0.9),
         pct(&mut floor, 1.0)
+    );
+    println!(
+        "Doorbell::ring -> a stack asleep in poll_events returns, after {idle:?} idle \
+         ({rounds} rounds): p50 {:.1} us, p90 {:.1} us, max {:.1} us",
+        pct(&mut bell, 0.5),
+        pct(&mut bell, 0.9),
+        pct(&mut bell, 1.0)
     );
     println!(
         "64 B RTT over memif, server {}, client spinning: warm p50 \

@@ -60,8 +60,10 @@
 //! off at a time, and the next request is read only once its response was sent, so
 //! responses keep the order of the requests. While hand-offs flow a core polls without
 //! sleeping (yielding its CPU on a turn with nothing to do, for the clients that may share
-//! it); idle, it sleeps at most `SHARD_NAP` at a time, which bounds the wait of a
-//! request handed to an idle core (a doorbell would remove it). With `--exit-after`, a core
+//! it); idle, it sleeps, and a core that hands something over rings the receiving core's
+//! `Doorbell` (`Stack::doorbell`), which ends that sleep at once. (`--no-doorbell`: an idle
+//! core sleeps at most `SHARD_NAP` at a time instead, which bounds the wait of a request
+//! handed to it; kept to measure the difference.) With `--exit-after`, a core
 //! that served its share of the connections keeps serving hand-offs until every core has;
 //! each core prints how many requests it handed off and how many it served for the others.
 //!
@@ -77,14 +79,14 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use bypass::bytes::Bytes;
 use bypass::mem::HugePages;
 use bypass::pmd::memif::Role;
 use bypass::runtime::handoff::{self, Full, Shard};
-use bypass::socket::{Backend, Error, Socket, Stack};
+use bypass::socket::{Backend, Doorbell, Error, Socket, Stack};
 
 const USAGE: &str =
     "usage: kv_server SOCKET_PATH [--clients N] [--cores K] [--shard-by-key] [--exit-after M]
@@ -97,6 +99,8 @@ const USAGE: &str =
   --shard-by-key   one store over the cores: a key belongs to core fnv1a64(key) % K, and a
                    request arriving on another core is handed to it and answered through it
   --exit-after M   exit after M client connections have closed (default: serve forever)
+  --no-doorbell    with --shard-by-key: do not ring the receiving core after a hand-off;
+                   idle cores nap 1 ms at a time instead (to compare)
 
 The protocol is described at the top of examples/kv_server.rs.";
 
@@ -105,9 +109,11 @@ pub const OK: u8 = 0;
 pub const NOT_FOUND: u8 = 1;
 pub const BAD: u8 = 2;
 
-/// With `--shard-by-key`: the longest an idle core sleeps in one poll, which bounds how long
-/// a request handed to it waits.
+/// With `--shard-by-key --no-doorbell`: the longest an idle core sleeps in one poll, which
+/// bounds how long a request handed to it waits.
 const SHARD_NAP: Duration = Duration::from_millis(1);
+/// With `--shard-by-key`: the longest an idle core waits in one poll (a doorbell ends it).
+const SHARD_WAIT: Duration = Duration::from_millis(50);
 /// With `--shard-by-key`: after a hand-off, a core polls without sleeping this long.
 const SHARD_SPIN: Duration = Duration::from_millis(2);
 
@@ -116,6 +122,7 @@ fn main() {
     let mut socket = None;
     let (mut clients, mut cores, mut exit_after) = (4u32, 1u32, None);
     let mut shard_by_key = false;
+    let mut doorbell = true;
     let mut args = common::args(USAGE).into_iter();
     while let Some(a) = args.next() {
         let mut num = |name: &str| -> u32 {
@@ -128,6 +135,7 @@ fn main() {
             "--clients" => clients = num("--clients"),
             "--cores" => cores = num("--cores"),
             "--shard-by-key" => shard_by_key = true,
+            "--no-doorbell" => doorbell = false,
             "--exit-after" => exit_after = Some(num("--exit-after") as u64),
             _ if a.starts_with('-') => usage(&format!("unknown option {a}")),
             _ if socket.is_none() => socket = Some(PathBuf::from(a)),
@@ -153,6 +161,10 @@ fn main() {
         (0..cores).map(|_| None).collect()
     };
     let done = Arc::new(AtomicU32::new(0));
+    // Each core's doorbell, set once its stack is built (a core rings the receiving core's
+    // after a hand-off; one not built yet polls anyway).
+    let bells: Arc<Vec<OnceLock<Doorbell>>> =
+        Arc::new((0..cores).map(|_| OnceLock::new()).collect());
     let threads: Vec<_> = (0..cores)
         .map(|c| {
             let path = common::kv_core_socket(&socket, c, cores);
@@ -162,6 +174,7 @@ fn main() {
             let mesh = shards[c as usize].take().map(|shard| Mesh {
                 shard,
                 done: done.clone(),
+                bells: doorbell.then(|| bells.clone()),
             });
             std::thread::spawn(move || serve_core(c, &path, per_core, quota, cores > 1, mesh))
         })
@@ -238,6 +251,8 @@ struct Mesh {
     shard: Shard<Handoff>,
     /// Cores that served their share of the connections (they stop when all have).
     done: Arc<AtomicU32>,
+    /// Every core's doorbell (`None`: `--no-doorbell`).
+    bells: Option<Arc<Vec<OnceLock<Doorbell>>>>,
 }
 
 /// A connection the core serves.
@@ -302,6 +317,9 @@ fn serve_core(
         common::kv_server_ip(c),
         path.display()
     );
+    if let Some(bells) = mesh.as_ref().and_then(|m| m.bells.as_ref()) {
+        let _ = bells[c as usize].set(stack.doorbell()?);
+    }
     let listener = stack.listen();
     let mut conns: Vec<Conn> = Vec::new();
     let mut next_id = 0u64;
@@ -345,6 +363,7 @@ fn serve_core(
             // Hand-offs in flight or just past: poll without sleeping.
             Some(_) if !backlog.is_empty() || Instant::now() < spin_until => Duration::ZERO,
             Some(_) if conns.iter().any(|k| k.waiting) => Duration::ZERO,
+            Some(m) if m.bells.is_some() => SHARD_WAIT,
             Some(_) => SHARD_NAP,
         };
         let refs: Vec<&Socket> = conns.iter().map(|k| &k.sock).collect();
@@ -417,9 +436,16 @@ fn serve_core(
             // two lists keep their capacity: no allocation once grown).
             std::mem::swap(&mut backlog, &mut retry);
             for (to, msg, waited) in retry.drain(..) {
-                if let Err(Full(msg)) = m.shard.try_send(to, msg) {
-                    served.backlogged += u64::from(!waited);
-                    backlog.push((to, msg, true));
+                match m.shard.try_send(to, msg) {
+                    Ok(()) => {
+                        if let Some(b) = m.bells.as_ref().and_then(|b| b[to].get()) {
+                            b.ring();
+                        }
+                    }
+                    Err(Full(msg)) => {
+                        served.backlogged += u64::from(!waited);
+                        backlog.push((to, msg, true));
+                    }
                 }
             }
             if moved {

@@ -14,6 +14,7 @@
 #                     adds a column of hand-offs (same clients' work as without: compare)
 #   KEY_SPACE=shared  with SHARD=1: every client GETs every client's keys (--key-space
 #                     shared; k times the GETs of own keys, and waits for keys not PUT yet)
+#   SERVER_ARGS       more kv_server arguments (e.g. --no-doorbell)
 #   PROFILE           cargo profile of the examples (default release)
 #   BIN               a folder holding kv_server and kv_client already built (no build)
 #   OUT               where the raw outputs go (default /tmp/kv-scale)
@@ -60,8 +61,10 @@ trap cleanup EXIT
 server_args=()
 client_args=()
 [[ $SHARD == 1 ]] && server_args+=(--shard-by-key)
+# shellcheck disable=SC2206 # words on purpose
+[[ -n ${SERVER_ARGS:-} ]] && server_args+=($SERVER_ARGS)
 
-echo "kv-scale: 1..$N cores, $CLIENTS_PER_CORE clients per core, --keys $KEYS --sizes $SIZES --rounds $ROUNDS$([[ $SHARD == 1 ]] && echo ", --shard-by-key, --key-space $KEY_SPACE")"
+echo "kv-scale: 1..$N cores, $CLIENTS_PER_CORE clients per core, --keys $KEYS --sizes $SIZES --rounds $ROUNDS$([[ $SHARD == 1 ]] && echo ", --shard-by-key, --key-space $KEY_SPACE")${SERVER_ARGS:+, server $SERVER_ARGS}"
 echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 printf '%-6s %-8s %12s %10s %10s%s\n' cores clients ops/s p50_us p99_us \
   "$([[ $SHARD == 1 ]] && printf ' %10s' handed_off)"

@@ -303,7 +303,8 @@ pub enum Slept {
     /// It did not sleep: frames were waiting, or the deadline was nearer than
     /// [`MIN_SLEEP`].
     No,
-    /// It slept on the port's interrupts until a frame arrived.
+    /// It slept on the port's interrupts until a frame arrived (or the descriptor given to
+    /// [`Runtime::sleep_or_wake`] was signalled).
     Woken,
     /// It slept on the port's interrupts to its timeout.
     TimedOut,
@@ -545,6 +546,19 @@ impl<P: Port, H: UdpHandler, C: Clock> Runtime<P, H, C> {
     /// here (not on the data path: only a loop that decided to sleep calls it); nothing is
     /// allocated once the descriptor set has held the port's descriptors.
     pub fn sleep(&mut self, deadline: Option<Instant>, max: Duration) -> Slept {
+        self.sleep_or_wake(deadline, max, None)
+    }
+
+    /// [`sleep`](Self::sleep), also woken when `wake` becomes readable (an eventfd another
+    /// thread signals: a [`Doorbell`](crate::socket::Doorbell)). On a port without receive
+    /// interrupts the nap is a wait on `wake` alone, so it ends at once when it is signalled.
+    /// The caller drains `wake`.
+    pub fn sleep_or_wake(
+        &mut self,
+        deadline: Option<Instant>,
+        max: Duration,
+        wake: Option<std::os::fd::BorrowedFd<'_>>,
+    ) -> Slept {
         let now = self.clock.now().max(self.now);
         let mut until = now + max;
         if let Some(d) = deadline {
@@ -559,18 +573,32 @@ impl<P: Port, H: UdpHandler, C: Clock> Runtime<P, H, C> {
         }
         self.wait.clear();
         let armed = self.port.rx_intr_arm(&mut self.wait);
-        let slept = match armed {
-            RxIntr::Pending => Slept::No,
-            RxIntr::Armed => match self.wait.wait(timeout) {
-                Ok(true) => Slept::Woken,
-                Ok(false) => Slept::TimedOut,
-                // (ppoll fails only on a bad argument: spin rather than sleep wrongly.)
-                Err(_) => Slept::No,
-            },
-            RxIntr::Unsupported => {
+        let slept = match (armed, wake) {
+            (RxIntr::Pending, _) => Slept::No,
+            (RxIntr::Armed, _) => {
+                if let Some(w) = wake {
+                    self.wait.push(w);
+                }
+                match self.wait.wait(timeout) {
+                    Ok(true) => Slept::Woken,
+                    Ok(false) => Slept::TimedOut,
+                    // (ppoll fails only on a bad argument: spin rather than sleep wrongly.)
+                    Err(_) => Slept::No,
+                }
+            }
+            (RxIntr::Unsupported, None) => {
                 timeout = timeout.min(NAP);
                 std::thread::sleep(timeout);
                 Slept::Napped
+            }
+            (RxIntr::Unsupported, Some(w)) => {
+                // Nothing wakes it on a frame: a nap, but one the doorbell ends.
+                self.wait.push(w);
+                match self.wait.wait(timeout.min(NAP)) {
+                    Ok(true) => Slept::Woken,
+                    Ok(false) => Slept::Napped,
+                    Err(_) => Slept::No,
+                }
             }
         };
         if armed != RxIntr::Unsupported {

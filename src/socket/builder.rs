@@ -675,6 +675,8 @@ impl StackBuilder {
                 max_message,
                 max_send_msgs,
                 rest_deferred: false,
+                bell: None,
+                rang: false,
                 rx_pressure: super::stack::RxPressure::new(self.rx_pool_reserve),
                 idle: super::stack::Idle::new(self.idle_poll),
                 _core: core,

@@ -125,6 +125,7 @@
 //! ```
 
 mod builder;
+mod doorbell;
 mod error;
 mod gpu;
 mod listener;
@@ -146,6 +147,7 @@ use crate::pmd::memif::Role;
 use crate::pmd::Port;
 
 pub use builder::{default_rx_budget, mac_for_ip, StackBuilder, MIN_PEER_REGION_BYTES};
+pub use doorbell::Doorbell;
 pub use error::Error;
 pub use gpu::{GpuMsg, GpuRecvStats, GpuTarget};
 pub use listener::Listener;

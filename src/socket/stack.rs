@@ -166,6 +166,11 @@ pub(super) struct Inner {
     pub(super) rx_pressure: RxPressure,
     /// The idle-poll policy and when the loop last did anything.
     pub(super) idle: Idle,
+    /// [`Stack::doorbell`]'s bell, once one was asked for.
+    pub(super) bell: Option<std::sync::Arc<super::doorbell::Bell>>,
+    /// The bell rang (taken by an idle sleep) and no multi-socket wait has returned for it
+    /// yet.
+    pub(super) rang: bool,
     // Declared after `rt`: released only after the runtime (and its buffers) are gone.
     pub(super) _core: crate::mem::CoreSlot,
 }
@@ -347,7 +352,34 @@ impl Inner {
             let u = crate::time::Instant::from_nanos(u);
             deadline = Some(deadline.map_or(u, |d| d.min(u)));
         }
-        self.rt.sleep(deadline, max);
+        let Some(bell) = self.bell.as_deref() else {
+            self.rt.sleep(deadline, max);
+            return;
+        };
+        // A ring is taken here, whichever blocking call sleeps (so that a `Socket::recv`
+        // does not spin on it), and kept for the next multi-socket wait to return on.
+        if bell.take() {
+            self.rang = true;
+            return;
+        }
+        if !bell.enter_sleep() {
+            bell.take();
+            self.rang = true;
+            return;
+        }
+        self.rt.sleep_or_wake(deadline, max, Some(bell.fd()));
+        bell.leave_sleep();
+        self.rang |= bell.take();
+    }
+
+    /// Whether the doorbell rang since the last multi-socket wait returned for it (and
+    /// forget it).
+    #[inline]
+    pub(super) fn take_rang(&mut self) -> bool {
+        match &self.bell {
+            None => false,
+            Some(b) => std::mem::take(&mut self.rang) | b.take(),
+        }
     }
 
     /// [`Stack::poll_events`]'s harvest: the endpoint's event list (sockets only: a
@@ -616,7 +648,10 @@ impl Stack {
                     ready.push(k);
                 }
             }
-            if !ready.is_empty() || self.since(start) >= timeout {
+            if !ready.is_empty()
+                || self.inner.borrow_mut().take_rang()
+                || self.since(start) >= timeout
+            {
                 return;
             }
             self.idle_wait(Some(start.saturating_add(timeout.as_nanos() as u64)));
@@ -689,16 +724,35 @@ impl Stack {
         ready.clear();
         let start = self.start_ns();
         loop {
-            let incoming = {
+            let (incoming, rang) = {
                 let mut i = self.inner.borrow_mut();
                 i.poll();
-                i.take_events(ready)
+                (i.take_events(ready), i.take_rang())
             };
-            if !ready.is_empty() || incoming > 0 || self.since(start) >= timeout {
+            if !ready.is_empty() || incoming > 0 || rang || self.since(start) >= timeout {
                 return incoming;
             }
             self.idle_wait(Some(start.saturating_add(timeout.as_nanos() as u64)));
         }
+    }
+
+    /// A [`Doorbell`](super::Doorbell) that wakes this stack's loop from another thread:
+    /// after `ring`, the stack's current or next [`poll_ready`](Self::poll_ready) or
+    /// [`poll_events`](Self::poll_events) returns (with nothing ready, if nothing is), also
+    /// from an idle sleep. All calls give the same bell. For work that reaches this core by
+    /// another path than its port (a hand-off queue from another core): push it, then ring.
+    pub fn doorbell(&self) -> Result<super::Doorbell, Error> {
+        let mut i = self.inner.borrow_mut();
+        if let Some(b) = &i.bell {
+            return Ok(super::Doorbell(b.clone()));
+        }
+        let d = super::Doorbell::new().map_err(|e| Error::Backend {
+            what: "doorbell eventfd".into(),
+            why: e.to_string(),
+            fix: "raise the open-file limit (ulimit -n)",
+        })?;
+        i.bell = Some(d.0.clone());
+        Ok(d)
     }
 
     /// Counters.

@@ -519,3 +519,69 @@ fn a_port_without_interrupts_naps_instead() {
         cpu * 100.0
     );
 }
+
+/// A lone memif server stack (no client: its port adds no descriptor, so only a doorbell or
+/// a deadline ends its sleep) blocked in `poll_events` for 30 s: another thread's
+/// `Doorbell::ring` ends the wait at once, from the idle sleep (the ring had to signal the
+/// sleeping stack: one eventfd write), and a ring while the stack is awake makes the next
+/// wait return without sleeping.
+#[test]
+fn a_doorbell_wakes_a_sleeping_stack_from_another_thread() {
+    let path = socket_path("bell");
+    let _ = std::fs::remove_file(&path);
+    let backend = Backend::Memif {
+        socket: path.clone(),
+        role: Role::Server,
+        id: 0,
+    };
+    let stack = Stack::builder(backend, SERVER)
+        .idle_poll(sleep_long())
+        .build()
+        .unwrap();
+    let bell = stack.doorbell().unwrap();
+    let (tx, rx) = mpsc::channel::<Instant>();
+    let ringer = {
+        let bell = bell.clone();
+        thread::spawn(move || {
+            // Long enough for the stack to be asleep (it sleeps after 1 ms idle).
+            thread::sleep(Duration::from_millis(300));
+            tx.send(Instant::now()).unwrap();
+            bell.ring();
+        })
+    };
+    let mut ready = Vec::new();
+    let t0 = Instant::now();
+    let sleeps0 = stack.stats().runtime.sleeps;
+    stack.poll_events(&mut ready, Duration::from_secs(30));
+    let woke = Instant::now();
+    let rang_at = rx.recv().unwrap();
+    ringer.join().unwrap();
+    let waited = woke - t0;
+    let latency = woke.saturating_duration_since(rang_at);
+    let (rings, writes) = bell.counts();
+    println!(
+        "poll_events returned after {waited:?}, {latency:?} after the ring; {} sleeps; \
+         rings {rings}, eventfd writes {writes}",
+        stack.stats().runtime.sleeps - sleeps0
+    );
+    assert!(ready.is_empty());
+    assert!(
+        waited < Duration::from_secs(10),
+        "the ring did not end the 30 s wait: {waited:?}"
+    );
+    assert!(stack.stats().runtime.sleeps > sleeps0, "it never slept");
+    assert_eq!((rings, writes), (1, 1), "one ring, which woke a sleeper");
+
+    // Rung while awake: the next wait returns at once, without a system call.
+    bell.ring();
+    let t0 = Instant::now();
+    stack.poll_events(&mut ready, Duration::from_secs(30));
+    assert!(t0.elapsed() < Duration::from_secs(10), "{:?}", t0.elapsed());
+    assert_eq!(bell.counts(), (2, 1));
+    // And only once: the wait after it runs to its timeout.
+    let t0 = Instant::now();
+    stack.poll_events(&mut ready, Duration::from_millis(100));
+    assert!(t0.elapsed() >= Duration::from_millis(100));
+    drop(stack);
+    let _ = std::fs::remove_file(&path);
+}
