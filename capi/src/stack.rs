@@ -117,6 +117,8 @@ fn build(c: &Config) -> CResult<StackEntry> {
         b = b.memif_hugepages(h);
     }
     b = b.omit_checksums(c.omit_checksums);
+    // After connection_config, which would replace max_rx_slots.
+    b = c.limits.apply(b);
     Ok(StackEntry { stack: b.build()? })
 }
 
