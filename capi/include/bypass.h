@@ -346,6 +346,87 @@ const char *bypass_strerror(int32_t code);
 // `buf` must be NULL or point to `len` writable bytes.
 size_t bypass_last_error(char *buf, size_t len);
 
+// Bytes of reassembly buffers all connections together may hold (at least 1). Charged with
+// the bytes that arrived; a packet over it is refused (the peer retransmits). Default: a
+// quarter of the machine's memory, at most 4 GiB.
+enum bypass_result bypass_config_set_rx_budget(struct bypass_config cfg, uint64_t bytes);
+
+// Most connections accepted from one source IP address alive at once (default 64; at least
+// 1 unless `bypass_config_set_no_accept`). One more is refused: one host cannot take the
+// whole table.
+enum bypass_result bypass_config_set_max_connections_per_source(struct bypass_config cfg,
+                                                                uint32_t n);
+
+// Most pool slots one connection keeps for received single-packet messages the
+// application has not taken (default 256); past it they are copied out of their slots, so a
+// peer cannot pin the pool with messages nobody reads. 0 copies every one.
+enum bypass_result bypass_config_set_max_rx_slots(struct bypass_config cfg, uint32_t n);
+
+// The share of the receive pool (0.0 to 1.0, default 0.25; outside it: clamped; NaN: refused)
+// kept for receiving: while less of it is free, received messages are handed out copied and
+// their packet buffers go back at once, so an application that keeps what it receives
+// cannot take every buffer. 0 turns the copy off.
+enum bypass_result bypass_config_set_rx_pool_reserve(struct bypass_config cfg, double share);
+
+// Stateless replies (cookie challenges, resets to unknown connections) queued for the next
+// transmit at most (default 64, at least 1); one more is dropped and counted, so a flood of
+// hellos cannot grow memory.
+enum bypass_result bypass_config_set_stateless_queue(struct bypass_config cfg, uint32_t n);
+
+// ARP: `capacity` entries in the cache (default 256, at least the memif peers + 16),
+// `pending_dests` destinations waiting on resolution at once (default 16; one more drops the
+// oldest) and `queue_per_dest` frames queued for each (default 64). Each at least 1;
+// retries and entry life stay at their defaults (a request every 200 ms, 5 tries, 60 s).
+enum bypass_result bypass_config_set_arp(struct bypass_config cfg,
+                                         uint32_t capacity,
+                                         uint32_t pending_dests,
+                                         uint32_t queue_per_dest);
+
+// memif client: copy each received frame out of the memory the server shares before the
+// stack reads it (default off: zero copy). Turn it on when the server may be hostile:
+// otherwise it can change a message after its checksum was verified, even while the
+// application holds it. One copy per frame; a server always copies.
+enum bypass_result bypass_config_set_memif_copy_rx(struct bypass_config cfg, bool on);
+
+// memif server: refuse a client region not sealed against shrinking (default off). Turn it
+// on when the peer may be hostile: one that truncates a region we mapped crashes us
+// (SIGBUS). Server only (a client's `bypass_stack_new` refuses it).
+enum bypass_result bypass_config_set_memif_require_sealed_regions(struct bypass_config cfg,
+                                                                  bool on);
+
+// memif server: most bytes a client's regions may add up to (default: sized from the
+// interface; at least 2 MiB); a region over it is refused. Server only.
+enum bypass_result bypass_config_set_memif_max_peer_region_bytes(struct bypass_config cfg,
+                                                                 uint64_t bytes);
+
+// memif server: most control connections in their handshake at once (default 16; at least
+// 1); one more drops the oldest. Server only.
+enum bypass_result bypass_config_set_memif_max_pending_handshakes(struct bypass_config cfg,
+                                                                  uint32_t n);
+
+// memif server: let only a client running as user `uid` connect (`SO_PEERCRED`; default:
+// whoever may open the socket). Server only.
+enum bypass_result bypass_config_set_memif_allowed_uid(struct bypass_config cfg, uint32_t uid);
+
+// memif: longest a control handshake may take before its connection is dropped, in
+// milliseconds (default 5000; more than 0).
+enum bypass_result bypass_config_set_memif_handshake_timeout_ms(struct bypass_config cfg,
+                                                                uint64_t ms);
+
+// memif: how long a ring of a live connection may stay inconsistent (no frame can move on
+// it) before the connection is torn down, in milliseconds (default 1000; more than 0). Below
+// a few milliseconds a peer merely preempted in the middle of an update could be torn down.
+enum bypass_result bypass_config_set_memif_wedge_timeout_ms(struct bypass_config cfg, uint64_t ms);
+
+// memif: the interface's shared secret (at most 23 bytes; default none). A server refuses a
+// client that does not present it; a client presents it. It travels in the clear over the
+// socket: against local users who can read it, restrict the socket's file mode or use
+// `bypass_config_set_memif_allowed_uid`.
+//
+// # Safety
+// `secret` must be NULL or a NUL-terminated string.
+enum bypass_result bypass_config_set_memif_secret(struct bypass_config cfg, const char *secret);
+
 // Sets the timeout of this socket's waiting calls (send under backpressure, receive,
 // flush, close), in milliseconds; a negative value waits forever. Default 10 s.
 enum bypass_result bypass_socket_set_timeout_ms(struct bypass_socket sock, int64_t ms);

@@ -8,6 +8,7 @@ use std::time::Duration;
 use bypass_core::mem::HugePages;
 
 use crate::error::{bypass_result, guard, CError, CResult};
+use crate::limits::Limits;
 use crate::{with_state, State};
 
 /// memif role: serve the control socket (creates the socket file).
@@ -73,6 +74,8 @@ pub(crate) struct Config {
     pub pool_slot_size: u32,
     pub hugepages: Option<HugePages>,
     pub rx_segments: bool,
+    /// The limits against hostile peers (`limits`).
+    pub limits: Limits,
 }
 
 impl Config {
@@ -101,6 +104,7 @@ impl Config {
             pool_slot_size: 2048 + 128,
             hugepages: None,
             rx_segments: false,
+            limits: Limits::default(),
         }
     }
 }
@@ -146,7 +150,7 @@ unsafe fn mac_arg(p: *const u8, what: &str) -> CResult<[u8; 6]> {
     Ok(m)
 }
 
-fn with_config(cfg: bypass_config, f: impl FnOnce(&mut Config) -> CResult) -> CResult {
+pub(crate) fn with_config(cfg: bypass_config, f: impl FnOnce(&mut Config) -> CResult) -> CResult {
     with_state(|st: &mut State| f(st.configs.get_mut(cfg.id)?))
 }
 

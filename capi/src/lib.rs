@@ -21,6 +21,7 @@
 mod config;
 mod error;
 mod handle;
+mod limits;
 mod socket;
 mod stack;
 
@@ -34,6 +35,7 @@ use bypass_core::socket::{Listener, Socket};
 
 pub use config::*;
 pub use error::*;
+pub use limits::*;
 pub use socket::*;
 pub use stack::*;
 

@@ -6,10 +6,9 @@ use std::net::SocketAddrV4;
 use std::rc::Rc;
 use std::time::Duration;
 
-use bypass_core::mem::HugePages;
-use bypass_core::pmd::memif::{InterfaceConfig, Memif, MemifConfig, Role};
+use bypass_core::pmd::memif::Role;
 use bypass_core::proto::ConnectionConfig;
-use bypass_core::socket::{Backend, Error as SockError, Socket, Stack};
+use bypass_core::socket::{Backend, Socket, Stack};
 
 use crate::config::{c_str, parse_ip, BackendSpec, Config};
 use crate::error::{bypass_result, guard, CError, CResult};
@@ -33,19 +32,9 @@ pub struct bypass_listener {
     pub(crate) id: u64,
 }
 
-/// A live stack and what must outlive it (fields drop in order: the stack first).
+/// A live stack.
 pub(crate) struct StackEntry {
     pub stack: Stack,
-    /// A memif instance opened here (for a hugepage policy the stack builder does not take).
-    _memif: Option<Memif>,
-}
-
-fn backend_error(what: impl Into<String>, why: impl std::fmt::Display) -> CError {
-    CError::from(SockError::Backend {
-        what: what.into(),
-        why: why.to_string(),
-        fix: "check the configuration (bypass_config_set_*) and that the peer or device exists",
-    })
 }
 
 fn build(c: &Config) -> CResult<StackEntry> {
@@ -55,7 +44,7 @@ fn build(c: &Config) -> CResult<StackEntry> {
             "the configuration has no IP address: call bypass_config_set_ip",
         )
     })?;
-    let (backend, memif) = match &c.backend {
+    let backend = match &c.backend {
         BackendSpec::None => {
             return Err(CError::new(
                 bypass_result::BYPASS_ERR_INVALID_ARGUMENT,
@@ -63,41 +52,12 @@ fn build(c: &Config) -> CResult<StackEntry> {
                  bypass_config_set_dpdk",
             ))
         }
-        BackendSpec::Memif { socket, server, id } => {
-            let role = if *server { Role::Server } else { Role::Client };
-            match c.hugepages {
-                // The stack builder's own memif (hugepages preferred).
-                None | Some(HugePages::Prefer) => (
-                    Backend::Memif {
-                        socket: socket.clone(),
-                        role,
-                        id: *id,
-                    },
-                    None,
-                ),
-                // Another policy: the same interface as the builder makes, opened here.
-                Some(h) => {
-                    let mut ic = InterfaceConfig::new(*id);
-                    let mtu = c.mtu.filter(|&m| m != 0).unwrap_or(9000);
-                    ic.buffer_size = (u32::from(mtu) + 14).div_ceil(64) * 64;
-                    if let Some(r) = c.memif_ring {
-                        ic.log2_ring_size = r;
-                    }
-                    if let Some(n) = c.memif_extra {
-                        ic.extra_buffers = n;
-                    }
-                    ic.hugepages = h;
-                    let mut mc = MemifConfig::new(socket, role, *id);
-                    mc.interfaces = vec![ic];
-                    let m = Memif::new(mc).map_err(|e| {
-                        backend_error(format!("memif socket {}", socket.display()), e)
-                    })?;
-                    let p = m.port(*id, 0).map_err(|e| backend_error("memif port", e))?;
-                    (Backend::Port(Box::new(p)), Some(m))
-                }
-            }
-        }
-        BackendSpec::Dpdk { eal, device } => (dpdk::open(eal, device, c)?, None),
+        BackendSpec::Memif { socket, server, id } => Backend::Memif {
+            socket: socket.clone(),
+            role: if *server { Role::Server } else { Role::Client },
+            id: *id,
+        },
+        BackendSpec::Dpdk { eal, device } => dpdk::open(eal, device, c)?,
     };
     let mut b = Stack::builder(backend, ip);
     if c.rx_segments {
@@ -152,23 +112,33 @@ fn build(c: &Config) -> CResult<StackEntry> {
     if let Some(n) = c.memif_extra {
         b = b.memif_extra_buffers(n);
     }
+    // The memif interface's pages (DPDK's pool took its policy in `dpdk::open`).
+    if let (BackendSpec::Memif { .. }, Some(h)) = (&c.backend, c.hugepages) {
+        b = b.memif_hugepages(h);
+    }
     b = b.omit_checksums(c.omit_checksums);
-    let stack = b.build()?;
-    Ok(StackEntry {
-        stack,
-        _memif: memif,
-    })
+    // After connection_config, which would replace max_rx_slots.
+    b = c.limits.apply(b);
+    Ok(StackEntry { stack: b.build()? })
 }
 
 #[cfg(feature = "dpdk")]
 mod dpdk {
     use bypass_core::mem::{HugePages, Pool, PoolConfig};
     use bypass_core::pmd::dpdk::{Device, DeviceConfig, DpdkPool, Eal, EalConfig, EalMemory};
-    use bypass_core::socket::Backend;
+    use bypass_core::socket::{Backend, Error as SockError};
 
-    use super::backend_error;
     use crate::config::Config;
     use crate::error::{bypass_result, CError, CResult};
+
+    fn backend_error(what: impl Into<String>, why: impl std::fmt::Display) -> CError {
+        CError::from(SockError::Backend {
+            what: what.into(),
+            why: why.to_string(),
+            fix: "check the configuration (bypass_config_set_*) and that the peer or device \
+                  exists",
+        })
+    }
 
     /// Starts the EAL with `eal` (whitespace-separated arguments), opens `device` and lends
     /// its first queue to the stack. The EAL starts on a thread of its own (it pins the

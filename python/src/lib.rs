@@ -24,6 +24,7 @@
 // carries its SAFETY note (clippy::undocumented_unsafe_blocks is denied in Cargo.toml).
 
 mod errors;
+mod limits;
 mod message;
 mod socket;
 mod stack;

@@ -8,8 +8,10 @@ use bypass::pmd::memif::Role;
 use bypass::socket::{Backend, Stack as RsStack};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
+use pyo3::types::PyDict;
 
 use crate::errors::{closed, timeout, to_py};
+use crate::limits::{arp_config, seconds, Limits};
 use crate::socket::Socket;
 use crate::{deadline, duration, wait, without_gil};
 
@@ -45,6 +47,10 @@ fn parse_mac(what: &str, s: &str) -> PyResult<[u8; 6]> {
 /// socket and waits for the peer) or `"client"` (connects to it). With the default addresses
 /// a server and a client find each other as the Rust examples do (10.77.0.1 and 10.77.0.2,
 /// static ARP); set `ip`/`mac`/`peer_ip`/`peer_mac` for anything else.
+///
+/// The limits against hostile peers (`rx_budget` .. `memif_secret`, module `limits`) are the
+/// Rust `StackBuilder`'s settings of the same name, durations in seconds and `arp` a dict of
+/// `ArpConfig`'s fields; one that makes no sense raises `bypass.Error` naming it.
 ///
 /// Threads: the stack, its listeners and sockets belong to the thread that made the stack
 /// (it is the poll loop); using them from another thread raises `RuntimeError`. Give each
@@ -87,6 +93,20 @@ impl Stack {
         omit_checksums = false,
         pin_core = None,
         spin = false,
+        rx_budget = None,
+        max_connections_per_source = None,
+        max_rx_slots = None,
+        rx_pool_reserve = None,
+        stateless_queue = None,
+        arp = None,
+        memif_copy_rx = None,
+        memif_require_sealed_regions = None,
+        memif_max_peer_region_bytes = None,
+        memif_max_pending_handshakes = None,
+        memif_allowed_uid = None,
+        memif_handshake_timeout = None,
+        memif_wedge_timeout = None,
+        memif_secret = None,
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -111,7 +131,37 @@ impl Stack {
         omit_checksums: bool,
         pin_core: Option<usize>,
         spin: bool,
+        rx_budget: Option<u64>,
+        max_connections_per_source: Option<usize>,
+        max_rx_slots: Option<usize>,
+        rx_pool_reserve: Option<f64>,
+        stateless_queue: Option<usize>,
+        arp: Option<&Bound<'_, PyDict>>,
+        memif_copy_rx: Option<bool>,
+        memif_require_sealed_regions: Option<bool>,
+        memif_max_peer_region_bytes: Option<u64>,
+        memif_max_pending_handshakes: Option<usize>,
+        memif_allowed_uid: Option<u32>,
+        memif_handshake_timeout: Option<f64>,
+        memif_wedge_timeout: Option<f64>,
+        memif_secret: Option<String>,
     ) -> PyResult<Stack> {
+        let limits = Limits {
+            rx_budget,
+            max_connections_per_source,
+            max_rx_slots,
+            rx_pool_reserve,
+            stateless_queue,
+            arp: arp.map(arp_config).transpose()?,
+            memif_copy_rx,
+            memif_require_sealed_regions,
+            memif_max_peer_region_bytes,
+            memif_max_pending_handshakes,
+            memif_allowed_uid,
+            memif_handshake_timeout: seconds("memif_handshake_timeout", memif_handshake_timeout)?,
+            memif_wedge_timeout: seconds("memif_wedge_timeout", memif_wedge_timeout)?,
+            memif_secret,
+        };
         let (role, my_ip, my_mac, other_ip, other_mac) = match role {
             "server" => (Role::Server, SERVER_IP, SERVER_MAC, CLIENT_IP, CLIENT_MAC),
             "client" => (Role::Client, CLIENT_IP, CLIENT_MAC, SERVER_IP, SERVER_MAC),
@@ -181,6 +231,7 @@ impl Stack {
         if let Some(m) = max_message {
             b = b.max_message(m);
         }
+        b = limits.apply(b);
         // A client accepts nothing unless asked; a server accepts.
         if !accept.unwrap_or(role == Role::Server) {
             b = b.no_accept();

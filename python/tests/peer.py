@@ -7,6 +7,7 @@
     python peer.py SOCKET samples                   examples/sample_server.rs's protocol: a
                                                     request (count, size), then the records
 
+Any mode takes `--secret S`: the server's memif secret (`memif_secret`).
 Message k of `stream` is bytes((k * 7 + i) % 251 for i in range(SIZE)): see `pattern`.
 Exits 0 when its client closed as expected, 1 otherwise.
 """
@@ -31,10 +32,16 @@ def main() -> int:
         i = rest.index("--delay")
         delay = float(rest[i + 1])
         del rest[i:i + 2]
+    limits = {}
+    if "--secret" in rest:
+        i = rest.index("--secret")
+        limits["memif_secret"] = rest[i + 1]
+        del rest[i:i + 2]
     # samples: the link of examples/python/loader.py (LINK there).
     link = dict(mtu=65000, ring_log2=6, pool_buffers=512, omit_checksums=True,
                 idle_timeout=60.0, max_probes=300) if mode == "samples" else {}
-    with bypass.Stack(path, "server", link_timeout=60, max_message=1 << 30, **link) as stack:
+    with bypass.Stack(path, "server", link_timeout=60, max_message=1 << 30, **link,
+                      **limits) as stack:
         sock = stack.listen().accept(timeout=60)
         sock.timeout = None
         if mode == "echo":

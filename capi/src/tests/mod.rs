@@ -4,6 +4,7 @@
 #[cfg(feature = "dpdk")]
 mod dpdk;
 mod header;
+mod limits;
 mod misuse;
 mod no_alloc;
 mod poll;
@@ -95,10 +96,22 @@ pub(crate) fn spawn_server(
     max_message: Option<u64>,
     f: impl FnOnce(bypass_stack, bypass_socket) + Send + 'static,
 ) -> std::thread::JoinHandle<()> {
+    spawn_server_with(path, max_message, |_| {}, f)
+}
+
+/// [`spawn_server`] with `setup` run on the server's configuration before its stack is built.
+pub(crate) fn spawn_server_with(
+    path: CString,
+    max_message: Option<u64>,
+    setup: impl FnOnce(bypass_config) + Send + 'static,
+    f: impl FnOnce(bypass_stack, bypass_socket) + Send + 'static,
+) -> std::thread::JoinHandle<()> {
     std::thread::Builder::new()
         .name("capi-server".into())
         .spawn(move || {
-            let st = stack(config(&path, true, max_message));
+            let cfg = config(&path, true, max_message);
+            setup(cfg);
+            let st = stack(cfg);
             let mut l = bypass_listener { id: 0 };
             // SAFETY: valid out-pointers.
             ok(unsafe { bypass_stack_listen(st, &mut l) });
