@@ -563,6 +563,16 @@ macro_rules! forward {
     };
 }
 
+/// `f` on a capturing port's [`Pcap`] (out of line: the path of a running capture).
+#[cold]
+#[inline(never)]
+fn capturing<P: Port, W: Write + Send, R>(
+    s: &mut CaptureState<P, W>,
+    f: impl FnOnce(&mut dyn Port) -> R,
+) -> R {
+    forward!(s, p => f(p))
+}
+
 impl<P: Port, W: Write + Send> Port for CapturePort<P, W> {
     fn info(&self) -> PortInfo {
         forward!(&self.state, p => p.info())
@@ -571,17 +581,28 @@ impl<P: Port, W: Write + Send> Port for CapturePort<P, W> {
     fn link(&mut self) -> Link {
         forward!(&mut self.state, p => p.link())
     }
+    // The data path: no capture is one compare and the inner port's call; the capture's
+    // code stays out of line, so this wrapper adds nothing else to every burst.
     #[inline]
     fn rx_burst(&mut self, out: &mut Vec<PktBuf>, max: usize) -> usize {
-        forward!(&mut self.state, p => p.rx_burst(out, max))
+        match &mut self.state {
+            CaptureState::Plain(p) => p.rx_burst(out, max),
+            s => capturing(s, |p| p.rx_burst(out, max)),
+        }
     }
     #[inline]
     fn tx_burst(&mut self, pkts: &mut Vec<PktBuf>) -> usize {
-        forward!(&mut self.state, p => p.tx_burst(pkts))
+        match &mut self.state {
+            CaptureState::Plain(p) => p.tx_burst(pkts),
+            s => capturing(s, |p| p.tx_burst(pkts)),
+        }
     }
     #[inline]
     fn alloc_tx(&mut self) -> Result<PktBuf, PoolExhausted> {
-        forward!(&mut self.state, p => p.alloc_tx())
+        match &mut self.state {
+            CaptureState::Plain(p) => p.alloc_tx(),
+            s => capturing(s, |p| p.alloc_tx()),
+        }
     }
     fn stats(&self) -> PortStats {
         forward!(&self.state, p => p.stats())

@@ -213,17 +213,39 @@ impl RxPressure {
     /// buffers: zero copy) unless the pool those buffers belong to is low, in which case it
     /// is copied into memory of its own and the buffers go back to the pool at once, so
     /// messages the application keeps cannot take the buffers the port needs to receive.
-    #[inline]
-    pub(super) fn deliver(&mut self, mut m: crate::proto::RecvMsg) -> crate::proto::RecvMsg {
+    ///
+    /// The common case, the pool not low and this message not one the pool is sampled at,
+    /// is this inlined check: a counter and a compare.
+    #[inline(always)]
+    pub(super) fn deliver(&mut self, m: crate::proto::RecvMsg) -> crate::proto::RecvMsg {
+        use crate::proto::MsgData;
+        if self.reserve == 0 {
+            return m;
+        }
+        if self.on {
+            return self.deliver_slow(m);
+        }
+        if matches!(m.data, MsgData::Packet(_) | MsgData::Segments(_)) {
+            self.delivered = self.delivered.wrapping_add(1);
+            if !self.delivered.is_multiple_of(Self::SAMPLE) {
+                return m;
+            }
+            return self.deliver_slow(m);
+        }
+        m
+    }
+
+    /// [`deliver`](Self::deliver) when copying, or at a sample: look at the pool.
+    #[inline(never)]
+    fn deliver_slow(&mut self, mut m: crate::proto::RecvMsg) -> crate::proto::RecvMsg {
         use crate::proto::MsgData;
         if self.reserve == 0 {
             return m;
         }
         let low = match &m.data {
             MsgData::Packet(_) | MsgData::Segments(_) => {
-                self.delivered = self.delivered.wrapping_add(1);
-                if !self.on && !self.delivered.is_multiple_of(Self::SAMPLE) {
-                    return m;
+                if self.on {
+                    self.delivered = self.delivered.wrapping_add(1);
                 }
                 // Leaving needs twice the reserve free (capped at the whole pool).
                 let line = if self.on {

@@ -74,6 +74,23 @@ pub(super) enum RxSlot {
     Done,
 }
 
+impl RxSlot {
+    /// Put `v` in `slot`. The slots a message passes through on its way out hold nothing
+    /// (`Empty`, `Delivered`, `Done`): their old value is dropped without a call to the
+    /// enum's out-of-line drop glue (three such calls per message cost ~70 instructions
+    /// per message in callgrind).
+    #[inline(always)]
+    pub(super) fn set(slot: &mut RxSlot, v: RxSlot) {
+        let old = std::mem::replace(slot, v);
+        if matches!(old, RxSlot::Empty | RxSlot::Delivered | RxSlot::Done) {
+            // Nothing to drop in these variants.
+            std::mem::forget(old);
+        } else {
+            drop(old);
+        }
+    }
+}
+
 pub(super) const PN_WORDS: usize = (PN_WINDOW / 64) as usize;
 
 /// Parts a segments message's list has room for at first: messages of up to this many
@@ -248,10 +265,13 @@ impl Connection {
             m.id.checked_sub(self.rx_base)
                 .and_then(|i| self.rx_msgs.get_mut(i as usize))
         {
-            *slot = RxSlot::Done;
+            RxSlot::set(slot, RxSlot::Done);
         }
         while matches!(self.rx_msgs.front(), Some(RxSlot::Done)) {
-            self.rx_msgs.pop_front();
+            if let Some(done) = self.rx_msgs.pop_front() {
+                // `Done` holds nothing: no drop glue to run.
+                std::mem::forget(done);
+            }
             self.rx_base += 1;
         }
         match &m.data {
@@ -855,11 +875,11 @@ impl Connection {
     /// connection is ordered.
     fn complete(&mut self, idx: usize, msg: RecvMsg, units: u32) {
         if !self.cfg.ordered {
-            self.rx_msgs[idx] = RxSlot::Delivered;
+            RxSlot::set(&mut self.rx_msgs[idx], RxSlot::Delivered);
             self.ready.push_back((msg, units));
             return;
         }
-        self.rx_msgs[idx] = RxSlot::Ready(msg, units);
+        RxSlot::set(&mut self.rx_msgs[idx], RxSlot::Ready(msg, units));
         while let Some(i) = self
             .next_deliver
             .checked_sub(self.rx_base)
