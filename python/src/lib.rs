@@ -73,11 +73,20 @@ pub(crate) fn deadline(timeout: Option<Duration>) -> Option<Instant> {
     timeout.map(|t| Instant::now() + t)
 }
 
-/// Seconds from Python (a non-negative float) as a `Duration`.
+/// The longest wait a timeout means (100 years): more is as good as forever, and a
+/// deadline `now + t` must not overflow.
+const MAX_WAIT: Duration = Duration::from_secs(100 * 365 * 86400);
+
+/// Seconds from Python (a non-negative float) as a `Duration`, at most [`MAX_WAIT`] (a
+/// finite 1e300 would make `Duration::from_secs_f64` panic).
 pub(crate) fn duration(secs: Option<f64>) -> PyResult<Option<Duration>> {
     match secs {
         None => Ok(None),
-        Some(s) if s.is_finite() && s >= 0.0 => Ok(Some(Duration::from_secs_f64(s))),
+        Some(s) if s.is_finite() && s >= 0.0 => Ok(Some(
+            Duration::try_from_secs_f64(s)
+                .unwrap_or(MAX_WAIT)
+                .min(MAX_WAIT),
+        )),
         Some(s) => Err(pyo3::exceptions::PyValueError::new_err(format!(
             "timeout must be a non-negative number of seconds or None, not {s}"
         ))),

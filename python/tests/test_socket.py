@@ -187,6 +187,10 @@ def test_timeout(client, peer):
         assert 0.15 < time.monotonic() - t0 < 2.0
         with pytest.raises(ValueError):
             sock.timeout = -1
+        # Huge but finite: as good as forever (it used to panic in Duration::from_secs_f64).
+        sock.timeout = 1e300
+        assert sock.timeout > 1e9
+        sock.timeout = 0.2
     p.wait()
 
 
