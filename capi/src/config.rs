@@ -8,8 +8,8 @@ use std::time::Duration;
 use bypass_core::mem::HugePages;
 
 use crate::error::{bypass_result, guard, CError, CResult};
-use crate::limits::Limits;
 use crate::{with_state, State};
+use bypass_core::socket::Limits;
 
 /// memif role: serve the control socket (creates the socket file).
 pub const BYPASS_MEMIF_SERVER: u32 = 0;

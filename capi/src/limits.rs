@@ -9,79 +9,10 @@ use std::ffi::c_char;
 use std::time::Duration;
 
 use bypass_core::runtime::net::ArpConfig;
-use bypass_core::socket::StackBuilder;
+use bypass_core::socket::Limits;
 
 use crate::config::{c_str, with_config, Config};
 use crate::error::{bypass_result, guard};
-
-/// The limits set on a configuration; `None`: `StackBuilder`'s default.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Limits {
-    pub rx_budget: Option<u64>,
-    pub max_connections_per_source: Option<usize>,
-    pub max_rx_slots: Option<usize>,
-    pub rx_pool_reserve: Option<f64>,
-    pub stateless_queue: Option<usize>,
-    pub arp: Option<ArpConfig>,
-    pub memif_copy_rx: Option<bool>,
-    pub memif_require_sealed_regions: Option<bool>,
-    pub memif_max_peer_region_bytes: Option<u64>,
-    pub memif_max_pending_handshakes: Option<usize>,
-    pub memif_allowed_uid: Option<u32>,
-    pub memif_handshake_timeout: Option<Duration>,
-    pub memif_wedge_timeout: Option<Duration>,
-    pub memif_secret: Option<String>,
-}
-
-impl Limits {
-    /// `b` with the limits that were set (after `connection_config`, which would replace
-    /// `max_rx_slots`).
-    pub(crate) fn apply(&self, mut b: StackBuilder) -> StackBuilder {
-        if let Some(v) = self.rx_budget {
-            b = b.rx_budget(v);
-        }
-        if let Some(v) = self.max_connections_per_source {
-            b = b.max_connections_per_source(v);
-        }
-        if let Some(v) = self.max_rx_slots {
-            b = b.max_rx_slots(v);
-        }
-        if let Some(v) = self.rx_pool_reserve {
-            b = b.rx_pool_reserve(v);
-        }
-        if let Some(v) = self.stateless_queue {
-            b = b.stateless_queue(v);
-        }
-        if let Some(v) = self.arp {
-            b = b.arp(v);
-        }
-        if let Some(v) = self.memif_copy_rx {
-            b = b.memif_copy_rx(v);
-        }
-        if let Some(v) = self.memif_require_sealed_regions {
-            b = b.memif_require_sealed_regions(v);
-        }
-        if let Some(v) = self.memif_max_peer_region_bytes {
-            b = b.memif_max_peer_region_bytes(v);
-        }
-        if let Some(v) = self.memif_max_pending_handshakes {
-            b = b.memif_max_pending_handshakes(v);
-        }
-        if let Some(v) = self.memif_allowed_uid {
-            b = b.memif_allowed_uid(v);
-        }
-        if let Some(v) = self.memif_handshake_timeout {
-            b = b.memif_handshake_timeout(v);
-        }
-        if let Some(v) = self.memif_wedge_timeout {
-            b = b.memif_wedge_timeout(v);
-        }
-        if let Some(v) = &self.memif_secret {
-            b = b.memif_secret(v.as_str());
-        }
-        b
-    }
-}
 
 /// Records one limit: the body of every setter here.
 fn set(name: &str, cfg: crate::bypass_config, f: impl FnOnce(&mut Limits)) -> bypass_result {

@@ -118,7 +118,7 @@ fn build(c: &Config) -> CResult<StackEntry> {
     }
     b = b.omit_checksums(c.omit_checksums);
     // After connection_config, which would replace max_rx_slots.
-    b = c.limits.apply(b);
+    b = b.limits(&c.limits);
     Ok(StackEntry { stack: b.build()? })
 }
 

@@ -5,13 +5,13 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use bypass::pmd::memif::Role;
-use bypass::socket::{Backend, Stack as RsStack};
+use bypass::socket::{Backend, Limits, Stack as RsStack};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
 use crate::errors::{closed, timeout, to_py};
-use crate::limits::{arp_config, seconds, Limits};
+use crate::limits::{arp_config, seconds};
 use crate::socket::Socket;
 use crate::{deadline, duration, wait, without_gil};
 
@@ -231,7 +231,7 @@ impl Stack {
         if let Some(m) = max_message {
             b = b.max_message(m);
         }
-        b = limits.apply(b);
+        b = b.limits(&limits);
         // A client accepts nothing unless asked; a server accepts.
         if !accept.unwrap_or(role == Role::Server) {
             b = b.no_accept();

@@ -128,6 +128,7 @@ mod builder;
 mod doorbell;
 mod error;
 mod gpu;
+mod limits;
 mod listener;
 pub mod metrics;
 mod sendbuf;
@@ -150,6 +151,7 @@ pub use builder::{default_rx_budget, mac_for_ip, StackBuilder, MIN_PEER_REGION_B
 pub use doorbell::Doorbell;
 pub use error::Error;
 pub use gpu::{GpuMsg, GpuRecvStats, GpuTarget};
+pub use limits::Limits;
 pub use listener::Listener;
 pub use metrics::{CaptureError, CaptureLimits, CapturePolicy, CaptureStatus, Metrics};
 pub use sendbuf::SendBuf;
