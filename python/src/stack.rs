@@ -53,7 +53,8 @@ fn parse_mac(what: &str, s: &str) -> PyResult<[u8; 6]> {
 /// `ArpConfig`'s fields; one that makes no sense raises `bypass.Error` naming it.
 ///
 /// Threads: the stack, its listeners and sockets belong to the thread that made the stack
-/// (it is the poll loop); using them from another thread raises `RuntimeError`. Give each
+/// (it is the poll loop); using them from another thread raises `pyo3_runtime.PanicException`
+/// (PyO3's check of an `unsendable` class, before anything runs). Give each
 /// thread that needs the network its own stack (its own memif socket).
 #[pyclass(module = "bypass", unsendable)]
 pub struct Stack {
