@@ -238,7 +238,13 @@ fn fmt_secs(v: Option<f64>) -> String {
     }
 }
 
-const DROP_CAUSES: [&str; 4] = ["no_buffer", "device_error", "malformed", "no_connection"];
+const DROP_CAUSES: [&str; 5] = [
+    "no_buffer",
+    "device_error",
+    "bad_checksum",
+    "malformed",
+    "no_connection",
+];
 
 fn ports(s: &Scrape) -> Vec<(String, String)> {
     let mut v: Vec<(String, String)> = s

@@ -274,7 +274,13 @@ fn counters_move_by_the_traffic_sent_and_promtool_accepts_the_exposition() {
         "client sent {c_txb} bytes"
     );
     assert_eq!(c_txb, s_rxb);
-    for cause in ["no_buffer", "device_error", "malformed", "no_connection"] {
+    for cause in [
+        "no_buffer",
+        "device_error",
+        "bad_checksum",
+        "malformed",
+        "no_connection",
+    ] {
         let mut l = client.to_vec();
         l.push(("cause", cause));
         assert_eq!(

@@ -509,6 +509,7 @@ impl<P: Port> Port for FanIn<P> {
             s.rx_no_buffer += p.rx_no_buffer;
             s.tx_ring_full += p.tx_ring_full;
             s.rx_errors += p.rx_errors;
+            s.rx_bad_checksum += p.rx_bad_checksum;
         }
         s
     }

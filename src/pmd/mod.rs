@@ -115,6 +115,11 @@ pub struct PortStats {
     pub tx_ring_full: u64,
     /// Malformed or invalid frames/descriptors dropped on receive.
     pub rx_errors: u64,
+    /// Of `rx_errors`: frames dropped because their IPv4 or UDP checksum was wrong as the
+    /// device verified it (checksum offload; DPDK), so that a corrupting link shows apart
+    /// from a misbehaving driver or peer. 0 for ports that leave checksums to the stack
+    /// (the stack counts its own in `NetCounters`).
+    pub rx_bad_checksum: u64,
 }
 
 /// One queue pair of a packet device, polled.

@@ -924,7 +924,11 @@ impl StackMetrics {
         p.set(PortMetric::TxPackets, ps.tx_packets);
         p.set(PortMetric::TxBytes, ps.tx_bytes);
         p.set(PortMetric::RxDropNoBuffer, ps.rx_no_buffer);
-        p.set(PortMetric::RxDropDeviceError, ps.rx_errors);
+        p.set(
+            PortMetric::RxDropDeviceError,
+            ps.rx_errors.saturating_sub(ps.rx_bad_checksum),
+        );
+        p.set(PortMetric::RxDropBadChecksum, ps.rx_bad_checksum);
         p.set(PortMetric::TxRingFull, ps.tx_ring_full);
         let malformed = n.rx_truncated
             + n.arp_malformed

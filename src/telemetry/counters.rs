@@ -144,7 +144,8 @@ impl<S: CounterSet> CoreCounters<S> {
 /// sits below `pmd`) are mirrored with [`CoreCounters::set`]: `rx_packets` to
 /// [`PortMetric::RxPackets`], `rx_bytes` to [`PortMetric::RxBytes`], `tx_packets`/`tx_bytes`
 /// likewise, `rx_no_buffer` to [`PortMetric::RxDropNoBuffer`], `rx_errors` to
-/// [`PortMetric::RxDropDeviceError`], `tx_ring_full` to [`PortMetric::TxRingFull`]. The stack
+/// [`PortMetric::RxDropDeviceError`] less `rx_bad_checksum`, which goes to
+/// [`PortMetric::RxDropBadChecksum`], `tx_ring_full` to [`PortMetric::TxRingFull`]. The stack
 /// adds the others itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
@@ -159,8 +160,10 @@ pub enum PortMetric {
     TxBytes,
     /// Receives lost because the receive pool had no free buffer.
     RxDropNoBuffer,
-    /// Frames or descriptors the driver found malformed and dropped.
+    /// Frames or descriptors the driver found malformed and dropped (other than checksums).
     RxDropDeviceError,
+    /// Frames the device found with a bad IPv4 or UDP checksum (offload) and dropped.
+    RxDropBadChecksum,
     /// Frames the stack could not parse (bad Ethernet/IP/UDP/transport header) and dropped.
     RxDropMalformed,
     /// Well-formed frames for no known connection or protocol, dropped.
@@ -209,6 +212,12 @@ const PORT_DESCS: &[MetricDesc] = &[
         help: "Received frames dropped, by cause.",
         kind: MetricKind::Counter,
         label: Some(("cause", "device_error")),
+    },
+    MetricDesc {
+        name: "bypass_port_rx_dropped_packets",
+        help: "Received frames dropped, by cause.",
+        kind: MetricKind::Counter,
+        label: Some(("cause", "bad_checksum")),
     },
     MetricDesc {
         name: "bypass_port_rx_dropped_packets",
@@ -272,6 +281,10 @@ mod tests {
         assert_eq!(
             PortMetric::DESCS[PortMetric::TxPackets.index()].name,
             "bypass_port_tx_packets"
+        );
+        assert_eq!(
+            PortMetric::DESCS[PortMetric::RxDropBadChecksum.index()].label,
+            Some(("cause", "bad_checksum"))
         );
     }
 

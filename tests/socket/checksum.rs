@@ -345,3 +345,64 @@ fn datagrams_without_a_checksum_are_dropped_unless_both_ends_agreed() {
     drop(stack);
     server.join().unwrap();
 }
+
+/// A port reporting the checksum drops a device with offload made (as DPDK's does).
+struct OffloadDrops<P> {
+    inner: P,
+}
+
+impl<P: Port> Port for OffloadDrops<P> {
+    fn info(&self) -> PortInfo {
+        self.inner.info()
+    }
+    fn link(&mut self) -> Link {
+        self.inner.link()
+    }
+    fn rx_burst(&mut self, out: &mut Vec<PktBuf>, max: usize) -> usize {
+        self.inner.rx_burst(out, max)
+    }
+    fn tx_burst(&mut self, pkts: &mut Vec<PktBuf>) -> usize {
+        self.inner.tx_burst(pkts)
+    }
+    fn alloc_tx(&mut self) -> Result<PktBuf, PoolExhausted> {
+        self.inner.alloc_tx()
+    }
+    fn stats(&self) -> PortStats {
+        PortStats {
+            rx_errors: 5,
+            rx_bad_checksum: 3,
+            ..self.inner.stats()
+        }
+    }
+}
+
+/// A driver's checksum drops (`PortStats::rx_bad_checksum`, part of `rx_errors`) are
+/// published as `cause="bad_checksum"`, apart from the driver's other errors
+/// (`cause="device_error"`).
+#[test]
+fn device_checksum_drops_have_a_cause_of_their_own() {
+    let pool = Pool::new(&PoolConfig {
+        hugepages: HugePages::Never,
+        ..PoolConfig::new("checksum-cause", 1024, 2048 + 256)
+    })
+    .unwrap();
+    let (a, _b) = pair(&pool, 256, 1500).unwrap();
+    let m = bypass::socket::Metrics::new();
+    let stack = Stack::builder(Backend::Port(Box::new(OffloadDrops { inner: a })), SERVER)
+        .metrics(&m)
+        .metrics_name("offload")
+        .build()
+        .unwrap();
+    let value = |cause: &str| {
+        m.registry().value(
+            "bypass_port_rx_dropped_packets",
+            &[("port", "offload"), ("queue", "0"), ("cause", cause)],
+        )
+    };
+    let _ = harness::wait_for("the port's drops to be published", harness::SETTLE, || {
+        stack.poll();
+        value("bad_checksum") == Some(3)
+    });
+    assert_eq!(value("bad_checksum"), Some(3));
+    assert_eq!(value("device_error"), Some(2));
+}

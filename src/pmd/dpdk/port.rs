@@ -490,8 +490,8 @@ impl DpdkPort {
     /// Turn a received mbuf into a PktBuf: the slot itself when the mbuf is one segment of a
     /// DpdkPool, else a copy. With receive checksum offload, a frame the device flagged BAD
     /// is dropped, and one whose status is UNKNOWN is checked in software
-    /// ([`rx_checksum_verdict`]); both drops count in `rx_errors` and
-    /// [`rx_bad_checksum`](Self::rx_bad_checksum).
+    /// ([`rx_checksum_verdict`]); both drops count in `rx_errors`, `PortStats::rx_bad_checksum`
+    /// and [`rx_bad_checksum`](Self::rx_bad_checksum).
     #[inline]
     fn take_mbuf(&mut self, m: *mut sys::rte_mbuf) -> Option<PktBuf> {
         // SAFETY: m is a valid mbuf the driver just gave us.
@@ -502,6 +502,7 @@ impl DpdkPort {
                 || CsumStatus::l4(flags) == CsumStatus::Bad)
         {
             self.stats.rx_errors += 1;
+            self.stats.rx_bad_checksum += 1;
             self.rx_bad_checksum += 1;
             // SAFETY: we own m and free it once.
             unsafe { sys::shim_pktmbuf_free(m) };
@@ -515,6 +516,7 @@ impl DpdkPort {
             self.rx_checksum_software += 1;
             if rx_checksum_verdict(flags, b.data()) == RxVerdict::Drop {
                 self.stats.rx_errors += 1;
+                self.stats.rx_bad_checksum += 1;
                 self.rx_bad_checksum += 1;
                 return None;
             }
