@@ -83,7 +83,8 @@ struct MemifKnobs {
     handshake_timeout: Option<Duration>,
     copy_rx: Option<bool>,
     wedge_timeout: Option<Duration>,
-    secret: Option<String>,
+    /// Not printed by the builder's `Debug`.
+    secret: Option<Redacted>,
 }
 
 impl MemifKnobs {
@@ -434,7 +435,7 @@ impl StackBuilder {
     /// the socket): restrict the socket by file mode or
     /// [`memif_allowed_uid`](Self::memif_allowed_uid) for that. [`Backend::Memif`] only.
     pub fn memif_secret(mut self, secret: impl Into<String>) -> Self {
-        self.memif.secret = Some(secret.into());
+        self.memif.secret = Some(Redacted(secret.into()));
         self
     }
     /// ARP: the cache's size and the bounds on unresolved destinations
@@ -711,7 +712,7 @@ impl StackBuilder {
         if let Some(c) = self.memif.copy_rx {
             ic.copy_rx = c;
         }
-        if let Some(s) = &self.memif.secret {
+        if let Some(Redacted(s)) = &self.memif.secret {
             ic.secret = Some(s.clone());
         }
         ic
@@ -800,11 +801,9 @@ pub fn mac_for_ip(ip: Ipv4Addr) -> [u8; 6] {
     [0x02, 0xb9, o[0], o[1], o[2], o[3]]
 }
 
-/// A secret the builder's `Debug` does not print.
-#[cfg(feature = "metrics")]
+/// A secret the builder's `Debug` does not print (the metrics token, the memif secret).
 struct Redacted(String);
 
-#[cfg(feature = "metrics")]
 impl std::fmt::Debug for Redacted {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("<redacted>")
@@ -983,7 +982,7 @@ impl StackBuilder {
                 "give a wedged ring time to come back (default 1 s)",
             );
         }
-        if let Some(s) = &self.memif.secret {
+        if let Some(Redacted(s)) = &self.memif.secret {
             if s.len() > 23 {
                 return Err(Error::Config {
                     what: "memif_secret",

@@ -145,4 +145,22 @@ mod tests {
             "{s}"
         );
     }
+
+    #[test]
+    fn the_builders_debug_never_prints_the_memif_secret() {
+        let b = crate::socket::Stack::builder(
+            crate::socket::Backend::Memif {
+                socket: "/nonexistent/bypass.sock".into(),
+                role: crate::pmd::memif::Role::Client,
+                id: 0,
+            },
+            std::net::Ipv4Addr::LOCALHOST,
+        )
+        .limits(&Limits {
+            memif_secret: Some("hunter2".into()),
+            ..Limits::default()
+        });
+        let s = format!("{b:?}");
+        assert!(!s.contains("hunter2") && s.contains("redacted"), "{s}");
+    }
 }
