@@ -239,9 +239,6 @@ impl RxPressure {
     #[inline(never)]
     fn deliver_slow(&mut self, mut m: crate::proto::RecvMsg) -> crate::proto::RecvMsg {
         use crate::proto::MsgData;
-        if self.reserve == 0 {
-            return m;
-        }
         let low = match &m.data {
             MsgData::Packet(_) | MsgData::Segments(_) => {
                 if self.on {
@@ -380,10 +377,6 @@ impl Inner {
         };
         // A ring is taken here, whichever blocking call sleeps (so that a `Socket::recv`
         // does not spin on it), and kept for the next multi-socket wait to return on.
-        if bell.take() {
-            self.rang = true;
-            return;
-        }
         if !bell.enter_sleep() {
             bell.take();
             self.rang = true;
