@@ -361,13 +361,13 @@ fn memif_max_peer_region_bytes_reaches_the_memif_server() {
     assert_eq!((server, client), (Ok(()), Ok(())), "256 MiB lets it in");
 }
 
-/// `memif_copy_rx` on a client stack: messages of one segment and of many arrive intact
-/// and stay intact while the client holds them all (in its private receive pool), and the
-/// echo goes back out of the shared region (a foreign buffer is copied into it).
-#[test]
-fn memif_copy_rx_client_stack_exchanges_messages() {
-    let _pair = harness::one_pair_at_a_time();
-    let path = socket_path("copy-rx");
+/// `memif_copy_rx` on a client stack: messages of one segment and of many arrive intact and
+/// stay intact while the client holds them all, and the one-packet ones it holds lie outside
+/// the region the server writes (in its private receive pool); without the setting they lie
+/// in that region (zero copy). The echo goes back out of the shared region (a foreign buffer
+/// is copied into it).
+fn copy_rx_echo(copy_rx: bool) {
+    let path = socket_path(&format!("copy-rx-{copy_rx}"));
     let _ = std::fs::remove_file(&path);
     let backend = |role| Backend::Memif {
         socket: path.clone(),
@@ -387,7 +387,7 @@ fn memif_copy_rx_client_stack_exchanges_messages() {
     });
     harness::settle("the memif server's socket to appear", || path.exists());
     let stack = Stack::builder(backend(Role::Client), CLIENT)
-        .memif_copy_rx(true)
+        .memif_copy_rx(copy_rx)
         .link_timeout(Duration::from_secs(10))
         .build()
         .unwrap();
@@ -400,14 +400,31 @@ fn memif_copy_rx_client_stack_exchanges_messages() {
         sock.send_bytes(msg(i, n).into()).unwrap();
         held.push(sock.recv().unwrap());
     }
+    let shared = stack.memif_pool().expect("a memif stack's pool");
+    let (lo, len) = (shared.region().as_ptr() as usize, shared.region().len());
     for (i, (m, &n)) in held.iter().zip(&sizes).enumerate() {
         assert_eq!(&m[..], &msg(i, n)[..], "echo {i} of {n} bytes");
+        if n <= 1400 {
+            let p = m.as_ptr() as usize;
+            assert_eq!(
+                (lo..lo + len).contains(&p),
+                !copy_rx,
+                "echo {i} of {n} bytes: in the server-writable region (copy_rx {copy_rx})"
+            );
+        }
     }
     drop(held);
     sock.close().unwrap();
     srv.join().unwrap();
     assert_eq!(stack.stats().port.rx_no_buffer, 0);
     let _ = std::fs::remove_file(&path);
+}
+
+#[test]
+fn memif_copy_rx_client_stack_exchanges_messages() {
+    let _pair = harness::one_pair_at_a_time();
+    copy_rx_echo(true);
+    copy_rx_echo(false);
 }
 
 #[test]
