@@ -12,16 +12,14 @@ use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
 /// A setting in seconds as a `Duration` (0 is passed on: the builder says what it means).
+/// Read as every timeout is (`crate::duration`: at most 100 years), the error naming it.
 pub(crate) fn seconds(what: &str, secs: Option<f64>) -> PyResult<Option<Duration>> {
-    secs.map(|s| {
-        // try_: a huge float would make `from_secs_f64` panic.
-        Duration::try_from_secs_f64(s).map_err(|_| {
-            PyValueError::new_err(format!(
-                "{what} must be a non-negative number of seconds, not {s}"
-            ))
-        })
+    crate::duration(secs).map_err(|_| {
+        PyValueError::new_err(format!(
+            "{what} must be a non-negative number of seconds, not {}",
+            secs.unwrap_or_default()
+        ))
     })
-    .transpose()
 }
 
 /// The keys `arp` takes.
