@@ -17,8 +17,9 @@ use rustix::event::{eventfd, EventfdFlags};
 /// pushes the work, then rings, and the consumer drains its queues each time its wait
 /// returns.
 ///
-/// Cost: a ring is one atomic swap while the stack is awake (the next wait returns at once,
-/// or its next iteration does), plus one `write(2)` to an eventfd when the stack sleeps. A
+/// Cost: a ring is three atomic operations while the stack is awake (a count, a swap, a load;
+/// the next wait returns at once, or its next iteration does), plus one `write(2)` to an
+/// eventfd when the stack sleeps. A
 /// stack with a doorbell reads one atomic per iteration of a blocking wait, and adds the
 /// eventfd to what an idle sleep waits on.
 #[derive(Clone, Debug)]
